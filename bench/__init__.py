@@ -1,0 +1,1 @@
+"""Benchmarks: load generators and the benchmark report (`xiaozhi bench`)."""

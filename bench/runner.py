@@ -1,0 +1,146 @@
+"""Benchmark runner: every `xiaozhi bench CASE` prints a table and writes JSON.
+
+Each figure is measured beside a reference measured the same way in the same run (design.md
+section 8), so a reader sees what our code costs over the primitive it is built on. Results
+go to `bench/results/<case>-<UTC time>.json` and `<case>-latest.json`, with the machine and
+the versions that produced them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+__all__ = [
+    "CASES",
+    "DEFAULT_RESULTS_DIR",
+    "Figure",
+    "Report",
+    "measure_rate",
+    "run_bench",
+    "write_report",
+]
+
+DEFAULT_RESULTS_DIR = Path(__file__).resolve().parent / "results"
+_VERSIONED = ("websockets", "aiomqtt", "msgpack", "orjson", "pydantic", "opuslib", "hassil")
+
+
+@dataclass(slots=True)
+class Figure:
+    """One measured figure beside its reference (`reference` None where there is none)."""
+
+    name: str
+    value: float
+    unit: str
+    reference: float | None = None
+    reference_name: str = ""
+    notes: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        """value / reference: for rates, the share of the primitive's speed we keep."""
+        if self.reference in (None, 0):
+            return None
+        return self.value / self.reference  # type: ignore[operator]
+
+
+@dataclass(slots=True)
+class Report:
+    case: str
+    figures: list[Figure] = field(default_factory=list)
+    started_at: str = ""
+    machine: dict[str, object] = field(default_factory=dict)
+
+    def table(self) -> str:
+        """The figures as an aligned text table."""
+        rows = [("figure", "value", "unit", "reference", "ratio")]
+        for f in self.figures:
+            ref = "" if f.reference is None else f"{f.reference:,.0f} ({f.reference_name})"
+            ratio = "" if f.ratio is None else f"{f.ratio:.2f}"
+            rows.append((f.name, f"{f.value:,.0f}", f.unit, ref, ratio))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+def machine_info() -> dict[str, object]:
+    """The machine and versions a result was measured with."""
+    versions: dict[str, str] = {}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:  # pragma: no cover
+            versions[name] = "absent"
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "versions": versions,
+    }
+
+
+def measure_rate(operation: Callable[[], object], seconds: float, batch: int = 200) -> float:
+    """Operations per second of `operation`, run in batches for about `seconds`."""
+    operation()  # warm caches and lazy imports outside the timed part
+    done = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for _ in range(batch):
+            operation()
+        done += batch
+        now = time.perf_counter()
+        if now >= deadline:
+            return done / (now - start)
+
+
+def write_report(report: Report, out_dir: Path) -> Path:
+    """Write the report as JSON (timestamped and `-latest`) and return the timestamped path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = asdict(report)
+    for fig, raw in zip(report.figures, data["figures"], strict=True):
+        raw["ratio"] = fig.ratio
+    stamp = report.started_at.replace(":", "").replace("-", "")
+    path = out_dir / f"{report.case}-{stamp}.json"
+    text = json.dumps(data, indent=2) + "\n"
+    path.write_text(text, encoding="utf-8")
+    (out_dir / f"{report.case}-latest.json").write_text(text, encoding="utf-8")
+    return path
+
+
+def _codecs(seconds: float) -> Report:
+    from xiaozhi_bench.codecs import run_codecs
+
+    return run_codecs(seconds)
+
+
+CASES: dict[str, tuple[Callable[[float], Report], float]] = {
+    # name: (function taking the seconds per figure, default seconds per figure)
+    "codecs": (_codecs, 0.5),
+}
+
+
+def run_bench(case: str, *, seconds: float | None, out_dir: str | Path) -> int:
+    """Run one case, print its table, write its JSON; return the process exit code."""
+    function, default_seconds = CASES[case]
+    started = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    report = function(default_seconds if seconds is None else seconds)
+    report.started_at = started
+    report.machine = machine_info()
+    print(
+        f"xiaozhi bench {case}  ({report.machine['cpus']} cpus, python {report.machine['python']})"
+    )
+    print(report.table())
+    path = write_report(report, Path(out_dir))
+    print(f"written   {path}")
+    return 0

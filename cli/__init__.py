@@ -1,0 +1,1 @@
+"""The `xiaozhi` command line: sub-commands that start each component, and `up`."""

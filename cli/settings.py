@@ -1,0 +1,70 @@
+"""Settings of `xiaozhi up`: where the broker is, or where to run the managed one.
+
+Names are the stable ones of design.md section 3 (prefix `XIAOZHI_`). Invalid values are all
+reported at once, each quoting the bad value (see `load_settings`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["SettingsError", "UpSettings", "load_settings", "parse_mqtt_url"]
+
+
+class SettingsError(ValueError):
+    """One or more settings are invalid; the message lists every one of them."""
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int]:
+    """Split `mqtt://host[:port]` into host and port (1883 by default).
+
+    Raises:
+        ValueError: another scheme, or no host.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+        raise ValueError(f"expected mqtt://host[:port], got {url!r}")
+    return parts.hostname, parts.port or 1883
+
+
+class UpSettings(BaseSettings):
+    """What `xiaozhi up` needs before any component starts."""
+
+    model_config = SettingsConfigDict(env_prefix="XIAOZHI_", extra="ignore")
+
+    mqtt_url: str | None = Field(
+        default=None,
+        description="External broker (mqtt://host:port). Unset: start a managed Mosquitto.",
+    )
+    broker_port: int = Field(default=1883, ge=0, le=65535, description="Managed broker port.")
+    broker_host: str = Field(
+        default="127.0.0.1",
+        description="Managed broker listen address. Loopback by default: the dev broker has "
+        "no passwords, so expose it on purpose (0.0.0.0) only on a trusted network.",
+    )
+    state_dir: Path = Field(
+        default=Path("var"), description="Where runtime state lives (broker persistence)."
+    )
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_mqtt_url(value)
+        return value
+
+
+def load_settings() -> UpSettings:
+    """Read the environment; raise `SettingsError` listing every invalid field and value."""
+    try:
+        return UpSettings()
+    except ValidationError as err:
+        lines = [
+            f"  XIAOZHI_{'_'.join(str(p) for p in e['loc']).upper()}={e.get('input')!r}: {e['msg']}"
+            for e in err.errors()
+        ]
+        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from err

@@ -1,0 +1,1 @@
+"""Edge worker: terminates device WebSockets and republishes on the MQTT topic tree."""

@@ -1,0 +1,1 @@
+"""Hub: voice commands to actions, fleet registry, HTTP API and discovery."""

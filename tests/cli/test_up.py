@@ -1,0 +1,140 @@
+"""`xiaozhi up` as a newcomer runs it: a subprocess, real Mosquitto, Ctrl-C to stop."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import LineReader, pid_alive
+from xiaozhi_cli.broker import ManagedMosquitto, free_port
+
+XIAOZHI = shutil.which("xiaozhi") or str(Path(sys.executable).with_name("xiaozhi"))
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XIAOZHI_")}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def up_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], LineReader, int]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [XIAOZHI, "up"],
+        env=_env(XIAOZHI_BROKER_PORT=str(port), XIAOZHI_STATE_DIR=str(tmp_path)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield process, LineReader(process), port
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_up_runs_a_broker_clients_can_use_and_ctrl_c_stops_it(
+    up_process: tuple[subprocess.Popen[str], LineReader, int],
+) -> None:
+    process, reader, port = up_process
+    line = reader.wait_for("broker")
+    assert f"mqtt://127.0.0.1:{port}" in line
+    broker_pid = int(re.search(r"pid (\d+)", line).group(1))  # type: ignore[union-attr]
+    reader.wait_for("ready")
+
+    # An integrator's view: the real CLI clients publish a retained message and read it back.
+    subprocess.run(
+        ["mosquitto_pub", "-p", str(port), "-t", "xiaozhi/test/hello", "-m", '{"ok":true}', "-r"],
+        check=True,
+        timeout=10,
+    )
+    got = subprocess.run(
+        ["mosquitto_sub", "-p", str(port), "-t", "xiaozhi/test/hello", "-C", "1", "-W", "10"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
+    assert got.stdout.strip() == '{"ok":true}'
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=15) == 0
+    assert "stopped" in reader.rest()[-1]
+    assert not pid_alive(broker_pid), "the managed broker outlived `xiaozhi up`"
+
+
+def test_up_uses_an_external_broker_when_mqtt_url_is_set(
+    mosquitto: ManagedMosquitto, tmp_path: Path
+) -> None:
+    process = subprocess.Popen(
+        [XIAOZHI, "up"],
+        env=_env(XIAOZHI_MQTT_URL=mosquitto.url, XIAOZHI_STATE_DIR=str(tmp_path)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    reader = LineReader(process)
+    try:
+        assert "external" in reader.wait_for(mosquitto.url)
+        reader.wait_for("ready")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert mosquitto.running, "stopping `up` must not stop a broker it does not own"
+
+
+def test_up_says_clearly_when_the_broker_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run(
+            [XIAOZHI, "up"],
+            env=_env(XIAOZHI_BROKER_PORT=str(port), XIAOZHI_STATE_DIR=str(tmp_path)),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2
+    assert "did not start" in result.stderr
+    assert "XIAOZHI_BROKER_PORT" in result.stderr
+
+
+def test_up_refuses_an_unreachable_external_broker(tmp_path: Path) -> None:
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    result = subprocess.run(
+        [XIAOZHI, "up"],
+        env=_env(XIAOZHI_MQTT_URL=url, XIAOZHI_STATE_DIR=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert f"broker {url} is not reachable" in result.stderr
+
+
+def test_up_lists_every_invalid_setting_with_its_value(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [XIAOZHI, "up"],
+        env=_env(XIAOZHI_BROKER_PORT="70000", XIAOZHI_MQTT_URL="http://broker"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "XIAOZHI_BROKER_PORT='70000'" in result.stderr
+    assert "XIAOZHI_MQTT_URL='http://broker'" in result.stderr

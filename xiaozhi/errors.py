@@ -17,7 +17,9 @@ answers with, so the I/O layer maps error class to reply without parsing message
     │   ├── DecompressionFailed    zlib stream is corrupt
     │   ├── InvalidMessage         bad JSON, bad UTF-8 or a model that does not validate
     │   │   └── MissingField           a required field is absent
-    │   └── SerialCommandError     a serial console line that is not a command
+    │   ├── SerialCommandError     a serial console line that is not a command
+    │   ├── AuthenticationFailed   a device token or credential is refused
+    │   └── RateLimited            a peer sends faster than its limit
     └── InvalidTopic               a topic or device id outside the topic grammar (caller misuse)
 
 Peer violations (``WireError``) are kept apart from caller misuse (``InvalidTopic``), as
@@ -29,6 +31,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "AuthenticationFailed",
     "ChecksumMismatch",
     "DecompressionFailed",
     "ErrorCode",
@@ -38,6 +41,7 @@ __all__ = [
     "LengthMismatch",
     "MissingField",
     "PayloadTooLarge",
+    "RateLimited",
     "SerialCommandError",
     "TruncatedFrame",
     "UnknownFrameType",
@@ -193,6 +197,26 @@ class MissingField(InvalidMessage):
 
 class SerialCommandError(WireError):
     """A serial console line that is not a well-formed command (seed 003)."""
+
+
+class AuthenticationFailed(WireError):
+    """A device token or credential is refused; ``reason`` says why (safe to show the device)."""
+
+    code = ErrorCode.AUTHENTICATION_FAILED
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"authentication failed: {reason}")
+        self.reason = reason
+
+
+class RateLimited(WireError):
+    """A peer sends faster than its limit allows."""
+
+    code = ErrorCode.RATE_LIMIT_EXCEEDED
+
+    def __init__(self, *, rate: float, limit: float, what: str = "messages") -> None:
+        super().__init__(f"{what} at {rate:.0f}/s over the limit of {limit:.0f}/s")
+        self.rate, self.limit, self.what = rate, limit, what
 
 
 class InvalidTopic(XiaozhiError, ValueError):

@@ -35,8 +35,11 @@ def _check_reachable(url: str, timeout: float = 3.0) -> None:
         raise BrokerStartError(f"broker {url} is not reachable: {err}") from err
 
 
-async def _wait_for_stop_signal() -> None:
-    """Return on the first SIGINT/SIGTERM; a second one forces the exit (as uvicorn does)."""
+def _install_stop_handlers() -> asyncio.Event:
+    """Set an event on the first SIGINT/SIGTERM; a second one forces the exit (as uvicorn does).
+
+    Installed before anything starts, so a Ctrl-C during start-up still stops cleanly.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -48,10 +51,11 @@ async def _wait_for_stop_signal() -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _on_signal)
-    await stop.wait()
+    return stop
 
 
 async def _run_up(settings: UpSettings) -> int:
+    stop = _install_stop_handlers()
     broker: ManagedMosquitto | None = None
     if settings.mqtt_url:
         _check_reachable(settings.mqtt_url)
@@ -64,7 +68,7 @@ async def _run_up(settings: UpSettings) -> int:
         _say(f"broker    {broker.url} (managed mosquitto, pid {broker.pid})")
     _say("ready     press Ctrl-C to stop")
     try:
-        await _wait_for_stop_signal()
+        await stop.wait()
     finally:
         _say("stopping")
         if broker is not None:

@@ -16,7 +16,8 @@ answers with, so the I/O layer maps error class to reply without parsing message
     │   ├── PayloadTooLarge        over a size limit (checked before reading/inflating)
     │   ├── DecompressionFailed    zlib stream is corrupt
     │   ├── InvalidMessage         bad JSON, bad UTF-8 or a model that does not validate
-    │   │   └── MissingField           a required field is absent
+    │   │   ├── MissingField           a required field is absent
+    │   │   └── UnknownMessageType     a JSON `type` outside the message table
     │   ├── SerialCommandError     a serial console line that is not a command
     │   ├── AuthenticationFailed   a device token or credential is refused
     │   └── RateLimited            a peer sends faster than its limit
@@ -45,6 +46,7 @@ __all__ = [
     "SerialCommandError",
     "TruncatedFrame",
     "UnknownFrameType",
+    "UnknownMessageType",
     "UnsupportedVersion",
     "VersionMismatch",
     "WireError",
@@ -193,6 +195,18 @@ class MissingField(InvalidMessage):
     def __init__(self, *, field: str, model: str) -> None:
         super().__init__(f"{model}: missing required field {field!r}", field=field)
         self.model = model
+
+
+class UnknownMessageType(InvalidMessage):
+    """A JSON message whose ``type`` is not in the table for its direction."""
+
+    code = ErrorCode.INVALID_MESSAGE_TYPE
+
+    def __init__(self, *, msg_type: str, known: tuple[str, ...], side: str) -> None:
+        super().__init__(
+            f"unknown {side} message type {msg_type!r} (known: {', '.join(known)})", field="type"
+        )
+        self.msg_type, self.known = msg_type, known
 
 
 class SerialCommandError(WireError):

@@ -105,14 +105,14 @@ def _quote(value: object) -> str:
     return text
 
 
-def _to_wire_error(model: str, err: ValidationError) -> InvalidMessage:
+def _to_wire_error(model: str, err: ValidationError, prefix: tuple[str, ...]) -> InvalidMessage:
     """Pick the error to report: a missing field first (it has its own code), else the first."""
     errors = err.errors(include_url=False)
     missing = [e for e in errors if e["type"] == "missing"]
     if missing:
-        return MissingField(field=field_path(missing[0]["loc"]), model=model)
+        return MissingField(field=field_path((*prefix, *missing[0]["loc"])), model=model)
     first = errors[0]
-    path = field_path(first["loc"]) or None
+    path = field_path((*prefix, *first["loc"])) or None
     reason = first["msg"].removeprefix("Value error, ")
     where = f"field {path!r}" if path else "message"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -121,8 +121,11 @@ def _to_wire_error(model: str, err: ValidationError) -> InvalidMessage:
     )
 
 
-def validate_model(model_cls: type[M], obj: Any) -> M:
+def validate_model(model_cls: type[M], obj: Any, *, path_prefix: str | None = None) -> M:
     """Build ``model_cls`` from an already parsed JSON value.
+
+    ``path_prefix`` names where ``obj`` sits in a larger message (``"parameters"``), so an
+    error names the field as the peer sees it (``parameters.volume``).
 
     Raises:
         MissingField: a required field is absent (``field`` is its dotted path).
@@ -131,7 +134,8 @@ def validate_model(model_cls: type[M], obj: Any) -> M:
     try:
         return model_cls.model_validate(obj)
     except ValidationError as err:
-        raise _to_wire_error(model_cls.__name__, err) from err
+        prefix = (path_prefix,) if path_prefix else ()
+        raise _to_wire_error(model_cls.__name__, err, prefix) from err
 
 
 def parse_payload(

@@ -1,0 +1,445 @@
+"""Audio on the edge: Opus uplink into utterances, and a stand-in TTS for the downlink.
+
+Uplink (reference §1.5, §1.7): the device streams one Opus packet per binary frame, 16 kHz
+mono, while listening. :class:`UtteranceBuffer` decodes each packet with opuslib into a
+bounded PCM buffer and cuts it into :class:`Utterance`\\ s:
+
+* ``manual`` mode (push to talk): from ``listen start`` to ``listen stop``;
+* ``auto`` and ``realtime`` modes (server-side VAD ends the turn): an utterance begins with
+  speech (frame energy over a threshold, with a short pre-roll kept) and ends after
+  ``silence_ms`` of silence; the buffer keeps listening for the next one;
+* any mode: ``listen stop`` (or a new ``listen start``) ends the current one.
+
+No speech recogniser exists in this project yet: an :class:`Utterance` is the buffer one will
+consume. The edge publishes its metadata as an ``utterance`` event.
+
+Downlink: :class:`ToneSynthesizer` is a **stand-in for a TTS engine**, which this project
+does not have. It turns a sentence into an audible, deterministic chime (one short note per
+word) encoded as real Opus, so devices and the simulator exercise the whole speaking path
+(``tts start``, paced audio, ``tts stop``).
+"""
+
+from __future__ import annotations
+
+import array
+import enum
+import math
+import operator
+import sys
+import zlib
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import opuslib
+import opuslib.api.info
+
+from xiaozhi.errors import InvalidMessage
+from xiaozhi.messages import ListenMode
+
+__all__ = [
+    "MAX_OPUS_FRAME_SAMPLES",
+    "SAMPLE_RATE",
+    "SUPPORTED_FRAME_DURATIONS_MS",
+    "OpusDecodeError",
+    "ToneSynthesizer",
+    "Utterance",
+    "UtteranceBuffer",
+    "UtteranceReason",
+]
+
+SAMPLE_RATE: Final = 16000
+"""Uplink decode rate and TTS encode rate, Hz (reference §1.3: the firmware records 16 kHz)."""
+
+SUPPORTED_FRAME_DURATIONS_MS: Final = (20, 40, 60)
+"""Frame durations a device may negotiate in its hello (reference §6.2)."""
+
+MAX_OPUS_FRAME_SAMPLES: Final = SAMPLE_RATE * 120 // 1000
+"""Room given to the decoder: the longest Opus packet is 120 ms. A device whose packets are
+longer than the duration its hello announced still decodes; duration is counted from the
+samples actually decoded, not from the announced duration."""
+
+_BYTES_PER_SAMPLE: Final = 2
+_RMS_STRIDE: Final = 4  # energy from every 4th sample: a quarter of the work, same decision
+
+if sys.byteorder != "little":  # pragma: no cover - every supported target is little-endian
+    raise ImportError("xiaozhi_edge.audio assumes little-endian 16-bit PCM")
+
+
+class OpusDecodeError(InvalidMessage):
+    """An Opus packet that libopus refuses; the rest of the utterance is untouched."""
+
+    def __init__(self, *, size: int, reason: str) -> None:
+        super().__init__(f"Opus packet of {size} B does not decode: {reason}", field="opus")
+        self.size, self.reason = size, reason
+
+
+class UtteranceReason(enum.StrEnum):
+    """Why an utterance ended."""
+
+    STOP = "stop"  # listen stop, or a new listen start
+    SILENCE = "silence"  # auto/realtime: silence_ms of silence after speech
+    LIMIT = "limit"  # the buffer reached max_utterance_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """One finished utterance: the PCM a speech recogniser will consume.
+
+    Attributes:
+        pcm: 16 kHz mono signed 16-bit little-endian samples.
+        duration_ms: Length of ``pcm``.
+        frames: Opus frames decoded into ``pcm``.
+        dropped_frames: Frames of this utterance that were not kept: in manual mode, frames
+            after the buffer was full (``reason`` is then ``limit``).
+        reason: Why it ended (:class:`UtteranceReason`).
+        mode: The listen mode it was recorded in.
+        decode_errors: Frames of this utterance that did not decode (each also raised).
+    """
+
+    pcm: bytes
+    duration_ms: int
+    frames: int
+    dropped_frames: int
+    reason: UtteranceReason
+    mode: ListenMode = ListenMode.MANUAL
+    decode_errors: int = 0
+
+
+class _Decoder(Protocol):
+    def decode(self, opus_data: bytes, frame_size: int) -> bytes: ...
+
+
+def _default_decoder() -> _Decoder:
+    decoder: _Decoder = opuslib.Decoder(SAMPLE_RATE, 1)
+    return decoder
+
+
+def _opus_reason(err: opuslib.OpusError) -> str:
+    """libopus's text for the error code (opuslib's ``str()`` shows it as a bytes repr)."""
+    code = getattr(err, "code", None)
+    try:
+        text = opuslib.api.info.strerror(code)
+    except Exception:  # a code ctypes cannot pass: say what we know
+        return f"libopus error {code!r}"
+    return text.decode("ascii", "replace") if isinstance(text, bytes) else str(text)
+
+
+def _sum_of_squares(pcm: bytes) -> tuple[int, int]:
+    """Sum of squared samples over every ``_RMS_STRIDE``-th sample, and how many were used."""
+    samples = array.array("h", pcm)[::_RMS_STRIDE]
+    return sum(map(operator.mul, samples, samples)), len(samples)
+
+
+class UtteranceBuffer:
+    """Decodes a device's Opus uplink into bounded utterances (module docstring).
+
+    Args:
+        max_utterance_seconds: Largest utterance kept as PCM. Beyond it, in ``manual`` mode
+            further frames are counted as dropped until ``listen stop`` (the utterance then
+            ends with reason ``limit``); in ``auto``/``realtime`` mode the utterance ends at
+            once with reason ``limit`` and the next frames begin a new one. Memory never
+            grows past this.
+        silence_rms_threshold: Frame RMS (16-bit units) under which a frame is silence.
+        silence_ms: Silence after speech that ends an auto/realtime utterance.
+        preroll_ms: Audio kept from before the first speech frame (auto/realtime), so the
+            first syllable is not cut.
+        min_speech_ms: Speech needed before an utterance counts as begun (auto/realtime).
+        decoder_factory: Builds the Opus decoder (opuslib's 16 kHz mono by default); called
+            on the first ``start`` so idle connections hold no decoder.
+
+    Every method is pure bookkeeping over what it is given; no clock is read.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_utterance_seconds: float = 15.0,
+        silence_rms_threshold: float = 500.0,
+        silence_ms: int = 600,
+        preroll_ms: int = 300,
+        min_speech_ms: int = 60,
+        decoder_factory: Callable[[], _Decoder] = _default_decoder,
+    ) -> None:
+        self.max_pcm_bytes = int(max_utterance_seconds * SAMPLE_RATE) * _BYTES_PER_SAMPLE
+        self.silence_ms = silence_ms
+        self.min_speech_ms = min_speech_ms
+        self._threshold_sq = float(silence_rms_threshold) ** 2
+        self._preroll_bytes = preroll_ms * SAMPLE_RATE // 1000 * _BYTES_PER_SAMPLE
+        self._decoder_factory = decoder_factory
+        self._decoder: _Decoder | None = None
+        self._mode: ListenMode | None = None
+        self.dropped_frames_total = 0
+        self.decode_errors_total = 0
+        self._reset_segment()
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def listening(self) -> bool:
+        """True between ``start`` and ``stop``: frames are accepted."""
+        return self._mode is not None
+
+    @property
+    def mode(self) -> ListenMode | None:
+        """The current listen mode, or None when not listening."""
+        return self._mode
+
+    @property
+    def buffered_ms(self) -> int:
+        """Audio held for the current utterance (pre-roll included)."""
+        held = len(self._pcm) + sum(len(chunk) for chunk in self._preroll)
+        return held * 1000 // (SAMPLE_RATE * _BYTES_PER_SAMPLE)
+
+    def _reset_segment(self) -> None:
+        self._pcm = bytearray()
+        self._preroll: deque[bytes] = deque()
+        self._preroll_size = 0
+        self._frames = 0
+        self._dropped = 0
+        self._errors = 0
+        self._speech_ms = 0
+        self._speech_started = False
+        self._silence_run_ms = 0
+
+    # -- control -----------------------------------------------------------------------
+
+    def start(self, mode: ListenMode) -> Utterance | None:
+        """``listen start``: begin listening in ``mode``.
+
+        Returns:
+            The utterance that was in progress, ended with reason ``stop``, if any.
+        """
+        finished = self.stop() if self.listening else None
+        if self._decoder is None:
+            self._decoder = self._decoder_factory()
+        self._mode = mode
+        return finished
+
+    def stop(self) -> Utterance | None:
+        """``listen stop``: stop listening and end the current utterance.
+
+        Returns:
+            The utterance (reason ``stop``, or ``limit`` if frames were dropped), or None if
+            nothing was said: no frame in manual mode, no speech in auto/realtime mode.
+        """
+        finished = None
+        if self._speech_started or (self._mode is ListenMode.MANUAL and self._frames):
+            reason = UtteranceReason.LIMIT if self._dropped else UtteranceReason.STOP
+            finished = self._complete(reason)
+        self._mode = None
+        self._reset_segment()
+        return finished
+
+    def reset(self) -> None:
+        """Discard everything buffered and stop listening (abort of a session)."""
+        self._mode = None
+        self._reset_segment()
+
+    def release(self) -> None:
+        """:meth:`reset` and free the decoder (connection closed)."""
+        self.reset()
+        self._decoder = None
+
+    # -- audio -------------------------------------------------------------------------
+
+    def feed(self, packet: bytes) -> Utterance | None:
+        """Decode one Opus packet into the current utterance.
+
+        Returns:
+            An utterance that this frame ended (silence or limit in auto/realtime mode),
+            else None. A frame fed while not listening is counted as dropped.
+
+        Raises:
+            OpusDecodeError: libopus refused the packet. It is counted; nothing else is lost
+                and the next packet decodes normally.
+        """
+        if self._mode is None or self._decoder is None:
+            self.dropped_frames_total += 1
+            return None
+        try:
+            pcm = self._decoder.decode(packet, MAX_OPUS_FRAME_SAMPLES)
+        except opuslib.OpusError as err:
+            self._errors += 1
+            self.decode_errors_total += 1
+            raise OpusDecodeError(size=len(packet), reason=_opus_reason(err)) from err
+        if self._mode is ListenMode.MANUAL:
+            if len(self._pcm) + len(pcm) > self.max_pcm_bytes:
+                self._dropped += 1
+                self.dropped_frames_total += 1
+            else:
+                self._pcm += pcm
+                self._frames += 1
+            return None
+        return self._feed_vad(pcm)
+
+    def _feed_vad(self, pcm: bytes) -> Utterance | None:
+        frame_ms = len(pcm) * 1000 // (SAMPLE_RATE * _BYTES_PER_SAMPLE)
+        squares, count = _sum_of_squares(pcm)
+        voiced = count > 0 and squares >= self._threshold_sq * count
+        if not self._speech_started:
+            self._feed_before_speech(pcm, frame_ms, voiced)
+            return None
+        finished = None
+        if len(self._pcm) + len(pcm) > self.max_pcm_bytes:
+            finished = self._complete(UtteranceReason.LIMIT)
+            self._reset_segment()
+            # This frame opens the next utterance, as speech or as its pre-roll.
+            self._feed_before_speech(pcm, frame_ms, voiced)
+            return finished
+        self._pcm += pcm
+        self._frames += 1
+        self._silence_run_ms = 0 if voiced else self._silence_run_ms + frame_ms
+        if self._silence_run_ms >= self.silence_ms:
+            finished = self._complete(UtteranceReason.SILENCE)
+            self._reset_segment()
+        return finished
+
+    def _feed_before_speech(self, pcm: bytes, frame_ms: int, voiced: bool) -> None:
+        """Keep ``pcm`` as pre-roll; begin the utterance once speech lasted long enough."""
+        self._keep_preroll(pcm)
+        self._speech_ms = self._speech_ms + frame_ms if voiced else 0
+        if self._speech_ms >= self.min_speech_ms:
+            self._speech_started = True
+            self._pcm = bytearray(b"".join(self._preroll))
+            self._frames = len(self._preroll)
+            self._preroll.clear()
+            self._preroll_size = 0
+
+    def _keep_preroll(self, pcm: bytes) -> None:
+        self._preroll.append(pcm)
+        self._preroll_size += len(pcm)
+        while len(self._preroll) > 1 and self._preroll_size > self._preroll_bytes:
+            self._preroll_size -= len(self._preroll.popleft())
+
+    def _complete(self, reason: UtteranceReason) -> Utterance:
+        pcm = bytes(self._pcm)
+        return Utterance(
+            pcm=pcm,
+            duration_ms=len(pcm) * 1000 // (SAMPLE_RATE * _BYTES_PER_SAMPLE),
+            frames=self._frames,
+            dropped_frames=self._dropped,
+            reason=reason,
+            mode=self._mode or ListenMode.MANUAL,
+            decode_errors=self._errors,
+        )
+
+
+# -- downlink: the stand-in TTS ----------------------------------------------------------
+
+# A major pentatonic scale around A4-A5: any sequence of its notes sounds consonant.
+_NOTES_HZ: Final = (440.0, 493.88, 554.37, 659.25, 739.99, 880.0)
+_FADE_MS: Final = 8
+
+
+class ToneSynthesizer:
+    """A stand-in for text-to-speech; **no real TTS engine exists in this project**.
+
+    For a sentence it produces a short, audible chime: one note per word (``ms_per_word``,
+    a note from a pentatonic scale chosen by a CRC of the word, with soft edges and a short
+    gap), capped at ``max_ms``. The same text always gives the same notes and the same Opus
+    packets, so tests and the simulator can rely on it. Audio is 16 kHz mono, encoded with
+    ``opuslib.Encoder(16000, 1, APPLICATION_VOIP)`` (a fresh encoder per sentence, which
+    keeps the packets deterministic), one packet per ``frame_duration_ms``.
+
+    Results are cached per ``(text, frame_duration_ms)`` in an LRU of ``cache_size``
+    entries (3 s of Opus is about 10 KB, so the default holds about 320 KB). One instance is
+    shared by every session of a process; it is not thread-safe (the event loop is one
+    thread).
+
+    Args:
+        ms_per_word: Note length per word, gap included.
+        max_ms: Longest result; longer sentences are cut.
+        cache_size: LRU entries.
+        amplitude: Peak level, 0..1 of full scale.
+    """
+
+    def __init__(
+        self,
+        *,
+        ms_per_word: int = 80,
+        max_ms: int = 3000,
+        cache_size: int = 32,
+        amplitude: float = 0.3,
+    ) -> None:
+        if ms_per_word < 2 * _FADE_MS or max_ms < ms_per_word or cache_size < 1:
+            raise ValueError("need ms_per_word >= 16, max_ms >= ms_per_word, cache_size >= 1")
+        if not 0 < amplitude <= 1:
+            raise ValueError(f"amplitude {amplitude} outside (0, 1]")
+        self.ms_per_word = ms_per_word
+        self.max_ms = max_ms
+        self.cache_size = cache_size
+        self.amplitude = amplitude
+        self._cache: OrderedDict[tuple[str, int], tuple[bytes, ...]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def synthesize(self, text: str, frame_duration_ms: int) -> tuple[bytes, ...]:
+        """The Opus packets (not yet framed for a protocol version) that speak ``text``.
+
+        Args:
+            text: The sentence; an empty one still gives one note.
+            frame_duration_ms: 20, 40 or 60, the device's negotiated duration.
+
+        Returns:
+            One Opus packet per frame, at least one.
+
+        Raises:
+            ValueError: an unsupported frame duration (caller misuse).
+        """
+        if frame_duration_ms not in SUPPORTED_FRAME_DURATIONS_MS:
+            raise ValueError(
+                f"frame duration {frame_duration_ms} ms not in {SUPPORTED_FRAME_DURATIONS_MS}"
+            )
+        key = (text, frame_duration_ms)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            self.hits += 1
+            return cached
+        self.misses += 1
+        packets = self._encode(self.pcm(text), frame_duration_ms)
+        self._cache[key] = packets
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return packets
+
+    def pcm(self, text: str) -> bytes:
+        """The chime for ``text`` as 16 kHz mono 16-bit little-endian PCM (not padded)."""
+        words = text.split() or [""]
+        per_word = self.ms_per_word * SAMPLE_RATE // 1000
+        fade = _FADE_MS * SAMPLE_RATE // 1000
+        note_len = per_word - 2 * fade  # the rest of the slot is a gap between notes
+        peak = self.amplitude * 32767
+        max_samples = self.max_ms * SAMPLE_RATE // 1000
+        samples = array.array("h")
+        for word in words:
+            if len(samples) >= max_samples:
+                break
+            freq = _NOTES_HZ[zlib.crc32(word.casefold().encode("utf-8")) % len(_NOTES_HZ)]
+            step = 2 * math.pi * freq / SAMPLE_RATE
+            for i in range(note_len):
+                edge = min(i, note_len - 1 - i)
+                gain = 1.0 if edge >= fade else 0.5 - 0.5 * math.cos(math.pi * edge / fade)
+                samples.append(int(peak * gain * math.sin(step * i)))
+            samples.extend([0] * (per_word - note_len))
+        del samples[max_samples:]
+        return samples.tobytes()
+
+    @staticmethod
+    def _encode(pcm: bytes, frame_duration_ms: int) -> tuple[bytes, ...]:
+        frame_bytes = SAMPLE_RATE * frame_duration_ms // 1000 * _BYTES_PER_SAMPLE
+        remainder = len(pcm) % frame_bytes
+        if remainder:
+            pcm += bytes(frame_bytes - remainder)
+        encoder: Any = opuslib.Encoder(SAMPLE_RATE, 1, opuslib.APPLICATION_VOIP)
+        frame_samples = frame_bytes // _BYTES_PER_SAMPLE
+        return tuple(
+            bytes(encoder.encode(pcm[offset : offset + frame_bytes], frame_samples))
+            for offset in range(0, len(pcm), frame_bytes)
+        )
+
+    def cache_info(self) -> dict[str, int]:
+        """Hits, misses and entries of the LRU, for ``/stats``."""
+        return {"hits": self.hits, "misses": self.misses, "size": len(self._cache)}

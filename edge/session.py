@@ -1,0 +1,1507 @@
+"""One device connection, sans-I/O: messages in, :mod:`~xiaozhi_edge.outputs` out.
+
+A :class:`DeviceSession` is fed by the asyncio layer (``edge/server.py``) and never touches a
+socket, the broker or a clock (style.md §1, §3). Every ``on_*`` method takes ``now``
+(monotonic seconds) and ``wall`` (an ISO 8601 timestamp for payloads), and returns the list
+of outputs to execute in order. Rules the I/O layer must keep:
+
+* Call :meth:`~DeviceSession.on_text` / :meth:`~DeviceSession.on_binary` for every WebSocket
+  message, :meth:`~DeviceSession.on_command` for every MQTT message on the filters the
+  session subscribed to, :meth:`~DeviceSession.on_timer` when
+  :meth:`~DeviceSession.next_deadline` has passed (once a second is fine), and
+  :meth:`~DeviceSession.on_close` exactly once when the socket is gone, whoever closed it.
+* When a device id that already has a session connects again, call
+  :meth:`~DeviceSession.supersede` on the older one (the device id is known once the new
+  session is READY), so the old socket's end does not mark the device disconnected.
+* After a :class:`~xiaozhi_edge.outputs.Close` the session is CLOSING and every input
+  returns ``[]`` until ``on_close``.
+* ``on_*`` never raises. A :class:`~xiaozhi.errors.WireError` from a codec or model becomes
+  an ``error`` reply naming what was wrong; anything else is a bug: it is counted as
+  ``INTERNAL_ERROR``, kept in :attr:`~DeviceSession.last_fault` for the I/O layer to log, and
+  answered with a generic error without details (websockets' parse/fail pattern).
+
+The state machine (all of it lives here, h11 style)::
+
+    AWAIT_HELLO --hello / device_register--> READY --Close output--> CLOSING
+         |  \\--hello timeout, hostile input (Close)-----------------^     |
+         \\---------------------------- on_close ----------------------> CLOSED
+
+Two device families share one socket (design.md §4): real firmware (``hello``, binary audio,
+MCP) and seed 003 clients (``device_register`` and the JSON envelope). Both are accepted
+from either; the family decides how commands are delivered.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from xiaozhi import jsonutil
+from xiaozhi.binary import SUPPORTED_VERSIONS, FrameType, decode_frame, encode_opus
+from xiaozhi.commands import (
+    MCP_TOOL_FOR_COMMAND,
+    AlertParameters,
+    CommandResult,
+    DeviceCommand,
+    LedParameters,
+    McpCallParameters,
+    RespondParameters,
+    VolumeParameters,
+    parse_parameters,
+)
+from xiaozhi.errors import (
+    AuthenticationFailed,
+    ErrorCode,
+    InvalidMessage,
+    InvalidTopic,
+    MissingField,
+    PayloadTooLarge,
+    RateLimited,
+    UnsupportedVersion,
+    WireError,
+)
+from xiaozhi.messages import (
+    Abort,
+    Alert,
+    AudioDataMessage,
+    AudioParams,
+    DeviceHello,
+    DeviceMessage,
+    DeviceRegisterMessage,
+    ErrorData,
+    ErrorMessage,
+    Goodbye,
+    Listen,
+    ListenMode,
+    ListenState,
+    Llm,
+    Mcp,
+    PingMessage,
+    ResponseData,
+    ResponseMessage,
+    SensorMessage,
+    ServerHello,
+    Stt,
+    System,
+    SystemCommand,
+    Tts,
+    TtsState,
+    VoiceCommandMessage,
+    parse_device_message,
+)
+from xiaozhi.payloads import (
+    CommandPayload,
+    ConnectionEvent,
+    DeviceStatus,
+    DeviceTransport,
+    EventPayload,
+    EventType,
+    ResponseStatus,
+    SensorPayload,
+    StatusPayload,
+    VoiceCommandEvent,
+)
+from xiaozhi.topics import TopicKind, TopicTree, normalize_device_id, validate_id
+from xiaozhi.wav import UPLINK_FORMAT, decode_wav
+from xiaozhi_edge.audio import (
+    SAMPLE_RATE,
+    SUPPORTED_FRAME_DURATIONS_MS,
+    Utterance,
+    UtteranceBuffer,
+    UtteranceReason,
+)
+from xiaozhi_edge.limits import EdgeLimits, EventWindow, TokenBucket
+from xiaozhi_edge.mcp import (
+    McpBusy,
+    McpCallResult,
+    McpClient,
+    McpIgnored,
+    McpInitialized,
+    McpRequestFailed,
+    McpToolsListed,
+    McpVision,
+    mcp_message,
+)
+from xiaozhi_edge.outputs import (
+    Close,
+    CloseCode,
+    Output,
+    PlayAudio,
+    Publish,
+    SendText,
+    StopAudio,
+    Subscribe,
+    Unsubscribe,
+)
+
+__all__ = [
+    "DEFAULT_FRAME_DURATION_MS",
+    "DEFAULT_WAKE_WORDS",
+    "PREBUFFER_FRAMES",
+    "DeviceIdentity",
+    "DeviceKind",
+    "DeviceSession",
+    "EdgeCounters",
+    "IdentityRefused",
+    "MissingIdentity",
+    "SessionState",
+    "SpeechSynthesizer",
+    "UnexpectedMessage",
+]
+
+DEFAULT_FRAME_DURATION_MS: Final = 60
+"""The firmware's ``OPUS_FRAME_DURATION_MS`` (reference §1.3); used when a hello has none."""
+
+PREBUFFER_FRAMES: Final = 5
+"""TTS frames sent before pacing starts, as the reference server does (reference §5.2)."""
+
+DEFAULT_WAKE_WORDS: Final = ("你好小智", "ni hao xiao zhi", "nihaoxiaozhi", "hi esp", "hi lexin")
+"""Wake words of the stock firmware models; a ``listen detect`` with one of these is a wake
+word, any other text a typed command (reference §1.5, §6.5)."""
+
+_INTERNAL_ERROR: Final = "INTERNAL_ERROR"
+_DUPLICATE_WINDOW: Final = 128  # recent command message_ids remembered (QoS 1 redelivery)
+_WAKE_WORD_STRIP: Final = " \t.,!?;:。，！？"
+_U32: Final = 2**32
+
+
+class SessionState(enum.StrEnum):
+    """Where a device connection is; every transition is in :class:`DeviceSession`."""
+
+    AWAIT_HELLO = "await_hello"  # socket open, no device hello yet
+    READY = "ready"  # hello answered; binary version fixed for life
+    CLOSING = "closing"  # close sent, waiting for the socket to end
+    CLOSED = "closed"  # on_close ran: disconnected status published
+
+
+class DeviceKind(enum.StrEnum):
+    """How the device introduced itself; decides how commands reach it."""
+
+    FIRMWARE = "firmware"  # `hello`: real xiaozhi firmware (stt/tts/audio, MCP tools)
+    SEED = "seed"  # `device_register`: seed 003 client (commands as JSON envelopes)
+
+
+class UnexpectedMessage(InvalidMessage):
+    """A known message in a state where it makes no sense (``listen`` before ``hello``)."""
+
+    code = ErrorCode.INVALID_MESSAGE_TYPE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="type")
+
+
+class IdentityRefused(WireError):
+    """The device claims an identity the connection does not have; closes with 1008."""
+
+    code = ErrorCode.PERMISSION_DENIED
+
+
+class MissingIdentity(IdentityRefused):
+    """A firmware ``hello`` on a connection without a ``Device-Id``; closes with 1008."""
+
+    code = ErrorCode.MISSING_REQUIRED_FIELDS
+
+
+# The one table from error class to close (style.md "How this project applies them").
+# Every other WireError is answered and counted; a streak of them closes 1008 (garbage).
+_CLOSE_FOR_ERROR: Final[dict[type[WireError], tuple[CloseCode, str]]] = {
+    MissingIdentity: (CloseCode.POLICY_VIOLATION, "device id required"),
+    IdentityRefused: (CloseCode.POLICY_VIOLATION, "device id mismatch"),
+    AuthenticationFailed: (CloseCode.POLICY_VIOLATION, "authentication failed"),
+}
+
+
+def _close_for(err: WireError) -> tuple[CloseCode, str] | None:
+    for cls in type(err).__mro__:
+        rule = _CLOSE_FOR_ERROR.get(cls)
+        if rule is not None:
+            return rule
+    return None
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _normalize_phrase(text: str) -> str:
+    return " ".join(text.casefold().split()).strip(_WAKE_WORD_STRIP)
+
+
+class SpeechSynthesizer(Protocol):
+    """What a session needs of a TTS: Opus packets (16 kHz) for a sentence."""
+
+    def synthesize(self, text: str, frame_duration_ms: int) -> tuple[bytes, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIdentity:
+    """Who is on the connection, from the handshake (reference §1.2) or ``device_register``.
+
+    Attributes:
+        device_id: Normalized id (``aabbccddeeff`` for a MAC), used in every topic.
+        raw_device_id: The id exactly as the device sent it.
+        client_id: The ``Client-Id`` header (board UUID), if sent.
+        protocol_version: The ``Protocol-Version`` header (1/2/3); None if absent.
+        authenticated: True when the handshake verified a token or an allow-list entry.
+    """
+
+    device_id: str
+    raw_device_id: str
+    client_id: str | None = None
+    protocol_version: int | None = None
+    authenticated: bool = False
+
+    @classmethod
+    def from_handshake(
+        cls,
+        device_id: str,
+        *,
+        client_id: str | None = None,
+        protocol_version: str | int | None = None,
+        authenticated: bool = False,
+    ) -> DeviceIdentity:
+        """Build the identity from handshake headers (or their query-parameter twins).
+
+        ``Protocol-Version`` absent, empty or ``0`` means "not given" (the firmware treats
+        0 as its default, reference §1.1).
+
+        Raises:
+            InvalidTopic: the device id does not normalize to a valid id; refuse the
+                handshake (HTTP 400).
+            UnsupportedVersion: ``Protocol-Version`` is not 1, 2 or 3.
+        """
+        version: int | None = None
+        if protocol_version not in (None, "", 0, "0"):
+            text = str(protocol_version).strip()
+            version = int(text) if text.isdigit() else None
+            if isinstance(protocol_version, bool) or version not in SUPPORTED_VERSIONS:
+                raise UnsupportedVersion(version=protocol_version, supported=SUPPORTED_VERSIONS)
+        return cls(
+            device_id=normalize_device_id(device_id),
+            raw_device_id=device_id,
+            client_id=client_id or None,
+            protocol_version=version,
+            authenticated=authenticated,
+        )
+
+
+@dataclass
+class EdgeCounters:
+    """Counters shared by every session of an edge process (``/stats``, ``/metrics``).
+
+    ``errors`` is keyed by the error code's name (``INVALID_DATA_FORMAT``…) plus
+    ``INTERNAL_ERROR`` for bugs; ``closes`` by the close reason the session gave.
+    """
+
+    frames_received: int = 0
+    bytes_received: int = 0
+    text_messages: int = 0
+    binary_frames: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    dropped_audio_frames: int = 0
+    utterances: int = 0
+    voice_commands: int = 0
+    commands_delivered: int = 0
+    rate_limited: int = 0
+    closes: dict[str, int] = field(default_factory=dict)
+    version_conflicts: int = 0  # hello version disagreed with the Protocol-Version header
+    duplicate_commands: int = 0  # a command message_id seen again (QoS 1 redelivery)
+    mcp_timeouts: int = 0
+
+    def count_error(self, code: str) -> None:
+        """One more error of ``code``."""
+        self.errors[code] = self.errors.get(code, 0) + 1
+
+    def count_close(self, reason: str) -> None:
+        """One more close for ``reason``."""
+        self.closes[reason] = self.closes.get(reason, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy, with ``errors_total`` (seed 000's single ``errors`` figure)."""
+        return {
+            "frames_received": self.frames_received,
+            "bytes_received": self.bytes_received,
+            "text_messages": self.text_messages,
+            "binary_frames": self.binary_frames,
+            "errors": dict(self.errors),
+            "errors_total": sum(self.errors.values()),
+            "dropped_audio_frames": self.dropped_audio_frames,
+            "utterances": self.utterances,
+            "voice_commands": self.voice_commands,
+            "commands_delivered": self.commands_delivered,
+            "rate_limited": self.rate_limited,
+            "closes": dict(self.closes),
+            "version_conflicts": self.version_conflicts,
+            "duplicate_commands": self.duplicate_commands,
+            "mcp_timeouts": self.mcp_timeouts,
+        }
+
+
+@dataclass(slots=True)
+class _Stream:
+    """A seed ``audio_data`` stream being reassembled."""
+
+    total: int
+    chunks: dict[int, bytes] = field(default_factory=dict)
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _CallContext:
+    """What a pending MCP call answers: the command and its message_id."""
+
+    command: str
+    message_id: str | None
+
+
+_TELEMETRY_FIELDS: Final = ("uptime", "memory_usage", "cpu_usage", "wifi_signal", "free_heap")
+
+
+class DeviceSession:
+    """The logic of one device connection (module docstring for the I/O contract).
+
+    Args:
+        identity: From the handshake; None for a seed client that sent no ``Device-Id``
+            (its ``device_register`` names it).
+        edge_id: This edge process, in the id grammar (status, events).
+        topics: The topic tree.
+        limits: Per-connection limits.
+        counters: Shared by all sessions of the process; mutated in place.
+        language: ``language`` of voice commands typed on firmware devices.
+        wake_words: ``listen detect`` texts that are wake words, not commands.
+        synthesizer: The TTS (:class:`~xiaozhi_edge.audio.ToneSynthesizer` stands in).
+        now: Monotonic seconds at connect; the hello timeout runs from here.
+        wall: ISO 8601 time at connect.
+        session_id_factory: Makes the ``session_id`` (uuid4 hex by default).
+        message_id_factory: Makes ``message_id``\\ s of published voice commands.
+        mcp_vision: ``capabilities.vision`` offered in MCP ``initialize``.
+        on_utterance: Receives each finished 16 kHz mono 16-bit :class:`Utterance`. No speech
+            recogniser exists yet; this is where one plugs in. Without it the PCM is freed
+            once the ``utterance`` event is built.
+    """
+
+    def __init__(
+        self,
+        identity: DeviceIdentity | None,
+        *,
+        edge_id: str,
+        topics: TopicTree,
+        limits: EdgeLimits,
+        counters: EdgeCounters,
+        language: str = "en",
+        wake_words: Iterable[str] = DEFAULT_WAKE_WORDS,
+        synthesizer: SpeechSynthesizer,
+        now: float,
+        wall: str,
+        session_id_factory: Callable[[], str] = _new_id,
+        message_id_factory: Callable[[], str] = _new_id,
+        mcp_vision: McpVision | None = None,
+        on_utterance: Callable[[Utterance], None] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.edge_id = validate_id(edge_id, what="edge id")
+        self.topics = topics
+        self.limits = limits
+        self.counters = counters
+        self.language = language
+        self.wake_words = frozenset(_normalize_phrase(w) for w in wake_words)
+        self.synthesizer = synthesizer
+        self.connected_at = wall
+        self._session_id_factory = session_id_factory
+        self._message_id_factory = message_id_factory
+        self._on_utterance = on_utterance
+
+        self.state = SessionState.AWAIT_HELLO
+        self.kind: DeviceKind | None = None
+        self.session_id: str | None = None
+        self.binary_version = 1
+        self.frame_duration_ms = DEFAULT_FRAME_DURATION_MS
+        self.features_mcp = False
+        self.board: str | None = None
+        self.firmware_version: str | None = None
+        self.last_fault: BaseException | None = None
+
+        self._opened_at = now
+        self._last_activity = now
+        self._announced = False
+        self._superseded = False
+        self._subscriptions: tuple[str, ...] = ()
+        self._groups: tuple[str, ...] = ()
+        self._register_extras: dict[str, Any] = {}
+        self._telemetry: dict[str, Any] = {}
+        self._downlink_ms = 0
+        self._recent_commands: deque[str] = deque()
+        self._recent_command_set: set[str] = set()
+
+        self._bucket = TokenBucket(limits.max_messages_per_second, limits.burst_messages, now)
+        self._flood = EventWindow(limits.flood_close_after_violations, limits.flood_window_seconds)
+        self._garbage = EventWindow(
+            limits.garbage_close_after_errors, limits.garbage_window_seconds
+        )
+        self._rate_window_start = now
+        self._rate_count = 0
+        self._rate_previous = 0
+
+        self._audio = UtteranceBuffer(
+            max_utterance_seconds=limits.max_utterance_seconds,
+            silence_rms_threshold=limits.silence_rms_threshold,
+            silence_ms=limits.silence_ms,
+        )
+        self._streams: OrderedDict[str, _Stream] = OrderedDict()
+        self._stream_bytes = 0
+        self._mcp = McpClient(
+            vision=mcp_vision,
+            request_timeout_seconds=limits.mcp_call_timeout_seconds,
+            max_pending_calls=limits.max_pending_mcp_calls,
+            max_tools=limits.max_mcp_tools,
+            max_pages=limits.max_mcp_pages,
+        )
+
+    # -- public state ------------------------------------------------------------------
+
+    @property
+    def device_id(self) -> str | None:
+        """The normalized device id, once known."""
+        return self.identity.device_id if self.identity is not None else None
+
+    @property
+    def subscriptions(self) -> tuple[str, ...]:
+        """The MQTT filters this session currently holds."""
+        return self._subscriptions
+
+    @property
+    def mcp(self) -> McpClient:
+        """The MCP client (tools discovered so far, pending calls)."""
+        return self._mcp
+
+    @property
+    def listening(self) -> bool:
+        """True while the device is in a listen turn (audio frames are buffered)."""
+        return self._audio.listening
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`on_timer` next has work (monotonic seconds); None when closing."""
+        if self.state is SessionState.AWAIT_HELLO:
+            return self._opened_at + self.limits.hello_timeout_seconds
+        if self.state is SessionState.READY:
+            idle = self._last_activity + self.limits.idle_timeout_seconds
+            mcp = self._mcp.next_deadline()
+            return idle if mcp is None else min(idle, mcp)
+        return None
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def on_text(self, text: str, now: float, wall: str) -> list[Output]:
+        """One WebSocket text frame from the device."""
+        if self.state not in (SessionState.AWAIT_HELLO, SessionState.READY):
+            return []
+        out: list[Output] = []
+        try:
+            self.counters.text_messages += 1
+            size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+            if self._admit(size, now, wall, out):
+                message = parse_device_message(text, max_bytes=self.limits.max_frame_bytes)
+                self._dispatch(message, now, wall, out)
+        except WireError as err:
+            self._reject(err, now, wall, out)
+        except Exception as exc:
+            self._fault(exc, wall, out, reply=True)
+        return out
+
+    def on_binary(self, data: bytes, now: float, wall: str) -> list[Output]:
+        """One WebSocket binary frame from the device, in its fixed binary version."""
+        if self.state not in (SessionState.AWAIT_HELLO, SessionState.READY):
+            return []
+        out: list[Output] = []
+        try:
+            self.counters.binary_frames += 1
+            if self._admit(len(data), now, wall, out):
+                self._handle_binary(data, now, wall, out)
+        except WireError as err:
+            self._reject(err, now, wall, out)
+        except Exception as exc:
+            self._fault(exc, wall, out, reply=True)
+        return out
+
+    def on_command(self, payload: bytes, now: float, wall: str) -> list[Output]:
+        """One MQTT message from the device's command, group or broadcast topic.
+
+        Bad commands are not the device's fault: they are answered on
+        ``xiaozhi/events/{device_id}`` (an ``error`` or a failed ``command_result``), never
+        on the socket.
+        """
+        out: list[Output] = []
+        try:
+            self._handle_command(payload, now, wall, out)
+        except Exception as exc:
+            self._fault(exc, wall, out, reply=False)
+        return out
+
+    def on_timer(self, now: float, wall: str) -> list[Output]:
+        """Run the timers due at ``now``: hello timeout, idle timeout, MCP call timeouts."""
+        out: list[Output] = []
+        try:
+            if self.state is SessionState.AWAIT_HELLO:
+                if now >= self._opened_at + self.limits.hello_timeout_seconds:
+                    self._close(CloseCode.POLICY_VIOLATION, "hello timeout", out)
+            elif self.state is SessionState.READY:
+                if now >= self._last_activity + self.limits.idle_timeout_seconds:
+                    self._close(CloseCode.GOING_AWAY, "idle timeout", out)
+                    return out
+                for event in self._mcp.expire(now):
+                    self._on_mcp_failure(event, wall, out, timed_out=True)
+        except Exception as exc:
+            self._fault(exc, wall, out, reply=False)
+        return out
+
+    def on_groups(self, group_ids: Iterable[str], now: float, wall: str) -> list[Output]:
+        """The device's groups changed (e.g. from the hub's retained ``bridge/groups``).
+
+        Group command topics are subscribed beside the device's own and the broadcast. A
+        command that arrives twice (group topic and the hub's fan-out onto the device topic)
+        is delivered once: commands are de-duplicated by ``message_id``.
+
+        Returns:
+            Subscribe/Unsubscribe for the difference (nothing before the hello: the groups
+            are used when the session subscribes).
+        """
+        out: list[Output] = []
+        try:
+            del now
+            groups = []
+            for group in group_ids:
+                try:
+                    groups.append(validate_id(group, what="group id"))
+                except InvalidTopic:
+                    self.counters.count_error(ErrorCode.INVALID_DATA_FORMAT.name)
+            self._groups = tuple(dict.fromkeys(groups))
+            if self.state is SessionState.READY and self.device_id is not None:
+                wanted = self._filters(self.device_id)
+                added = tuple(f for f in wanted if f not in self._subscriptions)
+                removed = tuple(f for f in self._subscriptions if f not in wanted)
+                if removed:
+                    out.append(Unsubscribe(removed))
+                if added:
+                    out.append(Subscribe(added))
+                self._subscriptions = wanted
+        except Exception as exc:
+            self._fault(exc, wall, out, reply=False)
+        return out
+
+    def supersede(self, now: float, wall: str) -> list[Output]:
+        """The same device connected again (on this edge): close this older connection.
+
+        Its ``on_close`` will then neither publish ``disconnected`` nor a
+        ``device_disconnected`` event, which would overwrite the retained ``connected`` of
+        the new connection (a firmware reconnect often beats the old socket's close). It
+        still unsubscribes and fails its pending MCP calls.
+
+        Returns:
+            ``[Close(1000, "replaced by a new connection")]``, or ``[]`` if already closing.
+        """
+        del now, wall
+        self._superseded = True
+        out: list[Output] = []
+        if self.state in (SessionState.AWAIT_HELLO, SessionState.READY):
+            self._close(CloseCode.NORMAL, "replaced by a new connection", out)
+        return out
+
+    def on_close(self, now: float, wall: str) -> list[Output]:
+        """The socket is gone. Publishes ``disconnected`` and unsubscribes; call once."""
+        if self.state is SessionState.CLOSED:
+            return []
+        previous, self.state = self.state, SessionState.CLOSED
+        out: list[Output] = []
+        try:
+            del now
+            if previous is not SessionState.CLOSING:
+                self.counters.count_close("connection lost")
+            self._audio.release()
+            self._streams.clear()
+            self._stream_bytes = 0
+            if not self._announced or self.device_id is None:
+                return out
+            reason = "connection replaced" if self._superseded else "device disconnected"
+            for event in self._mcp.cancel_all(reason):
+                self._on_mcp_failure(event, wall, out, timed_out=False)
+            if self._subscriptions:
+                out.append(Unsubscribe(self._subscriptions))
+                self._subscriptions = ()
+            if self._superseded:
+                return out
+            out.append(self._status_publish(DeviceStatus.DISCONNECTED, wall))
+            event = ConnectionEvent(
+                event_type="device_disconnected",
+                device_id=self.device_id,
+                transport=DeviceTransport.WEBSOCKET,
+                edge_id=self.edge_id,
+                timestamp=wall,
+                session_id=self.session_id,
+            )
+            out.append(
+                Publish.of(
+                    TopicKind.DEVICE_DISCONNECTED,
+                    self.topics.device_disconnected(),
+                    event.to_wire(),
+                )
+            )
+        except Exception as exc:
+            self._fault(exc, wall, out, reply=False)
+        return out
+
+    # -- admission, errors, closing ----------------------------------------------------
+
+    def _admit(self, size: int, now: float, wall: str, out: list[Output]) -> bool:
+        """Count the frame, check its size and the rate; False when it must be dropped."""
+        counters = self.counters
+        counters.frames_received += 1
+        counters.bytes_received += size
+        self._last_activity = now
+        if now - self._rate_window_start >= 1.0:
+            self._rate_previous, self._rate_count = self._rate_count, 0
+            self._rate_window_start = now
+        self._rate_count += 1
+        if size > self.limits.max_frame_bytes:
+            err = PayloadTooLarge(size=size, limit=self.limits.max_frame_bytes, what="message")
+            self._reply_error(err, wall, out)
+            self._close(CloseCode.MESSAGE_TOO_BIG, "message too big", out)
+            return False
+        if not self._bucket.take(now):
+            counters.rate_limited += 1
+            observed = max(self._rate_count, self._rate_previous)
+            limit = self.limits.max_messages_per_second
+            self._reply_error(RateLimited(rate=observed, limit=limit), wall, out)
+            if self._flood.record(now):
+                self._close(CloseCode.POLICY_VIOLATION, "flood", out)
+            return False
+        return True
+
+    def _reply_error(self, err: WireError, wall: str, out: list[Output]) -> None:
+        self.counters.count_error(err.code.name)
+        reply = ErrorMessage.from_error(err, device_id=self.device_id, timestamp=wall)
+        out.append(SendText(reply.to_text()))
+
+    def _reject(self, err: WireError, now: float, wall: str, out: list[Output]) -> None:
+        """Answer a peer's bad input; close for identity errors and garbage streaks."""
+        self._reply_error(err, wall, out)
+        rule = _close_for(err)
+        if rule is not None:
+            self._close(rule[0], rule[1], out)
+        elif self._garbage.record(now):
+            self._close(CloseCode.POLICY_VIOLATION, "too many malformed frames", out)
+
+    def _fault(self, exc: Exception, wall: str, out: list[Output], *, reply: bool) -> None:
+        """A bug: count it, keep it for the log, answer without details, stay alive."""
+        self.counters.count_error(_INTERNAL_ERROR)
+        self.last_fault = exc
+        if reply and self.state in (SessionState.AWAIT_HELLO, SessionState.READY):
+            data = ErrorData(
+                error_code=_INTERNAL_ERROR,
+                error_message="internal error; the message was dropped",
+                device_id=self.device_id,
+                timestamp=wall,
+            )
+            message = ErrorMessage(data=data, device_id=self.device_id, timestamp=wall)
+            out.append(SendText(message.to_text()))
+
+    def _close(self, code: CloseCode, reason: str, out: list[Output]) -> None:
+        out.append(Close(int(code), reason))
+        self.state = SessionState.CLOSING
+        self.counters.count_close(reason)
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    def _handle_binary(self, data: bytes, now: float, wall: str, out: list[Output]) -> None:
+        if self.state is SessionState.AWAIT_HELLO:
+            raise UnexpectedMessage(
+                "binary frame before hello: the binary protocol version is not fixed yet"
+            )
+        frame = decode_frame(
+            data, self.binary_version, max_payload_bytes=self.limits.max_frame_bytes
+        )
+        if frame.type is FrameType.JSON:
+            # v2/v3 may carry JSON in a binary frame (seed 000): same as a text frame.
+            message = parse_device_message(frame.payload, max_bytes=self.limits.max_frame_bytes)
+            self._dispatch(message, now, wall, out)
+            return
+        if not self._audio.listening:
+            # e.g. the wake-word audio burst the firmware may send before listen start.
+            self.counters.dropped_audio_frames += 1
+            return
+        dropped_before = self._audio.dropped_frames_total
+        try:
+            finished = self._audio.feed(frame.payload)
+        finally:
+            self.counters.dropped_audio_frames += self._audio.dropped_frames_total - dropped_before
+        if finished is not None:
+            self._finish_utterance(finished, wall, out)
+
+    def _dispatch(self, message: DeviceMessage, now: float, wall: str, out: list[Output]) -> None:
+        if self.state is SessionState.AWAIT_HELLO:
+            match message:
+                case DeviceHello():
+                    self._on_hello(message, now, wall, out)
+                case DeviceRegisterMessage():
+                    self._on_register(message, now, wall, out)
+                case _:
+                    raise UnexpectedMessage(
+                        f"{message.type!r} before hello: the first message must be "
+                        "'hello' or 'device_register'"
+                    )
+            return
+        match message:
+            case Listen():
+                self._on_listen(message, wall, out)
+            case Abort():
+                self._on_abort(message, wall, out)
+            case Mcp():
+                self._on_mcp(message, now, wall, out)
+            case Goodbye():
+                self._close(CloseCode.NORMAL, "goodbye", out)
+            case PingMessage():
+                self._on_ping(message, wall, out)
+            case VoiceCommandMessage():
+                self._on_voice_command_message(message, wall, out)
+            case AudioDataMessage():
+                self._on_audio_data(message, wall, out)
+            case SensorMessage():
+                self._on_sensor(message, wall, out)
+            case ErrorMessage():
+                self._on_device_error(message, wall, out)
+            case DeviceHello() if self.kind is DeviceKind.FIRMWARE:
+                out.append(SendText(self._server_hello()))  # idempotent: same answer again
+            case DeviceRegisterMessage() if self.kind is DeviceKind.SEED:
+                self._check_register_id(message)
+                out.append(SendText(self._registered_response(message.message_id, wall)))
+            case _:
+                raise UnexpectedMessage(
+                    f"{message.type!r} is not accepted from a {self.kind} device in state "
+                    f"{self.state}"
+                )
+
+    # -- hello and registration --------------------------------------------------------
+
+    def _on_hello(self, hello: DeviceHello, now: float, wall: str, out: list[Output]) -> None:
+        if self.identity is None:
+            raise MissingIdentity(
+                "hello on a connection without a Device-Id header (or device-id query "
+                "parameter): the device cannot be named"
+            )
+        header = self.identity.protocol_version
+        announced = hello.version if hello.version not in (None, 0) else None
+        if header is not None:
+            # The header wins (design.md §4); a disagreeing hello is worth a counter.
+            version = header
+            if announced is not None and announced != header:
+                self.counters.version_conflicts += 1
+        elif announced is not None:
+            if announced not in SUPPORTED_VERSIONS:
+                raise UnsupportedVersion(version=announced, supported=SUPPORTED_VERSIONS)
+            version = announced
+        else:
+            version = 1
+        frame_duration = DEFAULT_FRAME_DURATION_MS
+        if hello.audio_params is not None:
+            asked = hello.audio_params.frame_duration
+            if asked in SUPPORTED_FRAME_DURATIONS_MS:
+                frame_duration = asked
+            else:
+                err = InvalidMessage(
+                    f"audio_params.frame_duration {asked} ms is not supported (20, 40 or 60); "
+                    f"using {DEFAULT_FRAME_DURATION_MS} ms",
+                    field="audio_params.frame_duration",
+                )
+                self._reply_error(err, wall, out)
+        self.binary_version = version
+        self.frame_duration_ms = frame_duration
+        self.features_mcp = bool(hello.features is not None and hello.features.mcp)
+        self.kind = DeviceKind.FIRMWARE
+        self._become_ready(now)
+        out.append(SendText(self._server_hello()))
+        self._announce(wall, out)
+        if self.features_mcp:
+            request = self._mcp.initialize(now)
+            out.append(SendText(mcp_message(request, self.session_id).to_text()))
+
+    def _server_hello(self) -> str:
+        assert self.session_id is not None
+        params = AudioParams(
+            format="opus",
+            sample_rate=SAMPLE_RATE,
+            channels=1,
+            frame_duration=self.frame_duration_ms,
+        )
+        return ServerHello(session_id=self.session_id, audio_params=params).to_text()
+
+    def _check_register_id(self, message: DeviceRegisterMessage) -> str:
+        try:
+            device_id = normalize_device_id(message.data.device_id)
+        except InvalidTopic as err:
+            raise InvalidMessage(f"data.device_id: {err}", field="data.device_id") from err
+        if self.identity is not None and device_id != self.identity.device_id:
+            raise IdentityRefused(
+                f"device_register names device {device_id!r} but this connection is "
+                f"{self.identity.device_id!r}"
+            )
+        return device_id
+
+    def _on_register(
+        self, message: DeviceRegisterMessage, now: float, wall: str, out: list[Output]
+    ) -> None:
+        device_id = self._check_register_id(message)
+        if self.identity is None:
+            self.identity = DeviceIdentity(device_id, message.data.device_id)
+        data = message.data
+        self.binary_version = self.identity.protocol_version or 1
+        self.kind = DeviceKind.SEED
+        self.firmware_version = data.firmware_version
+        self._register_extras = {
+            "device_type": data.device_type,
+            "capabilities": list(data.capabilities),
+        }
+        if data.hardware_info is not None:
+            self._register_extras["hardware_info"] = data.hardware_info.to_json_dict()
+        self._become_ready(now)
+        # Seed 003 says the server "confirms registration" without a shape: we answer with
+        # its server→device `response` envelope, which every seed client already handles.
+        out.append(SendText(self._registered_response(message.message_id, wall)))
+        self._announce(wall, out)
+
+    def _registered_response(self, message_id: str | None, wall: str) -> str:
+        data = ResponseData(
+            text="registered",
+            device_id=self.device_id,
+            status="registered",
+            session_id=self.session_id,
+        )
+        return ResponseMessage(
+            data=data, timestamp=wall, device_id=self.device_id, message_id=message_id
+        ).to_text()
+
+    def _become_ready(self, now: float) -> None:
+        self.session_id = self._session_id_factory()
+        self.state = SessionState.READY
+        self._last_activity = now
+
+    def _filters(self, device_id: str) -> tuple[str, ...]:
+        own = tuple(self.topics.all_commands_for(device_id))
+        return own + tuple(self.topics.group_command(g) for g in self._groups)
+
+    def _announce(self, wall: str, out: list[Output]) -> None:
+        """Subscribe to the device's commands and tell the tree it is connected."""
+        assert self.device_id is not None
+        self._subscriptions = self._filters(self.device_id)
+        out.append(Subscribe(self._subscriptions))
+        out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
+        event = ConnectionEvent(
+            event_type="device_connected",
+            device_id=self.device_id,
+            transport=DeviceTransport.WEBSOCKET,
+            edge_id=self.edge_id,
+            timestamp=wall,
+            session_id=self.session_id,
+            device_kind=str(self.kind),
+            protocol_version=self.binary_version,
+        )
+        out.append(
+            Publish.of(TopicKind.DEVICE_CONNECTED, self.topics.device_connected(), event.to_wire())
+        )
+        self._announced = True
+
+    def _status_publish(self, status: DeviceStatus, wall: str) -> Publish:
+        assert self.device_id is not None
+        extras: dict[str, Any] = {"session_id": self.session_id}
+        if status is DeviceStatus.CONNECTED:
+            extras.update(self._telemetry)
+            extras.update(self._register_extras)
+            extras["protocol_version"] = self.binary_version
+            extras["device_kind"] = str(self.kind)
+            if self.board is not None:
+                extras["board"] = self.board
+        payload = StatusPayload(
+            status=status,
+            device_id=self.device_id,
+            timestamp=wall,
+            transport=DeviceTransport.WEBSOCKET,
+            edge_id=self.edge_id,
+            firmware_version=self.firmware_version if status is DeviceStatus.CONNECTED else None,
+            **extras,
+        )
+        return Publish.of(TopicKind.STATUS, self.topics.status(self.device_id), payload.to_wire())
+
+    def _publish_event(self, event_type: str, wall: str, out: list[Output], **fields: Any) -> None:
+        assert self.device_id is not None
+        payload = EventPayload(
+            event_type=event_type,
+            device_id=self.device_id,
+            timestamp=wall,
+            session_id=self.session_id,
+            **{k: v for k, v in fields.items() if v is not None},
+        )
+        topic = self.topics.device_events(self.device_id)
+        out.append(Publish.of(TopicKind.DEVICE_EVENTS, topic, payload.to_wire()))
+
+    # -- READY: device messages --------------------------------------------------------
+
+    def _on_listen(self, message: Listen, wall: str, out: list[Output]) -> None:
+        if message.state is ListenState.START:
+            finished = self._audio.start(message.mode or ListenMode.AUTO)
+            if finished is not None:
+                self._finish_utterance(finished, wall, out)
+        elif message.state is ListenState.STOP:
+            finished = self._audio.stop()
+            if finished is not None:
+                self._finish_utterance(finished, wall, out)
+        else:
+            text = (message.text or "").strip()
+            if not text:
+                return
+            if _normalize_phrase(text) in self.wake_words:
+                self._publish_event("wake_word", wall, out, wake_word=text)
+            else:
+                # A typed command (reference §6.5): routed like recognised speech.
+                self._voice_command(
+                    text,
+                    confidence=1.0,
+                    language=self.language,
+                    message_id=self._message_id_factory(),
+                    wall=wall,
+                    out=out,
+                )
+
+    def _voice_command(
+        self,
+        command: str,
+        *,
+        confidence: float,
+        language: str,
+        message_id: str,
+        wall: str,
+        out: list[Output],
+        **extra: Any,
+    ) -> None:
+        assert self.device_id is not None
+        event = VoiceCommandEvent(
+            device_id=self.device_id,
+            command=command,
+            confidence=confidence,
+            language=language,
+            session_id=self.session_id,
+            transport=DeviceTransport.WEBSOCKET,
+            edge_id=self.edge_id,
+            message_id=message_id,
+            timestamp=wall,
+            **{k: v for k, v in extra.items() if v is not None},
+        )
+        payload = event.to_wire()
+        topics = self.topics
+        out.append(
+            Publish.of(TopicKind.VOICE_COMMAND_EVENTS, topics.voice_command_events(), payload)
+        )
+        out.append(
+            Publish.of(TopicKind.DEVICE_EVENTS, topics.device_events(self.device_id), payload)
+        )
+        self.counters.voice_commands += 1
+
+    def _finish_utterance(self, utterance: Utterance, wall: str, out: list[Output]) -> None:
+        self.counters.utterances += 1
+        self._publish_event(
+            "utterance",
+            wall,
+            out,
+            source="opus",
+            duration_ms=utterance.duration_ms,
+            frames=utterance.frames,
+            dropped_frames=utterance.dropped_frames,
+            decode_errors=utterance.decode_errors,
+            reason=str(utterance.reason),
+            mode=str(utterance.mode),
+            sample_rate=SAMPLE_RATE,
+        )
+        if self._on_utterance is not None:
+            self._on_utterance(utterance)
+
+    def _on_abort(self, message: Abort, wall: str, out: list[Output]) -> None:
+        # Stop at once, then exactly one `tts stop` (reference §5.1, §6.4; outputs docstring).
+        out.append(StopAudio())
+        out.append(SendText(Tts(session_id=self.session_id, state=TtsState.STOP).to_text()))
+        self._publish_event("abort", wall, out, reason=message.reason)
+
+    def _on_mcp(self, message: Mcp, now: float, wall: str, out: list[Output]) -> None:
+        event = self._mcp.on_response(message.payload, now)
+        match event:
+            case McpInitialized():
+                if event.server_name is not None:
+                    self.board = event.server_name
+                if event.server_version is not None:
+                    self.firmware_version = event.server_version
+                self._send_mcp(event.followup, out)
+                out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
+            case McpToolsListed():
+                self._send_mcp(event.followup, out)
+                if event.complete:
+                    self._publish_event("mcp_tools", wall, out, tools=sorted(self._mcp.tools))
+            case McpCallResult() | McpRequestFailed():
+                self._on_mcp_failure(event, wall, out, timed_out=False)
+            case McpIgnored():
+                pass
+
+    def _send_mcp(self, request: dict[str, Any] | None, out: list[Output]) -> None:
+        if request is not None:
+            out.append(SendText(mcp_message(request, self.session_id).to_text()))
+
+    def _on_mcp_failure(
+        self,
+        event: McpCallResult | McpRequestFailed,
+        wall: str,
+        out: list[Output],
+        *,
+        timed_out: bool,
+    ) -> None:
+        """Publish what an MCP outcome means: a command result, or an ``error`` event."""
+        timeout = self.limits.mcp_call_timeout_seconds
+        if timed_out:
+            self.counters.mcp_timeouts += 1
+        if isinstance(event, McpRequestFailed):
+            error = f"no answer within {timeout:g} s" if timed_out else event.error
+            self._publish_event(
+                str(EventType.ERROR),
+                wall,
+                out,
+                source="mcp",
+                method=str(event.method),
+                error_message=error,
+            )
+            return
+        context = event.context
+        if not isinstance(context, _CallContext):
+            return
+        error = event.error
+        if timed_out:
+            error = f"no answer to {event.name} within {timeout:g} s"
+        self._command_result(
+            context.command,
+            context.message_id,
+            wall,
+            out,
+            ok=event.ok,
+            result=event.result,
+            error=error,
+            tool=event.name,
+        )
+
+    def _on_ping(self, message: PingMessage, wall: str, out: list[Output]) -> None:
+        data = message.data
+        for name in _TELEMETRY_FIELDS:
+            value = getattr(data, name)
+            if value is not None:
+                self._telemetry[name] = value
+        out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
+        pong = {"type": "pong", "timestamp": wall, "device_id": self.device_id}
+        if message.message_id is not None:
+            pong["message_id"] = message.message_id
+        out.append(SendText(jsonutil.dumps_text(pong)))
+
+    def _on_voice_command_message(
+        self, message: VoiceCommandMessage, wall: str, out: list[Output]
+    ) -> None:
+        data = message.data
+        command = data.command.strip()
+        if not command:
+            raise InvalidMessage(
+                "voice_command: field 'data.command' is empty", field="data.command"
+            )
+        self._voice_command(
+            command,
+            confidence=data.confidence if data.confidence is not None else 1.0,
+            language=data.language or self.language,
+            message_id=message.message_id or self._message_id_factory(),
+            wall=wall,
+            out=out,
+            processing_time_ms=data.processing_time_ms,
+            audio_duration_ms=data.audio_duration_ms,
+        )
+
+    def _on_sensor(self, message: SensorMessage, wall: str, out: list[Output]) -> None:
+        assert self.device_id is not None
+        data = message.data
+        payload = SensorPayload(
+            sensor_type=data.sensor_type,
+            value=data.value,
+            device_id=self.device_id,
+            unit=data.unit,
+            timestamp=message.timestamp or wall,
+        )
+        topic = self.topics.sensor(self.device_id, data.sensor_type)
+        out.append(Publish.of(TopicKind.SENSOR, topic, payload.to_wire()))
+
+    def _on_device_error(self, message: ErrorMessage, wall: str, out: list[Output]) -> None:
+        data = message.data
+        self._publish_event(
+            str(EventType.ERROR),
+            wall,
+            out,
+            source="device",
+            error_code=data.error_code,
+            error_message=data.error_message,
+            details=data.details,
+        )
+
+    # -- seed audio_data -----------------------------------------------------------------
+
+    def _on_audio_data(self, message: AudioDataMessage, wall: str, out: list[Output]) -> None:
+        data = message.data
+        if data.audio_format.lower() != "wav":
+            raise InvalidMessage(
+                f"audio_data: audio_format {data.audio_format!r} is not supported; send 'wav'",
+                field="data.audio_format",
+            )
+        if data.compression.lower() != "none":
+            raise InvalidMessage(
+                f"audio_data: compression {data.compression!r} is not supported; send 'none'",
+                field="data.compression",
+            )
+        chunk = message.audio_bytes()
+        chunks = 1
+        if data.stream_id is not None:
+            assembled = self._reassemble(message, chunk)
+            if assembled is None:
+                return
+            chunk, chunks = assembled
+        fmt, pcm = decode_wav(chunk, max_bytes=self.limits.max_reassembly_bytes)
+        duration_ms = len(pcm) * 1000 // fmt.byte_rate
+        self.counters.utterances += 1
+        self._publish_event(
+            "utterance",
+            wall,
+            out,
+            source="audio_data",
+            stream_id=data.stream_id,
+            duration_ms=duration_ms,
+            frames=chunks,
+            dropped_frames=0,
+            reason=str(UtteranceReason.STOP),
+            sample_rate=fmt.sample_rate,
+            channels=fmt.channels,
+            bit_depth=fmt.bits_per_sample,
+        )
+        if self._on_utterance is not None and fmt == UPLINK_FORMAT:
+            self._on_utterance(
+                Utterance(pcm, duration_ms, chunks, 0, UtteranceReason.STOP, ListenMode.MANUAL)
+            )
+
+    def _reassemble(self, message: AudioDataMessage, chunk: bytes) -> tuple[bytes, int] | None:
+        """Add one chunk of a stream; the whole file and its chunk count once complete.
+
+        Chunks may come in any order and be numbered from 0 or from 1 (seed 003 numbers
+        its sample from 1). Bounded by ``max_reassembly_bytes`` over all streams of the
+        connection and ``max_reassembly_streams`` streams (the oldest is evicted).
+        """
+        data = message.data
+        stream_id = data.stream_id
+        assert stream_id is not None
+        limits = self.limits
+        if data.total_chunks is None:
+            raise MissingField(field="data.total_chunks", model="AudioData")
+        if data.chunk_number is None:
+            raise MissingField(field="data.chunk_number", model="AudioData")
+        total, number = data.total_chunks, data.chunk_number
+        if total > limits.max_chunks_per_stream:
+            raise InvalidMessage(
+                f"audio_data: total_chunks {total} is over the limit of "
+                f"{limits.max_chunks_per_stream}",
+                field="data.total_chunks",
+            )
+        if number > total:
+            raise InvalidMessage(
+                f"audio_data: chunk_number {number} is outside 0..{total}",
+                field="data.chunk_number",
+            )
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            while len(self._streams) >= limits.max_reassembly_streams:
+                _, evicted = self._streams.popitem(last=False)
+                self._stream_bytes -= evicted.size
+            stream = self._streams[stream_id] = _Stream(total)
+        elif stream.total != total:
+            self._drop_stream(stream_id)
+            raise InvalidMessage(
+                f"audio_data: total_chunks changed from {stream.total} to {total} "
+                f"in stream {stream_id!r}; the stream was dropped",
+                field="data.total_chunks",
+            )
+        previous = stream.chunks.get(number)
+        grow = len(chunk) - (len(previous) if previous is not None else 0)
+        if self._stream_bytes + grow > limits.max_reassembly_bytes:
+            size = self._stream_bytes + grow
+            self._drop_stream(stream_id)
+            raise PayloadTooLarge(size=size, limit=limits.max_reassembly_bytes, what="audio stream")
+        stream.chunks[number] = chunk
+        stream.size += grow
+        self._stream_bytes += grow
+        numbers = stream.chunks.keys()
+        if len(numbers) != total or (min(numbers), max(numbers)) not in (
+            (0, total - 1),
+            (1, total),
+        ):
+            return None
+        self._drop_stream(stream_id)
+        return b"".join(stream.chunks[n] for n in sorted(numbers)), total
+
+    def _drop_stream(self, stream_id: str) -> None:
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None:
+            self._stream_bytes -= stream.size
+
+    # -- commands ----------------------------------------------------------------------
+
+    def _handle_command(self, raw: bytes, now: float, wall: str, out: list[Output]) -> None:
+        if not self._announced or self.device_id is None or self.state is SessionState.CLOSED:
+            return
+        try:
+            command = CommandPayload.from_wire(raw, max_bytes=self.limits.max_frame_bytes)
+        except WireError as err:
+            self.counters.count_error(err.code.name)
+            self._publish_event(
+                str(EventType.ERROR),
+                wall,
+                out,
+                source="command",
+                error_code=err.code.name,
+                error_message=str(err),
+            )
+            return
+        if self._is_duplicate(command.message_id):
+            self.counters.duplicate_commands += 1
+            return
+        if self.state is not SessionState.READY:
+            self._command_result(
+                command.command,
+                command.message_id,
+                wall,
+                out,
+                ok=False,
+                error="device is disconnecting",
+            )
+            return
+        try:
+            parsed = parse_parameters(command)
+        except WireError as err:
+            self.counters.count_error(err.code.name)
+            self._command_result(
+                command.command, command.message_id, wall, out, ok=False, error=str(err)
+            )
+            return
+        self._last_activity = now
+        if self.kind is DeviceKind.SEED:
+            self._deliver_seed(command, parsed, wall, out)
+        else:
+            self._deliver_firmware(command, parsed, now, wall, out)
+
+    def _is_duplicate(self, message_id: str | None) -> bool:
+        if message_id is None:
+            return False
+        if message_id in self._recent_command_set:
+            return True
+        self._recent_commands.append(message_id)
+        self._recent_command_set.add(message_id)
+        if len(self._recent_commands) > _DUPLICATE_WINDOW:
+            self._recent_command_set.discard(self._recent_commands.popleft())
+        return False
+
+    def _command_result(
+        self,
+        command: str,
+        message_id: str | None,
+        wall: str,
+        out: list[Output],
+        *,
+        ok: bool,
+        result: Any = None,
+        error: str | None = None,
+        **extra: Any,
+    ) -> None:
+        assert self.device_id is not None
+        payload = CommandResult(
+            device_id=self.device_id,
+            command=command,
+            status=ResponseStatus.OK if ok else ResponseStatus.ERROR,
+            message_id=message_id,
+            result=result,
+            error=error,
+            timestamp=wall,
+            **extra,
+        )
+        topic = self.topics.device_events(self.device_id)
+        out.append(Publish.of(TopicKind.DEVICE_EVENTS, topic, payload.to_wire()))
+
+    def _delivered(self, command: CommandPayload, wall: str, out: list[Output]) -> None:
+        self.counters.commands_delivered += 1
+        self._command_result(
+            command.command, command.message_id, wall, out, ok=True, result="delivered"
+        )
+
+    def _deliver_seed(
+        self,
+        command: CommandPayload,
+        parsed: tuple[DeviceCommand, Any] | None,
+        wall: str,
+        out: list[Output],
+    ) -> None:
+        """Seed 003 devices get commands as JSON; ``respond`` as a ``response`` envelope."""
+        if parsed is not None and parsed[0] is DeviceCommand.RESPOND:
+            params: RespondParameters = parsed[1]
+            data = ResponseData(text=params.text, device_id=self.device_id, actions=params.actions)
+            text = ResponseMessage(
+                data=data, timestamp=wall, device_id=self.device_id, message_id=command.message_id
+            ).to_text()
+        else:
+            envelope: dict[str, Any] = {
+                "type": "command",
+                "data": {
+                    "command": command.command,
+                    "parameters": command.parameters,
+                    "message_id": command.message_id,
+                },
+                "timestamp": wall,
+                "device_id": self.device_id,
+                "message_id": command.message_id,
+            }
+            text = jsonutil.dumps_text(envelope)
+        out.append(SendText(text))
+        self._delivered(command, wall, out)
+
+    def _deliver_firmware(
+        self,
+        command: CommandPayload,
+        parsed: tuple[DeviceCommand, Any] | None,
+        now: float,
+        wall: str,
+        out: list[Output],
+    ) -> None:
+        """Real firmware: respond → stt/tts/audio; device functions → MCP ``tools/call``."""
+        if parsed is None:
+            self._command_result(
+                command.command,
+                command.message_id,
+                wall,
+                out,
+                ok=False,
+                error=f"unsupported command {command.command!r} for a firmware device",
+            )
+            return
+        known, params = parsed
+        match known:
+            case DeviceCommand.RESPOND:
+                self._respond(params, out)
+                self._delivered(command, wall, out)
+            case DeviceCommand.ALERT:
+                alert: AlertParameters = params
+                message = Alert(
+                    session_id=self.session_id,
+                    status=alert.status,
+                    message=alert.message,
+                    emotion=alert.emotion,
+                )
+                out.append(SendText(message.to_text()))
+                self._delivered(command, wall, out)
+            case DeviceCommand.MCP_CALL:
+                call: McpCallParameters = params
+                self._tool_call(command, call.name, call.arguments, now=now, wall=wall, out=out)
+            case DeviceCommand.REBOOT:
+                tool = MCP_TOOL_FOR_COMMAND[known]
+                if self._tool_refusal(tool) is None:
+                    self._tool_call(command, tool, {}, now=now, wall=wall, out=out)
+                else:
+                    out.append(
+                        SendText(
+                            System(
+                                session_id=self.session_id, command=SystemCommand.REBOOT
+                            ).to_text()
+                        )
+                    )
+                    self._delivered(command, wall, out)
+            case DeviceCommand.GET_STATUS:
+                tool = MCP_TOOL_FOR_COMMAND[known]
+                if self._tool_refusal(tool) is None:
+                    self._tool_call(command, tool, {}, now=now, wall=wall, out=out)
+                else:
+                    # No tool to ask: publish what the edge knows now (commands.py).
+                    out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
+                    self._command_result(
+                        command.command,
+                        command.message_id,
+                        wall,
+                        out,
+                        ok=True,
+                        result="status published",
+                    )
+            case DeviceCommand.SET_VOLUME:
+                volume: VolumeParameters = params
+                tool = MCP_TOOL_FOR_COMMAND[known]
+                self._tool_call(
+                    command, tool, {"volume": volume.volume}, now=now, wall=wall, out=out
+                )
+            case DeviceCommand.LED:
+                led: LedParameters = params
+                tool = "self.light.turn_on" if led.on else "self.light.turn_off"
+                self._tool_call(command, tool, {}, now=now, wall=wall, out=out)
+
+    def _tool_refusal(self, tool: str) -> str | None:
+        """Why ``tool`` cannot be called, or None. Tools still being listed are tried."""
+        if not self.features_mcp:
+            return "device did not announce MCP (features.mcp)"
+        if self._mcp.has_tool(tool) is False:
+            return f"device has no MCP tool {tool!r}"
+        return None
+
+    def _tool_call(
+        self,
+        command: CommandPayload,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        now: float,
+        wall: str,
+        out: list[Output],
+    ) -> None:
+        refusal = self._tool_refusal(tool)
+        if refusal is not None:
+            self._command_result(
+                command.command, command.message_id, wall, out, ok=False, error=refusal
+            )
+            return
+        context = _CallContext(command.command, command.message_id)
+        deadline = now + self.limits.mcp_call_timeout_seconds
+        try:
+            request = self._mcp.call(tool, arguments, now, deadline, context)
+        except McpBusy as err:
+            self._command_result(
+                command.command, command.message_id, wall, out, ok=False, error=str(err)
+            )
+            return
+        self._send_mcp(request, out)
+        self.counters.commands_delivered += 1
+
+    def _respond(self, params: RespondParameters, out: list[Output]) -> None:
+        """stt echo, optional emotion, tts start / sentence_start, audio, then tts stop."""
+        session_id = self.session_id
+        if params.stt:
+            out.append(SendText(Stt(session_id=session_id, text=params.stt).to_text()))
+        if params.emotion:
+            out.append(SendText(Llm(session_id=session_id, emotion=params.emotion).to_text()))
+        out.append(SendText(Tts(session_id=session_id, state=TtsState.START).to_text()))
+        sentence = Tts(session_id=session_id, state=TtsState.SENTENCE_START, text=params.text)
+        out.append(SendText(sentence.to_text()))
+        packets = self.synthesizer.synthesize(params.text, self.frame_duration_ms)
+        frames = []
+        for packet in packets:
+            # v2 stamps the downlink clock; the device echoes it for server AEC (reference §1.7).
+            frames.append(encode_opus(packet, self.binary_version, timestamp_ms=self._downlink_ms))
+            self._downlink_ms = (self._downlink_ms + self.frame_duration_ms) % _U32
+        stop = SendText(Tts(session_id=session_id, state=TtsState.STOP).to_text())
+        out.append(PlayAudio(tuple(frames), self.frame_duration_ms, PREBUFFER_FRAMES, then=(stop,)))

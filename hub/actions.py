@@ -1,0 +1,350 @@
+"""Intent + resolved targets → Home Assistant-style actions and the sentence to answer with.
+
+``plan`` is pure: it decides *what* to do (a list of :class:`xiaozhi.payloads.Action`) and what
+to say; :mod:`xiaozhi_hub.executors` turns each action into an effect by the target's binding,
+and the hub's runner performs the effects. The mapping follows Home Assistant's intent
+handlers, so an action is 1:1 a Home Assistant service call:
+
+==============================  ====================================================
+intent                          action (service) on each target
+==============================  ====================================================
+HassTurnOn / HassTurnOff        ``turn_on``/``turn_off``; a lock ``lock``/``unlock``,
+                                a cover ``open_cover``/``close_cover`` (HA's semantics)
+HassLightSet                    ``turn_on`` with ``brightness_pct`` / ``color_name``
+HassClimateSetTemperature       ``set_temperature`` with ``temperature``
+HassClimateGetTemperature       none: answered from the entity's state
+HassSetVolume,                  ``volume_set`` with ``volume_level`` 0.0-1.0 on the device's
+XiaozhiSetDeviceVolume          speaker entity (a ``set_volume`` command to the device)
+XiaozhiLedSet                   ``turn_on``/``turn_off`` on the device's LED entity
+XiaozhiDeviceStatus             ``update_entity`` on the device (a ``get_status`` command)
+==============================  ====================================================
+
+"turn on the living room light" becomes exactly
+``{"type":"homeassistant","action":"turn_on","entity_id":"light.living_room","parameters":{}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from xiaozhi.payloads import Action
+from xiaozhi_hub.home import Binding, Entity, VirtualBinding
+from xiaozhi_hub.intents import IntentEngine, IntentMatch, NoMatch
+from xiaozhi_hub.registry import DeviceRecord, Registry
+from xiaozhi_hub.resolve import Resolution, ResolutionError, Scope, resolve
+
+__all__ = ["Plan", "plan", "plan_text"]
+
+_PLURALS = {
+    "light": "lights",
+    "switch": "switches",
+    "fan": "fans",
+    "climate": "thermostats",
+    "lock": "locks",
+    "cover": "covers",
+    "media_player": "speakers",
+}
+
+_ON_ACTION = {"lock": "lock", "cover": "open_cover"}
+_OFF_ACTION = {"lock": "unlock", "cover": "close_cover"}
+_VERBS = {
+    "turn_on": "Turning on",
+    "turn_off": "Turning off",
+    "lock": "Locking",
+    "unlock": "Unlocking",
+    "open_cover": "Opening",
+    "close_cover": "Closing",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do for one voice command, and what to answer.
+
+    Attributes:
+        actions: what to execute, in order (none for questions and for failures).
+        response_text: the sentence for the speaking device (tts) and the events.
+        intent: the recognized intent name (None when nothing matched).
+        slots: the recognized slot values.
+        executed: True when the hub acts on (or answers) the command; False when nothing is
+            done and ``response_text`` says why (unknown name, no match...).
+        error: the :class:`~xiaozhi_hub.resolve.ResolutionError` value when not executed.
+        bindings: entity id → binding for every action's target, so the runner needs no lookup.
+        text: the words the device heard.
+    """
+
+    actions: tuple[Action, ...]
+    response_text: str
+    intent: str | None
+    slots: Mapping[str, Any]
+    executed: bool
+    error: str | None = None
+    bindings: Mapping[str, Binding] = field(default_factory=dict)
+    text: str = ""
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "intent": self.intent,
+            "slots": dict(self.slots),
+            "actions": [a.to_json_dict() for a in self.actions],
+            "response": self.response_text,
+            "executed": self.executed,
+            "error": self.error,
+        }
+
+
+def plan(
+    match: IntentMatch | NoMatch,
+    resolution: Resolution,
+    speaking_device: DeviceRecord | None = None,
+    *,
+    states: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Plan:
+    """Turn a recognized and resolved intent into actions and a response.
+
+    Args:
+        match: from :meth:`~xiaozhi_hub.intents.IntentEngine.recognize`.
+        resolution: from :func:`~xiaozhi_hub.resolve.resolve` for the same match.
+        speaking_device: the registry's record of the device that heard it (its telemetry
+            answers "what is your status").
+        states: current entity states (entity id → attributes, e.g. the virtual store's
+            ``{"current_temperature": 21}``), for questions; a virtual entity's initial
+            state is used when absent.
+    """
+    intent = match.intent if isinstance(match, IntentMatch) else None
+    slots = dict(match.slots) if isinstance(match, IntentMatch) else {}
+    if not resolution.ok:
+        return Plan(
+            actions=(),
+            response_text=_error_text(resolution),
+            intent=intent,
+            slots=slots,
+            executed=False,
+            error=str(resolution.error),
+            text=match.text,
+        )
+    assert isinstance(match, IntentMatch)  # a NoMatch always resolves to an error
+    actions, text = _ACTIONS[match.intent](match, resolution, speaking_device, states or {})
+    return Plan(
+        actions=tuple(actions),
+        response_text=text,
+        intent=intent,
+        slots=slots,
+        executed=True,
+        bindings={e.entity_id: e.binding for e in resolution.targets},
+        text=match.text,
+    )
+
+
+def plan_text(
+    text: str,
+    *,
+    engine: IntentEngine,
+    registry: Registry,
+    device_id: str | None = None,
+    area: str | None = None,
+    states: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Plan:
+    """Recognize, resolve and plan in one call: the whole pure pipeline for one command.
+
+    ``area`` overrides the speaking device's area (typed tests); by default it is the
+    registry's area for ``device_id`` (None for a device learnt at runtime).
+    """
+    device_area = area if area is not None else registry.area_of(device_id)
+    match = engine.recognize(text, device_area=device_area)
+    resolution = resolve(
+        match, registry.home, speaking_device=device_id, device_areas=registry.device_areas()
+    )
+    record = registry.device(device_id) if device_id else None
+    return plan(match, resolution, record, states=states)
+
+
+# -- per intent --------------------------------------------------------------------------
+
+_Result = tuple[list[Action], str]
+
+
+def _action(name: str, entity: Entity, **parameters: Any) -> Action:
+    return Action(action=name, entity_id=entity.entity_id, parameters=parameters)
+
+
+def _turn(match: IntentMatch, res: Resolution, _: DeviceRecord | None, __: Mapping) -> _Result:
+    on = match.intent == "HassTurnOn"
+    table = _ON_ACTION if on else _OFF_ACTION
+    default = "turn_on" if on else "turn_off"
+    actions = [_action(table.get(e.domain, default), e) for e in res.targets]
+    verb = _VERBS[table.get(res.domain or "", default)]
+    return actions, f"{verb} {_target_phrase(res)}."
+
+
+def _light_set(match: IntentMatch, res: Resolution, _: DeviceRecord | None, __: Mapping) -> _Result:
+    parameters: dict[str, Any] = {}
+    if "brightness" in match.slots:
+        parameters["brightness_pct"] = match.slots["brightness"]
+    if "color" in match.slots:
+        parameters["color_name"] = match.slots["color"]
+    if "temperature" in match.slots:
+        parameters["color_temp_kelvin"] = match.slots["temperature"]
+    actions = [_action("turn_on", e, **parameters) for e in res.targets]
+    if "brightness_pct" in parameters:
+        setting = f"{parameters['brightness_pct']}% brightness"
+    elif "color_name" in parameters:
+        setting = str(parameters["color_name"])
+    elif "color_temp_kelvin" in parameters:
+        setting = f"{parameters['color_temp_kelvin']} kelvin"
+    else:
+        return actions, f"Turning on {_target_phrase(res)}."
+    return actions, f"Setting {_target_phrase(res)} to {setting}."
+
+
+def _set_temperature(
+    match: IntentMatch, res: Resolution, _: DeviceRecord | None, __: Mapping
+) -> _Result:
+    temperature = match.slots["temperature"]
+    actions = [_action("set_temperature", e, temperature=temperature) for e in res.targets]
+    return actions, f"Setting {_target_phrase(res)} to {_num(temperature)} degrees."
+
+
+def _get_temperature(
+    _: IntentMatch, res: Resolution, __: DeviceRecord | None, states: Mapping
+) -> _Result:
+    place = _place(res)
+    for entity in res.targets:
+        state = states.get(entity.entity_id)
+        if state is None and isinstance(entity.binding, VirtualBinding):
+            state = entity.binding.state
+        value = (state or {}).get("current_temperature")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return [], f"{place[0].upper()}{place[1:]} is {_num(value)} degrees."
+    return [], f"Sorry, I don't know the temperature of {place}."
+
+
+def _set_volume(
+    match: IntentMatch, res: Resolution, _: DeviceRecord | None, __: Mapping
+) -> _Result:
+    percent = match.slots.get("volume", match.slots.get("volume_level"))
+    level = round(percent / 100, 2)
+    actions = [_action("volume_set", e, volume_level=level) for e in res.targets]
+    if res.scope is Scope.DEVICE:
+        return actions, f"Setting the volume to {percent}%."
+    return actions, f"Setting the volume of {_target_phrase(res)} to {percent}%."
+
+
+def _led(match: IntentMatch, res: Resolution, _: DeviceRecord | None, __: Mapping) -> _Result:
+    on = match.slots.get("state") == "on"
+    actions = [_action("turn_on" if on else "turn_off", e) for e in res.targets]
+    return actions, f"Turning {'on' if on else 'off'} the LED."
+
+
+def _status(_: IntentMatch, res: Resolution, device: DeviceRecord | None, __: Mapping) -> _Result:
+    actions = [_action("update_entity", e) for e in res.targets]
+    return actions, _status_text(device)
+
+
+_ACTIONS = {
+    "HassTurnOn": _turn,
+    "HassTurnOff": _turn,
+    "HassLightSet": _light_set,
+    "HassClimateSetTemperature": _set_temperature,
+    "HassClimateGetTemperature": _get_temperature,
+    "HassSetVolume": _set_volume,
+    "XiaozhiSetDeviceVolume": _set_volume,
+    "XiaozhiLedSet": _led,
+    "XiaozhiDeviceStatus": _status,
+}
+
+
+# -- wording -----------------------------------------------------------------------------
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _plural(domain: str | None) -> str:
+    if domain is None:
+        return "devices"
+    return _PLURALS.get(domain, domain.replace("_", " ") + "s")
+
+
+def _floor_phrase(res: Resolution) -> str:
+    name = res.floor.name if res.floor else ""
+    return name if name.casefold() in ("upstairs", "downstairs") else f"on the {name}"
+
+
+def _target_phrase(res: Resolution) -> str:
+    """ "the living room light", "the lights in the kitchen", "all the lights"..."""
+    if res.scope in (Scope.NAME, Scope.DEVICE) or len(res.targets) == 1:
+        return f"the {res.targets[0].name}"
+    if res.scope is Scope.AREA and res.area is not None:
+        return f"the {_plural(res.domain)} in the {res.area.name.casefold()}"
+    if res.scope is Scope.FLOOR:
+        return f"the {_plural(res.domain)} {_floor_phrase(res)}"
+    return f"all the {_plural(res.domain)}"
+
+
+def _place(res: Resolution) -> str:
+    """Where a question is about: "the office", "the office thermostat", "the house"."""
+    if res.scope is Scope.AREA and res.area is not None:
+        return f"the {res.area.name.casefold()}"
+    if res.scope is Scope.NAME:
+        return f"the {res.targets[0].name}"
+    if res.scope is Scope.FLOOR and res.floor is not None:
+        return f"the {res.floor.name}"
+    return "the house"
+
+
+def _error_text(res: Resolution) -> str:
+    error, unknown = res.error, res.unknown
+    if error is ResolutionError.UNKNOWN_NAME:
+        return f"I don't know a device called {unknown}."
+    if error is ResolutionError.UNKNOWN_AREA:
+        return f"I don't know an area called {unknown}."
+    if error is ResolutionError.UNKNOWN_FLOOR:
+        return f"I don't know a floor called {unknown}."
+    if error is ResolutionError.OUT_OF_RANGE:
+        return f"Sorry, {unknown} is out of range."
+    if error is ResolutionError.NO_AREA:
+        return "Sorry, I don't know which room you mean."
+    if error is ResolutionError.NO_TARGETS:
+        where = ""
+        if res.area is not None:
+            where = f" in the {res.area.name.casefold()}"
+        elif res.floor is not None:
+            where = f" {_floor_phrase(res)}"
+        return f"Sorry, there are no {_plural(res.domain)}{where}."
+    if error is ResolutionError.NO_DEVICE:
+        return "Sorry, I don't know which device is speaking."
+    if error is ResolutionError.UNSUPPORTED:
+        return "Sorry, I can't do that yet."
+    return "Sorry, I couldn't understand that."
+
+
+def _duration(seconds: int) -> str:
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    parts = [
+        f"{n} {unit}{'s' if n != 1 else ''}"
+        for n, unit in ((days, "day"), (hours, "hour"), (minutes, "minute"))
+        if n
+    ]
+    return " ".join(parts[:2]) or "less than a minute"
+
+
+def _status_text(device: DeviceRecord | None) -> str:
+    if device is None or device.status is None:
+        return "I'm online, but the hub has no status from me yet."
+    parts = []
+    telemetry = device.telemetry
+    if isinstance(telemetry.get("wifi_signal"), int | float):
+        parts.append(f"Wi-Fi signal {_num(telemetry['wifi_signal'])} dBm")
+    if isinstance(telemetry.get("uptime"), int | float):
+        parts.append(f"up {_duration(telemetry['uptime'])}")
+    if isinstance(telemetry.get("memory_usage"), int | float):
+        parts.append(f"memory {_num(telemetry['memory_usage'])}% used")
+    head = f"I'm {device.status.value}"
+    return f"{head}: {', '.join(parts)}." if parts else f"{head}."

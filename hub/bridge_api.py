@@ -1,0 +1,237 @@
+"""zigbee2mqtt-style bridge requests: ``xiaozhi/bridge/request/{path}`` → ``…/response/{path}``.
+
+A table maps each path to its handler (zigbee2mqtt's ``lib/extension/bridge.ts``). Every
+request gets one :class:`~xiaozhi.payloads.BridgeResponse` (``status``, ``data``, ``error``,
+the request's ``transaction`` echoed), also for bad JSON, a missing field, an unknown device
+or path, or a bug in a handler (then with a generic message): never no answer.
+
+==========================  ======================================  ==========================
+path                        request fields                          ``data`` of the answer
+==========================  ======================================  ==========================
+``device/rename``           ``id`` (or ``from``), ``name`` (or      ``id``, ``from``, ``to``
+                            ``to``)
+``device/remove``           ``id``                                  ``id``
+``group/add``               ``id``, optional ``name``               ``id``, ``name``
+``group/remove``            ``id``                                  ``id``
+``group/members/add``       ``group``, ``device``                   ``group``, ``device``
+``group/members/remove``    ``group``, ``device``                   ``group``, ``device``
+``intent/test``             ``text``, optional ``device_id``,       intent, slots, actions,
+                            ``area``                                response; nothing executed
+``health_check``            none                                    ``healthy`` and counts
+==========================  ======================================  ==========================
+
+:meth:`BridgeApi.handle` also says which retained topics must be re-published:
+:data:`CHANGED_DEVICES`, :data:`CHANGED_GROUPS`, :data:`CHANGED_INFO`, and
+``"discovery/<device_id>"`` for a device whose Home Assistant discovery must be re-sent
+(renamed) or cleared (removed: ``registry.device(id)`` is then None).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from xiaozhi import jsonutil
+from xiaozhi.errors import InvalidMessage, PayloadTooLarge
+from xiaozhi.payloads import BridgeRequest, BridgeResponse, validate_model
+from xiaozhi_hub.actions import plan_text
+from xiaozhi_hub.intents import IntentEngine
+from xiaozhi_hub.registry import Registry, RegistryError
+
+__all__ = [
+    "CHANGED_DEVICES",
+    "CHANGED_GROUPS",
+    "CHANGED_INFO",
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "BridgeApi",
+    "RequestError",
+    "discovery_change",
+]
+
+CHANGED_DEVICES = "devices"  # re-publish xiaozhi/bridge/devices
+CHANGED_GROUPS = "groups"  # re-publish xiaozhi/bridge/groups
+CHANGED_INFO = "info"  # re-publish xiaozhi/bridge/info
+
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
+"""Largest request payload read (bytes); bigger ones are answered with an error unread."""
+
+_MAX_TEXT_CHARS = 500
+
+Handler = Callable[[dict[str, Any]], tuple[dict[str, Any], set[str]]]
+
+
+def discovery_change(device_id: str) -> str:
+    """The ``changed`` entry saying a device's HA discovery must be re-sent or cleared."""
+    return f"discovery/{device_id}"
+
+
+class RequestError(ValueError):
+    """A request that cannot be done; its message is the response's ``error``."""
+
+
+def _optional(request: Mapping[str, Any], *names: str) -> str | None:
+    """The first of ``names`` present in the request, which must be a non-empty string."""
+    for name in names:
+        if name in request:
+            value = request[name]
+            if not isinstance(value, str) or not value.strip():
+                raise RequestError(f"field {name!r} must be a non-empty string, got {value!r}")
+            return value.strip()
+    return None
+
+
+def _required(request: Mapping[str, Any], *names: str) -> str:
+    """Like :func:`_optional`, refusing a request without any of ``names``."""
+    value = _optional(request, *names)
+    if value is None:
+        raise RequestError(f"missing required field {names[0]!r}")
+    return value
+
+
+class BridgeApi:
+    """The request table over a :class:`~xiaozhi_hub.registry.Registry`.
+
+    Args:
+        registry: the state the requests read and edit.
+        engine: the intent engine for ``intent/test`` (answered with an error when None).
+        states: returns the current entity states, for questions in ``intent/test``.
+        max_request_bytes: requests larger than this are refused before parsing.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        engine: IntentEngine | None = None,
+        *,
+        states: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    ) -> None:
+        self.registry = registry
+        self.engine = engine
+        self.states = states
+        self.max_request_bytes = max_request_bytes
+        self.last_exception: BaseException | None = None  # for the caller's log
+        self.handlers: dict[str, Handler] = {
+            "device/rename": self._device_rename,
+            "device/remove": self._device_remove,
+            "group/add": self._group_add,
+            "group/remove": self._group_remove,
+            "group/members/add": self._group_members_add,
+            "group/members/remove": self._group_members_remove,
+            "intent/test": self._intent_test,
+            "health_check": self._health_check,
+        }
+
+    def handle(self, path: str, raw_payload: bytes) -> tuple[BridgeResponse, set[str]]:
+        """Answer one request.
+
+        Args:
+            path: the topic after ``xiaozhi/bridge/request/`` (``device/rename``).
+            raw_payload: the request's JSON; empty means ``{}``.
+
+        Returns:
+            The response for ``xiaozhi/bridge/response/{path}``, and which retained topics
+            to re-publish (module docstring). Failed requests change nothing.
+        """
+        self.last_exception = None
+        transaction = None
+        try:
+            request = self._parse(raw_payload)
+            transaction = request.get("transaction")
+            validate_model(BridgeRequest, request)  # a bad transaction is refused, not echoed
+            handler = self.handlers.get(path)
+            if handler is None:
+                known = ", ".join(sorted(self.handlers))
+                raise RequestError(f"unknown request {path!r} (known: {known})")
+            data, changed = handler(request)
+        except (RequestError, RegistryError, InvalidMessage, PayloadTooLarge) as err:
+            if isinstance(err, InvalidMessage) and err.field == "transaction":
+                transaction = None
+            return BridgeResponse.failure(str(err), transaction=transaction), set()
+        except Exception as err:  # a bug: answer anyway, without details (style.md)
+            self.last_exception = err
+            return BridgeResponse.failure(
+                f"internal error while handling {path!r}", transaction=transaction
+            ), set()
+        return BridgeResponse.ok(data, transaction=transaction), changed
+
+    def _parse(self, raw: bytes) -> dict[str, Any]:
+        if not raw or not raw.strip():
+            return {}
+        return jsonutil.loads_object(raw, max_bytes=self.max_request_bytes)
+
+    # -- handlers --------------------------------------------------------------------------
+
+    def _device_rename(self, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        device_id = _required(request, "id", "from")
+        name = _required(request, "name", "to")
+        old = self.registry.rename(device_id, name)
+        data = {"id": device_id, "from": old, "to": name}
+        return data, {CHANGED_DEVICES, discovery_change(device_id)}
+
+    def _device_remove(self, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        device_id = _required(request, "id")
+        self.registry.remove(device_id)
+        changed = {CHANGED_DEVICES, CHANGED_GROUPS, CHANGED_INFO, discovery_change(device_id)}
+        return {"id": device_id}, changed
+
+    def _group_add(self, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        group_id = _required(request, "id")
+        name = _optional(request, "name", "friendly_name")
+        group = self.registry.group_add(group_id, name)
+        return {"id": group.group_id, "name": group.name}, {CHANGED_GROUPS, CHANGED_INFO}
+
+    def _group_remove(self, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        group_id = _required(request, "id")
+        self.registry.group_remove(group_id)
+        return {"id": group_id}, {CHANGED_GROUPS, CHANGED_DEVICES, CHANGED_INFO}
+
+    def _members(self, request: dict[str, Any]) -> tuple[str, str]:
+        group_id, device_id = _required(request, "group"), _required(request, "device")
+        return group_id, device_id
+
+    def _group_members_add(self, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        group_id, device_id = self._members(request)
+        added = self.registry.group_members_add(group_id, device_id)
+        changed = {CHANGED_GROUPS, CHANGED_DEVICES} if added else set()
+        return {"group": group_id, "device": device_id}, changed
+
+    def _group_members_remove(self, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        group_id, device_id = self._members(request)
+        self.registry.group_members_remove(group_id, device_id)
+        return {"group": group_id, "device": device_id}, {CHANGED_GROUPS, CHANGED_DEVICES}
+
+    def _intent_test(self, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        if self.engine is None:
+            raise RequestError("the intent engine is not loaded")
+        text = _required(request, "text")
+        if len(text) > _MAX_TEXT_CHARS:
+            raise RequestError(f"text of {len(text)} characters > limit {_MAX_TEXT_CHARS}")
+        device_id = _optional(request, "device_id")
+        area = _optional(request, "area")
+        if area is not None and self.registry.home.area(area) is None:
+            known = ", ".join(a.id for a in self.registry.home.areas)
+            raise RequestError(f"unknown area {area!r} (known: {known})")
+        states = self.states() if self.states else None
+        result = plan_text(
+            text,
+            engine=self.engine,
+            registry=self.registry,
+            device_id=device_id,
+            area=area,
+            states=states,
+        )
+        data = result.to_json_dict()
+        data["would_execute"] = data.pop("executed")
+        data["executed"] = False  # a test never executes anything
+        data["device_id"] = device_id
+        return data, set()
+
+    def _health_check(self, _: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        devices = self.registry.devices()
+        return {
+            "healthy": True,
+            "devices": len(devices),
+            "connected": sum(1 for d in devices if d.connected),
+            "intents_loaded": self.engine is not None,
+        }, set()

@@ -1,0 +1,318 @@
+"""Home Assistant MQTT discovery payloads, as pure functions (reference/home-automation.md §2).
+
+:func:`device_configs` turns one registry device into ``(topic, payload)`` pairs to publish
+retained (QoS 1); :func:`clear_payloads` gives the empty retained payloads that delete stale
+ones. The hub re-publishes them when Home Assistant's birth message (``homeassistant/status``
+= ``online``) arrives, and at start reads the retained ``homeassistant/+/+/+/config`` for a
+few seconds and clears those of ours (:func:`is_own_topic`) that :func:`device_configs` no
+longer produces (:func:`stale_topics`).
+
+**Per-entity topics**, ``homeassistant/<component>/xiaozhi_<device_id>/<object_id>/config``,
+rather than one device-based payload (``homeassistant/device/.../config``): device-based
+discovery only exists since Home Assistant 2024.11, while per-entity discovery works on every
+release including 2024.3 (the newest that runs on Python 3.11) and is not deprecated; it also
+lets one entity be added (a new sensor type) or cleared without touching the others.
+
+Per device: a connectivity ``binary_sensor`` (from ``xiaozhi/status/{id}``), the five
+telemetry sensors, one sensor per sensor type seen, the speaker volume as a ``number``
+(commands are :class:`~xiaozhi.payloads.CommandPayload` JSON built by ``command_template``), a
+``button`` to reboot, and the voice ``event`` entity on ``xiaozhi/events/{id}``. Every entity
+has ``origin``, ``device`` (``identifiers: ["xiaozhi_<id>"]``, ``suggested_area``) and the
+two-layer availability of zigbee2mqtt (hub ``bridge/state`` and the device's status, mode
+``all``). ``unique_id`` is ``xiaozhi_<id>_<object_id>`` and never changes on rename: only
+``device.name`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from xiaozhi import __version__ as _version
+from xiaozhi import jsonutil
+from xiaozhi.commands import DeviceCommand
+from xiaozhi.payloads import EventType
+from xiaozhi.topics import TopicKind, TopicTree
+from xiaozhi_hub.registry import DeviceRecord
+
+__all__ = [
+    "DEFAULT_SENSOR_EXPIRE_AFTER_S",
+    "DEVICE_EVENT_TYPES",
+    "ORIGIN_NAME",
+    "TELEMETRY_SENSORS",
+    "clear_payloads",
+    "config_subscription",
+    "device_configs",
+    "encode",
+    "is_own_topic",
+    "node_id",
+    "stale_topics",
+]
+
+ORIGIN_NAME = "xiaozhi-hub"
+MANUFACTURER = "xiaozhi"
+DEFAULT_MODEL = "ESP32-S3 voice"
+NODE_PREFIX = "xiaozhi_"
+
+DEFAULT_SENSOR_EXPIRE_AFTER_S = 900
+"""A retained sensor reading older than this (seconds) shows as unavailable in HA."""
+
+DEVICE_EVENT_TYPES = (
+    EventType.VOICE_COMMAND.value,
+    EventType.RESPONSE.value,
+    EventType.ACTION.value,
+    EventType.ACTION_RESULT.value,
+    EventType.COMMAND_RESULT.value,
+    EventType.ERROR.value,
+)
+"""Every ``event_type`` published on ``xiaozhi/events/{device_id}``: HA drops (with a warning)
+an event whose type is not listed, so publish no other type on that topic."""
+
+TELEMETRY_SENSORS: dict[str, dict[str, Any]] = {
+    "uptime": {
+        "name": "Uptime",
+        "unit_of_measurement": "s",
+        "device_class": "duration",
+        "state_class": "total_increasing",
+    },
+    "wifi_signal": {
+        "name": "Wi-Fi signal",
+        "unit_of_measurement": "dBm",
+        "device_class": "signal_strength",
+        "state_class": "measurement",
+    },
+    "free_heap": {
+        "name": "Free heap",
+        "unit_of_measurement": "B",
+        "device_class": "data_size",
+        "state_class": "measurement",
+    },
+    "memory_usage": {
+        "name": "Memory usage",
+        "unit_of_measurement": "%",
+        "state_class": "measurement",
+        "icon": "mdi:memory",
+    },
+    "cpu_usage": {
+        "name": "CPU usage",
+        "unit_of_measurement": "%",
+        "state_class": "measurement",
+        "icon": "mdi:cpu-64-bit",
+    },
+}
+"""Sensors read from the status payload (seed 003 "Status Message" fields)."""
+
+_SENSOR_CLASSES: dict[str, tuple[str | None, str | None]] = {
+    # sensor_type -> (device_class, default unit)
+    "temperature": ("temperature", "°C"),
+    "humidity": ("humidity", "%"),
+    "pressure": ("pressure", "hPa"),
+    "illuminance": ("illuminance", "lx"),
+    "audio_level": ("sound_pressure", "dB"),
+    "battery": ("battery", "%"),
+    "co2": ("carbon_dioxide", "ppm"),
+    "voltage": ("voltage", "V"),
+}
+
+_FIXED_OBJECTS = frozenset({"status", "volume", "voice", "restart", *TELEMETRY_SENSORS})
+
+
+def node_id(device_id: str) -> str:
+    """The discovery node id of a device: ``xiaozhi_<device_id>``."""
+    return f"{NODE_PREFIX}{device_id}"
+
+
+def _sensor_object_id(sensor_type: str) -> str:
+    # A sensor type may not reuse a fixed entity's object id (its unique_id would clash).
+    return f"sensor_{sensor_type}" if sensor_type in _FIXED_OBJECTS else sensor_type
+
+
+def _device_block(device: DeviceRecord, area_name: str | None) -> dict[str, Any]:
+    block: dict[str, Any] = {
+        "identifiers": [node_id(device.device_id)],
+        "name": device.name,
+        "manufacturer": MANUFACTURER,
+        "model": device.model or DEFAULT_MODEL,
+    }
+    if device.firmware_version:
+        block["sw_version"] = device.firmware_version
+    if area_name:
+        block["suggested_area"] = area_name
+    return block
+
+
+def device_configs(
+    device: DeviceRecord,
+    *,
+    topics: TopicTree | None = None,
+    area_name: str | None = None,
+    origin_version: str = _version,
+    sensor_expire_after_s: int = DEFAULT_SENSOR_EXPIRE_AFTER_S,
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every discovery config of one device, as ``(topic, payload)`` to publish retained.
+
+    Args:
+        device: the registry's record (name, model, firmware, sensor types seen).
+        topics: the topic tree (base topic and discovery prefix).
+        area_name: the area's display name for ``suggested_area`` (``Home.area_name``).
+        origin_version: the hub's version, for ``origin.sw_version``.
+        sensor_expire_after_s: ``expire_after`` of sensor readings (they are retained).
+    """
+    topics = topics or TopicTree()
+    dev_id = device.device_id
+    node = node_id(dev_id)
+    status_topic = topics.status(dev_id)
+    bridge = {"topic": topics.bridge_state(), "value_template": "{{ value_json.state }}"}
+    device_layer = {
+        "topic": status_topic,
+        "value_template": "{{ 'online' if value_json.status == 'connected' else 'offline' }}",
+    }
+    common = {
+        "device": _device_block(device, area_name),
+        "origin": {"name": ORIGIN_NAME, "sw_version": origin_version},
+        "availability": [bridge, device_layer],
+        "availability_mode": "all",
+    }
+
+    def entity(component: str, object_id: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+        payload = {"unique_id": f"{node}_{object_id}", **fields, **common}
+        return topics.discovery_config(component, node, object_id), payload
+
+    configs = [
+        # Only the hub layer: a disconnected device shows "off", not "unavailable".
+        entity(
+            "binary_sensor",
+            "status",
+            name="Connectivity",
+            state_topic=status_topic,
+            value_template="{{ value_json.status }}",
+            payload_on="connected",
+            payload_off="disconnected",
+            device_class="connectivity",
+            entity_category="diagnostic",
+        ),
+    ]
+    configs[0][1]["availability"] = [bridge]
+    for key, spec in TELEMETRY_SENSORS.items():
+        configs.append(
+            entity(
+                "sensor",
+                key,
+                state_topic=status_topic,
+                value_template=f"{{{{ value_json.get('{key}') }}}}",
+                entity_category="diagnostic",
+                **spec,
+            )
+        )
+    for sensor_type, reading in sorted(device.sensors.items()):
+        device_class, unit = _SENSOR_CLASSES.get(sensor_type, (None, None))
+        fields: dict[str, Any] = {
+            "name": sensor_type.replace("_", " ").capitalize(),
+            "state_topic": topics.sensor(dev_id, sensor_type),
+            "value_template": "{{ value_json.value }}",
+            "expire_after": sensor_expire_after_s,
+        }
+        unit = reading.unit or unit
+        numeric = isinstance(reading.value, int | float) and not isinstance(reading.value, bool)
+        if device_class:
+            fields["device_class"] = device_class
+        if unit:
+            fields["unit_of_measurement"] = unit
+        if numeric:
+            fields["state_class"] = "measurement"
+        configs.append(entity("sensor", _sensor_object_id(sensor_type), **fields))
+    configs.append(
+        entity(
+            "number",
+            "volume",
+            name="Volume",
+            command_topic=topics.command(dev_id),
+            command_template=_volume_template(dev_id),
+            min=0,
+            max=100,
+            step=1,
+            mode="slider",
+            unit_of_measurement="%",
+            optimistic=True,  # the status payload carries no volume to read back
+            qos=1,
+            retain=False,  # commands are never retained (design.md §5)
+            icon="mdi:volume-high",
+        )
+    )
+    configs.append(
+        entity(
+            "button",
+            "restart",
+            name="Restart",
+            command_topic=topics.command(dev_id),
+            payload_press=jsonutil.dumps_text(
+                {"command": DeviceCommand.REBOOT.value, "parameters": {}, "device_id": dev_id}
+            ),
+            device_class="restart",
+            entity_category="config",
+            qos=1,
+            retain=False,
+        )
+    )
+    configs.append(
+        entity(
+            "event",
+            "voice",
+            name="Voice",
+            state_topic=topics.device_events(dev_id),
+            event_types=list(DEVICE_EVENT_TYPES),
+            icon="mdi:microphone-message",
+        )
+    )
+    return configs
+
+
+def _volume_template(device_id: str) -> str:
+    """A ``command_template`` rendering a :class:`~xiaozhi.payloads.CommandPayload` JSON."""
+    marker = "__VALUE__"
+    text = jsonutil.dumps_text(
+        {
+            "command": DeviceCommand.SET_VOLUME.value,
+            "parameters": {"volume": marker},
+            "device_id": device_id,
+        }
+    )
+    return text.replace(f'"{marker}"', "{{ value | int }}")
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """A discovery payload as the bytes to publish."""
+    return jsonutil.dumps(payload)
+
+
+def clear_payloads(stale: Iterable[str]) -> list[tuple[str, bytes]]:
+    """Empty retained payloads that delete the configs on ``stale`` topics (HA discovery)."""
+    return [(topic, b"") for topic in sorted(set(stale))]
+
+
+def config_subscription(topics: TopicTree | None = None) -> str:
+    """The filter collecting our retained configs at start: ``homeassistant/+/+/+/config``."""
+    topics = topics or TopicTree()
+    return f"{topics.discovery_prefix}/+/+/+/config"
+
+
+def is_own_topic(topic: str, topics: TopicTree | None = None) -> bool:
+    """True for a per-entity discovery topic whose node id is one of ours (``xiaozhi_…``)."""
+    topics = topics or TopicTree()
+    try:
+        parsed = topics.parse(topic)
+    except ValueError:
+        return False
+    return (
+        parsed.kind is TopicKind.HA_DISCOVERY
+        and parsed.node_id is not None
+        and parsed.node_id.startswith(NODE_PREFIX)
+    )
+
+
+def stale_topics(
+    retained: Iterable[str], current: Iterable[str], topics: TopicTree | None = None
+) -> set[str]:
+    """Our retained config topics that ``current`` (all topics just produced) no longer has."""
+    keep = set(current)
+    return {t for t in retained if t not in keep and is_own_topic(t, topics)}

@@ -1,0 +1,295 @@
+"""Voice command text → intent, with hassil and home-assistant-intents (design.md §6).
+
+Used exactly as reference/home-automation.md §3 ("API actually used") describes:
+
+* Home Assistant's sentences for the language (``home_assistant_intents.get_intents``) merged
+  with ours (:data:`XIAOZHI_INTENTS_PATH`, English only: device volume, LED, status) by
+  ``hassil.merge_dict``;
+* the three slot lists Home Assistant's default agent builds, from the home model: ``name``
+  (entity names *and* aliases → entity id, with context ``{"domain": ...}`` so sentences with
+  ``requires_context: {domain: light}`` only match lights), ``area`` (names and aliases → area
+  id) and ``floor`` (→ floor id);
+* ``recognize_best`` with the speaking device's area as ``intent_context``, so "turn on the
+  light" and "set volume to 80" work in a room; our sentences carry the ``hass_custom_file``
+  metadata key, which ``recognize_best`` ranks first, as Home Assistant does for custom
+  sentences.
+
+When nothing matches strictly, a second pass with ``allow_unmatched_entities`` finds what the
+user *meant* ("turn on the garage light": HassTurnOn with an unknown name), so the hub can
+answer "I don't know a device called garage light" instead of "I didn't understand". The pick
+among unmatched readings follows Home Assistant's default agent (most literal text, most
+matched slots, fewest unmatched), plus one rule of ours: an unknown area directly followed by
+the device word ("garage light") is reported as an unknown *device name*.
+
+Target resolution (name → entity, area + domain → entities) is not hassil's job: see
+:mod:`xiaozhi_hub.resolve`. :meth:`IntentEngine.recognize` is a pure function of its input.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import home_assistant_intents
+import yaml
+from hassil import Intents, TextSlotList, merge_dict, recognize_all, recognize_best
+from hassil.models import UnmatchedEntity, UnmatchedRangeEntity, UnmatchedTextEntity
+from hassil.recognize import MISSING_ENTITY, RecognizeResult
+
+from xiaozhi_hub.home import Home
+
+__all__ = [
+    "BEST_METADATA_KEY",
+    "WARM_UP_PHRASES",
+    "XIAOZHI_INTENTS_PATH",
+    "IntentEngine",
+    "IntentMatch",
+    "NoMatch",
+]
+
+XIAOZHI_INTENTS_PATH = Path(__file__).with_name("intents_xiaozhi.yaml")
+"""Our own sentences (hassil YAML) for device functions; merged for their language only."""
+
+BEST_METADATA_KEY = "hass_custom_file"
+"""Sentences whose metadata has this key win in ``recognize_best`` (Home Assistant's key)."""
+
+WARM_UP_PHRASES = (
+    "turn on the light",
+    "turn off the lights in the kitchen",
+    "set the brightness to 50%",
+    "what is the temperature",
+    "set volume to 50",
+    "what is your status",
+)
+"""Run once at start: hassil parses templates lazily, so the first recognition costs ~100 ms."""
+
+
+@dataclass(frozen=True, slots=True)
+class IntentMatch:
+    """A recognized intent.
+
+    ``slots`` maps slot names to values: the entity id for ``name``, the area id for ``area``,
+    the floor id for ``floor``, numbers as ``int`` when whole (``brightness: 50``), fixed
+    sentence slots as given (``domain: "light"``, ``state: "on"``). ``unmatched`` maps slots
+    the user filled with words we do not know to those words (``{"name": "garage light"}``),
+    or to ``""`` for a slot that was needed but neither said nor known from context (no area
+    for "turn on the light" from a device without one). A match with ``unmatched`` must not
+    be executed.
+    """
+
+    intent: str
+    text: str  # what was recognized, as given
+    slots: Mapping[str, Any] = field(default_factory=dict)
+    slot_texts: Mapping[str, str] = field(default_factory=dict)  # the words that filled a slot
+    from_context: frozenset[str] = frozenset()  # slots filled from the device's area
+    unmatched: Mapping[str, str] = field(default_factory=dict)
+    sentence: str | None = None  # the template that matched, for debugging
+    language: str = "en"
+
+    @property
+    def complete(self) -> bool:
+        """True when every slot matched something we know."""
+        return not self.unmatched
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "intent": self.intent,
+            "text": self.text,
+            "slots": dict(self.slots),
+            "unmatched": dict(self.unmatched),
+            "from_context": sorted(self.from_context),
+            "sentence": self.sentence,
+            "language": self.language,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NoMatch:
+    """Nothing matched, not even with unknown names: the text is outside every sentence."""
+
+    text: str
+    language: str = "en"
+    reason: str = "no_intent"
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {"intent": None, "text": self.text, "reason": self.reason, "language": self.language}
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class IntentEngine:
+    """hassil + home-assistant-intents + our sentences, with slot lists from a home.
+
+    Args:
+        home: the home model the ``name``/``area``/``floor`` slot lists come from.
+        language: a home-assistant-intents language code, case-sensitive (``en``, ``zh-CN``).
+        extra_intents: our hassil YAML file; merged only when its ``language`` matches.
+
+    Raises:
+        ValueError: home-assistant-intents has no sentences for ``language``.
+
+    Loading takes a few ms; call :meth:`warm_up` once at start, since the first recognition
+    parses templates (~100 ms).
+    """
+
+    def __init__(
+        self,
+        home: Home,
+        language: str = "en",
+        *,
+        extra_intents: Path | None = XIAOZHI_INTENTS_PATH,
+    ) -> None:
+        data = home_assistant_intents.get_intents(language)
+        if data is None:
+            known = ", ".join(home_assistant_intents.get_languages())
+            raise ValueError(f"no intents for language {language!r} (known: {known})")
+        if extra_intents is not None:
+            ours = yaml.safe_load(extra_intents.read_text(encoding="utf-8"))
+            if ours.get("language") == language:
+                merge_dict(data, ours)
+        self.language = language
+        self.intents = Intents.from_dict(data)
+        self.home = home
+        self.slot_lists = self._slot_lists(home)
+
+    @staticmethod
+    def _slot_lists(home: Home) -> dict[str, TextSlotList]:
+        names = [
+            (name, entity.entity_id, {"domain": entity.domain})
+            for entity in home.entities
+            for name in entity.names
+        ]
+        areas = [(name, area.id) for area in home.areas for name in (area.name, *area.aliases)]
+        floors = [(name, f.id) for f in home.floors for name in (f.name, *f.aliases)]
+        return {
+            "name": TextSlotList.from_tuples(names, allow_template=False),
+            "area": TextSlotList.from_tuples(areas, allow_template=False),
+            "floor": TextSlotList.from_tuples(floors, allow_template=False),
+        }
+
+    def warm_up(self, phrases: Iterable[str] = WARM_UP_PHRASES) -> float:
+        """Recognize a few phrases so templates are parsed before the first user; seconds spent."""
+        started = time.perf_counter()
+        area = self.home.areas[0].id if self.home.areas else None
+        for phrase in phrases:
+            self.recognize(phrase, device_area=area)
+        return time.perf_counter() - started
+
+    def recognize(self, text: str, *, device_area: str | None = None) -> IntentMatch | NoMatch:
+        """The best intent for ``text`` said by a device in ``device_area`` (an area id).
+
+        An area id the home does not know is ignored (as if the device had no area).
+        """
+        text = text.strip()
+        if not text:
+            return NoMatch(text=text, language=self.language, reason="empty")
+        area = self.home.area(device_area)
+        context = {"area": {"value": area.id, "text": area.name}} if area else None
+        result = recognize_best(
+            text,
+            self.intents,
+            slot_lists=self.slot_lists,
+            intent_context=context,
+            language=self.language,
+            best_metadata_key=BEST_METADATA_KEY,
+            best_slot_name="name",
+        )
+        if result is None:
+            result = self._best_unmatched(text, context)
+        if result is None:
+            return NoMatch(text=text, language=self.language)
+        return self._to_match(text, result, context)
+
+    def _best_unmatched(self, text: str, context: dict[str, Any] | None) -> RecognizeResult | None:
+        """The likeliest reading with unknown names (Home Assistant's default agent, simplified)."""
+        candidates: list[tuple[tuple[int, int, int], RecognizeResult]] = []
+        for result in recognize_all(
+            text,
+            self.intents,
+            slot_lists=self.slot_lists,
+            intent_context=context,
+            allow_unmatched_entities=True,
+            language=self.language,
+        ):
+            if result.text_chunks_matched < 1:
+                continue  # matched no literal words at all: not a reading of this sentence
+            matched = sum(
+                1 for e in result.entities_list if e.name not in result.unmatched_entities
+            )
+            said = len(_said_unmatched(result))
+            candidates.append(((result.text_chunks_matched, matched, -said), result))
+        if not candidates:
+            return None
+        best = max(candidates, key=lambda pair: pair[0])[1]
+        # "turn on the garage light" reads best as area "garage" + lights; but "garage light"
+        # is what the user called the device, so answer about that name.
+        said = _said_unmatched(best)
+        place = said.get("area") or said.get("floor")
+        if place and "name" not in said:
+            for _, other in candidates:
+                other_said = _said_unmatched(other)
+                name = other_said.get("name", "")
+                if (
+                    other.intent.name == best.intent.name
+                    and set(other_said) == {"name"}
+                    and name.startswith(place + " ")
+                    and text.casefold().rstrip(" .!?").endswith(name)
+                ):
+                    return other
+        return best
+
+    def _to_match(
+        self, text: str, result: RecognizeResult, context: dict[str, Any] | None
+    ) -> IntentMatch:
+        slots: dict[str, Any] = {}
+        slot_texts: dict[str, str] = {}
+        from_context: set[str] = set()
+        for entity in result.entities_list:
+            if entity.name in result.unmatched_entities:
+                continue
+            slots[entity.name] = _number(entity.value)
+            slot_texts[entity.name] = entity.text_clean
+            if entity.text_span is None and context and entity.name in context:
+                from_context.add(entity.name)
+        unmatched = {e.name: _unmatched_words(e) for e in result.unmatched_entities_list}
+        return IntentMatch(
+            intent=result.intent.name,
+            text=text,
+            slots=slots,
+            slot_texts=slot_texts,
+            from_context=frozenset(from_context),
+            unmatched=unmatched,
+            sentence=result.intent_sentence.text if result.intent_sentence else None,
+            language=self.language,
+        )
+
+
+def _clean(words: str) -> str:
+    """Unmatched words without a leading article: "the garage " → "garage"."""
+    words = words.strip().casefold()
+    for article in ("the ", "my ", "our "):
+        if words.startswith(article):
+            words = words[len(article) :]
+    return words.strip()
+
+
+def _unmatched_words(entity: UnmatchedEntity) -> str:
+    """What the user said for an unmatched slot: words, a number, or "" when not said."""
+    if isinstance(entity, UnmatchedRangeEntity):
+        return str(_number(entity.value))
+    assert isinstance(entity, UnmatchedTextEntity)  # hassil's only other kind
+    text = entity.text.strip()
+    return "" if text == MISSING_ENTITY else _clean(text)
+
+
+def _said_unmatched(result: RecognizeResult) -> dict[str, str]:
+    """Unmatched slots the user actually said something for (not the ``<missing>`` ones)."""
+    words = {e.name: _unmatched_words(e) for e in result.unmatched_entities_list}
+    return {name: said for name, said in words.items() if said}

@@ -1,0 +1,46 @@
+"""Logging set-up: structlog, one JSON line per event in production, readable in a terminal.
+
+Called once per process by the command line, never by library code (the `xiaozhi/` core
+configures nothing). Event names are stable snake_case (`device_connected`); loggers bind
+`device_id`, `session_id`, `edge_id` once per connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+__all__ = ["configure_logging"]
+
+
+def configure_logging(*, level: str = "info", json: bool | None = None) -> None:
+    """Configure structlog and the standard library's logging (for aiomqtt, websockets).
+
+    Args:
+        level: minimum level name (debug, info, warning, error).
+        json: JSON lines (True), coloured console lines (False), or decide by whether
+            stderr is a terminal (None).
+    """
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown log level {level!r} (use debug, info, warning or error)")
+    use_json = (not sys.stderr.isatty()) if json is None else json
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)

@@ -1,0 +1,223 @@
+"""Opus uplink segmentation (UtteranceBuffer) and the stand-in TTS (ToneSynthesizer)."""
+
+from __future__ import annotations
+
+import array
+
+import opuslib
+import pytest
+
+from xiaozhi.messages import ListenMode
+from xiaozhi_edge.audio import (
+    MAX_OPUS_FRAME_SAMPLES,
+    OpusDecodeError,
+    ToneSynthesizer,
+    UtteranceBuffer,
+    UtteranceReason,
+)
+
+from .helpers import silence_packets, tone_packets
+
+
+def feed_all(buffer: UtteranceBuffer, packets: list[bytes]) -> list:
+    return [u for u in (buffer.feed(p) for p in packets) if u is not None]
+
+
+def test_not_listening_counts_dropped_frames() -> None:
+    buffer = UtteranceBuffer()
+    assert not buffer.listening
+    assert buffer.mode is None
+    assert buffer.feed(b"\x00") is None
+    assert buffer.dropped_frames_total == 1
+    assert buffer.stop() is None
+
+
+def test_manual_mode_keeps_everything_until_stop() -> None:
+    buffer = UtteranceBuffer()
+    assert buffer.start(ListenMode.MANUAL) is None
+    assert buffer.mode is ListenMode.MANUAL
+    assert feed_all(buffer, silence_packets(240) + tone_packets(360)) == []
+    assert buffer.buffered_ms == 600
+    utterance = buffer.stop()
+    assert utterance is not None
+    assert (utterance.frames, utterance.duration_ms, utterance.reason) == (10, 600, "stop")
+    assert utterance.mode is ListenMode.MANUAL
+    assert len(utterance.pcm) == 600 * 32
+
+
+@pytest.mark.parametrize("frame_ms", [20, 40, 60])
+def test_every_frame_duration_decodes(frame_ms: int) -> None:
+    buffer = UtteranceBuffer()
+    buffer.start(ListenMode.MANUAL)
+    feed_all(buffer, tone_packets(480, frame_ms))
+    utterance = buffer.stop()
+    assert utterance is not None
+    assert utterance.duration_ms == 480
+    assert utterance.frames == 480 // frame_ms
+
+
+def test_manual_silence_only_still_is_an_utterance_but_nothing_is_none() -> None:
+    buffer = UtteranceBuffer()
+    buffer.start(ListenMode.MANUAL)
+    assert buffer.stop() is None
+    buffer.start(ListenMode.MANUAL)
+    feed_all(buffer, silence_packets(120))
+    assert buffer.stop() is not None
+
+
+def test_auto_mode_ignores_silence_before_speech_but_keeps_a_preroll() -> None:
+    buffer = UtteranceBuffer(preroll_ms=300)
+    buffer.start(ListenMode.AUTO)
+    assert feed_all(buffer, silence_packets(3000)) == []
+    assert buffer.buffered_ms <= 360  # bounded pre-roll, not 3 s
+    assert buffer.stop() is None  # nothing was said
+
+
+def test_auto_mode_ends_after_silence_and_keeps_listening() -> None:
+    buffer = UtteranceBuffer(silence_ms=600)
+    buffer.start(ListenMode.REALTIME)
+    done = feed_all(buffer, tone_packets(600) + silence_packets(540))
+    assert done == []
+    (utterance,) = feed_all(buffer, silence_packets(120))
+    assert utterance.reason is UtteranceReason.SILENCE
+    assert utterance.mode is ListenMode.REALTIME
+    assert buffer.listening
+    # A stop in the middle of the next one ends it with reason stop.
+    feed_all(buffer, tone_packets(300))
+    last = buffer.stop()
+    assert last is not None
+    assert last.reason is UtteranceReason.STOP
+
+
+def test_auto_mode_at_the_limit_ends_and_starts_the_next_one() -> None:
+    buffer = UtteranceBuffer(max_utterance_seconds=1.2)
+    buffer.start(ListenMode.AUTO)
+    done = feed_all(buffer, tone_packets(3000))
+    assert [u.reason for u in done] == ["limit", "limit"]
+    assert all(u.duration_ms <= 1200 for u in done)
+    assert all(u.dropped_frames == 0 for u in done)
+    assert buffer.dropped_frames_total == 0
+
+
+class PcmDecoder:
+    """Packets are raw PCM: VAD decisions without codec ringing."""
+
+    def decode(self, data: bytes, frame_size: int) -> bytes:
+        return data
+
+
+LOUD = array.array("h", [8000, -8000] * 480).tobytes()  # 60 ms at 16 kHz
+QUIET = bytes(1920)
+
+
+def test_auto_limit_on_a_silent_frame_opens_a_preroll() -> None:
+    buffer = UtteranceBuffer(
+        max_utterance_seconds=0.6, silence_ms=10_000, decoder_factory=PcmDecoder
+    )
+    buffer.start(ListenMode.AUTO)
+    done = feed_all(buffer, [LOUD] * 10 + [QUIET])
+    assert [u.reason for u in done] == ["limit"]
+    assert buffer.stop() is None  # the silent frame was only pre-roll
+
+
+def test_manual_limit_drops_and_counts() -> None:
+    buffer = UtteranceBuffer(max_utterance_seconds=0.3)
+    buffer.start(ListenMode.MANUAL)
+    feed_all(buffer, tone_packets(600))
+    utterance = buffer.stop()
+    assert utterance is not None
+    assert (utterance.reason, utterance.frames, utterance.dropped_frames) == ("limit", 5, 5)
+    assert buffer.dropped_frames_total == 5
+
+
+def test_decode_error_is_raised_counted_and_harmless() -> None:
+    buffer = UtteranceBuffer()
+    buffer.start(ListenMode.MANUAL)
+    good = tone_packets(180)
+    buffer.feed(good[0])
+    with pytest.raises(OpusDecodeError) as caught:
+        buffer.feed(b"\xff\xff\xff")
+    assert caught.value.code.name == "INVALID_DATA_FORMAT"
+    assert str(caught.value) == "Opus packet of 3 B does not decode: corrupted stream"
+    feed_all(buffer, good[1:])
+    utterance = buffer.stop()
+    assert utterance is not None
+    assert (utterance.frames, utterance.decode_errors) == (3, 1)
+    assert buffer.decode_errors_total == 1
+
+
+def test_decode_error_with_an_odd_code() -> None:
+    class Broken:
+        def decode(self, data: bytes, frame_size: int) -> bytes:
+            raise opuslib.OpusError("odd")  # type: ignore[arg-type]
+
+    buffer = UtteranceBuffer(decoder_factory=Broken)
+    buffer.start(ListenMode.MANUAL)
+    with pytest.raises(OpusDecodeError, match="libopus error 'odd'"):
+        buffer.feed(b"\x00")
+
+
+def test_a_new_start_ends_the_running_utterance_and_reset_discards() -> None:
+    buffer = UtteranceBuffer()
+    buffer.start(ListenMode.MANUAL)
+    feed_all(buffer, tone_packets(120))
+    finished = buffer.start(ListenMode.AUTO)
+    assert finished is not None
+    assert finished.frames == 2
+    assert buffer.mode is ListenMode.AUTO
+    buffer.reset()
+    assert not buffer.listening
+    buffer.release()
+    buffer.start(ListenMode.MANUAL)  # a released buffer builds a new decoder
+    feed_all(buffer, tone_packets(60))
+    assert buffer.stop() is not None
+
+
+def test_longest_opus_packet_fits_the_decode_buffer() -> None:
+    assert MAX_OPUS_FRAME_SAMPLES == 1920
+
+
+# -- ToneSynthesizer ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frame_ms", [20, 40, 60])
+def test_tone_is_real_opus_that_decodes(frame_ms: int) -> None:
+    synth = ToneSynthesizer()
+    packets = synth.synthesize("turning on the light", frame_ms)
+    assert len(packets) == -(-320 // frame_ms)
+    decoder = opuslib.Decoder(16000, 1)
+    pcm = b"".join(decoder.decode(p, 16 * frame_ms) for p in packets)
+    samples = array.array("h", pcm)
+    assert len(samples) == len(packets) * 16 * frame_ms
+    assert max(samples) > 3000  # audible
+
+
+def test_tone_is_deterministic_and_cached() -> None:
+    synth = ToneSynthesizer(cache_size=2)
+    first = synth.synthesize("hello world", 60)
+    assert synth.synthesize("hello world", 60) is first
+    assert ToneSynthesizer().synthesize("hello world", 60) == first
+    assert synth.cache_info() == {"hits": 1, "misses": 1, "size": 1}
+    synth.synthesize("a", 60)
+    synth.synthesize("b", 60)  # evicts "hello world"
+    assert synth.cache_info()["size"] == 2
+    synth.synthesize("hello world", 60)
+    assert synth.misses == 4
+
+
+def test_tone_length_per_word_and_cap() -> None:
+    synth = ToneSynthesizer(ms_per_word=80, max_ms=400)
+    assert len(synth.pcm("one two three")) == 3 * 80 * 32
+    assert len(synth.pcm("")) == 80 * 32  # an empty sentence still chimes
+    assert len(synth.pcm("w " * 100)) == 400 * 32
+    different = {synth.pcm(word) for word in ("on", "off", "light", "kitchen", "door", "hello")}
+    assert len(different) > 1
+
+
+def test_tone_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="frame duration"):
+        ToneSynthesizer().synthesize("x", 30)
+    with pytest.raises(ValueError, match="ms_per_word >= 16"):
+        ToneSynthesizer(ms_per_word=10)
+    with pytest.raises(ValueError, match="amplitude"):
+        ToneSynthesizer(amplitude=2.0)

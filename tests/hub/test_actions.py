@@ -1,0 +1,505 @@
+"""Voice command → actions and response (xiaozhi_hub.resolve + xiaozhi_hub.actions).
+
+Each demo phrase of design.md §6 and issue 4, said by a device (or typed), gives exactly these
+actions and this sentence.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from xiaozhi.payloads import Action, DeviceStatus, StatusPayload
+from xiaozhi_hub.actions import Plan, plan, plan_text
+from xiaozhi_hub.home import Home, VirtualBinding, XiaozhiBinding, parse_home
+from xiaozhi_hub.intents import IntentEngine, IntentMatch, NoMatch
+from xiaozhi_hub.registry import DeviceRecord, Registry
+from xiaozhi_hub.resolve import Resolution, ResolutionError, Scope, resolve
+
+
+def ha(action: str, entity_id: str, **parameters: Any) -> dict[str, Any]:
+    return {
+        "type": "homeassistant",
+        "action": action,
+        "entity_id": entity_id,
+        "parameters": parameters,
+    }
+
+
+DEMO = [
+    # text, speaking device, actions, response
+    (
+        "turn on the living room light",
+        None,
+        [ha("turn_on", "light.living_room")],
+        "Turning on the living room light.",
+    ),
+    (
+        "turn off the kitchen lights",
+        None,
+        [ha("turn_off", "light.kitchen")],
+        "Turning off the kitchen light.",
+    ),
+    (
+        "set the bedroom brightness to 50%",
+        None,
+        [ha("turn_on", "light.bedroom", brightness_pct=50)],
+        "Setting the bedroom light to 50% brightness.",
+    ),
+    ("what is the temperature in the office", None, [], "The office is 21 degrees."),
+    (
+        "set volume to 80",
+        "demo_kitchen",
+        [ha("volume_set", "media_player.xiaozhi_demo_kitchen", volume_level=0.8)],
+        "Setting the volume to 80%.",
+    ),
+    (
+        "turn on the light",
+        "demo_living_room",
+        [ha("turn_on", "light.living_room")],
+        "Turning on the living room light.",
+    ),
+    (
+        "turn off all the lights",
+        None,
+        [
+            ha("turn_off", "light.living_room"),
+            ha("turn_off", "light.kitchen"),
+            ha("turn_off", "light.bedroom"),
+            ha("turn_off", "light.office"),
+        ],
+        "Turning off all the lights.",
+    ),
+    ("lock the front door", None, [ha("lock", "lock.front_door")], "Locking the front door."),
+    ("turn on the garage light", None, [], "I don't know a device called garage light."),
+]
+
+
+@pytest.mark.parametrize("case", DEMO, ids=[case[0] for case in DEMO])
+def test_demo_phrases(
+    engine: IntentEngine, registry: Registry, case: tuple[str, str | None, list[Any], str]
+) -> None:
+    text, device, actions, response = case
+    result = plan_text(text, engine=engine, registry=registry, device_id=device)
+    assert [a.to_json_dict() for a in result.actions] == actions
+    assert result.response_text == response
+    assert result.executed is (text != "turn on the garage light")
+    assert set(result.bindings) == {a["entity_id"] for a in actions} or not actions
+
+
+def test_living_room_light_is_exactly_the_design_action(
+    engine: IntentEngine, registry: Registry
+) -> None:
+    result = plan_text("turn on the living room light", engine=engine, registry=registry)
+    [action] = result.actions
+    assert action.to_wire() == (
+        b'{"type":"homeassistant","action":"turn_on",'
+        b'"entity_id":"light.living_room","parameters":{}}'
+    )
+
+
+def test_unknown_name_executes_nothing(engine: IntentEngine, registry: Registry) -> None:
+    result = plan_text("turn on the garage light", engine=engine, registry=registry)
+    assert result.actions == ()
+    assert result.bindings == {}
+    assert result.executed is False
+    assert result.error == "unknown_name"
+    assert result.to_json_dict() == {
+        "text": "turn on the garage light",
+        "intent": "HassTurnOn",
+        "slots": {},
+        "actions": [],
+        "response": "I don't know a device called garage light.",
+        "executed": False,
+        "error": "unknown_name",
+    }
+
+
+MORE = [
+    # text, speaking device, actions, response, error
+    (
+        "unlock the front door",
+        None,
+        [ha("unlock", "lock.front_door")],
+        "Unlocking the front door.",
+        None,
+    ),
+    (
+        "turn off the lights downstairs",
+        None,
+        [
+            ha("turn_off", "light.living_room"),
+            ha("turn_off", "light.kitchen"),
+            ha("turn_off", "light.office"),
+        ],
+        "Turning off the lights on the ground floor.",
+        None,
+    ),
+    (
+        "turn on the lights upstairs",
+        None,
+        [ha("turn_on", "light.bedroom")],
+        "Turning on the bedroom light.",
+        None,
+    ),
+    (
+        "turn on the lights in the kitchen",
+        "demo_living_room",
+        [ha("turn_on", "light.kitchen")],
+        "Turning on the kitchen light.",
+        None,
+    ),
+    (
+        "set the kitchen light to red",
+        None,
+        [ha("turn_on", "light.kitchen", color_name="red")],
+        "Setting the kitchen light to red.",
+        None,
+    ),
+    (
+        "set the office thermostat to 22",
+        None,
+        [ha("set_temperature", "climate.office", temperature=22)],
+        "Setting the office thermostat to 22 degrees.",
+        None,
+    ),
+    (
+        "set the temperature to 19.5 degrees",
+        "demo_office",
+        [ha("set_temperature", "climate.office", temperature=19.5)],
+        "Setting the office thermostat to 19.5 degrees.",
+        None,
+    ),
+    (
+        "what is the temperature",
+        "demo_office",
+        [],
+        "The office is 21 degrees.",
+        None,
+    ),
+    (
+        "set the kitchen volume to 30",
+        None,
+        [ha("volume_set", "media_player.xiaozhi_demo_kitchen", volume_level=0.3)],
+        "Setting the volume of the Kitchen speaker to 30%.",
+        None,
+    ),
+    (
+        "turn on the led",
+        "demo_office",
+        [ha("turn_on", "light.office")],
+        "Turning on the LED.",
+        None,
+    ),
+    (
+        "turn off the led",
+        "demo_kitchen",
+        [ha("turn_off", "light.xiaozhi_demo_kitchen_led")],
+        "Turning off the LED.",
+        None,
+    ),
+    (
+        "set volume to 40",
+        "aabbccddeeff",
+        [ha("volume_set", "media_player.xiaozhi_aabbccddeeff", volume_level=0.4)],
+        "Setting the volume to 40%.",
+        None,
+    ),
+    ("turn off the light", None, [], "Sorry, I don't know which room you mean.", "no_area"),
+    (
+        "turn off the light",
+        "aabbccddeeff",
+        [],
+        "Sorry, I don't know which room you mean.",
+        "no_area",
+    ),
+    (
+        "turn off the lights in the garage",
+        None,
+        [],
+        "I don't know an area called garage.",
+        "unknown_area",
+    ),
+    ("set volume to 120", "demo_kitchen", [], "Sorry, 120 is out of range.", "out_of_range"),
+    ("set volume to 80", None, [], "Sorry, I don't know which device is speaking.", "no_device"),
+    ("what is the weather", None, [], "Sorry, I can't do that yet.", "unsupported_intent"),
+    ("sing me a song", None, [], "Sorry, I couldn't understand that.", "no_intent"),
+]
+
+
+@pytest.mark.parametrize("case", MORE, ids=[f"{c[0]}-{c[1]}" for c in MORE])
+def test_more_phrases(
+    engine: IntentEngine,
+    registry: Registry,
+    case: tuple[str, str | None, list[Any], str, str | None],
+) -> None:
+    text, device, actions, response, error = case
+    result = plan_text(text, engine=engine, registry=registry, device_id=device)
+    assert [a.to_json_dict() for a in result.actions] == actions
+    assert result.response_text == response
+    assert result.error == error
+    assert result.executed is (error is None)
+
+
+def test_status_answers_from_telemetry(engine: IntentEngine, registry: Registry) -> None:
+    registry.apply_status(
+        StatusPayload(
+            status=DeviceStatus.CONNECTED,
+            device_id="demo_kitchen",
+            uptime=90061,
+            wifi_signal=-45,
+            memory_usage=65,
+        ),
+        now=1.0,
+    )
+    result = plan_text(
+        "what is your status", engine=engine, registry=registry, device_id="demo_kitchen"
+    )
+    assert [a.to_json_dict() for a in result.actions] == [
+        ha("update_entity", "media_player.xiaozhi_demo_kitchen")
+    ]
+    assert result.response_text == (
+        "I'm connected: Wi-Fi signal -45 dBm, up 1 day 1 hour, memory 65% used."
+    )
+
+
+@pytest.mark.parametrize(
+    ("record", "response"),
+    [
+        (None, "I'm online, but the hub has no status from me yet."),
+        (DeviceRecord("d", "d", status=DeviceStatus.CONNECTED), "I'm connected."),
+        (
+            DeviceRecord("d", "d", status=DeviceStatus.CONNECTED, telemetry={"uptime": 59}),
+            "I'm connected: up less than a minute.",
+        ),
+        (
+            DeviceRecord("d", "d", status=DeviceStatus.CONNECTED, telemetry={"uptime": 120}),
+            "I'm connected: up 2 minutes.",
+        ),
+    ],
+)
+def test_status_wording(
+    engine: IntentEngine, home: Home, record: DeviceRecord | None, response: str
+) -> None:
+    match = engine.recognize("what is your status")
+    result = plan(match, resolve(match, home, speaking_device="d"), record)
+    assert result.response_text == response
+
+
+def test_question_uses_current_states(engine: IntentEngine, registry: Registry) -> None:
+    states = {"climate.office": {"current_temperature": 23.5}}
+    result = plan_text(
+        "what is the temperature in the office", engine=engine, registry=registry, states=states
+    )
+    assert result.response_text == "The office is 23.5 degrees."
+    unknown = plan_text(
+        "what is the temperature in the office",
+        engine=engine,
+        registry=registry,
+        states={"climate.office": {"state": "off"}},
+    )
+    assert unknown.response_text == "Sorry, I don't know the temperature of the office."
+    assert unknown.executed is True
+
+
+def test_area_override_for_typed_tests(engine: IntentEngine, registry: Registry) -> None:
+    result = plan_text("turn on the light", engine=engine, registry=registry, area="bedroom")
+    assert [a.entity_id for a in result.actions] == ["light.bedroom"]
+
+
+# -- resolution on its own ---------------------------------------------------------------------
+
+
+def match_of(intent: str, **slots: Any) -> IntentMatch:
+    return IntentMatch(intent=intent, text="typed", slots=slots)
+
+
+SMALL = parse_home(
+    {
+        "floors": [{"id": "ground", "name": "ground floor"}, {"id": "roof", "name": "roof"}],
+        "areas": [
+            {"id": "hall", "name": "Hall", "floor": "ground"},
+            {"id": "den", "name": "Den", "floor": "ground"},
+        ],
+        "entities": [
+            {"entity_id": "light.hall", "name": "hall light", "area": "hall"},
+            {"entity_id": "switch.hall_fan", "name": "hall fan", "area": "hall"},
+            {"entity_id": "lock.hall", "name": "hall door", "area": "hall"},
+            {"entity_id": "climate.hall", "name": "hall thermostat", "area": "hall"},
+            {"entity_id": "cover.hall", "name": "hall blind", "area": "hall"},
+            {"entity_id": "media_player.den_tv", "name": "den tv", "area": "den"},
+        ],
+        "devices": [{"id": "den_speaker", "name": "Den speaker", "area": "den"}],
+    }
+)
+
+
+def test_turn_on_an_area_without_domain_switches_on_off_things_only() -> None:
+    res = resolve(match_of("HassTurnOn", area="hall"), SMALL)
+    assert [e.entity_id for e in res.targets] == ["light.hall", "switch.hall_fan"]
+    result = plan(match_of("HassTurnOn", area="hall"), res)
+    assert result.response_text == "Turning on the devices in the hall."
+
+
+def test_covers_open_and_close() -> None:
+    res = resolve(match_of("HassTurnOff", name="cover.hall"), SMALL)
+    result = plan(match_of("HassTurnOff", name="cover.hall"), res)
+    assert [a.action for a in result.actions] == ["close_cover"]
+    assert result.response_text == "Closing the hall blind."
+
+
+def test_no_targets_in_a_known_place() -> None:
+    res = resolve(match_of("HassTurnOn", area="den", domain="light"), SMALL)
+    assert (res.error, res.scope) == (ResolutionError.NO_TARGETS, Scope.AREA)
+    assert (
+        plan(match_of("HassTurnOn"), res).response_text == "Sorry, there are no lights in the den."
+    )
+    res = resolve(match_of("HassTurnOn", floor="roof", domain="light"), SMALL)
+    assert (
+        plan(match_of("HassTurnOn"), res).response_text == "Sorry, there are no lights on the roof."
+    )
+    res = resolve(match_of("HassTurnOn", domain="fan"), SMALL)
+    assert plan(match_of("HassTurnOn"), res).response_text == "Sorry, there are no fans."
+
+
+def test_set_volume_in_an_area_reaches_media_players_and_devices() -> None:
+    res = resolve(match_of("HassSetVolume", area="den", volume_level=30), SMALL)
+    assert [e.entity_id for e in res.targets] == [
+        "media_player.den_tv",
+        "media_player.xiaozhi_den_speaker",
+    ]
+    result = plan(match_of("HassSetVolume", area="den", volume_level=30), res)
+    assert result.response_text == "Setting the volume of the speakers in the den to 30%."
+    res = resolve(
+        match_of("HassSetVolume", area="hall", volume_level=30),
+        SMALL,
+        device_areas={"den_speaker": "den"},
+    )
+    assert res.error is ResolutionError.NO_TARGETS
+
+
+def test_set_volume_with_the_area_from_context_is_the_speaking_device() -> None:
+    match = IntentMatch(
+        intent="HassSetVolume",
+        text="typed",
+        slots={"area": "den", "volume_level": 50},
+        from_context=frozenset({"area"}),
+    )
+    res = resolve(match, SMALL, speaking_device="den_speaker")
+    assert (res.scope, [e.entity_id for e in res.targets]) == (
+        Scope.DEVICE,
+        ["media_player.xiaozhi_den_speaker"],
+    )
+    no_area = resolve(match_of("HassSetVolume", volume_level=50), SMALL)
+    assert no_area.error is ResolutionError.NO_DEVICE
+
+
+def test_name_from_another_home_is_unknown() -> None:
+    res = resolve(match_of("HassTurnOn", name="light.elsewhere"), SMALL)
+    assert (res.error, res.unknown) == (ResolutionError.UNKNOWN_NAME, "light.elsewhere")
+
+
+@pytest.mark.parametrize(
+    ("unmatched", "error", "text"),
+    [
+        ({"floor": "attic"}, ResolutionError.UNKNOWN_FLOOR, "I don't know a floor called attic."),
+        ({"name": ""}, ResolutionError.NO_INTENT, "Sorry, I couldn't understand that."),
+    ],
+)
+def test_unmatched(unmatched: dict[str, str], error: ResolutionError, text: str) -> None:
+    match = IntentMatch(intent="HassTurnOn", text="typed", unmatched=unmatched)
+    res = resolve(match, SMALL)
+    assert res.error is error
+    assert plan(match, res).response_text == text
+
+
+def test_light_set_wording() -> None:
+    kelvin = match_of("HassLightSet", name="light.hall", temperature=2700)
+    result = plan(kelvin, resolve(kelvin, SMALL))
+    assert result.actions[0].parameters == {"color_temp_kelvin": 2700}
+    assert result.response_text == "Setting the hall light to 2700 kelvin."
+    bare = match_of("HassLightSet", name="light.hall")
+    assert plan(bare, resolve(bare, SMALL)).response_text == "Turning on the hall light."
+
+
+def test_questions_by_name_and_floor() -> None:
+    home = parse_home(
+        {
+            "floors": [{"id": "ground", "name": "ground floor"}],
+            "areas": [{"id": "hall", "name": "Hall", "floor": "ground"}],
+            "entities": [
+                {
+                    "entity_id": "climate.hall",
+                    "name": "hall thermostat",
+                    "area": "hall",
+                    "binding": {"type": "virtual", "state": {"current_temperature": 20}},
+                },
+                {"entity_id": "climate.spare", "name": "spare thermostat"},
+            ],
+        }
+    )
+    cases = {
+        "name": (match_of("HassClimateGetTemperature", name="climate.hall"), "The hall thermostat"),
+        "floor": (match_of("HassClimateGetTemperature", floor="ground"), "The ground floor"),
+        "all": (match_of("HassClimateGetTemperature"), "The house"),
+    }
+    for match, place in cases.values():
+        assert plan(match, resolve(match, home)).response_text == f"{place} is 20 degrees."
+
+
+def test_all_the_domain_and_floor_wording() -> None:
+    home = parse_home(
+        {
+            "floors": [{"id": "up", "name": "upstairs"}],
+            "areas": [
+                {"id": "a", "name": "A", "floor": "up"},
+                {"id": "b", "name": "B", "floor": "up"},
+            ],
+            "entities": [
+                {"entity_id": "light.a", "name": "a light", "area": "a"},
+                {"entity_id": "light.b", "name": "b light", "area": "b"},
+            ],
+        }
+    )
+    match = match_of("HassTurnOff", domain="light", floor="up")
+    assert plan(match, resolve(match, home)).response_text == "Turning off the lights upstairs."
+
+
+def test_plan_carries_bindings(engine: IntentEngine, registry: Registry) -> None:
+    result = plan_text(
+        "turn on the led", engine=engine, registry=registry, device_id="demo_kitchen"
+    )
+    assert result.bindings == {
+        "light.xiaozhi_demo_kitchen_led": XiaozhiBinding(device_id="demo_kitchen")
+    }
+    living = plan_text("turn on the living room light", engine=engine, registry=registry)
+    assert living.bindings == {"light.living_room": VirtualBinding(state={"state": "off"})}
+
+
+def test_resolution_json() -> None:
+    res = resolve(match_of("HassTurnOn", area="hall", domain="light"), SMALL)
+    assert res.to_json_dict() == {
+        "targets": ["light.hall"],
+        "scope": "area",
+        "domain": "light",
+        "area": "hall",
+        "floor": None,
+        "error": None,
+        "unknown": None,
+    }
+    assert resolve(NoMatch(text="x"), SMALL).error is ResolutionError.NO_INTENT
+
+
+def test_plan_is_frozen_data() -> None:
+    result = Plan(
+        actions=(Action(action="turn_on", entity_id="light.a"),),
+        response_text="ok",
+        intent="HassTurnOn",
+        slots={},
+        executed=True,
+    )
+    with pytest.raises(AttributeError):
+        result.executed = False  # type: ignore[misc]
+    assert result.to_json_dict()["actions"][0]["entity_id"] == "light.a"
+    assert Resolution().ok

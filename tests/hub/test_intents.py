@@ -1,0 +1,171 @@
+"""Intent recognition (xiaozhi_hub.intents): hassil + home-assistant-intents + our sentences."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from xiaozhi_hub.home import Home
+from xiaozhi_hub.intents import IntentEngine, IntentMatch, NoMatch
+
+CASES = [
+    # text, device area, intent, slots, unmatched
+    ("turn on the living room light", None, "HassTurnOn", {"name": "light.living_room"}, {}),
+    ("turn off the kitchen lights", None, "HassTurnOff", {"name": "light.kitchen"}, {}),
+    ("Turn ON the Living Room Light!", None, "HassTurnOn", {"name": "light.living_room"}, {}),
+    (
+        "set the bedroom brightness to 50%",
+        None,
+        "HassLightSet",
+        {"area": "bedroom", "brightness": 50, "domain": "light"},
+        {},
+    ),
+    (
+        "what is the temperature in the office",
+        None,
+        "HassClimateGetTemperature",
+        {"area": "office"},
+        {},
+    ),
+    ("set volume to 80", "kitchen", "XiaozhiSetDeviceVolume", {"volume": 80}, {}),
+    ("set volume to 80", None, "XiaozhiSetDeviceVolume", {"volume": 80}, {}),
+    ("set the volume to 80 percent", None, "XiaozhiSetDeviceVolume", {"volume": 80}, {}),
+    ("volume 80", None, "XiaozhiSetDeviceVolume", {"volume": 80}, {}),
+    (
+        "turn on the light",
+        "living_room",
+        "HassTurnOn",
+        {"domain": "light", "area": "living_room"},
+        {},
+    ),
+    ("turn off all the lights", None, "HassTurnOff", {"domain": "light"}, {}),
+    ("lock the front door", None, "HassTurnOn", {"name": "lock.front_door"}, {}),
+    ("unlock the front door", None, "HassTurnOff", {"name": "lock.front_door"}, {}),
+    ("turn on the led", "office", "XiaozhiLedSet", {"state": "on"}, {}),
+    ("turn off the light ring", None, "XiaozhiLedSet", {"state": "off"}, {}),
+    ("what is your status", None, "XiaozhiDeviceStatus", {}, {}),
+    ("status report", None, "XiaozhiDeviceStatus", {}, {}),
+    (
+        "turn off the lights downstairs",
+        None,
+        "HassTurnOff",
+        {"floor": "ground", "domain": "light"},
+        {},
+    ),
+    # unknown names: the intent is still recognized, the words we do not know are kept
+    ("turn on the garage light", None, "HassTurnOn", {}, {"name": "garage light", "domain": ""}),
+    (
+        "turn off the lights in the garage",
+        None,
+        "HassTurnOff",
+        {"domain": "light"},
+        {"area": "garage"},
+    ),
+    ("turn off the light", None, "HassTurnOff", {"domain": "light"}, {"area": ""}),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_recognize(
+    engine: IntentEngine, case: tuple[str, str | None, str, dict[str, Any], dict[str, str]]
+) -> None:
+    text, area, intent, slots, unmatched = case
+    match = engine.recognize(text, device_area=area)
+    assert isinstance(match, IntentMatch)
+    assert (match.intent, dict(match.slots), dict(match.unmatched)) == (intent, slots, unmatched)
+    assert match.complete is (not unmatched)
+    assert match.text == text
+    assert match.sentence
+
+
+def test_area_from_context_is_marked(engine: IntentEngine) -> None:
+    said = engine.recognize("turn on the lights in the kitchen", device_area="living_room")
+    assert isinstance(said, IntentMatch)
+    assert said.slots["area"] == "kitchen"
+    assert said.from_context == frozenset()
+    implied = engine.recognize("turn on the light", device_area="living_room")
+    assert isinstance(implied, IntentMatch)
+    assert implied.from_context == {"area"}
+    assert implied.to_json_dict()["from_context"] == ["area"]
+
+
+def test_unknown_device_area_is_ignored(engine: IntentEngine) -> None:
+    match = engine.recognize("turn on the light", device_area="garage")
+    assert isinstance(match, IntentMatch)
+    assert match.unmatched == {"area": ""}
+
+
+def test_out_of_range_number(engine: IntentEngine) -> None:
+    match = engine.recognize("set volume to 120", device_area="kitchen")
+    assert isinstance(match, IntentMatch)
+    assert match.unmatched["volume_level"] == "120"
+
+
+@pytest.mark.parametrize(("text", "reason"), [("blah blah", "no_intent"), ("   ", "empty")])
+def test_no_match(engine: IntentEngine, text: str, reason: str) -> None:
+    match = engine.recognize(text)
+    assert isinstance(match, NoMatch)
+    assert match.reason == reason
+    assert match.to_json_dict() == {
+        "intent": None,
+        "text": text.strip(),
+        "reason": reason,
+        "language": "en",
+    }
+
+
+def test_match_json(engine: IntentEngine) -> None:
+    match = engine.recognize("turn on the living room light")
+    assert isinstance(match, IntentMatch)
+    assert match.to_json_dict() == {
+        "intent": "HassTurnOn",
+        "text": "turn on the living room light",
+        "slots": {"name": "light.living_room"},
+        "unmatched": {},
+        "from_context": [],
+        "sentence": "<turn> on [<the>] {name}",
+        "language": "en",
+    }
+
+
+def test_slot_lists_come_from_the_home(engine: IntentEngine) -> None:
+    names = {v.text_in.text: v.value_out for v in engine.slot_lists["name"].values}
+    assert names["bedroom lamp"] == "light.bedroom"
+    assert names["kitchen lights"] == "light.kitchen"
+    contexts = {v.value_out: v.context for v in engine.slot_lists["name"].values}
+    assert contexts["climate.office"] == {"domain": "climate"}
+    areas = {v.text_in.text: v.value_out for v in engine.slot_lists["area"].values}
+    assert areas == {
+        "Living Room": "living_room",
+        "lounge": "living_room",
+        "Kitchen": "kitchen",
+        "Bedroom": "bedroom",
+        "Office": "office",
+    }
+    floors = {v.text_in.text: v.value_out for v in engine.slot_lists["floor"].values}
+    assert floors["downstairs"] == "ground"
+
+
+def test_without_our_intents(home: Home) -> None:
+    engine = IntentEngine(home, extra_intents=None)
+    match = engine.recognize("turn on the led")
+    assert not (isinstance(match, IntentMatch) and match.intent == "XiaozhiLedSet")
+
+
+def test_our_intents_are_merged_for_their_language_only(home: Home) -> None:
+    engine = IntentEngine(home, language="zh-CN")
+    assert "XiaozhiLedSet" not in engine.intents.intents
+    match = engine.recognize("打开客厅灯")
+    assert isinstance(match, IntentMatch)
+    assert match.intent == "HassTurnOn"
+
+
+def test_unknown_language(home: Home) -> None:
+    with pytest.raises(ValueError, match="no intents for language 'zh-cn'"):
+        IntentEngine(home, language="zh-cn")
+
+
+def test_warm_up_returns_seconds() -> None:
+    engine = IntentEngine(Home())
+    assert engine.warm_up(["turn on the light"]) >= 0.0

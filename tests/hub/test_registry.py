@@ -1,0 +1,224 @@
+"""The fleet registry (xiaozhi_hub.registry): pure state fed from parsed payloads."""
+
+from __future__ import annotations
+
+import pytest
+
+from xiaozhi.errors import InvalidTopic
+from xiaozhi.payloads import (
+    ConnectionEvent,
+    DeviceStatus,
+    DeviceTransport,
+    SensorPayload,
+    StatusPayload,
+)
+from xiaozhi_hub.registry import Change, Registry, RegistryError
+
+WS = DeviceTransport.WEBSOCKET
+
+
+def status(device_id: str, state: str = "connected", **fields: object) -> StatusPayload:
+    return StatusPayload.from_obj({"status": state, "device_id": device_id, **fields})
+
+
+def test_home_devices_and_groups_are_known_at_start(registry: Registry) -> None:
+    kitchen = registry.device("demo_kitchen")
+    assert kitchen is not None
+    assert (kitchen.name, kitchen.area, kitchen.configured, kitchen.status) == (
+        "Kitchen speaker",
+        "kitchen",
+        True,
+        None,
+    )
+    assert registry.members_of("downstairs") == ["demo_living_room", "demo_kitchen"]
+    assert registry.groups_of("demo_kitchen") == ["all_speakers", "downstairs"]
+    assert registry.device_areas() == {
+        "demo_kitchen": "kitchen",
+        "demo_living_room": "living_room",
+        "demo_office": "office",
+    }
+    assert registry.area_of("demo_office") == "office"
+    assert registry.area_of(None) is None
+    assert registry.area_of("unknown") is None
+
+
+def test_status_learns_an_unknown_device(registry: Registry) -> None:
+    change = registry.apply_status(
+        status("aabbccddeeff", uptime=60, wifi_signal=-50, transport="websocket", edge_id="e1"),
+        now=1_700_000_000.0,
+    )
+    assert change == Change(
+        "aabbccddeeff", new_device=True, connected=True, snapshot=True, discovery=True
+    )
+    record = registry.device("aabbccddeeff")
+    assert record is not None
+    assert (record.name, record.area, record.configured) == ("aabbccddeeff", None, False)
+    assert record.telemetry == {"uptime": 60, "wifi_signal": -50}
+    assert (record.transport, record.edge_id) == (WS, "e1")
+    assert record.to_json_dict()["last_seen"] == "2023-11-14T22:13:20Z"
+
+
+def test_status_changes(registry: Registry) -> None:
+    first = registry.apply_status(status("demo_kitchen", uptime=1), now=1.0)
+    assert first == Change("demo_kitchen", connected=True, snapshot=True)
+    same = registry.apply_status(status("demo_kitchen", uptime=2, volume=40), now=2.0)
+    assert same == Change("demo_kitchen")
+    record = registry.device("demo_kitchen")
+    assert record is not None
+    assert record.telemetry == {"uptime": 2, "volume": 40}  # extras are kept as telemetry
+    firmware = registry.apply_status(status("demo_kitchen", firmware_version="1.7"), now=3.0)
+    assert firmware == Change("demo_kitchen", snapshot=True, discovery=True)
+    gone = registry.apply_status(status("demo_kitchen", "disconnected"), now=4.0)
+    assert gone == Change("demo_kitchen", connected=False, snapshot=True)
+    assert record.telemetry["uptime"] == 2  # the last known values stay
+    assert record.last_seen == 4.0
+
+
+def test_sensor_readings(registry: Registry) -> None:
+    reading = SensorPayload(
+        sensor_type="temperature", value=21.5, unit="°C", device_id="demo_office"
+    )
+    assert registry.apply_sensor(reading, now=5.0) == Change(
+        "demo_office", snapshot=True, discovery=True
+    )
+    assert registry.apply_sensor(reading, now=6.0) == Change("demo_office")
+    record = registry.device("demo_office")
+    assert record is not None
+    assert record.sensors["temperature"].value == 21.5
+    assert record.to_json_dict()["sensors"] == {
+        "temperature": {"value": 21.5, "unit": "°C", "timestamp": None}
+    }
+    new = SensorPayload(sensor_type="humidity", value=40, device_id="x1")
+    assert registry.apply_sensor(new, now=7.0).new_device
+
+
+def test_connection_events(registry: Registry) -> None:
+    up = ConnectionEvent(
+        event_type="device_connected", device_id="demo_kitchen", transport=WS, edge_id="e1"
+    )
+    assert registry.apply_connection(up, now=1.0) == Change(
+        "demo_kitchen", connected=True, snapshot=True
+    )
+    assert registry.apply_connection(up, now=2.0) == Change("demo_kitchen")
+    down = ConnectionEvent(
+        event_type="device_disconnected", device_id="demo_kitchen", transport=WS, edge_id="e1"
+    )
+    assert registry.apply_connection(down, now=3.0).connected is False
+
+
+def test_edge_offline_disconnects_its_devices(registry: Registry) -> None:
+    registry.apply_status(status("demo_kitchen", transport="websocket", edge_id="e1"), now=1.0)
+    registry.apply_status(status("demo_office", transport="websocket", edge_id="e2"), now=1.0)
+    registry.apply_status(status("aa11", transport="websocket", edge_id="e1"), now=1.0)
+    registry.apply_status(
+        status("aa22", "disconnected", transport="websocket", edge_id="e1"), now=1.0
+    )
+    assert registry.mark_edge_offline("e1") == ["aa11", "demo_kitchen"]
+    assert registry.device("demo_kitchen").status is DeviceStatus.DISCONNECTED  # type: ignore[union-attr]
+    assert registry.device("demo_office").connected  # type: ignore[union-attr]
+    assert registry.mark_edge_offline("e1") == []
+
+
+def test_invalid_device_id_is_refused(registry: Registry) -> None:
+    with pytest.raises(InvalidTopic):
+        registry.learn("broadcast")
+
+
+def test_rename_keeps_the_id(registry: Registry) -> None:
+    assert registry.rename("demo_kitchen", "  Cooking corner ") == "Kitchen speaker"
+    assert registry.device("demo_kitchen").name == "Cooking corner"  # type: ignore[union-attr]
+    with pytest.raises(RegistryError, match="unknown device 'nope'"):
+        registry.rename("nope", "x")
+    with pytest.raises(RegistryError, match="invalid name"):
+        registry.rename("demo_kitchen", "   ")
+
+
+def test_remove_forgets_device_and_memberships(registry: Registry) -> None:
+    record = registry.remove("demo_kitchen")
+    assert record.device_id == "demo_kitchen"
+    assert registry.device("demo_kitchen") is None
+    assert registry.members_of("downstairs") == ["demo_living_room"]
+    with pytest.raises(RegistryError):
+        registry.remove("demo_kitchen")
+    # it is learnt again when it shows up
+    assert registry.apply_status(status("demo_kitchen"), now=1.0).new_device
+
+
+def test_groups(registry: Registry) -> None:
+    group = registry.group_add("kids", " Kids' rooms ")
+    assert (group.group_id, group.name, group.members) == ("kids", "Kids' rooms", [])
+    assert registry.group_add("guests").name == "guests"
+    with pytest.raises(RegistryError, match="already exists"):
+        registry.group_add("kids")
+    with pytest.raises(RegistryError, match="invalid group id"):
+        registry.group_add("Kids Rooms")
+    with pytest.raises(RegistryError, match="invalid name"):
+        registry.group_add("long", "x" * 101)
+    assert registry.group_members_add("kids", "demo_office") is True
+    assert registry.group_members_add("kids", "demo_office") is False
+    assert registry.members_of("kids") == ["demo_office"]
+    with pytest.raises(RegistryError, match="unknown device"):
+        registry.group_members_add("kids", "ghost")
+    with pytest.raises(RegistryError, match=r"unknown group 'nope' \(known: all_speakers"):
+        registry.group_members_add("nope", "demo_office")
+    registry.group_members_remove("kids", "demo_office")
+    with pytest.raises(RegistryError, match="not a member"):
+        registry.group_members_remove("kids", "demo_office")
+    assert registry.group_remove("kids").group_id == "kids"
+    with pytest.raises(RegistryError):
+        registry.members_of("kids")
+
+
+def test_broadcast_members(registry: Registry) -> None:
+    registry.apply_status(status("aa11", transport="websocket", edge_id="e1"), now=1.0)
+    registry.apply_status(status("bb22", transport="mqtt"), now=1.0)
+    assert registry.broadcast_members() == [
+        "aa11",
+        "bb22",
+        "demo_kitchen",
+        "demo_living_room",
+        "demo_office",
+    ]
+    # MQTT devices subscribe to commands/broadcast themselves: fan out to the others only
+    assert registry.broadcast_members(transports={DeviceTransport.WEBSOCKET}) == ["aa11"]
+
+
+def test_snapshots(registry: Registry) -> None:
+    registry.apply_status(
+        status("demo_kitchen", transport="websocket", edge_id="e1", uptime=9), 1.0
+    )
+    registry.apply_sensor(
+        SensorPayload(sensor_type="temperature", value=20, device_id="demo_kitchen"), now=1.0
+    )
+    devices = {d["id"]: d for d in registry.snapshot_devices()}
+    assert devices["demo_kitchen"] == {
+        "id": "demo_kitchen",
+        "name": "Kitchen speaker",
+        "area": "kitchen",
+        "area_name": "Kitchen",
+        "model": "xiaozhi simulator",
+        "configured": True,
+        "groups": ["all_speakers", "downstairs"],
+        "status": "connected",
+        "transport": "websocket",
+        "edge_id": "e1",
+        "firmware_version": None,
+        "sensors": ["temperature"],
+    }
+    assert devices["demo_office"]["status"] is None
+    assert registry.snapshot_groups() == [
+        {
+            "id": "all_speakers",
+            "name": "All speakers",
+            "members": ["demo_living_room", "demo_kitchen", "demo_office"],
+        },
+        {"id": "downstairs", "name": "Downstairs", "members": ["demo_living_room", "demo_kitchen"]},
+    ]
+    assert registry.info(version="0.1.0", config={"base_topic": "xiaozhi"}) == {
+        "version": "0.1.0",
+        "devices": {"known": 3, "connected": 1},
+        "groups": 2,
+        "home": {"floors": 2, "areas": 4, "entities": 6},
+        "config": {"base_topic": "xiaozhi"},
+    }
+    assert registry.device("demo_office").to_json_dict()["last_seen"] is None  # type: ignore[union-attr]

@@ -1,0 +1,246 @@
+"""The MQTT owner against a real Mosquitto: delivery, outages, retained state, bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from xiaozhi_cli.broker import ManagedMosquitto
+from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
+
+_ids = itertools.count()
+
+
+def _client_id(name: str) -> str:
+    return f"test-{name}-{next(_ids)}"
+
+
+class Inbox:
+    """Collects (topic, payload) from a subscribing owner; wait for what you expect."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        self.messages.append((topic, payload))
+        self._changed.set()
+
+    async def wait_for(self, predicate: object, within: float = 15.0) -> None:
+        async def _wait() -> None:
+            while not predicate():  # type: ignore[operator]
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(_wait(), within)
+
+    def payloads(self, topic: str) -> list[bytes]:
+        return [p for t, p in self.messages if t == topic]
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[ManagedMosquitto]:
+    """A broker this test may stop, kill and restart (not the shared session one)."""
+    with ManagedMosquitto(tmp_path / "broker") as broker:
+        yield broker
+
+
+@pytest.fixture
+async def owners() -> AsyncIterator[list[MqttOwner]]:
+    started: list[MqttOwner] = []
+    yield started
+    for owner in started:
+        await owner.stop(flush_seconds=1)
+
+
+async def _start(owners: list[MqttOwner], owner: MqttOwner, *, wait: bool = True) -> MqttOwner:
+    owners.append(owner)
+    await owner.start(wait_connected=15 if wait else None)
+    return owner
+
+
+async def test_messages_of_both_qos_reach_a_subscriber_in_order(
+    mosquitto: ManagedMosquitto, owners: list[MqttOwner]
+) -> None:
+    inbox = Inbox()
+    sub = await _start(
+        owners, MqttOwner(mosquitto.url, client_id=_client_id("sub"), on_message=inbox)
+    )
+    await sub.subscribe(["xiaozhi/test/order/#"])
+    pub = await _start(owners, MqttOwner(mosquitto.url, client_id=_client_id("pub")))
+    for i in range(1000):
+        assert pub.publish_nowait(OutMessage("xiaozhi/test/order/q1", str(i).encode(), qos=1))
+    for i in range(100):
+        pub.publish_nowait(OutMessage("xiaozhi/test/order/q0", str(i).encode(), qos=0))
+    await inbox.wait_for(lambda: len(inbox.payloads("xiaozhi/test/order/q1")) == 1000)
+    assert inbox.payloads("xiaozhi/test/order/q1") == [str(i).encode() for i in range(1000)]
+    await inbox.wait_for(lambda: len(inbox.payloads("xiaozhi/test/order/q0")) == 100)
+    assert pub.stats.acknowledged == 1000
+    assert pub.pending == 0
+
+
+async def test_a_broker_restart_mid_stream_loses_no_qos1_message(
+    own_broker: ManagedMosquitto, owners: list[MqttOwner]
+) -> None:
+    inbox = Inbox()
+    sub = MqttOwner(
+        own_broker.url, client_id=_client_id("durable"), on_message=inbox, clean_session=False
+    )
+    await _start(owners, sub)
+    await sub.subscribe(["xiaozhi/events/#"], qos=1)
+    pub = await _start(owners, MqttOwner(own_broker.url, client_id=_client_id("edge")))
+    total = 3000
+    for i in range(total // 2):
+        pub.publish_nowait(OutMessage("xiaozhi/events/dev1", str(i).encode(), qos=1))
+    await asyncio.to_thread(own_broker.stop)  # clean stop: the broker saves its sessions
+    await asyncio.wait_for(pub.disconnected.wait(), 15)
+    for i in range(total // 2, total):  # the broker is down: these wait in the queue
+        pub.publish_nowait(OutMessage("xiaozhi/events/dev1", str(i).encode(), qos=1))
+    assert pub.pending >= total // 2
+    await asyncio.to_thread(own_broker.start)
+    await inbox.wait_for(lambda: len(set(inbox.payloads("xiaozhi/events/dev1"))) == total, 30)
+    assert {int(p) for p in inbox.payloads("xiaozhi/events/dev1")} == set(range(total))
+    assert pub.stats.dropped_qos1 == 0
+    assert pub.stats.connects == 2
+
+
+async def _reconnected(owner: MqttOwner) -> None:
+    """Wait for the owner to notice the outage, then to connect again (and flush)."""
+    await asyncio.wait_for(owner.disconnected.wait(), 15)
+    await asyncio.wait_for(owner.connected.wait(), 30)
+    await asyncio.wait_for(owner.wait_flushed(), 30)
+
+
+async def test_retained_state_comes_back_after_a_broker_that_lost_it(
+    own_broker: ManagedMosquitto, owners: list[MqttOwner]
+) -> None:
+    pub = await _start(owners, MqttOwner(own_broker.url, client_id=_client_id("edge")))
+    pub.retain(OutMessage("xiaozhi/status/dev1", b'{"status":"connected"}', qos=1, retain=True))
+    await asyncio.wait_for(pub.wait_flushed(), 15)
+    await asyncio.to_thread(own_broker.kill)  # crash: and its memory is gone too
+    (own_broker.state_dir / "mosquitto.db").unlink(missing_ok=True)
+    await asyncio.to_thread(own_broker.start)
+    await _reconnected(pub)
+
+    inbox = Inbox()
+    late = await _start(
+        owners, MqttOwner(own_broker.url, client_id=_client_id("late"), on_message=inbox)
+    )
+    await late.subscribe(["xiaozhi/status/+"])
+    await inbox.wait_for(lambda: inbox.payloads("xiaozhi/status/dev1"))
+    assert inbox.payloads("xiaozhi/status/dev1") == [b'{"status":"connected"}']
+
+
+async def test_subscriptions_are_made_again_after_a_reconnect(
+    own_broker: ManagedMosquitto, owners: list[MqttOwner]
+) -> None:
+    inbox = Inbox()
+    sub = await _start(
+        owners, MqttOwner(own_broker.url, client_id=_client_id("sub"), on_message=inbox)
+    )
+    await sub.subscribe(["xiaozhi/commands/dev1"])
+    await asyncio.to_thread(own_broker.kill)
+    (own_broker.state_dir / "mosquitto.db").unlink(missing_ok=True)
+    await asyncio.to_thread(own_broker.start)
+    await asyncio.wait_for(sub.disconnected.wait(), 15)
+    await asyncio.wait_for(sub.connected.wait(), 30)
+    pub = await _start(owners, MqttOwner(own_broker.url, client_id=_client_id("hub")))
+    pub.publish_nowait(OutMessage("xiaozhi/commands/dev1", b"{}", qos=1))
+    await inbox.wait_for(lambda: inbox.payloads("xiaozhi/commands/dev1"))
+
+
+async def test_a_full_queue_drops_and_counts_and_signals_backpressure(
+    own_broker: ManagedMosquitto, owners: list[MqttOwner]
+) -> None:
+    own_broker.stop()  # no broker: everything stays queued
+    pub = MqttOwner(
+        own_broker.url, client_id=_client_id("edge"), max_queued_messages=10, high_watermark=5
+    )
+    await _start(owners, pub, wait=False)
+    results = [pub.publish_nowait(OutMessage("xiaozhi/events/d", b"x", qos=1)) for _ in range(4)]
+    assert all(results)
+    assert pub.room.is_set()
+    pub.publish_nowait(OutMessage("xiaozhi/events/d", b"x", qos=1))
+    assert not pub.room.is_set(), "producers that can wait must be told to pause"
+    for _ in range(5):
+        assert pub.publish_nowait(OutMessage("xiaozhi/events/d", b"x", qos=1))
+    assert not pub.publish_nowait(OutMessage("xiaozhi/sensors/d/t", b"1", qos=0))
+    assert not pub.publish_nowait(OutMessage("xiaozhi/events/d", b"x", qos=1))
+    stats = pub.stats
+    assert (stats.dropped_qos0, stats.dropped_qos1, stats.queued) == (1, 1, 10)
+
+    await asyncio.to_thread(own_broker.start)  # the backlog drains and producers resume
+    await asyncio.wait_for(pub.room.wait(), 30)
+    await asyncio.wait_for(pub.wait_flushed(), 30)
+    assert pub.stats.acknowledged == 10
+
+
+async def test_a_failing_handler_does_not_take_the_connection_down(
+    mosquitto: ManagedMosquitto, owners: list[MqttOwner]
+) -> None:
+    inbox = Inbox()
+
+    def handler(topic: str, payload: bytes) -> None:
+        if payload == b"boom":
+            raise RuntimeError("handler bug")
+        inbox(topic, payload)
+
+    sub = await _start(
+        owners, MqttOwner(mosquitto.url, client_id=_client_id("sub"), on_message=handler)
+    )
+    await sub.subscribe(["xiaozhi/test/handler"])
+    pub = await _start(owners, MqttOwner(mosquitto.url, client_id=_client_id("pub")))
+    pub.publish_nowait(OutMessage("xiaozhi/test/handler", b"boom", qos=1))
+    pub.publish_nowait(OutMessage("xiaozhi/test/handler", b"after", qos=1))
+    await inbox.wait_for(lambda: inbox.payloads("xiaozhi/test/handler") == [b"after"])
+    assert sub.stats.connects == 1
+
+
+_OWNER_PROCESS = """
+import asyncio, sys
+from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
+
+async def main() -> None:
+    topic = "xiaozhi/bridge/edges/" + sys.argv[2]
+    owner = MqttOwner(
+        sys.argv[1], client_id=sys.argv[2],
+        will=OutMessage(topic, b'{"state":"offline"}', qos=1, retain=True),
+        birth=[OutMessage(topic, b'{"state":"online"}', qos=1, retain=True)],
+    )
+    await owner.start(wait_connected=15)
+    await owner.wait_flushed()
+    print("online", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_the_will_fires_when_a_process_dies_and_birth_on_connect(
+    mosquitto: ManagedMosquitto, owners: list[MqttOwner]
+) -> None:
+    inbox = Inbox()
+    watcher = await _start(
+        owners, MqttOwner(mosquitto.url, client_id=_client_id("w"), on_message=inbox)
+    )
+    await watcher.subscribe(["xiaozhi/bridge/edges/+"])
+    edge_id = _client_id("e")
+    topic = f"xiaozhi/bridge/edges/{edge_id}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _OWNER_PROCESS, mosquitto.url, edge_id,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        while (line := await asyncio.wait_for(process.stdout.readline(), 15)) != b"online\n":
+            assert line, "the owner process ended before it came online"
+        await inbox.wait_for(lambda: inbox.payloads(topic)[-1:] == [b'{"state":"online"}'])
+    finally:
+        process.kill()  # SIGKILL: no DISCONNECT is sent, so the broker fires the will
+        await process.wait()
+    await inbox.wait_for(lambda: b'{"state":"offline"}' in inbox.payloads(topic), 20)

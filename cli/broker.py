@@ -12,7 +12,6 @@ stalls the broker. On Linux the child gets SIGTERM if this process dies (no orph
 from __future__ import annotations
 
 import collections
-import ctypes
 import os
 import pwd
 import shutil
@@ -60,11 +59,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to send SIGTERM to the broker when the process that started it dies."""
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+def _die_with_parent(argv: list[str]) -> list[str]:
+    """Prefix argv so Linux sends the broker SIGTERM when the process that started it dies.
+
+    `setpriv --pdeathsig` (util-linux) sets it between fork and exec without running Python
+    in the child: a `preexec_fn` doing the same can deadlock a process that has threads.
+    """
+    setpriv = shutil.which("setpriv") or shutil.which("setpriv", path="/usr/bin:/bin")
+    if setpriv is None or not sys.platform.startswith("linux"):
+        return argv  # pragma: no cover - Debian always has util-linux
+    return [setpriv, "--pdeathsig", "TERM", *argv]
 
 
 class ManagedMosquitto:
@@ -139,12 +143,11 @@ class ManagedMosquitto:
         self._ready.clear()
         self.log.clear()
         self._process = subprocess.Popen(
-            [binary, "-c", str(config_path)],
+            _die_with_parent([binary, "-c", str(config_path)]),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets the death signal
         )
         threading.Thread(
             target=self._drain, args=(self._process,), name="mosquitto-log", daemon=True

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole system on this machine")
     up.set_defaults(func=_cmd_up)
 
+    from xiaozhi_edge.cli import add_edge_parser
+
+    add_edge_parser(sub)
+
     from xiaozhi_bench.runner import CASES, DEFAULT_RESULTS_DIR
 
     bench = sub.add_parser("bench", help="run a benchmark; prints a table and writes JSON")

@@ -311,6 +311,7 @@ class EdgeCounters:
     version_conflicts: int = 0  # hello version disagreed with the Protocol-Version header
     duplicate_commands: int = 0  # a command message_id seen again (QoS 1 redelivery)
     mcp_timeouts: int = 0
+    monitor_lagged_packets: int = 0  # audio-monitor packets a slow listener skipped
 
     def count_error(self, code: str) -> None:
         """One more error of ``code``."""
@@ -338,6 +339,7 @@ class EdgeCounters:
             "version_conflicts": self.version_conflicts,
             "duplicate_commands": self.duplicate_commands,
             "mcp_timeouts": self.mcp_timeouts,
+            "monitor_lagged_packets": self.monitor_lagged_packets,
         }
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import queue
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 
 class LineReader:
@@ -60,3 +64,31 @@ def pid_alive(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+class Inbox:
+    """Collects (topic, payload) from a subscribing MQTT owner; wait for what you expect."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        self.messages.append((topic, payload))
+        self._changed.set()
+
+    async def wait_for(self, predicate: Callable[[], object], within: float = 15.0) -> None:
+        """Return once `predicate()` is true; fail after `within` seconds."""
+
+        async def _wait() -> None:
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(_wait(), within)
+
+    def payloads(self, topic: str) -> list[bytes]:
+        return [p for t, p in self.messages if t == topic]
+
+    def json(self, topic: str) -> list[dict[str, Any]]:
+        return [json.loads(p) for p in self.payloads(topic) if p]

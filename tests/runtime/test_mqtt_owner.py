@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import Inbox
 from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
 
@@ -18,29 +19,6 @@ _ids = itertools.count()
 
 def _client_id(name: str) -> str:
     return f"test-{name}-{next(_ids)}"
-
-
-class Inbox:
-    """Collects (topic, payload) from a subscribing owner; wait for what you expect."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, topic: str, payload: bytes) -> None:
-        self.messages.append((topic, payload))
-        self._changed.set()
-
-    async def wait_for(self, predicate: object, within: float = 15.0) -> None:
-        async def _wait() -> None:
-            while not predicate():  # type: ignore[operator]
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(_wait(), within)
-
-    def payloads(self, topic: str) -> list[bytes]:
-        return [p for t, p in self.messages if t == topic]
 
 
 @pytest.fixture

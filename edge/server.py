@@ -1,0 +1,655 @@
+"""The edge's asyncio layer: device WebSockets in, MQTT out. It only moves bytes.
+
+Every decision about a device lives in :class:`~xiaozhi_edge.session.DeviceSession`; this
+module feeds it what arrives and executes the outputs it returns, in order:
+
+* the WebSocket server (`websockets`, one event loop, no thread per connection) with auth in
+  the handshake hook, so a refused device gets HTTP 401 with a reason and never a WebSocket;
+* one :class:`~xiaozhi_runtime.mqtt.MqttOwner`: the hot path enqueues, never awaits the broker
+  per message (design.md section 8). When the owner's queue passes its high watermark, each
+  device's reader pauses before its next frame (QoS 1 backpressure);
+* a reference-counted command router: the broker sees one SUBSCRIBE per filter, however many
+  sessions hold it, and each command reaches every session holding its topic;
+* one ticker for all sessions' timers (hello and idle timeouts, MCP deadlines), instead of a
+  task per connection;
+* paced TTS playback, one task per speaking device only;
+* the audio monitor (`/api/ws/audio?device_id=...`, seed 004): listeners get a device's uplink
+  Opus as monitor packets; a slow listener skips ahead (lag counted), never slowing the device;
+* `/health`, `/stats` (seed 000's fields) and `/metrics` (Prometheus) on the same port.
+
+Shutdown follows uvicorn: stop accepting, close every device with 1012 (service restart), let
+their `disconnected` status flush, mark the edge offline, disconnect from the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime as dt
+import http
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from xiaozhi import jsonutil
+from xiaozhi.audio_monitor import AudioPacket, encode_audio_packet
+from xiaozhi.binary import FrameType, decode_frame
+from xiaozhi.errors import AuthenticationFailed, InvalidTopic, UnsupportedVersion, WireError
+from xiaozhi.payloads import Availability, EdgeState
+from xiaozhi.tokens import bearer_token, verify_token
+from xiaozhi.topics import TopicKind, TopicTree, normalize_device_id, publish_options
+from xiaozhi_edge.audio import ToneSynthesizer
+from xiaozhi_edge.outputs import (
+    Close,
+    Output,
+    PlayAudio,
+    Publish,
+    SendBinary,
+    SendText,
+    StopAudio,
+    Subscribe,
+    Unsubscribe,
+)
+from xiaozhi_edge.session import DeviceIdentity, DeviceSession, EdgeCounters, SessionState
+from xiaozhi_edge.settings import DeviceAuth, EdgeSettings
+from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
+
+__all__ = ["DEVICE_PATHS", "EdgeServer", "run_edge"]
+
+log = structlog.get_logger("xiaozhi.edge")
+
+DEVICE_PATHS = ("/xiaozhi/v1/", "/xiaozhi/v1", "/")
+"""Where devices connect; the reference server does not enforce the path (reference 5.1)."""
+MONITOR_PATH = "/api/ws/audio"
+_MONITOR_QUEUE_PACKETS = 50  # ~3 s of 60 ms frames buffered per listener before skipping
+_MONITOR_PING_SECONDS = 30.0  # seed 004's keep-alive
+_TICK_SECONDS = 1.0
+_SERVICE_RESTART = 1012
+
+
+def _wall() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _json_response(status: http.HTTPStatus, body: dict[str, Any]) -> Response:
+    payload = jsonutil.dumps(body)
+    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+    return Response(status.value, status.phrase, headers, payload)
+
+
+def _handshake_fields(request: Request) -> dict[str, str]:
+    """The four firmware headers, or their query-parameter twins (browsers cannot set headers)."""
+    query = {k.lower(): v[-1] for k, v in parse_qs(urlsplit(request.path).query).items()}
+    found: dict[str, str] = {}
+    for name in ("device-id", "client-id", "authorization", "protocol-version"):
+        value = request.headers.get(name) or query.get(name) or query.get(name.replace("-", "_"))
+        if value:
+            found[name] = value
+    return found
+
+
+class _Router:
+    """Reference-counted command subscriptions: filter -> the connections that hold it."""
+
+    def __init__(self, owner: MqttOwner) -> None:
+        self._owner = owner
+        self._holders: dict[str, set[DeviceConnection]] = collections.defaultdict(set)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, conn: DeviceConnection, filters: Iterable[str]) -> None:
+        new = []
+        for topic_filter in filters:
+            holders = self._holders[topic_filter]
+            if not holders:
+                new.append(topic_filter)
+            holders.add(conn)
+        if new:
+            self._spawn(self._owner.subscribe(new, qos=1))
+
+    def remove(self, conn: DeviceConnection, filters: Iterable[str]) -> None:
+        gone = []
+        for topic_filter in filters:
+            holders = self._holders.get(topic_filter)
+            if holders is None:
+                continue
+            holders.discard(conn)
+            if not holders:
+                del self._holders[topic_filter]
+                gone.append(topic_filter)
+        if gone:
+            self._spawn(self._owner.unsubscribe(gone))
+
+    def route(self, topic: str) -> tuple[DeviceConnection, ...]:
+        holders = self._holders.get(topic)
+        return tuple(holders) if holders else ()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+@dataclass(eq=False)
+class _Listener:
+    """One audio-monitor listener: a bounded queue; when full the oldest packet goes."""
+
+    device_id: str
+    started: float
+    queue: collections.deque[bytes] = field(
+        default_factory=lambda: collections.deque(maxlen=_MONITOR_QUEUE_PACKETS)
+    )
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    sequence: int = 0
+    lagged: int = 0
+
+    def offer(self, opus: bytes, duration_ms: int, now: float) -> bool:
+        """Queue one packet; True when the oldest had to go (the listener skips ahead)."""
+        lagging = len(self.queue) == self.queue.maxlen
+        self.lagged += lagging
+        timestamp = int((now - self.started) * 1000) & 0xFFFFFFFF
+        packet = AudioPacket(timestamp, duration_ms, self.sequence & 0xFFFFFFFF, opus)
+        self.sequence += 1
+        self.queue.append(encode_audio_packet(packet))
+        self.ready.set()
+        return lagging
+
+
+class DeviceConnection:
+    """One device WebSocket: its session, its output lock, its playback."""
+
+    def __init__(self, server: EdgeServer, ws: ServerConnection, session: DeviceSession) -> None:
+        self.server = server
+        self.ws = ws
+        self.session = session
+        self.lock = asyncio.Lock()  # outputs from the reader, MQTT and timers stay in order
+        self.playback: asyncio.Task[None] | None = None
+        self.log = log.bind(remote=ws.remote_address)
+
+    async def run(self) -> None:
+        server = self.server
+        owner = server.owner
+        session = self.session
+        loop = asyncio.get_running_loop()
+        try:
+            async for message in self.ws:
+                now = loop.time()
+                if isinstance(message, str):
+                    outputs = session.on_text(message, now, _wall())
+                else:
+                    server.tap_audio(self, message, now)
+                    outputs = session.on_binary(message, now, _wall())
+                if outputs:
+                    await self.execute(outputs)
+                if not owner.room.is_set():
+                    await owner.room.wait()  # QoS 1 backpressure: pause this device's reads
+        except ConnectionClosed:
+            pass
+        finally:
+            await self.finish()
+
+    async def finish(self) -> None:
+        if self.playback is not None:
+            self.playback.cancel()
+        now = asyncio.get_running_loop().time()
+        outputs = self.session.on_close(now, _wall())
+        async with self.lock:
+            for output in outputs:  # only publishes and unsubscribes matter now
+                if isinstance(output, Publish | Unsubscribe):
+                    await self._perform(output)
+        self.server.forget(self)
+
+    def execute_soon(self, outputs: list[Output]) -> None:
+        """Execute outputs produced outside the reader (a command, a timer)."""
+        if outputs:
+            self.server.spawn(self.execute(outputs))
+
+    async def execute(self, outputs: list[Output]) -> None:
+        async with self.lock:
+            for output in outputs:
+                await self._perform(output)
+
+    async def _perform(self, output: Output) -> None:
+        server = self.server
+        match output:
+            case Publish(topic=topic, payload=payload, qos=qos, retain=retain):
+                message = OutMessage(topic, payload, qos, retain)
+                if retain:
+                    server.owner.retain(message)
+                else:
+                    server.owner.publish_nowait(message)
+            case SendText(text=text):
+                with contextlib.suppress(ConnectionClosed):
+                    await self.ws.send(text)
+            case SendBinary(data=data):
+                with contextlib.suppress(ConnectionClosed):
+                    await self.ws.send(data)
+            case Subscribe(filters=filters):
+                server.router.add(self, filters)
+                server.claim(self)
+            case Unsubscribe(filters=filters):
+                server.router.remove(self, filters)
+            case PlayAudio():
+                self._stop_playback()
+                self.playback = server.spawn(self._play(output))
+            case StopAudio():
+                self._stop_playback()
+            case Close(code=code, reason=reason):
+                self._stop_playback()
+                server.spawn(self.ws.close(code, reason))
+
+    def _stop_playback(self) -> None:
+        if self.playback is not None and not self.playback.done():
+            self.playback.cancel()  # a cut playback never runs its `then`
+        self.playback = None
+
+    async def _play(self, audio: PlayAudio) -> None:
+        """Send frames paced at frame duration after a pre-buffer (reference 1.7, 5.2)."""
+        loop = asyncio.get_running_loop()
+        period = audio.frame_duration_ms / 1000
+        start = loop.time()
+        try:
+            for index, frame in enumerate(audio.frames):
+                due = start + max(0, index - audio.prebuffer_frames + 1) * period
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)  # pacing the device's 2.4 s decode queue
+                await self.ws.send(frame)
+            if audio.then:
+                self.playback = None
+                await self.execute(list(audio.then))
+        except ConnectionClosed:
+            pass
+
+
+class EdgeServer:
+    """One edge worker process: the WebSocket server, its sessions and its MQTT owner."""
+
+    def __init__(self, settings: EdgeSettings) -> None:
+        self.settings = settings
+        self.topics = TopicTree(base=settings.base_topic)
+        self.limits = settings.limits()
+        self.counters = EdgeCounters()
+        self.synthesizer = ToneSynthesizer()
+        self.started_at = time.monotonic()
+        edge_topic = self.topics.bridge_edge(settings.edge_id)
+        qos, retain = publish_options(TopicKind.BRIDGE_EDGE)
+        self._edge_state = (edge_topic, qos, retain)
+        self.owner = MqttOwner(
+            settings.mqtt_url,
+            client_id=f"xiaozhi-{settings.edge_id}",
+            will=OutMessage(edge_topic, self._edge_payload(Availability.OFFLINE), qos, retain),
+            birth=[OutMessage(edge_topic, self._edge_payload(Availability.ONLINE), qos, retain)],
+            on_message=self._on_mqtt,
+            max_queued_messages=settings.max_queued_mqtt_messages,
+        )
+        self.router = _Router(self.owner)
+        self.connections: set[DeviceConnection] = set()
+        self.idle = asyncio.Event()  # set while no device is connected (shutdown, tests)
+        self.idle.set()
+        self.by_device: dict[str, DeviceConnection] = {}
+        self.monitors: dict[str, set[_Listener]] = collections.defaultdict(set)
+        self._identities: dict[uuid.UUID, DeviceIdentity | None] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._server: Server | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._secret = settings.secret_bytes()
+        self.metrics = CollectorRegistry(auto_describe=False)
+        self.metrics.register(_EdgeCollector(self))
+
+    def _edge_payload(self, state: Availability) -> bytes:
+        return EdgeState(state=state, edge_id=self.settings.edge_id, timestamp=_wall()).to_wire()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def start(self, *, reuse_port: bool = False) -> None:
+        if self.settings.device_auth is DeviceAuth.OPEN:
+            log.warning("device_auth_open", hint="any device may connect; use token in production")
+        await self.owner.start()
+        self._server = await serve(
+            self._handle,
+            self.settings.edge_host,
+            self.settings.edge_port,
+            process_request=self._process_request,
+            max_size=2 * self.limits.max_frame_bytes,  # the session answers up to 2x, then closes
+            max_queue=16,
+            compression=None,  # per-message deflate costs memory per connection
+            reuse_port=reuse_port,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=5,
+        )
+        self._ticker = asyncio.create_task(self._tick(), name="edge-ticker")
+        log.info("edge_listening", port=self.port, edge_id=self.settings.edge_id)
+
+    async def stop(self) -> None:
+        """Stop accepting, close devices with 1012, flush their status, go offline."""
+        if self._server is None:
+            return
+        self._server.close(close_connections=False)
+        for conn in list(self.connections):
+            self.spawn(conn.ws.close(_SERVICE_RESTART, "edge restarting"))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                self._server.wait_closed(), self.settings.shutdown_timeout_seconds
+            )
+        if self._ticker is not None:
+            self._ticker.cancel()
+        topic, qos, retain = self._edge_state
+        self.owner.retain(OutMessage(topic, self._edge_payload(Availability.OFFLINE), qos, retain))
+        await self.owner.stop(flush_seconds=self.settings.shutdown_timeout_seconds)
+        self._server = None
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _tick(self) -> None:
+        """One ticker for every session's deadlines (no timer task per connection)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_TICK_SECONDS)
+            now = loop.time()
+            wall = None
+            for conn in list(self.connections):
+                deadline = conn.session.next_deadline()
+                if deadline is not None and deadline <= now:
+                    wall = wall or _wall()
+                    conn.execute_soon(conn.session.on_timer(now, wall))
+
+    # ------------------------------------------------------------------ handshake
+
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == "/health":
+            return _json_response(http.HTTPStatus.OK, self.health())
+        if path == "/stats":
+            return _json_response(http.HTTPStatus.OK, self.stats())
+        if path == "/metrics":
+            body = generate_latest(self.metrics)
+            headers = Headers([("Content-Type", "text/plain; version=0.0.4")])
+            return Response(200, "OK", headers, body)
+        if path == MONITOR_PATH:
+            return self._check_monitor(request)
+        if path not in DEVICE_PATHS:
+            return _json_response(http.HTTPStatus.NOT_FOUND, {"error": f"no such path {path!r}"})
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return _json_response(
+                http.HTTPStatus.OK, {"status": "ok", "hint": "devices connect here by WebSocket"}
+            )
+        try:
+            identity = self._authenticate(_handshake_fields(request))
+        except AuthenticationFailed as err:
+            self.counters.count_error(err.code.name)
+            log.info("device_refused", reason=err.reason)
+            return _json_response(http.HTTPStatus.UNAUTHORIZED, {"error": err.reason})
+        except (InvalidTopic, UnsupportedVersion) as err:
+            self.counters.count_error("INVALID_DATA_FORMAT")
+            return _json_response(http.HTTPStatus.BAD_REQUEST, {"error": str(err)})
+        self._identities[connection.id] = identity
+        return None
+
+    def _authenticate(self, fields: dict[str, str]) -> DeviceIdentity | None:
+        raw_id = fields.get("device-id")
+        mode = self.settings.device_auth
+        if raw_id is None:
+            if mode is DeviceAuth.OPEN:
+                return None  # a seed-style client names itself in device_register
+            raise AuthenticationFailed("Device-Id header (or device-id query parameter) required")
+        authenticated = False
+        if mode is DeviceAuth.TOKEN:
+            assert self._secret is not None
+            verify_token(
+                self._secret,
+                bearer_token(fields.get("authorization")),
+                client_id=fields.get("client-id", ""),
+                device_id=raw_id,
+                now=int(time.time()),
+            )
+            authenticated = True
+        elif mode is DeviceAuth.ALLOWLIST:
+            allowed = {normalize_device_id(d) for d in self.settings.allowed_devices}
+            if normalize_device_id(raw_id) not in allowed:
+                raise AuthenticationFailed("device not in the allow-list")
+            authenticated = True
+        return DeviceIdentity.from_handshake(
+            raw_id,
+            client_id=fields.get("client-id"),
+            protocol_version=fields.get("protocol-version"),
+            authenticated=authenticated,
+        )
+
+    def _check_monitor(self, request: Request) -> Response | None:
+        query = parse_qs(urlsplit(request.path).query)
+        key = self.settings.monitor_api_key
+        if key and query.get("key", [""])[-1] != key and request.headers.get("X-API-Key") != key:
+            return _json_response(http.HTTPStatus.UNAUTHORIZED, {"error": "monitor key required"})
+        raw = query.get("device_id", [""])[-1]
+        try:
+            normalize_device_id(raw)
+        except InvalidTopic as err:
+            return _json_response(http.HTTPStatus.BAD_REQUEST, {"error": str(err)})
+        return None
+
+    # ------------------------------------------------------------------ connections
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        path = urlsplit(ws.request.path).path if ws.request else ""
+        if path == MONITOR_PATH:
+            await self._monitor(ws)
+            return
+        loop = asyncio.get_running_loop()
+        identity = self._identities.pop(ws.id, None)
+        session = DeviceSession(
+            identity,
+            edge_id=self.settings.edge_id,
+            topics=self.topics,
+            limits=self.limits,
+            counters=self.counters,
+            language=self.settings.language,
+            wake_words=self.settings.wake_words,
+            synthesizer=self.synthesizer,
+            now=loop.time(),
+            wall=_wall(),
+        )
+        conn = DeviceConnection(self, ws, session)
+        self.connections.add(conn)
+        self.idle.clear()
+        await conn.run()
+
+    def claim(self, conn: DeviceConnection) -> None:
+        """A session announced its device: an older connection of the same device yields."""
+        device_id = conn.session.device_id
+        if device_id is None:
+            return
+        older = self.by_device.get(device_id)
+        self.by_device[device_id] = conn
+        if older is not None and older is not conn:
+            now = asyncio.get_running_loop().time()
+            older.execute_soon(older.session.supersede(now, _wall()))
+
+    def forget(self, conn: DeviceConnection) -> None:
+        self.connections.discard(conn)
+        if not self.connections:
+            self.idle.set()
+        device_id = conn.session.device_id
+        if device_id is not None and self.by_device.get(device_id) is conn:
+            del self.by_device[device_id]
+
+    def _on_mqtt(self, topic: str, payload: bytes) -> None:
+        """A command for devices held here (their own, a group's or broadcast)."""
+        holders = self.router.route(topic)
+        if not holders:
+            return
+        loop = asyncio.get_running_loop()
+        now, wall = loop.time(), _wall()
+        for conn in holders:
+            conn.execute_soon(conn.session.on_command(payload, now, wall))
+
+    # ------------------------------------------------------------------ audio monitor
+
+    def tap_audio(self, conn: DeviceConnection, data: bytes, now: float) -> None:
+        """Copy a device's uplink Opus to its monitor listeners (only when someone listens)."""
+        device_id = conn.session.device_id
+        if device_id is None or device_id not in self.monitors:
+            return
+        session = conn.session
+        if session.state is not SessionState.READY:
+            return
+        try:
+            frame = decode_frame(data, session.binary_version)
+        except WireError:
+            return  # the session reports the bad frame; listeners just skip it
+        if frame.type is not FrameType.OPUS:
+            return
+        for listener in self.monitors[device_id]:
+            if listener.offer(frame.payload, session.frame_duration_ms, now):
+                self.counters.monitor_lagged_packets += 1
+
+    async def _monitor(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        raw = parse_qs(urlsplit(ws.request.path).query).get("device_id", [""])[-1]
+        device_id = normalize_device_id(raw)
+        loop = asyncio.get_running_loop()
+        listener = _Listener(device_id, loop.time())
+        self.monitors[device_id].add(listener)
+        reader = self.spawn(self._drain_listener_input(ws))
+        try:
+            # One text frame first, so a listener knows it is attached; then binary packets.
+            await ws.send(jsonutil.dumps_text({"type": "monitor", "device_id": device_id}))
+            last_ping = loop.time()
+            while not reader.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(listener.ready.wait(), _MONITOR_PING_SECONDS)
+                listener.ready.clear()
+                while listener.queue:
+                    await ws.send(listener.queue.popleft())
+                if loop.time() - last_ping >= _MONITOR_PING_SECONDS:
+                    await ws.ping()
+                    last_ping = loop.time()
+        except ConnectionClosed:
+            pass
+        finally:
+            reader.cancel()
+            listeners = self.monitors.get(device_id)
+            if listeners is not None:
+                listeners.discard(listener)
+                if not listeners:
+                    del self.monitors[device_id]
+
+    @staticmethod
+    async def _drain_listener_input(ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in ws:
+                pass  # listeners have nothing to say; this notices their close
+
+    # ------------------------------------------------------------------ observability
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "edge_id": self.settings.edge_id,
+            "mqtt_connected": self.owner.connected.is_set(),
+            "connections": len(self.connections),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """Seed 000's `/stats` fields, then the edge's own counters."""
+        uptime = time.monotonic() - self.started_at
+        counters = self.counters.snapshot()
+        mqtt = self.owner.stats
+        return {
+            "frames_received": counters["frames_received"],
+            "bytes_received": counters["bytes_received"],
+            "errors": counters["errors_total"],
+            "uptime_seconds": round(uptime, 3),
+            "fps": counters["frames_received"] / max(uptime, 1.0),
+            "edge_id": self.settings.edge_id,
+            "pid": os.getpid(),
+            "connections": len(self.connections),
+            "devices": len(self.by_device),
+            "monitor_listeners": sum(len(v) for v in self.monitors.values()),
+            "counters": counters,
+            "mqtt": {
+                "connected": mqtt.connected,
+                "published": mqtt.published,
+                "acknowledged": mqtt.acknowledged,
+                "queued": mqtt.queued,
+                "inflight": mqtt.inflight,
+                "dropped_qos0": mqtt.dropped_qos0,
+                "dropped_qos1": mqtt.dropped_qos1,
+                "requeued_qos1": mqtt.requeued_qos1,
+                "connects": mqtt.connects,
+            },
+        }
+
+
+class _EdgeCollector:
+    """Prometheus metrics read from the counters at scrape time (nothing on the hot path)."""
+
+    def __init__(self, server: EdgeServer) -> None:
+        self.server = server
+
+    def collect(self) -> Iterable[Any]:
+        stats = self.server.stats()
+        counters = stats["counters"]
+        for name in ("frames_received", "bytes_received", "text_messages", "binary_frames",
+                     "utterances", "voice_commands", "commands_delivered", "rate_limited",
+                     "dropped_audio_frames"):  # fmt: skip
+            if name in counters:
+                yield CounterMetricFamily(
+                    f"xiaozhi_edge_{name}", name.replace("_", " "), counters[name]
+                )
+        errors = CounterMetricFamily(
+            "xiaozhi_edge_errors", "refused input by code", labels=["code"]
+        )
+        for code, count in counters.get("errors", {}).items():
+            errors.add_metric([code], count)
+        yield errors
+        yield GaugeMetricFamily(
+            "xiaozhi_edge_connections", "open device WebSockets", stats["connections"]
+        )
+        mqtt = stats["mqtt"]
+        yield GaugeMetricFamily(
+            "xiaozhi_edge_mqtt_connected", "broker connection", int(mqtt["connected"])
+        )
+        yield GaugeMetricFamily(
+            "xiaozhi_edge_mqtt_queued", "messages waiting for the broker", mqtt["queued"]
+        )
+        dropped = CounterMetricFamily(
+            "xiaozhi_edge_mqtt_dropped", "messages dropped, by QoS", labels=["qos"]
+        )
+        dropped.add_metric(["0"], mqtt["dropped_qos0"])
+        dropped.add_metric(["1"], mqtt["dropped_qos1"])
+        yield dropped
+
+
+async def run_edge(settings: EdgeSettings, *, reuse_port: bool = False) -> None:
+    """Run one edge worker until cancelled (the CLI cancels it on Ctrl-C)."""
+    server = EdgeServer(settings)
+    await server.start(reuse_port=reuse_port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()

@@ -1,0 +1,121 @@
+"""Settings of an edge process (prefix `XIAOZHI_`, design.md section 3).
+
+Limits carry their unit in the name and map one to one onto :class:`EdgeLimits`; the docs
+(docs/edge.md) give each default and the worst-case memory per connection they imply.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from xiaozhi_edge.limits import EdgeLimits
+
+__all__ = ["DeviceAuth", "EdgeSettings", "EdgeSettingsError", "load_edge_settings"]
+
+
+class DeviceAuth(enum.StrEnum):
+    """How the edge decides who may connect (checked in the WebSocket handshake)."""
+
+    TOKEN = "token"  # a token signed with XIAOZHI_SECRET (what the hub's /xiaozhi/ota/ issues)
+    ALLOWLIST = "allowlist"  # device ids listed in XIAOZHI_ALLOWED_DEVICES
+    OPEN = "open"  # anyone: development only, logged as a warning
+
+
+def _default_edge_id() -> str:
+    host = re.sub(r"[^a-z0-9_-]", "-", socket.gethostname().lower())[:40] or "host"
+    return f"edge-{host}-{os.getpid()}"
+
+
+class EdgeSettingsError(ValueError):
+    """Invalid edge settings; the message lists every one with the value it got."""
+
+
+class EdgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="XIAOZHI_", extra="ignore")
+
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    edge_host: str = "0.0.0.0"  # devices connect from the LAN
+    edge_port: int = Field(default=8000, ge=0, le=65535)
+    edge_id: str = Field(default_factory=_default_edge_id, pattern=r"^[a-z0-9_-]{1,64}$")
+    base_topic: str = "xiaozhi"
+    device_auth: DeviceAuth = DeviceAuth.TOKEN
+    secret: str | None = Field(default=None, description="signs device tokens")
+    allowed_devices: Annotated[frozenset[str], NoDecode] = frozenset()
+    state_dir: Path = Path("var")
+    language: str = "en"
+    wake_words: Annotated[tuple[str, ...], NoDecode] = ("你好小智", "hi xiaozhi", "hey xiaozhi")
+    monitor_api_key: str | None = Field(
+        default=None, description="required on /api/ws/audio when set (query key=...)"
+    )
+    log_level: str = "info"
+
+    max_frame_bytes: int = Field(default=65_536, gt=0)
+    max_messages_per_second: float = Field(default=50.0, gt=0)
+    burst_messages: int = Field(default=100, gt=0)
+    hello_timeout_seconds: float = Field(default=10.0, gt=0)
+    idle_timeout_seconds: float = Field(default=120.0, gt=0)
+    max_utterance_seconds: float = Field(default=15.0, gt=0)
+    mcp_call_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_queued_mqtt_messages: int = Field(default=200_000, gt=0)
+    shutdown_timeout_seconds: float = Field(default=5.0, ge=0)
+
+    @field_validator("allowed_devices", mode="before")
+    @classmethod
+    def _split_devices(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("wake_words", mode="before")
+    @classmethod
+    def _split_words(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    def limits(self) -> EdgeLimits:
+        return EdgeLimits(
+            max_frame_bytes=self.max_frame_bytes,
+            max_messages_per_second=self.max_messages_per_second,
+            burst_messages=self.burst_messages,
+            hello_timeout_seconds=self.hello_timeout_seconds,
+            idle_timeout_seconds=self.idle_timeout_seconds,
+            max_utterance_seconds=self.max_utterance_seconds,
+            mcp_call_timeout_seconds=self.mcp_call_timeout_seconds,
+        )
+
+    def secret_bytes(self) -> bytes | None:
+        """XIAOZHI_SECRET, else the secret the hub generated on first run (`<state>/secret`)."""
+        if self.secret:
+            return self.secret.encode()
+        stored = self.state_dir / "secret"
+        if stored.is_file():
+            return stored.read_text(encoding="utf-8").strip().encode() or None
+        return None
+
+
+def load_edge_settings(**overrides: object) -> EdgeSettings:
+    """Read the environment (plus overrides); raise listing every invalid field and value."""
+    try:
+        settings = EdgeSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as err:
+        lines = [
+            f"  XIAOZHI_{'_'.join(str(p) for p in e['loc']).upper()}={e.get('input')!r}: {e['msg']}"
+            for e in err.errors()
+        ]
+        raise EdgeSettingsError("invalid edge settings:\n" + "\n".join(lines)) from err
+    if settings.device_auth is DeviceAuth.TOKEN and settings.secret_bytes() is None:
+        raise EdgeSettingsError(
+            "invalid edge settings:\n  XIAOZHI_SECRET is unset: XIAOZHI_DEVICE_AUTH=token needs "
+            "the secret the hub signs device tokens with (or run the hub first, which stores "
+            f"one in {settings.state_dir / 'secret'})"
+        )
+    return settings

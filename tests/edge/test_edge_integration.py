@@ -1,0 +1,504 @@
+"""The edge as devices and integrators meet it: real WebSockets, real Mosquitto, real Opus."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import opuslib
+import pytest
+import websockets
+
+from tests.edge.devices import Device, opus_tone_frames
+from tests.support import Inbox
+from xiaozhi.audio_monitor import decode_audio_packet
+from xiaozhi.binary import encode_opus
+from xiaozhi.payloads import CommandPayload
+from xiaozhi.tokens import issue_token
+from xiaozhi.topics import TopicTree
+from xiaozhi_cli.broker import ManagedMosquitto
+from xiaozhi_edge.server import EdgeServer
+from xiaozhi_edge.settings import load_edge_settings
+from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
+
+TOPICS = TopicTree()
+StartEdge = Callable[..., Awaitable[EdgeServer]]
+
+
+def new_mac() -> str:
+    raw = uuid.uuid4().hex[:12]
+    return ":".join(raw[i : i + 2] for i in range(0, 12, 2))
+
+
+def device_id_of(mac: str) -> str:
+    return mac.replace(":", "")
+
+
+@pytest.fixture
+async def start_edge(mosquitto: ManagedMosquitto, tmp_path: Path) -> AsyncIterator[StartEdge]:
+    servers: list[EdgeServer] = []
+
+    async def _start(broker: ManagedMosquitto | None = None, **overrides: Any) -> EdgeServer:
+        settings = load_edge_settings(
+            **{
+                "mqtt_url": (broker or mosquitto).url,
+                "edge_host": "127.0.0.1",
+                "edge_port": 0,
+                "device_auth": "open",
+                "edge_id": f"edge-test-{uuid.uuid4().hex[:8]}",
+                "state_dir": tmp_path,
+                **overrides,
+            }
+        )
+        server = EdgeServer(settings)
+        await server.start()
+        servers.append(server)
+        await asyncio.wait_for(server.owner.connected.wait(), 15)
+        return server
+
+    yield _start
+    for server in servers:
+        await server.stop()
+
+
+@pytest.fixture
+async def integrator(mosquitto: ManagedMosquitto) -> AsyncIterator[tuple[Inbox, MqttOwner]]:
+    """Subscribed to the whole tree, as Home Assistant or Node-RED would be."""
+    inbox = Inbox()
+    owner = MqttOwner(
+        mosquitto.url, client_id=f"integrator-{uuid.uuid4().hex[:8]}", on_message=inbox
+    )
+    await owner.start(wait_connected=15)
+    await owner.subscribe(["xiaozhi/#"])
+    yield inbox, owner
+    await owner.stop(flush_seconds=1)
+
+
+def _events(inbox: Inbox, device_id: str, event_type: str) -> list[dict[str, Any]]:
+    return [e for e in inbox.json(TOPICS.device_events(device_id)) if e["event_type"] == event_type]
+
+
+def _voice_commands(inbox: Inbox, device_id: str) -> list[dict[str, Any]]:
+    return [e for e in inbox.json(TOPICS.voice_command_events()) if e["device_id"] == device_id]
+
+
+def _command(owner: MqttOwner, device_id: str, command: str, **parameters: Any) -> str:
+    message_id = uuid.uuid4().hex
+    payload = CommandPayload(command=command, parameters=parameters, message_id=message_id)
+    owner.publish_nowait(OutMessage(TOPICS.command(device_id), payload.to_wire(), qos=1))
+    return message_id
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+async def test_each_binary_version_is_heard_on_mqtt(
+    start_edge: StartEdge, integrator: tuple[Inbox, MqttOwner], version: int
+) -> None:
+    inbox, _ = integrator
+    edge = await start_edge()
+    mac = new_mac()
+    device_id = device_id_of(mac)
+    device = await Device.connect(edge.port, device_id=mac, version=version)
+    server_hello = await device.hello()
+    assert server_hello["transport"] == "websocket"
+    assert set(server_hello["audio_params"]) == {
+        "format",
+        "sample_rate",
+        "channels",
+        "frame_duration",
+    }
+    assert server_hello["session_id"]
+
+    await inbox.wait_for(lambda: inbox.json(TOPICS.status(device_id)))
+    status = inbox.json(TOPICS.status(device_id))[-1]
+    assert (status["status"], status["edge_id"]) == ("connected", edge.settings.edge_id)
+
+    # ten 60 ms frames of real Opus between listen start and stop: a 600 ms utterance
+    await device.send_json({"session_id": server_hello["session_id"], "type": "listen",
+                            "state": "start", "mode": "manual"})  # fmt: skip
+    await device.send_opus(opus_tone_frames(10), timestamp_ms=120)
+    await device.send_json({"type": "listen", "state": "stop"})
+    await inbox.wait_for(lambda: _events(inbox, device_id, "utterance"))
+    assert _events(inbox, device_id, "utterance")[0]["duration_ms"] == 600
+
+    await device.send_json(
+        {"type": "listen", "state": "detect", "text": "turn on the living room light"}
+    )
+    await inbox.wait_for(lambda: _voice_commands(inbox, device_id))
+    voice = _voice_commands(inbox, device_id)[0]
+    assert voice["command"] == "turn on the living room light"
+    assert voice["edge_id"] == edge.settings.edge_id
+    await device.close()
+    await inbox.wait_for(
+        lambda: inbox.json(TOPICS.status(device_id))[-1]["status"] == "disconnected"
+    )
+
+
+async def test_a_command_reaches_a_seed_device_as_json(
+    start_edge: StartEdge, integrator: tuple[Inbox, MqttOwner]
+) -> None:
+    inbox, owner = integrator
+    edge = await start_edge()
+    device_id = device_id_of(new_mac())
+    device = await Device.connect(edge.port, device_id=None)  # seed clients send no headers
+    await device.send_json({"type": "device_register", "data": {"device_id": device_id,
+                            "device_type": "esp32s3", "firmware_version": "1.0.0"}})  # fmt: skip
+    await inbox.wait_for(lambda: inbox.json(TOPICS.status(device_id)))
+    message_id = _command(owner, device_id, "set_volume", volume=80)
+    command = await device.expect("command")
+    assert command["data"]["command"] == "set_volume"
+    assert command["data"]["parameters"] == {"volume": 80}
+    await inbox.wait_for(lambda: _events(inbox, device_id, "command_result"))
+    result = _events(inbox, device_id, "command_result")[0]
+    assert (result["message_id"], result["status"]) == (message_id, "ok")
+    await device.close()
+
+
+async def _serve_mcp(device: Device, volume_calls: list[dict[str, Any]]) -> None:
+    """Play the firmware's MCP server: initialize, tools/list, tools/call (reference 4)."""
+    answered: set[int] = set()
+    while True:
+        await device.wait_for(
+            lambda: any(
+                m.get("type") == "mcp" and m["payload"]["id"] not in answered
+                for m in device.texts
+                if "id" in m.get("payload", {})
+            ),
+            within=30,
+        )
+        for message in list(device.texts):
+            request = message.get("payload", {}) if message.get("type") == "mcp" else {}
+            if "id" not in request or request["id"] in answered:
+                continue
+            answered.add(request["id"])
+            method = request["method"]
+            if method == "initialize":
+                result: dict[str, Any] = {
+                    "protocolVersion": "2024-11-05",
+                    "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "test-board", "version": "1.6.2"},
+                }
+            elif method == "tools/list":
+                schema = {"type": "object", "properties": {"volume": {"type": "integer"}}}
+                tool = {"name": "self.audio_speaker.set_volume", "inputSchema": schema}
+                result = {"tools": [tool]}
+            else:
+                volume_calls.append(request["params"])
+                result = {"content": [{"type": "text", "text": "true"}], "isError": False}
+            reply = {"jsonrpc": "2.0", "id": request["id"], "result": result}
+            await device.send_json({"type": "mcp", "payload": reply})
+
+
+async def test_a_command_reaches_firmware_as_an_mcp_tool_call(
+    start_edge: StartEdge, integrator: tuple[Inbox, MqttOwner]
+) -> None:
+    inbox, owner = integrator
+    edge = await start_edge()
+    mac = new_mac()
+    device_id = device_id_of(mac)
+    device = await Device.connect(edge.port, device_id=mac)
+    await device.hello(mcp=True)
+    calls: list[dict[str, Any]] = []
+    server = asyncio.create_task(_serve_mcp(device, calls))
+    try:
+        await device.wait_for(
+            lambda: any(m.get("payload", {}).get("method") == "tools/list" for m in device.texts)
+        )
+        message_id = _command(owner, device_id, "set_volume", volume=80)
+        await inbox.wait_for(lambda: _events(inbox, device_id, "command_result"))
+    finally:
+        server.cancel()
+    assert calls == [{"name": "self.audio_speaker.set_volume", "arguments": {"volume": 80}}]
+    result = _events(inbox, device_id, "command_result")[0]
+    assert (result["message_id"], result["status"]) == (message_id, "ok")
+    await device.close()
+
+
+async def test_a_response_is_spoken_with_paced_tts_audio(
+    start_edge: StartEdge, integrator: tuple[Inbox, MqttOwner]
+) -> None:
+    _, owner = integrator
+    edge = await start_edge()
+    mac = new_mac()
+    device = await Device.connect(edge.port, device_id=mac, version=3)
+    await device.hello()
+    text = "Turning on the living room light for you right now."
+    _command(owner, device_id_of(mac), "respond", text=text, stt="turn on the living room light")
+    assert (await device.expect("stt"))["text"] == "turn on the living room light"
+    await device.expect("tts", state="start")
+    assert (await device.expect("tts", state="sentence_start"))["text"] == text
+    await device.expect("tts", state="stop", within=15)
+
+    frames = [payload for _, payload in device.audio]
+    assert len(frames) > 10
+    decoder = opuslib.Decoder(16000, 1)
+    assert all(len(decoder.decode(f, 960)) == 960 * 2 for f in frames)  # real 60 ms Opus
+    # paced: after a 5-frame pre-buffer, one frame per 60 ms (the device drops past 2.4 s)
+    spread = device.audio[-1][0] - device.audio[0][0]
+    assert spread >= (len(frames) - 5) * 0.060 * 0.8
+    stop_index = next(
+        i for i, m in enumerate(device.texts) if m.get("type") == "tts" and m.get("state") == "stop"
+    )
+    assert stop_index == len(device.texts) - 1, "tts stop comes after the audio"
+    await device.close()
+
+
+async def test_abort_stops_the_audio_at_once(
+    start_edge: StartEdge, integrator: tuple[Inbox, MqttOwner]
+) -> None:
+    _, owner = integrator
+    edge = await start_edge()
+    mac = new_mac()
+    device = await Device.connect(edge.port, device_id=mac)
+    await device.hello()
+    _command(owner, device_id_of(mac), "respond", text=" ".join(["word"] * 40))
+    await device.wait_for(lambda: len(device.audio) >= 6)
+    await device.send_json({"type": "abort"})
+    await device.expect("tts", state="stop")
+    frames_at_stop = len(device.audio)
+    # a later exchange proves the socket is live and no frame followed the stop
+    await device.send_json({"type": "listen", "state": "detect", "text": "hello there"})
+    await device.send_json({"type": "bogus"})
+    await device.expect("error")
+    assert len(device.audio) == frames_at_stop
+    stops = [m for m in device.texts if m.get("type") == "tts" and m.get("state") == "stop"]
+    assert len(stops) == 1, "exactly one tts stop per abort"
+    await device.close()
+
+
+async def _neighbour_still_works(device: Device, inbox: Inbox, device_id: str, text: str) -> None:
+    await device.send_json({"type": "listen", "state": "detect", "text": text})
+    await inbox.wait_for(
+        lambda: any(v["command"] == text for v in _voice_commands(inbox, device_id))
+    )
+
+
+HOSTILE: list[tuple[str, Any, str, int | None]] = [
+    # name, what the bad device sends, the error code it is answered with, the close code
+    ("bad json", "{not json", "INVALID_DATA_FORMAT", None),
+    ("unknown type", json.dumps({"type": "teleport"}), "INVALID_MESSAGE_TYPE", None),
+    ("missing field", json.dumps({"type": "listen"}), "MISSING_REQUIRED_FIELDS", None),
+    ("truncated v3 frame", b"\x00\x00", "INVALID_DATA_FORMAT", None),
+    ("lying v3 length", b"\x00\x00\x00\xa0" + b"\x01" * 10, "INVALID_DATA_FORMAT", None),
+    ("unknown v3 type", b"\x07\x00\x00\x01\x01", "INVALID_MESSAGE_TYPE", None),
+    ("oversize frame", b"\x00\x00\xff\xff" + b"\x00" * 70_000, "MESSAGE_TOO_LARGE", 1009),
+    ("flood", [json.dumps({"type": "listen", "state": "stop"})] * 400, "RATE_LIMIT_EXCEEDED", 1008),
+    ("garbage streak", ["{garbage"] * 30, "INVALID_DATA_FORMAT", 1008),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "sent", "code", "close_code"), HOSTILE, ids=[h[0] for h in HOSTILE]
+)
+async def test_bad_input_is_answered_and_the_neighbour_keeps_working(
+    start_edge: StartEdge,
+    integrator: tuple[Inbox, MqttOwner],
+    name: str,
+    sent: Any,
+    code: str,
+    close_code: int | None,
+) -> None:
+    inbox, _ = integrator
+    edge = await start_edge()
+    bad_mac, good_mac = new_mac(), new_mac()
+    bad = await Device.connect(edge.port, device_id=bad_mac, version=3)
+    good = await Device.connect(edge.port, device_id=good_mac, version=3)
+    await bad.hello()
+    await good.hello()
+    for message in sent if isinstance(sent, list) else [sent]:
+        try:
+            await bad.ws.send(message)
+        except websockets.ConnectionClosed:
+            break
+    error = await bad.expect("error")
+    assert error["data"]["error_code"] == code, error
+    if close_code is not None:
+        assert (await bad.closed())[0] == close_code
+    await _neighbour_still_works(good, inbox, device_id_of(good_mac), f"after {name}")
+    assert edge.counters.errors.get(code, 0) >= 1
+    await good.close()
+
+
+async def test_a_silent_connection_is_closed_after_the_hello_timeout(start_edge: StartEdge) -> None:
+    edge = await start_edge(hello_timeout_seconds=0.5)
+    device = await Device.connect(edge.port, device_id=new_mac())
+    code, reason = await device.closed(within=10)
+    assert code == 1008
+    assert "hello" in (reason or "")
+
+
+async def test_token_auth_admits_a_signed_device_and_refuses_others_with_401(
+    start_edge: StartEdge,
+) -> None:
+    secret = "test-secret"
+    edge = await start_edge(device_auth="token", secret=secret)
+    mac = new_mac()
+    token = issue_token(
+        secret.encode(), client_id="client-uuid-1", device_id=mac, issued_at=int(time.time())
+    )
+    device = await Device.connect(
+        edge.port, device_id=mac, headers={"Authorization": f"Bearer {token}"}
+    )
+    await device.hello()
+    await device.close()
+
+    # the same token for another device, no token, a browser with query parameters
+    for headers, reason in [
+        ({"Authorization": f"Bearer {token}", "Device-Id": new_mac()}, "not valid for this device"),
+        ({}, "no token"),
+    ]:
+        with pytest.raises(websockets.InvalidStatus) as info:
+            await Device.connect(edge.port, device_id=mac, headers=headers)
+        assert info.value.response.status_code == 401
+        assert reason in info.value.response.body.decode()
+    query = f"/xiaozhi/v1/?device-id={mac}&client-id=client-uuid-1&authorization=Bearer%20{token}"
+    browser = await Device.connect(edge.port, device_id=None, headers={"Client-Id": ""}, path=query)
+    await browser.hello()
+    await browser.close()
+
+
+async def test_allowlist_mode_refuses_unlisted_devices(start_edge: StartEdge) -> None:
+    listed = new_mac()
+    edge = await start_edge(device_auth="allowlist", allowed_devices=frozenset({listed}))
+    device = await Device.connect(edge.port, device_id=listed)
+    await device.hello()
+    await device.close()
+    with pytest.raises(websockets.InvalidStatus) as info:
+        await Device.connect(edge.port, device_id=new_mac())
+    assert info.value.response.status_code == 401
+    assert b"allow-list" in info.value.response.body
+
+
+async def test_health_stats_and_metrics_are_served_on_the_device_port(
+    start_edge: StartEdge,
+) -> None:
+    edge = await start_edge()
+    device = await Device.connect(edge.port, device_id=new_mac())
+    await device.hello()
+    await device.ws.send(b"\x00")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{edge.port}") as http:
+        health = (await http.get("/health")).json()
+        stats = (await http.get("/stats")).json()
+        metrics = (await http.get("/metrics")).text
+    assert health["mqtt_connected"] is True
+    for key in ("frames_received", "bytes_received", "errors", "uptime_seconds", "fps"):
+        assert key in stats
+    assert stats["frames_received"] >= 2
+    assert "xiaozhi_edge_frames_received" in metrics
+    assert "xiaozhi_edge_connections 1.0" in metrics
+    await device.close()
+
+
+async def test_the_audio_monitor_streams_a_devices_uplink_opus(start_edge: StartEdge) -> None:
+    edge = await start_edge()
+    mac = new_mac()
+    device = await Device.connect(edge.port, device_id=mac, version=2)
+    await device.hello()
+    url = f"ws://127.0.0.1:{edge.port}/api/ws/audio?device_id={device_id_of(mac)}"
+    async with websockets.connect(url) as listener:
+        attached = json.loads(await asyncio.wait_for(listener.recv(), 10))
+        assert attached == {"type": "monitor", "device_id": device_id_of(mac)}
+        await device.send_json({"type": "listen", "state": "start", "mode": "manual"})
+        frames = opus_tone_frames(5)
+        await device.send_opus(frames)
+        packets = [decode_audio_packet(await asyncio.wait_for(listener.recv(), 10)) for _ in frames]
+    assert [p.opus for p in packets] == frames
+    assert [p.sequence for p in packets] == [0, 1, 2, 3, 4]
+    assert {p.duration_ms for p in packets} == {60}
+    await device.close()
+
+
+async def test_a_slow_monitor_listener_skips_ahead_and_never_slows_the_device(
+    start_edge: StartEdge, integrator: tuple[Inbox, MqttOwner]
+) -> None:
+    inbox, _ = integrator
+    edge = await start_edge(max_messages_per_second=100_000, burst_messages=100_000)
+    mac = new_mac()
+    device = await Device.connect(edge.port, device_id=mac)
+    await device.hello()
+    url = f"ws://127.0.0.1:{edge.port}/api/ws/audio?device_id={device_id_of(mac)}"
+    listener = await websockets.connect(url, max_queue=1)  # reads nothing: as slow as it gets
+    await asyncio.wait_for(listener.recv(), 10)  # attached
+    await device.send_json({"type": "listen", "state": "start", "mode": "manual"})
+    encoder = opuslib.Encoder(16000, 1, opuslib.APPLICATION_AUDIO)
+    encoder.bitrate = 96_000  # large packets, so the listener's socket buffers fill sooner
+    noise = os.urandom(960 * 2)
+    frame = encode_opus(encoder.encode(noise, 960), 1)
+    for _ in range(8000):
+        await device.ws.send(frame)
+    await device.send_json({"type": "listen", "state": "stop"})
+    await _neighbour_still_works(device, inbox, device_id_of(mac), "still here")
+    assert edge.counters.monitor_lagged_packets > 0
+    await listener.close()
+    await device.close()
+
+
+async def test_a_broker_restart_mid_session_loses_no_voice_command(
+    start_edge: StartEdge, tmp_path: Path
+) -> None:
+    with ManagedMosquitto(tmp_path / "own-broker") as broker:
+        inbox = Inbox()
+        durable = MqttOwner(
+            broker.url, client_id="durable-hub", on_message=inbox, clean_session=False
+        )
+        await durable.start(wait_connected=15)
+        await durable.subscribe([TOPICS.voice_command_events()], qos=1)
+        edge = await start_edge(broker, max_messages_per_second=1000, burst_messages=1000)
+        mac = new_mac()
+        device = await Device.connect(edge.port, device_id=mac)
+        await device.hello()
+        for i in range(100):
+            await device.send_json({"type": "listen", "state": "detect", "text": f"command {i}"})
+        await asyncio.to_thread(broker.stop)
+        await asyncio.wait_for(edge.owner.disconnected.wait(), 15)
+        for i in range(100, 200):  # the device stays connected while the broker is away
+            await device.send_json({"type": "listen", "state": "detect", "text": f"command {i}"})
+        await asyncio.to_thread(broker.start)
+        wanted = {f"command {i}" for i in range(200)}
+        await inbox.wait_for(
+            lambda: wanted <= {v["command"] for v in inbox.json(TOPICS.voice_command_events())}, 30
+        )
+        assert edge.owner.stats.dropped_qos1 == 0
+        await device.close()
+        await durable.stop(flush_seconds=1)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def test_connect_disconnect_cycles_leave_no_growth(start_edge: StartEdge) -> None:
+    edge = await start_edge()
+
+    async def cycles(count: int) -> None:
+        for index in range(count):
+            device = await Device.connect(
+                edge.port, device_id=f"02:00:00:00:{index // 256:02x}:{index % 256:02x}"
+            )
+            await device.hello()
+            await device.close()
+        await asyncio.wait_for(edge.idle.wait(), 15)
+        await asyncio.wait_for(edge.owner.wait_flushed(), 15)
+
+    await cycles(50)  # warm-up: caches, lazy imports, first allocations
+    tasks, fds, rss = len(asyncio.all_tasks()), _open_fds(), _rss_kib()
+    await cycles(500)
+    assert len(asyncio.all_tasks()) <= tasks
+    assert _open_fds() <= fds + 2
+    assert _rss_kib() - rss < 16 * 1024, "memory grew by more than 16 MiB over 500 cycles"
+    assert edge.connections == set()
+    assert edge.by_device == {}

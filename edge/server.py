@@ -84,10 +84,21 @@ def _wall() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _http_response(status: http.HTTPStatus, content_type: str, body: bytes) -> Response:
+    """A plain HTTP answer on the device port. websockets closes the connection after it,
+    so say so: a keep-alive client (a load balancer's health check) must not reuse it."""
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
 def _json_response(status: http.HTTPStatus, body: dict[str, Any]) -> Response:
-    payload = jsonutil.dumps(body)
-    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
-    return Response(status.value, status.phrase, headers, payload)
+    return _http_response(status, "application/json", jsonutil.dumps(body))
 
 
 def _handshake_fields(request: Request) -> dict[str, str]:
@@ -388,8 +399,7 @@ class EdgeServer:
             return _json_response(http.HTTPStatus.OK, self.stats())
         if path == "/metrics":
             body = generate_latest(self.metrics)
-            headers = Headers([("Content-Type", "text/plain; version=0.0.4")])
-            return Response(200, "OK", headers, body)
+            return _http_response(http.HTTPStatus.OK, "text/plain; version=0.0.4", body)
         if path == MONITOR_PATH:
             return self._check_monitor(request)
         if path not in DEVICE_PATHS:

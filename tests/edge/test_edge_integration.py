@@ -333,6 +333,22 @@ async def test_a_silent_connection_is_closed_after_the_hello_timeout(start_edge:
     assert "hello" in (reason or "")
 
 
+async def test_an_idle_device_is_closed_after_the_idle_timeout(
+    start_edge: StartEdge, integrator: tuple[Inbox, MqttOwner]
+) -> None:
+    inbox, _ = integrator
+    edge = await start_edge(idle_timeout_seconds=1.0)
+    mac = new_mac()
+    device = await Device.connect(edge.port, device_id=mac)
+    await device.hello()
+    code, _ = await device.closed(within=10)
+    assert code == 1001
+    status = TOPICS.status(device_id_of(mac))
+    await inbox.wait_for(
+        lambda: inbox.json(status)[-1:] and inbox.json(status)[-1]["status"] == "disconnected"
+    )
+
+
 async def test_token_auth_admits_a_signed_device_and_refuses_others_with_401(
     start_edge: StartEdge,
 ) -> None:
@@ -465,6 +481,13 @@ async def test_a_broker_restart_mid_session_loses_no_voice_command(
             lambda: wanted <= {v["command"] for v in inbox.json(TOPICS.voice_command_events())}, 30
         )
         assert edge.owner.stats.dropped_qos1 == 0
+        # the edge subscribed again: a command published after the restart still arrives
+        await durable.wait_flushed()
+        payload = CommandPayload(command="alert", parameters={"status": "s", "message": "m"})
+        durable.publish_nowait(
+            OutMessage(TOPICS.command(device_id_of(mac)), payload.to_wire(), qos=1)
+        )
+        assert (await device.expect("alert"))["message"] == "m"
         await device.close()
         await durable.stop(flush_seconds=1)
 
@@ -502,3 +525,46 @@ async def test_connect_disconnect_cycles_leave_no_growth(start_edge: StartEdge) 
     assert _rss_kib() - rss < 16 * 1024, "memory grew by more than 16 MiB over 500 cycles"
     assert edge.connections == set()
     assert edge.by_device == {}
+
+
+async def test_workers_share_one_port_and_stop_cleanly(
+    mosquitto: ManagedMosquitto, integrator: tuple[Inbox, MqttOwner], tmp_path: Path
+) -> None:
+    """`xiaozhi edge --workers 2`: two processes on one port (SO_REUSEPORT), each an edge."""
+    import signal
+    import sys
+
+    from xiaozhi_cli.broker import free_port
+
+    inbox, _ = integrator
+    port = free_port()
+    base_id = f"edge-w-{uuid.uuid4().hex[:6]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XIAOZHI_")}
+    env.update(
+        XIAOZHI_MQTT_URL=mosquitto.url,
+        XIAOZHI_EDGE_PORT=str(port),
+        XIAOZHI_EDGE_HOST="127.0.0.1",
+        XIAOZHI_DEVICE_AUTH="open",
+        XIAOZHI_EDGE_ID=base_id,
+        XIAOZHI_STATE_DIR=str(tmp_path),
+    )
+    xiaozhi = str(Path(sys.executable).with_name("xiaozhi"))
+    process = await asyncio.create_subprocess_exec(xiaozhi, "edge", "--workers", "2", env=env)
+    workers = [f"{base_id}-w0", f"{base_id}-w1"]
+
+    def state_of(worker: str) -> str | None:
+        states = inbox.json(TOPICS.bridge_edge(worker))
+        return states[-1]["state"] if states else None
+
+    try:
+        await inbox.wait_for(lambda: all(state_of(w) == "online" for w in workers), 30)
+        pids = set()
+        async with httpx.AsyncClient() as http:
+            for _ in range(40):
+                stats = (await http.get(f"http://127.0.0.1:{port}/stats")).json()
+                pids.add(stats["pid"])
+        assert len(pids) == 2, "both workers answer on the shared port"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    await inbox.wait_for(lambda: all(state_of(w) == "offline" for w in workers))

@@ -340,7 +340,7 @@ class EdgeServer:
             self.settings.edge_port,
             process_request=self._process_request,
             max_size=2 * self.limits.max_frame_bytes,  # the session answers up to 2x, then closes
-            max_queue=16,
+            max_queue=4,  # worst case per connection: 4 x max_size buffered (docs/edge.md)
             compression=None,  # per-message deflate costs memory per connection
             reuse_port=reuse_port,
             ping_interval=20,

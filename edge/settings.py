@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from xiaozhi_edge.limits import EdgeLimits
+from xiaozhi_edge.session import DEFAULT_WAKE_WORDS
 
 __all__ = ["DeviceAuth", "EdgeSettings", "EdgeSettingsError", "load_edge_settings"]
 
@@ -51,7 +52,7 @@ class EdgeSettings(BaseSettings):
     allowed_devices: Annotated[frozenset[str], NoDecode] = frozenset()
     state_dir: Path = Path("var")
     language: str = "en"
-    wake_words: Annotated[tuple[str, ...], NoDecode] = ("你好小智", "hi xiaozhi", "hey xiaozhi")
+    wake_words: Annotated[tuple[str, ...], NoDecode] = DEFAULT_WAKE_WORDS
     monitor_api_key: str | None = Field(
         default=None, description="required on /api/ws/audio when set (query key=...)"
     )

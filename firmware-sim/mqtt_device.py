@@ -1,0 +1,375 @@
+"""A device on MQTT: seed 003's device client, with paho-mqtt, on the shared event loop.
+
+What it does on the topic tree (design.md section 5, every topic from :class:`TopicTree`,
+QoS and retain from :func:`xiaozhi.topics.publish_options`):
+
+* registers a **last will**: retained ``{"status":"disconnected"}`` on its status topic, so
+  the broker announces an abrupt death (power cut, crash, ``kill -9``);
+* on connect: subscribes to its own command topic, the broadcast topic and the topic of each
+  of its groups; publishes a retained ``connected`` status with telemetry and one retained
+  reading per sensor; then repeats both every heartbeat;
+* on a command: runs it (:class:`~xiaozhi_sim.executor.CommandExecutor`) and publishes the
+  ``command_result`` on its events topic; publishes a fresh status when the command changed it;
+* ``say``: publishes a ``voice_command`` event (seed 003 "Voice Command Processing");
+* a clean stop publishes the retained ``disconnected`` status itself, then DISCONNECTs (after
+  which the broker drops the will);
+* losing the broker: reconnect with capped exponential back-off and jitter (seed 003: 5 s,
+  10 attempts), then ``FatalError``.
+
+paho's callbacks are turned into calls on this object; they run on the event loop thread
+because :class:`~xiaozhi_sim.paho_loop.PahoAsyncio` drives the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from xiaozhi import jsonutil
+from xiaozhi._validation import WireModel
+from xiaozhi.errors import WireError
+from xiaozhi.payloads import DeviceTransport, VoiceCommandEvent
+from xiaozhi.topics import validate_id
+from xiaozhi_sim.backoff import Backoff
+from xiaozhi_sim.device import (
+    REBOOT_SECONDS,
+    ChannelError,
+    Fault,
+    FaultNotApplicable,
+    FaultResult,
+    SimulatedDevice,
+    iso_now,
+)
+from xiaozhi_sim.executor import CommandExecutor
+from xiaozhi_sim.identity import DeviceIdentity
+from xiaozhi_sim.paho_loop import PahoAsyncio
+from xiaozhi_sim.settings import SimSettings
+from xiaozhi_sim.state import DeviceState
+from xiaozhi_sim.stats import SimStats
+
+__all__ = ["MqttDevice"]
+
+_OVERSIZE_BYTES = 3 * 1024 * 1024  # over mosquitto/dev.conf's max_packet_size (2 MiB)
+
+
+class MqttDevice(SimulatedDevice):
+    """One MQTT device.
+
+    Args:
+        identity: who it is.
+        settings: broker URL, base topic, heartbeat and reconnect settings.
+        paho: the process's paho driver.
+        stats: process-wide counters.
+        groups: group ids whose command topics it subscribes to.
+        heartbeat_interval: seconds between status/sensor publishes (the setting by default).
+    """
+
+    transport = DeviceTransport.MQTT
+
+    def __init__(
+        self,
+        identity: DeviceIdentity,
+        settings: SimSettings,
+        *,
+        paho: PahoAsyncio,
+        stats: SimStats | None = None,
+        groups: Sequence[str] = (),
+        heartbeat_interval: float | None = None,
+    ) -> None:
+        super().__init__(identity, settings, stats=stats)
+        self.topics = settings.topics
+        self.groups = tuple(validate_id(g, what="group id") for g in groups)
+        self.executor = CommandExecutor(self.model, self.mcp)
+        self.heartbeat_interval = heartbeat_interval or settings.sim_heartbeat_interval_seconds
+        self._rng = random.Random(f"{settings.sim_seed}|{identity.device_id}|mqtt")
+        self.backoff = Backoff(
+            base_seconds=settings.sim_reconnect_delay_seconds,
+            max_seconds=settings.sim_reconnect_max_delay_seconds,
+            attempts=settings.sim_reconnect_attempts,
+            rng=self._rng,
+        )
+        self._paho = paho
+        self._connected = False
+        self._disconnected = asyncio.Event()
+        self._stopping = False
+        self._rebooting = False
+        self._supervisor: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.client = self._new_client()
+
+    def _new_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.device_id,
+            clean_session=True,
+            protocol=mqtt.MQTTv311,
+        )
+        will_topic = self.topics.status(self.device_id)
+        options = self.topics.publish_options(will_topic)
+        client.will_set(
+            will_topic, self.model.last_will().to_wire(), qos=int(options.qos), retain=True
+        )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._paho.attach(client)
+        return client
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def command_topics(self) -> list[str]:
+        """Own commands, broadcast, and each group's (seed 003 "Command Topics")."""
+        return [
+            *self.topics.all_commands_for(self.device_id),
+            *(self.topics.group_command(g) for g in self.groups),
+        ]
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Boot and start connecting (returns at once; see :meth:`wait_connected`)."""
+        if self._supervisor is None or self._supervisor.done():
+            self._stopping = False
+            self._supervisor = self.spawn(self._supervise(), "mqtt-supervisor")
+
+    async def _supervise(self) -> None:
+        host, port = self.settings.mqtt_address
+        keepalive = self.settings.sim_keepalive_seconds
+        delay: float | None = 0.0
+        while not self._stopping:
+            if delay:
+                await asyncio.sleep(delay)
+                if self._stopping:
+                    return
+            self.model.machine.go(DeviceState.CONNECTING, "broker connect")
+            self._disconnected.clear()
+            try:
+                self.client.connect(host, port, keepalive)
+            except OSError as err:
+                self.stats.error("connect")
+                self.log.warning(
+                    "mqtt_connect_failed", error=str(err), attempt=self.backoff.attempt
+                )
+                delay = self._next_delay()
+                if delay is None:
+                    return
+                continue
+            await self._disconnected.wait()
+            delay = self._next_delay()
+            if delay is None:
+                return
+
+    def _next_delay(self) -> float | None:
+        """Reboot: the boot time. Otherwise back-off; None after the last attempt (fatal)."""
+        if self._rebooting:
+            self._rebooting = False
+            self.backoff.reset()
+            return REBOOT_SECONDS
+        if self._stopping:
+            return None
+        delay = self.backoff.next_delay()
+        if delay is None:
+            self.log.error("mqtt_gave_up", attempts=self.backoff.attempts)
+            self.stats.error("gave_up")
+            self.model.machine.go(DeviceState.FATAL_ERROR, "reconnect attempts exhausted")
+        return delay
+
+    async def stop(self) -> None:
+        """Publish the retained ``disconnected`` status, DISCONNECT, and stop every task."""
+        self._stopping = True
+        if self._connected:
+            self._publish(self.topics.status(self.device_id), self.model.last_will())
+            self.client.disconnect()
+            await self.wait_until(lambda: not self._connected, 5.0)
+        else:
+            self.client.disconnect()  # also ends a connection still waiting for its CONNACK
+        self._disconnected.set()
+        await self._cancel_tasks()
+        self.close_serial()
+
+    async def reboot(self) -> None:
+        """Go offline cleanly, reboot the model, come back after :data:`REBOOT_SECONDS`."""
+        self.log.info("device_reboot")
+        if self._connected:
+            self._rebooting = True
+            self._publish(self.topics.status(self.device_id), self.model.last_will())
+            self.client.disconnect()
+        self.model.reboot(self.now())
+
+    # -- paho callbacks ---------------------------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            self.stats.error("connack")
+            self.log.warning("mqtt_connect_refused", reason=str(reason))
+            return
+        self._connected = True
+        self.stats.connected += 1
+        self.stats.connects += 1
+        self.backoff.reset()
+        self.model.machine.go(DeviceState.IDLE, "broker connected")
+        client.subscribe([(topic, 1) for topic in self.command_topics()])
+        self.publish_status()
+        self.publish_sensors()
+        self._heartbeat = self.spawn(self._heartbeat_loop(), "heartbeat")
+        self.log.info("mqtt_connected")
+        self._notify()
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if self._connected:
+            self._connected = False
+            self.stats.connected -= 1
+            self.stats.disconnects += 1
+            self.log.info("mqtt_disconnected", reason=str(reason))
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+        self._disconnected.set()
+        self._notify()
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.stats.messages_in += 1
+        try:
+            payload = jsonutil.loads_object(msg.payload)
+        except WireError:
+            payload = {"raw": msg.payload[:200].decode("utf-8", "replace")}
+        self._record("command", payload, msg.topic)
+        execution = self.executor.execute(msg.payload, timestamp=iso_now())
+        if execution is None:
+            return  # a repeat of a command already run (group topic and fan-out, QoS 1)
+        if not execution.ok:
+            self.stats.error("command")
+        self._publish(self.topics.device_events(self.device_id), execution.event)
+        if execution.command is not None and execution.command.command == "respond":
+            self._voice_answered()
+        if execution.publish_status:
+            self.publish_status()
+        if execution.reboot:
+            self.spawn(self.reboot(), "reboot")
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    def _publish(self, topic: str, payload: WireModel | bytes) -> None:
+        """Publish with the topic's QoS and retain flag from the tree (design.md section 5)."""
+        options = self.topics.publish_options(topic)
+        data = payload if isinstance(payload, bytes) else payload.to_wire()
+        info = self.client.publish(topic, data, qos=int(options.qos), retain=options.retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self.stats.error("publish")
+        self.stats.messages_out += 1
+
+    def publish_status(self) -> None:
+        """A fresh ``connected`` status with telemetry (retained)."""
+        status = self.model.status_payload(
+            self.now(), timestamp=iso_now(), transport=DeviceTransport.MQTT
+        )
+        self._publish(self.topics.status(self.device_id), status)
+
+    def publish_sensors(self) -> None:
+        """One retained reading per sensor."""
+        for reading in self.model.sensor_payloads(timestamp=iso_now()):
+            self._publish(self.topics.sensor(self.device_id, reading.sensor_type), reading)
+
+    def state_changed_locally(self) -> None:
+        super().state_changed_locally()
+        if self._connected:
+            self.publish_status()
+
+    async def _heartbeat_loop(self) -> None:
+        # The first beat is spread over one interval so a fleet does not beat in unison.
+        await asyncio.sleep(self.heartbeat_interval * self._rng.uniform(0.5, 1.0))
+        while self._connected:
+            self.publish_status()
+            self.publish_sensors()
+            await asyncio.sleep(self.heartbeat_interval)
+
+    # -- speech -----------------------------------------------------------------------------
+
+    async def say(self, text: str) -> None:
+        """Publish a ``voice_command`` event (the hub consumes it with a shared subscription).
+
+        Raises:
+            ChannelError: not connected to the broker.
+        """
+        if not self._connected:
+            raise ChannelError(f"{self.device_id} is not connected to the broker")
+        event = VoiceCommandEvent(
+            device_id=self.device_id,
+            command=text,
+            confidence=0.95,
+            language=self.identity.language_code,
+            transport=DeviceTransport.MQTT,
+            message_id=f"msg_{uuid.uuid4().hex[:12]}",
+            timestamp=iso_now(),
+            processing_time_ms=120,
+            audio_duration_ms=max(600, 300 * len(text.split())),
+        )
+        self._publish(self.topics.voice_command_events(), event)
+        if self.model.machine.can(DeviceState.LISTENING):
+            self.model.machine.go(DeviceState.LISTENING, "voice command")
+        self._said_at = self.now()
+
+    async def speak(self, wav_path: Path | str) -> int:
+        raise FaultNotApplicable(
+            f"MQTT devices have no audio path (audio never travels over MQTT); "
+            f"use a WebSocket device to stream {wav_path}"
+        )
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def kill(self, *, reconnect: bool = True) -> None:
+        """Drop the TCP connection without DISCONNECT, as a power cut: the broker publishes
+        the will. With ``reconnect`` the device comes back after its back-off delay."""
+        if not reconnect:
+            self._stopping = True
+        sock = self.client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    async def inject(self, fault: Fault, **options: Any) -> FaultResult:
+        """``malformed``, ``oversize``, ``flood`` and ``abrupt_disconnect`` exist on MQTT.
+
+        Options: ``count`` (flood, default 1000), ``size`` (oversize bytes, default 3 MiB),
+        ``reconnect`` (abrupt_disconnect, default true).
+        """
+        voice = self.topics.voice_command_events()
+        if fault in (Fault.TRUNCATED, Fault.BAD_TOKEN, Fault.WRONG_VERSION):
+            raise FaultNotApplicable(f"fault {fault} does not exist on MQTT (WebSocket only)")
+        if fault is Fault.ABRUPT_DISCONNECT:
+            self.kill(reconnect=bool(options.get("reconnect", True)))
+            result = FaultResult(fault, detail="TCP connection shut down without DISCONNECT")
+        elif not self._connected:
+            raise ChannelError(f"{self.device_id} is not connected to the broker")
+        elif fault is Fault.MALFORMED:
+            self._publish(voice, b'{"device_id": "' + self.device_id.encode() + b'", not json')
+            result = FaultResult(fault, detail=f"non-JSON payload on {voice}")
+        elif fault is Fault.OVERSIZE:
+            # QoS 0: a QoS 1 copy would be re-sent after every reconnect, and refused again.
+            size = int(options.get("size", _OVERSIZE_BYTES))
+            self.client.publish(voice, b" " * size, qos=0)
+            self.stats.messages_out += 1
+            result = FaultResult(fault, detail=f"{size} B payload on {voice}")
+        else:  # FLOOD
+            count = int(options.get("count", 1000))
+            for _ in range(count):
+                reading = self.model.sensor_payloads(timestamp=iso_now())[-1]
+                self._publish(self.topics.sensor(self.device_id, reading.sensor_type), reading)
+            result = FaultResult(fault, sent=count, detail=f"{count} sensor readings at once")
+        self._record("fault", result.as_message())
+        return result

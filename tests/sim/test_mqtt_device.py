@@ -1,0 +1,230 @@
+"""MQTT devices against a real Mosquitto: seed 003's device client on the topic tree.
+
+Observed with an independent client (aiomqtt); every wait is for an expected message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from xiaozhi.topics import TopicTree
+from xiaozhi_cli.broker import ManagedMosquitto
+from xiaozhi_sim.device import ChannelError, Fault, FaultNotApplicable
+from xiaozhi_sim.identity import make_identity
+from xiaozhi_sim.mqtt_device import MqttDevice
+from xiaozhi_sim.paho_loop import PahoAsyncio
+from xiaozhi_sim.settings import SimSettings
+from xiaozhi_sim.state import DeviceState
+
+from .observer import observe
+
+pytestmark = pytest.mark.integration
+T = TopicTree()
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: SimSettings, name: str, groups: tuple[str, ...] = ()
+) -> AsyncIterator[MqttDevice]:
+    paho = PahoAsyncio()
+    device = MqttDevice(make_identity(name=name), settings, paho=paho, groups=groups)
+    try:
+        await device.start()
+        assert await device.wait_connected(10), "device did not connect to the broker"
+        yield device
+    finally:
+        await device.stop()
+        await paho.close()
+
+
+async def test_a_device_comes_up_with_a_retained_status_and_sensors(
+    mosquitto: ManagedMosquitto, sim_settings: SimSettings, device_name: str
+) -> None:
+    async with running(sim_settings, device_name) as device:
+        did = device.device_id
+        assert device.state is DeviceState.IDLE
+        # A subscriber arriving later gets what the broker retained.
+        async with observe(mosquitto, T.status(did), T.device_sensors(did)) as late:
+            status = await late.wait_for(lambda m: m.topic == T.status(did))
+            assert status.retain
+            assert status.obj["status"] == "connected"
+            assert status.obj["transport"] == "mqtt"
+            for field in ("uptime", "memory_usage", "cpu_usage", "wifi_signal", "free_heap"):
+                assert field in status.obj
+            for sensor, unit in (("temperature", "celsius"), ("humidity", "percent")):
+                reading = await late.wait_for(lambda m, s=sensor: m.topic == T.sensor(did, s))
+                assert reading.retain
+                assert reading.obj["unit"] == unit
+                assert reading.obj["device_id"] == did
+
+
+async def test_commands_on_its_topic_its_group_and_broadcast_get_command_results(
+    mosquitto: ManagedMosquitto, sim_settings: SimSettings, device_name: str
+) -> None:
+    async with running(sim_settings, device_name, groups=("kitchen",)) as device:
+        did = device.device_id
+        async with observe(mosquitto, T.device_events(did), T.status(did)) as obs:
+            await obs.publish(
+                T.command(did),
+                {"command": "set_volume", "parameters": {"volume": 80}, "message_id": "own"},
+            )
+            await obs.publish(
+                T.group_command("kitchen"),
+                {"command": "led", "parameters": {"on": True}, "message_id": "group"},
+            )
+            await obs.publish(T.broadcast_command(), {"command": "get_status", "message_id": "all"})
+            for message_id, command in (
+                ("own", "set_volume"),
+                ("group", "led"),
+                ("all", "get_status"),
+            ):
+                result = await obs.wait_for(lambda m, i=message_id: m.obj.get("message_id") == i)
+                assert result.topic == T.device_events(did)
+                assert result.obj["event_type"] == "command_result"
+                assert result.obj["command"] == command
+                assert result.obj["status"] == "ok"
+            # The effect is in the status the device publishes next.
+            await obs.wait_for(lambda m: m.obj.get("volume") == 80 and m.obj.get("light") == "on")
+            await obs.publish(T.command(did), {"command": "dance", "message_id": "bad"})
+            refused = await obs.wait_for(lambda m: m.obj.get("message_id") == "bad")
+            assert refused.obj["status"] == "error"
+            assert "unknown command" in refused.obj["error"]
+        assert device.model.volume == 80
+        assert [r.payload.get("message_id") for r in device.inbox if r.kind == "command"] == [
+            "own",
+            "group",
+            "all",
+            "bad",
+        ]
+
+
+async def test_say_publishes_a_voice_command_and_respond_is_spoken(
+    mosquitto: ManagedMosquitto, sim_settings: SimSettings, device_name: str
+) -> None:
+    async with running(sim_settings, device_name) as device:
+        did = device.device_id
+        async with observe(mosquitto, T.voice_command_events()) as obs:
+            await device.say("turn on the living room light")
+            voice = await obs.wait_for(lambda m: m.obj.get("device_id") == did)
+        assert voice.obj["event_type"] == "voice_command"
+        assert voice.obj["command"] == "turn on the living room light"
+        assert voice.obj["language"] == "en"
+        assert device.state is DeviceState.LISTENING
+        async with observe(mosquitto, T.device_events(did)) as obs:
+            await obs.publish(
+                T.command(did), {"command": "respond", "parameters": {"text": "It is on."}}
+            )
+            await obs.wait_for(lambda m: m.obj.get("command") == "respond")
+        assert device.model.last_response == "It is on."
+        assert device.state is DeviceState.IDLE
+        assert len(device.stats.voice_latency) == 1
+        with pytest.raises(FaultNotApplicable, match="no audio path"):
+            await device.speak(Path("x.wav"))
+
+
+async def test_an_abrupt_disconnect_fires_the_will_and_the_device_comes_back(
+    mosquitto: ManagedMosquitto, sim_settings: SimSettings, device_name: str
+) -> None:
+    async with running(sim_settings, device_name) as device:
+        did = device.device_id
+        async with observe(mosquitto, T.status(did)) as obs:
+            await obs.wait_for(lambda m: m.obj.get("status") == "connected")
+            result = await device.inject(Fault.ABRUPT_DISCONNECT)
+            assert "without DISCONNECT" in result.detail
+            lwt = await obs.wait_for(lambda m: m.obj.get("status") == "disconnected")
+            assert lwt.obj == {"status": "disconnected", "device_id": did}
+            assert await device.wait_until(lambda: device.stats.connects == 2, 10)
+            assert await device.wait_connected(5)
+        async with observe(mosquitto, T.status(did)) as late:
+            retained = await late.wait_for(lambda m: m.retain)
+            assert retained.obj["status"] == "connected"
+
+
+async def test_a_reboot_command_goes_offline_and_back(
+    mosquitto: ManagedMosquitto, sim_settings: SimSettings, device_name: str
+) -> None:
+    async with running(sim_settings, device_name) as device:
+        did = device.device_id
+        async with observe(mosquitto, T.status(did), T.device_events(did)) as obs:
+            await obs.publish(T.command(did), {"command": "reboot", "message_id": "r"})
+            await obs.wait_for(lambda m: m.obj.get("message_id") == "r")
+            await obs.wait_for(lambda m: m.obj.get("status") == "disconnected")
+            back = await obs.wait_for(lambda m: m.obj.get("status") == "connected" and not m.retain)
+            assert back.obj["uptime"] == 0
+        assert device.model.reboots == 1
+
+
+async def test_faults_on_mqtt(
+    mosquitto: ManagedMosquitto, sim_settings: SimSettings, device_name: str
+) -> None:
+    async with running(sim_settings, device_name) as device:
+        did = device.device_id
+        async with observe(mosquitto, T.voice_command_events(), T.status(did)) as obs:
+            await device.inject(Fault.MALFORMED)
+            await obs.wait_for(lambda m: m.topic == T.voice_command_events() and not m.obj)
+            flood = await device.inject(Fault.FLOOD, count=50)
+            assert flood.sent == 50
+            # Over the broker's max_packet_size: the broker cuts the device off; it returns.
+            await device.inject(Fault.OVERSIZE, size=2_200_000)
+            await obs.wait_for(lambda m: m.obj.get("status") == "disconnected")
+            assert await device.wait_until(lambda: device.stats.connects == 2, 10)
+        for fault in (Fault.TRUNCATED, Fault.BAD_TOKEN, Fault.WRONG_VERSION):
+            with pytest.raises(FaultNotApplicable):
+                await device.inject(fault)
+        assert [r.payload["fault"] for r in device.inbox if r.kind == "fault"] == [
+            "malformed",
+            "flood",
+            "oversize",
+        ]
+
+
+async def test_reconnect_with_backoff_then_give_up(tmp_path: Path, device_name: str) -> None:
+    broker = ManagedMosquitto(tmp_path / "broker")
+    broker.start()
+    settings = SimSettings(
+        mqtt_url=broker.url,
+        sim_reconnect_delay_seconds=0.05,
+        sim_reconnect_max_delay_seconds=0.2,
+        sim_reconnect_attempts=3,
+    )
+    paho = PahoAsyncio()
+    device = MqttDevice(make_identity(name=device_name), settings, paho=paho)
+    try:
+        await device.start()
+        assert await device.wait_connected(10)
+        broker.kill()
+        assert await device.wait_until(lambda: not device.connected, 10)
+        broker.start()  # same port
+        assert await device.wait_connected(10), "did not reconnect after the broker came back"
+        broker.kill()
+        assert await device.wait_until(lambda: device.state is DeviceState.FATAL_ERROR, 10)
+        assert device.stats.errors["gave_up"] == 1
+        with pytest.raises(ChannelError):
+            await device.say("anyone?")
+    finally:
+        await device.stop()
+        await paho.close()
+        broker.stop()
+
+
+async def test_a_device_started_without_a_broker_keeps_trying(
+    sim_settings: SimSettings, device_name: str
+) -> None:
+    from xiaozhi_cli.broker import free_port
+
+    settings = sim_settings.model_copy(
+        update={"mqtt_url": f"mqtt://127.0.0.1:{free_port()}", "sim_reconnect_attempts": 2}
+    )
+    paho = PahoAsyncio()
+    device = MqttDevice(make_identity(name=device_name), settings, paho=paho)
+    await device.start()
+    assert await device.wait_until(lambda: device.state is DeviceState.FATAL_ERROR, 10)
+    assert device.stats.errors["connect"] == 3
+    await device.stop()
+    await paho.close()
+    await asyncio.sleep(0)

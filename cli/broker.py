@@ -99,7 +99,8 @@ class ManagedMosquitto:
         self.config = config
         self.log: collections.deque[str] = collections.deque(maxlen=_LOG_LINES_KEPT)
         self._process: subprocess.Popen[str] | None = None
-        self._ready = threading.Event()
+        self._ready = threading.Event()  # wakes start(): the broker is up, or it has exited
+        self._up = False  # Mosquitto said it is running (EOF alone proves nothing)
 
     @property
     def url(self) -> str:
@@ -141,6 +142,7 @@ class ManagedMosquitto:
         binary = find_mosquitto()
         config_path = self.write_config()
         self._ready.clear()
+        self._up = False
         self.log.clear()
         self._process = subprocess.Popen(
             _die_with_parent([binary, "-c", str(config_path)]),
@@ -152,7 +154,7 @@ class ManagedMosquitto:
         threading.Thread(
             target=self._drain, args=(self._process,), name="mosquitto-log", daemon=True
         ).start()
-        if not self._ready.wait(timeout) or not self.running:
+        if not self._ready.wait(timeout) or not self._up or not self.running:
             self.stop()
             tail = "\n".join(list(self.log)[-15:])
             raise BrokerStartError(
@@ -165,8 +167,12 @@ class ManagedMosquitto:
         for line in process.stdout:
             self.log.append(line.rstrip())
             if _READY_MARK in line and "version" in line:
+                self._up = True
                 self._ready.set()
-        self._ready.set()  # exited: wake any waiter so it can report the failure
+        # EOF comes a moment before the exit can be reaped: reap first, so that a waiter
+        # woken here sees a broker that is not running.
+        process.wait()
+        self._ready.set()
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """Stop the broker cleanly (SIGTERM, then SIGKILL after `timeout`); return its exit code."""

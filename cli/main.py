@@ -100,9 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_cmd_up)
 
     from xiaozhi_edge.cli import add_edge_parser
+    from xiaozhi_hub.cli import add_hub_parser
     from xiaozhi_sim.cli import add_sim_parser
 
     add_edge_parser(sub)
+    add_hub_parser(sub)
     add_sim_parser(sub)
 
     from xiaozhi_bench.runner import CASES, DEFAULT_RESULTS_DIR

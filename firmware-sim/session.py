@@ -82,6 +82,7 @@ __all__ = [
     "AudioDropped",
     "AudioReceived",
     "ChannelTimeout",
+    "CommandReceived",
     "FirmwareSession",
     "HelloAccepted",
     "MessageReceived",
@@ -157,6 +158,14 @@ class ChannelTimeout:
 
 
 @dataclass(frozen=True, slots=True)
+class CommandReceived:
+    """Seed client: the edge's ``{"type":"command","data":{command,parameters,message_id}}``
+    (docs/edge.md, commands for seed-style devices); ``data`` is a command payload to run."""
+
+    envelope: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class RebootRequested:
     """``system reboot`` or the ``self.reboot`` tool: close the channel, then reboot."""
 
@@ -168,6 +177,7 @@ SessionEvent: TypeAlias = (
     | AudioDropped
     | ProtocolError
     | ChannelTimeout
+    | CommandReceived
     | RebootRequested
 )
 
@@ -615,10 +625,23 @@ class SeedSession(_Session):
             self._send(sensor.to_text())
 
     def receive_text(self, text: str | bytes, now: float) -> None:
-        """A server envelope: ``response`` is spoken (stored), ``error`` reported."""
+        """A server envelope: ``response`` is spoken (stored), ``error`` reported.
+
+        The edge also sends two envelopes seed 003 does not list (docs/edge.md): ``pong``,
+        its answer to ``ping`` (kept as received), and ``command`` (:class:`CommandReceived`).
+        """
         self.last_incoming = now
         self.messages_in += 1
         try:
+            obj = jsonutil.loads_object(text)
+            if obj.get("type") == "pong":
+                self._events.append(MessageReceived(obj))
+                return
+            if obj.get("type") == "command":
+                if not isinstance(obj.get("data"), dict):
+                    raise InvalidMessage("command envelope without a data object", field="data")
+                self._events.append(CommandReceived(obj))
+                return
             message = parse_server_message(text)
         except WireError as err:
             self._refused(err, "text frame")

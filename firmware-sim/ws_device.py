@@ -48,6 +48,7 @@ from xiaozhi_sim.device import (
     SimulatedDevice,
     iso_now,
 )
+from xiaozhi_sim.executor import CommandExecutor
 from xiaozhi_sim.identity import DeviceIdentity
 from xiaozhi_sim.ota import SetupResult, fetch_setup
 from xiaozhi_sim.session import (
@@ -57,6 +58,7 @@ from xiaozhi_sim.session import (
     AudioDropped,
     AudioReceived,
     ChannelTimeout,
+    CommandReceived,
     FirmwareSession,
     HelloAccepted,
     MessageReceived,
@@ -147,6 +149,7 @@ class WsDevice(SimulatedDevice):
         )
         self.recorder: TtsRecorder | None = None
         self.audio_packets = 0
+        self.executor = CommandExecutor(self.model, self.mcp)  # seed flavour's commands
         self._http = http
         self._own_http: httpx.AsyncClient | None = None
         self._ws: ClientConnection | None = None
@@ -373,9 +376,24 @@ class WsDevice(SimulatedDevice):
                         self.stats.error("hello_timeout")
                     self.log.info("ws_channel_timeout", reason=reason)
                     self._record("error", {"type": "timeout", "reason": reason})
+                case CommandReceived(envelope=envelope):
+                    self._run_command(envelope)
                 case RebootRequested():
                     self.log.info("device_reboot_requested")
         await self._flush()
+
+    def _run_command(self, envelope: dict[str, Any]) -> None:
+        """Seed flavour: run the edge's ``command`` envelope as the MQTT device runs a command.
+        The edge reports the delivery itself; over WS the outcome is only logged."""
+        self._record("command", envelope)
+        execution = self.executor.execute(jsonutil.dumps(envelope["data"]), timestamp=iso_now())
+        if execution is None:
+            return  # a repeat of a command already run
+        if not execution.ok:
+            self.stats.error("command")
+        self.log.info("device_command", outcome=execution.event.to_json_dict())
+        if execution.reboot:
+            self.spawn(self.reboot(), "reboot")
 
     def _write_recording(self) -> None:
         if self.record_path is not None and self.recorder is not None:
@@ -390,7 +408,8 @@ class WsDevice(SimulatedDevice):
                 try:
                     await ws.send(message)
                 except ConnectionClosed:
-                    self.stats.error("send")
+                    if not self._closing_locally:  # a reply racing our own close is no error
+                        self.stats.error("send")
                     return
                 self.stats.messages_out += 1
 

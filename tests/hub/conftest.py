@@ -1,12 +1,22 @@
-"""Fixtures of the hub's pure core: the demo home and one warmed intent engine per session."""
+"""Fixtures of the hub: the demo home, one warmed intent engine per session, and for the
+integration tests a hub on the session's real Mosquitto with a watching MQTT client."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import pytest
 
+from tests.hub.mqtt_watch import Watcher
+from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_hub.home import Home, load_home
+from xiaozhi_hub.http import RunningHub, run_hub
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.registry import Registry
+from xiaozhi_hub.service import HubService
+from xiaozhi_hub.settings import HubSettings
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +36,63 @@ def engine(home: Home) -> IntentEngine:
 def registry(home: Home) -> Registry:
     """A fresh registry per test: tests edit it."""
     return Registry(home)
+
+
+# -- integration: a real Mosquitto, a hub, and the test's own MQTT client --------------------
+
+WRITE_KEY = "test-write-key"
+READ_KEY = "test-read-key"
+SECRET = "test-secret"
+
+
+@pytest.fixture
+def hub_settings(mosquitto: ManagedMosquitto, tmp_path: Path) -> HubSettings:
+    """Settings on the session broker, under a base topic and discovery prefix of their own
+    (the broker is shared with every other test, retained messages included)."""
+    tag = uuid.uuid4().hex[:8]
+    return HubSettings(
+        mqtt_url=mosquitto.url,
+        hub_host="127.0.0.1",
+        hub_port=0,
+        base_topic=f"t{tag}/xiaozhi",
+        discovery_prefix=f"ha{tag}",
+        hub_id=f"hub-{tag}",
+        hub_share_group=f"g{tag}",
+        api_keys=f"{WRITE_KEY},{READ_KEY}:read",
+        secret=SECRET,
+        state_dir=tmp_path,
+        edge_port=8000,
+        edge_public_url=None,
+        config=None,
+    )
+
+
+@pytest.fixture
+async def watcher(mosquitto: ManagedMosquitto, hub_settings: HubSettings) -> AsyncIterator[Watcher]:
+    """Sees the hub's whole tree, its discovery prefix and zigbee2mqtt."""
+    watch = Watcher(mosquitto.url)
+    await watch.start(
+        [f"{hub_settings.base_topic}/#", f"{hub_settings.discovery_prefix}/#", "zigbee2mqtt/#"]
+    )
+    yield watch
+    await watch.stop()
+
+
+@pytest.fixture
+async def hub(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Watcher
+) -> AsyncIterator[HubService]:
+    """The hub's MQTT side (no HTTP), started with the shared warmed engine."""
+    service = HubService(hub_settings, home=engine.home, engine=engine)
+    await service.start()
+    yield service
+    await service.stop()
+
+
+@pytest.fixture
+async def running_hub(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Watcher
+) -> AsyncIterator[RunningHub]:
+    """The whole hub: MQTT units and HTTP on a free port."""
+    async with run_hub(hub_settings, home=engine.home, engine=engine) as running:
+        yield running

@@ -1,0 +1,101 @@
+"""``xiaozhi hub``: run the hub (MQTT units + HTTP on ``XIAOZHI_HUB_PORT``) until Ctrl-C.
+
+``cli/main.py`` registers it with :func:`add_hub_parser`. Shutdown is uvicorn's order: stop
+accepting HTTP, finish requests, then the MQTT side publishes ``xiaozhi/bridge/state`` offline
+(retained) *before* disconnecting, since a clean disconnect does not fire the will. A second
+Ctrl-C exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from xiaozhi_hub.home import HomeConfigError
+from xiaozhi_hub.http import run_hub
+from xiaozhi_hub.service import HubStartError
+from xiaozhi_hub.settings import HubSettings, HubSettingsError, load_hub_settings
+from xiaozhi_runtime.logs import configure_logging
+
+__all__ = ["add_hub_parser", "serve_hub"]
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def add_hub_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``hub`` on the ``xiaozhi`` command's sub-parsers; returns the new parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "hub",
+        help="run the hub: voice commands to actions, registry, REST API, HA discovery",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    parser.add_argument("--host", help="HTTP listen address (XIAOZHI_HUB_HOST)")
+    parser.add_argument("--port", type=int, help="HTTP port (XIAOZHI_HUB_PORT)")
+    parser.add_argument("--config", help="home-model YAML (XIAOZHI_CONFIG)")
+    parser.add_argument("--mqtt-url", help="broker, mqtt://host:port (XIAOZHI_MQTT_URL)")
+    parser.add_argument("--log-level", help="debug, info, warning, error (XIAOZHI_LOG_LEVEL)")
+    parser.set_defaults(func=_cmd_hub)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    pairs = {
+        "hub_host": args.host,
+        "hub_port": args.port,
+        "config": args.config,
+        "mqtt_url": args.mqtt_url,
+        "log_level": args.log_level,
+    }
+    return {name: value for name, value in pairs.items() if value is not None}
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is installed except on Windows
+        return None
+    return uvloop.new_event_loop
+
+
+def _install_stop_handlers() -> asyncio.Event:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            _say("second signal: exiting now")
+            raise SystemExit(1)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    return stop
+
+
+async def serve_hub(settings: HubSettings, *, stop: asyncio.Event | None = None) -> int:
+    """Run the hub until ``stop`` is set (default: until SIGINT/SIGTERM)."""
+    stop = stop or _install_stop_handlers()
+    async with run_hub(settings) as hub:
+        _say(f"hub       {hub.url} (REST /api/v1/, setup /xiaozhi/ota/, dashboard /)")
+        _say(f"hub       broker {settings.mqtt_url}, client id {settings.hub_id}")
+        await stop.wait()
+        _say("stopping")
+    _say("stopped")
+    return 0
+
+
+def _cmd_hub(args: argparse.Namespace) -> int:
+    try:
+        settings = load_hub_settings(**_overrides(args))
+        configure_logging(level=settings.log_level)
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(serve_hub(settings))
+    except (HubSettingsError, HomeConfigError, HubStartError, OSError) as err:
+        print(f"xiaozhi hub: {err}", file=sys.stderr)
+        return 2

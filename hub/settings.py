@@ -1,0 +1,300 @@
+"""Settings of the hub (`xiaozhi hub`): one pydantic-settings class, prefix ``XIAOZHI_``.
+
+The shared names (``XIAOZHI_MQTT_URL``, ``XIAOZHI_HUB_PORT``, ``XIAOZHI_CONFIG``,
+``XIAOZHI_SECRET``, ``XIAOZHI_STATE_DIR``, ``XIAOZHI_BASE_TOPIC``) are the stable ones of
+design.md section 3. Settings are passed in explicitly, never read from a global;
+:func:`load_hub_settings` reports *every* invalid field at once, quoting the value it got.
+
+Secrets, and where they come from when unset:
+
+* ``XIAOZHI_SECRET`` signs device tokens (the OTA endpoint issues them, the edge checks them).
+  Unset: :func:`resolve_secret` generates one on first run and stores it in
+  ``<XIAOZHI_STATE_DIR>/secret`` (mode 0600), so tokens survive restarts. Several hub or edge
+  processes must share it: on more than one machine, set it explicitly.
+* ``XIAOZHI_JWT_SECRET`` signs the REST API's JWTs. Unset: derived from the secret above
+  (HMAC-SHA256 with a fixed label), so replicas sharing the secret accept each other's JWTs.
+* ``XIAOZHI_API_KEYS``: comma-separated keys, each optionally suffixed with ``:read`` for a
+  read-only key (``XIAOZHI_API_KEYS=ops-key,dash-key:read``). A key without a suffix may also
+  send commands. Empty: the REST API accepts no credentials at all (a warning is logged).
+* Home Assistant tokens are never settings nor written in the home file: a ``homeassistant``
+  binding names the environment variable holding its long-lived token (``token_env``).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import os
+import secrets
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import home_assistant_intents
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from xiaozhi.topics import TopicTree, validate_id
+
+__all__ = [
+    "ApiRole",
+    "HubSettings",
+    "HubSettingsError",
+    "default_hub_id",
+    "derive_jwt_secret",
+    "load_hub_settings",
+    "parse_api_keys",
+    "resolve_secret",
+]
+
+SECRET_FILE_NAME = "secret"
+_SECRET_BYTES = 32
+_JWT_LABEL = b"xiaozhi-hub jwt v1"
+
+
+class HubSettingsError(ValueError):
+    """One or more settings are invalid; the message lists every one of them."""
+
+
+class ApiRole(enum.StrEnum):
+    """What a REST API credential may do."""
+
+    READ = "read"  # GET endpoints and the voice test (which executes nothing)
+    WRITE = "write"  # everything: device, group and broadcast commands too
+
+
+def default_hub_id() -> str:
+    """A client id unique per replica: ``hub-<host>-<pid>`` in the id grammar.
+
+    Two processes with the same MQTT client id kick each other off the broker
+    (reference/home-automation.md §6.10), so replicas never share one by default.
+    """
+    host = "".join(c if c.isalnum() else "-" for c in socket.gethostname().lower())[:32]
+    return f"hub-{host.strip('-') or 'host'}-{os.getpid()}"
+
+
+def parse_api_keys(raw: str) -> dict[str, ApiRole]:
+    """``"k1,k2:read"`` → ``{"k1": WRITE, "k2": READ}``.
+
+    Raises:
+        ValueError: an empty entry's role, or a role that is not ``read``/``write``.
+    """
+    keys: dict[str, ApiRole] = {}
+    for item in raw.split(","):
+        entry = item.strip()
+        if not entry:
+            continue
+        key, sep, role = entry.rpartition(":")
+        if not sep:
+            key, role = entry, ApiRole.WRITE.value
+        if not key:
+            raise ValueError(f"API key entry {entry!r} has no key before ':'")
+        try:
+            keys[key] = ApiRole(role)
+        except ValueError:
+            raise ValueError(
+                f"API key entry ending in {':' + role!r}: unknown role (use ':read' or ':write')"
+            ) from None
+    return keys
+
+
+class HubSettings(BaseSettings):
+    """Everything the hub needs: broker, HTTP, home model, secrets, topics."""
+
+    model_config = SettingsConfigDict(env_prefix="XIAOZHI_", extra="ignore")
+
+    mqtt_url: str = Field(
+        default="mqtt://127.0.0.1:1883", description="The broker: mqtt://[user:password@]host:port."
+    )
+    hub_host: str = Field(default="0.0.0.0", description="HTTP listen address.")
+    hub_port: int = Field(default=8003, ge=0, le=65535, description="HTTP port (0: any free).")
+    config: Path | None = Field(
+        default=None, description="The home-model YAML. Unset: the shipped demo home."
+    )
+    state_dir: Path = Field(
+        default=Path("var"), description="Runtime state: the generated secret lives here."
+    )
+    secret: SecretStr | None = Field(
+        default=None,
+        description="Signs device tokens. Unset: generated on first run into <state_dir>/secret.",
+    )
+    base_topic: str = Field(default="xiaozhi", description="First level(s) of the topic tree.")
+    discovery_prefix: str = Field(
+        default="homeassistant", description="Home Assistant's MQTT discovery prefix."
+    )
+    discovery_enabled: bool = Field(default=True, description="Publish HA MQTT discovery.")
+    discovery_scan_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest wait for the retained discovery configs at start (normally ms).",
+    )
+    hub_id: str = Field(
+        default_factory=default_hub_id,
+        description="MQTT client id of this replica; unique per process.",
+    )
+    hub_share_group: str = Field(
+        default="hub",
+        description="Shared-subscription group of the hub replicas ($share/<group>/...).",
+    )
+    api_keys: str = Field(
+        default="", description="REST API keys, comma-separated; suffix ':read' = read-only."
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None, description="HS256 key of REST JWTs. Unset: derived from the secret."
+    )
+    jwt_ttl_seconds: int = Field(default=3600, ge=60, description="Lifetime of issued JWTs.")
+    jwt_issuer: str = Field(default="xiaozhi-hub", description="JWT 'iss' issued and required.")
+    ha_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Timeout of one Home Assistant REST call."
+    )
+    edge_public_url: str | None = Field(
+        default=None,
+        description="Device WebSocket URL the OTA endpoint hands out. "
+        "Unset: ws://<host the device used>:<edge_port>/xiaozhi/v1/.",
+    )
+    edge_port: int = Field(default=8000, ge=1, le=65535, description="The edge's port.")
+    device_binary_version: int = Field(
+        default=1, ge=1, le=3, description="Binary protocol version the OTA endpoint assigns."
+    )
+    language: str = Field(default="en", description="Intent language (home-assistant-intents).")
+    max_concurrent_voice_commands: int = Field(
+        default=64, ge=1, description="Voice commands processed at once per replica."
+    )
+    log_level: str = Field(default="info", description="debug, info, warning or error.")
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError(f"expected mqtt://host[:port], got {value!r}")
+        return value
+
+    @field_validator("edge_public_url")
+    @classmethod
+    def _check_edge_url(cls, value: str | None) -> str | None:
+        if value and urlsplit(value).scheme not in ("ws", "wss"):
+            raise ValueError(f"expected ws(s)://host:port/path, got {value!r}")
+        return value or None
+
+    @field_validator("base_topic")
+    @classmethod
+    def _check_base(cls, value: str) -> str:
+        TopicTree(base=value)
+        return value
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        TopicTree(discovery_prefix=value)
+        return value
+
+    @field_validator("hub_id")
+    @classmethod
+    def _check_hub_id(cls, value: str) -> str:
+        return validate_id(value, what="hub id")
+
+    @field_validator("hub_share_group")
+    @classmethod
+    def _check_share_group(cls, value: str) -> str:
+        return validate_id(value, what="share group")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: str) -> str:
+        parse_api_keys(value)
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _check_language(cls, value: str) -> str:
+        if home_assistant_intents.get_intents(value) is None:
+            known = ", ".join(home_assistant_intents.get_languages())
+            raise ValueError(f"no intents for language {value!r} (case matters; known: {known})")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        if value.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError(f"expected debug, info, warning or error, got {value!r}")
+        return value.lower()
+
+    @property
+    def topics(self) -> TopicTree:
+        """The topic tree under :attr:`base_topic` and :attr:`discovery_prefix`."""
+        return TopicTree(base=self.base_topic, discovery_prefix=self.discovery_prefix)
+
+    @property
+    def api_key_roles(self) -> dict[str, ApiRole]:
+        """Each configured API key and its role."""
+        return parse_api_keys(self.api_keys)
+
+    def public_config(self) -> dict[str, object]:
+        """The settings safe to publish on ``bridge/info`` (no secrets, no keys)."""
+        return {
+            "base_topic": self.base_topic,
+            "discovery_prefix": self.discovery_prefix,
+            "discovery_enabled": self.discovery_enabled,
+            "hub_id": self.hub_id,
+            "hub_share_group": self.hub_share_group,
+            "hub_port": self.hub_port,
+            "language": self.language,
+            "device_binary_version": self.device_binary_version,
+            "config": str(self.config) if self.config else "demo",
+        }
+
+
+def load_hub_settings(**overrides: object) -> HubSettings:
+    """Read the environment (``overrides`` win); raise :class:`HubSettingsError` listing every
+    invalid field and the value it had.
+    """
+    try:
+        return HubSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            name = "_".join(str(p) for p in e["loc"]).upper()
+            message = e["msg"].removeprefix("Value error, ")
+            value = e.get("input")
+            shown = "<hidden>" if name in ("SECRET", "JWT_SECRET") else repr(value)
+            lines.append(f"  XIAOZHI_{name}={shown}: {message}")
+        raise HubSettingsError("invalid settings:\n" + "\n".join(lines)) from err
+
+
+def resolve_secret(settings: HubSettings) -> bytes:
+    """The token-signing secret: ``XIAOZHI_SECRET``, else ``<state_dir>/secret``, created with
+    mode 0600 on first run (concurrent first runs agree: the file is created exclusively).
+
+    Raises:
+        HubSettingsError: the secret file cannot be read or written, or is empty.
+    """
+    if settings.secret is not None and settings.secret.get_secret_value():
+        return settings.secret.get_secret_value().encode()
+    path = settings.state_dir / SECRET_FILE_NAME
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w", encoding="ascii") as file:
+                file.write(secrets.token_urlsafe(_SECRET_BYTES) + "\n")
+        value = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise HubSettingsError(
+            f"cannot read or create the secret file {path}: {err} "
+            "(set XIAOZHI_SECRET or XIAOZHI_STATE_DIR)"
+        ) from err
+    if not value:
+        raise HubSettingsError(f"the secret file {path} is empty: delete it or set XIAOZHI_SECRET")
+    return value.encode()
+
+
+def derive_jwt_secret(settings: HubSettings, secret: bytes) -> bytes:
+    """``XIAOZHI_JWT_SECRET``, else a key derived from the token secret (module docstring)."""
+    if settings.jwt_secret is not None and settings.jwt_secret.get_secret_value():
+        return settings.jwt_secret.get_secret_value().encode()
+    return hmac.new(secret, _JWT_LABEL, hashlib.sha256).digest()

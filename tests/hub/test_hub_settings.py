@@ -1,0 +1,99 @@
+"""Hub settings (every invalid one listed, secrets created once) and the ``xiaozhi hub`` CLI."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.hub.mqtt_watch import Watcher
+from xiaozhi_hub.cli import add_hub_parser, serve_hub
+from xiaozhi_hub.settings import (
+    ApiRole,
+    HubSettings,
+    HubSettingsError,
+    derive_jwt_secret,
+    load_hub_settings,
+    parse_api_keys,
+    resolve_secret,
+)
+
+
+def test_every_invalid_setting_is_listed_with_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XIAOZHI_MQTT_URL", "http://broker")
+    monkeypatch.setenv("XIAOZHI_HUB_PORT", "70000")
+    monkeypatch.setenv("XIAOZHI_API_KEYS", "good,bad:admin")
+    monkeypatch.setenv("XIAOZHI_LANGUAGE", "xx")
+    monkeypatch.setenv("XIAOZHI_BASE_TOPIC", "a/+/b")
+    monkeypatch.setenv("XIAOZHI_DEVICE_BINARY_VERSION", "4")
+    with pytest.raises(HubSettingsError) as caught:
+        load_hub_settings()
+    message = str(caught.value)
+    for line in (
+        "XIAOZHI_MQTT_URL='http://broker': expected mqtt://host[:port]",
+        "XIAOZHI_HUB_PORT='70000'",
+        "XIAOZHI_API_KEYS='good,bad:admin'",
+        "XIAOZHI_LANGUAGE='xx': no intents for language 'xx'",
+        "XIAOZHI_BASE_TOPIC='a/+/b'",
+        "XIAOZHI_DEVICE_BINARY_VERSION='4'",
+    ):
+        assert line in message
+
+
+def test_defaults_and_api_keys() -> None:
+    settings = HubSettings()
+    assert (settings.hub_host, settings.hub_port, settings.base_topic) == (
+        "0.0.0.0",
+        8003,
+        "xiaozhi",
+    )
+    assert settings.hub_id.startswith("hub-")
+    assert parse_api_keys(" a , b:read,c:write ,") == {
+        "a": ApiRole.WRITE,
+        "b": ApiRole.READ,
+        "c": ApiRole.WRITE,
+    }
+    with pytest.raises(ValueError, match="no key"):
+        parse_api_keys(":read")
+
+
+def test_the_secret_is_generated_once_with_mode_0600(tmp_path: Path) -> None:
+    settings = HubSettings(state_dir=tmp_path / "state", secret=None)
+    first = resolve_secret(settings)
+    path = tmp_path / "state" / "secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert resolve_secret(settings) == first
+    assert len(first) >= 32
+    explicit = HubSettings(state_dir=tmp_path / "other", secret="given")
+    assert resolve_secret(explicit) == b"given"
+    assert not (tmp_path / "other").exists()
+    assert derive_jwt_secret(settings, first) != first
+    assert derive_jwt_secret(HubSettings(jwt_secret="j"), first) == b"j"
+
+
+def test_the_cli_refuses_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_hub_parser(parser.add_subparsers())
+    args = parser.parse_args(["hub", "--mqtt-url", "http://nowhere", "--port", "0"])
+    assert args.func(args) == 2
+    assert "XIAOZHI_MQTT_URL='http://nowhere'" in capsys.readouterr().err
+
+
+async def test_serve_hub_runs_until_stopped_and_says_offline(
+    hub_settings: HubSettings, watcher: Watcher, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_hub(hub_settings, stop=stop))
+    await watcher.expect(hub_settings.topics.bridge_state(), lambda s: s["state"] == "online")
+    await watcher.expect(hub_settings.topics.bridge_info())
+    start = watcher.mark()
+    stop.set()
+    assert await task == 0
+    state = await watcher.expect(hub_settings.topics.bridge_state(), after=start)
+    assert state == {"state": "offline"}
+    out = capsys.readouterr().out
+    assert "hub       http://127.0.0.1:" in out
+    assert "stopped" in out

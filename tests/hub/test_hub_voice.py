@@ -1,0 +1,265 @@
+"""Voice commands through a real Mosquitto: intent → action on the right topic → response.
+
+Each demo phrase is published as a ``VoiceCommandEvent`` on ``xiaozhi/events/voice_command``,
+as an edge does; the hub must act through the entity's binding (virtual state, a zigbee2mqtt
+``…/set``, a device command, a Home Assistant REST call) and answer the speaking device with
+a ``respond`` command on its own command topic.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.hub.fake_home_assistant import FakeHomeAssistant
+from tests.hub.mqtt_watch import Watcher
+from xiaozhi.payloads import VoiceCommandEvent
+from xiaozhi_hub.home import DEMO_HOME_PATH
+from xiaozhi_hub.service import HubService
+from xiaozhi_hub.settings import HubSettings
+
+_ids = itertools.count()
+
+
+def say(watcher: Watcher, hub: HubService, text: str, device_id: str, **extra: Any) -> str:
+    """Publish what a device heard, as the edge does; returns the message id."""
+    message_id = extra.pop("message_id", f"vc-{next(_ids)}")
+    event = VoiceCommandEvent(
+        device_id=device_id,
+        command=text,
+        confidence=0.93,
+        language="en",
+        message_id=message_id,
+        transport="websocket",
+        **extra,
+    )
+    watcher.publish(hub.topics.voice_command_events(), event.to_wire())
+    return message_id
+
+
+async def respond_to(
+    watcher: Watcher, hub: HubService, device_id: str, message_id: str
+) -> dict[str, Any]:
+    command = await watcher.expect(
+        hub.topics.command(device_id),
+        lambda m: m["command"] == "respond" and m.get("message_id") == message_id,
+    )
+    assert command["device_id"] == device_id
+    return command["parameters"]
+
+
+def events(watcher: Watcher, hub: HubService, device_id: str, message_id: str) -> list[dict]:
+    return [
+        e
+        for e in watcher.json(hub.topics.device_events(device_id))
+        if e.get("message_id") == message_id
+    ]
+
+
+async def test_a_virtual_light_changes_state_and_the_device_is_answered(
+    hub: HubService, watcher: Watcher
+) -> None:
+    message_id = say(watcher, hub, "turn on the living room light", "demo_living_room")
+    answer = await respond_to(watcher, hub, "demo_living_room", message_id)
+    assert answer == {
+        "text": "Turning on the living room light.",
+        "stt": "turn on the living room light",
+        "actions": [
+            {
+                "type": "homeassistant",
+                "action": "turn_on",
+                "entity_id": "light.living_room",
+                "parameters": {},
+            }
+        ],
+    }
+    assert hub.states["light.living_room"]["state"] == "on"
+    response = await watcher.expect(
+        hub.topics.device_events("demo_living_room"),
+        lambda e: e["event_type"] == "response" and e["message_id"] == message_id,
+    )
+    assert response["intent"] == "HassTurnOn"
+    assert response["executed"] is True
+    kinds = [e["event_type"] for e in events(watcher, hub, "demo_living_room", message_id)]
+    assert kinds == ["action", "action_result", "response"]
+    [result] = [
+        e
+        for e in events(watcher, hub, "demo_living_room", message_id)
+        if e["event_type"] == "action_result"
+    ]
+    assert result["status"] == "ok"
+    assert result["executor"] == "virtual"
+    assert result["result"] == {"state": {"state": "on"}}
+
+
+DEVICE_PHRASES = [
+    # text, speaking device, topic ("cmd:<device>" or a literal), expected payload subset
+    (
+        "turn off the kitchen lights",
+        "demo_living_room",
+        "zigbee2mqtt/kitchen_light/set",
+        {"state": "OFF"},
+    ),
+    (
+        "set the kitchen brightness to 50%",
+        "demo_living_room",
+        "zigbee2mqtt/kitchen_light/set",
+        {"state": "ON", "brightness": 127},
+    ),
+    (
+        "set volume to 80",
+        "demo_kitchen",
+        "cmd:demo_kitchen",
+        {"command": "set_volume", "parameters": {"volume": 80}, "device_id": "demo_kitchen"},
+    ),
+    (
+        "turn on the office light",
+        "demo_kitchen",
+        "cmd:demo_office",
+        {"command": "led", "parameters": {"on": True}, "device_id": "demo_office"},
+    ),
+]
+
+
+@pytest.mark.parametrize("case", DEVICE_PHRASES, ids=[c[0] for c in DEVICE_PHRASES])
+async def test_bound_entities_act_on_their_topic(
+    hub: HubService, watcher: Watcher, case: tuple[str, str, str, dict[str, Any]]
+) -> None:
+    text, device, where, expected = case
+    topic = hub.topics.command(where[4:]) if where.startswith("cmd:") else where
+    start = watcher.mark()
+    message_id = say(watcher, hub, text, device)
+    acted = await watcher.expect(
+        topic,
+        lambda m: all(m.get(k) == v for k, v in expected.items()),
+        after=start,
+    )
+    if where.startswith("cmd:"):
+        assert acted["message_id"] == f"{message_id}-1"  # names the voice command
+    answer = await respond_to(watcher, hub, device, message_id)
+    assert answer["stt"] == text
+    assert len(answer["actions"]) == 1
+
+
+async def test_questions_and_the_other_demo_phrases(hub: HubService, watcher: Watcher) -> None:
+    cases = [
+        ("set the bedroom brightness to 50%", "Setting the bedroom light to 50% brightness."),
+        ("what is the temperature in the office", "The office is 21 degrees."),
+        ("lock the front door", "Locking the front door."),
+        ("turn on the light", "Turning on the living room light."),
+    ]
+    ids = [(say(watcher, hub, text, "demo_living_room"), reply) for text, reply in cases]
+    for message_id, reply in ids:
+        answer = await respond_to(watcher, hub, "demo_living_room", message_id)
+        assert answer["text"] == reply
+    assert hub.states["light.bedroom"] == {"state": "on", "brightness": 128}
+    assert hub.states["lock.front_door"]["state"] == "locked"
+
+
+async def test_an_unknown_name_is_answered_and_nothing_runs(
+    hub: HubService, watcher: Watcher
+) -> None:
+    before = dict(hub.states)
+    message_id = say(watcher, hub, "turn on the garage light", "demo_kitchen")
+    answer = await respond_to(watcher, hub, "demo_kitchen", message_id)
+    assert answer == {
+        "text": "I don't know a device called garage light.",
+        "stt": "turn on the garage light",
+        "actions": [],
+    }
+    response = await watcher.expect(
+        hub.topics.device_events("demo_kitchen"),
+        lambda e: e["event_type"] == "response" and e["message_id"] == message_id,
+    )
+    assert (response["executed"], response["error"]) == (False, "unknown_name")
+    kinds = [e["event_type"] for e in events(watcher, hub, "demo_kitchen", message_id)]
+    assert kinds == ["response"]  # no action events
+    assert hub.states == before
+
+
+async def test_bad_voice_events_are_refused_and_counted(hub: HubService, watcher: Watcher) -> None:
+    topic = hub.topics.voice_command_events()
+    watcher.publish(topic, b"not json")
+    watcher.publish(topic, {"event_type": "voice_command", "device_id": "Bad/Id"})
+    message_id = say(watcher, hub, "lock the front door", "demo_office")
+    await respond_to(watcher, hub, "demo_office", message_id)
+    text = hub.metrics.exposition().decode()
+    assert 'xiaozhi_hub_voice_commands_total{outcome="invalid"} 2.0' in text
+    assert 'xiaozhi_hub_voice_commands_total{outcome="executed"} 1.0' in text
+
+
+async def test_a_redelivered_voice_command_is_handled_once(
+    hub: HubService, watcher: Watcher
+) -> None:
+    first = say(watcher, hub, "lock the front door", "demo_office", message_id="same-id")
+    say(watcher, hub, "lock the front door", "demo_office", message_id="same-id")
+    marker = say(watcher, hub, "turn on the light", "demo_office")
+    await respond_to(watcher, hub, "demo_office", marker)
+    responds = [
+        m
+        for m in watcher.json(hub.topics.command("demo_office"))
+        if m["command"] == "respond" and m["message_id"] == first
+    ]
+    assert len(responds) == 1
+
+
+@pytest.fixture
+async def fake_ha() -> AsyncIterator[FakeHomeAssistant]:
+    async with FakeHomeAssistant(token="ha-long-lived").running() as fake:
+        yield fake
+
+
+@pytest.fixture
+def coffee_home(tmp_path: Path, fake_ha: FakeHomeAssistant) -> Path:
+    """The demo home plus a switch bound to the fake Home Assistant."""
+    data = yaml.safe_load(DEMO_HOME_PATH.read_text(encoding="utf-8"))
+    data["entities"].append(
+        {
+            "entity_id": "switch.coffee_maker",
+            "name": "coffee maker",
+            "area": "kitchen",
+            "binding": {
+                "type": "homeassistant",
+                "base_url": fake_ha.url,
+                "token_env": "TEST_HA_TOKEN",
+            },
+        }
+    )
+    path = tmp_path / "home.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+async def test_home_assistant_binding_calls_the_rest_api_with_the_token(
+    hub_settings: HubSettings, watcher: Watcher, coffee_home: Path, fake_ha: FakeHomeAssistant
+) -> None:
+    """Also the real start path: XIAOZHI_CONFIG read, intents loaded and warmed in a thread."""
+    settings = hub_settings.model_copy(update={"config": coffee_home})
+    environ = {"TEST_HA_TOKEN": "ha-long-lived"}
+    service = HubService(settings, environ=environ)
+    await service.start()
+    try:
+        message_id = say(watcher, service, "turn on the coffee maker", "demo_kitchen")
+        answer = await respond_to(watcher, service, "demo_kitchen", message_id)
+        [call] = await fake_ha.wait_for_calls(1)
+        assert (call.domain, call.service, call.authorized) == ("switch", "turn_on", True)
+        assert call.body == {"entity_id": "switch.coffee_maker"}
+        assert answer["text"] == "Turning on the coffee maker."
+
+        environ["TEST_HA_TOKEN"] = "wrong"  # Home Assistant refuses it: reported
+        message_id = say(watcher, service, "turn off the coffee maker", "demo_kitchen")
+        answer = await respond_to(watcher, service, "demo_kitchen", message_id)
+        assert answer["text"] == "Sorry, that didn't work."
+        result = await watcher.expect(
+            service.topics.device_events("demo_kitchen"),
+            lambda e: e["event_type"] == "action_result" and e["message_id"] == message_id,
+        )
+        assert result["status"] == "error"
+        assert result["error"] == "Home Assistant answered HTTP 401"
+    finally:
+        await service.stop()

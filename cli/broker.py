@@ -150,6 +150,9 @@ class ManagedMosquitto:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
+            # Its own session: a Ctrl-C at the terminal goes to `up`, which stops the broker
+            # last, after the hub and edge have published their offline state through it.
+            start_new_session=True,
         )
         threading.Thread(
             target=self._drain, args=(self._process,), name="mosquitto-log", daemon=True

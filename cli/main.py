@@ -1,7 +1,8 @@
 """`xiaozhi`: the one console script. Each sub-command starts one component.
 
-- `xiaozhi up`: the whole system on one machine (today: the broker; the edge, hub and
-  simulated devices join it as they land).
+- `xiaozhi up`: the whole system on one machine: a managed Mosquitto (or XIAOZHI_MQTT_URL),
+  the hub, one edge, and three simulated devices, with a line per voice command.
+- `xiaozhi edge`, `xiaozhi hub`, `xiaozhi sim ...`: one component each.
 - `xiaozhi bench CASE`: benchmarks; figures printed and written as JSON under bench/results/.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import secrets
 import signal
 import socket
 import sys
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 
 from xiaozhi_cli.broker import BrokerStartError, ManagedMosquitto
 from xiaozhi_cli.settings import SettingsError, UpSettings, load_settings, parse_mqtt_url
+from xiaozhi_hub.service import HubStartError
 
 __all__ = ["main"]
 
@@ -54,25 +58,89 @@ def _install_stop_handlers() -> asyncio.Event:
     return stop
 
 
+def _api_key(settings: UpSettings) -> str:
+    """XIAOZHI_API_KEYS when set, else a key generated once and kept in the state dir."""
+    if os.environ.get("XIAOZHI_API_KEYS"):
+        return os.environ["XIAOZHI_API_KEYS"]
+    path = settings.state_dir / "api_key"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24) + "\n", encoding="ascii")
+        path.chmod(0o600)
+    return path.read_text(encoding="ascii").strip()
+
+
 async def _run_up(settings: UpSettings) -> int:
+    """Broker, edge, hub, console and demo devices, in that order; stopped in reverse."""
+    from xiaozhi.topics import TopicTree
+    from xiaozhi_cli.console import Console
+    from xiaozhi_edge.server import EdgeServer
+    from xiaozhi_edge.settings import load_edge_settings
+    from xiaozhi_hub.http import run_hub
+    from xiaozhi_hub.settings import load_hub_settings, resolve_secret
+    from xiaozhi_sim.fleet import demo_fleet
+    from xiaozhi_sim.settings import SimSettings
+
     stop = _install_stop_handlers()
-    broker: ManagedMosquitto | None = None
-    if settings.mqtt_url:
-        _check_reachable(settings.mqtt_url)
-        _say(f"broker    {settings.mqtt_url} (external, XIAOZHI_MQTT_URL)")
-    else:
-        broker = ManagedMosquitto(
-            settings.state_dir / "mosquitto", port=settings.broker_port, host=settings.broker_host
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.mqtt_url:
+            _check_reachable(settings.mqtt_url)
+            url = settings.mqtt_url
+            _say(f"broker    {url} (external, XIAOZHI_MQTT_URL)")
+        else:
+            broker = ManagedMosquitto(
+                settings.state_dir / "mosquitto",
+                port=settings.broker_port,
+                host=settings.broker_host,
+            )
+            broker.start()
+            stack.callback(broker.stop)
+            url = broker.url
+            _say(f"broker    {url} (managed mosquitto, pid {broker.pid})")
+
+        api_key = _api_key(settings)
+        hub_settings = load_hub_settings().model_copy(
+            update={"mqtt_url": url, "state_dir": settings.state_dir, "api_keys": api_key}
         )
-        broker.start()
-        _say(f"broker    {broker.url} (managed mosquitto, pid {broker.pid})")
-    _say("ready     press Ctrl-C to stop")
-    try:
+        secret = resolve_secret(hub_settings).decode()
+        # `up` is for trying things out: open device auth unless asked otherwise (a warning
+        # is logged); the edge checks tokens with the hub's secret when it is `token`.
+        auth = {} if "XIAOZHI_DEVICE_AUTH" in os.environ else {"device_auth": "open"}
+        edge_settings = load_edge_settings(
+            mqtt_url=url, state_dir=settings.state_dir, secret=secret, **auth
+        )
+        edge = EdgeServer(edge_settings)
+        await edge.start()
+        stack.push_async_callback(edge.stop)
+        ws_url = f"ws://127.0.0.1:{edge.port}/xiaozhi/v1/"
+        _say(f"edge      {ws_url} (devices), http://127.0.0.1:{edge.port}/stats")
+
+        # the setup endpoint hands devices the edge's real port
+        hub_settings = hub_settings.model_copy(update={"edge_port": edge.port})
+        hub = await stack.enter_async_context(run_hub(hub_settings))
+        hub_url = f"http://127.0.0.1:{hub.port}"
+        _say(f"hub       {hub_url}/ (dashboard), {hub_url}/api/v1/ (REST, X-API-Key: {api_key})")
+        _say(f"setup     {hub_url}/xiaozhi/ota/ (point a real device's OTA URL here)")
+
+        console = Console(url, say=_say, topics=TopicTree(base=hub_settings.base_topic))
+        await console.start()
+        stack.push_async_callback(console.stop)
+
+        if settings.demo_devices:
+            sim_settings = SimSettings(
+                mqtt_url=url, sim_ws_url=ws_url, sim_ota_url=f"{hub_url}/xiaozhi/ota/"
+            )
+            fleet = demo_fleet(sim_settings, say_every=settings.demo_say_every_seconds)
+            await fleet.start()
+            stack.push_async_callback(fleet.stop)
+            _say(
+                f"devices   {len(fleet.devices)} simulated (WS v1, WS v3, MQTT), each speaking "
+                f"every {settings.demo_say_every_seconds:g} s"
+            )
+        _say("watch     mosquitto_sub -v -t 'xiaozhi/#' " + f"-p {url.rsplit(':', 1)[-1]}")
+        _say("ready     press Ctrl-C to stop")
         await stop.wait()
-    finally:
         _say("stopping")
-        if broker is not None:
-            broker.stop()
     _say("stopped")
     return 0
 
@@ -81,7 +149,8 @@ def _cmd_up(_: argparse.Namespace) -> int:
     try:
         settings = load_settings()
         return asyncio.run(_run_up(settings))
-    except (SettingsError, BrokerStartError) as err:
+    except (SettingsError, BrokerStartError, HubStartError, ValueError, OSError) as err:
+        # ValueError covers every component's settings and home-file errors; OSError a port
         print(f"xiaozhi up: {err}", file=sys.stderr)
         return 2
 

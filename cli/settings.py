@@ -47,7 +47,14 @@ class UpSettings(BaseSettings):
         "no passwords, so expose it on purpose (0.0.0.0) only on a trusted network.",
     )
     state_dir: Path = Field(
-        default=Path("var"), description="Where runtime state lives (broker persistence)."
+        default=Path("var"),
+        description="Where runtime state lives: broker persistence, the secret, the API key.",
+    )
+    demo_devices: bool = Field(
+        default=True, description="Start three simulated devices (WS v1, WS v3, MQTT)."
+    )
+    demo_say_every_seconds: float = Field(
+        default=20.0, gt=0, description="How often each demo device says a demo phrase."
     )
 
     @field_validator("mqtt_url")

@@ -110,9 +110,11 @@ def fleet_specs(
 def demo_specs() -> list[DeviceSpec]:
     """The three devices ``xiaozhi up`` shows: WS v1, WS v3, MQTT (group ``demo``)."""
     return [
-        DeviceSpec("ws", binary_version=1, name="demo-ws-v1"),
-        DeviceSpec("ws", binary_version=3, name="demo-ws-v3"),
-        DeviceSpec("mqtt", name="demo-mqtt", groups=("demo",)),
+        # The ids are the demo home's devices (hub/demo_home.yaml), so each has an area:
+        # "set volume to 80" then means this speaker, "turn on the light" this room.
+        DeviceSpec("ws", binary_version=1, name="demo-ws-v1", device_id="demo_living_room"),
+        DeviceSpec("ws", binary_version=3, name="demo-ws-v3", device_id="demo_kitchen"),
+        DeviceSpec("mqtt", name="demo-mqtt", device_id="demo_office", groups=("all_speakers",)),
     ]
 
 

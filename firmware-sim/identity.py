@@ -75,6 +75,15 @@ class DeviceIdentity:
         validate_device_id(self.device_id)
 
     @property
+    def header_device_id(self) -> str:
+        """What goes in ``Device-Id``: the MAC, as real firmware sends it (reference 1.2), or
+        the id this device was given instead of its MAC (the demo's ``demo_kitchen``), so
+        the edge and the hub know it by that id."""
+        if self.device_id == normalize_device_id(self.mac):
+            return self.mac
+        return self.device_id
+
+    @property
     def user_agent(self) -> str:
         """``<BOARD_NAME>/<fw version>`` (reference section 3.1)."""
         return f"{self.board}/{self.firmware_version}"

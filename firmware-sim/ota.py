@@ -64,7 +64,7 @@ def ota_request(identity: DeviceIdentity) -> tuple[dict[str, str], bytes]:
     """
     headers = {
         "Activation-Version": "1",
-        "Device-Id": identity.mac,
+        "Device-Id": identity.header_device_id,
         "Client-Id": identity.client_id,
         "User-Agent": identity.user_agent,
         "Accept-Language": identity.language,

@@ -190,7 +190,7 @@ def handshake_headers(identity: DeviceIdentity, *, token: str, version: int) -> 
     """
     headers = {
         "Protocol-Version": str(version),
-        "Device-Id": identity.mac,
+        "Device-Id": identity.header_device_id,
         "Client-Id": identity.client_id,
     }
     if token:

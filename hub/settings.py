@@ -153,7 +153,12 @@ class HubSettings(BaseSettings):
         description="Device WebSocket URL the OTA endpoint hands out. "
         "Unset: ws://<host the device used>:<edge_port>/xiaozhi/v1/.",
     )
-    edge_port: int = Field(default=8000, ge=1, le=65535, description="The edge's port.")
+    edge_port: int = Field(
+        default=8000,
+        ge=0,
+        le=65535,
+        description="The edge's port (0: an edge on a free port; `xiaozhi up` sets the real one).",
+    )
     device_binary_version: int = Field(
         default=1, ge=1, le=3, description="Binary protocol version the OTA endpoint assigns."
     )

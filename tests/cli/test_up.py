@@ -21,7 +21,15 @@ XIAOZHI = shutil.which("xiaozhi") or str(Path(sys.executable).with_name("xiaozhi
 
 
 def _env(**extra: str) -> dict[str, str]:
+    """A clean environment: every port free (no fixed 8000/8003), no demo devices."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XIAOZHI_")}
+    env.update(
+        XIAOZHI_EDGE_PORT=str(free_port()),
+        XIAOZHI_HUB_PORT=str(free_port()),
+        XIAOZHI_EDGE_HOST="127.0.0.1",
+        XIAOZHI_HUB_HOST="127.0.0.1",
+        XIAOZHI_DEMO_DEVICES="false",
+    )
     env.update(extra)
     return env
 

@@ -77,7 +77,10 @@ async def test_demo_fleet_for_xiaozhi_up(sim_settings: SimSettings) -> None:
         assert fleet.expected == 1
         assert await fleet.wait_connected(10)
         assert isinstance(fleet.devices[2], MqttDevice)
-        assert fleet.devices[2].groups == ("demo",)
+        assert fleet.devices[2].groups == ("all_speakers",)
+        # the demo home's devices, so the hub knows each one's room
+        ids = [d.device_id for d in fleet.devices]
+        assert ids == ["demo_living_room", "demo_kitchen", "demo_office"]
         assert isinstance(fleet.devices[0], WsDevice)
     finally:
         await fleet.stop()

@@ -963,7 +963,7 @@ class DeviceSession:
             if not text:
                 return
             if _normalize_phrase(text) in self.wake_words:
-                self._publish_event("wake_word", wall, out, wake_word=text)
+                self._publish_event(str(EventType.WAKE_WORD), wall, out, wake_word=text)
             else:
                 # A typed command (reference §6.5): routed like recognised speech.
                 self._voice_command(
@@ -1012,7 +1012,7 @@ class DeviceSession:
     def _finish_utterance(self, utterance: Utterance, wall: str, out: list[Output]) -> None:
         self.counters.utterances += 1
         self._publish_event(
-            "utterance",
+            str(EventType.UTTERANCE),
             wall,
             out,
             source="opus",
@@ -1031,7 +1031,7 @@ class DeviceSession:
         # Stop at once, then exactly one `tts stop` (reference §5.1, §6.4; outputs docstring).
         out.append(StopAudio())
         out.append(SendText(Tts(session_id=self.session_id, state=TtsState.STOP).to_text()))
-        self._publish_event("abort", wall, out, reason=message.reason)
+        self._publish_event(str(EventType.ABORT), wall, out, reason=message.reason)
 
     def _on_mcp(self, message: Mcp, now: float, wall: str, out: list[Output]) -> None:
         event = self._mcp.on_response(message.payload, now)
@@ -1046,7 +1046,9 @@ class DeviceSession:
             case McpToolsListed():
                 self._send_mcp(event.followup, out)
                 if event.complete:
-                    self._publish_event("mcp_tools", wall, out, tools=sorted(self._mcp.tools))
+                    self._publish_event(
+                        str(EventType.MCP_TOOLS), wall, out, tools=sorted(self._mcp.tools)
+                    )
             case McpCallResult() | McpRequestFailed():
                 self._on_mcp_failure(event, wall, out, timed_out=False)
             case McpIgnored():
@@ -1178,7 +1180,7 @@ class DeviceSession:
         duration_ms = len(pcm) * 1000 // fmt.byte_rate
         self.counters.utterances += 1
         self._publish_event(
-            "utterance",
+            str(EventType.UTTERANCE),
             wall,
             out,
             source="audio_data",

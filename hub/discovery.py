@@ -64,6 +64,10 @@ DEVICE_EVENT_TYPES = (
     EventType.ACTION_RESULT.value,
     EventType.COMMAND_RESULT.value,
     EventType.ERROR.value,
+    EventType.UTTERANCE.value,
+    EventType.WAKE_WORD.value,
+    EventType.ABORT.value,
+    EventType.MCP_TOOLS.value,
 )
 """Every ``event_type`` published on ``xiaozhi/events/{device_id}``: HA drops (with a warning)
 an event whose type is not listed, so publish no other type on that topic."""

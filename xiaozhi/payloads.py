@@ -89,6 +89,10 @@ class EventType(enum.StrEnum):
     ACTION_RESULT = "action_result"
     COMMAND_RESULT = "command_result"  # a device's answer to a command
     ERROR = "error"
+    UTTERANCE = "utterance"  # the edge buffered one utterance of speech (PCM, no ASR yet)
+    WAKE_WORD = "wake_word"  # the device heard its wake word
+    ABORT = "abort"  # the device interrupted what it was saying
+    MCP_TOOLS = "mcp_tools"  # the tools a firmware device announced over MCP
     DEVICE_CONNECTED = "device_connected"
     DEVICE_DISCONNECTED = "device_disconnected"
 

@@ -40,7 +40,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from xiaozhi import jsonutil
 from xiaozhi.binary import SUPPORTED_VERSIONS, FrameType, decode_frame, encode_opus
 from xiaozhi.commands import (
     MCP_TOOL_FOR_COMMAND,
@@ -69,6 +68,7 @@ from xiaozhi.messages import (
     Alert,
     AudioDataMessage,
     AudioParams,
+    CommandMessage,
     DeviceHello,
     DeviceMessage,
     DeviceRegisterMessage,
@@ -81,6 +81,7 @@ from xiaozhi.messages import (
     Llm,
     Mcp,
     PingMessage,
+    PongMessage,
     ResponseData,
     ResponseMessage,
     SensorMessage,
@@ -1105,10 +1106,8 @@ class DeviceSession:
             if value is not None:
                 self._telemetry[name] = value
         out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
-        pong = {"type": "pong", "timestamp": wall, "device_id": self.device_id}
-        if message.message_id is not None:
-            pong["message_id"] = message.message_id
-        out.append(SendText(jsonutil.dumps_text(pong)))
+        pong = PongMessage(timestamp=wall, device_id=self.device_id, message_id=message.message_id)
+        out.append(SendText(pong.to_text()))
 
     def _on_voice_command_message(
         self, message: VoiceCommandMessage, wall: str, out: list[Output]
@@ -1364,18 +1363,14 @@ class DeviceSession:
                 data=data, timestamp=wall, device_id=self.device_id, message_id=command.message_id
             ).to_text()
         else:
-            envelope: dict[str, Any] = {
-                "type": "command",
-                "data": {
-                    "command": command.command,
-                    "parameters": command.parameters,
-                    "message_id": command.message_id,
-                },
-                "timestamp": wall,
-                "device_id": self.device_id,
-                "message_id": command.message_id,
-            }
-            text = jsonutil.dumps_text(envelope)
+            data = CommandPayload(
+                command=command.command,
+                parameters=command.parameters,
+                message_id=command.message_id,
+            )
+            text = CommandMessage(
+                data=data, timestamp=wall, device_id=self.device_id, message_id=command.message_id
+            ).to_text()
         out.append(SendText(text))
         self._delivered(command, wall, out)
 

@@ -41,6 +41,7 @@ from xiaozhi.messages import (
     AbortReason,
     Alert,
     AudioParams,
+    CommandMessage,
     DeviceHello,
     DeviceRegisterData,
     DeviceRegisterMessage,
@@ -159,10 +160,10 @@ class ChannelTimeout:
 
 @dataclass(frozen=True, slots=True)
 class CommandReceived:
-    """Seed client: the edge's ``{"type":"command","data":{command,parameters,message_id}}``
-    (docs/edge.md, commands for seed-style devices); ``data`` is a command payload to run."""
+    """Seed client: the edge's ``command`` envelope (docs/edge.md, commands for seed-style
+    devices); ``envelope.data`` is the command payload to run."""
 
-    envelope: dict[str, Any]
+    envelope: CommandMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -633,18 +634,12 @@ class SeedSession(_Session):
         self.last_incoming = now
         self.messages_in += 1
         try:
-            obj = jsonutil.loads_object(text)
-            if obj.get("type") == "pong":
-                self._events.append(MessageReceived(obj))
-                return
-            if obj.get("type") == "command":
-                if not isinstance(obj.get("data"), dict):
-                    raise InvalidMessage("command envelope without a data object", field="data")
-                self._events.append(CommandReceived(obj))
-                return
             message = parse_server_message(text)
         except WireError as err:
             self._refused(err, "text frame")
+            return
+        if isinstance(message, CommandMessage):
+            self._events.append(CommandReceived(message))
             return
         if isinstance(message, ResponseMessage):
             self.model.last_response = message.data.text

@@ -35,7 +35,7 @@ from xiaozhi import jsonutil
 from xiaozhi._validation import WireModel
 from xiaozhi.binary import V2_HEADER, V3_HEADER, BinaryVersion, FrameType, encode_opus
 from xiaozhi.errors import WireError
-from xiaozhi.messages import DeviceHello, Features, ListenMode, Transport
+from xiaozhi.messages import CommandMessage, DeviceHello, Features, ListenMode, Transport
 from xiaozhi.payloads import DeviceTransport
 from xiaozhi_sim.audio import FRAME_MS, MicrophoneEncoder, TtsRecorder, load_microphone_wav
 from xiaozhi_sim.backoff import Backoff
@@ -382,11 +382,11 @@ class WsDevice(SimulatedDevice):
                     self.log.info("device_reboot_requested")
         await self._flush()
 
-    def _run_command(self, envelope: dict[str, Any]) -> None:
+    def _run_command(self, envelope: CommandMessage) -> None:
         """Seed flavour: run the edge's ``command`` envelope as the MQTT device runs a command.
         The edge reports the delivery itself; over WS the outcome is only logged."""
-        self._record("command", envelope)
-        execution = self.executor.execute(jsonutil.dumps(envelope["data"]), timestamp=iso_now())
+        self._record("command", envelope.to_json_dict())
+        execution = self.executor.execute(envelope.data.to_wire(), timestamp=iso_now())
         if execution is None:
             return  # a repeat of a command already run
         if not execution.ok:

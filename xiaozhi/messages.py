@@ -30,7 +30,7 @@ from pydantic import ConfigDict, Field
 from xiaozhi import jsonutil
 from xiaozhi._validation import Number, Opt, Scalar, WireModel, validate_model
 from xiaozhi.errors import InvalidMessage, MissingField, UnknownMessageType, WireError
-from xiaozhi.payloads import Action, SensorType
+from xiaozhi.payloads import Action, CommandPayload, SensorType
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -44,6 +44,7 @@ __all__ = [
     "AudioDataMessage",
     "AudioFormat",
     "AudioParams",
+    "CommandMessage",
     "Custom",
     "DeviceHello",
     "DeviceMessage",
@@ -62,6 +63,7 @@ __all__ = [
     "MessageType",
     "PingData",
     "PingMessage",
+    "PongMessage",
     "ResponseData",
     "ResponseMessage",
     "SensorData",
@@ -114,6 +116,9 @@ class MessageType(enum.StrEnum):
     ERROR = "error"
     PING = "ping"
     SENSOR = "sensor"
+    # what the edge sends seed-style devices beyond seed 003 (docs/edge.md)
+    PONG = "pong"
+    COMMAND = "command"
 
 
 class Transport(enum.StrEnum):
@@ -484,6 +489,29 @@ class PingMessage(_Envelope):
     data: PingData
 
 
+class PongMessage(WireModel):
+    """``pong``: the edge's answer to a seed ``ping``, echoing its ``message_id``.
+
+    Not in seed 003, whose client ignores types it does not know; it has no ``data``.
+    """
+
+    type: Literal["pong"] = "pong"
+    timestamp: Opt[str] = None
+    device_id: Opt[str] = None
+    message_id: Opt[str] = None
+
+
+class CommandMessage(_Envelope):
+    """``command``: a command from the topic tree delivered to a seed-style device.
+
+    ``data`` is the :class:`~xiaozhi.payloads.CommandPayload` as published (design.md §5);
+    the device runs it (:mod:`xiaozhi.commands`), the edge publishes the result.
+    """
+
+    type: Literal["command"] = "command"
+    data: CommandPayload
+
+
 class SensorData(WireModel):
     """``sensor`` data: seed 003's MQTT "Sensor Message" carried over WebSocket (design.md §4).
 
@@ -565,6 +593,8 @@ ServerMessage: TypeAlias = (
     | ResponseMessage
     | ErrorMessage
     | Goodbye
+    | PongMessage
+    | CommandMessage
 )
 """What a device receives from a server."""
 
@@ -596,6 +626,8 @@ SERVER_MESSAGE_TYPES: dict[str, type[ServerMessage]] = {
     MessageType.RESPONSE: ResponseMessage,
     MessageType.ERROR: ErrorMessage,
     MessageType.GOODBYE: Goodbye,
+    MessageType.PONG: PongMessage,
+    MessageType.COMMAND: CommandMessage,
 }
 """``type`` → model for :func:`parse_server_message`."""
 

@@ -186,11 +186,13 @@ async def test_faults_on_mqtt(
 async def test_reconnect_with_backoff_then_give_up(tmp_path: Path, device_name: str) -> None:
     broker = ManagedMosquitto(tmp_path / "broker")
     broker.start()
+    # 4 attempts over ~3 s: wide enough that a broker restart on a loaded machine fits in
+    # the window, short enough that giving up after the second kill is quick.
     settings = SimSettings(
         mqtt_url=broker.url,
-        sim_reconnect_delay_seconds=0.05,
-        sim_reconnect_max_delay_seconds=0.2,
-        sim_reconnect_attempts=3,
+        sim_reconnect_delay_seconds=0.3,
+        sim_reconnect_max_delay_seconds=1.0,
+        sim_reconnect_attempts=4,
     )
     paho = PahoAsyncio()
     device = MqttDevice(make_identity(name=device_name), settings, paho=paho)

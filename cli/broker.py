@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -35,6 +36,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_CONFIG = REPO_ROOT / "mosquitto" / "dev.conf"
 _READY_MARK = " running"  # "mosquitto version 2.0.11 running"
 _LOG_LINES_KEPT = 200
+
+
+@dataclass(slots=True)
+class _Readiness:
+    """One start's outcome: `event` wakes `start()`; `up` says Mosquitto reported running
+    (an EOF alone proves nothing)."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    up: bool = False
 
 
 class BrokerStartError(RuntimeError):
@@ -99,8 +109,6 @@ class ManagedMosquitto:
         self.config = config
         self.log: collections.deque[str] = collections.deque(maxlen=_LOG_LINES_KEPT)
         self._process: subprocess.Popen[str] | None = None
-        self._ready = threading.Event()  # wakes start(): the broker is up, or it has exited
-        self._up = False  # Mosquitto said it is running (EOF alone proves nothing)
 
     @property
     def url(self) -> str:
@@ -141,8 +149,6 @@ class ManagedMosquitto:
             return
         binary = find_mosquitto()
         config_path = self.write_config()
-        self._ready.clear()
-        self._up = False
         self.log.clear()
         self._process = subprocess.Popen(
             _die_with_parent([binary, "-c", str(config_path)]),
@@ -154,10 +160,13 @@ class ManagedMosquitto:
             # last, after the hub and edge have published their offline state through it.
             start_new_session=True,
         )
+        # Readiness belongs to this start: a killed predecessor's log thread, reaching its EOF
+        # later, must not wake this one.
+        readiness = _Readiness()
         threading.Thread(
-            target=self._drain, args=(self._process,), name="mosquitto-log", daemon=True
+            target=self._drain, args=(self._process, readiness), name="mosquitto-log", daemon=True
         ).start()
-        if not self._ready.wait(timeout) or not self._up or not self.running:
+        if not readiness.event.wait(timeout) or not readiness.up or not self.running:
             self.stop()
             tail = "\n".join(list(self.log)[-15:])
             raise BrokerStartError(
@@ -165,17 +174,18 @@ class ManagedMosquitto:
                 f" (port taken? set XIAOZHI_BROKER_PORT). Its log:\n{tail}"
             )
 
-    def _drain(self, process: subprocess.Popen[str]) -> None:
+    def _drain(self, process: subprocess.Popen[str], readiness: _Readiness) -> None:
         assert process.stdout is not None
         for line in process.stdout:
-            self.log.append(line.rstrip())
+            if self._process is process:
+                self.log.append(line.rstrip())
             if _READY_MARK in line and "version" in line:
-                self._up = True
-                self._ready.set()
+                readiness.up = True
+                readiness.event.set()
         # EOF comes a moment before the exit can be reaped: reap first, so that a waiter
         # woken here sees a broker that is not running.
         process.wait()
-        self._ready.set()
+        readiness.event.set()
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """Stop the broker cleanly (SIGTERM, then SIGKILL after `timeout`); return its exit code."""

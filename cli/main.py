@@ -18,8 +18,9 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from xiaozhi.config import parse_mqtt_url
 from xiaozhi_cli.broker import BrokerStartError, ManagedMosquitto
-from xiaozhi_cli.settings import SettingsError, UpSettings, load_settings, parse_mqtt_url
+from xiaozhi_cli.settings import SettingsError, UpSettings, load_settings
 from xiaozhi_hub.service import HubStartError
 
 __all__ = ["main"]
@@ -31,7 +32,7 @@ def _say(line: str) -> None:
 
 
 def _check_reachable(url: str, timeout: float = 3.0) -> None:
-    host, port = parse_mqtt_url(url)
+    host, port, _, _ = parse_mqtt_url(url)
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
@@ -71,7 +72,7 @@ def _api_key(settings: UpSettings) -> str:
 
 
 async def _run_up(settings: UpSettings) -> int:
-    """Broker, edge, hub, console and demo devices, in that order; stopped in reverse."""
+    """Broker, console, edge, hub and demo devices, in that order; stopped in reverse."""
     from xiaozhi.topics import TopicTree
     from xiaozhi_cli.console import Console
     from xiaozhi_edge.server import EdgeServer
@@ -109,6 +110,12 @@ async def _run_up(settings: UpSettings) -> int:
         edge_settings = load_edge_settings(
             mqtt_url=url, state_dir=settings.state_dir, secret=secret, **auth
         )
+        # The console first, so it is stopped after the edge and hub: it still shows the
+        # devices' disconnects and the components going offline.
+        console = Console(url, say=_say, topics=TopicTree(base=hub_settings.base_topic))
+        await console.start()
+        stack.push_async_callback(console.stop)
+
         edge = EdgeServer(edge_settings)
         await edge.start()
         stack.push_async_callback(edge.stop)
@@ -121,10 +128,6 @@ async def _run_up(settings: UpSettings) -> int:
         hub_url = f"http://127.0.0.1:{hub.port}"
         _say(f"hub       {hub_url}/ (dashboard), {hub_url}/api/v1/ (REST, X-API-Key: {api_key})")
         _say(f"setup     {hub_url}/xiaozhi/ota/ (point a real device's OTA URL here)")
-
-        console = Console(url, say=_say, topics=TopicTree(base=hub_settings.base_topic))
-        await console.start()
-        stack.push_async_callback(console.stop)
 
         if settings.demo_devices:
             sim_settings = SimSettings(
@@ -158,7 +161,7 @@ def _cmd_up(_: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from xiaozhi_bench.runner import run_bench  # the bench pulls in every component
 
-    return run_bench(args.case, seconds=args.seconds, out_dir=args.out)
+    return run_bench(args.case, seconds=args.seconds, out_dir=args.out, quick=args.quick)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=None, help="time budget per figure")
     bench.add_argument(
         "--out", default=str(DEFAULT_RESULTS_DIR), help="results folder (default: %(default)s)"
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="tiny counts: check that a system case works"
     )
     bench.set_defaults(func=_cmd_bench)
     return parser

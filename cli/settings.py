@@ -7,28 +7,17 @@ reported at once, each quoting the bad value (see `load_settings`).
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["SettingsError", "UpSettings", "load_settings", "parse_mqtt_url"]
+from xiaozhi.config import describe_invalid_settings, parse_mqtt_url
+
+__all__ = ["SettingsError", "UpSettings", "load_settings"]
 
 
 class SettingsError(ValueError):
     """One or more settings are invalid; the message lists every one of them."""
-
-
-def parse_mqtt_url(url: str) -> tuple[str, int]:
-    """Split `mqtt://host[:port]` into host and port (1883 by default).
-
-    Raises:
-        ValueError: another scheme, or no host.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ValueError(f"expected mqtt://host[:port], got {url!r}")
-    return parts.hostname, parts.port or 1883
 
 
 class UpSettings(BaseSettings):
@@ -70,8 +59,4 @@ def load_settings() -> UpSettings:
     try:
         return UpSettings()
     except ValidationError as err:
-        lines = [
-            f"  XIAOZHI_{'_'.join(str(p) for p in e['loc']).upper()}={e.get('input')!r}: {e['msg']}"
-            for e in err.errors()
-        ]
-        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from err
+        raise SettingsError(describe_invalid_settings(err)) from err

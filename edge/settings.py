@@ -16,6 +16,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from xiaozhi.config import describe_invalid_settings, parse_mqtt_url
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.session import DEFAULT_WAKE_WORDS
 
@@ -82,6 +83,12 @@ class EdgeSettings(BaseSettings):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
 
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, value: str) -> str:
+        parse_mqtt_url(value)
+        return value
+
     def limits(self) -> EdgeLimits:
         return EdgeLimits(
             max_frame_bytes=self.max_frame_bytes,
@@ -108,14 +115,10 @@ def load_edge_settings(**overrides: object) -> EdgeSettings:
     try:
         settings = EdgeSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as err:
-        lines = [
-            f"  XIAOZHI_{'_'.join(str(p) for p in e['loc']).upper()}={e.get('input')!r}: {e['msg']}"
-            for e in err.errors()
-        ]
-        raise EdgeSettingsError("invalid edge settings:\n" + "\n".join(lines)) from err
+        raise EdgeSettingsError(describe_invalid_settings(err)) from err
     if settings.device_auth is DeviceAuth.TOKEN and settings.secret_bytes() is None:
         raise EdgeSettingsError(
-            "invalid edge settings:\n  XIAOZHI_SECRET is unset: XIAOZHI_DEVICE_AUTH=token needs "
+            "invalid settings:\n  XIAOZHI_SECRET is unset: XIAOZHI_DEVICE_AUTH=token needs "
             "the secret the hub signs device tokens with (or run the hub first, which stores "
             f"one in {settings.state_dir / 'secret'})"
         )

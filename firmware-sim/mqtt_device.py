@@ -29,7 +29,7 @@ import socket
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -37,7 +37,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from xiaozhi import jsonutil
 from xiaozhi._validation import WireModel
 from xiaozhi.errors import WireError
-from xiaozhi.payloads import DeviceTransport, VoiceCommandEvent
+from xiaozhi.payloads import ConnectionEvent, DeviceTransport, VoiceCommandEvent
 from xiaozhi.topics import validate_id
 from xiaozhi_sim.backoff import Backoff
 from xiaozhi_sim.device import (
@@ -190,6 +190,7 @@ class MqttDevice(SimulatedDevice):
         self._stopping = True
         if self._connected:
             self._publish(self.topics.status(self.device_id), self.model.last_will())
+            self._announce("device_disconnected")
             self.client.disconnect()
             await self.wait_until(lambda: not self._connected, 5.0)
         else:
@@ -223,6 +224,7 @@ class MqttDevice(SimulatedDevice):
         self.model.machine.go(DeviceState.IDLE, "broker connected")
         client.subscribe([(topic, 1) for topic in self.command_topics()])
         self.publish_status()
+        self._announce("device_connected")
         self.publish_sensors()
         self._heartbeat = self.spawn(self._heartbeat_loop(), "heartbeat")
         self.log.info("mqtt_connected")
@@ -279,6 +281,22 @@ class MqttDevice(SimulatedDevice):
             self.now(), timestamp=iso_now(), transport=DeviceTransport.MQTT
         )
         self._publish(self.topics.status(self.device_id), status)
+
+    def _announce(self, event_type: Literal["device_connected", "device_disconnected"]) -> None:
+        """``xiaozhi/events/device_connected|disconnected``: an MQTT device has no edge to say
+        it for it (docs/topics.md). A crash sends only the will, the retained status."""
+        event = ConnectionEvent(
+            event_type=event_type,
+            device_id=self.device_id,
+            transport=DeviceTransport.MQTT,
+            timestamp=iso_now(),
+        )
+        topic = (
+            self.topics.device_connected()
+            if event_type == "device_connected"
+            else self.topics.device_disconnected()
+        )
+        self._publish(topic, event)
 
     def publish_sensors(self) -> None:
         """One retained reading per sensor."""

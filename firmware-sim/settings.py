@@ -17,26 +17,15 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from xiaozhi.config import describe_invalid_settings, parse_mqtt_url
 from xiaozhi.messages import ListenMode
 from xiaozhi.topics import TopicTree
 
-__all__ = ["SimSettings", "SimSettingsError", "load_sim_settings", "parse_mqtt_url"]
+__all__ = ["SimSettings", "SimSettingsError", "load_sim_settings"]
 
 
 class SimSettingsError(ValueError):
     """One or more settings are invalid; the message lists every one of them."""
-
-
-def parse_mqtt_url(url: str) -> tuple[str, int]:
-    """Split ``mqtt://host[:port]`` into host and port (1883 by default).
-
-    Raises:
-        ValueError: another scheme, or no host.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ValueError(f"expected mqtt://host[:port], got {url!r}")
-    return parts.hostname, parts.port or 1883
 
 
 class SimSettings(BaseSettings):
@@ -121,7 +110,8 @@ class SimSettings(BaseSettings):
     @property
     def mqtt_address(self) -> tuple[str, int]:
         """``(host, port)`` of :attr:`mqtt_url`."""
-        return parse_mqtt_url(self.mqtt_url)
+        host, port, _, _ = parse_mqtt_url(self.mqtt_url)
+        return host, port
 
 
 def load_sim_settings(**overrides: Any) -> SimSettings:
@@ -134,8 +124,4 @@ def load_sim_settings(**overrides: Any) -> SimSettings:
     try:
         return SimSettings(**clean)
     except ValidationError as err:
-        lines = [
-            f"  XIAOZHI_{'_'.join(str(p) for p in e['loc']).upper()}={e.get('input')!r}: {e['msg']}"
-            for e in err.errors()
-        ]
-        raise SimSettingsError("invalid settings:\n" + "\n".join(lines)) from err
+        raise SimSettingsError(describe_invalid_settings(err)) from err

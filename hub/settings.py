@@ -35,6 +35,7 @@ import home_assistant_intents
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from xiaozhi.config import describe_invalid_settings
 from xiaozhi.topics import TopicTree, validate_id
 
 __all__ = [
@@ -258,14 +259,7 @@ def load_hub_settings(**overrides: object) -> HubSettings:
     try:
         return HubSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            name = "_".join(str(p) for p in e["loc"]).upper()
-            message = e["msg"].removeprefix("Value error, ")
-            value = e.get("input")
-            shown = "<hidden>" if name in ("SECRET", "JWT_SECRET") else repr(value)
-            lines.append(f"  XIAOZHI_{name}={shown}: {message}")
-        raise HubSettingsError("invalid settings:\n" + "\n".join(lines)) from err
+        raise HubSettingsError(describe_invalid_settings(err)) from err
 
 
 def resolve_secret(settings: HubSettings) -> bytes:

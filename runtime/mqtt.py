@@ -31,11 +31,12 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 import paho.mqtt.client as paho
 import structlog
+
+from xiaozhi.config import parse_mqtt_url
 
 __all__ = ["MqttOwner", "OutMessage", "OwnerStats"]
 
@@ -68,15 +69,6 @@ class OwnerStats:
     requeued_qos1: int = 0  # sent, connection lost before PUBACK, queued again
     queued: int = 0
     inflight: int = 0
-
-
-def _split_url(url: str) -> tuple[str, int, str | None, str | None]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ValueError(f"expected mqtt://[user:password@]host[:port], got {url!r}")
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password else None
-    return parts.hostname, parts.port or 1883, user, password
 
 
 class MqttOwner:
@@ -115,7 +107,7 @@ class MqttOwner:
         reconnect_max_seconds: float = 10.0,
         clean_session: bool = True,
     ) -> None:
-        self.host, self.port, self._username, self._password = _split_url(url)
+        self.host, self.port, self._username, self._password = parse_mqtt_url(url)
         self.url = url
         self.client_id = client_id
         self._will = will

@@ -59,7 +59,7 @@ def test_up_runs_a_broker_clients_can_use_and_ctrl_c_stops_it(
     line = reader.wait_for("broker")
     assert f"mqtt://127.0.0.1:{port}" in line
     broker_pid = int(re.search(r"pid (\d+)", line).group(1))  # type: ignore[union-attr]
-    reader.wait_for("ready")
+    reader.wait_for("ready     press Ctrl-C")
 
     # An integrator's view: the real CLI clients publish a retained message and read it back.
     subprocess.run(
@@ -95,7 +95,7 @@ def test_up_uses_an_external_broker_when_mqtt_url_is_set(
     reader = LineReader(process)
     try:
         assert "external" in reader.wait_for(mosquitto.url)
-        reader.wait_for("ready")
+        reader.wait_for("ready     press Ctrl-C")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
     finally:

@@ -230,3 +230,21 @@ async def test_a_device_started_without_a_broker_keeps_trying(
     await device.stop()
     await paho.close()
     await asyncio.sleep(0)
+
+
+async def test_a_device_announces_its_connect_and_its_clean_disconnect(
+    mosquitto: ManagedMosquitto, sim_settings: SimSettings, device_name: str
+) -> None:
+    """An MQTT device has no edge to publish device_connected/disconnected for it."""
+    async with observe(mosquitto, T.device_connected(), T.device_disconnected()) as seen:
+        async with running(sim_settings, device_name) as device:
+            did = device.device_id
+            came = await seen.wait_for(
+                lambda m: m.topic == T.device_connected() and m.obj.get("device_id") == did
+            )
+            assert came.obj["transport"] == "mqtt"
+            assert "edge_id" not in came.obj
+        went = await seen.wait_for(
+            lambda m: m.topic == T.device_disconnected() and m.obj.get("device_id") == did
+        )
+        assert went.obj["event_type"] == "device_disconnected"

@@ -1,0 +1,42 @@
+"""The broker URL and the settings error report every process uses."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel, Field, ValidationError
+
+from xiaozhi.config import MqttUrl, describe_invalid_settings, parse_mqtt_url
+
+
+@pytest.mark.parametrize(
+    ("url", "parsed"),
+    [
+        ("mqtt://127.0.0.1", MqttUrl("127.0.0.1", 1883)),
+        ("mqtt://broker:1884", MqttUrl("broker", 1884)),
+        ("tcp://broker:1884", MqttUrl("broker", 1884)),
+        ("mqtt://edge:p%40ss@broker:8883", MqttUrl("broker", 8883, "edge", "p@ss")),
+    ],
+)
+def test_broker_urls_are_split(url: str, parsed: MqttUrl) -> None:
+    assert parse_mqtt_url(url) == parsed
+
+
+@pytest.mark.parametrize("url", ["http://broker", "mqtt://", "broker:1883", ""])
+def test_other_urls_are_refused_quoting_the_form(url: str) -> None:
+    with pytest.raises(ValueError, match=r"expected mqtt://\[user:password@\]host\[:port\]"):
+        parse_mqtt_url(url)
+
+
+class _Settings(BaseModel):
+    edge_port: int = Field(le=65535)
+    secret: str = Field(min_length=8)
+
+
+def test_every_invalid_setting_is_listed_and_secrets_are_not_echoed() -> None:
+    with pytest.raises(ValidationError) as info:
+        _Settings(edge_port=70000, secret="short")
+    text = describe_invalid_settings(info.value)
+    assert text.splitlines()[0] == "invalid settings:"
+    assert "  XIAOZHI_EDGE_PORT=70000: Input should be less than or equal to 65535" in text
+    assert "XIAOZHI_SECRET=<hidden>" in text
+    assert "short" not in text

@@ -1,0 +1,61 @@
+"""Configuration helpers every process shares: the broker URL and settings error reports.
+
+Pure: they parse strings and format pydantic's validation errors; reading the environment
+stays with each process's pydantic-settings class (design.md section 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import NamedTuple
+from urllib.parse import unquote, urlsplit
+
+from pydantic import ValidationError
+
+__all__ = ["ENV_PREFIX", "MqttUrl", "describe_invalid_settings", "parse_mqtt_url"]
+
+ENV_PREFIX = "XIAOZHI_"
+_SECRET_SETTINGS = frozenset({"SECRET", "JWT_SECRET"})
+
+
+class MqttUrl(NamedTuple):
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_mqtt_url(url: str) -> MqttUrl:
+    """Split ``mqtt://[user:password@]host[:port]`` (port 1883 by default).
+
+    Raises:
+        ValueError: another scheme, or no host; the message quotes the URL and the form.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+        raise ValueError(f"expected mqtt://[user:password@]host[:port], got {url!r}")
+    return MqttUrl(
+        parts.hostname,
+        parts.port or 1883,
+        unquote(parts.username) if parts.username else None,
+        unquote(parts.password) if parts.password else None,
+    )
+
+
+def describe_invalid_settings(
+    err: ValidationError, *, hidden: Collection[str] = _SECRET_SETTINGS
+) -> str:
+    """Every invalid setting on its own line, as the operator sets it, with the value it had::
+
+        invalid settings:
+          XIAOZHI_EDGE_PORT='70000': Input should be less than or equal to 65535
+
+    Values of ``hidden`` settings (secrets) are not repeated.
+    """
+    lines = []
+    for error in err.errors(include_url=False):
+        name = "_".join(str(part) for part in error["loc"]).upper()
+        shown = "<hidden>" if name in hidden else repr(error.get("input"))
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {ENV_PREFIX}{name}={shown}: {message}")
+    return "invalid settings:\n" + "\n".join(lines)

@@ -1,12 +1,23 @@
-"""Fixtures shared by every test folder: one real Mosquitto per test session."""
+"""Fixtures shared by every test folder: one real Mosquitto per test session, the real edge
+started in the test's event loop, and an integrator subscribed to the whole topic tree."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support import Inbox
 from xiaozhi_cli.broker import ManagedMosquitto
+from xiaozhi_edge.server import EdgeServer
+from xiaozhi_edge.settings import load_edge_settings
+from xiaozhi_runtime.mqtt import MqttOwner
+
+StartEdge = Callable[..., Awaitable[EdgeServer]]
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +25,44 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedMosqu
     """A real Mosquitto (mosquitto/dev.conf) on a free loopback port for the whole session."""
     with ManagedMosquitto(tmp_path_factory.mktemp("mosquitto")) as broker:
         yield broker
+
+
+@pytest.fixture
+async def start_edge(mosquitto: ManagedMosquitto, tmp_path: Path) -> AsyncIterator[StartEdge]:
+    """Start real edges in this event loop on free ports (open auth unless overridden);
+    `start_edge(broker, **settings)` uses another broker. All are stopped afterwards."""
+    servers: list[EdgeServer] = []
+
+    async def _start(broker: ManagedMosquitto | None = None, **overrides: Any) -> EdgeServer:
+        settings = load_edge_settings(
+            **{
+                "mqtt_url": (broker or mosquitto).url,
+                "edge_host": "127.0.0.1",
+                "edge_port": 0,
+                "device_auth": "open",
+                "edge_id": f"edge-test-{uuid.uuid4().hex[:8]}",
+                "state_dir": tmp_path,
+                **overrides,
+            }
+        )
+        server = EdgeServer(settings)
+        await server.start()
+        servers.append(server)
+        await asyncio.wait_for(server.owner.connected.wait(), 15)
+        return server
+
+    yield _start
+    for server in servers:
+        await server.stop()
+
+
+@pytest.fixture
+async def integrator(mosquitto: ManagedMosquitto) -> AsyncIterator[tuple[Inbox, MqttOwner]]:
+    """Subscribed to the whole tree, as Home Assistant or Node-RED would be."""
+    inbox = Inbox()
+    client_id = f"integrator-{uuid.uuid4().hex[:8]}"
+    owner = MqttOwner(mosquitto.url, client_id=client_id, on_message=inbox)
+    await owner.start(wait_connected=15)
+    await owner.subscribe(["xiaozhi/#"])
+    yield inbox, owner
+    await owner.stop(flush_seconds=1)

@@ -7,7 +7,6 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import opuslib
 import pytest
 import websockets
 
+from tests.conftest import StartEdge
 from tests.edge.devices import Device, opus_tone_frames
 from tests.support import Inbox
 from xiaozhi.audio_monitor import decode_audio_packet
@@ -24,12 +24,9 @@ from xiaozhi.payloads import CommandPayload
 from xiaozhi.tokens import issue_token
 from xiaozhi.topics import TopicTree
 from xiaozhi_cli.broker import ManagedMosquitto
-from xiaozhi_edge.server import EdgeServer
-from xiaozhi_edge.settings import load_edge_settings
 from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
 
 TOPICS = TopicTree()
-StartEdge = Callable[..., Awaitable[EdgeServer]]
 
 
 def new_mac() -> str:
@@ -39,46 +36,6 @@ def new_mac() -> str:
 
 def device_id_of(mac: str) -> str:
     return mac.replace(":", "")
-
-
-@pytest.fixture
-async def start_edge(mosquitto: ManagedMosquitto, tmp_path: Path) -> AsyncIterator[StartEdge]:
-    servers: list[EdgeServer] = []
-
-    async def _start(broker: ManagedMosquitto | None = None, **overrides: Any) -> EdgeServer:
-        settings = load_edge_settings(
-            **{
-                "mqtt_url": (broker or mosquitto).url,
-                "edge_host": "127.0.0.1",
-                "edge_port": 0,
-                "device_auth": "open",
-                "edge_id": f"edge-test-{uuid.uuid4().hex[:8]}",
-                "state_dir": tmp_path,
-                **overrides,
-            }
-        )
-        server = EdgeServer(settings)
-        await server.start()
-        servers.append(server)
-        await asyncio.wait_for(server.owner.connected.wait(), 15)
-        return server
-
-    yield _start
-    for server in servers:
-        await server.stop()
-
-
-@pytest.fixture
-async def integrator(mosquitto: ManagedMosquitto) -> AsyncIterator[tuple[Inbox, MqttOwner]]:
-    """Subscribed to the whole tree, as Home Assistant or Node-RED would be."""
-    inbox = Inbox()
-    owner = MqttOwner(
-        mosquitto.url, client_id=f"integrator-{uuid.uuid4().hex[:8]}", on_message=inbox
-    )
-    await owner.start(wait_connected=15)
-    await owner.subscribe(["xiaozhi/#"])
-    yield inbox, owner
-    await owner.stop(flush_seconds=1)
 
 
 def _events(inbox: Inbox, device_id: str, event_type: str) -> list[dict[str, Any]]:

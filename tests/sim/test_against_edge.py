@@ -8,25 +8,22 @@ and publishes commands; every wait has a timeout, nothing sleeps.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.conftest import StartEdge
 from tests.support import Inbox
 from xiaozhi.payloads import CommandPayload
 from xiaozhi.tokens import issue_token
 from xiaozhi.topics import TopicTree
 from xiaozhi.wav import decode_wav
-from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_edge.server import EdgeServer
-from xiaozhi_edge.settings import load_edge_settings
 from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
 from xiaozhi_sim.device import ChannelError, Fault
 from xiaozhi_sim.fleet import DeviceSpec, Fleet
@@ -41,46 +38,6 @@ pytestmark = pytest.mark.integration
 TOPICS = TopicTree()
 SCENARIOS = Path(__file__).resolve().parents[2] / "firmware-sim" / "scenarios"
 LIGHT = "turn on the living room light"
-StartEdge = Callable[..., Awaitable[EdgeServer]]
-
-
-@pytest.fixture
-async def start_edge(mosquitto: ManagedMosquitto, tmp_path: Path) -> AsyncIterator[StartEdge]:
-    """The real edge in this event loop, on a free port, against the session broker."""
-    servers: list[EdgeServer] = []
-
-    async def _start(**overrides: Any) -> EdgeServer:
-        settings = load_edge_settings(
-            **{
-                "mqtt_url": mosquitto.url,
-                "edge_host": "127.0.0.1",
-                "edge_port": 0,
-                "device_auth": "open",
-                "edge_id": f"edge-sim-{uuid.uuid4().hex[:8]}",
-                "state_dir": tmp_path,
-                **overrides,
-            }
-        )
-        server = EdgeServer(settings)
-        await server.start()
-        servers.append(server)
-        await asyncio.wait_for(server.owner.connected.wait(), 15)
-        return server
-
-    yield _start
-    for server in servers:
-        await server.stop()
-
-
-@pytest.fixture
-async def integrator(mosquitto: ManagedMosquitto) -> AsyncIterator[tuple[Inbox, MqttOwner]]:
-    """Subscribed to the whole tree, as Home Assistant or Node-RED would be."""
-    inbox = Inbox()
-    owner = MqttOwner(mosquitto.url, client_id=f"sim-int-{uuid.uuid4().hex[:8]}", on_message=inbox)
-    await owner.start(wait_connected=15)
-    await owner.subscribe(["xiaozhi/#"])
-    yield inbox, owner
-    await owner.stop(flush_seconds=1)
 
 
 def ws_url(edge: EdgeServer) -> str:

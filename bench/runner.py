@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import platform
 import sys
@@ -43,6 +44,7 @@ class Figure:
     reference: float | None = None
     reference_name: str = ""
     notes: str = ""
+    target: str = ""  # the issue's goal for this figure, as text ("<= 25 KiB"); "" if none
 
     @property
     def ratio(self) -> float | None:
@@ -58,18 +60,39 @@ class Report:
     figures: list[Figure] = field(default_factory=list)
     started_at: str = ""
     machine: dict[str, object] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # counts and conditions behind the figures
 
     def table(self) -> str:
-        """The figures as an aligned text table."""
-        rows = [("figure", "value", "unit", "reference", "ratio")]
+        """The figures as an aligned text table, then the notes (one per line)."""
+        with_target = any(f.target for f in self.figures)
+        rows = [("figure", "value", "unit", "reference", "ratio", "target")]
         for f in self.figures:
-            ref = "" if f.reference is None else f"{f.reference:,.0f} ({f.reference_name})"
+            ref = "" if f.reference is None else f"{_number(f.reference)} ({f.reference_name})"
             ratio = "" if f.ratio is None else f"{f.ratio:.2f}"
-            rows.append((f.name, f"{f.value:,.0f}", f.unit, ref, ratio))
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+            rows.append((f.name, _number(f.value), f.unit, ref, ratio, f.target))
+        columns = 6 if with_target else 5
+        widths = [max(len(r[i]) for r in rows) for i in range(columns)]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r[:columns], widths, strict=True)).rstrip()
+            for r in rows
+        ]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    """Thousands separators for large figures, significant decimals for small ones."""
+    if not math.isfinite(value):
+        return "n/a"
+    if abs(value) >= 100 or value == int(value):
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN: a figure that could not be measured is written as null."""
+    return value if value is None or math.isfinite(value) else None
 
 
 def machine_info() -> dict[str, object]:
@@ -109,7 +132,8 @@ def write_report(report: Report, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     data = asdict(report)
     for fig, raw in zip(report.figures, data["figures"], strict=True):
-        raw["ratio"] = fig.ratio
+        raw["ratio"] = _finite(fig.ratio)
+        raw["value"], raw["reference"] = _finite(fig.value), _finite(fig.reference)
     stamp = report.started_at.replace(":", "").replace("-", "")
     path = out_dir / f"{report.case}-{stamp}.json"
     text = json.dumps(data, indent=2) + "\n"
@@ -118,23 +142,59 @@ def write_report(report: Report, out_dir: Path) -> Path:
     return path
 
 
-def _codecs(seconds: float) -> Report:
+def _codecs(seconds: float, quick: bool) -> Report:
     from xiaozhi_bench.codecs import run_codecs
 
     return run_codecs(seconds)
 
 
-CASES: dict[str, tuple[Callable[[float], Report], float]] = {
-    # name: (function taking the seconds per figure, default seconds per figure)
+def _connections(seconds: float, quick: bool) -> Report:
+    from xiaozhi_bench.connections import run_connections
+
+    return run_connections(seconds, quick=quick)
+
+
+def _telemetry(seconds: float, quick: bool) -> Report:
+    from xiaozhi_bench.telemetry import run_telemetry
+
+    return run_telemetry(seconds, quick=quick)
+
+
+def _audio(seconds: float, quick: bool) -> Report:
+    from xiaozhi_bench.audio import run_audio
+
+    return run_audio(seconds, quick=quick)
+
+
+def _voice(seconds: float, quick: bool) -> Report:
+    from xiaozhi_bench.voice import run_voice
+
+    return run_voice(seconds, quick=quick)
+
+
+def _churn(seconds: float, quick: bool) -> Report:
+    from xiaozhi_bench.churn import run_churn
+
+    return run_churn(seconds, quick=quick)
+
+
+CASES: dict[str, tuple[Callable[[float, bool], Report], float]] = {
+    # name: (function taking the seconds per figure or phase and the quick flag, default
+    # seconds). `--quick` runs a system case with tiny counts, to check it works (tests).
     "codecs": (_codecs, 0.5),
+    "connections": (_connections, 1.0),  # seconds each level is held with heartbeats
+    "telemetry": (_telemetry, 4.0),  # seconds per run (ceiling, edge, two paced runs)
+    "audio": (_audio, 4.0),  # seconds per step of talking devices
+    "voice": (_voice, 5.0),  # seconds per command rate
+    "churn": (_churn, 0.0),  # counts, not seconds: the argument is unused
 }
 
 
-def run_bench(case: str, *, seconds: float | None, out_dir: str | Path) -> int:
+def run_bench(case: str, *, seconds: float | None, out_dir: str | Path, quick: bool = False) -> int:
     """Run one case, print its table, write its JSON; return the process exit code."""
     function, default_seconds = CASES[case]
     started = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-    report = function(default_seconds if seconds is None else seconds)
+    report = function(default_seconds if seconds is None else seconds, quick)
     report.started_at = started
     report.machine = machine_info()
     print(

@@ -183,7 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run a benchmark; prints a table and writes JSON")
     bench.add_argument("case", choices=sorted(CASES), help="which benchmark")
-    bench.add_argument("--seconds", type=float, default=None, help="time budget per figure")
+    bench.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="time per figure (codecs) or per measured phase (system cases)",
+    )
     bench.add_argument(
         "--out", default=str(DEFAULT_RESULTS_DIR), help="results folder (default: %(default)s)"
     )

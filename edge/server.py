@@ -600,6 +600,7 @@ class EdgeServer:
             "connections": len(self.connections),
             "devices": len(self.by_device),
             "monitor_listeners": sum(len(v) for v in self.monitors.values()),
+            "tasks": len(asyncio.all_tasks()),  # a leak shows here first (bench churn)
             "counters": counters,
             "mqtt": {
                 "connected": mqtt.connected,

@@ -1,0 +1,317 @@
+"""`xiaozhi bench audio`: how many devices can talk at once to one edge process.
+
+Each talking device does what the firmware does in auto mode (reference §1.5, §1.7):
+``listen start``, then one real 60 ms Opus frame (16 kHz mono, a loud tone encoded once with
+opuslib) every 60 ms, and ``listen stop`` after 16 frames (~1 s); then the next utterance at
+once. Devices are spread evenly over the 60 ms period, as independent speakers would be. The
+edge decodes every frame (its VAD reads the PCM) and publishes an ``utterance`` event per
+utterance on ``xiaozhi/events/{device_id}``; ``mosquitto_sub`` stamps its arrival.
+
+Decode lag = the event's arrival minus the moment the device sent ``listen stop``. The edge
+takes a device's messages in order, so the stop is handled only after every frame before it
+was decoded: a lag that grows is an edge falling behind real time. A step passes when every
+utterance arrived with all its frames (``frames`` = sent, ``dropped_frames`` 0, the edge's
+``dropped_audio_frames`` unchanged) and the p99 lag is under one frame (60 ms).
+
+Steps of N talking devices (10, then 50 up to 800), `seconds` each; the case stops at the first
+step that fails. References, measured here: the lag with 10 talking devices (the fixed cost of
+the path: WebSocket, broker, subscriber), and bare opuslib decoding the same frames in this
+process, which bounds the devices one core could decode for at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+import struct
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import opuslib
+import orjson
+import uvloop
+
+from xiaozhi_bench import procs
+from xiaozhi_bench.loadgen import WsDevice, connect_devices, percentile, ws_frame
+from xiaozhi_bench.runner import Figure, Report, measure_rate
+
+__all__ = ["STEPS", "opus_frames", "run_audio"]
+
+STEPS = (10, 50, 100, 150, 200, 300, 400, 500, 600, 800)
+QUICK_STEPS = (2, 5)
+FRAME_MS = 60
+FRAMES_PER_UTTERANCE = 16
+LAG_LIMIT_MS = FRAME_MS
+SAMPLE_RATE = 16_000
+TARGET_DEVICES = 500
+_BINARY = 0x2
+_TICK = 0.005
+
+
+def opus_frames(count: int) -> list[bytes]:
+    """`count` real Opus packets: a loud 440 Hz tone, 60 ms each, 16 kHz mono."""
+    encoder = opuslib.Encoder(SAMPLE_RATE, 1, opuslib.APPLICATION_VOIP)
+    samples = SAMPLE_RATE * FRAME_MS // 1000
+    frames = []
+    for index in range(count):
+        start = index * samples
+        pcm = struct.pack(
+            f"<{samples}h",
+            *(int(8000 * math.sin(2 * math.pi * 440 * (start + i) / SAMPLE_RATE))
+              for i in range(samples)),
+        )  # fmt: skip
+        frames.append(encoder.encode(pcm, samples))
+    return frames
+
+
+def decode_reference(frames: list[bytes], seconds: float) -> float:
+    """Microseconds bare opuslib takes to decode one of `frames` (the edge's decoder)."""
+    decoder = opuslib.Decoder(SAMPLE_RATE, 1)
+    index = 0
+
+    def decode_one() -> None:
+        nonlocal index
+        decoder.decode(frames[index % len(frames)], SAMPLE_RATE * 120 // 1000)
+        index += 1
+
+    return 1e6 / measure_rate(decode_one, seconds, batch=50)
+
+
+@dataclass
+class _Talker:
+    device: WsDevice
+    device_id: str  # as the edge writes it (normalized)
+    start_text: bytes
+    frame: int = 0
+    frames_sent: list[int] = field(default_factory=list)  # per utterance
+    stops_ns: list[int] = field(default_factory=list)  # per utterance
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    devices: int
+    utterances: int
+    events: int
+    frames_sent: int
+    incomplete: int  # utterances missing, short of frames, or with dropped frames
+    dropped_audio_frames: int  # the edge's counter, during this step
+    lags_ms: list[float]  # sorted
+    edge_cpu_share: float  # edge CPU seconds / wall seconds during the step
+    edge_cpu_us_per_frame: float
+    sender_late_ms: float  # worst lateness of this generator against the 60 ms pace
+
+    @property
+    def passed(self) -> bool:
+        return (
+            not self.incomplete
+            and not self.dropped_audio_frames
+            and percentile(self.lags_ms, 99) < LAG_LIMIT_MS
+        )
+
+
+def _listen(state: str, session_id: str) -> bytes:
+    return orjson.dumps(
+        {"session_id": session_id, "type": "listen", "state": state, "mode": "auto"}
+    )
+
+
+async def _talk(talkers: list[_Talker], frames: list[bytes], seconds: float) -> float:
+    """Run every talker at real-time pace for `seconds`; end each open utterance after.
+    Returns the worst lateness of a send against its due time, in ms."""
+    loop = asyncio.get_running_loop()
+    period = FRAME_MS / 1000
+    start = loop.time() + 0.05
+    due = [(start + period * i / len(talkers), i) for i in range(len(talkers))]
+    heapq.heapify(due)
+    end = start + seconds
+    late = 0.0
+    while True:
+        now = loop.time()
+        if now >= end:
+            break
+        while due and due[0][0] <= now:
+            at, index = heapq.heappop(due)
+            late = max(late, now - at)
+            talker = talkers[index]
+            device = talker.device
+            if talker.frame == 0:
+                device.send_text(talker.start_text)
+                talker.frames_sent.append(0)
+            device.write(frames[talker.frame])
+            talker.frame += 1
+            talker.frames_sent[-1] += 1
+            if talker.frame == len(frames):
+                device.send_text(talker.start_text.replace(b'"start"', b'"stop"'))
+                talker.stops_ns.append(time.time_ns())
+                talker.frame = 0
+            heapq.heappush(due, (at + period, index))
+        await asyncio.sleep(_TICK)
+    for talker in talkers:  # end the utterances still open
+        if talker.frame:
+            talker.device.send_text(talker.start_text.replace(b'"start"', b'"stop"'))
+            talker.stops_ns.append(time.time_ns())
+            talker.frame = 0
+    return late * 1000
+
+
+async def _step(
+    edge: procs.Child,
+    subscriber: procs.Subscriber,
+    talkers: list[_Talker],
+    frames: list[bytes],
+    seconds: float,
+) -> Step:
+    for talker in talkers:
+        talker.frames_sent.clear()
+        talker.stops_ns.clear()
+    before = (await edge.stats())["counters"]
+    cpu, wall = edge.cpu_seconds(), time.monotonic()
+    late_ms = await _talk(talkers, frames, seconds)
+    cpu_share = (edge.cpu_seconds() - cpu) / (time.monotonic() - wall)
+    expected = sum(len(t.stops_ns) for t in talkers)
+    events: dict[str, list[tuple[int, dict[str, object]]]] = defaultdict(list)
+    got, quiet_since, deadline = 0, time.monotonic(), time.monotonic() + 20
+    while got < expected and time.monotonic() < deadline:
+        new = subscriber.take()
+        for arrived, payload in new:
+            event = orjson.loads(payload)
+            if event.get("event_type") == "utterance":
+                events[str(event["device_id"])].append((arrived, event))
+                got += 1
+        if new:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > 3:
+            break
+        await asyncio.sleep(0.05)
+    cpu_total = edge.cpu_seconds() - cpu
+    after = (await edge.stats())["counters"]
+    lags, incomplete = [], 0
+    for talker in talkers:
+        heard = events.get(talker.device_id, [])
+        for index, stop_ns in enumerate(talker.stops_ns):
+            if index >= len(heard):
+                incomplete += 1
+                continue
+            arrived, event = heard[index]
+            lags.append((arrived - stop_ns) / 1e6)
+            if event.get("frames") != talker.frames_sent[index] or event.get("dropped_frames"):
+                incomplete += 1
+    lags.sort()
+    frames_sent = sum(sum(t.frames_sent) for t in talkers)
+    return Step(
+        devices=len(talkers),
+        utterances=expected,
+        events=got,
+        frames_sent=frames_sent,
+        incomplete=incomplete,
+        dropped_audio_frames=after["dropped_audio_frames"] - before["dropped_audio_frames"],
+        lags_ms=lags,
+        edge_cpu_share=cpu_share,
+        edge_cpu_us_per_frame=cpu_total * 1e6 / max(frames_sent, 1),
+        sender_late_ms=late_ms,
+    )
+
+
+async def _run(
+    seconds: float, steps: tuple[int, ...], workdir: Path
+) -> tuple[list[Step], dict[str, object]]:
+    procs.raise_nofile()
+    frames = [ws_frame(_BINARY, packet) for packet in opus_frames(FRAMES_PER_UTTERANCE)]
+    results: list[Step] = []
+    async with (
+        procs.broker(workdir) as mosquitto,
+        procs.edge(workdir, mosquitto.url) as edge,
+    ):
+        subscriber = procs.Subscriber(workdir, mosquitto.port, ["xiaozhi/events/+"], "events")
+        async with subscriber.running("xiaozhi/events/probe"):
+            devices = await connect_devices(procs.HOST, edge.port, max(steps))
+            talkers = []
+            for device in devices:
+                hello = orjson.loads(device.server_hello or b"{}")
+                talkers.append(
+                    _Talker(
+                        device,
+                        device.device_id.replace(":", ""),
+                        _listen("start", str(hello.get("session_id", ""))),
+                    )
+                )
+            try:
+                for count in steps:
+                    step = await _step(edge, subscriber, talkers[:count], frames, seconds)
+                    results.append(step)
+                    if not step.passed:
+                        break
+                stats = await edge.stats()
+            finally:
+                for device in devices:
+                    device.abort()
+        edge.kill()  # measured; its graceful stop is not part of this case
+    return results, stats
+
+
+def run_audio(seconds: float, *, quick: bool = False) -> Report:
+    """Steps of `seconds` each, up to the first that fails (module docstring)."""
+    report = Report(case="audio")
+    report.notes.append(f"load average at start: {procs.load_average()}")
+    steps = QUICK_STEPS if quick else STEPS
+    decode_us = decode_reference(opus_frames(FRAMES_PER_UTTERANCE), 0.05 if quick else 0.5)
+    per_core = 1e6 / (decode_us * 1000 / FRAME_MS)
+    with tempfile.TemporaryDirectory(prefix="xiaozhi-bench-") as tmp:
+        results, stats = uvloop.run(_run(seconds, steps, Path(tmp)))
+    baseline = results[0]
+    passed = [s for s in results if s.passed]
+    best = passed[-1].devices if passed else 0
+    report.figures.append(
+        Figure(
+            "talking devices, no drop, p99 lag < 60 ms",
+            best,
+            "devices",
+            reference=per_core,
+            reference_name="one core, opuslib decode alone",
+            target=f">= {TARGET_DEVICES} per process",
+            notes="highest step passed; the steps are " + ", ".join(map(str, steps)),
+        )
+    )
+    heaviest = results[-1]
+    report.figures.append(
+        Figure(
+            f"edge CPU per frame at {heaviest.devices} devices",
+            heaviest.edge_cpu_us_per_frame,
+            "us",
+            reference=decode_us,
+            reference_name="opuslib decode alone",
+        )
+    )
+    for step in results[1:]:
+        for q in (50, 99):
+            report.figures.append(
+                Figure(
+                    f"p{q} lag, {step.devices} talking",
+                    percentile(step.lags_ms, q),
+                    "ms",
+                    reference=percentile(baseline.lags_ms, q),
+                    reference_name=f"{baseline.devices} talking",
+                    target=f"< {LAG_LIMIT_MS} ms" if q == 99 else "",
+                )
+            )
+    for step in results:
+        report.notes.append(
+            f"{step.devices} talking: {'pass' if step.passed else 'FAIL'}; "
+            f"{step.frames_sent:,} frames, {step.utterances:,} utterances, "
+            f"{step.events:,} events, {step.incomplete} incomplete, "
+            f"{step.dropped_audio_frames} dropped by the edge; lag p50/p99/max "
+            f"{percentile(step.lags_ms, 50):.1f}/{percentile(step.lags_ms, 99):.1f}/"
+            f"{percentile(step.lags_ms, 100):.1f} ms; edge CPU {step.edge_cpu_share:.0%} "
+            f"of a core; generator late by up to {step.sender_late_ms:.1f} ms"
+        )
+    report.notes.append(
+        f"edge decode errors so far: {stats['counters'].get('errors', {})}"
+        if isinstance(stats.get("counters"), dict)
+        else "edge counters unavailable"
+    )
+    report.notes.append(f"load average at end: {procs.load_average()}")
+    return report

@@ -27,6 +27,7 @@ Target resolution (name → entity, area + domain → entities) is not hassil's 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -124,6 +125,10 @@ def _number(value: Any) -> Any:
     return value
 
 
+RECOGNITION_CACHE_SIZE = 4096
+"""Distinct (phrase, area) results kept; a few MiB at most."""
+
+
 class IntentEngine:
     """hassil + home-assistant-intents + our sentences, with slot lists from a home.
 
@@ -158,6 +163,12 @@ class IntentEngine:
         self.intents = Intents.from_dict(data)
         self.home = home
         self.slot_lists = self._slot_lists(home)
+        # Recognition is a pure function of (text, area) for a loaded home, and costs 5-10 ms
+        # (docs/benchmarks.md): a fleet repeats its phrases, so remember the recent ones.
+        # lru_cache is thread-safe; the hub recognizes in worker threads.
+        self._recognize_cached = functools.lru_cache(maxsize=RECOGNITION_CACHE_SIZE)(
+            self._recognize
+        )
 
     @staticmethod
     def _slot_lists(home: Home) -> dict[str, TextSlotList]:
@@ -186,8 +197,15 @@ class IntentEngine:
         """The best intent for ``text`` said by a device in ``device_area`` (an area id).
 
         An area id the home does not know is ignored (as if the device had no area).
+        Results are shared between calls: treat them as read-only.
         """
-        text = text.strip()
+        return self._recognize_cached(text.strip(), device_area)
+
+    def cache_info(self) -> functools._CacheInfo:
+        """Hits and misses of the recognition cache (for /metrics and tests)."""
+        return self._recognize_cached.cache_info()
+
+    def _recognize(self, text: str, device_area: str | None) -> IntentMatch | NoMatch:
         if not text:
             return NoMatch(text=text, language=self.language, reason="empty")
         area = self.home.area(device_area)

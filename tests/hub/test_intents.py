@@ -169,3 +169,16 @@ def test_unknown_language(home: Home) -> None:
 def test_warm_up_returns_seconds() -> None:
     engine = IntentEngine(Home())
     assert engine.warm_up(["turn on the light"]) >= 0.0
+
+
+def test_a_repeated_phrase_from_the_same_room_is_recognized_from_the_cache(
+    engine: IntentEngine,
+) -> None:
+    phrase = "turn on the light  "  # surrounding spaces do not make a new entry
+    first = engine.recognize(phrase, device_area="kitchen")
+    hits = engine.cache_info().hits
+    again = engine.recognize(phrase.strip(), device_area="kitchen")
+    assert again == first
+    assert engine.cache_info().hits == hits + 1
+    elsewhere = engine.recognize(phrase, device_area="bedroom")
+    assert elsewhere != first, "the room is part of the key: another room, another light"

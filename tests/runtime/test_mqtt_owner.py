@@ -222,3 +222,15 @@ async def test_the_will_fires_when_a_process_dies_and_birth_on_connect(
         process.kill()  # SIGKILL: no DISCONNECT is sent, so the broker fires the will
         await process.wait()
     await inbox.wait_for(lambda: b'{"state":"offline"}' in inbox.payloads(topic), 20)
+
+
+async def test_the_broker_connection_does_not_delay_small_packets(
+    mosquitto: ManagedMosquitto, owners: list[MqttOwner]
+) -> None:
+    """Nagle's algorithm on the client side turned a QoS 1 round trip into ~88 ms."""
+    import socket
+
+    owner = await _start(owners, MqttOwner(mosquitto.url, client_id=_client_id("nodelay")))
+    assert owner._client is not None
+    sock = owner._client._client.socket()
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1

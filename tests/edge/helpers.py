@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import opuslib
 import orjson
 
+from tests.seed_samples import SEED_DEVICE_REGISTER
 from xiaozhi.topics import TopicTree
 from xiaozhi_edge.audio import ToneSynthesizer
 from xiaozhi_edge.limits import EdgeLimits
@@ -30,23 +31,7 @@ FIRMWARE_HELLO = (
 )
 
 # Seed 003 "Device Registration", verbatim.
-SEED_REGISTER = """{
-    "type": "device_register",
-    "data": {
-        "device_id": "esp32_device_001",
-        "device_type": "esp32s3",
-        "firmware_version": "1.0.0",
-        "capabilities": ["audio_input", "audio_output", "wifi"],
-        "hardware_info": {
-            "chip_model": "ESP32-S3",
-            "chip_revision": "0",
-            "cpu_freq": 240,
-            "flash_size": 16777216,
-            "psram_size": 8388608
-        }
-    },
-    "timestamp": "2024-01-01T00:00:00Z"
-}"""
+SEED_REGISTER = SEED_DEVICE_REGISTER
 
 
 def hello_text(version: int = 1, frame_duration: int = 60) -> str:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import array
 import base64
+import json
 from typing import Any
 
 import opuslib
 import orjson
 import pytest
 
+from tests.seed_samples import SEED_PING as SEED_003_PING
 from xiaozhi.binary import BinaryFrame, FrameType, decode_frame, encode_frame, encode_opus
 from xiaozhi.errors import InvalidTopic, UnsupportedVersion
 from xiaozhi.topics import TopicTree
@@ -832,19 +834,7 @@ def test_seed_register_with_an_invalid_id_is_an_error() -> None:
     assert session.state is SessionState.AWAIT_HELLO
 
 
-SEED_PING = """{
-    "type": "ping",
-    "data": {
-        "device_id": "esp32_device_001",
-        "uptime": 3600,
-        "memory_usage": 65,
-        "cpu_usage": 45,
-        "wifi_signal": -45,
-        "free_heap": 204800
-    },
-    "timestamp": "2024-01-01T00:00:00Z",
-    "message_id": "p1"
-}"""
+SEED_PING = json.dumps({**json.loads(SEED_003_PING), "message_id": "p1"})
 
 
 def test_seed_ping_republishes_status_with_telemetry_and_pongs() -> None:

@@ -3,7 +3,7 @@
 Speaks only the wire protocols (it imports :mod:`xiaozhi`, never the edge or the hub). The
 pure parts - :mod:`~xiaozhi_sim.state`, :mod:`~xiaozhi_sim.session` (the firmware's WebSocket
 protocol), :mod:`~xiaozhi_sim.mcp`, :mod:`~xiaozhi_sim.executor`, :mod:`~xiaozhi_sim.serial`,
-:mod:`~xiaozhi_sim.model`, :mod:`~xiaozhi_sim.backoff` - hold the behaviour; the transports
+:mod:`~xiaozhi_sim.model`, :mod:`~xiaozhi.backoff` - hold the behaviour; the transports
 (:class:`WsDevice`, :class:`MqttDevice`) only move bytes.
 
 For ``xiaozhi up``::

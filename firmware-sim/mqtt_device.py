@@ -39,7 +39,7 @@ from xiaozhi._validation import WireModel
 from xiaozhi.errors import WireError
 from xiaozhi.payloads import ConnectionEvent, DeviceTransport, VoiceCommandEvent
 from xiaozhi.topics import validate_id
-from xiaozhi_sim.backoff import Backoff
+from xiaozhi.backoff import Backoff
 from xiaozhi_sim.device import (
     REBOOT_SECONDS,
     ChannelError,

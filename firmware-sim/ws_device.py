@@ -38,7 +38,7 @@ from xiaozhi.errors import WireError
 from xiaozhi.messages import CommandMessage, DeviceHello, Features, ListenMode, Transport
 from xiaozhi.payloads import DeviceTransport
 from xiaozhi_sim.audio import FRAME_MS, MicrophoneEncoder, TtsRecorder, load_microphone_wav
-from xiaozhi_sim.backoff import Backoff
+from xiaozhi.backoff import Backoff
 from xiaozhi_sim.device import (
     REBOOT_SECONDS,
     ChannelError,

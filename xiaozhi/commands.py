@@ -33,6 +33,7 @@ __all__ = [
     "DeviceCommand",
     "LedParameters",
     "McpCallParameters",
+    "McpTool",
     "RespondParameters",
     "VolumeParameters",
     "parse_parameters",
@@ -98,13 +99,27 @@ COMMAND_PARAMETERS: dict[DeviceCommand, type[WireModel]] = {
 }
 """Each command's parameter model; extras are kept, as everywhere on the wire."""
 
-MCP_TOOL_FOR_COMMAND: dict[DeviceCommand, str] = {
-    DeviceCommand.SET_VOLUME: "self.audio_speaker.set_volume",
-    DeviceCommand.GET_STATUS: "self.get_device_status",
-    DeviceCommand.REBOOT: "self.reboot",
+
+class McpTool(enum.StrEnum):
+    """MCP tool names of the stock firmware that commands map onto (reference section 4).
+
+    The one vocabulary: the edge calls these, the simulator serves them, tests name them.
+    """
+
+    GET_DEVICE_STATUS = "self.get_device_status"
+    SET_VOLUME = "self.audio_speaker.set_volume"
+    LIGHT_ON = "self.light.turn_on"
+    LIGHT_OFF = "self.light.turn_off"
+    REBOOT = "self.reboot"  # user-only: listed with `withUserTools: true`
+
+
+MCP_TOOL_FOR_COMMAND: dict[DeviceCommand, McpTool] = {
+    DeviceCommand.SET_VOLUME: McpTool.SET_VOLUME,
+    DeviceCommand.GET_STATUS: McpTool.GET_DEVICE_STATUS,
+    DeviceCommand.REBOOT: McpTool.REBOOT,
 }
 """Device functions that real firmware exposes as MCP tools (reference section 4).
-``led`` maps to ``self.light.turn_on`` / ``self.light.turn_off`` by its ``on`` parameter."""
+``led`` maps to :attr:`McpTool.LIGHT_ON` / :attr:`McpTool.LIGHT_OFF` by its ``on`` parameter."""
 
 
 def parse_parameters(command: CommandPayload) -> tuple[DeviceCommand, WireModel] | None:

@@ -7,12 +7,18 @@ stays with each process's pydantic-settings class (design.md section 3).
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import NamedTuple
+from typing import Annotated, NamedTuple
 from urllib.parse import unquote, urlsplit
 
-from pydantic import ValidationError
+from pydantic import AfterValidator, ValidationError
 
-__all__ = ["ENV_PREFIX", "MqttUrl", "describe_invalid_settings", "parse_mqtt_url"]
+__all__ = [
+    "ENV_PREFIX",
+    "MqttUrl",
+    "MqttUrlSetting",
+    "describe_invalid_settings",
+    "parse_mqtt_url",
+]
 
 ENV_PREFIX = "XIAOZHI_"
 _SECRET_SETTINGS = frozenset({"SECRET", "JWT_SECRET"})
@@ -40,6 +46,16 @@ def parse_mqtt_url(url: str) -> MqttUrl:
         unquote(parts.username) if parts.username else None,
         unquote(parts.password) if parts.password else None,
     )
+
+
+def _checked_mqtt_url(value: str) -> str:
+    parse_mqtt_url(value)
+    return value
+
+
+MqttUrlSetting = Annotated[str, AfterValidator(_checked_mqtt_url)]
+"""The type of every ``mqtt_url`` setting: a string :func:`parse_mqtt_url` accepts, checked
+when the settings load so a bad URL is reported with the other invalid settings."""
 
 
 def describe_invalid_settings(

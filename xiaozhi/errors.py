@@ -34,6 +34,7 @@ import enum
 __all__ = [
     "AuthenticationFailed",
     "ChecksumMismatch",
+    "ConfigurationError",
     "DecompressionFailed",
     "ErrorCode",
     "FrameError",
@@ -41,9 +42,11 @@ __all__ = [
     "InvalidTopic",
     "LengthMismatch",
     "MissingField",
+    "OperationFailed",
     "PayloadTooLarge",
     "RateLimited",
     "SerialCommandError",
+    "StartupError",
     "TruncatedFrame",
     "UnknownFrameType",
     "UnknownMessageType",
@@ -239,3 +242,15 @@ class InvalidTopic(XiaozhiError, ValueError):
     def __init__(self, message: str, *, value: str) -> None:
         super().__init__(message)
         self.value = value
+
+
+class ConfigurationError(XiaozhiError, ValueError):
+    """A setting, the home model or a scenario file is invalid; the message lists every problem."""
+
+
+class StartupError(XiaozhiError, RuntimeError):
+    """A process or service could not start (broker unreachable, port taken, child died)."""
+
+
+class OperationFailed(XiaozhiError, ValueError):
+    """A request we understood but cannot carry out (unknown device, busy, refused by a peer)."""

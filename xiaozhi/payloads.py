@@ -37,6 +37,7 @@ __all__ = [
     "BridgeState",
     "CommandPayload",
     "ConnectionEvent",
+    "DeviceKind",
     "DeviceStatus",
     "DeviceTransport",
     "EdgeState",
@@ -78,6 +79,17 @@ class DeviceTransport(enum.StrEnum):
 
     WEBSOCKET = "websocket"
     MQTT = "mqtt"
+
+
+class DeviceKind(enum.StrEnum):
+    """Which client a device is, as its first message says; ``device_kind`` in status payloads.
+
+    It decides how commands reach the device: real firmware gets ``stt``/``tts`` and MCP tool
+    calls, a seed 003 client the JSON envelopes. The simulator plays either.
+    """
+
+    FIRMWARE = "firmware"  # `hello`: real xiaozhi firmware (stt/tts/audio, MCP tools)
+    SEED = "seed"  # `device_register`: seed 003 client (commands as JSON envelopes)
 
 
 class EventType(enum.StrEnum):

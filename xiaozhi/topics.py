@@ -377,19 +377,46 @@ class TopicTree:
         """
         return [self.command(device_id), self.broadcast_command()]
 
-    def shared_voice_commands(self, group: str = "hub") -> str:
+    def all_group_commands(self) -> str:
+        """``xiaozhi/commands/group/+``: every group's commands (the hub fans them out)."""
+        return f"{self.base}/commands/group/+"
+
+    @staticmethod
+    def shared(group: str, topic_filter: str) -> str:
+        """``$share/{group}/{topic_filter}``: one subscriber of the group gets each message.
+
+        Share only whole units (a voice command, a group command): a shared group is
+        round-robin per message, so a device's ordered stream must never be split across
+        one (design.md §8).
+        """
+        return f"$share/{validate_id(group, what='share group')}/{topic_filter}"
+
+    def shared_voice_commands(self, group: str) -> str:
         """``$share/{group}/xiaozhi/events/voice_command``: each hub replica gets a share.
 
-        Safe to share because each voice command is one whole message: a shared group is
-        round-robin per message (design.md §8).
+        Safe to share because each voice command is one whole message (:meth:`shared`).
         """
-        return f"$share/{validate_id(group, what='share group')}/{self.voice_command_events()}"
+        return self.shared(group, self.voice_command_events())
+
+    def hub_probe(self, hub_id: str) -> str:
+        """``xiaozhi/bridge/hubs/{hub_id}/probe``: a topic private to one hub replica.
+
+        The hub publishes a nonce here after subscribing to retained topics; the broker
+        delivers in order on one connection, so the nonce coming back means every retained
+        message of the earlier subscriptions has arrived (a readiness event, not a timer).
+        Not part of the public tree: nobody else publishes or subscribes here.
+        """
+        return f"{self.base}/bridge/hubs/{validate_id(hub_id, what='hub id')}/probe"
 
     def bridge_requests(self) -> str:
         """``xiaozhi/bridge/request/#``."""
         return f"{self.base}/bridge/request/#"
 
     # -- Home Assistant ------------------------------------------------------------------
+
+    def all_discovery_configs(self) -> str:
+        """``homeassistant/+/+/+/config``: every discovery config with a node id level."""
+        return f"{self.discovery_prefix}/+/+/+/config"
 
     def discovery_config(
         self,

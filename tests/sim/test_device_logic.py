@@ -9,7 +9,7 @@ import pytest
 
 from xiaozhi import jsonutil
 from xiaozhi.payloads import DeviceStatus, DeviceTransport
-from xiaozhi_sim.backoff import Backoff
+from xiaozhi.backoff import Backoff
 from xiaozhi_sim.executor import CommandExecutor
 from xiaozhi_sim.identity import ESPRESSIF_OUI, make_identity
 from xiaozhi_sim.mcp import McpServer, device_tools

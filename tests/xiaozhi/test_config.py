@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
-from xiaozhi.config import MqttUrl, describe_invalid_settings, parse_mqtt_url
+from xiaozhi.config import MqttUrl, MqttUrlSetting, describe_invalid_settings, parse_mqtt_url
 
 
 @pytest.mark.parametrize(
@@ -40,3 +40,14 @@ def test_every_invalid_setting_is_listed_and_secrets_are_not_echoed() -> None:
     assert "  XIAOZHI_EDGE_PORT=70000: Input should be less than or equal to 65535" in text
     assert "XIAOZHI_SECRET=<hidden>" in text
     assert "short" not in text
+
+
+class _WithBroker(BaseModel):
+    mqtt_url: MqttUrlSetting = "mqtt://127.0.0.1:1883"
+
+
+def test_the_mqtt_url_setting_type_refuses_a_bad_url_among_the_other_settings() -> None:
+    assert _WithBroker(mqtt_url="mqtt://broker:1884").mqtt_url == "mqtt://broker:1884"
+    with pytest.raises(ValidationError) as caught:
+        _WithBroker(mqtt_url="http://broker")
+    assert "XIAOZHI_MQTT_URL='http://broker'" in describe_invalid_settings(caught.value)

@@ -66,3 +66,20 @@ def test_a_bad_topic_is_caller_misuse_not_a_peer_error() -> None:
     assert isinstance(error, ValueError)
     assert not isinstance(error, errors.WireError)
     assert error.value == "a/b"
+
+
+@pytest.mark.parametrize(
+    ("error_class", "builtin"),
+    [
+        (errors.ConfigurationError, ValueError),
+        (errors.StartupError, RuntimeError),
+        (errors.OperationFailed, ValueError),
+    ],
+)
+def test_component_error_bases_join_the_tree_and_keep_their_builtin_meaning(
+    error_class: type[errors.XiaozhiError], builtin: type[Exception]
+) -> None:
+    err = error_class("nope")
+    assert isinstance(err, errors.XiaozhiError)
+    assert isinstance(err, builtin)
+    assert not isinstance(err, errors.WireError)

@@ -181,10 +181,16 @@ def test_subscription_filters() -> None:
         "xiaozhi/commands/esp32_device_001",
         "xiaozhi/commands/broadcast",
     ]
-    assert T.shared_voice_commands() == "$share/hub/xiaozhi/events/voice_command"
+    assert T.shared_voice_commands("hub") == "$share/hub/xiaozhi/events/voice_command"
     assert T.shared_voice_commands("hub-2") == "$share/hub-2/xiaozhi/events/voice_command"
     with pytest.raises(InvalidTopic):
         T.shared_voice_commands("a/b")
+    assert T.all_group_commands() == "xiaozhi/commands/group/+"
+    assert T.shared("hub", T.broadcast_command()) == "$share/hub/xiaozhi/commands/broadcast"
+    assert T.hub_probe("hub-1") == "xiaozhi/bridge/hubs/hub-1/probe"
+    with pytest.raises(InvalidTopic):
+        T.hub_probe("hub/1")
+    assert T.all_discovery_configs() == "homeassistant/+/+/+/config"
 
 
 def test_other_base_and_prefix() -> None:

@@ -1,4 +1,8 @@
-"""Reconnect delays: capped exponential back-off with jitter.
+"""Reconnect delays: capped exponential back-off with jitter, for every client we run.
+
+The hub's and edge's broker connection (``xiaozhi_runtime.mqtt``) and the simulated devices
+(WebSocket and MQTT) all wait between attempts through :class:`Backoff`. Pure: it returns
+delays; the caller sleeps.
 
 Seed 003's client retries every 5 s, at most 10 times; the firmware's OTA check doubles from
 10 s (reference section 3.1) and its MQTT client waits 60 s between tries (reference 2.2). We

@@ -36,10 +36,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from xiaozhi import jsonutil
 from xiaozhi._validation import WireModel
+from xiaozhi.backoff import Backoff
 from xiaozhi.errors import WireError
 from xiaozhi.payloads import ConnectionEvent, DeviceTransport, VoiceCommandEvent
 from xiaozhi.topics import validate_id
-from xiaozhi.backoff import Backoff
 from xiaozhi_sim.device import (
     REBOOT_SECONDS,
     ChannelError,

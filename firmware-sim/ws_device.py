@@ -33,12 +33,12 @@ from websockets.exceptions import (
 
 from xiaozhi import jsonutil
 from xiaozhi._validation import WireModel
+from xiaozhi.backoff import Backoff
 from xiaozhi.binary import V2_HEADER, V3_HEADER, BinaryVersion, FrameType, encode_opus
 from xiaozhi.errors import WireError
 from xiaozhi.messages import CommandMessage, DeviceHello, Features, ListenMode, Transport
 from xiaozhi.payloads import DeviceTransport
 from xiaozhi_sim.audio import FRAME_MS, MicrophoneEncoder, TtsRecorder, load_microphone_wav
-from xiaozhi.backoff import Backoff
 from xiaozhi_sim.device import (
     REBOOT_SECONDS,
     ChannelError,

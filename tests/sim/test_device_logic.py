@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from xiaozhi import jsonutil
-from xiaozhi.payloads import DeviceStatus, DeviceTransport
 from xiaozhi.backoff import Backoff
+from xiaozhi.payloads import DeviceStatus, DeviceTransport
 from xiaozhi_sim.executor import CommandExecutor
 from xiaozhi_sim.identity import ESPRESSIF_OUI, make_identity
 from xiaozhi_sim.mcp import McpServer, device_tools

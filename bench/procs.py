@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from xiaozhi.errors import StartupError
 from xiaozhi_cli.broker import ManagedMosquitto, free_port
 
 __all__ = [
@@ -52,7 +53,7 @@ HOST = "127.0.0.1"
 NOFILE_WANTED = 65_536
 
 
-class BenchProcessError(RuntimeError):
+class BenchProcessError(StartupError):
     """A child did not start or answer; the message carries the end of its log."""
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from xiaozhi.errors import StartupError
+
 __all__ = [
     "DEV_CONFIG",
     "BrokerStartError",
@@ -47,7 +49,7 @@ class _Readiness:
     up: bool = False
 
 
-class BrokerStartError(RuntimeError):
+class BrokerStartError(StartupError):
     """The broker did not start; the message carries its last log lines."""
 
 

@@ -13,15 +13,15 @@ import asyncio
 import contextlib
 import os
 import secrets
-import signal
 import socket
 import sys
 from collections.abc import Sequence
 
 from xiaozhi.config import parse_mqtt_url
+from xiaozhi.errors import XiaozhiError
 from xiaozhi_cli.broker import BrokerStartError, ManagedMosquitto
-from xiaozhi_cli.settings import SettingsError, UpSettings, load_settings
-from xiaozhi_hub.service import HubStartError
+from xiaozhi_cli.settings import UpSettings, load_settings
+from xiaozhi_runtime.runner import run_until_signal
 
 __all__ = ["main"]
 
@@ -40,25 +40,6 @@ def _check_reachable(url: str, timeout: float = 3.0) -> None:
         raise BrokerStartError(f"broker {url} is not reachable: {err}") from err
 
 
-def _install_stop_handlers() -> asyncio.Event:
-    """Set an event on the first SIGINT/SIGTERM; a second one forces the exit (as uvicorn does).
-
-    Installed before anything starts, so a Ctrl-C during start-up still stops cleanly.
-    """
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    def _on_signal() -> None:
-        if stop.is_set():
-            _say("second signal: exiting now")
-            raise SystemExit(1)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, _on_signal)
-    return stop
-
-
 def _api_key(settings: UpSettings) -> str:
     """XIAOZHI_API_KEYS when set, else a key generated once and kept in the state dir."""
     if os.environ.get("XIAOZHI_API_KEYS"):
@@ -71,8 +52,12 @@ def _api_key(settings: UpSettings) -> str:
     return path.read_text(encoding="ascii").strip()
 
 
-async def _run_up(settings: UpSettings) -> int:
-    """Broker, console, edge, hub and demo devices, in that order; stopped in reverse."""
+async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
+    """Broker, console, edge, hub and demo devices, in that order; stopped in reverse.
+
+    ``stop`` is watched from before anything starts, so a Ctrl-C during start-up still stops
+    cleanly.
+    """
     from xiaozhi.topics import TopicTree
     from xiaozhi_cli.console import Console
     from xiaozhi_edge.server import EdgeServer
@@ -82,7 +67,6 @@ async def _run_up(settings: UpSettings) -> int:
     from xiaozhi_sim.fleet import demo_fleet
     from xiaozhi_sim.settings import SimSettings
 
-    stop = _install_stop_handlers()
     async with contextlib.AsyncExitStack() as stack:
         if settings.mqtt_url:
             _check_reachable(settings.mqtt_url)
@@ -151,9 +135,12 @@ async def _run_up(settings: UpSettings) -> int:
 def _cmd_up(_: argparse.Namespace) -> int:
     try:
         settings = load_settings()
-        return asyncio.run(_run_up(settings))
-    except (SettingsError, BrokerStartError, HubStartError, ValueError, OSError) as err:
-        # ValueError covers every component's settings and home-file errors; OSError a port
+        return run_until_signal(
+            lambda stop: _run_up(settings, stop),
+            on_second_signal=lambda: _say("second signal: exiting now"),
+        )
+    except (XiaozhiError, OSError) as err:
+        # Every component's settings, home-file and start-up errors; OSError a taken port
         print(f"xiaozhi up: {err}", file=sys.stderr)
         return 2
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from xiaozhi.config import describe_invalid_settings, parse_mqtt_url
+from xiaozhi.config import MqttUrlSetting, describe_invalid_settings
+from xiaozhi.errors import ConfigurationError
 
 __all__ = ["SettingsError", "UpSettings", "load_settings"]
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigurationError):
     """One or more settings are invalid; the message lists every one of them."""
 
 
@@ -25,7 +26,7 @@ class UpSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="XIAOZHI_", extra="ignore")
 
-    mqtt_url: str | None = Field(
+    mqtt_url: MqttUrlSetting | None = Field(
         default=None,
         description="External broker (mqtt://host:port). Unset: start a managed Mosquitto.",
     )
@@ -45,13 +46,6 @@ class UpSettings(BaseSettings):
     demo_say_every_seconds: float = Field(
         default=20.0, gt=0, description="How often each demo device says a demo phrase."
     )
-
-    @field_validator("mqtt_url")
-    @classmethod
-    def _check_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_mqtt_url(value)
-        return value
 
 
 def load_settings() -> UpSettings:

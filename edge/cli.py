@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ import sys
 from typing import Any
 
 from xiaozhi_edge.settings import EdgeSettingsError, load_edge_settings
+from xiaozhi_runtime.runner import run_until_signal
 
 __all__ = ["add_edge_parser"]
 
@@ -26,23 +26,12 @@ def _run_one(reuse_port: bool) -> int:
         print(f"xiaozhi edge: {err}", file=sys.stderr)
         return 2
     configure_logging(level=settings.log_level)
-    try:
-        import uvloop
 
-        runner: Any = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        runner = asyncio.run
+    async def main(stop: asyncio.Event) -> int:
+        await run_edge(settings, reuse_port=reuse_port, stop=stop)
+        return 0
 
-    async def main() -> None:
-        task = asyncio.create_task(run_edge(settings, reuse_port=reuse_port))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    runner(main())
-    return 0
+    return run_until_signal(main)
 
 
 def _run_workers(count: int) -> int:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
 from xiaozhi import __version__, jsonutil
-from xiaozhi.errors import InvalidMessage
+from xiaozhi.errors import InvalidMessage, OperationFailed
 from xiaozhi.messages import Mcp
 
 __all__ = [
@@ -58,7 +58,7 @@ class RequestKind(enum.StrEnum):
     TOOLS_CALL = "tools/call"
 
 
-class McpBusy(RuntimeError):
+class McpBusy(OperationFailed):
     """Too many calls in flight for this device; the caller answers with a failure."""
 
 

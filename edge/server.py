@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import datetime as dt
 import http
 import os
 import time
@@ -49,6 +48,7 @@ from xiaozhi.audio_monitor import AudioPacket, encode_audio_packet
 from xiaozhi.binary import FrameType, decode_frame
 from xiaozhi.errors import AuthenticationFailed, InvalidTopic, UnsupportedVersion, WireError
 from xiaozhi.payloads import Availability, EdgeState
+from xiaozhi.timestamps import wire_timestamp
 from xiaozhi.tokens import bearer_token, verify_token
 from xiaozhi.topics import TopicKind, TopicTree, normalize_device_id, publish_options
 from xiaozhi_edge.audio import ToneSynthesizer
@@ -78,10 +78,6 @@ _MONITOR_QUEUE_PACKETS = 50  # ~3 s of 60 ms frames buffered per listener before
 _MONITOR_PING_SECONDS = 30.0  # seed 004's keep-alive
 _TICK_SECONDS = 1.0
 _SERVICE_RESTART = 1012
-
-
-def _wall() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _http_response(status: http.HTTPStatus, content_type: str, body: bytes) -> Response:
@@ -198,10 +194,10 @@ class DeviceConnection:
             async for message in self.ws:
                 now = loop.time()
                 if isinstance(message, str):
-                    outputs = session.on_text(message, now, _wall())
+                    outputs = session.on_text(message, now, wire_timestamp(time.time()))
                 else:
                     server.tap_audio(self, message, now)
-                    outputs = session.on_binary(message, now, _wall())
+                    outputs = session.on_binary(message, now, wire_timestamp(time.time()))
                 if outputs:
                     await self.execute(outputs)
                 if not owner.room.is_set():
@@ -215,7 +211,7 @@ class DeviceConnection:
         if self.playback is not None:
             self.playback.cancel()
         now = asyncio.get_running_loop().time()
-        outputs = self.session.on_close(now, _wall())
+        outputs = self.session.on_close(now, wire_timestamp(time.time()))
         async with self.lock:
             for output in outputs:  # only publishes and unsubscribes matter now
                 if isinstance(output, Publish | Unsubscribe):
@@ -321,7 +317,9 @@ class EdgeServer:
         self.metrics.register(_EdgeCollector(self))
 
     def _edge_payload(self, state: Availability) -> bytes:
-        return EdgeState(state=state, edge_id=self.settings.edge_id, timestamp=_wall()).to_wire()
+        return EdgeState(
+            state=state, edge_id=self.settings.edge_id, timestamp=wire_timestamp(time.time())
+        ).to_wire()
 
     @property
     def port(self) -> int:
@@ -384,7 +382,7 @@ class EdgeServer:
             for conn in list(self.connections):
                 deadline = conn.session.next_deadline()
                 if deadline is not None and deadline <= now:
-                    wall = wall or _wall()
+                    wall = wall or wire_timestamp(time.time())
                     conn.execute_soon(conn.session.on_timer(now, wall))
 
     # ------------------------------------------------------------------ handshake
@@ -481,7 +479,7 @@ class EdgeServer:
             wake_words=self.settings.wake_words,
             synthesizer=self.synthesizer,
             now=loop.time(),
-            wall=_wall(),
+            wall=wire_timestamp(time.time()),
         )
         conn = DeviceConnection(self, ws, session)
         self.connections.add(conn)
@@ -497,7 +495,7 @@ class EdgeServer:
         self.by_device[device_id] = conn
         if older is not None and older is not conn:
             now = asyncio.get_running_loop().time()
-            older.execute_soon(older.session.supersede(now, _wall()))
+            older.execute_soon(older.session.supersede(now, wire_timestamp(time.time())))
 
     def forget(self, conn: DeviceConnection) -> None:
         self.connections.discard(conn)
@@ -513,7 +511,7 @@ class EdgeServer:
         if not holders:
             return
         loop = asyncio.get_running_loop()
-        now, wall = loop.time(), _wall()
+        now, wall = loop.time(), wire_timestamp(time.time())
         for conn in holders:
             conn.execute_soon(conn.session.on_command(payload, now, wall))
 
@@ -656,11 +654,13 @@ class _EdgeCollector:
         yield dropped
 
 
-async def run_edge(settings: EdgeSettings, *, reuse_port: bool = False) -> None:
-    """Run one edge worker until cancelled (the CLI cancels it on Ctrl-C)."""
+async def run_edge(
+    settings: EdgeSettings, *, reuse_port: bool = False, stop: asyncio.Event | None = None
+) -> None:
+    """Run one edge worker until ``stop`` is set (the CLI sets it on Ctrl-C) or cancelled."""
     server = EdgeServer(settings)
     await server.start(reuse_port=reuse_port)
     try:
-        await asyncio.Event().wait()
+        await (stop or asyncio.Event()).wait()
     finally:
         await server.stop()

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -48,10 +48,12 @@ from xiaozhi.commands import (
     DeviceCommand,
     LedParameters,
     McpCallParameters,
+    McpTool,
     RespondParameters,
     VolumeParameters,
     parse_parameters,
 )
+from xiaozhi.dedup import RecentIds
 from xiaozhi.errors import (
     AuthenticationFailed,
     ErrorCode,
@@ -97,6 +99,7 @@ from xiaozhi.messages import (
 from xiaozhi.payloads import (
     CommandPayload,
     ConnectionEvent,
+    DeviceKind,
     DeviceStatus,
     DeviceTransport,
     EventPayload,
@@ -144,7 +147,6 @@ __all__ = [
     "DEFAULT_WAKE_WORDS",
     "PREBUFFER_FRAMES",
     "DeviceIdentity",
-    "DeviceKind",
     "DeviceSession",
     "EdgeCounters",
     "IdentityRefused",
@@ -177,13 +179,6 @@ class SessionState(enum.StrEnum):
     READY = "ready"  # hello answered; binary version fixed for life
     CLOSING = "closing"  # close sent, waiting for the socket to end
     CLOSED = "closed"  # on_close ran: disconnected status published
-
-
-class DeviceKind(enum.StrEnum):
-    """How the device introduced itself; decides how commands reach it."""
-
-    FIRMWARE = "firmware"  # `hello`: real xiaozhi firmware (stt/tts/audio, MCP tools)
-    SEED = "seed"  # `device_register`: seed 003 client (commands as JSON envelopes)
 
 
 class UnexpectedMessage(InvalidMessage):
@@ -437,8 +432,7 @@ class DeviceSession:
         self._register_extras: dict[str, Any] = {}
         self._telemetry: dict[str, Any] = {}
         self._downlink_ms = 0
-        self._recent_commands: deque[str] = deque()
-        self._recent_command_set: set[str] = set()
+        self._recent_commands = RecentIds(_DUPLICATE_WINDOW)
 
         self._bucket = TokenBucket(limits.max_messages_per_second, limits.burst_messages, now)
         self._flood = EventWindow(limits.flood_close_after_violations, limits.flood_window_seconds)
@@ -1278,7 +1272,7 @@ class DeviceSession:
                 error_message=str(err),
             )
             return
-        if self._is_duplicate(command.message_id):
+        if self._recent_commands.seen(command.message_id):
             self.counters.duplicate_commands += 1
             return
         if self.state is not SessionState.READY:
@@ -1304,17 +1298,6 @@ class DeviceSession:
             self._deliver_seed(command, parsed, wall, out)
         else:
             self._deliver_firmware(command, parsed, now, wall, out)
-
-    def _is_duplicate(self, message_id: str | None) -> bool:
-        if message_id is None:
-            return False
-        if message_id in self._recent_command_set:
-            return True
-        self._recent_commands.append(message_id)
-        self._recent_command_set.add(message_id)
-        if len(self._recent_commands) > _DUPLICATE_WINDOW:
-            self._recent_command_set.discard(self._recent_commands.popleft())
-        return False
 
     def _command_result(
         self,
@@ -1447,7 +1430,7 @@ class DeviceSession:
                 )
             case DeviceCommand.LED:
                 led: LedParameters = params
-                tool = "self.light.turn_on" if led.on else "self.light.turn_off"
+                tool = McpTool.LIGHT_ON if led.on else McpTool.LIGHT_OFF
                 self._tool_call(command, tool, {}, now=now, wall=wall, out=out)
 
     def _tool_refusal(self, tool: str) -> str | None:

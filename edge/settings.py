@@ -16,7 +16,8 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from xiaozhi.config import describe_invalid_settings, parse_mqtt_url
+from xiaozhi.config import MqttUrlSetting, describe_invalid_settings
+from xiaozhi.errors import ConfigurationError
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.session import DEFAULT_WAKE_WORDS
 
@@ -36,14 +37,14 @@ def _default_edge_id() -> str:
     return f"edge-{host}-{os.getpid()}"
 
 
-class EdgeSettingsError(ValueError):
+class EdgeSettingsError(ConfigurationError):
     """Invalid edge settings; the message lists every one with the value it got."""
 
 
 class EdgeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="XIAOZHI_", extra="ignore")
 
-    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_url: MqttUrlSetting = "mqtt://127.0.0.1:1883"
     edge_host: str = "0.0.0.0"  # devices connect from the LAN
     edge_port: int = Field(default=8000, ge=0, le=65535)
     edge_id: str = Field(default_factory=_default_edge_id, pattern=r"^[a-z0-9_-]{1,64}$")
@@ -81,12 +82,6 @@ class EdgeSettings(BaseSettings):
     def _split_words(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
-        return value
-
-    @field_validator("mqtt_url")
-    @classmethod
-    def _check_mqtt_url(cls, value: str) -> str:
-        parse_mqtt_url(value)
         return value
 
     def limits(self) -> EdgeLimits:

@@ -43,7 +43,7 @@ from xiaozhi_sim.paho_loop import PahoAsyncio
 from xiaozhi_sim.settings import SimSettings, SimSettingsError, load_sim_settings
 from xiaozhi_sim.state import DeviceState
 from xiaozhi_sim.stats import SimStats
-from xiaozhi_sim.ws_device import Flavour, WsDevice
+from xiaozhi_sim.ws_device import WsDevice
 
 __all__ = [
     "DEMO_PHRASES",
@@ -54,7 +54,6 @@ __all__ = [
     "Fault",
     "FaultNotApplicable",
     "FaultResult",
-    "Flavour",
     "Fleet",
     "Integrator",
     "MqttDevice",

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from xiaozhi.errors import WireError
+from xiaozhi.errors import OperationFailed, WireError
 from xiaozhi.wav import UPLINK_FORMAT, WavFormat, decode_wav, encode_wav
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ OPUS_RATES: Final = (8000, 12000, 16000, 24000, 48000)
 """Sample rates an Opus decoder can output."""
 
 
-class AudioFormatError(ValueError):
+class AudioFormatError(OperationFailed):
     """A WAV file the microphone cannot stream; the message says how to convert it."""
 
 

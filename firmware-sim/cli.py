@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import shlex
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Any
 import structlog
 
 from xiaozhi.messages import ListenMode
+from xiaozhi.payloads import DeviceKind
+from xiaozhi_runtime.runner import run_until_signal
 from xiaozhi_sim.audio import AudioFormatError
 from xiaozhi_sim.device import ChannelError, FaultNotApplicable, Received, SimulatedDevice
 from xiaozhi_sim.fleet import (
@@ -38,7 +39,7 @@ from xiaozhi_sim.paho_loop import PahoAsyncio
 from xiaozhi_sim.scenario import EXIT_INVALID, ScenarioError, load_scenario, run_scenario
 from xiaozhi_sim.settings import SimSettings, SimSettingsError, load_sim_settings
 from xiaozhi_sim.stats import SimStats
-from xiaozhi_sim.ws_device import Flavour, WsDevice
+from xiaozhi_sim.ws_device import WsDevice
 
 __all__ = ["add_sim_parser", "cmd_device", "cmd_fleet", "cmd_scenario", "main"]
 
@@ -75,14 +76,6 @@ def _settings(args: argparse.Namespace) -> SimSettings:
         sim_seed=args.seed,
         sim_heartbeat_interval_seconds=getattr(args, "heartbeat", None),
     )
-
-
-def _install_stop(stop: asyncio.Event) -> None:
-    """First SIGINT/SIGTERM sets ``stop``; handlers only exist in the main thread."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
 
 
 def _stdin_lines(queue: asyncio.Queue[str | None]) -> None:
@@ -146,14 +139,12 @@ async def _device_command(device: SimulatedDevice, line: str) -> bool:
     return True
 
 
-async def _run_device(args: argparse.Namespace, settings: SimSettings) -> int:
-    stop = asyncio.Event()
-    _install_stop(stop)
+async def _run_device(args: argparse.Namespace, settings: SimSettings, stop: asyncio.Event) -> int:
     paho = PahoAsyncio() if args.transport == "mqtt" else None
     spec = DeviceSpec(
         transport=args.transport,
         binary_version=args.binary_version,
-        flavour=Flavour(args.flavour),
+        flavour=DeviceKind(args.flavour),
         mode=ListenMode(args.mode) if args.mode else None,
         groups=tuple(args.group),
         name=args.name,
@@ -263,21 +254,19 @@ def cmd_device(args: argparse.Namespace) -> int:
     except SimSettingsError as err:
         print(f"xiaozhi sim device: {err}", file=sys.stderr)
         return 2
-    return asyncio.run(_run_device(args, settings))
+    return run_until_signal(lambda stop: _run_device(args, settings, stop))
 
 
 # -- xiaozhi sim fleet -------------------------------------------------------------------
 
 
-async def _run_fleet(args: argparse.Namespace, settings: SimSettings) -> int:
-    stop = asyncio.Event()
-    _install_stop(stop)
+async def _run_fleet(args: argparse.Namespace, settings: SimSettings, stop: asyncio.Event) -> int:
     specs = fleet_specs(
         args.devices,
         args.transport,
         binary_version=args.binary_version,
         groups=args.group,
-        flavour=Flavour(args.flavour),
+        flavour=DeviceKind(args.flavour),
     )
     fleet = Fleet(
         settings,
@@ -339,7 +328,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     except SimSettingsError as err:
         print(f"xiaozhi sim fleet: {err}", file=sys.stderr)
         return 2
-    return asyncio.run(_run_fleet(args, settings))
+    return run_until_signal(lambda stop: _run_fleet(args, settings, stop))
 
 
 # -- xiaozhi sim scenario ----------------------------------------------------------------
@@ -396,7 +385,7 @@ def add_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
     device.add_argument("--mode", choices=[m.value for m in ListenMode], help="listening mode")
     device.add_argument(
         "--flavour",
-        choices=[f.value for f in Flavour],
+        choices=[f.value for f in DeviceKind],
         default="firmware",
         help="WS client: real firmware or seed 003's JSON client",
     )
@@ -428,7 +417,7 @@ def add_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
     fleet.add_argument("--transport", choices=[t.value for t in TransportChoice], default="mqtt")
     fleet.add_argument("--binary-version", type=int, choices=[1, 2, 3])
     fleet.add_argument(
-        "--flavour", choices=[f.value for f in Flavour], default="firmware", help="WS client"
+        "--flavour", choices=[f.value for f in DeviceKind], default="firmware", help="WS client"
     )
     fleet.add_argument("--group", action="append", default=[], help="MQTT group of every device")
     fleet.add_argument("--say-every", type=float, metavar="SECONDS", help="each device talks")

@@ -16,7 +16,6 @@ import abc
 import asyncio
 import collections
 import contextlib
-import datetime
 import enum
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any, ClassVar, Final
 
 import structlog
 
+from xiaozhi.errors import OperationFailed
 from xiaozhi.payloads import DeviceTransport
 from xiaozhi_sim.identity import DeviceIdentity
 from xiaozhi_sim.mcp import McpServer, device_tools
@@ -45,7 +45,6 @@ __all__ = [
     "Received",
     "SimError",
     "SimulatedDevice",
-    "iso_now",
 ]
 
 INBOX_SIZE: Final = 2000
@@ -55,7 +54,7 @@ REBOOT_SECONDS: Final = 0.5
 """How long a simulated reboot keeps the device off the network."""
 
 
-class SimError(Exception):
+class SimError(OperationFailed):
     """Base of the simulator's own errors (the wire's are :mod:`xiaozhi.errors`)."""
 
 
@@ -115,22 +114,6 @@ class Received:
     kind: str
     payload: dict[str, Any] = field(default_factory=dict)
     topic: str | None = None
-
-
-def iso_now() -> str:
-    """Wall-clock time as seed 003 writes it: ``2024-01-01T00:00:00.000Z``."""
-    now = datetime.datetime.now(datetime.UTC)
-    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_iso(text: object) -> float | None:
-    """Seconds since the epoch of an ISO 8601 timestamp, or None."""
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 class SimulatedDevice(abc.ABC):

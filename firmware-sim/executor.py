@@ -10,7 +10,6 @@ publishes what :meth:`CommandExecutor.execute` returns.
 
 from __future__ import annotations
 
-import collections
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ from xiaozhi.commands import (
     VolumeParameters,
     parse_parameters,
 )
+from xiaozhi.dedup import RecentIds
 from xiaozhi.errors import WireError
 from xiaozhi.payloads import CommandPayload, EventPayload, EventType, ResponseStatus
 from xiaozhi_sim.mcp import McpServer
@@ -77,15 +77,12 @@ class CommandExecutor:
         self.executed = 0
         self.failed = 0
         self.duplicates = 0
-        self._recent: collections.deque[str] = collections.deque(maxlen=RECENT_MESSAGE_IDS)
+        self._recent = RecentIds(RECENT_MESSAGE_IDS)
 
     def _seen_before(self, message_id: str | None) -> bool:
-        if message_id is None:
-            return False
-        if message_id in self._recent:
+        if self._recent.seen(message_id):
             self.duplicates += 1
             return True
-        self._recent.append(message_id)
         return False
 
     def execute(self, raw: bytes, *, timestamp: str | None) -> Execution | None:

@@ -28,6 +28,7 @@ from typing import Final
 import httpx
 
 from xiaozhi.messages import ListenMode
+from xiaozhi.payloads import DeviceKind
 from xiaozhi_sim.device import ChannelError, SimulatedDevice
 from xiaozhi_sim.identity import make_identity
 from xiaozhi_sim.integrator import CommandProbe, Integrator
@@ -35,7 +36,7 @@ from xiaozhi_sim.mqtt_device import MqttDevice
 from xiaozhi_sim.paho_loop import PahoAsyncio
 from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.stats import SimStats
-from xiaozhi_sim.ws_device import Flavour, WsDevice
+from xiaozhi_sim.ws_device import WsDevice
 
 __all__ = [
     "DEMO_PHRASES",
@@ -79,7 +80,7 @@ class DeviceSpec:
 
     transport: str = "ws"
     binary_version: int | None = None
-    flavour: Flavour = Flavour.FIRMWARE
+    flavour: DeviceKind = DeviceKind.FIRMWARE
     mode: ListenMode | None = None
     groups: tuple[str, ...] = ()
     name: str | None = None
@@ -92,7 +93,7 @@ def fleet_specs(
     *,
     binary_version: int | None = None,
     groups: Sequence[str] = (),
-    flavour: Flavour = Flavour.FIRMWARE,
+    flavour: DeviceKind = DeviceKind.FIRMWARE,
 ) -> list[DeviceSpec]:
     """``count`` specs; ``mixed`` cycles MQTT, WS v1, WS v2, WS v3."""
     choice = TransportChoice(transport)
@@ -232,7 +233,7 @@ class Fleet:
 
     def _expects_link(self, device: SimulatedDevice) -> bool:
         """Lazy firmware WS devices are not expected to be connected unless woken."""
-        if isinstance(device, WsDevice) and device.flavour is Flavour.FIRMWARE:
+        if isinstance(device, WsDevice) and device.flavour is DeviceKind.FIRMWARE:
             return self.wake_on_start
         return True
 
@@ -292,7 +293,7 @@ class Fleet:
     async def _start_one(self, device: SimulatedDevice) -> None:
         try:
             await device.start()
-            is_lazy = isinstance(device, WsDevice) and device.flavour is Flavour.FIRMWARE
+            is_lazy = isinstance(device, WsDevice) and device.flavour is DeviceKind.FIRMWARE
             if self.wake_on_start and is_lazy:
                 assert isinstance(device, WsDevice)
                 await device.wake()

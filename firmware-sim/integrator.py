@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +28,9 @@ from xiaozhi import jsonutil
 from xiaozhi._validation import WireModel
 from xiaozhi.errors import WireError
 from xiaozhi.payloads import CommandPayload
+from xiaozhi.timestamps import wire_timestamp
 from xiaozhi.topics import TopicTree
-from xiaozhi_sim.device import ChannelError, iso_now
+from xiaozhi_sim.device import ChannelError
 from xiaozhi_sim.notify import Notifier
 from xiaozhi_sim.paho_loop import PahoAsyncio
 from xiaozhi_sim.settings import SimSettings
@@ -169,7 +171,7 @@ class Integrator:
             command=command,
             parameters=parameters or {},
             message_id=f"cmd_{uuid.uuid4().hex[:12]}",
-            timestamp=iso_now(),
+            timestamp=wire_timestamp(time.time()),
             device_id=device_id,
         )
         self.publish(topic, payload)

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from xiaozhi import jsonutil
+from xiaozhi.commands import McpTool
+from xiaozhi.errors import OperationFailed
 from xiaozhi_sim.model import DeviceModel
 
 __all__ = [
@@ -47,7 +49,7 @@ _PAGE_SLACK_BYTES: Final = 30  # the firmware keeps this much room for the reply
 ToolResult = bool | int | str | dict[str, Any]
 
 
-class ToolError(Exception):
+class ToolError(OperationFailed):
     """A tool refused its call; the message goes to the caller as the JSON-RPC error."""
 
 
@@ -292,26 +294,26 @@ def device_tools(model: DeviceModel, system_info: Callable[[], dict[str, Any]]) 
 
     return [
         Tool(
-            "self.get_device_status",
+            McpTool.GET_DEVICE_STATUS,
             "Provides the real-time information of the device, including the current status of "
             "the audio speaker, screen, light and network. Use it to answer questions about the "
             "device and as the first step before changing a setting.",
             get_status,
         ),
         Tool(
-            "self.audio_speaker.set_volume",
+            McpTool.SET_VOLUME,
             "Set the volume of the audio speaker. If the current volume is unknown, call "
             "`self.get_device_status` first.",
             set_volume,
             (Property("volume", PropertyType.INTEGER, minimum=0, maximum=100),),
         ),
-        Tool("self.light.turn_on", "Turn on the light.", light(True)),
-        Tool("self.light.turn_off", "Turn off the light.", light(False)),
+        Tool(McpTool.LIGHT_ON, "Turn on the light.", light(True)),
+        Tool(McpTool.LIGHT_OFF, "Turn off the light.", light(False)),
         Tool(
-            "self.get_system_info",
+            McpTool.GET_SYSTEM_INFO,
             "Get the system information (chip, firmware, partitions).",
             lambda _: system_info(),
             user_only=True,
         ),
-        Tool("self.reboot", "Reboot the device.", reboot, user_only=True),
+        Tool(McpTool.REBOOT, "Reboot the device.", reboot, user_only=True),
     ]

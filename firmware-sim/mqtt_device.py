@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import random
 import socket
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ from xiaozhi._validation import WireModel
 from xiaozhi.backoff import Backoff
 from xiaozhi.errors import WireError
 from xiaozhi.payloads import ConnectionEvent, DeviceTransport, VoiceCommandEvent
+from xiaozhi.timestamps import wire_timestamp
 from xiaozhi.topics import validate_id
 from xiaozhi_sim.device import (
     REBOOT_SECONDS,
@@ -47,7 +49,6 @@ from xiaozhi_sim.device import (
     FaultNotApplicable,
     FaultResult,
     SimulatedDevice,
-    iso_now,
 )
 from xiaozhi_sim.executor import CommandExecutor
 from xiaozhi_sim.identity import DeviceIdentity
@@ -251,7 +252,7 @@ class MqttDevice(SimulatedDevice):
         except WireError:
             payload = {"raw": msg.payload[:200].decode("utf-8", "replace")}
         self._record("command", payload, msg.topic)
-        execution = self.executor.execute(msg.payload, timestamp=iso_now())
+        execution = self.executor.execute(msg.payload, timestamp=wire_timestamp(time.time()))
         if execution is None:
             return  # a repeat of a command already run (group topic and fan-out, QoS 1)
         if not execution.ok:
@@ -278,7 +279,7 @@ class MqttDevice(SimulatedDevice):
     def publish_status(self) -> None:
         """A fresh ``connected`` status with telemetry (retained)."""
         status = self.model.status_payload(
-            self.now(), timestamp=iso_now(), transport=DeviceTransport.MQTT
+            self.now(), timestamp=wire_timestamp(time.time()), transport=DeviceTransport.MQTT
         )
         self._publish(self.topics.status(self.device_id), status)
 
@@ -289,7 +290,7 @@ class MqttDevice(SimulatedDevice):
             event_type=event_type,
             device_id=self.device_id,
             transport=DeviceTransport.MQTT,
-            timestamp=iso_now(),
+            timestamp=wire_timestamp(time.time()),
         )
         topic = (
             self.topics.device_connected()
@@ -300,7 +301,7 @@ class MqttDevice(SimulatedDevice):
 
     def publish_sensors(self) -> None:
         """One retained reading per sensor."""
-        for reading in self.model.sensor_payloads(timestamp=iso_now()):
+        for reading in self.model.sensor_payloads(timestamp=wire_timestamp(time.time())):
             self._publish(self.topics.sensor(self.device_id, reading.sensor_type), reading)
 
     def state_changed_locally(self) -> None:
@@ -333,7 +334,7 @@ class MqttDevice(SimulatedDevice):
             language=self.identity.language_code,
             transport=DeviceTransport.MQTT,
             message_id=f"msg_{uuid.uuid4().hex[:12]}",
-            timestamp=iso_now(),
+            timestamp=wire_timestamp(time.time()),
             processing_time_ms=120,
             audio_duration_ms=max(600, 300 * len(text.split())),
         )
@@ -386,7 +387,7 @@ class MqttDevice(SimulatedDevice):
         else:  # FLOOD
             count = int(options.get("count", 1000))
             for _ in range(count):
-                reading = self.model.sensor_payloads(timestamp=iso_now())[-1]
+                reading = self.model.sensor_payloads(timestamp=wire_timestamp(time.time()))[-1]
                 self._publish(self.topics.sensor(self.device_id, reading.sensor_type), reading)
             result = FaultResult(fault, sent=count, detail=f"{count} sensor readings at once")
         self._record("fault", result.as_message())

@@ -54,8 +54,9 @@ import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from xiaozhi.errors import WireError
+from xiaozhi.errors import ConfigurationError, OperationFailed, WireError
 from xiaozhi.messages import ListenMode
+from xiaozhi.payloads import DeviceKind
 from xiaozhi.topics import TopicKind, TopicTree
 from xiaozhi_sim.audio import AudioFormatError
 from xiaozhi_sim.device import Fault, Received, SimError, SimulatedDevice
@@ -66,7 +67,7 @@ from xiaozhi_sim.paho_loop import PahoAsyncio
 from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.state import DeviceState
 from xiaozhi_sim.stats import SimStats
-from xiaozhi_sim.ws_device import Flavour, WsDevice
+from xiaozhi_sim.ws_device import WsDevice
 
 __all__ = [
     "EXIT_FAILED",
@@ -87,7 +88,7 @@ EXIT_INVALID = 2
 _WS_ONLY_FAULTS = frozenset({Fault.TRUNCATED, Fault.WRONG_VERSION, Fault.BAD_TOKEN})
 
 
-class ScenarioError(ValueError):
+class ScenarioError(ConfigurationError):
     """The scenario file is invalid; the message lists every problem with its step."""
 
 
@@ -100,7 +101,7 @@ class DeviceDecl(_Strict):
 
     transport: Literal["ws", "mqtt"] = "mqtt"
     binary_version: Literal[1, 2, 3] | None = None
-    flavour: Flavour = Flavour.FIRMWARE
+    flavour: DeviceKind = DeviceKind.FIRMWARE
     mode: ListenMode | None = None
     groups: list[str] = Field(default_factory=list)
     device_id: str | None = None
@@ -404,7 +405,7 @@ class ScenarioReport:
         )
 
 
-class _StepFailed(Exception):
+class _StepFailed(OperationFailed):
     """A step did not hold; the message is the report's detail."""
 
 
@@ -513,7 +514,7 @@ class ScenarioRunner:
     async def _step_connect(self, args: ConnectArgs) -> None:
         device = self.devices[args.device]
         await device.start()
-        if isinstance(device, WsDevice) and device.flavour is Flavour.FIRMWARE:
+        if isinstance(device, WsDevice) and device.flavour is DeviceKind.FIRMWARE:
             await device.wake()
         if not await device.wait_connected(args.within):
             raise _StepFailed(f"not connected within {args.within:g} s (state {device.state})")

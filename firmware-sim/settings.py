@@ -17,14 +17,15 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from xiaozhi.config import describe_invalid_settings, parse_mqtt_url
+from xiaozhi.config import MqttUrlSetting, describe_invalid_settings, parse_mqtt_url
+from xiaozhi.errors import ConfigurationError
 from xiaozhi.messages import ListenMode
 from xiaozhi.topics import TopicTree
 
 __all__ = ["SimSettings", "SimSettingsError", "load_sim_settings"]
 
 
-class SimSettingsError(ValueError):
+class SimSettingsError(ConfigurationError):
     """One or more settings are invalid; the message lists every one of them."""
 
 
@@ -33,7 +34,7 @@ class SimSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="XIAOZHI_", extra="ignore")
 
-    mqtt_url: str = Field(
+    mqtt_url: MqttUrlSetting = Field(
         default="mqtt://127.0.0.1:1883",
         description="Broker of the MQTT devices (mqtt://host:port).",
     )
@@ -75,12 +76,6 @@ class SimSettings(BaseSettings):
     sim_board: str = Field(default="bread-compact-wifi", description="Board name (User-Agent).")
     sim_firmware_version: str = Field(default="1.8.2", description="Firmware version reported.")
     sim_language: str = Field(default="en-US", description="Accept-Language of the device.")
-
-    @field_validator("mqtt_url")
-    @classmethod
-    def _check_mqtt_url(cls, value: str) -> str:
-        parse_mqtt_url(value)
-        return value
 
     @field_validator("sim_ws_url")
     @classmethod

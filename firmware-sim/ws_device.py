@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import random
+import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,7 +37,8 @@ from xiaozhi.backoff import Backoff
 from xiaozhi.binary import V2_HEADER, V3_HEADER, BinaryVersion, FrameType, encode_opus
 from xiaozhi.errors import WireError
 from xiaozhi.messages import CommandMessage, DeviceHello, Features, ListenMode, Transport
-from xiaozhi.payloads import DeviceTransport
+from xiaozhi.payloads import DeviceKind, DeviceTransport
+from xiaozhi.timestamps import wire_timestamp
 from xiaozhi_sim.audio import FRAME_MS, MicrophoneEncoder, TtsRecorder, load_microphone_wav
 from xiaozhi_sim.device import (
     REBOOT_SECONDS,
@@ -46,7 +47,6 @@ from xiaozhi_sim.device import (
     FaultNotApplicable,
     FaultResult,
     SimulatedDevice,
-    iso_now,
 )
 from xiaozhi_sim.executor import CommandExecutor
 from xiaozhi_sim.identity import DeviceIdentity
@@ -71,7 +71,7 @@ from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.state import DeviceState
 from xiaozhi_sim.stats import SimStats
 
-__all__ = ["Flavour", "WsDevice"]
+__all__ = ["WsDevice"]
 
 MAX_DOWNLINK_BYTES: Final = 1024 * 1024
 """Largest message the device accepts (websockets' default, 1 MiB)."""
@@ -79,13 +79,6 @@ OPEN_TIMEOUT_SECONDS: Final = 10.0
 _OVERSIZE_BYTES: Final = 2 * 1024 * 1024
 _SILENT_OPUS: Final = b"\xf8\xff\xfe"  # a valid 20 ms Opus silence packet (TOC + DTX)
 _ANSWER_TYPES: Final = frozenset({"stt", "tts", "llm", "response"})
-
-
-class Flavour(enum.StrEnum):
-    """Which client the device is."""
-
-    FIRMWARE = "firmware"  # the real xiaozhi-esp32 firmware (reference section 1)
-    SEED = "seed"  # seed 003's JSON-envelope WebSocket client
 
 
 def _describe(err: BaseException) -> str:
@@ -122,7 +115,7 @@ class WsDevice(SimulatedDevice):
         http: httpx.AsyncClient | None = None,
         binary_version: int | None = None,
         mode: ListenMode | None = None,
-        flavour: Flavour = Flavour.FIRMWARE,
+        flavour: DeviceKind = DeviceKind.FIRMWARE,
         record_path: Path | str | None = None,
         decode_audio: bool = True,
         hello_timeout: float = HELLO_TIMEOUT_SECONDS,
@@ -166,7 +159,7 @@ class WsDevice(SimulatedDevice):
         hello_timeout: float = HELLO_TIMEOUT_SECONDS,
         silence_timeout: float = SILENCE_TIMEOUT_SECONDS,
     ) -> FirmwareSession | SeedSession:
-        if self.flavour is Flavour.SEED:
+        if self.flavour is DeviceKind.SEED:
             return SeedSession(self.identity, self.model)
         return FirmwareSession(
             self.identity,
@@ -195,7 +188,7 @@ class WsDevice(SimulatedDevice):
             return
         self._stopping = False
         await self._boot()
-        if self.flavour is Flavour.SEED:
+        if self.flavour is DeviceKind.SEED:
             self.spawn(self._seed_supervise(), "seed-supervisor")
 
     async def _boot(self) -> None:
@@ -234,7 +227,7 @@ class WsDevice(SimulatedDevice):
         async with self._open_lock:
             if self.connected:
                 return
-            if self.flavour is Flavour.SEED:
+            if self.flavour is DeviceKind.SEED:
                 raise ChannelError(f"{self.device_id} is not connected (seed client reconnecting)")
             await self._connect(self.setup.ws_url, self.session.headers(self.setup.token))
             session = self.session
@@ -270,7 +263,7 @@ class WsDevice(SimulatedDevice):
         self._ws = ws
         self.stats.connects += 1
         if isinstance(session, SeedSession):
-            session.connected(self.now(), timestamp=iso_now())
+            session.connected(self.now(), timestamp=wire_timestamp(time.time()))
             self._count_connected()
         else:
             session.connected(self.now())
@@ -386,7 +379,9 @@ class WsDevice(SimulatedDevice):
         """Seed flavour: run the edge's ``command`` envelope as the MQTT device runs a command.
         The edge reports the delivery itself; over WS the outcome is only logged."""
         self._record("command", envelope.to_json_dict())
-        execution = self.executor.execute(envelope.data.to_wire(), timestamp=iso_now())
+        execution = self.executor.execute(
+            envelope.data.to_wire(), timestamp=wire_timestamp(time.time())
+        )
         if execution is None:
             return  # a repeat of a command already run
         if not execution.ok:
@@ -475,7 +470,7 @@ class WsDevice(SimulatedDevice):
         session = self.session
         assert isinstance(session, SeedSession)
         while self.connected:
-            session.heartbeat(self.now(), timestamp=iso_now())
+            session.heartbeat(self.now(), timestamp=wire_timestamp(time.time()))
             await self._flush()
             await asyncio.sleep(self.heartbeat_interval)
 
@@ -488,7 +483,7 @@ class WsDevice(SimulatedDevice):
         if isinstance(session, SeedSession):
             if not self.connected:
                 raise ChannelError(f"{self.device_id} is not connected")
-            session.say(text, self.now(), timestamp=iso_now())
+            session.say(text, self.now(), timestamp=wire_timestamp(time.time()))
         else:
             session.say(text, self.now())  # kept until the hello if the channel is closed
             if not session.channel_open:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import random
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 import structlog
 
+from xiaozhi.backoff import Backoff
 from xiaozhi.config import parse_mqtt_url
 
 __all__ = ["MqttOwner", "OutMessage", "OwnerStats"]
@@ -118,7 +118,9 @@ class MqttOwner:
         self._high_watermark = high_watermark or (max_queued_messages * 3) // 4
         self._keepalive = keepalive_seconds
         self._clean_session = clean_session
-        self._backoff = (reconnect_min_seconds, reconnect_max_seconds)
+        self._backoff = Backoff(
+            base_seconds=reconnect_min_seconds, max_seconds=reconnect_max_seconds, attempts=0
+        )
 
         self._queue: collections.deque[OutMessage] = collections.deque()
         self._inflight: collections.deque[tuple[paho.MQTTMessageInfo, OutMessage]] = (
@@ -243,18 +245,20 @@ class MqttOwner:
                 await self._progress.wait()
 
     async def _run(self) -> None:
-        delay = self._backoff[0]
         while True:
             connects_before = self._stats.connects
+            error: str | None = None
             try:
                 await self._session()
             except aiomqtt.MqttError as err:
-                log.warning("mqtt_disconnected", broker=self.url, error=str(err), retry_in=delay)
+                error = str(err)
             self._connection_lost()
             if self._stats.connects > connects_before:
-                delay = self._backoff[0]  # it was up: the next outage starts small again
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, self._backoff[1])
+                self._backoff.reset()  # it was up: the next outage starts small again
+            delay = self._backoff.next_delay() or self._backoff.max_seconds
+            if error is not None:
+                log.warning("mqtt_disconnected", broker=self.url, error=error, retry_in=delay)
+            await asyncio.sleep(delay)
 
     def _connection_lost(self) -> None:
         self.connected.clear()

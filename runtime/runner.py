@@ -9,6 +9,7 @@ exits at once with status 1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -49,12 +50,16 @@ def run_until_signal(
                 sys.exit(1)
             stop.set()
 
+        installed = []
         for sig in _STOP_SIGNALS:
-            loop.add_signal_handler(sig, on_signal)
+            # Signal handlers exist only in the main thread (a test may run us elsewhere).
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                loop.add_signal_handler(sig, on_signal)
+                installed.append(sig)
         try:
             return await main(stop)
         finally:
-            for sig in _STOP_SIGNALS:
+            for sig in installed:
                 loop.remove_signal_handler(sig)
 
     with asyncio.Runner(loop_factory=loop_factory()) as loop_runner:

@@ -110,7 +110,8 @@ class McpTool(enum.StrEnum):
     SET_VOLUME = "self.audio_speaker.set_volume"
     LIGHT_ON = "self.light.turn_on"
     LIGHT_OFF = "self.light.turn_off"
-    REBOOT = "self.reboot"  # user-only: listed with `withUserTools: true`
+    GET_SYSTEM_INFO = "self.get_system_info"  # user-only: listed with `withUserTools: true`
+    REBOOT = "self.reboot"  # user-only
 
 
 MCP_TOOL_FOR_COMMAND: dict[DeviceCommand, McpTool] = {

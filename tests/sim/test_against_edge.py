@@ -19,7 +19,7 @@ import yaml
 
 from tests.conftest import StartEdge
 from tests.support import Inbox
-from xiaozhi.payloads import CommandPayload
+from xiaozhi.payloads import CommandPayload, DeviceKind
 from xiaozhi.tokens import issue_token
 from xiaozhi.topics import TopicTree
 from xiaozhi.wav import decode_wav
@@ -31,7 +31,7 @@ from xiaozhi_sim.identity import make_identity
 from xiaozhi_sim.scenario import load_scenario, run_scenario
 from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.state import DeviceState
-from xiaozhi_sim.ws_device import Flavour, WsDevice
+from xiaozhi_sim.ws_device import WsDevice
 
 pytestmark = pytest.mark.integration
 
@@ -241,7 +241,7 @@ async def test_a_seed_device_registers_and_runs_a_json_command(
     inbox, owner = integrator
     edge = await start_edge()
     device = WsDevice(
-        make_identity(name=device_name), on_edge(sim_settings, edge), flavour=Flavour.SEED
+        make_identity(name=device_name), on_edge(sim_settings, edge), flavour=DeviceKind.SEED
     )
     try:
         await device.start()

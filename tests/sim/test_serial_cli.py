@@ -185,7 +185,7 @@ async def test_sim_device_ws_wakes_speaks_records_and_answers_commands(
             "--name", device_name, "--wake", "--say", "turn on the light", "--speak", str(wav),
             "--record-tts", str(tmp_path / "tts.wav"), "--duration", "0", "--no-stdin",
         )  # fmt: skip
-        assert await _run_device(args, settings) == 0
+        assert await _run_device(args, settings, asyncio.Event()) == 0
         assert len(peer.last.frames) == 2
     out = capsys.readouterr().out
     assert "setup     settings:" in out

@@ -14,6 +14,7 @@ import opuslib
 import pytest
 
 from xiaozhi.messages import ListenMode
+from xiaozhi.payloads import DeviceKind
 from xiaozhi.wav import UPLINK_FORMAT, decode_wav, encode_wav
 from xiaozhi_cli.broker import free_port
 from xiaozhi_sim.audio import tone
@@ -21,7 +22,7 @@ from xiaozhi_sim.device import ChannelError, Fault, FaultNotApplicable
 from xiaozhi_sim.identity import make_identity
 from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.state import DeviceState
-from xiaozhi_sim.ws_device import Flavour, WsDevice
+from xiaozhi_sim.ws_device import WsDevice
 
 from .edge_peer import DOWNLINK_TIMESTAMPS, EdgeProtocolPeer
 
@@ -266,7 +267,7 @@ async def test_the_seed_client_stays_connected_and_talks_in_envelopes(device_nam
         device = WsDevice(
             make_identity(name=device_name),
             settings_for(peer),
-            flavour=Flavour.SEED,
+            flavour=DeviceKind.SEED,
             heartbeat_interval=0.1,
         )
         try:

@@ -46,7 +46,7 @@ class EdgeLimits:
         idle_timeout_seconds: Time without any frame in either direction before the
             connection is closed 1001 (120 s, the firmware's ``kTimeoutSeconds``).
         max_utterance_seconds: Longest utterance buffered as PCM (15 s); see
-            :class:`~xiaozhi_edge.audio.UtteranceBuffer` for what happens beyond.
+            :class:`~xiaozhi_edge.utterances.UtteranceBuffer` for what happens beyond.
         silence_rms_threshold: Frame RMS (16-bit sample units) under which a frame counts as
             silence for auto-mode segmentation (500, about -36 dBFS).
         silence_ms: Silence after speech that ends an auto/realtime-mode utterance (600 ms).

@@ -51,7 +51,6 @@ from xiaozhi.payloads import Availability, EdgeState
 from xiaozhi.timestamps import wire_timestamp
 from xiaozhi.tokens import bearer_token, verify_token
 from xiaozhi.topics import TopicKind, TopicTree, normalize_device_id, publish_options
-from xiaozhi_edge.audio import ToneSynthesizer
 from xiaozhi_edge.outputs import (
     Close,
     Output,
@@ -63,8 +62,9 @@ from xiaozhi_edge.outputs import (
     Subscribe,
     Unsubscribe,
 )
-from xiaozhi_edge.session import DeviceIdentity, DeviceSession, EdgeCounters, SessionState
+from xiaozhi_edge.session import ConnectionIdentity, DeviceSession, EdgeCounters, SessionState
 from xiaozhi_edge.settings import DeviceAuth, EdgeSettings
+from xiaozhi_edge.utterances import ToneSynthesizer
 from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
 
 __all__ = ["DEVICE_PATHS", "EdgeServer", "run_edge"]
@@ -308,7 +308,7 @@ class EdgeServer:
         self.idle.set()
         self.by_device: dict[str, DeviceConnection] = {}
         self.monitors: dict[str, set[_Listener]] = collections.defaultdict(set)
-        self._identities: dict[uuid.UUID, DeviceIdentity | None] = {}
+        self._identities: dict[uuid.UUID, ConnectionIdentity | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -418,7 +418,7 @@ class EdgeServer:
         self._identities[connection.id] = identity
         return None
 
-    def _authenticate(self, fields: dict[str, str]) -> DeviceIdentity | None:
+    def _authenticate(self, fields: dict[str, str]) -> ConnectionIdentity | None:
         raw_id = fields.get("device-id")
         mode = self.settings.device_auth
         if raw_id is None:
@@ -441,7 +441,7 @@ class EdgeServer:
             if normalize_device_id(raw_id) not in allowed:
                 raise AuthenticationFailed("device not in the allow-list")
             authenticated = True
-        return DeviceIdentity.from_handshake(
+        return ConnectionIdentity.from_handshake(
             raw_id,
             client_id=fields.get("client-id"),
             protocol_version=fields.get("protocol-version"),

@@ -111,15 +111,8 @@ from xiaozhi.payloads import (
 )
 from xiaozhi.topics import TopicKind, TopicTree, normalize_device_id, validate_id
 from xiaozhi.wav import UPLINK_FORMAT, decode_wav
-from xiaozhi_edge.audio import (
-    SAMPLE_RATE,
-    SUPPORTED_FRAME_DURATIONS_MS,
-    Utterance,
-    UtteranceBuffer,
-    UtteranceReason,
-)
 from xiaozhi_edge.limits import EdgeLimits, EventWindow, TokenBucket
-from xiaozhi_edge.mcp import (
+from xiaozhi_edge.mcp_client import (
     McpBusy,
     McpCallResult,
     McpClient,
@@ -141,12 +134,19 @@ from xiaozhi_edge.outputs import (
     Subscribe,
     Unsubscribe,
 )
+from xiaozhi_edge.utterances import (
+    SAMPLE_RATE,
+    SUPPORTED_FRAME_DURATIONS_MS,
+    Utterance,
+    UtteranceBuffer,
+    UtteranceReason,
+)
 
 __all__ = [
     "DEFAULT_FRAME_DURATION_MS",
     "DEFAULT_WAKE_WORDS",
     "PREBUFFER_FRAMES",
-    "DeviceIdentity",
+    "ConnectionIdentity",
     "DeviceSession",
     "EdgeCounters",
     "IdentityRefused",
@@ -234,7 +234,7 @@ class SpeechSynthesizer(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceIdentity:
+class ConnectionIdentity:
     """Who is on the connection, from the handshake (reference §1.2) or ``device_register``.
 
     Attributes:
@@ -259,7 +259,7 @@ class DeviceIdentity:
         client_id: str | None = None,
         protocol_version: str | int | None = None,
         authenticated: bool = False,
-    ) -> DeviceIdentity:
+    ) -> ConnectionIdentity:
         """Build the identity from handshake headers (or their query-parameter twins).
 
         ``Protocol-Version`` absent, empty or ``0`` means "not given" (the firmware treats
@@ -371,7 +371,7 @@ class DeviceSession:
         counters: Shared by all sessions of the process; mutated in place.
         language: ``language`` of voice commands typed on firmware devices.
         wake_words: ``listen detect`` texts that are wake words, not commands.
-        synthesizer: The TTS (:class:`~xiaozhi_edge.audio.ToneSynthesizer` stands in).
+        synthesizer: The TTS (:class:`~xiaozhi_edge.utterances.ToneSynthesizer` stands in).
         now: Monotonic seconds at connect; the hello timeout runs from here.
         wall: ISO 8601 time at connect.
         session_id_factory: Makes the ``session_id`` (uuid4 hex by default).
@@ -384,7 +384,7 @@ class DeviceSession:
 
     def __init__(
         self,
-        identity: DeviceIdentity | None,
+        identity: ConnectionIdentity | None,
         *,
         edge_id: str,
         topics: TopicTree,
@@ -851,7 +851,7 @@ class DeviceSession:
     ) -> None:
         device_id = self._check_register_id(message)
         if self.identity is None:
-            self.identity = DeviceIdentity(device_id, message.data.device_id)
+            self.identity = ConnectionIdentity(device_id, message.data.device_id)
         data = message.data
         self.binary_version = self.identity.protocol_version or 1
         self.kind = DeviceKind.SEED

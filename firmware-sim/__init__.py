@@ -1,8 +1,9 @@
 """Firmware simulator: an ESP32-S3 over WebSocket and MQTT, one device or thousands.
 
-Speaks only the wire protocols (it imports :mod:`xiaozhi`, never the edge or the hub). The
-pure parts - :mod:`~xiaozhi_sim.state`, :mod:`~xiaozhi_sim.session` (the firmware's WebSocket
-protocol), :mod:`~xiaozhi_sim.mcp`, :mod:`~xiaozhi_sim.executor`, :mod:`~xiaozhi_sim.serial`,
+Speaks only the wire protocols (it imports :mod:`xiaozhi`, never the edge or the hub, and
+:mod:`xiaozhi_runtime.runner` for signals). The pure parts - :mod:`~xiaozhi_sim.state`,
+:mod:`~xiaozhi_sim.firmware_protocol` (the device side of the firmware's WebSocket protocol),
+:mod:`~xiaozhi_sim.mcp_server`, :mod:`~xiaozhi_sim.executor`, :mod:`~xiaozhi_sim.serial`,
 :mod:`~xiaozhi_sim.model`, :mod:`~xiaozhi.backoff` - hold the behaviour; the transports
 (:class:`WsDevice`, :class:`MqttDevice`) only move bytes.
 

@@ -25,7 +25,6 @@ import structlog
 from xiaozhi.messages import ListenMode
 from xiaozhi.payloads import DeviceKind
 from xiaozhi_runtime.runner import run_until_signal
-from xiaozhi_sim.audio import AudioFormatError
 from xiaozhi_sim.device import ChannelError, FaultNotApplicable, Received, SimulatedDevice
 from xiaozhi_sim.fleet import (
     DEMO_PHRASES,
@@ -35,6 +34,7 @@ from xiaozhi_sim.fleet import (
     build_device,
     fleet_specs,
 )
+from xiaozhi_sim.mic_and_speaker import AudioFormatError
 from xiaozhi_sim.paho_loop import PahoAsyncio
 from xiaozhi_sim.scenario import EXIT_INVALID, ScenarioError, load_scenario, run_scenario
 from xiaozhi_sim.settings import SimSettings, SimSettingsError, load_sim_settings

@@ -27,7 +27,7 @@ import structlog
 from xiaozhi.errors import OperationFailed
 from xiaozhi.payloads import DeviceTransport
 from xiaozhi_sim.identity import DeviceIdentity
-from xiaozhi_sim.mcp import McpServer, device_tools
+from xiaozhi_sim.mcp_server import McpServer, device_tools
 from xiaozhi_sim.model import DeviceModel
 from xiaozhi_sim.notify import Notifier
 from xiaozhi_sim.serial import PtySerialPort, SerialConsole

@@ -26,7 +26,7 @@ from xiaozhi.commands import (
 from xiaozhi.dedup import RecentIds
 from xiaozhi.errors import WireError
 from xiaozhi.payloads import CommandPayload, EventPayload, EventType, ResponseStatus
-from xiaozhi_sim.mcp import McpServer
+from xiaozhi_sim.mcp_server import McpServer
 from xiaozhi_sim.model import DeviceModel
 from xiaozhi_sim.state import DeviceState
 

@@ -58,10 +58,10 @@ from xiaozhi.errors import ConfigurationError, OperationFailed, WireError
 from xiaozhi.messages import ListenMode
 from xiaozhi.payloads import DeviceKind
 from xiaozhi.topics import TopicKind, TopicTree
-from xiaozhi_sim.audio import AudioFormatError
 from xiaozhi_sim.device import Fault, Received, SimError, SimulatedDevice
 from xiaozhi_sim.fleet import DeviceSpec, build_device
 from xiaozhi_sim.integrator import Integrator, Seen
+from xiaozhi_sim.mic_and_speaker import AudioFormatError
 from xiaozhi_sim.mqtt_device import MqttDevice
 from xiaozhi_sim.paho_loop import PahoAsyncio
 from xiaozhi_sim.settings import SimSettings

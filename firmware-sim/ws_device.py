@@ -1,6 +1,6 @@
 """A device on the xiaozhi WebSocket: the real firmware's behaviour, or seed 003's client.
 
-The protocol is :mod:`xiaozhi_sim.session` (sans I/O); this module only moves bytes:
+The protocol is :mod:`xiaozhi_sim.firmware_protocol` (sans I/O); this module only moves bytes:
 
 * boot: the setup POST (:mod:`xiaozhi_sim.ota`) decides URL, token and binary version;
   ``binary_version`` given to the constructor overrides it (QA picks the version to test);
@@ -39,7 +39,6 @@ from xiaozhi.errors import WireError
 from xiaozhi.messages import CommandMessage, DeviceHello, Features, ListenMode, Transport
 from xiaozhi.payloads import DeviceKind, DeviceTransport
 from xiaozhi.timestamps import wire_timestamp
-from xiaozhi_sim.audio import FRAME_MS, MicrophoneEncoder, TtsRecorder, load_microphone_wav
 from xiaozhi_sim.device import (
     REBOOT_SECONDS,
     ChannelError,
@@ -49,9 +48,7 @@ from xiaozhi_sim.device import (
     SimulatedDevice,
 )
 from xiaozhi_sim.executor import CommandExecutor
-from xiaozhi_sim.identity import DeviceIdentity
-from xiaozhi_sim.ota import SetupResult, fetch_setup
-from xiaozhi_sim.session import (
+from xiaozhi_sim.firmware_protocol import (
     HELLO_TIMEOUT_SECONDS,
     SILENCE_TIMEOUT_SECONDS,
     UPLINK_AUDIO_PARAMS,
@@ -67,6 +64,14 @@ from xiaozhi_sim.session import (
     SeedSession,
     handshake_headers,
 )
+from xiaozhi_sim.identity import DeviceIdentity
+from xiaozhi_sim.mic_and_speaker import (
+    FRAME_MS,
+    MicrophoneEncoder,
+    TtsRecorder,
+    load_microphone_wav,
+)
+from xiaozhi_sim.ota import SetupResult, fetch_setup
 from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.state import DeviceState
 from xiaozhi_sim.stats import SimStats

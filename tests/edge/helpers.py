@@ -11,10 +11,10 @@ import orjson
 
 from tests.seed_samples import SEED_DEVICE_REGISTER
 from xiaozhi.topics import TopicTree
-from xiaozhi_edge.audio import ToneSynthesizer
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.outputs import Close, Output, Publish, SendText
-from xiaozhi_edge.session import DeviceIdentity, DeviceSession, EdgeCounters
+from xiaozhi_edge.session import ConnectionIdentity, DeviceSession, EdgeCounters
+from xiaozhi_edge.utterances import ToneSynthesizer
 
 T = TypeVar("T")
 
@@ -69,7 +69,7 @@ _SYNTH = ToneSynthesizer()
 
 
 def make_session(
-    identity: DeviceIdentity | None = None,
+    identity: ConnectionIdentity | None = None,
     *,
     header_version: int | None = None,
     limits: EdgeLimits | None = None,
@@ -78,7 +78,7 @@ def make_session(
     **kwargs: Any,
 ) -> DeviceSession:
     if identity is None and "no_identity" not in kwargs:
-        identity = DeviceIdentity.from_handshake(MAC, protocol_version=header_version)
+        identity = ConnectionIdentity.from_handshake(MAC, protocol_version=header_version)
     kwargs.pop("no_identity", None)
     ids = iter(f"msg-{n}" for n in range(1, 10_000))
     kwargs.setdefault("message_id_factory", lambda: next(ids))

@@ -16,7 +16,6 @@ from xiaozhi.binary import BinaryFrame, FrameType, decode_frame, encode_frame, e
 from xiaozhi.errors import InvalidTopic, UnsupportedVersion
 from xiaozhi.topics import TopicTree
 from xiaozhi.wav import UPLINK_FORMAT, WavFormat, encode_wav
-from xiaozhi_edge.audio import ToneSynthesizer, Utterance
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.outputs import (
     Close,
@@ -28,12 +27,13 @@ from xiaozhi_edge.outputs import (
     Unsubscribe,
 )
 from xiaozhi_edge.session import (
-    DeviceIdentity,
+    ConnectionIdentity,
     DeviceKind,
     DeviceSession,
     EdgeCounters,
     SessionState,
 )
+from xiaozhi_edge.utterances import ToneSynthesizer, Utterance
 
 from .helpers import (
     DEVICE_ID,
@@ -98,7 +98,7 @@ def mcp_reply(session: DeviceSession, payload: dict[str, Any], now: float = 1.0)
     ("header", "expected"), [(None, None), ("", None), ("0", None), ("1", 1), (" 2 ", 2), (3, 3)]
 )
 def test_identity_from_handshake_reads_the_version_header(header: Any, expected: Any) -> None:
-    identity = DeviceIdentity.from_handshake(MAC, client_id="uuid-1", protocol_version=header)
+    identity = ConnectionIdentity.from_handshake(MAC, client_id="uuid-1", protocol_version=header)
     assert identity.device_id == DEVICE_ID
     assert identity.raw_device_id == MAC
     assert identity.client_id == "uuid-1"
@@ -109,14 +109,14 @@ def test_identity_from_handshake_reads_the_version_header(header: Any, expected:
 @pytest.mark.parametrize("header", ["4", "v2", "-1", True])
 def test_identity_refuses_unknown_versions(header: Any) -> None:
     with pytest.raises(UnsupportedVersion):
-        DeviceIdentity.from_handshake(MAC, protocol_version=header)
+        ConnectionIdentity.from_handshake(MAC, protocol_version=header)
 
 
 def test_identity_refuses_bad_device_ids() -> None:
     with pytest.raises(InvalidTopic):
-        DeviceIdentity.from_handshake("a/b")
+        ConnectionIdentity.from_handshake("a/b")
     with pytest.raises(InvalidTopic):
-        DeviceIdentity.from_handshake("broadcast")
+        ConnectionIdentity.from_handshake("broadcast")
 
 
 # -- hello ------------------------------------------------------------------------------
@@ -818,7 +818,7 @@ def test_seed_register_must_match_the_handshake_identity() -> None:
     outputs = session.on_text(SEED_REGISTER, 0.5, WALL)
     assert error_codes(outputs) == ["PERMISSION_DENIED"]
     assert close_of(outputs) == Close(1008, "device id mismatch")
-    matching = make_session(DeviceIdentity.from_handshake("ESP32_DEVICE_001"))
+    matching = make_session(ConnectionIdentity.from_handshake("ESP32_DEVICE_001"))
     matching.on_text(SEED_REGISTER, 0.5, WALL)
     assert matching.state is SessionState.READY
     # Registering again is answered again; a different id is refused.
@@ -1150,7 +1150,7 @@ def test_a_superseded_session_closes_without_marking_the_device_disconnected() -
 def test_small_paths() -> None:
     # The default factories make uuid4 hex ids.
     session = DeviceSession(
-        DeviceIdentity.from_handshake(MAC),
+        ConnectionIdentity.from_handshake(MAC),
         edge_id="edge-1",
         topics=TopicTree(),
         limits=EdgeLimits(),

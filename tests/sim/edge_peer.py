@@ -27,7 +27,7 @@ from xiaozhi import jsonutil
 from xiaozhi.binary import BinaryFrame, decode_frame, encode_opus
 from xiaozhi.errors import WireError
 from xiaozhi.messages import AudioParams, ErrorMessage, ServerHello, Stt, Tts, TtsState
-from xiaozhi_sim.audio import tone
+from xiaozhi_sim.mic_and_speaker import tone
 from xiaozhi_sim.notify import Notifier
 
 BAD_TOKEN = "Bearer bad.0"

@@ -12,7 +12,7 @@ from xiaozhi.backoff import Backoff
 from xiaozhi.payloads import DeviceStatus, DeviceTransport
 from xiaozhi_sim.executor import CommandExecutor
 from xiaozhi_sim.identity import ESPRESSIF_OUI, make_identity
-from xiaozhi_sim.mcp import McpServer, device_tools
+from xiaozhi_sim.mcp_server import McpServer, device_tools
 from xiaozhi_sim.model import DeviceModel, Drift, Telemetry
 from xiaozhi_sim.serial import SerialConsole
 from xiaozhi_sim.state import DeviceState

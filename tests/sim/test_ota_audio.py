@@ -11,7 +11,8 @@ import pytest
 from xiaozhi import jsonutil
 from xiaozhi.wav import UPLINK_FORMAT, WavFormat, decode_wav, encode_wav
 from xiaozhi_cli.broker import free_port
-from xiaozhi_sim.audio import (
+from xiaozhi_sim.identity import make_identity
+from xiaozhi_sim.mic_and_speaker import (
     SAMPLES_PER_FRAME,
     AudioFormatError,
     MicrophoneEncoder,
@@ -19,7 +20,6 @@ from xiaozhi_sim.audio import (
     load_microphone_wav,
     tone,
 )
-from xiaozhi_sim.identity import make_identity
 from xiaozhi_sim.ota import SetupResult, fetch_setup, ota_request, parse_ota_response
 
 FALLBACK = SetupResult("ws://fallback/xiaozhi/v1/", "settings-token", 1)

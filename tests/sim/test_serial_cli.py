@@ -18,9 +18,9 @@ from tests.support import LineReader
 from xiaozhi.topics import TopicTree
 from xiaozhi.wav import UPLINK_FORMAT, decode_wav, encode_wav
 from xiaozhi_cli.broker import ManagedMosquitto
-from xiaozhi_sim.audio import tone
 from xiaozhi_sim.cli import _device_command, _run_device, add_sim_parser, main
 from xiaozhi_sim.identity import make_identity
+from xiaozhi_sim.mic_and_speaker import tone
 from xiaozhi_sim.mqtt_device import MqttDevice
 from xiaozhi_sim.paho_loop import PahoAsyncio
 from xiaozhi_sim.settings import SimSettings

@@ -17,9 +17,9 @@ from xiaozhi.messages import ListenMode
 from xiaozhi.payloads import DeviceKind
 from xiaozhi.wav import UPLINK_FORMAT, decode_wav, encode_wav
 from xiaozhi_cli.broker import free_port
-from xiaozhi_sim.audio import tone
 from xiaozhi_sim.device import ChannelError, Fault, FaultNotApplicable
 from xiaozhi_sim.identity import make_identity
+from xiaozhi_sim.mic_and_speaker import tone
 from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.state import DeviceState
 from xiaozhi_sim.ws_device import WsDevice

@@ -8,10 +8,10 @@ import pytest
 
 from xiaozhi.wav import UPLINK_FORMAT, encode_wav
 from xiaozhi_cli.broker import ManagedMosquitto
-from xiaozhi_sim.audio import tone
 from xiaozhi_sim.device import Fault
 from xiaozhi_sim.fleet import Fleet, fleet_specs
 from xiaozhi_sim.identity import make_identity
+from xiaozhi_sim.mic_and_speaker import tone
 from xiaozhi_sim.scenario import load_scenario, run_scenario
 from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.ws_device import WsDevice

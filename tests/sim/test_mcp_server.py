@@ -8,7 +8,7 @@ import pytest
 
 from xiaozhi import jsonutil
 from xiaozhi_sim.identity import make_identity
-from xiaozhi_sim.mcp import McpServer, Property, PropertyType, Tool, device_tools
+from xiaozhi_sim.mcp_server import McpServer, Property, PropertyType, Tool, device_tools
 from xiaozhi_sim.model import DeviceModel
 
 

@@ -69,7 +69,7 @@ from xiaozhi.messages import (
     parse_server_message,
 )
 from xiaozhi_sim.identity import DeviceIdentity
-from xiaozhi_sim.mcp import McpServer
+from xiaozhi_sim.mcp_server import McpServer
 from xiaozhi_sim.model import DeviceModel
 from xiaozhi_sim.state import DeviceState
 

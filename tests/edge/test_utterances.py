@@ -8,7 +8,7 @@ import opuslib
 import pytest
 
 from xiaozhi.messages import ListenMode
-from xiaozhi_edge.audio import (
+from xiaozhi_edge.utterances import (
     MAX_OPUS_FRAME_SAMPLES,
     OpusDecodeError,
     ToneSynthesizer,

@@ -13,10 +13,7 @@ import pytest
 from xiaozhi import jsonutil
 from xiaozhi.binary import BinaryFrame, FrameType, decode_frame, encode_frame, encode_opus
 from xiaozhi.messages import ListenMode
-from xiaozhi_sim.identity import make_identity
-from xiaozhi_sim.mcp import McpServer, device_tools
-from xiaozhi_sim.model import DeviceModel
-from xiaozhi_sim.session import (
+from xiaozhi_sim.firmware_protocol import (
     MAX_DECODE_PACKETS,
     AudioDropped,
     AudioReceived,
@@ -29,6 +26,9 @@ from xiaozhi_sim.session import (
     SeedSession,
     handshake_headers,
 )
+from xiaozhi_sim.identity import make_identity
+from xiaozhi_sim.mcp_server import McpServer, device_tools
+from xiaozhi_sim.model import DeviceModel
 from xiaozhi_sim.state import DeviceState
 
 SERVER_HELLO = {

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from xiaozhi_edge.mcp import (
+from xiaozhi_edge.mcp_client import (
     McpBusy,
     McpCallResult,
     McpClient,

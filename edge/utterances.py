@@ -64,7 +64,7 @@ _BYTES_PER_SAMPLE: Final = 2
 _RMS_STRIDE: Final = 4  # energy from every 4th sample: a quarter of the work, same decision
 
 if sys.byteorder != "little":  # pragma: no cover - every supported target is little-endian
-    raise ImportError("xiaozhi_edge.audio assumes little-endian 16-bit PCM")
+    raise ImportError("xiaozhi_edge.utterances assumes little-endian 16-bit PCM")
 
 
 class OpusDecodeError(InvalidMessage):

@@ -308,9 +308,10 @@ def run_audio(seconds: float, *, quick: bool = False) -> Report:
             f"{percentile(step.lags_ms, 100):.1f} ms; edge CPU {step.edge_cpu_share:.0%} "
             f"of a core; generator late by up to {step.sender_late_ms:.1f} ms"
         )
+    counters = stats.get("counters") if isinstance(stats, dict) else None
     report.notes.append(
-        f"edge decode errors so far: {stats['counters'].get('errors', {})}"
-        if isinstance(stats.get("counters"), dict)
+        f"edge decode errors so far: {counters.get('errors', {})}"
+        if isinstance(counters, dict)
         else "edge counters unavailable"
     )
     report.notes.append(f"load average at end: {procs.load_average()}")

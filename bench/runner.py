@@ -49,9 +49,9 @@ class Figure:
     @property
     def ratio(self) -> float | None:
         """value / reference: for rates, the share of the primitive's speed we keep."""
-        if self.reference in (None, 0):
+        if not self.reference:
             return None
-        return self.value / self.reference  # type: ignore[operator]
+        return self.value / self.reference
 
 
 @dataclass(slots=True)

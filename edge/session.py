@@ -631,7 +631,7 @@ class DeviceSession:
             if self._superseded:
                 return out
             out.append(self._status_publish(DeviceStatus.DISCONNECTED, wall))
-            event = ConnectionEvent(
+            disconnected = ConnectionEvent(
                 event_type="device_disconnected",
                 device_id=self.device_id,
                 transport=DeviceTransport.WEBSOCKET,
@@ -643,7 +643,7 @@ class DeviceSession:
                 Publish.of(
                     TopicKind.DEVICE_DISCONNECTED,
                     self.topics.device_disconnected(),
-                    event.to_wire(),
+                    disconnected.to_wire(),
                 )
             )
         except Exception as exc:
@@ -1079,9 +1079,7 @@ class DeviceSession:
         context = event.context
         if not isinstance(context, _CallContext):
             return
-        error = event.error
-        if timed_out:
-            error = f"no answer to {event.name} within {timeout:g} s"
+        call_error = f"no answer to {event.name} within {timeout:g} s" if timed_out else event.error
         self._command_result(
             context.command,
             context.message_id,
@@ -1089,7 +1087,7 @@ class DeviceSession:
             out,
             ok=event.ok,
             result=event.result,
-            error=error,
+            error=call_error,
             tool=event.name,
         )
 
@@ -1341,9 +1339,11 @@ class DeviceSession:
         """Seed 003 devices get commands as JSON; ``respond`` as a ``response`` envelope."""
         if parsed is not None and parsed[0] is DeviceCommand.RESPOND:
             params: RespondParameters = parsed[1]
-            data = ResponseData(text=params.text, device_id=self.device_id, actions=params.actions)
+            answer = ResponseData(
+                text=params.text, device_id=self.device_id, actions=params.actions
+            )
             text = ResponseMessage(
-                data=data, timestamp=wall, device_id=self.device_id, message_id=command.message_id
+                data=answer, timestamp=wall, device_id=self.device_id, message_id=command.message_id
             ).to_text()
         else:
             data = CommandPayload(

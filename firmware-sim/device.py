@@ -54,6 +54,10 @@ REBOOT_SECONDS: Final = 0.5
 """How long a simulated reboot keeps the device off the network."""
 
 
+def _discard(_: object) -> None:
+    """Drop a callback's result (a spawned task keeps itself alive in the device's set)."""
+
+
 class SimError(OperationFailed):
     """Base of the simulator's own errors (the wire's are :mod:`xiaozhi.errors`)."""
 
@@ -245,7 +249,7 @@ class SimulatedDevice(abc.ABC):
                 SerialConsole(self.model),
                 clock=self.now,
                 on_change=self.state_changed_locally,
-                on_reset=lambda: self.spawn(self.reboot(), "serial-reset"),
+                on_reset=lambda: _discard(self.spawn(self.reboot(), "serial-reset")),
             )
             self.serial.open()
         assert self.serial.path is not None

@@ -435,7 +435,8 @@ class FirmwareSession(_Session):
         except WireError as err:
             # Firmware accepts it anyway; report the deviation from design.md section 4.
             self._refused(err, "hello (accepted)")
-        params = obj.get("audio_params") if isinstance(obj.get("audio_params"), dict) else {}
+        given = obj.get("audio_params")
+        params: dict[str, Any] = given if isinstance(given, dict) else {}
         rate = params.get("sample_rate", DEFAULT_SERVER_SAMPLE_RATE)
         frame = params.get("frame_duration", DEFAULT_SERVER_FRAME_MS)
         self.server_sample_rate = rate if isinstance(rate, int) and rate > 0 else 24000

@@ -252,7 +252,7 @@ class MqttDevice(SimulatedDevice):
         except WireError:
             payload = {"raw": msg.payload[:200].decode("utf-8", "replace")}
         self._record("command", payload, msg.topic)
-        execution = self.executor.execute(msg.payload, timestamp=wire_timestamp(time.time()))
+        execution = self.executor.execute(bytes(msg.payload), timestamp=wire_timestamp(time.time()))
         if execution is None:
             return  # a repeat of a command already run (group topic and fan-out, QoS 1)
         if not execution.ok:
@@ -357,7 +357,7 @@ class MqttDevice(SimulatedDevice):
         if not reconnect:
             self._stopping = True
         sock = self.client.socket()
-        if sock is not None:
+        if isinstance(sock, socket.socket):  # paho's SocketLike: a real socket once connected
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 

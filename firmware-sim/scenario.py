@@ -53,6 +53,7 @@ from typing import Annotated, Any, Literal
 import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from xiaozhi.errors import ConfigurationError, OperationFailed, WireError
 from xiaozhi.messages import ListenMode
@@ -276,7 +277,7 @@ class Scenario(_Strict):
     path: Path | None = None
 
 
-def _loc(err: dict[str, Any]) -> str:
+def _loc(err: ErrorDetails) -> str:
     loc = list(err["loc"])
     if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
         rest = ".".join(str(p) for p in loc[2:])
@@ -312,7 +313,7 @@ def load_scenario(path: Path | str) -> Scenario:
     return scenario
 
 
-def _step_number(err: dict[str, Any]) -> int:
+def _step_number(err: ErrorDetails) -> int:
     loc = err["loc"]
     return int(loc[1]) + 1 if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int) else 0
 
@@ -322,8 +323,9 @@ def _check_references(raw: dict[str, Any]) -> list[tuple[int, str]]:
 
     Runs on the raw file, so these problems are listed together with the schema's.
     """
-    devices = raw.get("devices") if isinstance(raw.get("devices"), dict) else {}
-    steps = raw.get("steps") if isinstance(raw.get("steps"), list) else []
+    given_devices, given_steps = raw.get("devices"), raw.get("steps")
+    devices: dict[str, Any] = given_devices if isinstance(given_devices, dict) else {}
+    steps: list[Any] = given_steps if isinstance(given_steps, list) else []
     problems: list[tuple[int, str]] = []
     for number, step in enumerate(steps, 1):
         if not isinstance(step, dict) or len(step) != 1:

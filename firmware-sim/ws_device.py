@@ -642,7 +642,8 @@ class WsDevice(SimulatedDevice):
                     if obj.get("type") == "hello":
                         return FaultResult(fault, refused=False, detail="server hello: accepted")
                     if obj.get("type") == "error":
-                        data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
+                        given = obj.get("data")
+                        data: dict[str, Any] = given if isinstance(given, dict) else {}
                         errors.append(str(data.get("error_message") or data.get("error_code")))
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd else None

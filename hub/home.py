@@ -513,10 +513,15 @@ _SECTIONS: dict[str, type[_Model]] = {
     "groups": Group,
 }
 
+_BINDING_MODELS: tuple[type[BaseModel], ...] = (XiaozhiBinding, MqttBinding, HomeAssistantBinding)
+
 _ALL_FIELD_NAMES = sorted(
     {
         name
-        for model in (*_SECTIONS.values(), XiaozhiBinding, MqttBinding, HomeAssistantBinding)
+        for model in (
+            *_SECTIONS.values(),
+            *_BINDING_MODELS,
+        )
         for name in model.model_fields
     }
     | {"state"}

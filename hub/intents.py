@@ -36,7 +36,7 @@ from typing import Any
 
 import home_assistant_intents
 import yaml
-from hassil import Intents, TextSlotList, merge_dict, recognize_all, recognize_best
+from hassil import Intents, SlotList, TextSlotList, merge_dict, recognize_all, recognize_best
 from hassil.models import UnmatchedEntity, UnmatchedRangeEntity, UnmatchedTextEntity
 from hassil.recognize import MISSING_ENTITY, RecognizeResult
 
@@ -171,7 +171,7 @@ class IntentEngine:
         )
 
     @staticmethod
-    def _slot_lists(home: Home) -> dict[str, TextSlotList]:
+    def _slot_lists(home: Home) -> dict[str, SlotList]:
         names = [
             (name, entity.entity_id, {"domain": entity.domain})
             for entity in home.entities
@@ -241,8 +241,8 @@ class IntentEngine:
             matched = sum(
                 1 for e in result.entities_list if e.name not in result.unmatched_entities
             )
-            said = len(_said_unmatched(result))
-            candidates.append(((result.text_chunks_matched, matched, -said), result))
+            said_count = len(_said_unmatched(result))
+            candidates.append(((result.text_chunks_matched, matched, -said_count), result))
         if not candidates:
             return None
         best = max(candidates, key=lambda pair: pair[0])[1]

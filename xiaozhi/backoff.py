@@ -43,7 +43,7 @@ class Backoff:
         """The delay before the next attempt, or ``None`` once the attempts are used up."""
         if self.attempts and self.attempt >= self.attempts:
             return None
-        raw = self.base_seconds * (2 ** min(self.attempt, 30))
+        raw = self.base_seconds * (2.0 ** min(self.attempt, 30))
         self.attempt += 1
         spread = 1.0 + self.rng.uniform(-self.jitter, self.jitter)
         return min(self.max_seconds, raw * spread)

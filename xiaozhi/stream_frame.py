@@ -304,7 +304,8 @@ def _unpack_ext_hook(code: int, data: bytes) -> Any:
 
 
 def _pack(data: Any) -> bytes:
-    return msgpack.packb(data, default=_pack_default, use_bin_type=True, datetime=False)
+    packed: bytes = msgpack.packb(data, default=_pack_default, use_bin_type=True, datetime=False)
+    return packed
 
 
 def _unpack(payload: bytes) -> Any:

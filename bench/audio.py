@@ -35,6 +35,7 @@ import opuslib
 import orjson
 import uvloop
 
+from xiaozhi.topics import TopicTree
 from xiaozhi_bench import procs
 from xiaozhi_bench.loadgen import WsDevice, connect_devices, percentile, ws_frame
 from xiaozhi_bench.runner import Figure, Report, measure_rate
@@ -44,6 +45,7 @@ __all__ = ["STEPS", "opus_frames", "run_audio"]
 STEPS = (10, 50, 100, 150, 200, 300, 400, 500, 600, 800)
 QUICK_STEPS = (2, 5)
 FRAME_MS = 60
+_TOPICS = TopicTree()  # the edge under test runs with the default base topic
 FRAMES_PER_UTTERANCE = 16
 LAG_LIMIT_MS = FRAME_MS
 SAMPLE_RATE = 16_000
@@ -226,8 +228,8 @@ async def _run(
         procs.broker(workdir) as mosquitto,
         procs.edge(workdir, mosquitto.url) as edge,
     ):
-        subscriber = procs.Subscriber(workdir, mosquitto.port, ["xiaozhi/events/+"], "events")
-        async with subscriber.running("xiaozhi/events/probe"):
+        subscriber = procs.Subscriber(workdir, mosquitto.port, [_TOPICS.all_events()], "events")
+        async with subscriber.running(_TOPICS.device_events("probe")):
             devices = await connect_devices(procs.HOST, edge.port, max(steps))
             talkers = []
             for device in devices:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import uvloop
 
+from xiaozhi.topics import TopicTree
 from xiaozhi_bench import procs
 from xiaozhi_bench.loadgen import (
     MqttPublisher,
@@ -54,6 +55,7 @@ QUICK_PACED_RATE = 500
 MAX_AHEAD = 20_000  # messages the generator may be ahead of what the edge published
 QUICK_MAX_AHEAD = 500
 SENSOR = "bench"
+_TOPICS = TopicTree()  # the edge under test runs with the default base topic
 _EDGE_LIMITS = {"max_messages_per_second": 1_000_000, "burst_messages": 1_000_000}
 _BATCH = 200
 _TEXT = 0x1
@@ -140,7 +142,7 @@ def _window(started_ns: int, seconds: float) -> tuple[int, int]:
 
 
 async def _ceiling_flat_out(publisher: MqttPublisher, ids: list[str], seconds: float) -> int:
-    topics = [f"xiaozhi/sensors/{i}/{SENSOR}".encode() for i in ids]
+    topics = [_TOPICS.sensor(i, SENSOR).encode() for i in ids]
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     sent = 0
@@ -212,13 +214,11 @@ async def _run(seconds: float, quick: bool, workdir: Path, report: Report) -> No
         procs.broker(workdir) as mosquitto,
         procs.edge(workdir, mosquitto.url, **_EDGE_LIMITS) as edge,
     ):
-        subscriber = procs.Subscriber(
-            workdir, mosquitto.port, [f"xiaozhi/sensors/+/{SENSOR}"], "sensors"
-        )
-        async with subscriber.running(f"xiaozhi/sensors/probe/{SENSOR}"):
+        subscriber = procs.Subscriber(workdir, mosquitto.port, [_TOPICS.all_sensors()], "sensors")
+        async with subscriber.running(_TOPICS.sensor("probe", SENSOR)):
             devices = await connect_devices(procs.HOST, edge.port, count)
             ids = [d.device_id.replace(":", "") for d in devices]
-            topics = [f"xiaozhi/sensors/{i}/{SENSOR}".encode() for i in ids]
+            topics = [_TOPICS.sensor(i, SENSOR).encode() for i in ids]
             publisher = await MqttPublisher.connect(procs.HOST, mosquitto.port, "bench-ceiling")
             frames_base = (await edge.stats())["frames_received"]
             edge_sent = 0

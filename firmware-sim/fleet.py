@@ -278,7 +278,7 @@ class Fleet:
                 self._tasks.append(loop.create_task(self._talk(device, index)))
         mqtt_ids = [d.device_id for d in self.devices if isinstance(d, MqttDevice)]
         if self.probe_rate > 0 and mqtt_ids:
-            events = f"{self.settings.base_topic}/events/+"
+            events = self.settings.topics.all_events()
             self.integrator = Integrator(self.settings, self.paho, subscriptions=[events])
             await self.integrator.start()
             self.probe = CommandProbe(

@@ -12,8 +12,10 @@ with ``model.to_wire()``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import Field
 
@@ -26,6 +28,7 @@ from xiaozhi._validation import (
     parse_payload,
     validate_model,
 )
+from xiaozhi.errors import InvalidMessage
 from xiaozhi.topics import DEVICE_ID_PATTERN, MAX_ID_LENGTH
 
 __all__ = [
@@ -47,6 +50,8 @@ __all__ = [
     "SensorPayload",
     "SensorType",
     "StatusPayload",
+    "UtteranceEncoding",
+    "UtterancePayload",
     "VoiceCommandEvent",
     "parse_payload",
     "validate_model",
@@ -263,3 +268,116 @@ class BridgeResponse(WireModel):
     def failure(cls, error: str, *, transaction: str | int | None = None) -> Self:
         """An error answer; ``data`` stays ``{}`` as zigbee2mqtt sends it."""
         return cls(status=ResponseStatus.ERROR, error=error, transaction=transaction)
+
+
+MAX_UTTERANCE_FRAMES: Final = 1000
+"""Opus packets in one utterance message: 60 s of 60 ms frames."""
+
+MAX_OPUS_PACKET_BYTES: Final = 1275
+"""The largest Opus packet RFC 6716 allows (section 3.2.1)."""
+
+MAX_UTTERANCE_PCM_BYTES: Final = 30 * 16000 * 2
+"""PCM in one utterance message: 30 s of 16 kHz 16-bit mono (under the broker's packet limit)."""
+
+
+class UtteranceEncoding(enum.StrEnum):
+    """How an utterance's audio travels on ``xiaozhi/utterances/{device_id}``."""
+
+    OPUS = "opus"  # ``frames``: one base64 Opus packet per frame, as the device sent them
+    PCM_S16LE = "pcm_s16le"  # ``pcm``: base64 of 16-bit little-endian mono PCM (seed WAV uploads)
+
+
+def _b64decode(text: str, *, field: str, limit: int) -> bytes:
+    if len(text) > (limit * 4) // 3 + 4:
+        raise InvalidMessage(f"utterance: {field} is over {limit} bytes", field=field)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise InvalidMessage(f"utterance: {field} is not base64: {err}", field=field) from err
+
+
+class UtterancePayload(WireModel):
+    """``xiaozhi/utterances/{device_id}``: one whole utterance, QoS 1, for the speech workers.
+
+    The edge publishes one when a listen turn ends (``listen stop``, or its VAD in auto mode);
+    a speech worker transcribes it and publishes the ``voice_command``. Whole utterances travel
+    as one message: a shared subscription is round-robin per message (design.md section 8).
+    Opus is sent as the device sent it (no decoding at the edge); seed devices' WAV uploads as
+    PCM. Build with :meth:`from_opus` / :meth:`from_pcm`, read with :meth:`opus_packets` /
+    :meth:`pcm_bytes`.
+    """
+
+    device_id: str
+    message_id: str
+    encoding: UtteranceEncoding
+    sample_rate: int = Field(gt=0, le=48000)
+    channels: Literal[1] = 1
+    frame_duration_ms: Opt[int] = Field(default=None, gt=0, le=120)
+    frames: list[str] = Field(default_factory=list, max_length=MAX_UTTERANCE_FRAMES)
+    pcm: Opt[str] = None
+    duration_ms: int = Field(ge=0)
+    session_id: Opt[str] = None
+    mode: Opt[str] = None  # listen mode: auto, manual, realtime
+    reason: Opt[str] = None  # why it ended: stop, silence, max_duration...
+    language: Opt[str] = None
+    transport: Opt[DeviceTransport] = None
+    edge_id: Opt[str] = None
+    timestamp: Opt[str] = None
+
+    @classmethod
+    def from_opus(
+        cls,
+        packets: list[bytes] | tuple[bytes, ...],
+        *,
+        sample_rate: int,
+        frame_duration_ms: int,
+        **fields: Any,
+    ) -> Self:
+        """An Opus utterance; ``duration_ms`` is the packet count times the frame duration."""
+        return cls(
+            encoding=UtteranceEncoding.OPUS,
+            sample_rate=sample_rate,
+            frame_duration_ms=frame_duration_ms,
+            frames=[base64.b64encode(p).decode("ascii") for p in packets],
+            duration_ms=len(packets) * frame_duration_ms,
+            **fields,
+        )
+
+    @classmethod
+    def from_pcm(cls, pcm: bytes, *, sample_rate: int, **fields: Any) -> Self:
+        """A 16-bit mono PCM utterance."""
+        return cls(
+            encoding=UtteranceEncoding.PCM_S16LE,
+            sample_rate=sample_rate,
+            pcm=base64.b64encode(pcm).decode("ascii"),
+            duration_ms=len(pcm) * 1000 // (2 * sample_rate),
+            **fields,
+        )
+
+    def opus_packets(self) -> list[bytes]:
+        """The Opus packets, in order.
+
+        Raises:
+            InvalidMessage: not an Opus utterance, or a frame that is not base64 or is over
+                the Opus packet size limit.
+        """
+        if self.encoding is not UtteranceEncoding.OPUS:
+            raise InvalidMessage(f"utterance is {self.encoding}, not opus", field="encoding")
+        return [
+            _b64decode(frame, field=f"frames[{index}]", limit=MAX_OPUS_PACKET_BYTES)
+            for index, frame in enumerate(self.frames)
+        ]
+
+    def pcm_bytes(self) -> bytes:
+        """The PCM samples.
+
+        Raises:
+            InvalidMessage: not a PCM utterance, no ``pcm``, not base64, over the size limit,
+                or an odd number of bytes.
+        """
+        if self.encoding is not UtteranceEncoding.PCM_S16LE or self.pcm is None:
+            raise InvalidMessage("utterance carries no pcm", field="pcm")
+        pcm = _b64decode(self.pcm, field="pcm", limit=MAX_UTTERANCE_PCM_BYTES)
+        if len(pcm) % 2:
+            raise InvalidMessage("utterance: pcm has an odd number of bytes", field="pcm")
+        return pcm

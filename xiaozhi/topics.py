@@ -78,6 +78,7 @@ class TopicKind(enum.StrEnum):
     VOICE_COMMAND_EVENTS = "voice_command_events"  # events/voice_command
     DEVICE_CONNECTED = "device_connected"  # events/device_connected
     DEVICE_DISCONNECTED = "device_disconnected"  # events/device_disconnected
+    UTTERANCE = "utterance"  # utterances/{device_id}: one whole utterance's audio, for speech
     BRIDGE_STATE = "bridge_state"  # bridge/state
     BRIDGE_EDGE = "bridge_edge"  # bridge/edges/{edge_id}
     BRIDGE_DEVICES = "bridge_devices"  # bridge/devices
@@ -119,6 +120,7 @@ _PUBLISH_OPTIONS: dict[TopicKind, PublishOptions] = {
     TopicKind.VOICE_COMMAND_EVENTS: PublishOptions(_LEAST, retain=False),
     TopicKind.DEVICE_CONNECTED: PublishOptions(_LEAST, retain=False),
     TopicKind.DEVICE_DISCONNECTED: PublishOptions(_LEAST, retain=False),
+    TopicKind.UTTERANCE: PublishOptions(_LEAST, retain=False),
     TopicKind.BRIDGE_STATE: PublishOptions(_LEAST, retain=True),
     TopicKind.BRIDGE_EDGE: PublishOptions(_LEAST, retain=True),
     TopicKind.BRIDGE_DEVICES: PublishOptions(_LEAST, retain=True),
@@ -317,6 +319,14 @@ class TopicTree:
         """``xiaozhi/events/device_disconnected``."""
         return f"{self.base}/events/device_disconnected"
 
+    def utterance(self, device_id: str) -> str:
+        """``xiaozhi/utterances/{device_id}``: one whole utterance, for the speech workers.
+
+        Whole utterances travel as one message so a shared subscription (speech workers
+        scaled out) never splits one device's audio (design.md §8, §10).
+        """
+        return f"{self.base}/utterances/{validate_device_id(device_id)}"
+
     # -- bridge (zigbee2mqtt style) ------------------------------------------------------
 
     def bridge_state(self) -> str:
@@ -364,6 +374,10 @@ class TopicTree:
     def all_events(self) -> str:
         """``xiaozhi/events/+``: per-device events and the fleet-wide ones."""
         return f"{self.base}/events/+"
+
+    def all_utterances(self) -> str:
+        """``xiaozhi/utterances/+``: every device's utterances (speech workers share it)."""
+        return f"{self.base}/utterances/+"
 
     def all_edges(self) -> str:
         """``xiaozhi/bridge/edges/+``: the hub watches edges' LWTs here."""
@@ -521,6 +535,8 @@ class TopicTree:
                 return ParsedTopic(TopicKind.DEVICE_DISCONNECTED)
             case ["events", device]:
                 return ParsedTopic(TopicKind.DEVICE_EVENTS, device_id=validate_device_id(device))
+            case ["utterances", device]:
+                return ParsedTopic(TopicKind.UTTERANCE, device_id=validate_device_id(device))
             case ["bridge", "state"]:
                 return ParsedTopic(TopicKind.BRIDGE_STATE)
             case ["bridge", "edges", edge]:

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
+from xiaozhi import jsonutil
 from xiaozhi._validation import field_path
 from xiaozhi.errors import ErrorCode, InvalidMessage, MissingField, PayloadTooLarge
 from xiaozhi.payloads import (
@@ -33,6 +34,7 @@ from xiaozhi.payloads import (
     ResponseStatus,
     SensorPayload,
     StatusPayload,
+    UtterancePayload,
     VoiceCommandEvent,
     parse_payload,
     validate_model,
@@ -466,3 +468,67 @@ def test_arbitrary_objects_raise_only_typed_errors(obj: dict[str, Any]) -> None:
     for model in (CommandPayload, StatusPayload, SensorPayload, VoiceCommandEvent, BridgeResponse):
         with contextlib.suppress(InvalidMessage):
             parse_payload(model, raw)
+
+
+# -- utterances (xiaozhi/utterances/{device_id}) --------------------------------------------
+
+
+def test_an_opus_utterance_carries_its_packets_in_order_as_base64() -> None:
+    packets = [b"\xf8\xff\xfe", b"\x78\x01"]
+    utterance = UtterancePayload.from_opus(
+        packets, sample_rate=16000, frame_duration_ms=60, device_id="d1", message_id="m1"
+    )
+    wire = jsonutil.loads(utterance.to_wire())
+    assert wire == {
+        "device_id": "d1",
+        "message_id": "m1",
+        "encoding": "opus",
+        "sample_rate": 16000,
+        "channels": 1,
+        "frame_duration_ms": 60,
+        "frames": ["+P/+", "eAE="],
+        "duration_ms": 120,
+    }
+    assert UtterancePayload.from_wire(utterance.to_wire()).opus_packets() == packets
+
+
+def test_a_pcm_utterance_round_trips_and_knows_its_duration() -> None:
+    pcm = b"\x01\x00" * 16000  # one second at 16 kHz
+    utterance = UtterancePayload.from_pcm(pcm, sample_rate=16000, device_id="d1", message_id="m")
+    assert utterance.duration_ms == 1000
+    assert UtterancePayload.from_wire(utterance.to_wire()).pcm_bytes() == pcm
+
+
+@pytest.mark.parametrize(
+    ("fields", "call", "field"),
+    [
+        ({"encoding": "opus", "frames": ["not base64!"]}, "opus_packets", "frames[0]"),
+        ({"encoding": "opus", "frames": ["A" * 2000]}, "opus_packets", "frames[0]"),
+        ({"encoding": "pcm_s16le", "pcm": "AA=="}, "pcm_bytes", "pcm"),  # 1 byte: odd
+        ({"encoding": "pcm_s16le"}, "pcm_bytes", "pcm"),
+        ({"encoding": "opus", "frames": []}, "pcm_bytes", "pcm"),
+        ({"encoding": "pcm_s16le", "pcm": "AAAA"}, "opus_packets", "encoding"),
+    ],
+)
+def test_bad_utterance_audio_is_refused_naming_the_field(
+    fields: dict[str, Any], call: str, field: str
+) -> None:
+    utterance = UtterancePayload.from_obj(
+        {"device_id": "d1", "message_id": "m", "sample_rate": 16000, "duration_ms": 0, **fields}
+    )
+    with pytest.raises(InvalidMessage) as caught:
+        getattr(utterance, call)()
+    assert caught.value.field == field
+
+
+def test_an_utterance_with_too_many_frames_is_refused() -> None:
+    raw = {
+        "device_id": "d1",
+        "message_id": "m",
+        "encoding": "opus",
+        "sample_rate": 16000,
+        "duration_ms": 0,
+        "frames": ["AA=="] * 1001,
+    }
+    with pytest.raises(InvalidMessage, match="frames"):
+        UtterancePayload.from_obj(raw)

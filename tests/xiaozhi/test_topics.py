@@ -62,6 +62,7 @@ GOLDEN = [
         ParsedTopic(K.SENSOR, device_id="d1", sensor_type="audio_level"),
     ),
     (T.device_events("d1"), "xiaozhi/events/d1", ParsedTopic(K.DEVICE_EVENTS, device_id="d1")),
+    (T.utterance("d1"), "xiaozhi/utterances/d1", ParsedTopic(K.UTTERANCE, device_id="d1")),
     (T.voice_command_events(), "xiaozhi/events/voice_command", ParsedTopic(K.VOICE_COMMAND_EVENTS)),
     (T.device_connected(), "xiaozhi/events/device_connected", ParsedTopic(K.DEVICE_CONNECTED)),
     (
@@ -145,6 +146,7 @@ def test_every_kind_has_a_golden_topic_and_publish_options() -> None:
         (K.VOICE_COMMAND_EVENTS, 1, False),
         (K.DEVICE_CONNECTED, 1, False),
         (K.DEVICE_DISCONNECTED, 1, False),
+        (K.UTTERANCE, 1, False),
         (K.BRIDGE_STATE, 1, True),
         (K.BRIDGE_EDGE, 1, True),
         (K.BRIDGE_DEVICES, 1, True),
@@ -176,6 +178,7 @@ def test_subscription_filters() -> None:
     assert T.device_sensors("d1") == "xiaozhi/sensors/d1/+"
     assert T.all_events() == "xiaozhi/events/+"
     assert T.all_edges() == "xiaozhi/bridge/edges/+"
+    assert T.all_utterances() == "xiaozhi/utterances/+"
     assert T.bridge_requests() == "xiaozhi/bridge/request/#"
     assert T.all_commands_for("esp32_device_001") == [
         "xiaozhi/commands/esp32_device_001",
@@ -428,6 +431,7 @@ def test_build_then_parse_gives_the_ids_back(
         tree.command(device): ParsedTopic(K.COMMAND, device_id=device),
         tree.status(device): ParsedTopic(K.STATUS, device_id=device),
         tree.device_events(device): ParsedTopic(K.DEVICE_EVENTS, device_id=device),
+        tree.utterance(device): ParsedTopic(K.UTTERANCE, device_id=device),
         tree.sensor(device, sensor): ParsedTopic(K.SENSOR, device_id=device, sensor_type=sensor),
         tree.group_command(group): ParsedTopic(K.GROUP_COMMAND, group_id=group),
         tree.group_status(group): ParsedTopic(K.GROUP_STATUS, group_id=group),

@@ -476,6 +476,7 @@ class EdgeServer:
             limits=self.limits,
             counters=self.counters,
             language=self.settings.language,
+            forward_utterances=self.settings.forward_utterances,
             wake_words=self.settings.wake_words,
             synthesizer=self.synthesizer,
             now=loop.time(),

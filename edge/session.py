@@ -107,6 +107,7 @@ from xiaozhi.payloads import (
     ResponseStatus,
     SensorPayload,
     StatusPayload,
+    UtterancePayload,
     VoiceCommandEvent,
 )
 from xiaozhi.topics import TopicKind, TopicTree, normalize_device_id, validate_id
@@ -369,7 +370,11 @@ class DeviceSession:
         topics: The topic tree.
         limits: Per-connection limits.
         counters: Shared by all sessions of the process; mutated in place.
-        language: ``language`` of voice commands typed on firmware devices.
+        language: ``language`` of voice commands typed on firmware devices, and of the
+            utterances forwarded to speech.
+        forward_utterances: Publish each finished utterance's audio as one
+            :class:`~xiaozhi.payloads.UtterancePayload` on ``xiaozhi/utterances/{device_id}``
+            for the speech workers (design.md section 10).
         wake_words: ``listen detect`` texts that are wake words, not commands.
         synthesizer: The TTS (:class:`~xiaozhi_edge.utterances.ToneSynthesizer` stands in).
         now: Monotonic seconds at connect; the hello timeout runs from here.
@@ -391,6 +396,7 @@ class DeviceSession:
         limits: EdgeLimits,
         counters: EdgeCounters,
         language: str = "en",
+        forward_utterances: bool = False,
         wake_words: Iterable[str] = DEFAULT_WAKE_WORDS,
         synthesizer: SpeechSynthesizer,
         now: float,
@@ -406,6 +412,7 @@ class DeviceSession:
         self.limits = limits
         self.counters = counters
         self.language = language
+        self.forward_utterances = forward_utterances
         self.wake_words = frozenset(_normalize_phrase(w) for w in wake_words)
         self.synthesizer = synthesizer
         self.connected_at = wall
@@ -1019,8 +1026,39 @@ class DeviceSession:
             mode=str(utterance.mode),
             sample_rate=SAMPLE_RATE,
         )
+        if self.forward_utterances and utterance.packets:
+            self._forward_utterance(
+                UtterancePayload.from_opus(
+                    utterance.packets,
+                    sample_rate=SAMPLE_RATE,
+                    frame_duration_ms=self.frame_duration_ms,
+                    **self._utterance_fields(utterance.reason, utterance.mode, wall),
+                ),
+                out,
+            )
         if self._on_utterance is not None:
             self._on_utterance(utterance)
+
+    def _utterance_fields(
+        self, reason: UtteranceReason, mode: ListenMode, wall: str
+    ) -> dict[str, Any]:
+        return {
+            "device_id": self.device_id,
+            "message_id": self._message_id_factory(),
+            "session_id": self.session_id,
+            "mode": str(mode),
+            "reason": str(reason),
+            "language": self.language,
+            "transport": DeviceTransport.WEBSOCKET,
+            "edge_id": self.edge_id,
+            "timestamp": wall,
+        }
+
+    def _forward_utterance(self, utterance: UtterancePayload, out: list[Output]) -> None:
+        """One whole utterance for the speech workers, QoS 1 (design.md section 10)."""
+        assert self.device_id is not None
+        topic = self.topics.utterance(self.device_id)
+        out.append(Publish.of(TopicKind.UTTERANCE, topic, utterance.to_wire()))
 
     def _on_abort(self, message: Abort, wall: str, out: list[Output]) -> None:
         # Stop at once, then exactly one `tts stop` (reference §5.1, §6.4; outputs docstring).
@@ -1184,6 +1222,11 @@ class DeviceSession:
             channels=fmt.channels,
             bit_depth=fmt.bits_per_sample,
         )
+        if self.forward_utterances and fmt == UPLINK_FORMAT:
+            fields = self._utterance_fields(UtteranceReason.STOP, ListenMode.MANUAL, wall)
+            self._forward_utterance(
+                UtterancePayload.from_pcm(pcm, sample_rate=fmt.sample_rate, **fields), out
+            )
         if self._on_utterance is not None and fmt == UPLINK_FORMAT:
             self._on_utterance(
                 Utterance(pcm, duration_ms, chunks, 0, UtteranceReason.STOP, ListenMode.MANUAL)

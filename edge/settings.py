@@ -54,6 +54,11 @@ class EdgeSettings(BaseSettings):
     allowed_devices: Annotated[frozenset[str], NoDecode] = frozenset()
     state_dir: Path = Path("var")
     language: str = "en"
+    forward_utterances: bool = Field(
+        default=True,
+        description="publish each finished utterance's audio on xiaozhi/utterances/{id} for "
+        "speech workers (the hub transcribes them); off: only the utterance event",
+    )
     wake_words: Annotated[tuple[str, ...], NoDecode] = DEFAULT_WAKE_WORDS
     monitor_api_key: str | None = Field(
         default=None, description="required on /api/ws/audio when set (query key=...)"

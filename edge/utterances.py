@@ -90,6 +90,8 @@ class Utterance:
     Attributes:
         pcm: 16 kHz mono signed 16-bit little-endian samples.
         duration_ms: Length of ``pcm``.
+        packets: The Opus packets ``pcm`` was decoded from, as the device sent them (empty
+            for audio that did not come as Opus); what the edge forwards to speech.
         frames: Opus frames decoded into ``pcm``.
         dropped_frames: Frames of this utterance that were not kept: in manual mode, frames
             after the buffer was full (``reason`` is then ``limit``).
@@ -105,6 +107,7 @@ class Utterance:
     reason: UtteranceReason
     mode: ListenMode = ListenMode.MANUAL
     decode_errors: int = 0
+    packets: tuple[bytes, ...] = ()
 
 
 class _Decoder(Protocol):
@@ -189,12 +192,13 @@ class UtteranceBuffer:
     @property
     def buffered_ms(self) -> int:
         """Audio held for the current utterance (pre-roll included)."""
-        held = len(self._pcm) + sum(len(chunk) for chunk in self._preroll)
+        held = len(self._pcm) + sum(len(chunk) for chunk, _ in self._preroll)
         return held * 1000 // (SAMPLE_RATE * _BYTES_PER_SAMPLE)
 
     def _reset_segment(self) -> None:
         self._pcm = bytearray()
-        self._preroll: deque[bytes] = deque()
+        self._packets: list[bytes] = []
+        self._preroll: deque[tuple[bytes, bytes]] = deque()  # (pcm, packet) per frame
         self._preroll_size = 0
         self._frames = 0
         self._dropped = 0
@@ -270,25 +274,27 @@ class UtteranceBuffer:
                 self.dropped_frames_total += 1
             else:
                 self._pcm += pcm
+                self._packets.append(packet)
                 self._frames += 1
             return None
-        return self._feed_vad(pcm)
+        return self._feed_vad(pcm, packet)
 
-    def _feed_vad(self, pcm: bytes) -> Utterance | None:
+    def _feed_vad(self, pcm: bytes, packet: bytes) -> Utterance | None:
         frame_ms = len(pcm) * 1000 // (SAMPLE_RATE * _BYTES_PER_SAMPLE)
         squares, count = _sum_of_squares(pcm)
         voiced = count > 0 and squares >= self._threshold_sq * count
         if not self._speech_started:
-            self._feed_before_speech(pcm, frame_ms, voiced)
+            self._feed_before_speech(pcm, packet, frame_ms, voiced)
             return None
         finished = None
         if len(self._pcm) + len(pcm) > self.max_pcm_bytes:
             finished = self._complete(UtteranceReason.LIMIT)
             self._reset_segment()
             # This frame opens the next utterance, as speech or as its pre-roll.
-            self._feed_before_speech(pcm, frame_ms, voiced)
+            self._feed_before_speech(pcm, packet, frame_ms, voiced)
             return finished
         self._pcm += pcm
+        self._packets.append(packet)
         self._frames += 1
         self._silence_run_ms = 0 if voiced else self._silence_run_ms + frame_ms
         if self._silence_run_ms >= self.silence_ms:
@@ -296,22 +302,23 @@ class UtteranceBuffer:
             self._reset_segment()
         return finished
 
-    def _feed_before_speech(self, pcm: bytes, frame_ms: int, voiced: bool) -> None:
+    def _feed_before_speech(self, pcm: bytes, packet: bytes, frame_ms: int, voiced: bool) -> None:
         """Keep ``pcm`` as pre-roll; begin the utterance once speech lasted long enough."""
-        self._keep_preroll(pcm)
+        self._keep_preroll(pcm, packet)
         self._speech_ms = self._speech_ms + frame_ms if voiced else 0
         if self._speech_ms >= self.min_speech_ms:
             self._speech_started = True
-            self._pcm = bytearray(b"".join(self._preroll))
+            self._pcm = bytearray(b"".join(chunk for chunk, _ in self._preroll))
+            self._packets = [kept for _, kept in self._preroll]
             self._frames = len(self._preroll)
             self._preroll.clear()
             self._preroll_size = 0
 
-    def _keep_preroll(self, pcm: bytes) -> None:
-        self._preroll.append(pcm)
+    def _keep_preroll(self, pcm: bytes, packet: bytes) -> None:
+        self._preroll.append((pcm, packet))
         self._preroll_size += len(pcm)
         while len(self._preroll) > 1 and self._preroll_size > self._preroll_bytes:
-            self._preroll_size -= len(self._preroll.popleft())
+            self._preroll_size -= len(self._preroll.popleft()[0])
 
     def _complete(self, reason: UtteranceReason) -> Utterance:
         pcm = bytes(self._pcm)
@@ -323,6 +330,7 @@ class UtteranceBuffer:
             reason=reason,
             mode=self._mode or ListenMode.MANUAL,
             decode_errors=self._errors,
+            packets=tuple(self._packets),
         )
 
 

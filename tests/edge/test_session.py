@@ -14,6 +14,7 @@ import pytest
 from tests.seed_samples import SEED_PING as SEED_003_PING
 from xiaozhi.binary import BinaryFrame, FrameType, decode_frame, encode_frame, encode_opus
 from xiaozhi.errors import InvalidTopic, UnsupportedVersion
+from xiaozhi.payloads import UtterancePayload
 from xiaozhi.topics import TopicTree
 from xiaozhi.wav import UPLINK_FORMAT, WavFormat, encode_wav
 from xiaozhi_edge.limits import EdgeLimits
@@ -351,6 +352,62 @@ def test_manual_listen_start_stop_gives_an_utterance_of_the_right_duration() -> 
     assert max(samples) > 5000  # the tone survived the codec
     assert counters.utterances == 1
     assert not session.listening
+
+
+def test_a_finished_utterance_is_forwarded_to_speech_as_the_opus_the_device_sent() -> None:
+    """One message per utterance on xiaozhi/utterances/{id}: whole, so a shared speech group
+    never splits a device's audio (design.md sections 8 and 10)."""
+    session = ready_session(3, forward_utterances=True)
+    listen(session, "start", 1.0, mode="manual")
+    packets = tone_packets(600)
+    outputs, now = feed(session, packets, 3, 1.0)
+    assert outputs == []
+    outputs = listen(session, "stop", now)
+    (forwarded,) = [p for p in of_type(outputs, Publish) if "/utterances/" in p.topic]
+    assert forwarded.topic == f"xiaozhi/utterances/{DEVICE_ID}"
+    assert (forwarded.qos, forwarded.retain) == (1, False)
+    utterance = UtterancePayload.from_wire(forwarded.payload)
+    assert utterance.opus_packets() == packets
+    assert (utterance.sample_rate, utterance.frame_duration_ms, utterance.duration_ms) == (
+        16000,
+        60,
+        600,
+    )
+    assert (utterance.device_id, utterance.session_id, utterance.mode, utterance.reason) == (
+        DEVICE_ID,
+        SESSION_ID,
+        "manual",
+        "stop",
+    )
+    assert (utterance.edge_id, utterance.language, utterance.transport) == (
+        "edge-1",
+        "en",
+        "websocket",
+    )
+
+
+def test_auto_mode_forwards_the_pre_roll_with_the_speech() -> None:
+    session = ready_session(1, forward_utterances=True)
+    listen(session, "start", 1.0, mode="auto")
+    packets = silence_packets(300) + tone_packets(900) + silence_packets(1200)
+    outputs, _ = feed(session, packets, 1, 1.0)
+    (forwarded,) = published(outputs, f"xiaozhi/utterances/{DEVICE_ID}")
+    frames = forwarded["frames"]
+    assert forwarded["reason"] == "silence"
+    # the kept packets are a run of what was sent: pre-roll, speech, closing silence
+    sent = [base64.b64encode(p).decode() for p in packets]
+    start = sent.index(frames[0])
+    assert sent[start : start + len(frames)] == frames
+    assert forwarded["duration_ms"] == len(frames) * 60
+
+
+def test_utterances_are_not_forwarded_when_forwarding_is_off() -> None:
+    session = ready_session(1)
+    listen(session, "start", 1.0, mode="manual")
+    _, now = feed(session, tone_packets(300), 1, 1.0)
+    outputs = listen(session, "stop", now)
+    assert published(outputs, f"xiaozhi/utterances/{DEVICE_ID}") == []
+    assert published(outputs, EVENTS)[0]["event_type"] == "utterance"
 
 
 def test_auto_mode_segments_by_silence() -> None:
@@ -924,6 +981,20 @@ def test_seed_audio_data_single_wav_is_an_utterance() -> None:
         1500,
     )
     assert len(utterances[0].pcm) == 48000
+
+
+def test_seed_audio_data_is_forwarded_to_speech_as_pcm() -> None:
+    session = ready_seed_session(forward_utterances=True)
+    wav = _wav(1500)
+    outputs = session.on_text(_audio_data(wav, duration_ms=1500), 1.0, WALL)
+    (forwarded,) = published(outputs, f"xiaozhi/utterances/{SEED_ID}")
+    utterance = UtterancePayload.from_obj(forwarded)
+    assert (utterance.encoding, utterance.sample_rate, utterance.duration_ms) == (
+        "pcm_s16le",
+        16000,
+        1500,
+    )
+    assert utterance.pcm_bytes() == wav[44:]
 
 
 def test_seed_audio_data_chunks_reassemble_out_of_order() -> None:

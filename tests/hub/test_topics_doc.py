@@ -24,6 +24,7 @@ LISTED = {
     TopicKind.VOICE_COMMAND_EVENTS: "`xiaozhi/events/voice_command`",
     TopicKind.DEVICE_CONNECTED: "`xiaozhi/events/device_connected`",
     TopicKind.DEVICE_DISCONNECTED: "`xiaozhi/events/device_disconnected`",
+    TopicKind.UTTERANCE: "`xiaozhi/utterances/{device_id}`",
     TopicKind.BRIDGE_STATE: "`xiaozhi/bridge/state`",
     TopicKind.BRIDGE_EDGE: "`xiaozhi/bridge/edges/{edge_id}`",
     TopicKind.BRIDGE_DEVICES: "`xiaozhi/bridge/devices`",

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from xiaozhi import jsonutil
-from xiaozhi.errors import InvalidMessage, PayloadTooLarge
+from xiaozhi.errors import InvalidMessage, OperationFailed, PayloadTooLarge
 from xiaozhi.payloads import BridgeRequest, BridgeResponse, validate_model
 from xiaozhi_hub.actions import plan_text
 from xiaozhi_hub.intents import IntentEngine
@@ -65,7 +65,7 @@ def discovery_change(device_id: str) -> str:
     return f"discovery/{device_id}"
 
 
-class RequestError(ValueError):
+class RequestError(OperationFailed):
     """A request that cannot be done; its message is the response's ``error``."""
 
 

@@ -513,7 +513,7 @@ class DiscoveryUnit:
         if not self.enabled:
             return
         ctx = self._ctx
-        scan = [discovery.config_subscription(ctx.topics), self._probe]
+        scan = [ctx.topics.all_discovery_configs(), self._probe]
         self._scanning = True
         await ctx.owner.subscribe([*scan, ctx.topics.ha_status()])
         self._nonce = _new_id().encode()
@@ -532,7 +532,7 @@ class DiscoveryUnit:
         self.ready = True
         current = self.publish_all()
         if complete:
-            stale = discovery.stale_topics(self._seen, current, ctx.topics)
+            stale = discovery.stale_topics(self._seen, current, topics=ctx.topics)
             for topic in sorted(stale):
                 ctx.retained.clear(topic)
             log.info("discovery_ready", published=len(current), cleared=len(stale))

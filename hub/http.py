@@ -63,7 +63,7 @@ from xiaozhi_hub.home import Home
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.metrics import CONTENT_TYPE
 from xiaozhi_hub.registry import Registry
-from xiaozhi_hub.service import HubService, HubState, now_iso
+from xiaozhi_hub.service import HubService, HubState
 from xiaozhi_hub.settings import (
     ApiRole,
     HubSettings,
@@ -71,6 +71,7 @@ from xiaozhi_hub.settings import (
     load_hub_settings,
     resolve_secret,
 )
+from xiaozhi_hub.unit import now_wire
 
 __all__ = [
     "API_PREFIX",
@@ -161,7 +162,7 @@ def _ok(request: Request, data: Any, message: str = "OK", *, status: int = 200) 
         "success": True,
         "data": data,
         "message": message,
-        "timestamp": now_iso(),
+        "timestamp": now_wire(),
         "request_id": _request_id(request),
     }
     return JSONResponse(body, status_code=status)
@@ -179,7 +180,7 @@ def _error(
     body = {
         "success": False,
         "error": {"code": code, "message": message, "details": dict(details or {})},
-        "timestamp": now_iso(),
+        "timestamp": now_wire(),
         "request_id": _request_id(request),
     }
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
@@ -472,7 +473,7 @@ def _command(body: CommandRequest, device_id: str | None = None) -> CommandPaylo
         command=body.command,
         parameters=body.parameters,
         message_id=body.message_id or secrets.token_hex(16),
-        timestamp=now_iso(),
+        timestamp=now_wire(),
         device_id=device_id,
     )
     try:
@@ -605,7 +606,7 @@ def _add_api(app: FastAPI, auth: _Auth) -> None:
         if body.area is not None and service.home.area(body.area) is None:
             known = [a.id for a in service.home.areas]
             raise ApiError(422, "UNKNOWN_AREA", f"unknown area {body.area!r}", {"known": known})
-        if service.engine is None:
+        if not service.intents_loaded:
             raise ApiError(503, "NOT_READY", "the intent engine is still loading")
         result = await service.plan_text(body.text, device_id=body.device_id, area=body.area)
         data = result.to_json_dict()
@@ -732,7 +733,7 @@ def _add_device_endpoints(app: FastAPI, settings: HubSettings, secret: bytes) ->
             "hub": service.state.value,
             "hub_id": service.settings.hub_id,
             "broker_connected": connected,
-            "intents_loaded": service.engine is not None,
+            "intents_loaded": service.intents_loaded,
             "devices": len(service.registry.devices()),
         }
         return JSONResponse(data, status_code=200 if healthy else 503)

@@ -103,7 +103,7 @@ class HubService:
         settings: the hub's settings (broker, topics, share group, language...).
         home: the home model; default: load ``settings.config`` (or the demo home).
         engine: an already warmed intent engine for ``home`` (tests share one); default: one
-            is loaded and warmed in a worker thread at start.
+            is loaded and warmed at start, on the voice pipeline's own thread.
         environ: where Home Assistant tokens are read (``token_env``); default ``os.environ``.
         http_transport: an httpx transport for Home Assistant calls (tests); default: network.
 
@@ -231,12 +231,12 @@ class HubService:
         await self.owner.start()
         try:
             await asyncio.wait_for(self.owner.connected.wait(), connect_timeout)
-        except TimeoutError:
+        except TimeoutError as err:
             await self.owner.stop(flush_seconds=0)
             self._ctx.state = HubState.STOPPED
             raise HubStartError(
                 f"broker {self.settings.mqtt_url} did not answer within {connect_timeout:g} s"
-            ) from None
+            ) from err
         try:
             for unit in self.units:
                 await unit.start()

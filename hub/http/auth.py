@@ -92,10 +92,10 @@ class Authenticator:
                 options={"require": ["exp", "iat", "sub", "iss"]},
             )
             role = ApiRole(claims.get("role"))
-        except jwt.ExpiredSignatureError:
-            raise ApiError(401, "TOKEN_EXPIRED", "the JWT has expired", headers=challenge) from None
+        except jwt.ExpiredSignatureError as err:
+            raise ApiError(401, "TOKEN_EXPIRED", "the JWT has expired", headers=challenge) from err
         except (jwt.InvalidTokenError, ValueError) as err:
-            raise ApiError(401, "INVALID_TOKEN", f"invalid JWT: {err}", headers=challenge) from None
+            raise ApiError(401, "INVALID_TOKEN", f"invalid JWT: {err}", headers=challenge) from err
         return Principal(str(claims["sub"]), role, "jwt")
 
     def issue(self, principal: Principal, ttl: int | None) -> tuple[str, int]:

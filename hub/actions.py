@@ -31,11 +31,11 @@ from typing import Any
 
 from xiaozhi.payloads import Action
 from xiaozhi_hub.home import Binding, Entity, VirtualBinding
-from xiaozhi_hub.intents import IntentEngine, IntentMatch, NoMatch
-from xiaozhi_hub.registry import DeviceRecord, Registry
-from xiaozhi_hub.resolve import Resolution, ResolutionError, Scope, resolve
+from xiaozhi_hub.intents import IntentMatch, NoMatch
+from xiaozhi_hub.registry import DeviceRecord
+from xiaozhi_hub.resolve import Resolution, ResolutionError, Scope
 
-__all__ = ["Plan", "plan", "plan_text"]
+__all__ = ["Plan", "plan"]
 
 _PLURALS = {
     "light": "lights",
@@ -137,29 +137,6 @@ def plan(
         bindings={e.entity_id: e.binding for e in resolution.targets},
         text=match.text,
     )
-
-
-def plan_text(
-    text: str,
-    *,
-    engine: IntentEngine,
-    registry: Registry,
-    device_id: str | None = None,
-    area: str | None = None,
-    states: Mapping[str, Mapping[str, Any]] | None = None,
-) -> Plan:
-    """Recognize, resolve and plan in one call: the whole pure pipeline for one command.
-
-    ``area`` overrides the speaking device's area (typed tests); by default it is the
-    registry's area for ``device_id`` (None for a device learnt at runtime).
-    """
-    device_area = area if area is not None else registry.area_of(device_id)
-    match = engine.recognize(text, device_area=device_area)
-    resolution = resolve(
-        match, registry.home, speaking_device=device_id, device_areas=registry.device_areas()
-    )
-    record = registry.device(device_id) if device_id else None
-    return plan(match, resolution, record, states=states)
 
 
 # -- per intent --------------------------------------------------------------------------

@@ -28,15 +28,17 @@ path                        request fields                          ``data`` of 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import structlog
+
 from xiaozhi import jsonutil
-from xiaozhi.errors import InvalidMessage, PayloadTooLarge
+from xiaozhi.errors import InvalidMessage, OperationFailed, PayloadTooLarge
 from xiaozhi.payloads import BridgeRequest, BridgeResponse, validate_model
-from xiaozhi_hub.actions import plan_text
-from xiaozhi_hub.intents import IntentEngine
-from xiaozhi_hub.registry import Registry, RegistryError
+from xiaozhi_hub.pipeline import VoicePipeline
+from xiaozhi_hub.registry import Registry
 
 __all__ = [
     "CHANGED_DEVICES",
@@ -55,9 +57,16 @@ CHANGED_INFO = "info"  # re-publish xiaozhi/bridge/info
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
 """Largest request payload read (bytes); bigger ones are answered with an error unread."""
 
+log = structlog.get_logger("xiaozhi.hub")
+
 _MAX_TEXT_CHARS = 500
 
-Handler = Callable[[dict[str, Any]], tuple[dict[str, Any], set[str]]]
+Reply = tuple[dict[str, Any], set[str]]
+"""A handler's answer: the response's ``data`` and what changed (module docstring)."""
+
+Handler = Callable[[dict[str, Any]], Reply | Awaitable[Reply]]
+"""A request handler: plain for the registry edits (they run at once, in arrival order),
+a coroutine function where it must wait without blocking the loop (``intent/test``)."""
 
 
 def discovery_change(device_id: str) -> str:
@@ -65,7 +74,7 @@ def discovery_change(device_id: str) -> str:
     return f"discovery/{device_id}"
 
 
-class RequestError(ValueError):
+class RequestError(OperationFailed):
     """A request that cannot be done; its message is the response's ``error``."""
 
 
@@ -93,24 +102,21 @@ class BridgeApi:
 
     Args:
         registry: the state the requests read and edit.
-        engine: the intent engine for ``intent/test`` (answered with an error when None).
-        states: returns the current entity states, for questions in ``intent/test``.
+        pipeline: the hub's voice pipeline for ``intent/test`` (answered with an error while
+            it is None or not :attr:`~xiaozhi_hub.pipeline.VoicePipeline.ready`).
         max_request_bytes: requests larger than this are refused before parsing.
     """
 
     def __init__(
         self,
         registry: Registry,
-        engine: IntentEngine | None = None,
+        pipeline: VoicePipeline | None = None,
         *,
-        states: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
         self.registry = registry
-        self.engine = engine
-        self.states = states
+        self.pipeline = pipeline
         self.max_request_bytes = max_request_bytes
-        self.last_exception: BaseException | None = None  # for the caller's log
         self.handlers: dict[str, Handler] = {
             "device/rename": self._device_rename,
             "device/remove": self._device_remove,
@@ -122,8 +128,11 @@ class BridgeApi:
             "health_check": self._health_check,
         }
 
-    def handle(self, path: str, raw_payload: bytes) -> tuple[BridgeResponse, set[str]]:
-        """Answer one request.
+    async def handle(self, path: str, raw_payload: bytes) -> tuple[BridgeResponse, set[str]]:
+        """Answer one request; a bug in a handler is logged here, with its traceback.
+
+        A plain handler runs before the first suspension, so requests handled in arrival
+        order (one task each, in order) edit the registry in that order.
 
         Args:
             path: the topic after ``xiaozhi/bridge/request/`` (``device/rename``).
@@ -133,7 +142,6 @@ class BridgeApi:
             The response for ``xiaozhi/bridge/response/{path}``, and which retained topics
             to re-publish (module docstring). Failed requests change nothing.
         """
-        self.last_exception = None
         transaction = None
         try:
             request = self._parse(raw_payload)
@@ -143,13 +151,16 @@ class BridgeApi:
             if handler is None:
                 known = ", ".join(sorted(self.handlers))
                 raise RequestError(f"unknown request {path!r} (known: {known})")
-            data, changed = handler(request)
-        except (RequestError, RegistryError, InvalidMessage, PayloadTooLarge) as err:
+            reply = handler(request)
+            if inspect.isawaitable(reply):
+                reply = await reply
+            data, changed = reply
+        except (OperationFailed, InvalidMessage, PayloadTooLarge) as err:  # our own words
             if isinstance(err, InvalidMessage) and err.field == "transaction":
                 transaction = None
             return BridgeResponse.failure(str(err), transaction=transaction), set()
         except Exception as err:  # a bug: answer anyway, without details (style.md)
-            self.last_exception = err
+            log.error("bridge_request_failed", path=path, exc_info=err)
             return BridgeResponse.failure(
                 f"internal error while handling {path!r}", transaction=transaction
             ), set()
@@ -201,8 +212,13 @@ class BridgeApi:
         self.registry.group_members_remove(group_id, device_id)
         return {"group": group_id, "device": device_id}, {CHANGED_GROUPS, CHANGED_DEVICES}
 
-    def _intent_test(self, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
-        if self.engine is None:
+    @property
+    def intents_loaded(self) -> bool:
+        return self.pipeline is not None and self.pipeline.ready
+
+    async def _intent_test(self, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        pipeline = self.pipeline
+        if pipeline is None or not pipeline.ready:
             raise RequestError("the intent engine is not loaded")
         text = _required(request, "text")
         if len(text) > _MAX_TEXT_CHARS:
@@ -212,15 +228,7 @@ class BridgeApi:
         if area is not None and self.registry.home.area(area) is None:
             known = ", ".join(a.id for a in self.registry.home.areas)
             raise RequestError(f"unknown area {area!r} (known: {known})")
-        states = self.states() if self.states else None
-        result = plan_text(
-            text,
-            engine=self.engine,
-            registry=self.registry,
-            device_id=device_id,
-            area=area,
-            states=states,
-        )
+        result = await pipeline.plan_text(text, device_id=device_id, area=area)
         data = result.to_json_dict()
         data["would_execute"] = data.pop("executed")
         data["executed"] = False  # a test never executes anything
@@ -233,5 +241,5 @@ class BridgeApi:
             "healthy": True,
             "devices": len(devices),
             "connected": sum(1 for d in devices if d.connected),
-            "intents_loaded": self.engine is not None,
+            "intents_loaded": self.intents_loaded,
         }, set()

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from xiaozhi_hub.home import HomeConfigError
@@ -20,6 +18,7 @@ from xiaozhi_hub.http import run_hub
 from xiaozhi_hub.service import HubStartError
 from xiaozhi_hub.settings import HubSettings, HubSettingsError, load_hub_settings
 from xiaozhi_runtime.logs import configure_logging
+from xiaozhi_runtime.runner import run_until_signal
 
 __all__ = ["add_hub_parser", "serve_hub"]
 
@@ -55,32 +54,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return {name: value for name, value in pairs.items() if value is not None}
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is installed except on Windows
-        return None
-    return uvloop.new_event_loop
-
-
-def _install_stop_handlers() -> asyncio.Event:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            _say("second signal: exiting now")
-            raise SystemExit(1)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    return stop
-
-
-async def serve_hub(settings: HubSettings, *, stop: asyncio.Event | None = None) -> int:
-    """Run the hub until ``stop`` is set (default: until SIGINT/SIGTERM)."""
-    stop = stop or _install_stop_handlers()
+async def serve_hub(settings: HubSettings, *, stop: asyncio.Event) -> int:
+    """Run the hub until ``stop`` is set (by :func:`~xiaozhi_runtime.runner.run_until_signal`,
+    or by the caller that embeds it); returns the exit status."""
     async with run_hub(settings) as hub:
         _say(f"hub       {hub.url} (REST /api/v1/, setup /xiaozhi/ota/, dashboard /)")
         _say(f"hub       broker {settings.mqtt_url}, client id {settings.hub_id}")
@@ -94,8 +70,10 @@ def _cmd_hub(args: argparse.Namespace) -> int:
     try:
         settings = load_hub_settings(**_overrides(args))
         configure_logging(level=settings.log_level)
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            return runner.run(serve_hub(settings))
+        return run_until_signal(
+            lambda stop: serve_hub(settings, stop=stop),
+            on_second_signal=lambda: _say("second signal: exiting now"),
+        )
     except (HubSettingsError, HomeConfigError, HubStartError, OSError) as err:
         print(f"xiaozhi hub: {err}", file=sys.stderr)
         return 2

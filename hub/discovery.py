@@ -41,7 +41,6 @@ __all__ = [
     "ORIGIN_NAME",
     "TELEMETRY_SENSORS",
     "clear_payloads",
-    "config_subscription",
     "device_configs",
     "encode",
     "is_own_topic",
@@ -148,7 +147,7 @@ def _device_block(device: DeviceRecord, area_name: str | None) -> dict[str, Any]
 def device_configs(
     device: DeviceRecord,
     *,
-    topics: TopicTree | None = None,
+    topics: TopicTree,
     area_name: str | None = None,
     origin_version: str = _version,
     sensor_expire_after_s: int = DEFAULT_SENSOR_EXPIRE_AFTER_S,
@@ -162,7 +161,6 @@ def device_configs(
         origin_version: the hub's version, for ``origin.sw_version``.
         sensor_expire_after_s: ``expire_after`` of sensor readings (they are retained).
     """
-    topics = topics or TopicTree()
     dev_id = device.device_id
     node = node_id(dev_id)
     status_topic = topics.status(dev_id)
@@ -294,15 +292,8 @@ def clear_payloads(stale: Iterable[str]) -> list[tuple[str, bytes]]:
     return [(topic, b"") for topic in sorted(set(stale))]
 
 
-def config_subscription(topics: TopicTree | None = None) -> str:
-    """The filter collecting our retained configs at start: ``homeassistant/+/+/+/config``."""
-    topics = topics or TopicTree()
-    return f"{topics.discovery_prefix}/+/+/+/config"
-
-
-def is_own_topic(topic: str, topics: TopicTree | None = None) -> bool:
+def is_own_topic(topic: str, *, topics: TopicTree) -> bool:
     """True for a per-entity discovery topic whose node id is one of ours (``xiaozhi_…``)."""
-    topics = topics or TopicTree()
     try:
         parsed = topics.parse(topic)
     except ValueError:
@@ -314,9 +305,7 @@ def is_own_topic(topic: str, topics: TopicTree | None = None) -> bool:
     )
 
 
-def stale_topics(
-    retained: Iterable[str], current: Iterable[str], topics: TopicTree | None = None
-) -> set[str]:
+def stale_topics(retained: Iterable[str], current: Iterable[str], *, topics: TopicTree) -> set[str]:
     """Our retained config topics that ``current`` (all topics just produced) no longer has."""
     keep = set(current)
-    return {t for t in retained if t not in keep and is_own_topic(t, topics)}
+    return {t for t in retained if t not in keep and is_own_topic(t, topics=topics)}

@@ -33,7 +33,7 @@ from typing import Any
 
 from xiaozhi import jsonutil
 from xiaozhi.commands import COMMAND_PARAMETERS, DeviceCommand, RespondParameters
-from xiaozhi.errors import InvalidMessage
+from xiaozhi.errors import InvalidMessage, OperationFailed
 from xiaozhi.payloads import Action, CommandPayload, validate_model
 from xiaozhi.topics import TopicTree
 from xiaozhi_hub.home import (
@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 
-class ExecutorError(ValueError):
+class ExecutorError(OperationFailed):
     """An action the target's binding cannot carry out."""
 
     def __init__(self, message: str, *, action: str, binding: str) -> None:
@@ -207,21 +207,21 @@ def effect_for(
     action: Action,
     binding: Binding,
     *,
-    topics: TopicTree | None = None,
+    topics: TopicTree,
     message_id: str | None = None,
     timestamp: str | None = None,
 ) -> Effect:
     """The effect that carries out ``action`` on an entity with ``binding``.
 
     Args:
-        topics: the topic tree (base topic); default ``xiaozhi``.
+        topics: the topic tree of the configured base topic (required: a default would
+            silently ignore ``XIAOZHI_BASE_TOPIC``).
         message_id, timestamp: put in a xiaozhi command so its ``command_result`` names it.
 
     Raises:
         ExecutorError: the binding cannot carry out this action (no payload template for it,
             a template variable without a value, parameters a device command refuses).
     """
-    topics = topics or TopicTree()
     try:
         if isinstance(binding, XiaozhiBinding):
             return _xiaozhi(action, binding, topics, message_id, timestamp)
@@ -346,12 +346,11 @@ def respond_effect(
     stt: str | None = None,
     actions: Iterable[Action] = (),
     session_id: str | None = None,
-    topics: TopicTree | None = None,
+    topics: TopicTree,
     message_id: str | None = None,
     timestamp: str | None = None,
 ) -> XiaozhiCommandEffect:
     """The ``respond`` command answering the speaking device (stt echo, tts sentence, actions)."""
-    topics = topics or TopicTree()
     parameters = RespondParameters(text=text, stt=stt, actions=list(actions), session_id=session_id)
     payload = CommandPayload(
         command=DeviceCommand.RESPOND.value,
@@ -364,12 +363,11 @@ def respond_effect(
 
 
 def fan_out(
-    payload: CommandPayload, device_ids: Iterable[str], *, topics: TopicTree | None = None
+    payload: CommandPayload, device_ids: Iterable[str], *, topics: TopicTree
 ) -> list[XiaozhiCommandEffect]:
     """A group or broadcast command as one command per member, on each device's own topic,
     with ``device_id`` set to the member (design.md §5: the hub fans out group membership).
     """
-    topics = topics or TopicTree()
     return [
         XiaozhiCommandEffect(
             device_id,

@@ -61,6 +61,7 @@ from pydantic import (
 
 from xiaozhi._validation import field_path
 from xiaozhi.commands import DeviceCommand
+from xiaozhi.errors import ConfigurationError
 from xiaozhi.topics import validate_device_id, validate_id
 
 __all__ = [
@@ -143,7 +144,7 @@ class ConfigProblem:
         return names[-1] if names else None
 
 
-class HomeConfigError(ValueError):
+class HomeConfigError(ConfigurationError):
     """A home file that does not validate; :attr:`problems` holds every problem found.
 
     The message lists one line per problem, each naming the file and the path, e.g.

@@ -15,11 +15,11 @@ folded in at start). ``members_of`` and ``broadcast_members`` are the fan-out li
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from xiaozhi.errors import OperationFailed
 from xiaozhi.payloads import (
     ConnectionEvent,
     DeviceStatus,
@@ -27,6 +27,7 @@ from xiaozhi.payloads import (
     SensorPayload,
     StatusPayload,
 )
+from xiaozhi.timestamps import wire_timestamp
 from xiaozhi.topics import validate_device_id, validate_id
 from xiaozhi_hub.home import Home
 
@@ -47,7 +48,7 @@ _STATUS_FIELDS = {"status", "device_id", "timestamp", "transport", "edge_id", "f
 _MAX_NAME_CHARS = 100
 
 
-class RegistryError(ValueError):
+class RegistryError(OperationFailed):
     """A registry edit that cannot be done (unknown device or group, bad name...)."""
 
 
@@ -130,7 +131,7 @@ class Change:
 def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")
+    return wire_timestamp(epoch)
 
 
 class Registry:

@@ -35,7 +35,8 @@ import home_assistant_intents
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from xiaozhi.config import describe_invalid_settings
+from xiaozhi.config import MqttUrlSetting, describe_invalid_settings
+from xiaozhi.errors import ConfigurationError
 from xiaozhi.topics import TopicTree, validate_id
 
 __all__ = [
@@ -54,7 +55,7 @@ _SECRET_BYTES = 32
 _JWT_LABEL = b"xiaozhi-hub jwt v1"
 
 
-class HubSettingsError(ValueError):
+class HubSettingsError(ConfigurationError):
     """One or more settings are invalid; the message lists every one of them."""
 
 
@@ -105,7 +106,7 @@ class HubSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="XIAOZHI_", extra="ignore")
 
-    mqtt_url: str = Field(
+    mqtt_url: MqttUrlSetting = Field(
         default="mqtt://127.0.0.1:1883", description="The broker: mqtt://[user:password@]host:port."
     )
     hub_host: str = Field(default="0.0.0.0", description="HTTP listen address.")
@@ -168,14 +169,6 @@ class HubSettings(BaseSettings):
         default=64, ge=1, description="Voice commands processed at once per replica."
     )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
-
-    @field_validator("mqtt_url")
-    @classmethod
-    def _check_mqtt_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError(f"expected mqtt://host[:port], got {value!r}")
-        return value
 
     @field_validator("edge_public_url")
     @classmethod

@@ -2,7 +2,7 @@
 
 Not Home Assistant: a few lines of FastAPI that record each service call and check the
 long-lived token the way Home Assistant does (``Authorization: Bearer <token>``, 401 otherwise).
-Served by uvicorn on a free loopback port with the hub's own :func:`serve_app`.
+Served by uvicorn on a free loopback port with :func:`xiaozhi_runtime.asgi.serve_app`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from xiaozhi_hub.http import serve_app
+from xiaozhi_runtime.asgi import serve_app
 
 __all__ = ["FakeHomeAssistant", "ServiceCall"]
 

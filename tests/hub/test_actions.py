@@ -1,4 +1,5 @@
-"""Voice command → actions and response (xiaozhi_hub.resolve + xiaozhi_hub.actions).
+"""Voice command → actions and response (xiaozhi_hub.resolve + xiaozhi_hub.actions, through
+the hub's one pipeline, xiaozhi_hub.pipeline).
 
 Each demo phrase of design.md §6 and issue 4, said by a device (or typed), gives exactly these
 actions and this sentence.
@@ -6,16 +7,35 @@ actions and this sentence.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from xiaozhi.payloads import Action, DeviceStatus, StatusPayload
-from xiaozhi_hub.actions import Plan, plan, plan_text
+from xiaozhi_hub.actions import Plan, plan
 from xiaozhi_hub.home import Home, VirtualBinding, XiaozhiBinding, parse_home
 from xiaozhi_hub.intents import IntentEngine, IntentMatch, NoMatch
+from xiaozhi_hub.pipeline import VoicePipeline
 from xiaozhi_hub.registry import DeviceRecord, Registry
 from xiaozhi_hub.resolve import Resolution, ResolutionError, Scope, resolve
+
+
+async def plan_text(
+    text: str,
+    *,
+    engine: IntentEngine,
+    registry: Registry,
+    device_id: str | None = None,
+    area: str | None = None,
+    states: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Plan:
+    """``text`` through the hub's one pipeline, as the voice unit and the voice tests run it."""
+    pipeline = VoicePipeline(registry, engine=engine, states=states)
+    try:
+        return await pipeline.plan_text(text, device_id=device_id, area=area)
+    finally:
+        pipeline.close()
 
 
 def ha(action: str, entity_id: str, **parameters: Any) -> dict[str, Any]:
@@ -77,21 +97,21 @@ DEMO = [
 
 
 @pytest.mark.parametrize("case", DEMO, ids=[case[0] for case in DEMO])
-def test_demo_phrases(
+async def test_demo_phrases(
     engine: IntentEngine, registry: Registry, case: tuple[str, str | None, list[Any], str]
 ) -> None:
     text, device, actions, response = case
-    result = plan_text(text, engine=engine, registry=registry, device_id=device)
+    result = await plan_text(text, engine=engine, registry=registry, device_id=device)
     assert [a.to_json_dict() for a in result.actions] == actions
     assert result.response_text == response
     assert result.executed is (text != "turn on the garage light")
     assert set(result.bindings) == {a["entity_id"] for a in actions} or not actions
 
 
-def test_living_room_light_is_exactly_the_design_action(
+async def test_living_room_light_is_exactly_the_design_action(
     engine: IntentEngine, registry: Registry
 ) -> None:
-    result = plan_text("turn on the living room light", engine=engine, registry=registry)
+    result = await plan_text("turn on the living room light", engine=engine, registry=registry)
     [action] = result.actions
     assert action.to_wire() == (
         b'{"type":"homeassistant","action":"turn_on",'
@@ -99,8 +119,8 @@ def test_living_room_light_is_exactly_the_design_action(
     )
 
 
-def test_unknown_name_executes_nothing(engine: IntentEngine, registry: Registry) -> None:
-    result = plan_text("turn on the garage light", engine=engine, registry=registry)
+async def test_unknown_name_executes_nothing(engine: IntentEngine, registry: Registry) -> None:
+    result = await plan_text("turn on the garage light", engine=engine, registry=registry)
     assert result.actions == ()
     assert result.bindings == {}
     assert result.executed is False
@@ -229,20 +249,20 @@ MORE = [
 
 
 @pytest.mark.parametrize("case", MORE, ids=[f"{c[0]}-{c[1]}" for c in MORE])
-def test_more_phrases(
+async def test_more_phrases(
     engine: IntentEngine,
     registry: Registry,
     case: tuple[str, str | None, list[Any], str, str | None],
 ) -> None:
     text, device, actions, response, error = case
-    result = plan_text(text, engine=engine, registry=registry, device_id=device)
+    result = await plan_text(text, engine=engine, registry=registry, device_id=device)
     assert [a.to_json_dict() for a in result.actions] == actions
     assert result.response_text == response
     assert result.error == error
     assert result.executed is (error is None)
 
 
-def test_status_answers_from_telemetry(engine: IntentEngine, registry: Registry) -> None:
+async def test_status_answers_from_telemetry(engine: IntentEngine, registry: Registry) -> None:
     registry.apply_status(
         StatusPayload(
             status=DeviceStatus.CONNECTED,
@@ -253,7 +273,7 @@ def test_status_answers_from_telemetry(engine: IntentEngine, registry: Registry)
         ),
         now=1.0,
     )
-    result = plan_text(
+    result = await plan_text(
         "what is your status", engine=engine, registry=registry, device_id="demo_kitchen"
     )
     assert [a.to_json_dict() for a in result.actions] == [
@@ -287,13 +307,13 @@ def test_status_wording(
     assert result.response_text == response
 
 
-def test_question_uses_current_states(engine: IntentEngine, registry: Registry) -> None:
+async def test_question_uses_current_states(engine: IntentEngine, registry: Registry) -> None:
     states = {"climate.office": {"current_temperature": 23.5}}
-    result = plan_text(
+    result = await plan_text(
         "what is the temperature in the office", engine=engine, registry=registry, states=states
     )
     assert result.response_text == "The office is 23.5 degrees."
-    unknown = plan_text(
+    unknown = await plan_text(
         "what is the temperature in the office",
         engine=engine,
         registry=registry,
@@ -303,8 +323,8 @@ def test_question_uses_current_states(engine: IntentEngine, registry: Registry) 
     assert unknown.executed is True
 
 
-def test_area_override_for_typed_tests(engine: IntentEngine, registry: Registry) -> None:
-    result = plan_text("turn on the light", engine=engine, registry=registry, area="bedroom")
+async def test_area_override_for_typed_tests(engine: IntentEngine, registry: Registry) -> None:
+    result = await plan_text("turn on the light", engine=engine, registry=registry, area="bedroom")
     assert [a.entity_id for a in result.actions] == ["light.bedroom"]
 
 
@@ -466,14 +486,14 @@ def test_all_the_domain_and_floor_wording() -> None:
     assert plan(match, resolve(match, home)).response_text == "Turning off the lights upstairs."
 
 
-def test_plan_carries_bindings(engine: IntentEngine, registry: Registry) -> None:
-    result = plan_text(
+async def test_plan_carries_bindings(engine: IntentEngine, registry: Registry) -> None:
+    result = await plan_text(
         "turn on the led", engine=engine, registry=registry, device_id="demo_kitchen"
     )
     assert result.bindings == {
         "light.xiaozhi_demo_kitchen_led": XiaozhiBinding(device_id="demo_kitchen")
     }
-    living = plan_text("turn on the living room light", engine=engine, registry=registry)
+    living = await plan_text("turn on the living room light", engine=engine, registry=registry)
     assert living.bindings == {"light.living_room": VirtualBinding(state={"state": "off"})}
 
 

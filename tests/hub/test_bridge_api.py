@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
+import structlog.testing
 
 from xiaozhi.payloads import BridgeResponse, ResponseStatus
 from xiaozhi_hub.bridge_api import (
@@ -16,17 +19,20 @@ from xiaozhi_hub.bridge_api import (
     discovery_change,
 )
 from xiaozhi_hub.intents import IntentEngine
+from xiaozhi_hub.pipeline import VoicePipeline
 from xiaozhi_hub.registry import Registry
 
 
 @pytest.fixture
-def api(registry: Registry, engine: IntentEngine) -> BridgeApi:
-    return BridgeApi(registry, engine)
+async def api(registry: Registry, engine: IntentEngine) -> AsyncIterator[BridgeApi]:
+    pipeline = VoicePipeline(registry, engine=engine)
+    yield BridgeApi(registry, pipeline)
+    pipeline.close()
 
 
-def call(api: BridgeApi, path: str, request: Any) -> tuple[BridgeResponse, set[str]]:
+async def call(api: BridgeApi, path: str, request: Any) -> tuple[BridgeResponse, set[str]]:
     raw = request if isinstance(request, bytes) else orjson.dumps(request)
-    response, changed = api.handle(path, raw)
+    response, changed = await api.handle(path, raw)
     # every answer is a valid wire message
     assert BridgeResponse.from_wire(response.to_wire()) == response
     return response, changed
@@ -45,8 +51,8 @@ def test_the_table_lists_every_path(api: BridgeApi) -> None:
     ]
 
 
-def test_rename_echoes_the_transaction(api: BridgeApi, registry: Registry) -> None:
-    response, changed = call(
+async def test_rename_echoes_the_transaction(api: BridgeApi, registry: Registry) -> None:
+    response, changed = await call(
         api, "device/rename", {"id": "demo_kitchen", "name": "Cooking corner", "transaction": 23}
     )
     assert response.to_json_dict() == {
@@ -58,14 +64,16 @@ def test_rename_echoes_the_transaction(api: BridgeApi, registry: Registry) -> No
     assert registry.device("demo_kitchen").name == "Cooking corner"  # type: ignore[union-attr]
 
 
-def test_rename_accepts_zigbee2mqtt_field_names(api: BridgeApi) -> None:
-    response, _ = call(api, "device/rename", {"from": "demo_office", "to": "Desk"})
+async def test_rename_accepts_zigbee2mqtt_field_names(api: BridgeApi) -> None:
+    response, _ = await call(api, "device/rename", {"from": "demo_office", "to": "Desk"})
     assert response.data == {"id": "demo_office", "from": "Office speaker", "to": "Desk"}
     assert response.transaction is None
 
 
-def test_remove(api: BridgeApi, registry: Registry) -> None:
-    response, changed = call(api, "device/remove", {"id": "demo_kitchen", "transaction": "t1"})
+async def test_remove(api: BridgeApi, registry: Registry) -> None:
+    response, changed = await call(
+        api, "device/remove", {"id": "demo_kitchen", "transaction": "t1"}
+    )
     assert (response.status, response.data, response.transaction) == (
         ResponseStatus.OK,
         {"id": "demo_kitchen"},
@@ -75,34 +83,36 @@ def test_remove(api: BridgeApi, registry: Registry) -> None:
     assert registry.device("demo_kitchen") is None
 
 
-def test_group_requests(api: BridgeApi, registry: Registry) -> None:
-    response, changed = call(api, "group/add", {"id": "kids", "friendly_name": "Kids"})
+async def test_group_requests(api: BridgeApi, registry: Registry) -> None:
+    response, changed = await call(api, "group/add", {"id": "kids", "friendly_name": "Kids"})
     assert (response.data, changed) == (
         {"id": "kids", "name": "Kids"},
         {CHANGED_GROUPS, CHANGED_INFO},
     )
-    response, changed = call(api, "group/members/add", {"group": "kids", "device": "demo_office"})
+    response, changed = await call(
+        api, "group/members/add", {"group": "kids", "device": "demo_office"}
+    )
     assert (response.data, changed) == (
         {"group": "kids", "device": "demo_office"},
         {CHANGED_GROUPS, CHANGED_DEVICES},
     )
     assert registry.members_of("kids") == ["demo_office"]
-    _, again = call(api, "group/members/add", {"group": "kids", "device": "demo_office"})
+    _, again = await call(api, "group/members/add", {"group": "kids", "device": "demo_office"})
     assert again == set()  # already a member: nothing to re-publish
-    response, changed = call(
+    response, changed = await call(
         api, "group/members/remove", {"group": "kids", "device": "demo_office"}
     )
     assert response.status is ResponseStatus.OK
     assert changed == {CHANGED_GROUPS, CHANGED_DEVICES}
-    response, changed = call(api, "group/remove", {"id": "kids", "transaction": 5})
+    response, changed = await call(api, "group/remove", {"id": "kids", "transaction": 5})
     assert (response.data, response.transaction) == ({"id": "kids"}, 5)
     assert CHANGED_GROUPS in changed
     assert registry.group("kids") is None
 
 
-def test_intent_test_executes_nothing(api: BridgeApi, registry: Registry) -> None:
+async def test_intent_test_executes_nothing(api: BridgeApi, registry: Registry) -> None:
     before = registry.snapshot_devices()
-    response, changed = call(
+    response, changed = await call(
         api,
         "intent/test",
         {"text": "turn on the light", "device_id": "demo_living_room", "transaction": "x"},
@@ -131,19 +141,22 @@ def test_intent_test_executes_nothing(api: BridgeApi, registry: Registry) -> Non
     assert registry.snapshot_devices() == before
 
 
-def test_intent_test_with_area_and_states(registry: Registry, engine: IntentEngine) -> None:
-    api = BridgeApi(
-        registry, engine, states=lambda: {"climate.office": {"current_temperature": 18}}
+async def test_intent_test_with_area_and_states(registry: Registry, engine: IntentEngine) -> None:
+    states = {"climate.office": {"current_temperature": 18}}
+    pipeline = VoicePipeline(registry, engine=engine, states=states)
+    api = BridgeApi(registry, pipeline)
+    response, _ = await call(
+        api, "intent/test", {"text": "what is the temperature", "area": "office"}
     )
-    response, _ = call(api, "intent/test", {"text": "what is the temperature", "area": "office"})
     assert response.data["response"] == "The office is 18 degrees."
-    response, _ = call(api, "intent/test", {"text": "turn on the garage light"})
+    response, _ = await call(api, "intent/test", {"text": "turn on the garage light"})
     assert (response.data["would_execute"], response.data["actions"]) == (False, [])
     assert response.data["response"] == "I don't know a device called garage light."
+    pipeline.close()
 
 
-def test_health_check(api: BridgeApi, registry: Registry) -> None:
-    response, changed = call(api, "health_check", b"")
+async def test_health_check(api: BridgeApi, registry: Registry) -> None:
+    response, changed = await call(api, "health_check", b"")
     assert response.data == {"healthy": True, "devices": 3, "connected": 0, "intents_loaded": True}
     assert changed == set()
 
@@ -183,10 +196,10 @@ BAD = [
 
 
 @pytest.mark.parametrize(("path", "request_", "error", "transaction"), BAD)
-def test_errors_are_answered(
+async def test_errors_are_answered(
     api: BridgeApi, path: str, request_: Any, error: str, transaction: object
 ) -> None:
-    response, changed = call(api, path, request_)
+    response, changed = await call(api, path, request_)
     assert response.status is ResponseStatus.ERROR
     assert error in (response.error or "")
     assert response.data == {}
@@ -194,19 +207,20 @@ def test_errors_are_answered(
     assert changed == set()
 
 
-def test_intent_test_without_engine(registry: Registry) -> None:
-    response, _ = call(BridgeApi(registry), "intent/test", {"text": "hi", "transaction": 1})
+async def test_intent_test_without_engine(registry: Registry) -> None:
+    response, _ = await call(BridgeApi(registry), "intent/test", {"text": "hi", "transaction": 1})
     assert (response.error, response.transaction) == ("the intent engine is not loaded", 1)
 
 
-def test_a_handler_bug_is_answered_without_details(registry: Registry) -> None:
+async def test_a_handler_bug_is_answered_without_details(registry: Registry) -> None:
     api = BridgeApi(registry)
 
     def broken(_: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
         raise KeyError("secret detail")
 
     api.handlers["health_check"] = broken
-    response, changed = call(api, "health_check", {"transaction": 8})
+    with structlog.testing.capture_logs() as logs:
+        response, changed = await call(api, "health_check", {"transaction": 8})
     assert response.to_json_dict() == {
         "status": "error",
         "data": {},
@@ -214,4 +228,32 @@ def test_a_handler_bug_is_answered_without_details(registry: Registry) -> None:
         "transaction": 8,
     }
     assert changed == set()
-    assert isinstance(api.last_exception, KeyError)
+    [logged] = [entry for entry in logs if entry["event"] == "bridge_request_failed"]
+    assert isinstance(logged["exc_info"], KeyError)  # the details go to the log, once
+
+
+async def test_an_async_handler_is_awaited_and_answered(registry: Registry) -> None:
+    api = BridgeApi(registry)
+    gate = asyncio.Event()
+
+    async def slow(request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        await gate.wait()
+        return {"echo": request["value"]}, {CHANGED_INFO}
+
+    api.handlers["slow"] = slow
+    pending = asyncio.create_task(call(api, "slow", {"value": 3, "transaction": 5}))
+    # a plain request is answered while the slow one waits
+    response, _ = await call(api, "health_check", {"transaction": 6})
+    assert (response.status, response.transaction) == (ResponseStatus.OK, 6)
+    assert not pending.done()
+    gate.set()
+    response, changed = await pending
+    assert response.to_json_dict() == {"status": "ok", "data": {"echo": 3}, "transaction": 5}
+    assert changed == {CHANGED_INFO}
+
+
+async def test_intent_test_before_the_pipeline_is_ready(registry: Registry) -> None:
+    pipeline = VoicePipeline(registry)  # no engine: start() not run yet
+    response, _ = await call(BridgeApi(registry, pipeline), "intent/test", {"text": "hi"})
+    assert response.error == "the intent engine is not loaded"
+    pipeline.close()

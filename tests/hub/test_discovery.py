@@ -20,7 +20,6 @@ from xiaozhi.topics import TopicKind, TopicTree
 from xiaozhi_hub.discovery import (
     DEVICE_EVENT_TYPES,
     clear_payloads,
-    config_subscription,
     device_configs,
     encode,
     is_own_topic,
@@ -28,6 +27,8 @@ from xiaozhi_hub.discovery import (
     stale_topics,
 )
 from xiaozhi_hub.registry import DeviceRecord, Registry
+
+TOPICS = TopicTree()
 
 HA_ID = re.compile(r"[a-zA-Z0-9_-]+")
 
@@ -70,7 +71,7 @@ def kitchen(registry: Registry) -> DeviceRecord:
 def configs_by_object(record: DeviceRecord, **kwargs: Any) -> dict[str, tuple[str, dict[str, Any]]]:
     tree = TopicTree()
     out = {}
-    for topic, payload in device_configs(record, **kwargs):
+    for topic, payload in device_configs(record, **{"topics": TOPICS, **kwargs}):
         parsed = tree.parse(topic)
         assert parsed.kind is TopicKind.HA_DISCOVERY
         out[parsed.object_id] = (parsed.component, payload)
@@ -78,7 +79,7 @@ def configs_by_object(record: DeviceRecord, **kwargs: Any) -> dict[str, tuple[st
 
 
 def test_every_payload_has_home_assistants_required_fields(kitchen: DeviceRecord) -> None:
-    configs = device_configs(kitchen, area_name="Kitchen")
+    configs = device_configs(kitchen, area_name="Kitchen", topics=TOPICS)
     unique_ids = set()
     for topic, payload in configs:
         parsed = TopicTree().parse(topic)
@@ -224,9 +225,9 @@ def test_voice_event(kitchen: DeviceRecord) -> None:
 
 
 def test_unique_ids_survive_a_rename(registry: Registry, kitchen: DeviceRecord) -> None:
-    before = device_configs(kitchen)
+    before = device_configs(kitchen, topics=TOPICS)
     registry.rename("demo_kitchen", "Cooking corner")
-    after = device_configs(kitchen)
+    after = device_configs(kitchen, topics=TOPICS)
     assert [t for t, _ in before] == [t for t, _ in after]
     assert [p["unique_id"] for _, p in before] == [p["unique_id"] for _, p in after]
     assert after[0][1]["device"]["name"] == "Cooking corner"
@@ -252,7 +253,7 @@ def test_learnt_device_defaults_and_other_prefix() -> None:
 
 
 def test_clearing_stale_configs(kitchen: DeviceRecord) -> None:
-    current = [t for t, _ in device_configs(kitchen)]
+    current = [t for t, _ in device_configs(kitchen, topics=TOPICS)]
     retained = [
         *current,
         "homeassistant/sensor/xiaozhi_gone/temperature/config",
@@ -262,7 +263,7 @@ def test_clearing_stale_configs(kitchen: DeviceRecord) -> None:
         "homeassistant/status",
         "not/a/discovery/topic",
     ]
-    stale = stale_topics(retained, current)
+    stale = stale_topics(retained, current, topics=TOPICS)
     assert stale == {
         "homeassistant/sensor/xiaozhi_gone/temperature/config",
         "homeassistant/sensor/xiaozhi_demo_kitchen/pressure/config",
@@ -271,6 +272,5 @@ def test_clearing_stale_configs(kitchen: DeviceRecord) -> None:
         ("homeassistant/sensor/xiaozhi_demo_kitchen/pressure/config", b""),
         ("homeassistant/sensor/xiaozhi_gone/temperature/config", b""),
     ]
-    assert config_subscription() == "homeassistant/+/+/+/config"
-    assert is_own_topic("homeassistant/sensor/xiaozhi_x/t/config")
-    assert not is_own_topic("homeassistant/sensor/+/t/config")
+    assert is_own_topic("homeassistant/sensor/xiaozhi_x/t/config", topics=TOPICS)
+    assert not is_own_topic("homeassistant/sensor/+/t/config", topics=TOPICS)

@@ -30,6 +30,8 @@ from xiaozhi_hub.home import (
     XiaozhiBinding,
 )
 
+TOPICS = TopicTree()
+
 
 def act(action: str, entity_id: str = "light.kitchen", **parameters: Any) -> Action:
     return Action(action=action, entity_id=entity_id, parameters=parameters)
@@ -48,16 +50,18 @@ Z2M = MqttBinding(
 
 
 def test_zigbee2mqtt_set_topic_and_json() -> None:
-    assert effect_for(act("turn_on"), Z2M) == MqttEffect(
+    assert effect_for(act("turn_on"), Z2M, topics=TOPICS) == MqttEffect(
         "zigbee2mqtt/kitchen_light/set", b'{"state":"ON"}', qos=1, retain=False
     )
-    assert effect_for(act("turn_off"), Z2M).payload == b'{"state":"OFF"}'
-    dimmed = effect_for(act("turn_on", brightness_pct=50), Z2M)
+    assert effect_for(act("turn_off"), Z2M, topics=TOPICS).payload == b'{"state":"OFF"}'
+    dimmed = effect_for(act("turn_on", brightness_pct=50), Z2M, topics=TOPICS)
     assert dimmed.payload == b'{"state":"ON","brightness":127}'
 
 
 def test_demo_kitchen_light_is_zigbee2mqtt(home: Home) -> None:
-    effect = effect_for(act("turn_on", brightness_pct=100), home.entity("light.kitchen").binding)
+    effect = effect_for(
+        act("turn_on", brightness_pct=100), home.entity("light.kitchen").binding, topics=TOPICS
+    )
     assert effect == MqttEffect("zigbee2mqtt/kitchen_light/set", b'{"state":"ON","brightness":254}')
 
 
@@ -68,27 +72,27 @@ def test_text_template_and_options() -> None:
         qos=0,
         retain=True,
     )
-    assert effect_for(act("turn_on"), binding) == MqttEffect(
+    assert effect_for(act("turn_on"), binding, topics=TOPICS) == MqttEffect(
         "tasmota/cmnd/lamp/POWER", b"ON", qos=0, retain=True
     )
-    assert effect_for(act("lock"), binding).payload == b'{"v": "LOCK"}'
+    assert effect_for(act("lock"), binding, topics=TOPICS).payload == b'{"v": "LOCK"}'
 
 
 def test_mqtt_action_without_payload() -> None:
     with pytest.raises(
         ExecutorError, match=r"mqtt binding cannot run 'lock'.*has: turn_off, turn_on"
     ):
-        effect_for(act("lock"), Z2M)
+        effect_for(act("lock"), Z2M, topics=TOPICS)
 
 
 def test_template_variable_without_value() -> None:
     binding = MqttBinding(topic="t/set", payloads={"turn_on": "level {brightness}"})
     with pytest.raises(ExecutorError, match=r"\{brightness\} has no value") as caught:
-        effect_for(act("turn_on"), binding)
+        effect_for(act("turn_on"), binding, topics=TOPICS)
     assert (caught.value.action, caught.value.binding) == ("turn_on", "mqtt")
     whole = MqttBinding(topic="t/set", payloads={"turn_on": "{brightness}"})
     with pytest.raises(ExecutorError, match=r"\{brightness\}"):
-        effect_for(act("turn_on"), whole)
+        effect_for(act("turn_on"), whole, topics=TOPICS)
 
 
 def test_render_template_rules() -> None:
@@ -116,7 +120,9 @@ def test_template_variables() -> None:
 
 def test_led_command_on_the_device_topic() -> None:
     binding = XiaozhiBinding(device_id="demo_office", command="led")
-    effect = effect_for(act("turn_on", "light.office"), binding, message_id="m1", timestamp="T")
+    effect = effect_for(
+        act("turn_on", "light.office"), binding, message_id="m1", timestamp="T", topics=TOPICS
+    )
     assert effect == XiaozhiCommandEffect(
         "demo_office",
         "xiaozhi/commands/demo_office",
@@ -133,16 +139,18 @@ def test_led_command_on_the_device_topic() -> None:
         b'"timestamp":"T","device_id":"demo_office"}'
     )
     assert (effect.qos, effect.retain) == (1, False)
-    dimmed = effect_for(act("turn_on", "light.office", brightness_pct=50), binding)
+    dimmed = effect_for(act("turn_on", "light.office", brightness_pct=50), binding, topics=TOPICS)
     assert dimmed.payload.parameters == {"on": True, "brightness": 128}
-    off = effect_for(act("turn_off", "light.office"), binding)
+    off = effect_for(act("turn_off", "light.office"), binding, topics=TOPICS)
     assert off.payload.parameters == {"on": False}
 
 
 def test_volume_is_set_volume_of_the_vocabulary() -> None:
     binding = XiaozhiBinding(device_id="demo_kitchen")
     effect = effect_for(
-        act("volume_set", "media_player.xiaozhi_demo_kitchen", volume_level=0.8), binding
+        act("volume_set", "media_player.xiaozhi_demo_kitchen", volume_level=0.8),
+        binding,
+        topics=TOPICS,
     )
     assert effect.topic == "xiaozhi/commands/demo_kitchen"
     assert effect.payload.command == "set_volume"
@@ -153,7 +161,9 @@ def test_volume_is_set_volume_of_the_vocabulary() -> None:
 
 
 def test_update_entity_is_get_status() -> None:
-    effect = effect_for(act("update_entity", "media_player.x"), XiaozhiBinding(device_id="d1"))
+    effect = effect_for(
+        act("update_entity", "media_player.x"), XiaozhiBinding(device_id="d1"), topics=TOPICS
+    )
     assert (effect.payload.command, effect.payload.parameters) == ("get_status", {})
 
 
@@ -170,14 +180,14 @@ def test_custom_command_with_parameter_template() -> None:
         command="mcp_call",
         parameters={"name": "self.light.set", "arguments": {"on": "{state}"}},
     )
-    effect = effect_for(act("turn_off"), binding)
+    effect = effect_for(act("turn_off"), binding, topics=TOPICS)
     assert effect.payload.command == "mcp_call"
     assert effect.payload.parameters == {
         "name": "self.light.set",
         "arguments": {"on": "OFF"},
     }
     free = XiaozhiBinding(device_id="d1", command="chime", parameters={"tone": "{action}"})
-    assert effect_for(act("turn_on"), free).payload.parameters == {"tone": "turn_on"}
+    assert effect_for(act("turn_on"), free, topics=TOPICS).payload.parameters == {"tone": "turn_on"}
 
 
 @pytest.mark.parametrize(
@@ -195,7 +205,7 @@ def test_custom_command_with_parameter_template() -> None:
 )
 def test_xiaozhi_refusals(action: Action, binding: XiaozhiBinding, message: str) -> None:
     with pytest.raises(ExecutorError, match=message):
-        effect_for(action, binding)
+        effect_for(action, binding, topics=TOPICS)
 
 
 def test_respond_effect() -> None:
@@ -206,6 +216,7 @@ def test_respond_effect() -> None:
         stt="turn on the living room light",
         actions=[action],
         timestamp="T",
+        topics=TOPICS,
     )
     assert effect.topic == "xiaozhi/commands/demo_kitchen"
     assert orjson.loads(effect.wire()) == {
@@ -222,7 +233,7 @@ def test_respond_effect() -> None:
 
 def test_fan_out_sets_each_member() -> None:
     payload = CommandPayload(command="set_volume", parameters={"volume": 10}, message_id="m")
-    effects = fan_out(payload, ["demo_kitchen", "demo_living_room"])
+    effects = fan_out(payload, ["demo_kitchen", "demo_living_room"], topics=TOPICS)
     assert [(e.topic, e.payload.device_id) for e in effects] == [
         ("xiaozhi/commands/demo_kitchen", "demo_kitchen"),
         ("xiaozhi/commands/demo_living_room", "demo_living_room"),
@@ -236,7 +247,7 @@ HA = HomeAssistantBinding(base_url="http://ha.local:8123", token_env="HA_TOKEN")
 
 
 def test_home_assistant_service_call() -> None:
-    effect = effect_for(act("turn_on", "light.living_room", brightness_pct=50), HA)
+    effect = effect_for(act("turn_on", "light.living_room", brightness_pct=50), HA, topics=TOPICS)
     assert effect == HomeAssistantEffect(
         method="POST",
         url="http://ha.local:8123/api/services/light/turn_on",
@@ -252,10 +263,10 @@ def test_home_assistant_entity_id_and_update_entity() -> None:
     binding = HomeAssistantBinding(
         base_url="https://ha", token_env="T", entity_id="lock.real_front_door"
     )
-    effect = effect_for(act("lock", "lock.front_door"), binding)
+    effect = effect_for(act("lock", "lock.front_door"), binding, topics=TOPICS)
     assert effect.url == "https://ha/api/services/lock/lock"
     assert effect.json == {"entity_id": "lock.real_front_door"}
-    refresh = effect_for(act("update_entity", "sensor.x"), HA)
+    refresh = effect_for(act("update_entity", "sensor.x"), HA, topics=TOPICS)
     assert refresh.url == "http://ha.local:8123/api/services/homeassistant/update_entity"
 
 
@@ -280,7 +291,7 @@ def test_home_assistant_entity_id_and_update_entity() -> None:
     ],
 )
 def test_virtual_state(action: Action, state: dict[str, Any]) -> None:
-    effect = effect_for(action, VirtualBinding())
+    effect = effect_for(action, VirtualBinding(), topics=TOPICS)
     assert effect == VirtualEffect("light.kitchen", state)
 
 
@@ -292,4 +303,4 @@ def test_virtual_apply_and_refusal() -> None:
     }
     assert effect.apply(None) == {"temperature": 22}
     with pytest.raises(ExecutorError, match="virtual binding cannot run 'set_temperature'"):
-        effect_for(act("set_temperature"), VirtualBinding())
+        effect_for(act("set_temperature"), VirtualBinding(), topics=TOPICS)

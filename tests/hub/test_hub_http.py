@@ -15,8 +15,10 @@ import pytest
 from tests.hub.conftest import READ_KEY, SECRET, WRITE_KEY
 from tests.hub.mqtt_watch import Watcher
 from xiaozhi.tokens import verify_token
-from xiaozhi_hub.http import RunningHub, create_app, serve_app
+from xiaozhi_hub.http import RunningHub, create_app
+from xiaozhi_hub.http.dashboard import dashboard_html
 from xiaozhi_hub.settings import HubSettings, derive_jwt_secret
+from xiaozhi_runtime.asgi import serve_app
 
 WRITE = {"X-API-Key": WRITE_KEY}
 READ = {"X-API-Key": READ_KEY}
@@ -338,6 +340,9 @@ async def test_health_metrics_openapi_and_dashboard(
     assert (await client.get("/docs")).status_code == 200
     page = await client.get("/")
     assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.text == dashboard_html()  # the package's dashboard/index.html, as shipped
+    assert page.text.startswith("<!doctype html>")
     assert "/api/v1/devices" in page.text
 
 

@@ -55,7 +55,7 @@ def test_status_learns_an_unknown_device(registry: Registry) -> None:
     assert (record.name, record.area, record.configured) == ("aabbccddeeff", None, False)
     assert record.telemetry == {"uptime": 60, "wifi_signal": -50}
     assert (record.transport, record.edge_id) == (WS, "e1")
-    assert record.to_json_dict()["last_seen"] == "2023-11-14T22:13:20Z"
+    assert record.to_json_dict()["last_seen"] == "2023-11-14T22:13:20.000Z"
 
 
 def test_status_changes(registry: Registry) -> None:

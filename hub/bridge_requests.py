@@ -1,0 +1,95 @@
+"""The unit that answers zigbee2mqtt-style requests on ``bridge/request/<path>``; the table of
+handlers is :class:`~xiaozhi_hub.bridge_api.BridgeApi`.
+
+Not shared: every replica applies each edit so their registries agree, and each answers it
+(an integrator with N replicas gets N identical responses; ``transaction`` correlates them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import cast
+
+import structlog
+
+from xiaozhi.errors import InvalidTopic
+from xiaozhi.topics import ParsedTopic, TopicKind
+from xiaozhi_hub.bridge_api import CHANGED_DEVICES, CHANGED_GROUPS, CHANGED_INFO, BridgeApi
+from xiaozhi_hub.snapshots import Snapshots
+from xiaozhi_hub.unit import STOP_GRACE_SECONDS, HubContext, Route
+
+__all__ = ["BridgeRequestsUnit"]
+
+log = structlog.get_logger("xiaozhi.hub")
+
+
+class BridgeRequestsUnit:
+    """zigbee2mqtt-style requests: the table is :class:`~xiaozhi_hub.bridge_api.BridgeApi`.
+
+    Each request is answered by a task of its own, created in arrival order; the registry
+    edits are plain handlers that run in the task's first step, so they apply in that order,
+    while ``intent/test`` waits for the voice pipeline without holding anything up.
+    """
+
+    def __init__(
+        self,
+        ctx: HubContext,
+        api: BridgeApi,
+        snapshots: Snapshots,
+        on_discovery: Callable[[str], None],
+    ) -> None:
+        self._ctx = ctx
+        self.api = api
+        self._snapshots = snapshots
+        self._on_discovery = on_discovery
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.routes: Mapping[TopicKind, Route] = {TopicKind.BRIDGE_REQUEST: self._on_request}
+
+    @property
+    def prefix(self) -> str:
+        return self._ctx.topics.bridge_requests().removesuffix("#")
+
+    async def start(self) -> None:
+        await self._ctx.owner.subscribe([self._ctx.topics.bridge_requests()])
+
+    async def stop(self) -> None:
+        await self._ctx.owner.unsubscribe([self._ctx.topics.bridge_requests()])
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_SECONDS)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    def _on_request(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
+        self.answer(cast(str, parsed.path), payload)
+
+    def on_bad_path(self, topic: str, payload: bytes) -> None:
+        """A request topic whose path is outside the id grammar: answer if we can."""
+        path = topic.removeprefix(self.prefix)
+        try:
+            self._ctx.topics.bridge_response(path)
+        except InvalidTopic as err:
+            self._ctx.metrics.bridge_requests.labels("unanswerable").inc()
+            self._ctx.invalid("bridge_request", topic, f"cannot answer: {err}")
+            return
+        self.answer(path, payload)
+
+    def answer(self, path: str, payload: bytes) -> None:
+        """Answer one request on ``bridge/response/<path>`` (in a task of its own)."""
+        task = asyncio.create_task(self._answer(path, payload), name=f"bridge-request-{path}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, path: str, payload: bytes) -> None:
+        ctx = self._ctx
+        response, changed = await self.api.handle(path, payload)
+        ctx.publish(ctx.topics.bridge_response(path), response.to_wire())
+        ctx.metrics.bridge_requests.labels(response.status.value).inc()
+        log.info("bridge_request", path=path, status=response.status.value, error=response.error)
+        if changed & {CHANGED_DEVICES, CHANGED_GROUPS, CHANGED_INFO}:
+            self._snapshots.mark()
+        for item in changed:
+            if item.startswith("discovery/"):
+                self._on_discovery(item.removeprefix("discovery/"))

@@ -1,0 +1,152 @@
+"""Carrying out one action: its effect (:mod:`xiaozhi_hub.executors`) performed, an outcome back.
+
+:func:`~xiaozhi_hub.executors.effect_for` decides *what* an action does on its target's
+binding, as data; :class:`ActionRunner` does it (publishes the command or message, calls Home
+Assistant, updates the virtual state) and answers with an :class:`ActionOutcome`, which the
+voice unit publishes as the ``action_result`` event:
+
+    {"event_type": "action_result", ..., "status": "ok", ..., "result": {...}}
+    {"event_type": "action_result", ..., "status": "error", ..., "error": "..."}
+
+A failure is an outcome, never an exception: one action that fails does not stop the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+from xiaozhi.payloads import Action
+from xiaozhi.topics import TopicTree
+from xiaozhi_hub.executors import (
+    ExecutorError,
+    HomeAssistantEffect,
+    MqttEffect,
+    VirtualEffect,
+    XiaozhiCommandEffect,
+    effect_for,
+)
+from xiaozhi_hub.home import Binding
+
+__all__ = ["ActionOutcome", "ActionRunner", "Publish"]
+
+Publish = Callable[..., bool]
+"""``publish(topic, payload, *, qos, retain=False) -> bool``: False when the queue dropped it
+(:meth:`~xiaozhi_hub.unit.HubContext.publish`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionOutcome:
+    """How one action ended: ``ok`` with a ``result``, or not ok with an ``error`` sentence.
+
+    Build it with :meth:`succeeded` or :meth:`failed`; the invariant (exactly one of
+    ``result`` and ``error``) is checked when built.
+    """
+
+    ok: bool
+    result: Mapping[str, Any] | None = None
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.ok != (self.error is None) or self.ok != (self.result is not None):
+            raise ValueError(
+                f"an outcome has a result when ok, an error otherwise; got ok={self.ok}, "
+                f"result={self.result!r}, error={self.error!r}"
+            )
+
+    @classmethod
+    def succeeded(cls, result: Mapping[str, Any]) -> ActionOutcome:
+        return cls(ok=True, result=result)
+
+    @classmethod
+    def failed(cls, error: str) -> ActionOutcome:
+        return cls(ok=False, error=error)
+
+    @property
+    def status(self) -> Literal["ok", "error"]:
+        """The ``status`` of the ``action_result`` event (and the metrics' label)."""
+        return "ok" if self.ok else "error"
+
+    def event_fields(self) -> dict[str, Any]:
+        """``{"result": ...}`` or ``{"error": ...}``, the detail of the ``action_result``."""
+        if self.ok:
+            return {"result": dict(self.result or {})}
+        return {"error": self.error}
+
+
+class ActionRunner:
+    """Performs actions' effects for the hub.
+
+    Args:
+        topics: the configured topic tree (commands go to its device topics).
+        publish: the hub's non-blocking publish (:data:`Publish`).
+        states: the virtual entities' state, updated in place by virtual actions.
+        environ: where Home Assistant tokens are read (a binding's ``token_env``).
+        http: returns the shared HTTP client for Home Assistant calls (created on first use).
+        now: the wire timestamp put in commands.
+    """
+
+    def __init__(
+        self,
+        *,
+        topics: TopicTree,
+        publish: Publish,
+        states: MutableMapping[str, dict[str, Any]],
+        environ: Mapping[str, str],
+        http: Callable[[], httpx.AsyncClient],
+        now: Callable[[], str],
+    ) -> None:
+        self._topics = topics
+        self._publish = publish
+        self.states = states
+        self._environ = environ
+        self._http = http
+        self._now = now
+
+    async def execute(self, action: Action, binding: Binding, *, message_id: str) -> ActionOutcome:
+        """Carry out one action on an entity with ``binding``; never raises for a failure."""
+        try:
+            effect = effect_for(
+                action, binding, topics=self._topics, message_id=message_id, timestamp=self._now()
+            )
+        except ExecutorError as err:
+            return ActionOutcome.failed(str(err))
+        if isinstance(effect, XiaozhiCommandEffect):
+            if not self._publish(effect.topic, effect.wire(), qos=effect.qos):
+                return ActionOutcome.failed("MQTT queue full: command dropped")
+            return ActionOutcome.succeeded(
+                {"topic": effect.topic, "command": effect.payload.command}
+            )
+        if isinstance(effect, MqttEffect):
+            sent = self._publish(effect.topic, effect.payload, qos=effect.qos, retain=effect.retain)
+            if not sent:
+                return ActionOutcome.failed("MQTT queue full: message dropped")
+            return ActionOutcome.succeeded({"topic": effect.topic})
+        if isinstance(effect, HomeAssistantEffect):
+            return await self._call_home_assistant(effect)
+        assert isinstance(effect, VirtualEffect)
+        new = effect.apply(self.states.get(effect.entity_id))
+        self.states[effect.entity_id] = new
+        return ActionOutcome.succeeded({"state": new})
+
+    async def _call_home_assistant(self, effect: HomeAssistantEffect) -> ActionOutcome:
+        token = self._environ.get(effect.token_env)
+        if not token:
+            return ActionOutcome.failed(
+                f"environment variable {effect.token_env} (the HA token) is not set"
+            )
+        headers = {**effect.headers, **effect.authorization(token)}
+        try:
+            response = await self._http().request(
+                effect.method, effect.url, json=dict(effect.json), headers=headers
+            )
+        except httpx.HTTPError as err:
+            return ActionOutcome.failed(
+                f"Home Assistant unreachable: {str(err) or type(err).__name__}"
+            )
+        if response.status_code >= 400:
+            return ActionOutcome.failed(f"Home Assistant answered HTTP {response.status_code}")
+        return ActionOutcome.succeeded({"status_code": response.status_code})

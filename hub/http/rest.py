@@ -1,0 +1,273 @@
+"""The REST API under ``/api/v1/`` (seed 003's envelopes; :mod:`.envelopes`).
+
+==================================  =========================================  ======
+route                               what                                       role
+==================================  =========================================  ======
+``POST /auth/token``                a JWT for an API key                       read
+``GET /devices``, ``/devices/{id}``  the registry's devices                     read
+``POST /devices/{id}/command``      a command on the device's topic            write
+``POST /broadcast``                 a command on ``commands/broadcast``        write
+``GET /groups``                     the groups                                 read
+``POST /groups/{id}/command``       a command on the group's topic             write
+``POST /voice/test``                text → intent, actions, answer; nothing    read
+                                    runs (the hub's one voice pipeline)
+``GET /stats``                      the service's counters                     read
+==================================  =========================================  ======
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from xiaozhi.commands import parse_parameters
+from xiaozhi.errors import InvalidMessage
+from xiaozhi.payloads import CommandPayload
+from xiaozhi_hub.http.auth import Authenticator, Reader, Writer
+from xiaozhi_hub.http.envelopes import (
+    API_PREFIX,
+    ERROR_RESPONSES,
+    ApiError,
+    ErrorEnvelope,
+    SuccessEnvelope,
+    ok,
+)
+from xiaozhi_hub.registry import Registry
+from xiaozhi_hub.service import HubService
+from xiaozhi_hub.unit import now_wire
+
+__all__ = [
+    "CommandRequest",
+    "TokenRequest",
+    "VoiceTestRequest",
+    "add_rest_routes",
+    "service_of",
+]
+
+
+def service_of(request: Request) -> HubService:
+    """The app's running :class:`~xiaozhi_hub.service.HubService`."""
+    service: HubService = request.app.state.service
+    return service
+
+
+class CommandRequest(BaseModel):
+    """A device, group or broadcast command (the ``xiaozhi/commands/...`` payload)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: str = Field(min_length=1, max_length=64, examples=["set_volume"])
+    parameters: dict[str, Any] = Field(default_factory=dict, examples=[{"volume": 80}])
+    message_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class VoiceTestRequest(BaseModel):
+    """Text to recognize as if ``device_id`` (in ``area``) had heard it; nothing runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=500, examples=["turn on the living room light"])
+    device_id: str | None = Field(default=None, max_length=64, examples=["demo_kitchen"])
+    area: str | None = Field(default=None, max_length=64, examples=["kitchen"])
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ttl_seconds: int | None = Field(default=None, ge=60, description="At most the default TTL.")
+
+
+def _known_device(registry: Registry, device_id: str) -> None:
+    if registry.device(device_id) is None:
+        raise ApiError(404, "DEVICE_NOT_FOUND", f"unknown device {device_id!r}", {"id": device_id})
+
+
+def _command(body: CommandRequest, device_id: str | None = None) -> CommandPayload:
+    command = CommandPayload(
+        command=body.command,
+        parameters=body.parameters,
+        message_id=body.message_id or secrets.token_hex(16),
+        timestamp=now_wire(),
+        device_id=device_id,
+    )
+    try:
+        parse_parameters(command)  # a known command's parameters must fit its model
+    except InvalidMessage as err:
+        raise ApiError(
+            422, "INVALID_PARAMETERS", str(err), {"field": err.field or "parameters"}
+        ) from err
+    return command
+
+
+def add_rest_routes(app: FastAPI, auth: Authenticator) -> None:
+    """The ``/api/v1/`` routes (module docstring); ``auth`` issues the JWTs."""
+    api = API_PREFIX
+
+    @app.post(
+        f"{api}/auth/token",
+        tags=["auth"],
+        response_model=SuccessEnvelope,
+        responses=ERROR_RESPONSES,
+    )
+    async def issue_jwt(
+        request: Request, principal: Reader, body: TokenRequest | None = None
+    ) -> JSONResponse:
+        """Exchange an API key (``X-API-Key``) for a JWT with the same role."""
+        if principal.via != "api_key":
+            raise ApiError(403, "API_KEY_REQUIRED", "a JWT is issued for an API key only")
+        token, lifetime = auth.issue(principal, body.ttl_seconds if body else None)
+        data = {
+            "access_token": token,
+            "token_type": "bearer",
+            "expires_in": lifetime,
+            "role": principal.role.value,
+        }
+        return ok(request, data, "token issued")
+
+    @app.get(
+        f"{api}/devices",
+        tags=["devices"],
+        response_model=SuccessEnvelope,
+        responses=ERROR_RESPONSES,
+    )
+    async def list_devices(request: Request, _: Reader) -> JSONResponse:
+        """Every device the hub knows, with status, telemetry and sensors."""
+        registry = service_of(request).registry
+        data = [_device_json(registry, d.device_id) for d in registry.devices()]
+        return ok(request, data, f"{len(data)} devices")
+
+    @app.get(
+        f"{api}/devices/{{device_id}}",
+        tags=["devices"],
+        response_model=SuccessEnvelope,
+        responses={**ERROR_RESPONSES, 404: {"model": ErrorEnvelope}},
+    )
+    async def get_device(request: Request, device_id: str, _: Reader) -> JSONResponse:
+        registry = service_of(request).registry
+        _known_device(registry, device_id)
+        return ok(request, _device_json(registry, device_id))
+
+    @app.post(
+        f"{api}/devices/{{device_id}}/command",
+        tags=["devices"],
+        status_code=202,
+        response_model=SuccessEnvelope,
+        responses={**ERROR_RESPONSES, 404: {"model": ErrorEnvelope}},
+    )
+    async def device_command(
+        request: Request, device_id: str, body: CommandRequest, _: Writer
+    ) -> JSONResponse:
+        """Publish a command on ``xiaozhi/commands/{device_id}`` (QoS 1, never retained)."""
+        service = service_of(request)
+        _known_device(service.registry, device_id)
+        command = _command(body, device_id)
+        topic = service.topics.command(device_id)
+        _published(service.publish_command(topic, command))
+        record = service.registry.device(device_id)
+        data = {
+            "device_id": device_id,
+            "topic": topic,
+            "command": command.command,
+            "message_id": command.message_id,
+            "connected": bool(record and record.connected),
+        }
+        return ok(request, data, "command published", status=202)
+
+    @app.post(
+        f"{api}/broadcast",
+        tags=["commands"],
+        status_code=202,
+        response_model=SuccessEnvelope,
+        responses=ERROR_RESPONSES,
+    )
+    async def broadcast(request: Request, body: CommandRequest, _: Writer) -> JSONResponse:
+        """Publish on ``xiaozhi/commands/broadcast``: MQTT devices read it, the hub fans it out
+        to WebSocket devices."""
+        service = service_of(request)
+        command = _command(body)
+        topic = service.topics.broadcast_command()
+        _published(service.publish_command(topic, command))
+        data = {"topic": topic, "command": command.command, "message_id": command.message_id}
+        return ok(request, data, "broadcast published", status=202)
+
+    @app.get(
+        f"{api}/groups",
+        tags=["commands"],
+        response_model=SuccessEnvelope,
+        responses=ERROR_RESPONSES,
+    )
+    async def list_groups(request: Request, _: Reader) -> JSONResponse:
+        data = service_of(request).registry.snapshot_groups()
+        return ok(request, data, f"{len(data)} groups")
+
+    @app.post(
+        f"{api}/groups/{{group_id}}/command",
+        tags=["commands"],
+        status_code=202,
+        response_model=SuccessEnvelope,
+        responses={**ERROR_RESPONSES, 404: {"model": ErrorEnvelope}},
+    )
+    async def group_command(
+        request: Request, group_id: str, body: CommandRequest, _: Writer
+    ) -> JSONResponse:
+        """Publish on ``xiaozhi/commands/group/{group_id}``; the hub fans it out to members."""
+        service = service_of(request)
+        group = service.registry.group(group_id)
+        if group is None:
+            raise ApiError(404, "GROUP_NOT_FOUND", f"unknown group {group_id!r}", {"id": group_id})
+        command = _command(body)
+        topic = service.topics.group_command(group_id)
+        _published(service.publish_command(topic, command))
+        data = {
+            "group_id": group_id,
+            "topic": topic,
+            "command": command.command,
+            "message_id": command.message_id,
+            "members": list(group.members),
+        }
+        return ok(request, data, "group command published", status=202)
+
+    @app.post(
+        f"{api}/voice/test",
+        tags=["voice"],
+        response_model=SuccessEnvelope,
+        responses=ERROR_RESPONSES,
+    )
+    async def voice_test(request: Request, body: VoiceTestRequest, _: Reader) -> JSONResponse:
+        """Recognize text as a voice command: intent, slots, actions, answer; nothing runs."""
+        service = service_of(request)
+        if body.area is not None and service.home.area(body.area) is None:
+            known = [a.id for a in service.home.areas]
+            raise ApiError(422, "UNKNOWN_AREA", f"unknown area {body.area!r}", {"known": known})
+        if not service.intents_loaded:
+            raise ApiError(503, "NOT_READY", "the intent engine is still loading")
+        result = await service.plan_text(body.text, device_id=body.device_id, area=body.area)
+        data = result.to_json_dict()
+        data["would_execute"] = data.pop("executed")
+        data["executed"] = False
+        data["device_id"] = body.device_id
+        return ok(request, data, result.response_text)
+
+    @app.get(
+        f"{api}/stats", tags=["hub"], response_model=SuccessEnvelope, responses=ERROR_RESPONSES
+    )
+    async def stats(request: Request, _: Reader) -> JSONResponse:
+        return ok(request, service_of(request).stats())
+
+
+def _published(ok: bool) -> None:
+    if not ok:
+        raise ApiError(503, "QUEUE_FULL", "the MQTT queue is full; try again")
+
+
+def _device_json(registry: Registry, device_id: str) -> dict[str, Any]:
+    record = registry.device(device_id)
+    assert record is not None
+    data = record.to_json_dict()
+    data["groups"] = registry.groups_of(device_id)
+    data["area_name"] = registry.home.area_name(record.area)
+    return data

@@ -1,0 +1,134 @@
+"""Text → plan: recognise (hassil) → resolve (the home model) → plan (actions and an answer).
+
+One :class:`VoicePipeline` per hub serves every caller that turns words into a plan: the
+voice unit (spoken and typed commands), the REST voice test (``POST /api/v1/voice/test``)
+and the bridge request ``intent/test``. Nothing here executes anything.
+
+Recognition is CPU work (about 2 ms warm, more while hassil still parses templates) that
+must never block the event loop, and hassil parses its templates lazily, so two threads
+recognising at once could race. Both are answered by one dedicated single-worker
+:class:`~concurrent.futures.ThreadPoolExecutor` owned by the pipeline: every recognition,
+and the engine's loading and warm-up, run on that one thread, one after the other, so no
+lock is needed (none is ever held across a thread hop) and the loop only awaits a future.
+Resolving and planning are pure and quick: they run on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
+
+import structlog
+
+from xiaozhi.errors import OperationFailed
+from xiaozhi_hub.actions import Plan, plan
+from xiaozhi_hub.intents import IntentEngine
+from xiaozhi_hub.registry import Registry
+from xiaozhi_hub.resolve import resolve
+
+__all__ = ["IntentsNotLoaded", "VoicePipeline"]
+
+log = structlog.get_logger("xiaozhi.hub")
+
+_T = TypeVar("_T")
+
+
+class IntentsNotLoaded(OperationFailed):
+    """A plan was asked for before :meth:`VoicePipeline.start` loaded the intents, or after
+    :meth:`VoicePipeline.close`; check :attr:`VoicePipeline.ready` first."""
+
+
+class VoicePipeline:
+    """Recognise, resolve and plan text for one home, one recognition at a time.
+
+    Args:
+        registry: the home model and what is known of devices (areas, telemetry).
+        language: the intents' language, for an engine this pipeline loads itself.
+        engine: an already loaded (and warmed) engine; tests share one. None: :meth:`start`
+            loads and warms one on the pipeline's thread.
+        states: current entity states (entity id → attributes), read at each plan so
+            questions ("what is the temperature") see the latest values.
+        observe_latency: called with each recognition's seconds (the intent latency
+            histogram); None: not measured.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        language: str = "en",
+        engine: IntentEngine | None = None,
+        states: Mapping[str, Mapping[str, Any]] | None = None,
+        observe_latency: Callable[[float], None] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.language = language
+        self.engine = engine
+        self.states: Mapping[str, Mapping[str, Any]] = states if states is not None else {}
+        self._observe_latency = observe_latency
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xiaozhi-intents")
+        self._closed = False
+
+    @property
+    def ready(self) -> bool:
+        """True once the intents are loaded and until :meth:`close`."""
+        return self.engine is not None and not self._closed
+
+    async def start(self) -> None:
+        """Load and warm the intent engine on the pipeline's thread, unless one was given."""
+        if self.engine is None:
+            self.engine = await self._run(self._load_engine)
+
+    def _load_engine(self) -> IntentEngine:
+        engine = IntentEngine(self.registry.home, self.language)
+        seconds = engine.warm_up()
+        log.info("intents_loaded", language=engine.language, warm_up_ms=round(seconds * 1000))
+        return engine
+
+    def close(self) -> None:
+        """Refuse new plans and let the thread end after a recognition in flight, if any."""
+        self._closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def plan_text(
+        self, text: str, device_id: str | None = None, area: str | None = None
+    ) -> Plan:
+        """What ``text`` heard by ``device_id`` means and what to answer; nothing is executed.
+
+        Args:
+            text: the words (spoken and transcribed, or typed).
+            device_id: the speaking device: its area is the default target area, and its
+                telemetry answers "what is your status". None: no device (a typed test).
+            area: overrides the device's area (the REST test and a seed-style event's own
+                area); None: the registry's area of ``device_id``.
+
+        Raises:
+            IntentsNotLoaded: before :meth:`start` finished, or after :meth:`close`.
+        """
+        engine = self.engine
+        if engine is None or self._closed:
+            raise IntentsNotLoaded("the intent engine is not loaded")
+        registry = self.registry
+        device_area = area if area is not None else registry.area_of(device_id)
+        started = time.perf_counter()
+        match = await self._run(partial(engine.recognize, text, device_area=device_area))
+        if self._observe_latency is not None:
+            self._observe_latency(time.perf_counter() - started)
+        resolution = resolve(
+            match, registry.home, speaking_device=device_id, device_areas=registry.device_areas()
+        )
+        record = registry.device(device_id) if device_id else None
+        return plan(match, resolution, record, states=self.states)
+
+    async def _run(self, work: Callable[[], _T]) -> _T:
+        """``work()`` on the pipeline's one thread; the loop only awaits its future."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        except RuntimeError as err:
+            if self._closed:  # the executor refuses new work once shut down
+                raise IntentsNotLoaded("the voice pipeline is closed") from err
+            raise

@@ -1,0 +1,173 @@
+"""The voice unit: voice commands → plan (:mod:`xiaozhi_hub.pipeline`) → actions carried out
+(:mod:`xiaozhi_hub.execution`) → the speaking device's answer and the events.
+
+Consumed through a shared subscription (``$share/<XIAOZHI_HUB_SHARE_GROUP>/…``), so N
+replicas handle each voice command exactly once; QoS 1 may still deliver one twice, so the
+last :data:`VOICE_DEDUP_IDS` message ids are remembered and a repeat is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import structlog
+
+from xiaozhi.dedup import RecentIds
+from xiaozhi.errors import InvalidTopic, WireError
+from xiaozhi.payloads import EventType, VoiceCommandEvent
+from xiaozhi.topics import ParsedTopic, TopicKind, validate_device_id
+from xiaozhi_hub.actions import Plan
+from xiaozhi_hub.execution import ActionRunner
+from xiaozhi_hub.executors import respond_effect
+from xiaozhi_hub.pipeline import VoicePipeline
+from xiaozhi_hub.unit import (
+    MAX_PAYLOAD_BYTES,
+    STOP_GRACE_SECONDS,
+    HubContext,
+    Route,
+    new_id,
+    now_wire,
+)
+
+__all__ = ["VOICE_DEDUP_IDS", "VoiceUnit"]
+
+log = structlog.get_logger("xiaozhi.hub")
+
+VOICE_DEDUP_IDS = 4096
+"""Voice command message ids remembered against QoS 1 redelivery."""
+
+
+class VoiceUnit:
+    """Voice commands → intent → actions → executors → the speaking device's answer.
+
+    Args:
+        ctx: what the units share.
+        pipeline: recognise → resolve → plan (shared with the REST and bridge voice tests);
+            :meth:`start` loads its intents before subscribing.
+        runner: carries out each planned action.
+    """
+
+    def __init__(self, ctx: HubContext, *, pipeline: VoicePipeline, runner: ActionRunner) -> None:
+        self._ctx = ctx
+        self.pipeline = pipeline
+        self.runner = runner
+        self._semaphore = asyncio.Semaphore(ctx.settings.max_concurrent_voice_commands)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._recent = RecentIds(VOICE_DEDUP_IDS)
+        self.routes: Mapping[TopicKind, Route] = {TopicKind.VOICE_COMMAND_EVENTS: self._on_voice}
+
+    @property
+    def filter(self) -> str:
+        return self._ctx.topics.shared_voice_commands(self._ctx.settings.hub_share_group)
+
+    async def start(self) -> None:
+        await self.pipeline.start()
+        await self._ctx.owner.subscribe([self.filter])
+
+    async def stop(self) -> None:
+        await self._ctx.owner.unsubscribe([self.filter])
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_SECONDS)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    def _on_voice(self, topic: str, _: ParsedTopic, payload: bytes) -> None:
+        ctx = self._ctx
+        try:
+            event = VoiceCommandEvent.from_wire(payload, max_bytes=MAX_PAYLOAD_BYTES)
+            validate_device_id(event.device_id)
+        except (WireError, InvalidTopic) as err:
+            ctx.metrics.voice_commands.labels("invalid").inc()
+            ctx.invalid("voice_command", topic, err)
+            return
+        if self._recent.seen(event.message_id):
+            ctx.metrics.voice_commands.labels("duplicate").inc()
+            return
+        task = asyncio.create_task(self._handle(event), name=f"voice-{event.device_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, event: VoiceCommandEvent) -> None:
+        try:
+            async with self._semaphore:
+                await self._run(event)
+        except Exception:
+            log.exception("voice_command_failed", device_id=event.device_id)
+
+    def _area_of(self, event: VoiceCommandEvent) -> str | None:
+        registry = self._ctx.registry
+        area = registry.area_of(event.device_id)
+        if area is None and event.area and registry.home.area(event.area) is not None:
+            area = event.area
+        return area
+
+    async def _run(self, event: VoiceCommandEvent) -> None:
+        ctx = self._ctx
+        device_id = event.device_id
+        base_id = event.message_id or new_id()
+        result = await self.pipeline.plan_text(
+            event.command, device_id=device_id, area=self._area_of(event)
+        )
+        log.info(
+            "voice_command",
+            device_id=device_id,
+            text=event.command[:100],
+            intent=result.intent,
+            actions=len(result.actions),
+            error=result.error,
+        )
+        failures = 0
+        for index, action in enumerate(result.actions, start=1):
+            binding = result.bindings[action.entity_id]
+            common = {"message_id": base_id, "index": index, "executor": binding.type}
+            ctx.event(device_id, EventType.ACTION.value, action=action.to_json_dict(), **common)
+            outcome = await self.runner.execute(action, binding, message_id=f"{base_id}-{index}")
+            ctx.metrics.actions.labels(binding.type, outcome.status).inc()
+            ctx.counters[f"actions_{outcome.status}"] += 1
+            ctx.event(
+                device_id,
+                EventType.ACTION_RESULT.value,
+                action=action.to_json_dict(),
+                status=outcome.status,
+                **common,
+                **outcome.event_fields(),
+            )
+            failures += not outcome.ok
+        text = _answer(result, failures)
+        respond = respond_effect(
+            device_id,
+            text,
+            stt=event.command,
+            actions=result.actions,
+            session_id=event.session_id,
+            topics=ctx.topics,
+            message_id=base_id,
+            timestamp=now_wire(),
+        )
+        ctx.publish(respond.topic, respond.wire(), qos=respond.qos)
+        ctx.event(
+            device_id,
+            EventType.RESPONSE.value,
+            message_id=base_id,
+            text=text,
+            stt=event.command,
+            intent=result.intent,
+            executed=result.executed,
+            actions=[a.to_json_dict() for a in result.actions],
+            **({"error": result.error} if result.error else {}),
+        )
+        verdict = "executed" if result.executed else "not_executed"
+        ctx.metrics.voice_commands.labels(verdict).inc()
+        ctx.counters[f"voice_commands_{verdict}"] += 1
+
+
+def _answer(result: Plan, failures: int) -> str:
+    """The sentence to say: the plan's, unless actions failed."""
+    if not failures:
+        return result.response_text
+    if failures == len(result.actions):
+        return "Sorry, that didn't work."
+    return f"{result.response_text} Sorry, {failures} of {len(result.actions)} didn't work."

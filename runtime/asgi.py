@@ -1,0 +1,115 @@
+"""Serving an ASGI app with uvicorn inside this process's event loop.
+
+The hub's HTTP side (and test servers, such as the fake Home Assistant) run beside MQTT work
+in one event loop, so uvicorn is embedded rather than run as the process: the process that
+embeds it owns the signals (:mod:`xiaozhi_runtime.runner`), and :func:`serve_app` returns
+once the server accepts connections, from uvicorn's own startup (a readiness event, no
+polling), and stops it when the block exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from xiaozhi.errors import StartupError
+
+__all__ = ["ServedApp", "serve_app"]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with a readiness event and, when embedded, no signal handlers."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # the process that embeds us owns the signals (runtime.runner)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+
+@dataclass(frozen=True, slots=True)
+class ServedApp:
+    """A served app: its uvicorn server and where it listens (``port`` is the real one)."""
+
+    server: uvicorn.Server
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
+    try:
+        await server.serve(sockets=[sock])
+    except SystemExit as err:  # uvicorn exits the process when the app's startup fails
+        raise StartupError(f"uvicorn stopped with exit status {err.code}") from err
+
+
+@contextlib.asynccontextmanager
+async def serve_app(
+    app: Any, *, host: str = "127.0.0.1", port: int = 0, graceful_seconds: float = 5.0
+) -> AsyncIterator[ServedApp]:
+    """Serve an ASGI app with uvicorn in this event loop until the block exits.
+
+    The socket is bound here first, so a taken port raises ``OSError`` to the caller (uvicorn
+    would exit the process). Returns once the server accepts connections: no polling.
+
+    Raises:
+        OSError: the address cannot be bound (a taken port).
+        StartupError: uvicorn ended before it accepted connections (the app's lifespan failed).
+    """
+    sock = _listen_socket(host, port)
+    actual_port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(graceful_seconds),
+        lifespan="on",
+    )
+    server = _Server(config)
+    task = asyncio.create_task(_serve(server, sock), name=f"http-{actual_port}")
+    ready = asyncio.create_task(server.ready.wait())
+    await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if not server.ready.is_set():
+        ready.cancel()
+        sock.close()
+        raise StartupError(f"the HTTP server on {host}:{actual_port} did not start") from (
+            task.exception() if task.done() and not task.cancelled() else None
+        )
+    try:
+        yield ServedApp(server, host, actual_port)
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

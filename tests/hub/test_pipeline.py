@@ -1,0 +1,99 @@
+"""The one recognise → resolve → plan pipeline (xiaozhi_hub.pipeline): recognitions run on
+its own single thread, never on the event loop, one at a time, and are measured."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from xiaozhi_hub.home import Home
+from xiaozhi_hub.intents import IntentEngine, IntentMatch, NoMatch
+from xiaozhi_hub.pipeline import IntentsNotLoaded, VoicePipeline
+from xiaozhi_hub.registry import Registry
+
+
+class GatedEngine:
+    """Wraps the real engine: each recognition records its thread, then blocks until the
+    test opens the gate, so the test sees what the event loop does meanwhile."""
+
+    def __init__(self, engine: IntentEngine) -> None:
+        self.engine = engine
+        self.home = engine.home
+        self.language = engine.language
+        self.gate = threading.Event()
+        self.entered = threading.Semaphore(0)
+        self.threads: list[int] = []
+        self.running = 0
+        self.most_at_once = 0
+        self._count = threading.Lock()
+
+    def recognize(self, text: str, *, device_area: str | None = None) -> IntentMatch | NoMatch:
+        with self._count:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        self.threads.append(threading.get_ident())
+        self.entered.release()
+        try:
+            assert self.gate.wait(10), "the test never opened the gate"
+            return self.engine.recognize(text, device_area=device_area)
+        finally:
+            with self._count:
+                self.running -= 1
+
+
+async def test_recognition_runs_off_the_loop_on_one_thread(
+    registry: Registry, engine: IntentEngine
+) -> None:
+    gated = GatedEngine(engine)
+    latencies: list[float] = []
+    pipeline = VoicePipeline(registry, engine=gated, observe_latency=latencies.append)  # type: ignore[arg-type]
+    first = asyncio.create_task(pipeline.plan_text("turn on the living room light"))
+    second = asyncio.create_task(pipeline.plan_text("lock the front door"))
+    # The loop is free while the first recognition blocks its thread: were recognition on
+    # the loop, this await could not resume until the gate opened.
+    await asyncio.to_thread(gated.entered.acquire)
+    assert not first.done()
+    assert not second.done()
+    gated.gate.set()
+    plans = await asyncio.gather(first, second)
+    pipeline.close()
+    assert [a.entity_id for p in plans for a in p.actions] == [
+        "light.living_room",
+        "lock.front_door",
+    ]
+    assert threading.get_ident() not in gated.threads
+    assert len(set(gated.threads)) == 1  # one dedicated worker: hassil never runs twice at once
+    assert gated.most_at_once == 1
+    assert len(latencies) == 2
+
+
+async def test_start_loads_the_engine_on_the_pipeline_thread(home: Home) -> None:
+    pipeline = VoicePipeline(Registry(home), language="en")
+    assert not pipeline.ready
+    with pytest.raises(IntentsNotLoaded):
+        await pipeline.plan_text("turn on the living room light")
+    await pipeline.start()
+    assert pipeline.ready
+    result = await pipeline.plan_text("turn on the light", area="kitchen")
+    assert [a.entity_id for a in result.actions] == ["light.kitchen"]
+    pipeline.close()
+    assert not pipeline.ready
+    with pytest.raises(IntentsNotLoaded):
+        await pipeline.plan_text("turn on the light")
+
+
+async def test_the_speaking_devices_area_and_the_states_are_used(
+    registry: Registry, engine: IntentEngine
+) -> None:
+    states = {"climate.office": {"current_temperature": 19}}
+    pipeline = VoicePipeline(registry, engine=engine, states=states)
+    here = await pipeline.plan_text("turn on the light", device_id="demo_kitchen")
+    assert [a.entity_id for a in here.actions] == ["light.kitchen"]
+    asked = await pipeline.plan_text("what is the temperature", area="office")
+    assert asked.response_text == "The office is 19 degrees."
+    states["climate.office"]["current_temperature"] = 20  # read at each plan
+    asked = await pipeline.plan_text("what is the temperature", area="office")
+    assert asked.response_text == "The office is 20 degrees."
+    pipeline.close()

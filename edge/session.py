@@ -33,10 +33,11 @@ from either; the family decides how commands are delivered.
 
 from __future__ import annotations
 
+import base64
 import enum
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -97,6 +98,7 @@ from xiaozhi.messages import (
     parse_device_message,
 )
 from xiaozhi.payloads import (
+    AudioClip,
     CommandPayload,
     ConnectionEvent,
     DeviceKind,
@@ -107,11 +109,12 @@ from xiaozhi.payloads import (
     ResponseStatus,
     SensorPayload,
     StatusPayload,
+    UtteranceEncoding,
     UtterancePayload,
     VoiceCommandEvent,
 )
 from xiaozhi.topics import TopicKind, TopicTree, normalize_device_id, validate_id
-from xiaozhi.wav import UPLINK_FORMAT, decode_wav
+from xiaozhi.wav import UPLINK_FORMAT, decode_wav, encode_wav
 from xiaozhi_edge.limits import EdgeLimits, EventWindow, TokenBucket
 from xiaozhi_edge.mcp_client import (
     McpBusy,
@@ -142,6 +145,7 @@ from xiaozhi_edge.utterances import (
     UtteranceBuffer,
     UtteranceReason,
 )
+from xiaozhi_runtime import opus
 
 __all__ = [
     "DEFAULT_FRAME_DURATION_MS",
@@ -1382,8 +1386,18 @@ class DeviceSession:
         """Seed 003 devices get commands as JSON; ``respond`` as a ``response`` envelope."""
         if parsed is not None and parsed[0] is DeviceCommand.RESPOND:
             params: RespondParameters = parsed[1]
+            try:
+                audio_data = _seed_audio(params.audio)
+            except InvalidMessage as err:
+                self._command_result(
+                    command.command, command.message_id, wall, out, ok=False, error=str(err)
+                )
+                return
             answer = ResponseData(
-                text=params.text, device_id=self.device_id, actions=params.actions
+                text=params.text,
+                device_id=self.device_id,
+                actions=params.actions,
+                audio_data=audio_data,
             )
             text = ResponseMessage(
                 data=answer, timestamp=wall, device_id=self.device_id, message_id=command.message_id
@@ -1422,7 +1436,13 @@ class DeviceSession:
         known, params = parsed
         match known:
             case DeviceCommand.RESPOND:
-                self._respond(params, out)
+                try:
+                    self._respond(params, out)
+                except InvalidMessage as err:
+                    self._command_result(
+                        command.command, command.message_id, wall, out, ok=False, error=str(err)
+                    )
+                    return
                 self._delivered(command, wall, out)
             case DeviceCommand.ALERT:
                 alert: AlertParameters = params
@@ -1512,8 +1532,34 @@ class DeviceSession:
         self._send_mcp(request, out)
         self.counters.commands_delivered += 1
 
+    def _answer_packets(self, params: RespondParameters) -> Sequence[bytes]:
+        """The answer's Opus packets in this device's frame duration: the hub's speech when
+        the command carries it (re-framed if the device asked for another duration), else
+        the stand-in chime.
+
+        Raises:
+            InvalidMessage: the audio does not decode (bad base64, a corrupt packet).
+        """
+        clip = params.audio
+        if clip is None:
+            return self.synthesizer.synthesize(params.text, self.frame_duration_ms)
+        if (
+            clip.encoding is UtteranceEncoding.OPUS
+            and clip.sample_rate == SAMPLE_RATE
+            and clip.frame_duration_ms == self.frame_duration_ms
+        ):
+            return clip.opus_packets()
+        return opus.encode(
+            _clip_pcm(clip), sample_rate=SAMPLE_RATE, frame_duration_ms=self.frame_duration_ms
+        )
+
     def _respond(self, params: RespondParameters, out: list[Output]) -> None:
-        """stt echo, optional emotion, tts start / sentence_start, audio, then tts stop."""
+        """stt echo, optional emotion, tts start / sentence_start, audio, then tts stop.
+
+        Raises:
+            InvalidMessage: the answer's audio does not decode; nothing is sent.
+        """
+        packets = self._answer_packets(params)
         session_id = self.session_id
         if params.stt:
             out.append(SendText(Stt(session_id=session_id, text=params.stt).to_text()))
@@ -1522,7 +1568,6 @@ class DeviceSession:
         out.append(SendText(Tts(session_id=session_id, state=TtsState.START).to_text()))
         sentence = Tts(session_id=session_id, state=TtsState.SENTENCE_START, text=params.text)
         out.append(SendText(sentence.to_text()))
-        packets = self.synthesizer.synthesize(params.text, self.frame_duration_ms)
         frames = []
         for packet in packets:
             # v2 stamps the downlink clock; the device echoes it for server AEC (reference §1.7).
@@ -1530,3 +1575,27 @@ class DeviceSession:
             self._downlink_ms = (self._downlink_ms + self.frame_duration_ms) % _U32
         stop = SendText(Tts(session_id=session_id, state=TtsState.STOP).to_text())
         out.append(PlayAudio(tuple(frames), self.frame_duration_ms, PREBUFFER_FRAMES, then=(stop,)))
+
+
+def _clip_pcm(clip: AudioClip) -> bytes:
+    """A clip's audio as 16 kHz PCM (Opus decodes at any rate; PCM must already be 16 kHz).
+
+    Raises:
+        InvalidMessage: undecodable audio, or PCM at another rate.
+    """
+    if clip.encoding is UtteranceEncoding.OPUS:
+        return opus.decode(clip.opus_packets(), sample_rate=SAMPLE_RATE)
+    if clip.sample_rate != SAMPLE_RATE:
+        raise InvalidMessage(
+            f"answer audio: pcm at {clip.sample_rate} Hz, the edge plays {SAMPLE_RATE} Hz",
+            field="parameters.audio.sample_rate",
+        )
+    return clip.pcm_bytes()
+
+
+def _seed_audio(clip: AudioClip | None) -> str | None:
+    """The answer as seed 003's ``audio_data``: a base64 WAV file (16 kHz mono 16-bit)."""
+    if clip is None:
+        return None
+    wav = encode_wav(_clip_pcm(clip), UPLINK_FORMAT)
+    return base64.b64encode(wav).decode("ascii")

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import Field
 
 from xiaozhi._validation import Opt, WireModel, validate_model
-from xiaozhi.payloads import Action, CommandPayload, ResponseStatus
+from xiaozhi.payloads import Action, AudioClip, CommandPayload, ResponseStatus
 
 __all__ = [
     "COMMAND_PARAMETERS",
@@ -60,6 +60,10 @@ class RespondParameters(WireModel):
     emotion: Opt[str] = None  # firmware `llm` emotion (e.g. "happy")
     actions: list[Action] = Field(default_factory=list)  # what was done, for seed devices
     session_id: Opt[str] = None  # the voice session this answers, when known
+    # The spoken answer (Opus from the hub's text-to-speech). The edge plays it to firmware
+    # devices paced at the frame duration and gives seed devices a WAV; without it the edge
+    # can only play a short chime.
+    audio: Opt[AudioClip] = None
 
 
 class VolumeParameters(WireModel):

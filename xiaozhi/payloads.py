@@ -34,6 +34,7 @@ from xiaozhi.topics import DEVICE_ID_PATTERN, MAX_ID_LENGTH
 __all__ = [
     "Action",
     "ActionType",
+    "AudioClip",
     "Availability",
     "BridgeRequest",
     "BridgeResponse",
@@ -281,7 +282,7 @@ MAX_UTTERANCE_PCM_BYTES: Final = 30 * 16000 * 2
 
 
 class UtteranceEncoding(enum.StrEnum):
-    """How an utterance's audio travels on ``xiaozhi/utterances/{device_id}``."""
+    """How an :class:`AudioClip`'s audio travels (an utterance, a spoken answer)."""
 
     OPUS = "opus"  # ``frames``: one base64 Opus packet per frame, as the device sent them
     PCM_S16LE = "pcm_s16le"  # ``pcm``: base64 of 16-bit little-endian mono PCM (seed WAV uploads)
@@ -289,26 +290,23 @@ class UtteranceEncoding(enum.StrEnum):
 
 def _b64decode(text: str, *, field: str, limit: int) -> bytes:
     if len(text) > (limit * 4) // 3 + 4:
-        raise InvalidMessage(f"utterance: {field} is over {limit} bytes", field=field)
+        raise InvalidMessage(f"audio: {field} is over {limit} bytes", field=field)
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as err:
-        raise InvalidMessage(f"utterance: {field} is not base64: {err}", field=field) from err
+        raise InvalidMessage(f"audio: {field} is not base64: {err}", field=field) from err
 
 
-class UtterancePayload(WireModel):
-    """``xiaozhi/utterances/{device_id}``: one whole utterance, QoS 1, for the speech workers.
+class AudioClip(WireModel):
+    """A whole piece of mono audio on the wire: Opus packets or 16-bit PCM, base64.
 
-    The edge publishes one when a listen turn ends (``listen stop``, or its VAD in auto mode);
-    a speech worker transcribes it and publishes the ``voice_command``. Whole utterances travel
-    as one message: a shared subscription is round-robin per message (design.md section 8).
-    Opus is sent as the device sent it (no decoding at the edge); seed devices' WAV uploads as
-    PCM. Build with :meth:`from_opus` / :meth:`from_pcm`, read with :meth:`opus_packets` /
-    :meth:`pcm_bytes`.
+    The one audio shape of the contract: an utterance going to the speech workers
+    (:class:`UtterancePayload`) and a spoken answer in a ``respond`` command
+    (:class:`~xiaozhi.commands.RespondParameters` ``audio``) both carry one. Build with
+    :meth:`from_opus` / :meth:`from_pcm`, read with :meth:`opus_packets` / :meth:`pcm_bytes`,
+    which check every limit before decoding.
     """
 
-    device_id: str
-    message_id: str
     encoding: UtteranceEncoding
     sample_rate: int = Field(gt=0, le=48000)
     channels: Literal[1] = 1
@@ -316,13 +314,6 @@ class UtterancePayload(WireModel):
     frames: list[str] = Field(default_factory=list, max_length=MAX_UTTERANCE_FRAMES)
     pcm: Opt[str] = None
     duration_ms: int = Field(ge=0)
-    session_id: Opt[str] = None
-    mode: Opt[str] = None  # listen mode: auto, manual, realtime
-    reason: Opt[str] = None  # why it ended: stop, silence, max_duration...
-    language: Opt[str] = None
-    transport: Opt[DeviceTransport] = None
-    edge_id: Opt[str] = None
-    timestamp: Opt[str] = None
 
     @classmethod
     def from_opus(
@@ -333,7 +324,7 @@ class UtterancePayload(WireModel):
         frame_duration_ms: int,
         **fields: Any,
     ) -> Self:
-        """An Opus utterance; ``duration_ms`` is the packet count times the frame duration."""
+        """Opus audio; ``duration_ms`` is the packet count times the frame duration."""
         return cls(
             encoding=UtteranceEncoding.OPUS,
             sample_rate=sample_rate,
@@ -345,7 +336,7 @@ class UtterancePayload(WireModel):
 
     @classmethod
     def from_pcm(cls, pcm: bytes, *, sample_rate: int, **fields: Any) -> Self:
-        """A 16-bit mono PCM utterance."""
+        """16-bit mono PCM audio."""
         return cls(
             encoding=UtteranceEncoding.PCM_S16LE,
             sample_rate=sample_rate,
@@ -358,11 +349,11 @@ class UtterancePayload(WireModel):
         """The Opus packets, in order.
 
         Raises:
-            InvalidMessage: not an Opus utterance, or a frame that is not base64 or is over
-                the Opus packet size limit.
+            InvalidMessage: not Opus audio, or a frame that is not base64 or is over the
+                Opus packet size limit.
         """
         if self.encoding is not UtteranceEncoding.OPUS:
-            raise InvalidMessage(f"utterance is {self.encoding}, not opus", field="encoding")
+            raise InvalidMessage(f"audio is {self.encoding}, not opus", field="encoding")
         return [
             _b64decode(frame, field=f"frames[{index}]", limit=MAX_OPUS_PACKET_BYTES)
             for index, frame in enumerate(self.frames)
@@ -372,12 +363,33 @@ class UtterancePayload(WireModel):
         """The PCM samples.
 
         Raises:
-            InvalidMessage: not a PCM utterance, no ``pcm``, not base64, over the size limit,
-                or an odd number of bytes.
+            InvalidMessage: not PCM audio, no ``pcm``, not base64, over the size limit, or an
+                odd number of bytes.
         """
         if self.encoding is not UtteranceEncoding.PCM_S16LE or self.pcm is None:
-            raise InvalidMessage("utterance carries no pcm", field="pcm")
+            raise InvalidMessage("audio carries no pcm", field="pcm")
         pcm = _b64decode(self.pcm, field="pcm", limit=MAX_UTTERANCE_PCM_BYTES)
         if len(pcm) % 2:
-            raise InvalidMessage("utterance: pcm has an odd number of bytes", field="pcm")
+            raise InvalidMessage("audio: pcm has an odd number of bytes", field="pcm")
         return pcm
+
+
+class UtterancePayload(AudioClip):
+    """``xiaozhi/utterances/{device_id}``: one whole utterance, QoS 1, for the speech workers.
+
+    The edge publishes one when a listen turn ends (``listen stop``, or its VAD in auto mode);
+    a speech worker transcribes it and publishes the ``voice_command``. Whole utterances travel
+    as one message: a shared subscription is round-robin per message (design.md section 8).
+    Opus is sent as the device sent it (no decoding at the edge); seed devices' WAV uploads as
+    PCM.
+    """
+
+    device_id: str
+    message_id: str
+    session_id: Opt[str] = None
+    mode: Opt[str] = None  # listen mode: auto, manual, realtime
+    reason: Opt[str] = None  # why it ended: stop, silence, max_duration...
+    language: Opt[str] = None
+    transport: Opt[DeviceTransport] = None
+    edge_id: Opt[str] = None
+    timestamp: Opt[str] = None

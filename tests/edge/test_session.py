@@ -14,9 +14,9 @@ import pytest
 from tests.seed_samples import SEED_PING as SEED_003_PING
 from xiaozhi.binary import BinaryFrame, FrameType, decode_frame, encode_frame, encode_opus
 from xiaozhi.errors import InvalidTopic, UnsupportedVersion
-from xiaozhi.payloads import UtterancePayload
+from xiaozhi.payloads import AudioClip, UtterancePayload
 from xiaozhi.topics import TopicTree
-from xiaozhi.wav import UPLINK_FORMAT, WavFormat, encode_wav
+from xiaozhi.wav import UPLINK_FORMAT, WavFormat, decode_wav, encode_wav
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.outputs import (
     Close,
@@ -47,6 +47,7 @@ from .helpers import (
     hello_text,
     make_session,
     of_type,
+    opus_packets,
     pcm_tone,
     published,
     ready_seed_session,
@@ -522,6 +523,68 @@ def test_respond_sends_stt_tts_and_paced_audio_then_tts_stop(version: int, durat
         "timestamp": WALL,
     }
     assert counters.commands_delivered == 1
+
+
+def _spoken(ms: int = 600, frame_ms: int = 60) -> dict[str, Any]:
+    """A respond ``audio`` clip: a real Opus tone, as the hub's text-to-speech sends it."""
+    clip = AudioClip.from_opus(
+        opus_packets(pcm_tone(330, ms), frame_ms), sample_rate=16000, frame_duration_ms=frame_ms
+    )
+    return clip.to_json_dict()
+
+
+def test_respond_plays_the_hubs_speech_packets_as_sent() -> None:
+    session = ready_session(3, 60)
+    audio = _spoken(600)
+    outputs = command(session, "respond", text="The light is on", audio=audio)
+    (play,) = of_type(outputs, PlayAudio)
+    payloads = [decode_frame(frame, 3).payload for frame in play.frames]
+    assert payloads == [base64.b64decode(f) for f in audio["frames"]]
+    assert play.duration_ms == 600
+    assert published(outputs, EVENTS)[-1]["status"] == "ok"
+
+
+def test_respond_speech_is_reframed_for_a_device_on_20_ms_frames() -> None:
+    session = ready_session(1, 20)
+    outputs = command(session, "respond", text="The light is on", audio=_spoken(600, 60))
+    (play,) = of_type(outputs, PlayAudio)
+    assert (play.frame_duration_ms, len(play.frames)) == (20, 30)
+    decoder = opuslib.Decoder(16000, 1)
+    pcm = b"".join(decoder.decode(decode_frame(f, 1).payload, 320) for f in play.frames)
+    samples = array.array("h", pcm)
+    assert max(samples) > 3000  # the tone, not silence
+
+
+@pytest.mark.parametrize(
+    ("frame_ms", "bad_frame", "error"),
+    [
+        (60, "not base64!", "frames[1] is not base64"),
+        # A 20 ms device needs the 60 ms packets decoded: a corrupt one is found there.
+        (20, base64.b64encode(b"\xff" * 40).decode(), "opus packet 1 does not decode"),
+    ],
+)
+def test_respond_with_undecodable_speech_plays_nothing_and_fails(
+    frame_ms: int, bad_frame: str, error: str
+) -> None:
+    session = ready_session(1, frame_ms)
+    audio = _spoken(180)
+    audio["frames"][1] = bad_frame
+    outputs = command(session, "respond", text="The light is on", audio=audio)
+    assert of_type(outputs, PlayAudio) == []
+    assert sent(outputs) == []
+    (result,) = published(outputs, EVENTS)
+    assert result["status"] == "error"
+    assert error in result["error"]
+
+
+def test_seed_respond_carries_the_speech_as_a_wav_file() -> None:
+    session = ready_seed_session()
+    outputs = command(session, "respond", text="Done.", audio=_spoken(300))
+    (response,) = sent(outputs)
+    fmt, pcm = decode_wav(base64.b64decode(response["data"]["audio_data"]))
+    assert fmt == UPLINK_FORMAT
+    assert len(pcm) == 300 * 16 * 2
+    assert max(array.array("h", pcm)) > 3000
 
 
 def test_abort_stops_audio_and_sends_tts_stop_once() -> None:

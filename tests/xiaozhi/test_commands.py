@@ -35,6 +35,18 @@ def test_a_respond_command_carries_text_stt_and_actions() -> None:
     assert params.stt == "turn on the living room light"
 
 
+def test_a_respond_command_carries_its_spoken_answer() -> None:
+    command = _command(
+        b'{"command":"respond","parameters":{"text":"Done.","audio":{"encoding":"opus",'
+        b'"sample_rate":16000,"frame_duration_ms":60,"frames":["+Ag=","+Ag="],'
+        b'"duration_ms":120}}}'
+    )
+    _, params = parse_parameters(command)  # type: ignore[misc]
+    assert params.audio is not None
+    assert params.audio.opus_packets() == [b"\xf8\x08", b"\xf8\x08"]
+    assert params.audio.duration_ms == 120
+
+
 def test_set_volume_and_led_validate_their_ranges() -> None:
     kind, params = parse_parameters(
         _command(b'{"command":"set_volume","parameters":{"volume":80}}')
@@ -61,6 +73,12 @@ def test_set_volume_and_led_validate_their_ranges() -> None:
             "parameters.brightness",
         ),
         (b'{"command":"alert","parameters":{"status":"x"}}', MissingField, "parameters.message"),
+        (
+            b'{"command":"respond","parameters":{"text":"x","audio":{"encoding":"opus",'
+            b'"sample_rate":96000,"frames":[],"duration_ms":0}}}',
+            InvalidMessage,
+            "parameters.audio.sample_rate",
+        ),
     ],
 )
 def test_bad_parameters_name_the_field(raw: bytes, error: type[Exception], field: str) -> None:

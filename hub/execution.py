@@ -6,20 +6,29 @@ Assistant, updates the virtual state) and answers with an :class:`ActionOutcome`
 voice unit publishes as the ``action_result`` event:
 
     {"event_type": "action_result", ..., "status": "ok", ..., "result": {...}}
-    {"event_type": "action_result", ..., "status": "error", ..., "error": "..."}
+    {"event_type": "action_result", ..., "status": "error", ..., "error": "...",
+     "failure": "no_answer"}
 
 A failure is an outcome, never an exception: one action that fails does not stop the next.
+
+A command to a xiaozhi device succeeds only when the device says so: the runner waits,
+bounded, for its ``command_result`` (:mod:`xiaozhi_hub.command_results`), so the spoken
+answer is true ("Sorry, the office speaker did not answer."). A device the registry knows
+to be offline fails at once, without a command queued for it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import enum
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 
-from xiaozhi.payloads import Action
+from xiaozhi.commands import CommandResult
+from xiaozhi.payloads import Action, ResponseStatus
 from xiaozhi.topics import TopicTree
 from xiaozhi_hub.executors import (
     ExecutorError,
@@ -31,11 +40,31 @@ from xiaozhi_hub.executors import (
 )
 from xiaozhi_hub.home import Binding
 
-__all__ = ["ActionOutcome", "ActionRunner", "Publish"]
+__all__ = ["ActionOutcome", "ActionRunner", "DeviceAnswers", "Failure", "Publish"]
 
 Publish = Callable[..., bool]
 """``publish(topic, payload, *, qos, retain=False) -> bool``: False when the queue dropped it
 (:meth:`~xiaozhi_hub.unit.HubContext.publish`)."""
+
+
+class Failure(enum.StrEnum):
+    """Why an action failed, in the words its spoken answer needs."""
+
+    ERROR = "error"  # the executor could not do it (HA refused, queue full, no token...)
+    OFFLINE = "offline"  # the target device is known to be disconnected
+    NO_ANSWER = "no_answer"  # the device did not answer the command in time
+    REFUSED = "refused"  # the device answered that it could not do it
+
+
+class DeviceAnswers(Protocol):
+    """Where device ``command_result`` events are awaited
+    (:class:`~xiaozhi_hub.command_results.CommandResultsUnit`)."""
+
+    async def watch(self, device_id: str) -> None: ...
+
+    def expect(self, message_id: str) -> asyncio.Future[CommandResult]: ...
+
+    def forget(self, message_id: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +78,18 @@ class ActionOutcome:
     ok: bool
     result: Mapping[str, Any] | None = None
     error: str | None = None
+    failure: Failure | None = None
 
     def __post_init__(self) -> None:
-        if self.ok != (self.error is None) or self.ok != (self.result is not None):
+        if (
+            self.ok != (self.error is None)
+            or self.ok != (self.result is not None)
+            or self.ok != (self.failure is None)
+        ):
             raise ValueError(
-                f"an outcome has a result when ok, an error otherwise; got ok={self.ok}, "
-                f"result={self.result!r}, error={self.error!r}"
+                f"an outcome has a result when ok, an error and a failure otherwise; got "
+                f"ok={self.ok}, result={self.result!r}, error={self.error!r}, "
+                f"failure={self.failure!r}"
             )
 
     @classmethod
@@ -62,8 +97,8 @@ class ActionOutcome:
         return cls(ok=True, result=result)
 
     @classmethod
-    def failed(cls, error: str) -> ActionOutcome:
-        return cls(ok=False, error=error)
+    def failed(cls, error: str, failure: Failure = Failure.ERROR) -> ActionOutcome:
+        return cls(ok=False, error=error, failure=failure)
 
     @property
     def status(self) -> Literal["ok", "error"]:
@@ -71,10 +106,11 @@ class ActionOutcome:
         return "ok" if self.ok else "error"
 
     def event_fields(self) -> dict[str, Any]:
-        """``{"result": ...}`` or ``{"error": ...}``, the detail of the ``action_result``."""
+        """``{"result": ...}`` or ``{"error": ..., "failure": ...}``, the detail of the
+        ``action_result``."""
         if self.ok:
             return {"result": dict(self.result or {})}
-        return {"error": self.error}
+        return {"error": self.error, "failure": str(self.failure)}
 
 
 class ActionRunner:
@@ -87,6 +123,11 @@ class ActionRunner:
         environ: where Home Assistant tokens are read (a binding's ``token_env``).
         http: returns the shared HTTP client for Home Assistant calls (created on first use).
         now: the wire timestamp put in commands.
+        answers: where devices' ``command_result`` events are awaited; None: a command
+            counts as done once queued for the broker (nothing listens for answers).
+        answer_timeout: seconds to wait for a device's ``command_result``.
+        device_online: the registry's view of a device: False when known to be
+            disconnected (the command is not sent), True or None (never heard of) otherwise.
     """
 
     def __init__(
@@ -98,8 +139,14 @@ class ActionRunner:
         environ: Mapping[str, str],
         http: Callable[[], httpx.AsyncClient],
         now: Callable[[], str],
+        answers: DeviceAnswers | None = None,
+        answer_timeout: float = 5.0,
+        device_online: Callable[[str], bool | None] = lambda _device_id: None,
     ) -> None:
         self._topics = topics
+        self._answers = answers
+        self._answer_timeout = answer_timeout
+        self._device_online = device_online
         self._publish = publish
         self.states = states
         self._environ = environ
@@ -115,11 +162,7 @@ class ActionRunner:
         except ExecutorError as err:
             return ActionOutcome.failed(str(err))
         if isinstance(effect, XiaozhiCommandEffect):
-            if not self._publish(effect.topic, effect.wire(), qos=effect.qos):
-                return ActionOutcome.failed("MQTT queue full: command dropped")
-            return ActionOutcome.succeeded(
-                {"topic": effect.topic, "command": effect.payload.command}
-            )
+            return await self._command_device(effect)
         if isinstance(effect, MqttEffect):
             sent = self._publish(effect.topic, effect.payload, qos=effect.qos, retain=effect.retain)
             if not sent:
@@ -131,6 +174,37 @@ class ActionRunner:
         new = effect.apply(self.states.get(effect.entity_id))
         self.states[effect.entity_id] = new
         return ActionOutcome.succeeded({"state": new})
+
+    async def _command_device(self, effect: XiaozhiCommandEffect) -> ActionOutcome:
+        """Send the command; with :attr:`_answers`, the device's ``command_result`` decides."""
+        device_id = effect.device_id
+        done = {"topic": effect.topic, "command": effect.payload.command}
+        if self._device_online(device_id) is False:
+            return ActionOutcome.failed(f"device {device_id} is offline", Failure.OFFLINE)
+        message_id = effect.payload.message_id
+        if self._answers is None or message_id is None:
+            if not self._publish(effect.topic, effect.wire(), qos=effect.qos):
+                return ActionOutcome.failed("MQTT queue full: command dropped")
+            return ActionOutcome.succeeded(done)
+        await self._answers.watch(device_id)
+        answer = self._answers.expect(message_id)
+        try:
+            if not self._publish(effect.topic, effect.wire(), qos=effect.qos):
+                return ActionOutcome.failed("MQTT queue full: command dropped")
+            try:
+                result = await asyncio.wait_for(answer, self._answer_timeout)
+            except TimeoutError:
+                return ActionOutcome.failed(
+                    f"device {device_id} did not answer within {self._answer_timeout:g} s",
+                    Failure.NO_ANSWER,
+                )
+        finally:
+            self._answers.forget(message_id)
+        if result.status is ResponseStatus.OK:
+            return ActionOutcome.succeeded({**done, "device_result": result.result})
+        return ActionOutcome.failed(
+            f"device {device_id}: {result.error or 'failed'}", Failure.REFUSED
+        )
 
     async def _call_home_assistant(self, effect: HomeAssistantEffect) -> ActionOutcome:
         token = self._environ.get(effect.token_env)

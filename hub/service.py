@@ -62,6 +62,7 @@ from xiaozhi_hub.actions import Plan
 from xiaozhi_hub.bridge_api import BridgeApi
 from xiaozhi_hub.bridge_requests import BridgeRequestsUnit
 from xiaozhi_hub.bridge_state import BridgeStateUnit
+from xiaozhi_hub.command_results import CommandResultsUnit
 from xiaozhi_hub.discovery_unit import DiscoveryUnit
 from xiaozhi_hub.execution import ActionRunner
 from xiaozhi_hub.fan_out import FanOutUnit
@@ -150,6 +151,7 @@ class HubService:
         )
         self.bridge_api = BridgeApi(self.registry, self.pipeline)
         self.snapshots = Snapshots(self._ctx)
+        self.command_results = CommandResultsUnit(self._ctx)
         runner = ActionRunner(
             topics=self.topics,
             publish=self._ctx.publish,
@@ -157,6 +159,9 @@ class HubService:
             environ=self.environ,
             http=self._http_client,
             now=now_wire,
+            answers=self.command_results,
+            answer_timeout=settings.command_answer_timeout_seconds,
+            device_online=self._device_online,
         )
 
         # The units, in start order (stopped in reverse): listed here and nowhere else.
@@ -174,6 +179,7 @@ class HubService:
             self.bridge_state,
             self.registry_feed,
             self.discovery,  # after the registry: its probe also ends the registry's burst
+            self.command_results,  # before voice: actions await devices' answers through it
             self.voice,  # loads the intents (the pipeline's) before it subscribes
             self.fan_out,
             self.bridge_requests,
@@ -209,6 +215,13 @@ class HubService:
     def intents_loaded(self) -> bool:
         """True once the voice pipeline can plan (``/health``, ``/api/v1/stats``)."""
         return self.pipeline.ready
+
+    def _device_online(self, device_id: str) -> bool | None:
+        """False when the registry knows the device is not connected; None if never heard."""
+        record = self.registry.device(device_id)
+        if record is None or record.status is None:
+            return None
+        return record.connected
 
     def _http_client(self) -> httpx.AsyncClient:
         if self._http is None:

@@ -165,6 +165,13 @@ class HubSettings(BaseSettings):
         default=1, ge=1, le=3, description="Binary protocol version the OTA endpoint assigns."
     )
     language: str = Field(default="en", description="Intent language (home-assistant-intents).")
+    command_answer_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="How long a voice command waits for a device's command_result before "
+        "answering that the device did not respond.",
+    )
     max_concurrent_voice_commands: int = Field(
         default=64, ge=1, description="Voice commands processed at once per replica."
     )

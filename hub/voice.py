@@ -18,7 +18,7 @@ from xiaozhi.errors import InvalidTopic, WireError
 from xiaozhi.payloads import EventType, VoiceCommandEvent
 from xiaozhi.topics import ParsedTopic, TopicKind, validate_device_id
 from xiaozhi_hub.actions import Plan
-from xiaozhi_hub.execution import ActionRunner
+from xiaozhi_hub.execution import ActionOutcome, ActionRunner, Failure
 from xiaozhi_hub.executors import respond_effect
 from xiaozhi_hub.pipeline import VoicePipeline
 from xiaozhi_hub.unit import (
@@ -104,6 +104,10 @@ class VoiceUnit:
             area = event.area
         return area
 
+    def _name_of(self, entity_id: str) -> str:
+        entity = self._ctx.registry.home.entity(entity_id)
+        return entity.name.lower() if entity is not None else entity_id
+
     async def _run(self, event: VoiceCommandEvent) -> None:
         ctx = self._ctx
         device_id = event.device_id
@@ -119,7 +123,7 @@ class VoiceUnit:
             actions=len(result.actions),
             error=result.error,
         )
-        failures = 0
+        failed: list[tuple[str, ActionOutcome]] = []
         for index, action in enumerate(result.actions, start=1):
             binding = result.bindings[action.entity_id]
             common = {"message_id": base_id, "index": index, "executor": binding.type}
@@ -135,8 +139,9 @@ class VoiceUnit:
                 **common,
                 **outcome.event_fields(),
             )
-            failures += not outcome.ok
-        text = _answer(result, failures)
+            if not outcome.ok:
+                failed.append((self._name_of(action.entity_id), outcome))
+        text = _answer(result, failed)
         respond = respond_effect(
             device_id,
             text,
@@ -164,10 +169,24 @@ class VoiceUnit:
         ctx.counters[f"voice_commands_{verdict}"] += 1
 
 
-def _answer(result: Plan, failures: int) -> str:
-    """The sentence to say: the plan's, unless actions failed."""
-    if not failures:
+_FAILURE_SENTENCES = {
+    Failure.OFFLINE: "Sorry, the {name} is offline.",
+    Failure.NO_ANSWER: "Sorry, the {name} did not answer.",
+    Failure.REFUSED: "Sorry, the {name} couldn't do that.",
+    Failure.ERROR: "Sorry, that didn't work for the {name}.",
+}
+
+
+def _answer(result: Plan, failed: list[tuple[str, ActionOutcome]]) -> str:
+    """The sentence to say: the plan's when everything was done; otherwise what went wrong,
+    per target, after the plan's sentence when some of it was done."""
+    if not failed:
         return result.response_text
-    if failures == len(result.actions):
-        return "Sorry, that didn't work."
-    return f"{result.response_text} Sorry, {failures} of {len(result.actions)} didn't work."
+    sentences: list[str] = []
+    for name, outcome in failed:
+        sentence = _FAILURE_SENTENCES[outcome.failure or Failure.ERROR].format(name=name)
+        if sentence not in sentences:
+            sentences.append(sentence)
+    if len(failed) == len(result.actions):
+        return " ".join(sentences)
+    return " ".join([result.response_text, *sentences])

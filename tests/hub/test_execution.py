@@ -12,7 +12,7 @@ import pytest
 
 from xiaozhi.payloads import Action
 from xiaozhi.topics import TopicTree
-from xiaozhi_hub.execution import ActionOutcome, ActionRunner
+from xiaozhi_hub.execution import ActionOutcome, ActionRunner, Failure
 from xiaozhi_hub.home import HomeAssistantBinding, MqttBinding, VirtualBinding, XiaozhiBinding
 
 
@@ -27,7 +27,10 @@ def test_outcomes_are_built_by_their_constructors() -> None:
         None,
         "no token",
     )
-    assert failed.event_fields() == {"error": "no token"}
+    assert failed.failure is Failure.ERROR
+    assert failed.event_fields() == {"error": "no token", "failure": "error"}
+    with pytest.raises(ValueError, match="a result when ok"):
+        ActionOutcome(ok=False, error="no failure kind")
     with pytest.raises(ValueError, match="a result when ok"):
         ActionOutcome(ok=True, error="both")
     with pytest.raises(ValueError, match="a result when ok"):

@@ -18,8 +18,10 @@ import yaml
 
 from tests.hub.fake_home_assistant import FakeHomeAssistant
 from tests.hub.mqtt_watch import Watcher
-from xiaozhi.payloads import VoiceCommandEvent
+from xiaozhi.commands import CommandResult
+from xiaozhi.payloads import DeviceStatus, StatusPayload, VoiceCommandEvent
 from xiaozhi_hub.home import DEMO_HOME_PATH
+from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
 
@@ -51,6 +53,26 @@ async def respond_to(
     )
     assert command["device_id"] == device_id
     return command["parameters"]
+
+
+def answer_as_device(
+    watcher: Watcher,
+    hub: HubService,
+    device_id: str,
+    command: dict[str, Any],
+    *,
+    error: str | None = None,
+) -> None:
+    """Publish the ``command_result`` a device (through its edge) sends for ``command``."""
+    result = CommandResult(
+        device_id=device_id,
+        command=command["command"],
+        status="error" if error else "ok",
+        message_id=command["message_id"],
+        result=None if error else "done",
+        error=error,
+    )
+    watcher.publish(hub.topics.device_events(device_id), result.to_wire())
 
 
 def events(watcher: Watcher, hub: HubService, device_id: str, message_id: str) -> list[dict]:
@@ -141,6 +163,7 @@ async def test_bound_entities_act_on_their_topic(
     )
     if where.startswith("cmd:"):
         assert acted["message_id"] == f"{message_id}-1"  # names the voice command
+        answer_as_device(watcher, hub, where[4:], acted)
     answer = await respond_to(watcher, hub, device, message_id)
     assert answer["stt"] == text
     assert len(answer["actions"]) == 1
@@ -254,7 +277,7 @@ async def test_home_assistant_binding_calls_the_rest_api_with_the_token(
         environ["TEST_HA_TOKEN"] = "wrong"  # Home Assistant refuses it: reported
         message_id = say(watcher, service, "turn off the coffee maker", "demo_kitchen")
         answer = await respond_to(watcher, service, "demo_kitchen", message_id)
-        assert answer["text"] == "Sorry, that didn't work."
+        assert answer["text"] == "Sorry, that didn't work for the coffee maker."
         result = await watcher.expect(
             service.topics.device_events("demo_kitchen"),
             lambda e: e["event_type"] == "action_result" and e["message_id"] == message_id,
@@ -263,3 +286,81 @@ async def test_home_assistant_binding_calls_the_rest_api_with_the_token(
         assert result["error"] == "Home Assistant answered HTTP 401"
     finally:
         await service.stop()
+
+
+# -- answers follow what the device did --------------------------------------------------
+
+
+async def _office_light_command(
+    watcher: Watcher, hub: HubService, text: str = "turn on the office light"
+) -> tuple[str, dict[str, Any]]:
+    start = watcher.mark()
+    message_id = say(watcher, hub, text, "demo_kitchen")
+    command = await watcher.expect(
+        hub.topics.command("demo_office"), lambda m: m["command"] == "led", after=start
+    )
+    return message_id, command
+
+
+async def test_the_answer_waits_for_the_device_to_confirm(
+    hub: HubService, watcher: Watcher
+) -> None:
+    message_id, command = await _office_light_command(watcher, hub)
+    # nothing is said before the device answers
+    assert not [
+        m
+        for m in watcher.json(hub.topics.command("demo_kitchen"))
+        if m.get("message_id") == message_id
+    ]
+    answer_as_device(watcher, hub, "demo_office", command)
+    answer = await respond_to(watcher, hub, "demo_kitchen", message_id)
+    assert answer["text"] == "Turning on the office light."
+    result = await watcher.expect(
+        hub.topics.device_events("demo_kitchen"),
+        lambda e: e["event_type"] == "action_result" and e["message_id"] == message_id,
+    )
+    assert result["result"]["device_result"] == "done"
+
+
+async def test_a_device_that_refuses_is_reported_as_such(hub: HubService, watcher: Watcher) -> None:
+    message_id, command = await _office_light_command(watcher, hub)
+    answer_as_device(watcher, hub, "demo_office", command, error="device has no MCP tool")
+    answer = await respond_to(watcher, hub, "demo_kitchen", message_id)
+    assert answer["text"] == "Sorry, the office light couldn't do that."
+    result = await watcher.expect(
+        hub.topics.device_events("demo_kitchen"),
+        lambda e: e["event_type"] == "action_result" and e["message_id"] == message_id,
+    )
+    assert (result["status"], result["failure"]) == ("error", "refused")
+    assert "device has no MCP tool" in result["error"]
+
+
+async def test_a_device_that_never_answers_is_said_not_to(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Watcher
+) -> None:
+    settings = hub_settings.model_copy(update={"command_answer_timeout_seconds": 0.3})
+    service = HubService(settings, home=engine.home, engine=engine)
+    await service.start()
+    try:
+        message_id, _ = await _office_light_command(watcher, service)
+        answer = await respond_to(watcher, service, "demo_kitchen", message_id)
+        assert answer["text"] == "Sorry, the office light did not answer."
+    finally:
+        await service.stop()
+
+
+async def test_a_device_known_offline_gets_no_command(hub: HubService, watcher: Watcher) -> None:
+    status = StatusPayload(device_id="demo_office", status=DeviceStatus.DISCONNECTED)
+    watcher.publish(hub.topics.status("demo_office"), status.to_wire())
+    record = hub.registry.device("demo_office")
+    assert record is not None
+    await watcher.wait_for(lambda: record.status is DeviceStatus.DISCONNECTED or None)
+    start = watcher.mark()
+    message_id = say(watcher, hub, "turn on the office light", "demo_kitchen")
+    answer = await respond_to(watcher, hub, "demo_kitchen", message_id)
+    assert answer["text"] == "Sorry, the office light is offline."
+    assert not [
+        m
+        for m in watcher.json(hub.topics.command("demo_office"), after=start)
+        if m["command"] == "led"
+    ]

@@ -364,3 +364,28 @@ async def test_a_device_known_offline_gets_no_command(hub: HubService, watcher: 
         for m in watcher.json(hub.topics.command("demo_office"), after=start)
         if m["command"] == "led"
     ]
+
+
+async def test_bad_and_foreign_results_do_not_answer_a_command(
+    hub: HubService, watcher: Watcher
+) -> None:
+    message_id, command = await _office_light_command(watcher, hub)
+    topic = hub.topics.device_events("demo_office")
+    watcher.publish(topic, b'{"event_type":"command_result", not json')
+    answer_as_device(watcher, hub, "demo_office", {**command, "message_id": "other"}, error="x")
+    watcher.publish(
+        topic,
+        {
+            "event_type": "command_result",
+            "device_id": "demo_kitchen",  # not the topic's device: ignored
+            "command": "led",
+            "status": "error",
+            "error": "forged",
+            "message_id": command["message_id"],
+        },
+    )
+    answer_as_device(watcher, hub, "demo_office", command)
+    answer = await respond_to(watcher, hub, "demo_kitchen", message_id)
+    assert answer["text"] == "Turning on the office light."
+    text = hub.metrics.exposition().decode()
+    assert 'xiaozhi_hub_invalid_messages_total{kind="command_result"} 2.0' in text

@@ -7,16 +7,22 @@ bounded PCM buffer and cuts it into :class:`Utterance`\\ s:
 * ``manual`` mode (push to talk): from ``listen start`` to ``listen stop``;
 * ``auto`` and ``realtime`` modes (server-side VAD ends the turn): an utterance begins with
   speech (frame energy over a threshold, with a short pre-roll kept) and ends after
-  ``silence_ms`` of silence; the buffer keeps listening for the next one;
+  ``silence_ms`` of silence; the buffer keeps listening for the next one. The threshold
+  follows the room: a frame is speech when it is over the fixed threshold *and*
+  :data:`SPEECH_OVER_NOISE` above the noise floor: the higher of a slow tracker (down at
+  once to a quieter frame, up by :data:`NOISE_FLOOR_RISE` per frame) and the quietest frame
+  of the last few seconds, so a fan or a street at 15 dB under the voice does not hold a
+  turn open. Cost: one sum of squares over the decoded frame and a few comparisons
+  (docs/benchmarks.md has the decode and VAD cost per frame);
 * any mode: ``listen stop`` (or a new ``listen start``) ends the current one.
 
-No speech recogniser exists in this project yet: an :class:`Utterance` is the buffer one will
-consume. The edge publishes its metadata as an ``utterance`` event.
+The edge publishes each utterance's metadata as an ``utterance`` event and, for the speech
+workers, the utterance itself (its Opus packets as sent) on ``xiaozhi/utterances/{device_id}``.
 
-Downlink: :class:`ToneSynthesizer` is a **stand-in for a TTS engine**, which this project
-does not have. It turns a sentence into an audible, deterministic chime (one short note per
-word) encoded as real Opus, so devices and the simulator exercise the whole speaking path
-(``tts start``, paced audio, ``tts stop``).
+Downlink: the hub's ``respond`` command carries the spoken answer; :class:`ToneSynthesizer`
+is the **stand-in** the edge plays when a ``respond`` comes without audio (an integrator's
+command, a hub with ``XIAOZHI_TTS_ENGINE=none``): an audible, deterministic chime (one short
+note per word) encoded as real Opus.
 """
 
 from __future__ import annotations
@@ -51,6 +57,23 @@ __all__ = [
 
 SAMPLE_RATE: Final = 16000
 """Uplink decode rate and TTS encode rate, Hz (reference §1.3: the firmware records 16 kHz)."""
+
+SPEECH_OVER_NOISE: Final = 6.0
+"""A speech frame's mean square over the noise floor's (about 8 dB)."""
+
+NOISE_FLOOR_RISE: Final = 1.01
+"""Per frame, the noise floor's mean square rises this much (0.7 dB/s at 60 ms frames):
+slow enough that a sentence does not lift it over the voice, fast enough to follow a room
+that got louder."""
+
+NOISE_BLOCK_MS: Final = 1000
+NOISE_BLOCKS: Final = 3
+"""The noise floor is also the quietest frame of the last :data:`NOISE_BLOCKS` blocks of
+:data:`NOISE_BLOCK_MS` (minimum statistics): in steady noise the floor is the noise after
+one block, whatever it started from."""
+
+_MIN_NOISE_FLOOR: Final = 50.0**2
+"""The noise floor's lowest mean square (RMS 50, about -56 dBFS)."""
 
 SUPPORTED_FRAME_DURATIONS_MS: Final = (20, 40, 60)
 """Frame durations a device may negotiate in its hello (reference §6.2)."""
@@ -175,6 +198,11 @@ class UtteranceBuffer:
         self._mode: ListenMode | None = None
         self.dropped_frames_total = 0
         self.decode_errors_total = 0
+        # The room's quiet frames' mean square; it starts where the fixed threshold rules.
+        self._noise_floor = self._threshold_sq / SPEECH_OVER_NOISE
+        self._quiet_blocks: deque[float] = deque(maxlen=NOISE_BLOCKS)
+        self._block_quietest = math.inf
+        self._block_ms = 0
         self._reset_segment()
 
     # -- state -------------------------------------------------------------------------
@@ -282,7 +310,7 @@ class UtteranceBuffer:
     def _feed_vad(self, pcm: bytes, packet: bytes) -> Utterance | None:
         frame_ms = len(pcm) * 1000 // (SAMPLE_RATE * _BYTES_PER_SAMPLE)
         squares, count = _sum_of_squares(pcm)
-        voiced = count > 0 and squares >= self._threshold_sq * count
+        voiced = self._voiced(squares / count if count else 0.0, frame_ms)
         if not self._speech_started:
             self._feed_before_speech(pcm, packet, frame_ms, voiced)
             return None
@@ -301,6 +329,30 @@ class UtteranceBuffer:
             finished = self._complete(UtteranceReason.SILENCE)
             self._reset_segment()
         return finished
+
+    def _voiced(self, mean_square: float, frame_ms: int) -> bool:
+        """Speech: over the fixed threshold and :data:`SPEECH_OVER_NOISE` over the noise
+        floor, which this frame then updates (module docstring)."""
+        floor = self._noise_floor
+        if self._quiet_blocks:
+            floor = max(floor, min(self._quiet_blocks))
+        voiced = mean_square >= self._threshold_sq and mean_square >= floor * SPEECH_OVER_NOISE
+        # The slow tracker: down at once to a quieter frame, up slowly; never to zero
+        # (digital silence), from where it could not rise again.
+        self._noise_floor = max(
+            _MIN_NOISE_FLOOR,
+            mean_square
+            if mean_square < self._noise_floor
+            else self._noise_floor * NOISE_FLOOR_RISE,
+        )
+        # The window: the quietest frame of each of the last blocks of NOISE_BLOCK_MS.
+        self._block_quietest = min(self._block_quietest, mean_square)
+        self._block_ms += frame_ms
+        if self._block_ms >= NOISE_BLOCK_MS:
+            self._quiet_blocks.append(self._block_quietest)
+            self._block_quietest = math.inf
+            self._block_ms = 0
+        return voiced
 
     def _feed_before_speech(self, pcm: bytes, packet: bytes, frame_ms: int, voiced: bool) -> None:
         """Keep ``pcm`` as pre-roll; begin the utterance once speech lasted long enough."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import random
 
 import opuslib
 import pytest
@@ -16,7 +17,7 @@ from xiaozhi_edge.utterances import (
     UtteranceReason,
 )
 
-from .helpers import silence_packets, tone_packets
+from .helpers import opus_packets, pcm_tone, silence_packets, tone_packets
 
 
 def feed_all(buffer: UtteranceBuffer, packets: list[bytes]) -> list:
@@ -92,7 +93,9 @@ def test_auto_mode_ends_after_silence_and_keeps_listening() -> None:
 def test_auto_mode_at_the_limit_ends_and_starts_the_next_one() -> None:
     buffer = UtteranceBuffer(max_utterance_seconds=1.2)
     buffer.start(ListenMode.AUTO)
-    done = feed_all(buffer, tone_packets(3000))
+    # syllables: 240 ms of voice, 60 ms of pause (a steady tone would be noise to the VAD)
+    syllables = [*tone_packets(240), *silence_packets(60)] * 10
+    done = feed_all(buffer, syllables)
     assert [u.reason for u in done] == ["limit", "limit"]
     assert all(u.duration_ms <= 1200 for u in done)
     assert all(u.dropped_frames == 0 for u in done)
@@ -221,3 +224,33 @@ def test_tone_refuses_bad_arguments() -> None:
         ToneSynthesizer(ms_per_word=10)
     with pytest.raises(ValueError, match="amplitude"):
         ToneSynthesizer(amplitude=2.0)
+
+
+def _noisy(pcm: bytes, noise_rms: float, seed: int = 7) -> bytes:
+    """``pcm`` plus white noise of ``noise_rms`` (a fan, a street)."""
+    rng = random.Random(seed)
+    samples = array.array("h", pcm)
+    for i, value in enumerate(samples):
+        samples[i] = max(-32768, min(32767, value + int(rng.gauss(0, noise_rms))))
+    return samples.tobytes()
+
+
+def test_auto_mode_ends_the_turn_in_steady_noise_15_db_under_the_voice() -> None:
+    # the voice at RMS ~6550 (0.3 of full scale / sqrt 2), the noise 15 dB under it (~1160),
+    # more than twice the fixed threshold: the noise floor, not the threshold, ends the turn
+    voice = pcm_tone(300, 900)
+    noise_rms = 6550 / 10 ** (15 / 20)
+    room = _noisy(bytes(2 * 16 * 600), noise_rms, seed=1)
+    speech = _noisy(voice, noise_rms, seed=2)
+    after = _noisy(bytes(2 * 16 * 1200), noise_rms, seed=3)
+    quiet = array.array("h", room)
+    assert (sum(v * v for v in quiet) / len(quiet)) ** 0.5 > 2 * 500  # over the fixed threshold
+    buffer = UtteranceBuffer(silence_ms=600)
+    buffer.start(ListenMode.AUTO)
+    assert feed_all(buffer, opus_packets(room)) == []
+    (utterance,) = feed_all(buffer, opus_packets(speech + after))
+    assert utterance.reason is UtteranceReason.SILENCE
+    # The room's first second is taken for speech until one block of it is known, so the
+    # utterance may start with it; it ends 600 ms after the voice, inside the noise.
+    assert 900 <= utterance.duration_ms <= 600 + 900 + 600 + 120
+

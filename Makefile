@@ -12,7 +12,7 @@ up: setup
 	$(BIN)/xiaozhi up
 
 # Coverage is measured for every package; the wire contract must stay fully covered.
-COVERED := xiaozhi xiaozhi_edge xiaozhi_hub xiaozhi_sim xiaozhi_runtime xiaozhi_cli xiaozhi_bench
+COVERED := xiaozhi xiaozhi_edge xiaozhi_hub xiaozhi_sim xiaozhi_runtime xiaozhi_cli xiaozhi_bench xiaozhi_speech
 
 test: setup lint
 	$(BIN)/pytest $(addprefix --cov=,$(COVERED)) --cov-report=term:skip-covered

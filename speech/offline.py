@@ -1,0 +1,295 @@
+"""The offline recogniser: pocketsphinx with a language model built from the home's sentences.
+
+How it works (docs/speech.md has the measurements):
+
+1. :meth:`OfflineRecognizer.load` takes the home's sentences (:func:`corpus_from_intents`),
+   builds an ARPA trigram model of them (:mod:`xiaozhi_speech.arpa`) and a dictionary of their
+   words (:mod:`xiaozhi_speech.lexicon`), and writes both to a private temporary folder. It is
+   called again whenever the home model changes; recognitions already running finish on the
+   model they started with.
+2. :meth:`OfflineRecognizer.transcribe` decodes the audio with pocketsphinx's bundled en-US
+   acoustic model and that language model.
+3. The hypothesis is **accepted only if every word triple of it (sentence ends included)
+   occurs in the home's sentences**. A closed-vocabulary decoder always outputs words of the
+   domain, even for "tell me a joke"; out-of-domain audio comes out as word salad ("tell me a
+   shutter", "all my my room") whose triples the corpus does not have, so it is refused with
+   reason ``out_of_domain`` instead of being guessed into a command. Whatever is accepted still
+   goes through the hub's strict intent parser.
+
+pocketsphinx holds the GIL while it decodes (100-250 ms per utterance on this machine), so
+every decode, and every model build (about a second of pure Python), runs in a
+:class:`~concurrent.futures.ProcessPoolExecutor` of ``workers`` processes (spawned, not
+forked: the parent runs an event loop and threads). Each worker keeps one decoder and reloads
+it when a newer model version is handed to it.
+
+English (en-US) only: the bundled acoustic model and dictionary are English. Other languages
+go through :class:`~xiaozhi_speech.wyoming.WyomingSpeechToText` or
+:class:`~xiaozhi_speech.openai.OpenAiSpeechToText`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from xiaozhi_speech.arpa import SENTENCE_END, SENTENCE_START, arpa_trigram
+from xiaozhi_speech.base import BYTES_PER_SAMPLE, Transcript, pcm_duration_ms
+from xiaozhi_speech.corpus import normalize_words
+from xiaozhi_speech.lexicon import lexicon
+
+__all__ = [
+    "DECODE_RATE",
+    "MIN_SPEECH_MS",
+    "ModelFiles",
+    "OfflineRecognizer",
+    "RecognizerClosed",
+]
+
+DECODE_RATE = 16_000
+"""The acoustic model's sample rate; other rates are resampled first."""
+
+MIN_SPEECH_MS = 200
+"""Shorter audio is answered ``no_speech`` without decoding (no command is that short)."""
+
+_SILENCE_RMS = 60.0
+"""Audio whose RMS (16-bit units) stays under this is answered ``no_speech`` undecoded."""
+
+_LANGUAGES = ("en-US", "en")
+
+
+class RecognizerClosed(RuntimeError):
+    """:meth:`OfflineRecognizer.transcribe` or :meth:`~OfflineRecognizer.load` after
+    :meth:`~OfflineRecognizer.aclose`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFiles:
+    """One built model version, on disk: what a worker needs to (re)load its decoder."""
+
+    version: int
+    lm_path: str
+    dict_path: str
+    corpus_path: str
+    sentences: int
+    words: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Heard:
+    text: str
+    frames: int
+
+
+class OfflineRecognizer:
+    """:class:`~xiaozhi_speech.base.SpeechToText` with pocketsphinx (module docstring).
+
+    Args:
+        workers: decoding processes; each decodes one utterance at a time (about 0.1 s of CPU
+            per second of audio, so one worker serves several talking devices).
+        language: ``en-US`` (or ``en``); the only language the bundled model speaks.
+
+    Raises:
+        ValueError: another language, or fewer than one worker.
+    """
+
+    def __init__(self, *, workers: int = 1, language: str = "en-US") -> None:
+        if language not in _LANGUAGES:
+            raise ValueError(
+                f"the offline recogniser speaks en-US only, not {language!r}: "
+                "use a Wyoming or OpenAI-compatible engine for other languages"
+            )
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
+        self.language = "en-US"
+        self.workers = workers
+        self._pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        )
+        self._folder = Path(tempfile.mkdtemp(prefix="xiaozhi-speech-"))
+        self._model: ModelFiles | None = None
+        self._loaded = asyncio.Event()
+        self._version = 0
+        self._closed = False
+
+    @property
+    def model(self) -> ModelFiles | None:
+        """The model transcriptions use now; None before the first :meth:`load`."""
+        return self._model
+
+    async def load(self, sentences: Sequence[str]) -> None:
+        """Build the language model and dictionary from ``sentences`` and switch to them.
+
+        Args:
+            sentences: the home's sentences (:func:`corpus_from_intents`); normalised again
+                here, so any text works.
+
+        Raises:
+            ValueError: no usable sentence (no word with a pronunciation).
+            RecognizerClosed: after :meth:`aclose`.
+        """
+        if self._closed:
+            raise RecognizerClosed("the recogniser is closed")
+        self._version += 1
+        folder = self._folder / f"v{self._version}"
+        loop = asyncio.get_running_loop()
+        model = await loop.run_in_executor(
+            self._pool, build_model, list(sentences), str(folder), self._version
+        )
+        previous, self._model = self._model, model
+        self._loaded.set()
+        if previous is not None and previous.version < model.version - 1:
+            shutil.rmtree(Path(previous.lm_path).parent, ignore_errors=True)
+
+    async def transcribe(self, pcm: bytes, sample_rate: int) -> Transcript:
+        """Recognise ``pcm`` (16-bit mono little-endian at ``sample_rate``).
+
+        Waits for the first :meth:`load`. Never raises for bad audio: silence, noise and
+        out-of-domain speech come back with ``accepted=False`` and a reason.
+
+        Raises:
+            RecognizerClosed: after :meth:`aclose`.
+        """
+        if self._closed:
+            raise RecognizerClosed("the recogniser is closed")
+        started = time.perf_counter()
+        duration = pcm_duration_ms(pcm, sample_rate)
+        await self._loaded.wait()
+        model = self._model
+        assert model is not None  # set before _loaded
+        if duration < MIN_SPEECH_MS or _rms(pcm) < _SILENCE_RMS:
+            return self._transcript("", 0.0, started, duration, "no_speech")
+        loop = asyncio.get_running_loop()
+        heard, confidence = await loop.run_in_executor(self._pool, decode, model, pcm, sample_rate)
+        if not heard.text:
+            return self._transcript("", 0.0, started, duration, "no_speech")
+        if confidence < 1.0:
+            return self._transcript("", confidence, started, duration, "out_of_domain")
+        return self._transcript(heard.text, confidence, started, duration, None)
+
+    def _transcript(
+        self, text: str, confidence: float, started: float, duration: float, reason: str | None
+    ) -> Transcript:
+        return Transcript(
+            text=text,
+            accepted=reason is None,
+            confidence=confidence,
+            language=self.language,
+            processing_time_ms=(time.perf_counter() - started) * 1000,
+            audio_duration_ms=duration,
+            reason=reason,
+        )
+
+    async def aclose(self) -> None:
+        """Stop the worker processes and delete the model files."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _rms(pcm: bytes) -> float:
+    import array
+
+    samples = array.array("h", pcm[: len(pcm) - len(pcm) % BYTES_PER_SAMPLE])[::4]
+    if not samples:
+        return 0.0
+    return float((sum(s * s for s in samples) / len(samples)) ** 0.5)
+
+
+# -- in the worker processes -------------------------------------------------------------
+
+
+def build_model(sentences: list[str], folder: str, version: int) -> ModelFiles:
+    """Write the ARPA model, the dictionary and the corpus of ``sentences`` into ``folder``.
+
+    Sentences with a word that has no pronunciation are dropped (and so the word).
+
+    Raises:
+        ValueError: nothing usable is left.
+    """
+    normalised = list(dict.fromkeys(w for s in sentences if (w := normalize_words(s))))
+    prons = lexicon(word for sentence in normalised for word in sentence.split())
+    usable = [s for s in normalised if all(word in prons for word in s.split())]
+    if not usable:
+        raise ValueError("no sentence to build the recogniser from")
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    lm_path, dict_path, corpus_path = path / "home.arpa", path / "home.dict", path / "corpus.txt"
+    lm_path.write_text(arpa_trigram(usable), encoding="utf-8")
+    words = sorted({word for sentence in usable for word in sentence.split()})
+    with dict_path.open("w", encoding="utf-8") as out:
+        for word in words:
+            for index, phones in enumerate(prons[word]):
+                suffix = f"({index + 1})" if index else ""
+                out.write(f"{word}{suffix} {phones}\n")
+    corpus_path.write_text("\n".join(usable) + "\n", encoding="utf-8")
+    return ModelFiles(
+        version=version,
+        lm_path=str(lm_path),
+        dict_path=str(dict_path),
+        corpus_path=str(corpus_path),
+        sentences=len(usable),
+        words=len(words),
+    )
+
+
+class _WorkerState:
+    """A worker's decoder and the triples of its model; rebuilt when the version changes."""
+
+    version = -1
+    decoder: object = None
+    triples: frozenset[tuple[str, str, str]] = frozenset()
+
+
+_STATE = _WorkerState()
+
+
+def _triples(words: list[str]) -> list[tuple[str, str, str]]:
+    padded = [SENTENCE_START, *words, SENTENCE_END]
+    return [(padded[i], padded[i + 1], padded[i + 2]) for i in range(len(padded) - 2)]
+
+
+def _ensure(model: ModelFiles) -> object:
+    if _STATE.version != model.version:
+        import pocketsphinx
+
+        _STATE.decoder = pocketsphinx.Decoder(
+            lm=model.lm_path, dict=model.dict_path, loglevel="FATAL", samprate=DECODE_RATE
+        )
+        corpus = Path(model.corpus_path).read_text(encoding="utf-8").split("\n")
+        _STATE.triples = frozenset(t for line in corpus if line for t in _triples(line.split()))
+        _STATE.version = model.version
+    return _STATE.decoder
+
+
+def decode(model: ModelFiles, pcm: bytes, sample_rate: int) -> tuple[_Heard, float]:
+    """Decode one utterance in this worker: the words heard and the share of their triples
+    the corpus has (1.0: every one)."""
+    decoder = _ensure(model)
+    if sample_rate != DECODE_RATE:
+        pcm = _resample(pcm, sample_rate)
+    decoder.start_utt()  # type: ignore[attr-defined]
+    decoder.process_raw(pcm, False, True)  # type: ignore[attr-defined]
+    decoder.end_utt()  # type: ignore[attr-defined]
+    hyp = decoder.hyp()  # type: ignore[attr-defined]
+    text = " ".join(hyp.hypstr.split()) if hyp is not None else ""
+    frames = decoder.n_frames()  # type: ignore[attr-defined]
+    if not text:
+        return _Heard("", frames), 0.0
+    triples = _triples(text.split())
+    known = sum(1 for t in triples if t in _STATE.triples)
+    return _Heard(text, frames), known / len(triples)
+
+
+def _resample(pcm: bytes, sample_rate: int) -> bytes:
+    from xiaozhi_speech.audio import resample
+
+    return resample(pcm, sample_rate, DECODE_RATE)

@@ -104,7 +104,7 @@ def _show_received(received: Received) -> None:
         _say(f"{received.kind:<9} {payload}")
 
 
-async def _device_command(device: SimulatedDevice, line: str) -> bool:
+async def _device_command(device: SimulatedDevice, line: str, voice: str = "espeak") -> bool:
     """Run one interactive line; False on ``quit``."""
     try:
         words = shlex.split(line)
@@ -117,8 +117,10 @@ async def _device_command(device: SimulatedDevice, line: str) -> bool:
     try:
         match verb:
             case "say" if rest:
+                await _say_text(device, rest, voice)
+            case "type" if rest:
                 await device.say(rest)
-                _say(f"said      {rest!r}")
+                _say(f"typed     {rest!r}")
             case "speak" if rest:
                 frames = await device.speak(rest)
                 _say(f"spoke     {rest} ({frames} frames)")
@@ -133,10 +135,23 @@ async def _device_command(device: SimulatedDevice, line: str) -> bool:
             case "quit" | "exit":
                 return False
             case _:
-                _say("commands  say TEXT | speak FILE.wav | wake | status | reboot | quit")
+                _say(
+                    "commands  say TEXT | type TEXT | speak FILE.wav | wake | status | reboot"
+                    " | quit"
+                )
     except (ChannelError, FaultNotApplicable, AudioFormatError, OSError) as err:
         _say(f"error     {err}")
     return True
+
+
+async def _say_text(device: SimulatedDevice, text: str, voice: str) -> None:
+    """A firmware device says ``text`` aloud (synthesized, real Opus); others send text."""
+    if isinstance(device, WsDevice) and device.flavour is DeviceKind.FIRMWARE:
+        frames = await device.say_aloud(text, voice=voice)
+        _say(f"said      {text!r} aloud ({frames} frames, {voice})")
+    else:
+        await device.say(text)
+        _say(f"said      {text!r}")
 
 
 async def _run_device(args: argparse.Namespace, settings: SimSettings, stop: asyncio.Event) -> int:
@@ -183,12 +198,14 @@ async def _run_device(args: argparse.Namespace, settings: SimSettings, stop: asy
         else:
             _say(f"waiting   {settings.mqtt_url} unreachable; retrying with back-off")
         for text in args.say:
+            await _say_text(device, text, args.voice)
+        for text in args.type:
             await device.say(text)
-            _say(f"said      {text!r}")
+            _say(f"typed     {text!r}")
         for wav in args.speak:
             frames = await device.speak(wav)
             _say(f"spoke     {wav} ({frames} frames)")
-        _say("ready     type say TEXT, speak FILE.wav, status, quit (Ctrl-C stops)")
+        _say("ready     type say TEXT, type TEXT, speak FILE.wav, status, quit (Ctrl-C stops)")
         await _device_loop(args, device, stop)
     except (ChannelError, FaultNotApplicable, AudioFormatError) as err:
         _say(f"error     {err}")
@@ -229,7 +246,7 @@ async def _device_loop(
             line = getter.result()
             if line is None:
                 args.no_stdin = True  # EOF: keep running on --duration / Ctrl-C
-            elif not await _device_command(device, line):
+            elif not await _device_command(device, line, args.voice):
                 return
         now = loop.time()
         if end is not None and now >= end:
@@ -394,7 +411,26 @@ def add_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
     device.add_argument("--group", action="append", default=[], help="MQTT group (repeatable)")
     device.add_argument("--serial", action="store_true", help="serve the serial console on a pty")
     device.add_argument("--wake", action="store_true", help="WS: open the channel at start")
-    device.add_argument("--say", action="append", default=[], help="say TEXT after start")
+    device.add_argument(
+        "--say",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="say TEXT after start: a firmware device speaks it (synthesized Opus), seed and "
+        "MQTT devices send it as text (repeatable)",
+    )
+    device.add_argument(
+        "--type",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="send TEXT as text, as firmware does after a wake word (repeatable)",
+    )
+    device.add_argument(
+        "--voice",
+        default="espeak",
+        help="the synthetic voice of --say: espeak[:NAME] or flite[:NAME] (default espeak)",
+    )
     device.add_argument("--speak", action="append", default=[], help="stream a 16 kHz WAV")
     device.add_argument("--record-tts", metavar="FILE.wav", help="write received TTS audio")
     device.add_argument("--say-every", type=float, metavar="SECONDS", help="talk periodically")

@@ -28,6 +28,7 @@ from xiaozhi.errors import OperationFailed
 from xiaozhi.payloads import DeviceTransport
 from xiaozhi_sim.identity import DeviceIdentity
 from xiaozhi_sim.mcp_server import McpServer, device_tools
+from xiaozhi_sim.mic_and_speaker import load_microphone_wav, synthesize_microphone
 from xiaozhi_sim.model import DeviceModel
 from xiaozhi_sim.notify import Notifier
 from xiaozhi_sim.serial import PtySerialPort, SerialConsole
@@ -215,12 +216,42 @@ class SimulatedDevice(abc.ABC):
             ChannelError: a WS device could not open its channel.
         """
 
-    @abc.abstractmethod
     async def speak(self, wav_path: Path | str) -> int:
         """Stream a WAV file as Opus at real-time pace; return the frames sent.
 
         Raises:
             AudioFormatError: not a 16 kHz WAV.
+            FaultNotApplicable: the transport has no audio path (MQTT).
+        """
+        self._require_audio_path()
+        return await self.speak_pcm(load_microphone_wav(wav_path))
+
+    async def say_aloud(self, text: str, *, voice: str = "espeak") -> int:
+        """Say ``text`` into the microphone with a synthetic voice, as a person would: real
+        Opus at real-time pace; return the frames sent.
+
+        Raises:
+            AudioFormatError: the voice is unknown or failed.
+            FaultNotApplicable: the transport has no audio path (MQTT, seed clients).
+        """
+        self._require_audio_path()
+        return await self.speak_pcm(await synthesize_microphone(text, voice=voice))
+
+    def _require_audio_path(self) -> None:
+        """Refuse before any work when :meth:`speak_pcm` would (no file read, no synthesis)."""
+        if self.audio_path_missing is not None:
+            raise FaultNotApplicable(self.audio_path_missing)
+
+    @property
+    def audio_path_missing(self) -> str | None:
+        """Why this device cannot stream audio, or None when it can."""
+        return None
+
+    @abc.abstractmethod
+    async def speak_pcm(self, pcm: bytes) -> int:
+        """Stream 16 kHz 16-bit mono PCM as Opus at real-time pace; return the frames sent.
+
+        Raises:
             FaultNotApplicable: the transport has no audio path (MQTT).
         """
 

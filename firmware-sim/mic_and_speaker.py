@@ -6,6 +6,10 @@ about 16.7 frames/s. :func:`load_microphone_wav` reads a WAV file for ``speak`` 
 QA recordings); channels are mixed down and 8/24/32-bit samples converted to 16-bit, which is
 lossless enough and needs no filter.
 
+Speaking text (``--say``): :func:`synthesize_microphone` has a synthetic voice (espeak-ng
+or flite, through :mod:`xiaozhi_speech`) say it, resampled once to 16 kHz, with the silence
+before and after that a person leaves, so a server's end-of-speech detection sees the turn end.
+
 Downlink: the device decodes at the server's ``audio_params.sample_rate`` (24 kHz by default,
 reference 1.4). :class:`TtsRecorder` decodes what the device played and writes it as a WAV.
 """
@@ -31,6 +35,7 @@ __all__ = [
     "MicrophoneEncoder",
     "TtsRecorder",
     "load_microphone_wav",
+    "synthesize_microphone",
     "tone",
 ]
 
@@ -40,8 +45,46 @@ OPUS_RATES: Final = (8000, 12000, 16000, 24000, 48000)
 """Sample rates an Opus decoder can output."""
 
 
+LEAD_IN_MS: Final = 300
+"""Silence before a synthesized sentence (the breath before speaking)."""
+
+TRAIL_MS: Final = 1200
+"""Silence after it: twice the edge's end-of-speech silence, so auto mode ends the turn."""
+
+
 class AudioFormatError(OperationFailed):
     """A WAV file the microphone cannot stream; the message says how to convert it."""
+
+
+async def synthesize_microphone(text: str, *, voice: str = "espeak") -> bytes:
+    """``text`` said by a synthetic voice, as the microphone's 16 kHz 16-bit mono PCM.
+
+    Args:
+        voice: ``espeak`` or ``flite``, optionally with the engine's voice name
+            (``espeak:en-us+f3``, ``flite:slt``).
+
+    Raises:
+        AudioFormatError: an unknown engine, or the engine failed (not installed...).
+    """
+    from xiaozhi_speech import EspeakVoice, FliteVoice, SynthesisFailed, TextToSpeech
+
+    engine, _, name = voice.partition(":")
+    tts: TextToSpeech
+    try:
+        if engine == "espeak":
+            tts = EspeakVoice(voices={"en": name} if name else None)
+        elif engine == "flite":
+            tts = FliteVoice(name or "slt")
+        else:
+            raise ValueError(f"unknown voice {voice!r}: espeak[:NAME] or flite[:NAME]")
+        speech = await tts.synthesize(text)
+    except (ValueError, SynthesisFailed) as err:
+        raise AudioFormatError(f"could not say {text!r} with {voice}: {err}") from err
+    from xiaozhi_speech import resample
+
+    rate = UPLINK_FORMAT.sample_rate
+    pcm = resample(speech.pcm, speech.sample_rate, rate)
+    return bytes(LEAD_IN_MS * rate // 1000 * 2) + pcm + bytes(TRAIL_MS * rate // 1000 * 2)
 
 
 def _to_int16(pcm: bytes, bits: int) -> array.array[int]:

@@ -29,7 +29,6 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
@@ -343,11 +342,15 @@ class MqttDevice(SimulatedDevice):
             self.model.machine.go(DeviceState.LISTENING, "voice command")
         self._said_at = self.now()
 
-    async def speak(self, wav_path: Path | str) -> int:
-        raise FaultNotApplicable(
-            f"MQTT devices have no audio path (audio never travels over MQTT); "
-            f"use a WebSocket device to stream {wav_path}"
+    @property
+    def audio_path_missing(self) -> str | None:
+        return (
+            "MQTT devices have no audio path (audio never travels over MQTT); "
+            "use a WebSocket device to speak"
         )
+
+    async def speak_pcm(self, pcm: bytes) -> int:
+        raise FaultNotApplicable(self.audio_path_missing)
 
     # -- faults -----------------------------------------------------------------------------
 

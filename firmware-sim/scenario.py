@@ -13,6 +13,7 @@ A scenario declares named devices and a list of steps; each step is a one-key ma
       - expect: {device: kitchen, what: event, match: {event_type: command_result, status: ok}}
       - say: {device: lamp, text: turn on the living room light}
       - expect: {device: lamp, what: response, match: {type: stt}, within: 5}
+      - speak: {device: lamp, text: "turn on the kitchen light", voice: flite}
       - inject: {device: lamp, fault: truncated}
       - wait_for: {device: kitchen, connected: true, within: 15}
       - pause: 0.5
@@ -127,8 +128,18 @@ class SayArgs(_Strict):
 
 
 class SpeakArgs(_Strict):
+    """Stream a WAV ``file``, or say ``text`` with a synthetic ``voice`` (espeak, flite)."""
+
     device: str
-    file: str
+    file: str | None = None
+    text: str | None = None
+    voice: str = "espeak"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SpeakArgs:
+        if (self.file is None) == (self.text is None):
+            raise ValueError("speak needs exactly one of file or text")
+        return self
 
 
 class CommandArgs(_Strict):
@@ -242,7 +253,8 @@ class Step(_Strict):
                 return f"say {self.say.text!r} on {self.say.device}"
             case "speak":
                 assert self.speak is not None
-                return f"speak {self.speak.file} on {self.speak.device}"
+                said = self.speak.file or repr(self.speak.text)
+                return f"speak {said} on {self.speak.device}"
             case "command":
                 c = self.command
                 assert c is not None
@@ -528,6 +540,10 @@ class ScenarioRunner:
         await self.devices[args.device].say(args.text)
 
     async def _step_speak(self, args: SpeakArgs) -> None:
+        if args.text is not None:
+            await self.devices[args.device].say_aloud(args.text, voice=args.voice)
+            return
+        assert args.file is not None
         path = Path(args.file)
         if not path.is_absolute() and self.scenario.path is not None:
             path = self.scenario.path.parent / path

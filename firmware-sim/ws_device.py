@@ -69,7 +69,6 @@ from xiaozhi_sim.mic_and_speaker import (
     FRAME_MS,
     MicrophoneEncoder,
     TtsRecorder,
-    load_microphone_wav,
 )
 from xiaozhi_sim.ota import SetupResult, fetch_setup
 from xiaozhi_sim.settings import SimSettings
@@ -496,19 +495,23 @@ class WsDevice(SimulatedDevice):
         self._said_at = self.now()
         await self._flush()
 
-    async def speak(self, wav_path: Path | str) -> int:
-        """``listen start``, then one Opus packet per 60 ms of the WAV, at real-time pace;
+    @property
+    def audio_path_missing(self) -> str | None:
+        if isinstance(self.session, FirmwareSession):
+            return None
+        return "seed clients do not stream Opus; use a firmware device"
+
+    async def speak_pcm(self, pcm: bytes) -> int:
+        """``listen start``, then one Opus packet per 60 ms of ``pcm``, at real-time pace;
         ``listen stop`` after it in manual mode. Returns the packets sent.
 
         Raises:
-            AudioFormatError: the WAV is not 16 kHz PCM.
             ChannelError: the channel could not be opened.
             FaultNotApplicable: a seed-flavour device (it sends base64 WAV, not Opus).
         """
+        self._require_audio_path()
         session = self.session
-        if not isinstance(session, FirmwareSession):
-            raise FaultNotApplicable("seed clients do not stream Opus; use a firmware device")
-        pcm = load_microphone_wav(wav_path)
+        assert isinstance(session, FirmwareSession)
         encoder = MicrophoneEncoder()
         if not session.channel_open:
             await self.wake()

@@ -34,7 +34,7 @@ from typing import Any
 from xiaozhi import jsonutil
 from xiaozhi.commands import COMMAND_PARAMETERS, DeviceCommand, RespondParameters
 from xiaozhi.errors import InvalidMessage, OperationFailed
-from xiaozhi.payloads import Action, CommandPayload, validate_model
+from xiaozhi.payloads import Action, AudioClip, CommandPayload, validate_model
 from xiaozhi.topics import TopicTree
 from xiaozhi_hub.home import (
     Binding,
@@ -349,9 +349,13 @@ def respond_effect(
     topics: TopicTree,
     message_id: str | None = None,
     timestamp: str | None = None,
+    audio: AudioClip | None = None,
 ) -> XiaozhiCommandEffect:
-    """The ``respond`` command answering the speaking device (stt echo, tts sentence, actions)."""
-    parameters = RespondParameters(text=text, stt=stt, actions=list(actions), session_id=session_id)
+    """The ``respond`` command answering the speaking device (stt echo, tts sentence and its
+    audio, actions)."""
+    parameters = RespondParameters(
+        text=text, stt=stt, actions=list(actions), session_id=session_id, audio=audio
+    )
     payload = CommandPayload(
         command=DeviceCommand.RESPOND.value,
         parameters=parameters.to_json_dict(),

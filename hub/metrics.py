@@ -90,6 +90,18 @@ class HubMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=self.registry,
         )
+        self.utterances = Counter(
+            "xiaozhi_hub_utterances",
+            "Utterances heard, by outcome (transcribed, not_understood, invalid, duplicate)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.speech_latency = Histogram(
+            "xiaozhi_hub_speech_latency_seconds",
+            "Time to transcribe one utterance (the engine's processing time)",
+            buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
         self.bridge_requests = Counter(
             "xiaozhi_hub_bridge_requests",
             "Bridge requests answered, by status (ok, error)",

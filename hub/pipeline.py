@@ -29,6 +29,7 @@ from xiaozhi_hub.actions import Plan, plan
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.registry import Registry
 from xiaozhi_hub.resolve import resolve
+from xiaozhi_speech import corpus_from_intents
 
 __all__ = ["IntentsNotLoaded", "VoicePipeline"]
 
@@ -123,6 +124,27 @@ class VoicePipeline:
         )
         record = registry.device(device_id) if device_id else None
         return plan(match, resolution, record, states=self.states)
+
+    async def sentences(self, limit: int = 50_000) -> list[str]:
+        """Every sentence the loaded intents match for this home (up to ``limit``), for a
+        recogniser's language model; built on the pipeline's thread (seconds of hassil
+        sampling, and hassil is not to be used from two threads at once).
+
+        Raises:
+            IntentsNotLoaded: before :meth:`start` finished, or after :meth:`close`.
+        """
+        engine = self.engine
+        if engine is None or self._closed:
+            raise IntentsNotLoaded("the intent engine is not loaded")
+        return await self._run(
+            partial(
+                corpus_from_intents,
+                engine.intents,
+                engine.slot_lists,
+                language=engine.language,
+                limit=limit,
+            )
+        )
 
     async def _run(self, work: Callable[[], _T]) -> _T:
         """``work()`` on the pipeline's one thread; the loop only awaits its future."""

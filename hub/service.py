@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import os
 import time
 from collections.abc import Mapping
@@ -74,6 +75,9 @@ from xiaozhi_hub.registry import Registry
 from xiaozhi_hub.registry_feed import RegistryFeedUnit
 from xiaozhi_hub.settings import HubSettings
 from xiaozhi_hub.snapshots import Snapshots
+from xiaozhi_hub.speech_engines import speech_to_text, text_to_speech
+from xiaozhi_hub.speech_unit import SpeechUnit
+from xiaozhi_hub.spoken_answers import SpokenAnswers
 from xiaozhi_hub.unit import (
     MAX_PAYLOAD_BYTES,
     STOP_GRACE_SECONDS,
@@ -85,12 +89,17 @@ from xiaozhi_hub.unit import (
 )
 from xiaozhi_hub.voice import VoiceUnit
 from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
+from xiaozhi_speech import SpeechToText
 
 __all__ = ["MAX_PAYLOAD_BYTES", "HubService", "HubStartError", "HubState"]
 
 log = structlog.get_logger("xiaozhi.hub")
 
 MQTT_CONNECT_TIMEOUT_SECONDS = 30.0
+
+
+class _FromSettings(enum.Enum):
+    FROM_SETTINGS = "from settings"
 
 
 class HubStartError(StartupError):
@@ -107,6 +116,8 @@ class HubService:
             is loaded and warmed at start, on the voice pipeline's own thread.
         environ: where Home Assistant tokens are read (``token_env``); default ``os.environ``.
         http_transport: an httpx transport for Home Assistant calls (tests); default: network.
+        stt: the speech recogniser (tests share a loaded one); None: this hub does not
+            transcribe; default: the one ``settings.stt_engine`` names.
 
     Raises:
         HomeConfigError: the home file does not validate (from the constructor).
@@ -120,6 +131,7 @@ class HubService:
         engine: IntentEngine | None = None,
         environ: Mapping[str, str] | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
+        stt: SpeechToText | _FromSettings | None = _FromSettings.FROM_SETTINGS,
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
@@ -170,7 +182,17 @@ class HubService:
         self.registry_feed = RegistryFeedUnit(
             self._ctx, self.snapshots, self.discovery.device_changed
         )
-        self.voice = VoiceUnit(self._ctx, pipeline=self.pipeline, runner=runner)
+        self.spoken = SpokenAnswers(text_to_speech(settings), language=settings.language)
+        self.voice = VoiceUnit(self._ctx, pipeline=self.pipeline, runner=runner, spoken=self.spoken)
+        # A recogniser built here is this service's to close; one passed in is the caller's.
+        self._own_stt: SpeechToText | None = None
+        if isinstance(stt, _FromSettings):
+            stt = self._own_stt = speech_to_text(settings)
+        self.speech = (
+            SpeechUnit(self._ctx, stt=stt, pipeline=self.pipeline, answer=self.voice.answer)
+            if stt is not None
+            else None
+        )
         self.fan_out = FanOutUnit(self._ctx)
         self.bridge_requests = BridgeRequestsUnit(
             self._ctx, self.bridge_api, self.snapshots, self.discovery.device_changed
@@ -181,6 +203,7 @@ class HubService:
             self.discovery,  # after the registry: its probe also ends the registry's burst
             self.command_results,  # before voice: actions await devices' answers through it
             self.voice,  # loads the intents (the pipeline's) before it subscribes
+            *([self.speech] if self.speech is not None else []),  # its corpus is the intents'
             self.fan_out,
             self.bridge_requests,
         )
@@ -284,6 +307,8 @@ class HubService:
         )
         await self.owner.stop(flush_seconds=STOP_GRACE_SECONDS)
         self.pipeline.close()
+        if self._own_stt is not None:
+            await self._own_stt.aclose()
         if self._http is not None:
             await self._http.aclose()
             self._http = None

@@ -32,7 +32,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import home_assistant_intents
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from xiaozhi.config import MqttUrlSetting, describe_invalid_settings
@@ -43,8 +43,11 @@ __all__ = [
     "ApiRole",
     "HubSettings",
     "HubSettingsError",
+    "SpeechToTextEngine",
+    "TextToSpeechEngine",
     "default_hub_id",
     "derive_jwt_secret",
+    "host_port",
     "load_hub_settings",
     "parse_api_keys",
     "resolve_secret",
@@ -53,6 +56,18 @@ __all__ = [
 SECRET_FILE_NAME = "secret"
 _SECRET_BYTES = 32
 _JWT_LABEL = b"xiaozhi-hub jwt v1"
+
+
+def host_port(url: str) -> tuple[str, int]:
+    """``tcp://host:port`` (a Wyoming service's address) as ``(host, port)``.
+
+    Raises:
+        ValueError: another scheme, or no host or port.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "tcp" or not parts.hostname or parts.port is None:
+        raise ValueError(f"expected tcp://host:port, got {url!r}")
+    return parts.hostname, parts.port
 
 
 class HubSettingsError(ConfigurationError):
@@ -99,6 +114,24 @@ def parse_api_keys(raw: str) -> dict[str, ApiRole]:
                 f"API key entry ending in {':' + role!r}: unknown role (use ':read' or ':write')"
             ) from None
     return keys
+
+
+class SpeechToTextEngine(enum.StrEnum):
+    """Where the hub's speech recognition runs (docs/speech.md)."""
+
+    OFFLINE = "offline"  # pocketsphinx with this home's language model, in-process pool
+    WYOMING = "wyoming"  # a Wyoming STT service (faster-whisper, speech-to-phrase...): stt_url
+    OPENAI = "openai"  # an OpenAI-compatible /v1/audio/transcriptions endpoint: stt_url
+    NONE = "none"  # this hub does not transcribe (another replica or worker does)
+
+
+class TextToSpeechEngine(enum.StrEnum):
+    """How the hub's answers are spoken (docs/speech.md)."""
+
+    ESPEAK = "espeak"  # espeak-ng (Debian package), every language it has
+    FLITE = "flite"  # flite's US English voices (Debian package)
+    WYOMING = "wyoming"  # a Wyoming TTS service (piper...): tts_url
+    NONE = "none"  # answers go as text; the edge plays a chime
 
 
 class HubSettings(BaseSettings):
@@ -175,6 +208,31 @@ class HubSettings(BaseSettings):
     max_concurrent_voice_commands: int = Field(
         default=64, ge=1, description="Voice commands processed at once per replica."
     )
+    stt_engine: SpeechToTextEngine = Field(
+        default=SpeechToTextEngine.OFFLINE,
+        description="Speech recognition: offline, wyoming, openai or none.",
+    )
+    stt_url: str | None = Field(
+        default=None,
+        description="The STT service: tcp://host:port (wyoming) or a base URL (openai).",
+    )
+    stt_model: str = Field(default="whisper-1", description="Model name sent to an openai STT.")
+    stt_api_key: SecretStr | None = Field(default=None, description="Bearer key of an openai STT.")
+    speech_workers: int = Field(
+        default=1, ge=1, le=16, description="Processes decoding speech (offline engine)."
+    )
+    speech_share_group: str = Field(
+        default="speech",
+        description="Shared-subscription group of the speech workers ($share/<group>/...).",
+    )
+    tts_engine: TextToSpeechEngine = Field(
+        default=TextToSpeechEngine.ESPEAK,
+        description="Spoken answers: espeak, flite, wyoming or none.",
+    )
+    tts_url: str | None = Field(default=None, description="The Wyoming TTS: tcp://host:port.")
+    tts_voice: str | None = Field(
+        default=None, description="Voice name for the TTS engine; unset: the language's default."
+    )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
 
     @field_validator("edge_public_url")
@@ -205,6 +263,24 @@ class HubSettings(BaseSettings):
     @classmethod
     def _check_share_group(cls, value: str) -> str:
         return validate_id(value, what="share group")
+
+    @field_validator("speech_share_group")
+    @classmethod
+    def _check_speech_group(cls, value: str) -> str:
+        return validate_id(value, what="share group")
+
+    @model_validator(mode="after")
+    def _check_speech_services(self) -> HubSettings:
+        remote = (SpeechToTextEngine.WYOMING, SpeechToTextEngine.OPENAI)
+        if self.stt_engine in remote and not self.stt_url:
+            raise ValueError(f"stt_engine {self.stt_engine.value} needs XIAOZHI_STT_URL")
+        if self.tts_engine is TextToSpeechEngine.WYOMING and not self.tts_url:
+            raise ValueError("tts_engine wyoming needs XIAOZHI_TTS_URL")
+        for name in ("stt_url", "tts_url"):
+            url = getattr(self, name)
+            if url and (name == "tts_url" or self.stt_engine is SpeechToTextEngine.WYOMING):
+                host_port(url)
+        return self
 
     @field_validator("api_keys")
     @classmethod

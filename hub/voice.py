@@ -9,18 +9,19 @@ last :data:`VOICE_DEDUP_IDS` message ids are remembered and a repeat is skipped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import structlog
 
 from xiaozhi.dedup import RecentIds
 from xiaozhi.errors import InvalidTopic, WireError
-from xiaozhi.payloads import EventType, VoiceCommandEvent
+from xiaozhi.payloads import Action, EventType, VoiceCommandEvent
 from xiaozhi.topics import ParsedTopic, TopicKind, validate_device_id
 from xiaozhi_hub.actions import Plan
 from xiaozhi_hub.execution import ActionOutcome, ActionRunner, Failure
 from xiaozhi_hub.executors import respond_effect
 from xiaozhi_hub.pipeline import VoicePipeline
+from xiaozhi_hub.spoken_answers import SpokenAnswers
 from xiaozhi_hub.unit import (
     MAX_PAYLOAD_BYTES,
     STOP_GRACE_SECONDS,
@@ -46,10 +47,19 @@ class VoiceUnit:
         pipeline: recognise → resolve → plan (shared with the REST and bridge voice tests);
             :meth:`start` loads its intents before subscribing.
         runner: carries out each planned action.
+        spoken: turns answers into audio for the device; None: text only.
     """
 
-    def __init__(self, ctx: HubContext, *, pipeline: VoicePipeline, runner: ActionRunner) -> None:
+    def __init__(
+        self,
+        ctx: HubContext,
+        *,
+        pipeline: VoicePipeline,
+        runner: ActionRunner,
+        spoken: SpokenAnswers | None = None,
+    ) -> None:
         self._ctx = ctx
+        self.spoken = spoken
         self.pipeline = pipeline
         self.runner = runner
         self._semaphore = asyncio.Semaphore(ctx.settings.max_concurrent_voice_commands)
@@ -104,6 +114,46 @@ class VoiceUnit:
             area = event.area
         return area
 
+    async def answer(
+        self,
+        device_id: str,
+        text: str,
+        *,
+        stt: str | None = None,
+        actions: Iterable[Action] = (),
+        session_id: str | None = None,
+        message_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Answer the speaking device: the ``respond`` command (with the spoken audio), and,
+        when nothing was planned (``error``), the ``response`` event saying why."""
+        ctx = self._ctx
+        audio = await self.spoken.clip(text) if self.spoken is not None else None
+        respond = respond_effect(
+            device_id,
+            text,
+            stt=stt,
+            actions=actions,
+            session_id=session_id,
+            topics=ctx.topics,
+            message_id=message_id,
+            timestamp=now_wire(),
+            audio=audio,
+        )
+        ctx.publish(respond.topic, respond.wire(), qos=respond.qos)
+        if error is not None:
+            ctx.event(
+                device_id,
+                EventType.RESPONSE.value,
+                message_id=message_id,
+                text=text,
+                stt=stt,
+                intent=None,
+                executed=False,
+                actions=[],
+                error=error,
+            )
+
     def _name_of(self, entity_id: str) -> str:
         entity = self._ctx.registry.home.entity(entity_id)
         return entity.name.lower() if entity is not None else entity_id
@@ -142,17 +192,14 @@ class VoiceUnit:
             if not outcome.ok:
                 failed.append((self._name_of(action.entity_id), outcome))
         text = _answer(result, failed)
-        respond = respond_effect(
+        await self.answer(
             device_id,
             text,
             stt=event.command,
             actions=result.actions,
             session_id=event.session_id,
-            topics=ctx.topics,
             message_id=base_id,
-            timestamp=now_wire(),
         )
-        ctx.publish(respond.topic, respond.wire(), qos=respond.qos)
         ctx.event(
             device_id,
             EventType.RESPONSE.value,

@@ -253,4 +253,3 @@ def test_auto_mode_ends_the_turn_in_steady_noise_15_db_under_the_voice() -> None
     # The room's first second is taken for speech until one block of it is known, so the
     # utterance may start with it; it ends 600 ms after the voice, inside the noise.
     assert 900 <= utterance.duration_ms <= 600 + 900 + 600 + 120
-

@@ -64,6 +64,10 @@ def hub_settings(mosquitto: ManagedMosquitto, tmp_path: Path) -> HubSettings:
         edge_port=8000,
         edge_public_url=None,
         config=None,
+        # Speech is tested where it is the subject (tests/hub/test_hub_speech.py, e2e):
+        # elsewhere answers are text and no recogniser process starts.
+        stt_engine="none",
+        tts_engine="none",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import os
 import signal
@@ -12,6 +13,7 @@ import tty
 from collections.abc import Iterator
 from pathlib import Path
 
+import opuslib
 import pytest
 
 from tests.support import LineReader
@@ -182,7 +184,7 @@ async def test_sim_device_ws_wakes_speaks_records_and_answers_commands(
     async with EdgeProtocolPeer() as peer:
         settings = SimSettings(sim_ota_url="", sim_ws_url=peer.url)
         args = device_args(
-            "--name", device_name, "--wake", "--say", "turn on the light", "--speak", str(wav),
+            "--name", device_name, "--wake", "--type", "turn on the light", "--speak", str(wav),
             "--record-tts", str(tmp_path / "tts.wav"), "--duration", "0", "--no-stdin",
         )  # fmt: skip
         assert await _run_device(args, settings, asyncio.Event()) == 0
@@ -197,6 +199,30 @@ async def test_sim_device_ws_wakes_speaks_records_and_answers_commands(
     assert pcm
 
 
+async def test_say_speaks_synthesized_opus_as_firmware_does(
+    device_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with EdgeProtocolPeer() as peer:
+        settings = SimSettings(sim_ota_url="", sim_ws_url=peer.url)
+        device = WsDevice(make_identity(name=device_name), settings)
+        try:
+            await device.start()
+            assert await _device_command(device, "say lock the door", "flite:kal")
+        finally:
+            await device.stop()
+        frames = peer.last.frames
+        starts = [t for t in peer.last.texts if t.get("type") == "listen"]
+    out = capsys.readouterr().out
+    assert "said      'lock the door' aloud" in out
+    assert "flite:kal" in out
+    assert starts[0]["state"] == "start"
+    # lead-in, about a second of voice, the trailing silence: real Opus, 60 ms each
+    assert len(frames) > (300 + 500 + 1200) // 60
+    decoder = opuslib.Decoder(16000, 1)
+    pcm = b"".join(decoder.decode(f.payload, 960) for f in frames)
+    assert max(array.array("h", pcm)) > 2000  # a voice, not silence
+
+
 async def test_interactive_commands(device_name: str, capsys: pytest.CaptureFixture[str]) -> None:
     async with EdgeProtocolPeer() as peer:
         settings = SimSettings(sim_ota_url="", sim_ws_url=peer.url)
@@ -204,7 +230,7 @@ async def test_interactive_commands(device_name: str, capsys: pytest.CaptureFixt
         try:
             await device.start()
             assert await _device_command(device, "wake")
-            assert await _device_command(device, 'say "hello there"')
+            assert await _device_command(device, 'type "hello there"')
             assert await _device_command(device, "status")
             assert await _device_command(device, "speak /nonexistent.wav")
             assert await _device_command(device, "dance")
@@ -215,7 +241,7 @@ async def test_interactive_commands(device_name: str, capsys: pytest.CaptureFixt
             await device.stop()
     out = capsys.readouterr().out
     assert "channel   open" in out
-    assert "said      'hello there'" in out
+    assert "typed     'hello there'" in out
     assert "status    {'STATE':" in out
     assert "error     " in out
     assert "commands  say TEXT" in out

@@ -484,29 +484,43 @@ async def test_connect_disconnect_cycles_leave_no_growth(start_edge: StartEdge) 
     assert edge.by_device == {}
 
 
+async def _line_starting(stream: asyncio.StreamReader, prefix: str, within: float = 30) -> str:
+    """The next line of `stream` that starts with `prefix` (others are skipped)."""
+
+    async def _read() -> str:
+        while line := (await stream.readline()).decode():
+            if line.startswith(prefix):
+                return line.rstrip("\n")
+        raise AssertionError(f"the output ended before a line starting with {prefix!r}")
+
+    return await asyncio.wait_for(_read(), within)
+
+
 async def test_workers_share_one_port_and_stop_cleanly(
     mosquitto: ManagedMosquitto, integrator: tuple[Inbox, MqttOwner], tmp_path: Path
 ) -> None:
-    """`xiaozhi edge --workers 2`: two processes on one port (SO_REUSEPORT), each an edge."""
+    """`xiaozhi edge --workers 2` on port 0: the parent picks one free port, both worker
+    processes listen on it (SO_REUSEPORT), each is an edge, and each says where it listens."""
+    import re
     import signal
     import sys
 
-    from xiaozhi_cli.broker import free_port
-
     inbox, _ = integrator
-    port = free_port()
     base_id = f"edge-w-{uuid.uuid4().hex[:6]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("XIAOZHI_")}
     env.update(
         XIAOZHI_MQTT_URL=mosquitto.url,
-        XIAOZHI_EDGE_PORT=str(port),
+        XIAOZHI_EDGE_PORT="0",
         XIAOZHI_EDGE_HOST="127.0.0.1",
         XIAOZHI_DEVICE_AUTH="open",
         XIAOZHI_EDGE_ID=base_id,
         XIAOZHI_STATE_DIR=str(tmp_path),
     )
     xiaozhi = str(Path(sys.executable).with_name("xiaozhi"))
-    process = await asyncio.create_subprocess_exec(xiaozhi, "edge", "--workers", "2", env=env)
+    process = await asyncio.create_subprocess_exec(
+        xiaozhi, "edge", "--workers", "2", env=env, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
     workers = [f"{base_id}-w0", f"{base_id}-w1"]
 
     def state_of(worker: str) -> str | None:
@@ -514,6 +528,15 @@ async def test_workers_share_one_port_and_stop_cleanly(
         return states[-1]["state"] if states else None
 
     try:
+        shared = await _line_starting(process.stdout, "edge      ")
+        match = re.fullmatch(r"edge      ws://127\.0\.0\.1:(\d+)/xiaozhi/v1/ \(2 workers\)", shared)
+        assert match, shared
+        port = int(match.group(1))
+        assert port != 0
+        for _ in workers:
+            assert f"ws://127.0.0.1:{port}/xiaozhi/v1/ (devices)" in await _line_starting(
+                process.stdout, "edge      "
+            )
         await inbox.wait_for(lambda: all(state_of(w) == "online" for w in workers), 30)
         pids = set()
         async with httpx.AsyncClient() as http:

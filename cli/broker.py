@@ -47,7 +47,6 @@ __all__ = [
     "BrokerStartError",
     "ManagedMosquitto",
     "find_mosquitto",
-    "free_port",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -84,11 +83,11 @@ def find_mosquitto() -> str:
     return found
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on `host` a moment ago (the OS picks it).
+def _free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on `host` a moment ago (the OS picks it), for Mosquitto only.
 
-    Another process may take it before the caller binds it: servers that can bind port 0
-    themselves (the edge, the hub) should, and report the port they got.
+    Another process may take it before Mosquitto binds it (`start()` then picks again);
+    servers that can bind port 0 themselves (the edge, the hub) do, and report the port.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -156,7 +155,7 @@ class ManagedMosquitto:
         self.state_dir = Path(state_dir)
         self.host = host
         self._pick_port = port == 0
-        self.port = port or free_port(host)
+        self.port = port or _free_port(host)
         self.config = config
         self.log: collections.deque[str] = collections.deque(maxlen=_LOG_LINES_KEPT)
         self._process: subprocess.Popen[str] | None = None
@@ -205,7 +204,7 @@ class ManagedMosquitto:
                 taken = any(_PORT_TAKEN_MARK in line for line in self.log)
                 if not (taken and self._pick_port and attempt < _PORT_ATTEMPTS):
                     raise
-                self.port = free_port(self.host)  # taken since it was picked: pick again
+                self.port = _free_port(self.host)  # taken since it was picked: pick again
             else:
                 self._pick_port = False  # restarts keep the port (and the clients' URL)
                 return

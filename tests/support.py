@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
+import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+
+@contextlib.contextmanager
+def refused_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port nothing listens on, for the whole block: a connection to it is refused.
+
+    A socket bound to it (and not listening) holds it, so no other process can start
+    listening there meanwhile; a port found free and let go could be taken at once.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind((host, 0))
+        yield int(holder.getsockname()[1])
 
 
 class LineReader:

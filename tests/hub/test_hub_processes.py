@@ -9,10 +9,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import httpx
+
 from tests.hub.mqtt_watch import Watcher
 from tests.support import LineReader
 from xiaozhi.payloads import VoiceCommandEvent
-from xiaozhi_cli.broker import free_port
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
@@ -23,7 +24,7 @@ def _hub_process(settings: HubSettings, tmp_path: Path) -> subprocess.Popen[str]
     env.update(
         XIAOZHI_MQTT_URL=settings.mqtt_url,
         XIAOZHI_HUB_HOST="127.0.0.1",
-        XIAOZHI_HUB_PORT=str(free_port()),
+        XIAOZHI_HUB_PORT="0",  # it prints the port it bound
         XIAOZHI_HUB_ID=settings.hub_id + "-process",
         XIAOZHI_BASE_TOPIC=settings.base_topic,
         XIAOZHI_DISCOVERY_PREFIX=settings.discovery_prefix,
@@ -46,6 +47,10 @@ async def test_a_hub_process_and_a_hub_task_handle_each_voice_command_once(
     local = HubService(hub_settings, home=engine.home, engine=engine)
     try:
         reader.wait_for("hub_online", timeout=60)
+        # XIAOZHI_HUB_PORT=0: the process says which port it bound, and serves there
+        url = reader.wait_for("hub       http://127.0.0.1:").split()[1]
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{url}/health")).status_code == 200
         await local.start()
         topics = local.topics
         devices = ["demo_living_room", "demo_kitchen", "demo_office"]

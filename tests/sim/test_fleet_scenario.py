@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import refused_port
 from xiaozhi.topics import TopicTree
-from xiaozhi_cli.broker import ManagedMosquitto, free_port
+from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_sim.cli import main
 from xiaozhi_sim.fleet import Fleet, demo_fleet, fleet_specs
 from xiaozhi_sim.mqtt_device import MqttDevice
@@ -109,18 +110,19 @@ def test_fleet_cli_reports_and_exits_0_when_all_connected(
 
 
 def test_fleet_cli_exits_1_when_devices_cannot_connect(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(
-        [
-            "fleet",
-            "--devices", "2",
-            "--transport", "ws",
-            "--ota-url", "",
-            "--ws-url", f"ws://127.0.0.1:{free_port()}/xiaozhi/v1/",
-            "--connect-timeout", "0.5",
-            "--interval", "0.2",
-            "--duration", "0",
-        ]
-    )  # fmt: skip
+    with refused_port() as port:
+        code = main(
+            [
+                "fleet",
+                "--devices", "2",
+                "--transport", "ws",
+                "--ota-url", "",
+                "--ws-url", f"ws://127.0.0.1:{port}/xiaozhi/v1/",
+                "--connect-timeout", "0.5",
+                "--interval", "0.2",
+                "--duration", "0",
+            ]
+        )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 1
     assert "connected 0/2 expected (not all within 0.5 s)" in out
@@ -220,8 +222,9 @@ def test_scenario_checks(tmp_path: Path, steps: str, problem: str) -> None:
 
 
 def test_no_broker_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"mqtt://127.0.0.1:{free_port()}"
-    assert main(["scenario", str(SCENARIOS / "mqtt_commands.yaml"), "--mqtt-url", url]) == 2
+    with refused_port() as port:
+        url = f"mqtt://127.0.0.1:{port}"
+        assert main(["scenario", str(SCENARIOS / "mqtt_commands.yaml"), "--mqtt-url", url]) == 2
     assert "unreachable" in capsys.readouterr().err
 
 

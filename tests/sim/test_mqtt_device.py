@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import refused_port
 from xiaozhi.topics import TopicTree
 from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_sim.device import ChannelError, Fault, FaultNotApplicable
@@ -217,18 +218,17 @@ async def test_reconnect_with_backoff_then_give_up(tmp_path: Path, device_name: 
 async def test_a_device_started_without_a_broker_keeps_trying(
     sim_settings: SimSettings, device_name: str
 ) -> None:
-    from xiaozhi_cli.broker import free_port
-
-    settings = sim_settings.model_copy(
-        update={"mqtt_url": f"mqtt://127.0.0.1:{free_port()}", "sim_reconnect_attempts": 2}
-    )
-    paho = PahoAsyncio()
-    device = MqttDevice(make_identity(name=device_name), settings, paho=paho)
-    await device.start()
-    assert await device.wait_until(lambda: device.state is DeviceState.FATAL_ERROR, 10)
-    assert device.stats.errors["connect"] == 3
-    await device.stop()
-    await paho.close()
+    with refused_port() as port:
+        settings = sim_settings.model_copy(
+            update={"mqtt_url": f"mqtt://127.0.0.1:{port}", "sim_reconnect_attempts": 2}
+        )
+        paho = PahoAsyncio()
+        device = MqttDevice(make_identity(name=device_name), settings, paho=paho)
+        await device.start()
+        assert await device.wait_until(lambda: device.state is DeviceState.FATAL_ERROR, 10)
+        assert device.stats.errors["connect"] == 3
+        await device.stop()
+        await paho.close()
     await asyncio.sleep(0)
 
 

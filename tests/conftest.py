@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.support import Inbox
+from tests.support import Recorder, record
 from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_edge.server import EdgeServer
 from xiaozhi_edge.settings import load_edge_settings
-from xiaozhi_runtime.mqtt import MqttOwner
 
 StartEdge = Callable[..., Awaitable[EdgeServer]]
 
@@ -57,12 +56,8 @@ async def start_edge(mosquitto: ManagedMosquitto, tmp_path: Path) -> AsyncIterat
 
 
 @pytest.fixture
-async def integrator(mosquitto: ManagedMosquitto) -> AsyncIterator[tuple[Inbox, MqttOwner]]:
-    """Subscribed to the whole tree, as Home Assistant or Node-RED would be."""
-    inbox = Inbox()
-    client_id = f"integrator-{uuid.uuid4().hex[:8]}"
-    owner = MqttOwner(mosquitto.url, client_id=client_id, on_message=inbox)
-    await owner.start(wait_connected=15)
-    await owner.subscribe(["xiaozhi/#"])
-    yield inbox, owner
-    await owner.stop(flush_seconds=1)
+async def integrator(mosquitto: ManagedMosquitto) -> AsyncIterator[Recorder]:
+    """Subscribed to the whole tree, as Home Assistant or Node-RED would be; publishes
+    commands as they would."""
+    async with record(mosquitto.url, "xiaozhi/#", name="integrator") as recorder:
+        yield recorder

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.hub.mqtt_watch import Watcher
-from tests.support import LineReader
+from tests.support import LineReader, Recorder
 from xiaozhi.payloads import VoiceCommandEvent
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.service import HubService
@@ -40,7 +39,7 @@ def _hub_process(settings: HubSettings, tmp_path: Path) -> subprocess.Popen[str]
 
 
 async def test_a_hub_process_and_a_hub_task_handle_each_voice_command_once(
-    hub_settings: HubSettings, engine: IntentEngine, watcher: Watcher, tmp_path: Path
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder, tmp_path: Path
 ) -> None:
     process = _hub_process(hub_settings, tmp_path)
     reader = LineReader(process)
@@ -63,7 +62,7 @@ async def test_a_hub_process_and_a_hub_task_handle_each_voice_command_once(
                 language="en",
                 message_id=message_id,
             )
-            watcher.publish(topics.voice_command_events(), event.to_wire())
+            await watcher.publish(topics.voice_command_events(), event.to_wire())
 
         def responds() -> Counter[str]:
             return Counter(
@@ -83,7 +82,7 @@ async def test_a_hub_process_and_a_hub_task_handle_each_voice_command_once(
                 language="en",
                 message_id=message_id,
             )
-            watcher.publish(topics.voice_command_events(), event.to_wire())
+            await watcher.publish(topics.voice_command_events(), event.to_wire())
         await watcher.wait_for(lambda: {"barrier-1", "barrier-2"} <= set(responds()))
         counts = responds()
         assert all(counts[m] == 1 for m in sent), counts

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.hub.fake_home_assistant import FakeHomeAssistant
-from tests.hub.mqtt_watch import Watcher
+from tests.support import Recorder
 from xiaozhi.payloads import VoiceCommandEvent
 from xiaozhi_hub.home import DEMO_HOME_PATH
 from xiaozhi_hub.service import HubService
@@ -26,7 +26,7 @@ from xiaozhi_hub.settings import HubSettings
 _ids = itertools.count()
 
 
-def say(watcher: Watcher, hub: HubService, text: str, device_id: str, **extra: Any) -> str:
+async def say(watcher: Recorder, hub: HubService, text: str, device_id: str, **extra: Any) -> str:
     """Publish what a device heard, as the edge does; returns the message id."""
     message_id = extra.pop("message_id", f"vc-{next(_ids)}")
     event = VoiceCommandEvent(
@@ -38,12 +38,12 @@ def say(watcher: Watcher, hub: HubService, text: str, device_id: str, **extra: A
         transport="websocket",
         **extra,
     )
-    watcher.publish(hub.topics.voice_command_events(), event.to_wire())
+    await watcher.publish(hub.topics.voice_command_events(), event.to_wire())
     return message_id
 
 
 async def respond_to(
-    watcher: Watcher, hub: HubService, device_id: str, message_id: str
+    watcher: Recorder, hub: HubService, device_id: str, message_id: str
 ) -> dict[str, Any]:
     command = await watcher.expect(
         hub.topics.command(device_id),
@@ -53,7 +53,7 @@ async def respond_to(
     return command["parameters"]
 
 
-def events(watcher: Watcher, hub: HubService, device_id: str, message_id: str) -> list[dict]:
+def events(watcher: Recorder, hub: HubService, device_id: str, message_id: str) -> list[dict]:
     return [
         e
         for e in watcher.json(hub.topics.device_events(device_id))
@@ -62,9 +62,9 @@ def events(watcher: Watcher, hub: HubService, device_id: str, message_id: str) -
 
 
 async def test_a_virtual_light_changes_state_and_the_device_is_answered(
-    hub: HubService, watcher: Watcher
+    hub: HubService, watcher: Recorder
 ) -> None:
-    message_id = say(watcher, hub, "turn on the living room light", "demo_living_room")
+    message_id = await say(watcher, hub, "turn on the living room light", "demo_living_room")
     answer = await respond_to(watcher, hub, "demo_living_room", message_id)
     assert answer == {
         "text": "Turning on the living room light.",
@@ -128,12 +128,12 @@ DEVICE_PHRASES = [
 
 @pytest.mark.parametrize("case", DEVICE_PHRASES, ids=[c[0] for c in DEVICE_PHRASES])
 async def test_bound_entities_act_on_their_topic(
-    hub: HubService, watcher: Watcher, case: tuple[str, str, str, dict[str, Any]]
+    hub: HubService, watcher: Recorder, case: tuple[str, str, str, dict[str, Any]]
 ) -> None:
     text, device, where, expected = case
     topic = hub.topics.command(where[4:]) if where.startswith("cmd:") else where
     start = watcher.mark()
-    message_id = say(watcher, hub, text, device)
+    message_id = await say(watcher, hub, text, device)
     acted = await watcher.expect(
         topic,
         lambda m: all(m.get(k) == v for k, v in expected.items()),
@@ -146,14 +146,14 @@ async def test_bound_entities_act_on_their_topic(
     assert len(answer["actions"]) == 1
 
 
-async def test_questions_and_the_other_demo_phrases(hub: HubService, watcher: Watcher) -> None:
+async def test_questions_and_the_other_demo_phrases(hub: HubService, watcher: Recorder) -> None:
     cases = [
         ("set the bedroom brightness to 50%", "Setting the bedroom light to 50% brightness."),
         ("what is the temperature in the office", "The office is 21 degrees."),
         ("lock the front door", "Locking the front door."),
         ("turn on the light", "Turning on the living room light."),
     ]
-    ids = [(say(watcher, hub, text, "demo_living_room"), reply) for text, reply in cases]
+    ids = [(await say(watcher, hub, text, "demo_living_room"), reply) for text, reply in cases]
     for message_id, reply in ids:
         answer = await respond_to(watcher, hub, "demo_living_room", message_id)
         assert answer["text"] == reply
@@ -162,10 +162,10 @@ async def test_questions_and_the_other_demo_phrases(hub: HubService, watcher: Wa
 
 
 async def test_an_unknown_name_is_answered_and_nothing_runs(
-    hub: HubService, watcher: Watcher
+    hub: HubService, watcher: Recorder
 ) -> None:
     before = dict(hub.states)
-    message_id = say(watcher, hub, "turn on the garage light", "demo_kitchen")
+    message_id = await say(watcher, hub, "turn on the garage light", "demo_kitchen")
     answer = await respond_to(watcher, hub, "demo_kitchen", message_id)
     assert answer == {
         "text": "I don't know a device called garage light.",
@@ -182,11 +182,11 @@ async def test_an_unknown_name_is_answered_and_nothing_runs(
     assert hub.states == before
 
 
-async def test_bad_voice_events_are_refused_and_counted(hub: HubService, watcher: Watcher) -> None:
+async def test_bad_voice_events_are_refused_and_counted(hub: HubService, watcher: Recorder) -> None:
     topic = hub.topics.voice_command_events()
-    watcher.publish(topic, b"not json")
-    watcher.publish(topic, {"event_type": "voice_command", "device_id": "Bad/Id"})
-    message_id = say(watcher, hub, "lock the front door", "demo_office")
+    await watcher.publish(topic, b"not json")
+    await watcher.publish(topic, {"event_type": "voice_command", "device_id": "Bad/Id"})
+    message_id = await say(watcher, hub, "lock the front door", "demo_office")
     await respond_to(watcher, hub, "demo_office", message_id)
     text = hub.metrics.exposition().decode()
     assert 'xiaozhi_hub_voice_commands_total{outcome="invalid"} 2.0' in text
@@ -194,11 +194,11 @@ async def test_bad_voice_events_are_refused_and_counted(hub: HubService, watcher
 
 
 async def test_a_redelivered_voice_command_is_handled_once(
-    hub: HubService, watcher: Watcher
+    hub: HubService, watcher: Recorder
 ) -> None:
-    first = say(watcher, hub, "lock the front door", "demo_office", message_id="same-id")
-    say(watcher, hub, "lock the front door", "demo_office", message_id="same-id")
-    marker = say(watcher, hub, "turn on the light", "demo_office")
+    first = await say(watcher, hub, "lock the front door", "demo_office", message_id="same-id")
+    await say(watcher, hub, "lock the front door", "demo_office", message_id="same-id")
+    marker = await say(watcher, hub, "turn on the light", "demo_office")
     await respond_to(watcher, hub, "demo_office", marker)
     responds = [
         m
@@ -236,7 +236,7 @@ def coffee_home(tmp_path: Path, fake_ha: FakeHomeAssistant) -> Path:
 
 
 async def test_home_assistant_binding_calls_the_rest_api_with_the_token(
-    hub_settings: HubSettings, watcher: Watcher, coffee_home: Path, fake_ha: FakeHomeAssistant
+    hub_settings: HubSettings, watcher: Recorder, coffee_home: Path, fake_ha: FakeHomeAssistant
 ) -> None:
     """Also the real start path: XIAOZHI_CONFIG read, intents loaded and warmed in a thread."""
     settings = hub_settings.model_copy(update={"config": coffee_home})
@@ -244,7 +244,7 @@ async def test_home_assistant_binding_calls_the_rest_api_with_the_token(
     service = HubService(settings, environ=environ)
     await service.start()
     try:
-        message_id = say(watcher, service, "turn on the coffee maker", "demo_kitchen")
+        message_id = await say(watcher, service, "turn on the coffee maker", "demo_kitchen")
         answer = await respond_to(watcher, service, "demo_kitchen", message_id)
         [call] = await fake_ha.wait_for_calls(1)
         assert (call.domain, call.service, call.authorized) == ("switch", "turn_on", True)
@@ -252,7 +252,7 @@ async def test_home_assistant_binding_calls_the_rest_api_with_the_token(
         assert answer["text"] == "Turning on the coffee maker."
 
         environ["TEST_HA_TOKEN"] = "wrong"  # Home Assistant refuses it: reported
-        message_id = say(watcher, service, "turn off the coffee maker", "demo_kitchen")
+        message_id = await say(watcher, service, "turn off the coffee maker", "demo_kitchen")
         answer = await respond_to(watcher, service, "demo_kitchen", message_id)
         assert answer["text"] == "Sorry, that didn't work."
         result = await watcher.expect(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import refused_port
+from tests.support import record, refused_port
 from xiaozhi.topics import TopicTree
 from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_sim.cli import main
@@ -15,8 +15,6 @@ from xiaozhi_sim.mqtt_device import MqttDevice
 from xiaozhi_sim.scenario import ScenarioError, load_scenario, matches
 from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.ws_device import WsDevice
-
-from .observer import observe
 
 pytestmark = pytest.mark.integration
 SCENARIOS = Path(__file__).resolve().parents[2] / "firmware-sim" / "scenarios"
@@ -47,18 +45,15 @@ async def test_a_fleet_of_200_mqtt_devices_in_one_process(
         assert "errors 0" in line
         assert "cmd p50 -" not in line  # the probe measured command round trips
         # One group command reaches every member.
-        async with observe(mosquitto, T.all_events()) as obs:
+        async with record(mosquitto.url, T.all_events()) as obs:
             await obs.publish(
                 T.group_command("floor1"), {"command": "get_status", "message_id": "g"}
             )
-            answered: set[str] = set()
 
-            def all_answered(m: object) -> bool:
-                if getattr(m, "obj", {}).get("message_id") == "g":
-                    answered.add(m.obj["device_id"])  # type: ignore[attr-defined]
-                return len(answered) == 200
+            def answered() -> set[str]:
+                return {m.obj["device_id"] for m in obs.messages if m.obj.get("message_id") == "g"}
 
-            await obs.wait_for(all_answered, within=15)
+            await obs.wait_for(lambda: len(answered()) == 200, within=15)
     finally:
         await fleet.stop()
     assert fleet.stats.connected == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -92,7 +93,7 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Received:
     """One MQTT message as a test's subscriber got it (`retain`: sent from the broker's store)."""
 
@@ -100,9 +101,10 @@ class Received:
     payload: bytes
     retain: bool = False
 
-    @property
+    @functools.cached_property
     def obj(self) -> dict[str, Any]:
-        """The payload as a JSON object; {} when it is not one (an empty retained delete)."""
+        """The payload as a JSON object; {} when it is not one (an empty retained delete).
+        Parsed once: predicates look at every message again after each new one."""
         try:
             return jsonutil.loads_object(self.payload)
         except WireError:

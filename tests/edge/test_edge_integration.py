@@ -46,8 +46,16 @@ def _voice_commands(inbox: Recorder, device_id: str) -> list[dict[str, Any]]:
     return [e for e in inbox.json(TOPICS.voice_command_events()) if e["device_id"] == device_id]
 
 
+async def _announced(integrator: Recorder, device_id: str) -> None:
+    """Wait for the edge's `device_connected` event: the edge subscribes to the device's
+    commands before it publishes that, on the same connection, so from now on a command
+    published for the device reaches it (a command sent right after the hello could not)."""
+    await integrator.expect(TOPICS.device_connected(), lambda e: e["device_id"] == device_id)
+
+
 async def _command(integrator: Recorder, device_id: str, command: str, **parameters: Any) -> str:
-    """Publish a command as an integrator; its message_id."""
+    """Publish a command as an integrator, once the device is announced; its message_id."""
+    await _announced(integrator, device_id)
     message_id = uuid.uuid4().hex
     payload = CommandPayload(command=command, parameters=parameters, message_id=message_id)
     await integrator.publish(TOPICS.command(device_id), payload.to_wire())

@@ -44,8 +44,16 @@ async def test_a_fleet_of_200_mqtt_devices_in_one_process(
         assert line.startswith("connected 200/200 | msgs/s")
         assert "errors 0" in line
         assert "cmd p50 -" not in line  # the probe measured command round trips
-        # One group command reaches every member.
-        async with record(mosquitto.url, T.all_events()) as obs:
+        # One group command reaches every member, once each is subscribed: a device
+        # subscribes before it publishes its retained `connected` status (same connection).
+        members = {d.device_id for d in fleet.devices}
+        async with record(mosquitto.url, T.all_status(), T.all_events()) as obs:
+
+            def announced() -> set[str]:
+                statuses = [m.obj for m in obs.messages]
+                return {s.get("device_id") for s in statuses if s.get("status") == "connected"}
+
+            await obs.wait_for(lambda: announced() >= members, within=30)
             await obs.publish(
                 T.group_command("floor1"), {"command": "get_status", "message_id": "g"}
             )

@@ -34,6 +34,11 @@ async def running(
     try:
         await device.start()
         assert await device.wait_connected(10), "device did not connect to the broker"
+        # The device subscribes to its command topics, then publishes its retained
+        # `connected` status, on one connection: once the broker holds that status it holds
+        # the subscriptions too, so a command published from now on reaches the device.
+        async with record(settings.mqtt_url, T.status(device.device_id), name="ready") as ready:
+            await ready.first(lambda m: m.obj.get("status") == "connected")
         yield device
     finally:
         await device.stop()

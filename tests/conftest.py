@@ -1,5 +1,6 @@
 """Fixtures shared by every test folder: one real Mosquitto per test session, the real edge
-started in the test's event loop, and an integrator subscribed to the whole topic tree."""
+started in the test's event loop, and an integrator subscribed to the whole topic tree; and
+the check that every test using a real broker carries the `integration` marker."""
 
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ StartEdge = Callable[..., Awaitable[EdgeServer]]
 
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedMosquitto]:
-    """A real Mosquitto (mosquitto/dev.conf) on a free loopback port for the whole session."""
+    """A real Mosquitto (mosquitto/dev.conf) on a free loopback port for the whole session.
+
+    The one server in the tests that cannot bind port 0 itself: its port is written into its
+    config file, so a free port is picked first, and picked again should another process take
+    it before Mosquitto binds it (ManagedMosquitto retries on "Address already in use")."""
     with ManagedMosquitto(tmp_path_factory.mktemp("mosquitto")) as broker:
         yield broker
 
@@ -61,3 +66,38 @@ async def integrator(mosquitto: ManagedMosquitto) -> AsyncIterator[Recorder]:
     commands as they would."""
     async with record(mosquitto.url, "xiaozhi/#", name="integrator") as recorder:
         yield recorder
+
+
+# -- the integration marker -------------------------------------------------------------------
+# A test that needs a real broker says so (`-m "not integration"` runs the rest without
+# Mosquitto). The hook fails the run when a test uses the broker fixture, even through another
+# fixture, without the marker; the guard fails a test that starts a broker itself without it.
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "mosquitto" in getattr(item, "fixturenames", ())
+        and item.get_closest_marker("integration") is None
+    ]
+    if unmarked:
+        listed = "\n  ".join(unmarked)
+        raise pytest.UsageError(
+            f"these tests use the broker fixture without @pytest.mark.integration:\n  {listed}"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _a_broker_needs_the_marker(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if request.node.get_closest_marker("integration") is not None:
+        return
+
+    def refuse(self: ManagedMosquitto, timeout: float = 10.0) -> None:
+        raise AssertionError(
+            f"{request.node.nodeid} starts a Mosquitto: mark it @pytest.mark.integration"
+        )
+
+    monkeypatch.setattr(ManagedMosquitto, "start", refuse)

@@ -53,6 +53,7 @@ def up_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], LineRead
             process.wait()
 
 
+@pytest.mark.integration
 def test_up_runs_a_broker_clients_can_use_and_ctrl_c_stops_it(
     up_process: tuple[subprocess.Popen[str], LineReader],
 ) -> None:
@@ -85,6 +86,7 @@ def test_up_runs_a_broker_clients_can_use_and_ctrl_c_stops_it(
     assert not pid_alive(broker_pid), "the managed broker outlived `xiaozhi up`"
 
 
+@pytest.mark.integration
 def test_up_uses_an_external_broker_when_mqtt_url_is_set(
     mosquitto: ManagedMosquitto, tmp_path: Path
 ) -> None:
@@ -107,6 +109,7 @@ def test_up_uses_an_external_broker_when_mqtt_url_is_set(
     assert mosquitto.running, "stopping `up` must not stop a broker it does not own"
 
 
+@pytest.mark.integration
 def test_up_says_clearly_when_the_broker_port_is_taken(tmp_path: Path) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

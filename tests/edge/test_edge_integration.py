@@ -26,6 +26,8 @@ from xiaozhi.topics import TopicTree
 from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
 
+pytestmark = pytest.mark.integration  # a real Mosquitto
+
 TOPICS = TopicTree()
 
 

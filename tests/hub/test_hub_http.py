@@ -20,6 +20,8 @@ from xiaozhi_hub.http.dashboard import dashboard_html
 from xiaozhi_hub.settings import HubSettings, derive_jwt_secret
 from xiaozhi_runtime.asgi import serve_app
 
+pytestmark = pytest.mark.integration  # a real Mosquitto
+
 WRITE = {"X-API-Key": WRITE_KEY}
 READ = {"X-API-Key": READ_KEY}
 

@@ -20,6 +20,8 @@ from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
 
+pytestmark = pytest.mark.integration  # a real Mosquitto
+
 HA_ID = re.compile(r"[a-zA-Z0-9_-]+")
 
 

@@ -10,12 +10,15 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support import LineReader, Recorder
 from xiaozhi.payloads import VoiceCommandEvent
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
+
+pytestmark = pytest.mark.integration  # a real Mosquitto
 
 
 def _hub_process(settings: HubSettings, tmp_path: Path) -> subprocess.Popen[str]:

@@ -82,6 +82,7 @@ def test_the_cli_refuses_bad_settings(capsys: pytest.CaptureFixture[str]) -> Non
     assert "XIAOZHI_MQTT_URL='http://nowhere'" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 async def test_serve_hub_runs_until_stopped_and_says_offline(
     hub_settings: HubSettings, watcher: Recorder, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -23,6 +23,8 @@ from xiaozhi_hub.home import DEMO_HOME_PATH
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
 
+pytestmark = pytest.mark.integration  # a real Mosquitto
+
 _ids = itertools.count()
 
 

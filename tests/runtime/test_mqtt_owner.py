@@ -14,6 +14,8 @@ from tests.support import Recorder, record
 from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
 
+pytestmark = pytest.mark.integration  # a real Mosquitto
+
 _ids = itertools.count()
 
 

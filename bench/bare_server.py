@@ -75,7 +75,9 @@ async def _serve(host: str, port: int) -> None:
         ping_interval=20,
         ping_timeout=20,
         close_timeout=5,
-    ):
+    ) as server:
+        bound = server.sockets[0].getsockname()[1]  # --port 0: the port the OS picked
+        print(f"bare-server ws://{host}:{bound}/", flush=True)
         await stop.wait()
 
 

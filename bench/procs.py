@@ -8,6 +8,8 @@ Mosquitto's own ``mosquitto_sub`` (C, one line per message, flushed, stamped wit
 
 Every child is started by an async context manager that stops it (SIGTERM, then SIGKILL) on
 the way out, and Linux sends it SIGTERM if the benchmark itself dies (``setpriv --pdeathsig``).
+Servers bind port 0 and print the port they got on a line of their output, which is read
+from the log file: no port is picked here and handed on (another process could take it).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import resource
 import shutil
 import signal
@@ -30,7 +33,7 @@ from typing import Any
 import orjson
 
 from xiaozhi.errors import StartupError
-from xiaozhi_cli.broker import ManagedMosquitto, free_port
+from xiaozhi_cli.broker import ManagedMosquitto
 
 __all__ = [
     "BenchProcessError",
@@ -175,6 +178,26 @@ class Child:
             raise BenchProcessError(f"{self.name} /stats answered {status}")
         return dict(body)
 
+    async def wait_port(self, listening: re.Pattern[str], within: float = 30.0) -> int:
+        """Read the port from the child's listening line (`listening`'s one group); the child
+        bound port 0. The log is a file, so it is read again until the line is there."""
+        deadline = time.monotonic() + within
+        while True:
+            self.check_alive()
+            try:
+                text = self.log_path.read_text(encoding="utf-8", errors="replace")
+            except FileNotFoundError:
+                text = ""
+            if found := listening.search(text):
+                self.port = int(found.group(1))
+                return self.port
+            if time.monotonic() > deadline:
+                raise BenchProcessError(
+                    f"{self.name} printed no listening line within {within:.0f} s; "
+                    f"its log:\n{self.tail()}"
+                )
+            await asyncio.sleep(0.05)
+
     async def wait_http(self, path: str, ready: Any, within: float = 30.0) -> None:
         """Poll `path` until `ready(status, body)` is true."""
         deadline = time.monotonic() + within
@@ -221,13 +244,19 @@ def _spawn(argv: list[str], out: Path, env: dict[str, str]) -> subprocess.Popen[
         )
 
 
+# The line each server prints once it listens, with the port it bound.
+_EDGE_LISTENING = re.compile(r"^edge +ws://127\.0\.0\.1:(\d+)/", re.MULTILINE)
+_HUB_LISTENING = re.compile(r"^hub +http://127\.0\.0\.1:(\d+) ", re.MULTILINE)
+_BARE_LISTENING = re.compile(r"^bare-server ws://127\.0\.0\.1:(\d+)/", re.MULTILINE)
+
+
 @contextlib.asynccontextmanager
 async def _child(
-    name: str, argv: list[str], workdir: Path, env: dict[str, str], port: int = 0
+    name: str, argv: list[str], workdir: Path, env: dict[str, str]
 ) -> AsyncIterator[Child]:
     log_path = workdir / f"{name}.log"
     process = _spawn(argv, log_path, env)
-    child = Child(name, process, log_path, port)
+    child = Child(name, process, log_path)
     try:
         yield child
     finally:
@@ -252,18 +281,18 @@ async def edge(workdir: Path, mqtt_url: str, **settings: object) -> AsyncIterato
     `settings` are edge settings by field name (``max_messages_per_second=...``), passed
     as their ``XIAOZHI_`` variables.
     """
-    port = free_port(HOST)
     env = {
         "XIAOZHI_MQTT_URL": mqtt_url,
         "XIAOZHI_EDGE_HOST": HOST,
-        "XIAOZHI_EDGE_PORT": str(port),
+        "XIAOZHI_EDGE_PORT": "0",
         "XIAOZHI_DEVICE_AUTH": "open",
         "XIAOZHI_EDGE_ID": f"bench-edge-{uuid.uuid4().hex[:8]}",
         "XIAOZHI_STATE_DIR": str(workdir / "edge-state"),
         "XIAOZHI_EDGE_REUSE_PORT": "",
         **{f"XIAOZHI_{key.upper()}": str(value) for key, value in settings.items()},
     }
-    async with _child("edge", [*_xiaozhi(), "edge"], workdir, env, port) as child:
+    async with _child("edge", [*_xiaozhi(), "edge"], workdir, env) as child:
+        await child.wait_port(_EDGE_LISTENING)
         await child.wait_http(
             "/health", lambda status, body: status == 200 and body.get("mqtt_connected")
         )
@@ -273,16 +302,16 @@ async def edge(workdir: Path, mqtt_url: str, **settings: object) -> AsyncIterato
 @contextlib.asynccontextmanager
 async def hub(workdir: Path, mqtt_url: str, **settings: object) -> AsyncIterator[Child]:
     """`xiaozhi hub` (the demo home) on a free loopback port; ready once `/health` is 200."""
-    port = free_port(HOST)
     env = {
         "XIAOZHI_MQTT_URL": mqtt_url,
         "XIAOZHI_HUB_HOST": HOST,
-        "XIAOZHI_HUB_PORT": str(port),
+        "XIAOZHI_HUB_PORT": "0",
         "XIAOZHI_HUB_ID": f"bench-hub-{uuid.uuid4().hex[:8]}",
         "XIAOZHI_STATE_DIR": str(workdir / "hub-state"),
         **{f"XIAOZHI_{key.upper()}": str(value) for key, value in settings.items()},
     }
-    async with _child("hub", [*_xiaozhi(), "hub"], workdir, env, port) as child:
+    async with _child("hub", [*_xiaozhi(), "hub"], workdir, env) as child:
+        await child.wait_port(_HUB_LISTENING, within=60)
         await child.wait_http("/health", lambda status, _: status == 200, within=60)
         yield child
 
@@ -290,9 +319,9 @@ async def hub(workdir: Path, mqtt_url: str, **settings: object) -> AsyncIterator
 @contextlib.asynccontextmanager
 async def bare_server(workdir: Path) -> AsyncIterator[Child]:
     """The reference: a bare `websockets` server with the edge's settings."""
-    port = free_port(HOST)
-    argv = [sys.executable, "-m", "xiaozhi_bench.bare_server", "--port", str(port)]
-    async with _child("bare-server", argv, workdir, {}, port) as child:
+    argv = [sys.executable, "-m", "xiaozhi_bench.bare_server", "--port", "0"]
+    async with _child("bare-server", argv, workdir, {}) as child:
+        await child.wait_port(_BARE_LISTENING)
         await child.wait_http("/stats", lambda status, _: status == 200)
         yield child
 

@@ -30,7 +30,7 @@ import http
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -323,6 +323,7 @@ class EdgeServer:
 
     @property
     def port(self) -> int:
+        """The port devices connect to, once started: the bound one when the setting is 0."""
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -656,12 +657,22 @@ class _EdgeCollector:
 
 
 async def run_edge(
-    settings: EdgeSettings, *, reuse_port: bool = False, stop: asyncio.Event | None = None
+    settings: EdgeSettings,
+    *,
+    reuse_port: bool = False,
+    stop: asyncio.Event | None = None,
+    listening: Callable[[EdgeServer], None] | None = None,
 ) -> None:
-    """Run one edge worker until ``stop`` is set (the CLI sets it on Ctrl-C) or cancelled."""
+    """Run one edge worker until ``stop`` is set (the CLI sets it on Ctrl-C) or cancelled.
+
+    ``listening`` is called once the server accepts devices, with the server: its ``port`` is
+    the bound one (``XIAOZHI_EDGE_PORT=0`` picks a free port).
+    """
     server = EdgeServer(settings)
     await server.start(reuse_port=reuse_port)
     try:
+        if listening is not None:
+            listening(server)
         await (stop or asyncio.Event()).wait()
     finally:
         await server.stop()

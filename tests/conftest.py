@@ -1,5 +1,6 @@
 """Fixtures shared by every test folder: one real Mosquitto per test session, the real edge
-started in the test's event loop, and an integrator subscribed to the whole topic tree."""
+started in the test's event loop, and an integrator subscribed to the whole topic tree; and
+the check that every test using a real broker carries the `integration` marker."""
 
 from __future__ import annotations
 
@@ -11,18 +12,21 @@ from typing import Any
 
 import pytest
 
-from tests.support import Inbox
+from tests.support import Recorder, record
 from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_edge.server import EdgeServer
 from xiaozhi_edge.settings import load_edge_settings
-from xiaozhi_runtime.mqtt import MqttOwner
 
 StartEdge = Callable[..., Awaitable[EdgeServer]]
 
 
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedMosquitto]:
-    """A real Mosquitto (mosquitto/dev.conf) on a free loopback port for the whole session."""
+    """A real Mosquitto (mosquitto/dev.conf) on a free loopback port for the whole session.
+
+    The one server in the tests that cannot bind port 0 itself: its port is written into its
+    config file, so a free port is picked first, and picked again should another process take
+    it before Mosquitto binds it (ManagedMosquitto retries on "Address already in use")."""
     with ManagedMosquitto(tmp_path_factory.mktemp("mosquitto")) as broker:
         yield broker
 
@@ -57,12 +61,43 @@ async def start_edge(mosquitto: ManagedMosquitto, tmp_path: Path) -> AsyncIterat
 
 
 @pytest.fixture
-async def integrator(mosquitto: ManagedMosquitto) -> AsyncIterator[tuple[Inbox, MqttOwner]]:
-    """Subscribed to the whole tree, as Home Assistant or Node-RED would be."""
-    inbox = Inbox()
-    client_id = f"integrator-{uuid.uuid4().hex[:8]}"
-    owner = MqttOwner(mosquitto.url, client_id=client_id, on_message=inbox)
-    await owner.start(wait_connected=15)
-    await owner.subscribe(["xiaozhi/#"])
-    yield inbox, owner
-    await owner.stop(flush_seconds=1)
+async def integrator(mosquitto: ManagedMosquitto) -> AsyncIterator[Recorder]:
+    """Subscribed to the whole tree, as Home Assistant or Node-RED would be; publishes
+    commands as they would."""
+    async with record(mosquitto.url, "xiaozhi/#", name="integrator") as recorder:
+        yield recorder
+
+
+# -- the integration marker -------------------------------------------------------------------
+# A test that needs a real broker says so (`-m "not integration"` runs the rest without
+# Mosquitto). The hook fails the run when a test uses the broker fixture, even through another
+# fixture, without the marker; the guard fails a test that starts a broker itself without it.
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "mosquitto" in getattr(item, "fixturenames", ())
+        and item.get_closest_marker("integration") is None
+    ]
+    if unmarked:
+        listed = "\n  ".join(unmarked)
+        raise pytest.UsageError(
+            f"these tests use the broker fixture without @pytest.mark.integration:\n  {listed}"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _a_broker_needs_the_marker(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if request.node.get_closest_marker("integration") is not None:
+        return
+
+    def refuse(self: ManagedMosquitto, timeout: float = 10.0) -> None:
+        raise AssertionError(
+            f"{request.node.nodeid} starts a Mosquitto: mark it @pytest.mark.integration"
+        )
+
+    monkeypatch.setattr(ManagedMosquitto, "start", refuse)

@@ -1,15 +1,42 @@
-"""Helpers for tests that drive real processes: wait for what you expect, never sleep."""
+"""Helpers for tests that drive real processes and a real broker: wait for what you expect
+(a line, a message) with a timeout, never sleep."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import itertools
 import json
+import os
 import queue
+import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiomqtt
+
+from xiaozhi import jsonutil
+from xiaozhi.config import parse_mqtt_url
+from xiaozhi.errors import WireError
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def refused_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port nothing listens on, for the whole block: a connection to it is refused.
+
+    A socket bound to it (and not listening) holds it, so no other process can start
+    listening there meanwhile; a port found free and let go could be taken at once.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind((host, 0))
+        yield int(holder.getsockname()[1])
 
 
 class LineReader:
@@ -66,29 +93,141 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-class Inbox:
-    """Collects (topic, payload) from a subscribing MQTT owner; wait for what you expect."""
+@dataclass(frozen=True)
+class Received:
+    """One MQTT message as a test's subscriber got it (`retain`: sent from the broker's store)."""
 
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes]] = []
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+    @functools.cached_property
+    def obj(self) -> dict[str, Any]:
+        """The payload as a JSON object; {} when it is not one (an empty retained delete).
+        Parsed once: predicates look at every message again after each new one."""
+        try:
+            return jsonutil.loads_object(self.payload)
+        except WireError:
+            return {}
+
+
+class Recorder:
+    """Every MQTT message a test sees, in order, and waits for the one it expects.
+
+    The tests' one MQTT recorder. :func:`record` gives it a client of its own (aiomqtt, not
+    the code under test), subscribed before the block starts, that can also publish as an
+    integrator would. Or it is the ``on_message`` of an :class:`~xiaozhi_runtime.mqtt.MqttOwner`
+    under test. Every wait has a timeout and fails saying what did arrive; nothing sleeps.
+    """
+
+    def __init__(self, client: aiomqtt.Client | None = None) -> None:
+        self.messages: list[Received] = []
+        self.client = client
         self._changed = asyncio.Event()
 
-    def __call__(self, topic: str, payload: bytes) -> None:
-        self.messages.append((topic, payload))
+    def __call__(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.messages.append(Received(topic, payload, retain))
         self._changed.set()
 
-    async def wait_for(self, predicate: Callable[[], object], within: float = 15.0) -> None:
-        """Return once `predicate()` is true; fail after `within` seconds."""
+    # -- what arrived ----------------------------------------------------------------------
 
-        async def _wait() -> None:
-            while not predicate():
+    def mark(self) -> int:
+        """A position in the record: pass it as ``after`` to look only at what came later."""
+        return len(self.messages)
+
+    def payloads(self, topic: str, *, after: int = 0) -> list[bytes]:
+        return [m.payload for m in self.messages[after:] if m.topic == topic]
+
+    def json(self, topic: str, *, after: int = 0) -> list[dict[str, Any]]:
+        """Every non-empty payload on ``topic`` (after ``after``), parsed."""
+        return [
+            json.loads(m.payload) for m in self.messages[after:] if m.topic == topic and m.payload
+        ]
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    async def wait_for(self, check: Callable[[], T], within: float = 15.0) -> T:
+        """Return ``check()``'s result once it is truthy, checking after every message.
+
+        Raises:
+            AssertionError: not within ``within`` seconds; the message lists the last topics.
+        """
+
+        async def _wait() -> T:
+            while not (result := check()):
                 self._changed.clear()
                 await self._changed.wait()
+            return result
 
-        await asyncio.wait_for(_wait(), within)
+        try:
+            return await asyncio.wait_for(_wait(), within)
+        except TimeoutError:
+            seen = [(m.topic, m.payload[:80]) for m in self.messages[-12:]]
+            raise AssertionError(f"not within {within} s; the last messages: {seen}") from None
 
-    def payloads(self, topic: str) -> list[bytes]:
-        return [p for t, p in self.messages if t == topic]
+    async def first(
+        self, match: Callable[[Received], object], *, after: int = 0, within: float = 15.0
+    ) -> Received:
+        """The first message (after ``after``, already here or coming) that ``match`` accepts."""
+        return await self.wait_for(
+            lambda: next((m for m in self.messages[after:] if match(m)), None), within
+        )
 
-    def json(self, topic: str) -> list[dict[str, Any]]:
-        return [json.loads(p) for p in self.payloads(topic) if p]
+    async def expect(
+        self,
+        topic: str,
+        where: Callable[[dict[str, Any]], bool] = lambda _: True,
+        *,
+        after: int = 0,
+        within: float = 15.0,
+    ) -> dict[str, Any]:
+        """The first JSON payload on ``topic`` (after ``after``) for which ``where`` holds."""
+        return await self.wait_for(
+            lambda: next((m for m in self.json(topic, after=after) if where(m)), None), within
+        )
+
+    # -- as an integrator (with a client of its own) ---------------------------------------
+
+    async def publish(
+        self, topic: str, payload: Any, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Publish ``payload`` (bytes as they are, anything else as JSON); QoS 1 returns once
+        the broker has it."""
+        assert self.client is not None, "a Recorder from record() publishes"
+        raw = payload if isinstance(payload, bytes) else jsonutil.dumps(payload)
+        await self.client.publish(topic, raw, qos=qos, retain=retain)
+
+    async def subscribe(self, *filters: str) -> None:
+        """Subscribe to more; returns once the broker granted it (later messages all come)."""
+        assert self.client is not None, "a Recorder from record() subscribes"
+        await self.client.subscribe([(f, 1) for f in filters])
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            raw = message.payload
+            payload = bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw or "").encode()
+            self(str(message.topic), payload, bool(message.retain))
+
+
+_recorders = itertools.count()
+
+
+@contextlib.asynccontextmanager
+async def record(url: str, *filters: str, name: str = "recorder") -> AsyncIterator[Recorder]:
+    """A :class:`Recorder` with its own client on the broker at ``url``, subscribed (QoS 1) to
+    ``filters`` before the block starts; retained messages arrive flagged."""
+    host, port, username, password = parse_mqtt_url(url)
+    identifier = f"test-{name}-{os.getpid()}-{next(_recorders)}"
+    async with aiomqtt.Client(
+        host, port, username=username, password=password, identifier=identifier
+    ) as client:
+        recorder = Recorder(client)
+        pump = asyncio.create_task(recorder._pump(client), name=identifier)
+        try:
+            if filters:
+                await recorder.subscribe(*filters)
+            yield recorder
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await pump

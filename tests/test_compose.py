@@ -18,17 +18,16 @@ import os
 import re
 import shlex
 import subprocess
-import threading
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from tests.support import record
 from xiaozhi_cli.broker import DEV_CONFIG, ManagedMosquitto, find_mosquitto
 from xiaozhi_cli.main import build_parser
 from xiaozhi_cli.settings import UpSettings
@@ -710,76 +709,50 @@ def _production_broker_body(tmp_path: Path) -> Path:
     return body
 
 
-class _Client:
-    """A paho client logged in as `user` that records what it receives."""
+def _anonymous_publish_fails(port: int) -> bool:
+    anonymous = subprocess.run(
+        ["mosquitto_pub", "-p", str(port), "-t", "xiaozhi/status/x", "-m", "{}"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return anonymous.returncode != 0
 
-    def __init__(
-        self, port: int, user: str, subscribe: tuple[str, ...] = (), *, name: str = "pub"
-    ) -> None:
-        self.received: list[str] = []
-        self.done = threading.Event()
-        self.marker = ""
-        subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"acl-{name}-{user}")
-        self.client.username_pw_set(user, f"pw-{user}")
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *_: subscribed.set()
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        if subscribe:
-            self.client.subscribe([(topic, 1) for topic in subscribe])
-            assert subscribed.wait(10), f"{user}: no SUBACK"
 
-    def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
-        self.received.append(message.payload.decode())
-        if message.topic == self.marker:
-            self.done.set()
-
-    def publish(self, topic: str, case: str) -> None:
-        """Publish `{"case": case}`: who receives which case tells what the ACL let through."""
-        payload = json.dumps({"case": case}).encode()
-        self.client.publish(topic, payload, qos=1).wait_for_publish(10)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+def _as(user: str, port: int) -> str:
+    """The broker URL with `user`'s password (made by _production_broker_body)."""
+    return f"mqtt://{user}:pw-{user}@127.0.0.1:{port}"
 
 
 @pytest.mark.integration
-def test_production_acl_lets_each_user_do_what_operations_md_says(tmp_path: Path) -> None:
+async def test_production_acl_lets_each_user_do_what_operations_md_says(tmp_path: Path) -> None:
+    """Who receives which `{"case": ...}` tells what the ACL let through."""
     find_mosquitto()
     body = _production_broker_body(tmp_path)
-    with (
-        ManagedMosquitto(tmp_path / "state", config=body) as broker,
-        contextlib.ExitStack() as stack,
-    ):
-
-        def client(user: str, subscribe: tuple[str, ...] = (), name: str = "pub") -> _Client:
-            made = _Client(broker.port, user, subscribe, name=name)
-            stack.callback(made.close)
-            return made
-
-        observer = client("xiaozhi-hub", ("xiaozhi/#", "homeassistant/#"), name="observer")
-        device = client("kitchen", ("xiaozhi/commands/#", "xiaozhi/status/#"), name="device")
-        anonymous = subprocess.run(
-            ["mosquitto_pub", "-p", str(broker.port), "-t", "xiaozhi/status/x", "-m", "{}"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        assert anonymous.returncode != 0, "an anonymous client was let in"
-        publishers = {user: client(user) for user in _ACL_USERS}
-        for index, (user, topic, _) in enumerate(ACL_PUBLISH):
-            publishers[user].publish(topic, f"p{index}")
-        for index, (topic, _) in enumerate(ACL_DEVICE_READS):
-            publishers["xiaozhi-hub"].publish(topic, f"r{index}")
-        # Mosquitto delivers in the order it accepted: a marker seen means all is in.
-        observer.marker = device.marker = "xiaozhi/commands/broadcast"
-        publishers["xiaozhi-hub"].publish("xiaozhi/commands/broadcast", "marker")
-        assert observer.done.wait(10), "the hub's own broadcast never arrived"
-        assert device.done.wait(10), "the device never got the broadcast"
-    seen_by_hub = {json.loads(payload)["case"] for payload in observer.received}
-    seen_by_device = {json.loads(payload)["case"] for payload in device.received}
+    with ManagedMosquitto(tmp_path / "state", config=body) as broker:
+        assert _anonymous_publish_fails(broker.port), "an anonymous client was let in"
+        async with contextlib.AsyncExitStack() as stack:
+            observer = await stack.enter_async_context(
+                record(_as("xiaozhi-hub", broker.port), "xiaozhi/#", "homeassistant/#")
+            )
+            device = await stack.enter_async_context(
+                record(_as("kitchen", broker.port), "xiaozhi/commands/#", "xiaozhi/status/#")
+            )
+            publishers = {
+                user: await stack.enter_async_context(record(_as(user, broker.port), name=user))
+                for user in _ACL_USERS
+            }
+            for index, (user, topic, _) in enumerate(ACL_PUBLISH):
+                await publishers[user].publish(topic, {"case": f"p{index}"})
+            for index, (topic, _) in enumerate(ACL_DEVICE_READS):
+                await publishers["xiaozhi-hub"].publish(topic, {"case": f"r{index}"})
+            # Mosquitto delivers in the order it accepted: the marker seen means all is in.
+            marker = "xiaozhi/commands/broadcast"
+            await publishers["xiaozhi-hub"].publish(marker, {"case": "marker"})
+            await observer.first(lambda m: m.topic == marker, within=10)
+            await device.first(lambda m: m.topic == marker, within=10)
+    seen_by_hub = {m.obj["case"] for m in observer.messages}
+    seen_by_device = {m.obj["case"] for m in device.messages}
     wrong = [
         f"{user} -> {topic}: {'refused' if allowed else 'allowed'}"
         for index, (user, topic, allowed) in enumerate(ACL_PUBLISH)

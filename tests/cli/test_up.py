@@ -14,18 +14,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import LineReader, pid_alive
-from xiaozhi_cli.broker import ManagedMosquitto, free_port
+from tests.support import LineReader, pid_alive, refused_port
+from xiaozhi_cli.broker import ManagedMosquitto
 
 XIAOZHI = shutil.which("xiaozhi") or str(Path(sys.executable).with_name("xiaozhi"))
 
 
 def _env(**extra: str) -> dict[str, str]:
-    """A clean environment: every port free (no fixed 8000/8003), no demo devices."""
+    """A clean environment: port 0 everywhere (no fixed 1883/8000/8003: `up` says which ports
+    it got), no demo devices."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XIAOZHI_")}
     env.update(
-        XIAOZHI_EDGE_PORT=str(free_port()),
-        XIAOZHI_HUB_PORT=str(free_port()),
+        XIAOZHI_BROKER_PORT="0",
+        XIAOZHI_EDGE_PORT="0",
+        XIAOZHI_HUB_PORT="0",
         XIAOZHI_EDGE_HOST="127.0.0.1",
         XIAOZHI_HUB_HOST="127.0.0.1",
         XIAOZHI_DEMO_DEVICES="false",
@@ -35,30 +37,32 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def up_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], LineReader, int]]:
-    port = free_port()
+def up_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], LineReader]]:
     process = subprocess.Popen(
         [XIAOZHI, "up"],
-        env=_env(XIAOZHI_BROKER_PORT=str(port), XIAOZHI_STATE_DIR=str(tmp_path)),
+        env=_env(XIAOZHI_STATE_DIR=str(tmp_path)),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        yield process, LineReader(process), port
+        yield process, LineReader(process)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
 
 
+@pytest.mark.integration
 def test_up_runs_a_broker_clients_can_use_and_ctrl_c_stops_it(
-    up_process: tuple[subprocess.Popen[str], LineReader, int],
+    up_process: tuple[subprocess.Popen[str], LineReader],
 ) -> None:
-    process, reader, port = up_process
+    process, reader = up_process
     line = reader.wait_for("broker")
-    assert f"mqtt://127.0.0.1:{port}" in line
-    broker_pid = int(re.search(r"pid (\d+)", line).group(1))  # type: ignore[union-attr]
+    found = re.search(r"mqtt://127\.0\.0\.1:(\d+) \(managed mosquitto, pid (\d+)\)", line)
+    assert found, line
+    port, broker_pid = int(found.group(1)), int(found.group(2))
+    assert port != 0, "port 0 asks for any free port; `up` says which one it got"
     reader.wait_for("ready     press Ctrl-C")
 
     # An integrator's view: the real CLI clients publish a retained message and read it back.
@@ -82,6 +86,7 @@ def test_up_runs_a_broker_clients_can_use_and_ctrl_c_stops_it(
     assert not pid_alive(broker_pid), "the managed broker outlived `xiaozhi up`"
 
 
+@pytest.mark.integration
 def test_up_uses_an_external_broker_when_mqtt_url_is_set(
     mosquitto: ManagedMosquitto, tmp_path: Path
 ) -> None:
@@ -104,6 +109,7 @@ def test_up_uses_an_external_broker_when_mqtt_url_is_set(
     assert mosquitto.running, "stopping `up` must not stop a broker it does not own"
 
 
+@pytest.mark.integration
 def test_up_says_clearly_when_the_broker_port_is_taken(tmp_path: Path) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -122,14 +128,15 @@ def test_up_says_clearly_when_the_broker_port_is_taken(tmp_path: Path) -> None:
 
 
 def test_up_refuses_an_unreachable_external_broker(tmp_path: Path) -> None:
-    url = f"mqtt://127.0.0.1:{free_port()}"
-    result = subprocess.run(
-        [XIAOZHI, "up"],
-        env=_env(XIAOZHI_MQTT_URL=url, XIAOZHI_STATE_DIR=str(tmp_path)),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    with refused_port() as port:
+        url = f"mqtt://127.0.0.1:{port}"
+        result = subprocess.run(
+            [XIAOZHI, "up"],
+            env=_env(XIAOZHI_MQTT_URL=url, XIAOZHI_STATE_DIR=str(tmp_path)),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert result.returncode == 2
     assert f"broker {url} is not reachable" in result.stderr
 

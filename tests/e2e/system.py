@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.support import LineReader, pid_alive
-from xiaozhi_cli.broker import free_port
 
 XIAOZHI = shutil.which("xiaozhi") or str(Path(sys.executable).with_name("xiaozhi"))
 MOSQUITTO_SUB = shutil.which("mosquitto_sub") or "mosquitto_sub"
@@ -179,13 +178,14 @@ def in_session(sid: int) -> list[int]:
 
 @dataclass
 class UpProcess:
-    """A running `xiaozhi up`, its terminal output and what it printed at start."""
+    """A running `xiaozhi up`, its terminal output and what it printed at start: the ports
+    (it was asked for port 0 everywhere) and the broker's pid."""
 
     process: subprocess.Popen[str]
     out: Transcript
-    broker_port: int
-    edge_port: int
-    hub_port: int
+    broker_port: int = 0
+    edge_port: int = 0
+    hub_port: int = 0
     broker_pid: int = 0
     started: list[str] = field(default_factory=list)
 
@@ -237,10 +237,14 @@ class UpProcess:
 
 
 def up_env(state_dir: Path, **extra: str) -> dict[str, str]:
-    """A clean environment (no inherited XIAOZHI_*), every port given, so the test knows them."""
+    """A clean environment (no inherited XIAOZHI_*), port 0 everywhere: `up` binds free ports
+    and prints them, and the test reads them there (a port picked here could be taken)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XIAOZHI_")}
     env.update(
         XIAOZHI_STATE_DIR=str(state_dir),
+        XIAOZHI_BROKER_PORT="0",
+        XIAOZHI_EDGE_PORT="0",
+        XIAOZHI_HUB_PORT="0",
         XIAOZHI_EDGE_HOST="127.0.0.1",
         XIAOZHI_HUB_HOST="127.0.0.1",
     )
@@ -248,16 +252,16 @@ def up_env(state_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def _port_in(line: str, url_prefix: str) -> int:
+    """The port of the first URL starting with `url_prefix` in `line`."""
+    found = re.search(re.escape(url_prefix) + r"(\d+)", line)
+    assert found, f"no {url_prefix}PORT in {line!r}"
+    return int(found.group(1))
+
+
 def start_up(state_dir: Path, **settings: str) -> UpProcess:
     """Start `xiaozhi up` on free ports and return once it printed `ready`."""
-    ports = {name: free_port() for name in ("broker", "edge", "hub")}
-    env = up_env(
-        state_dir,
-        XIAOZHI_BROKER_PORT=str(ports["broker"]),
-        XIAOZHI_EDGE_PORT=str(ports["edge"]),
-        XIAOZHI_HUB_PORT=str(ports["hub"]),
-        **settings,
-    )
+    env = up_env(state_dir, **settings)
     process = subprocess.Popen(
         [XIAOZHI, "up"],
         env=env,
@@ -267,11 +271,18 @@ def start_up(state_dir: Path, **settings: str) -> UpProcess:
         text=True,
         start_new_session=True,  # its own process group, as a shell gives a foreground job
     )
-    up = UpProcess(process, Transcript(process), ports["broker"], ports["edge"], ports["hub"])
+    up = UpProcess(process, Transcript(process))
     try:
         broker = up.out.line_starting("broker    ", START_SECONDS)
-        assert f"mqtt://127.0.0.1:{up.broker_port} (managed mosquitto, pid " in broker, broker
+        assert " (managed mosquitto, pid " in broker, broker
+        up.broker_port = _port_in(broker, "mqtt://127.0.0.1:")
         up.broker_pid = int(re.search(r"pid (\d+)", broker).group(1))  # type: ignore[union-attr]
+        up.edge_port = _port_in(
+            up.out.line_starting("edge      ", START_SECONDS), "ws://127.0.0.1:"
+        )
+        up.hub_port = _port_in(
+            up.out.line_starting("hub       ", START_SECONDS), "http://127.0.0.1:"
+        )
         up.out.line_starting("ready     ", START_SECONDS)
     except BaseException:
         up.kill()

@@ -7,7 +7,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import pytest
+
 from tests.e2e.system import UpProcess
+
+pytestmark = pytest.mark.integration  # a real Mosquitto
 
 DEMO_DEVICES = ("demo_living_room", "demo_kitchen", "demo_office")  # WS v1, WS v3, MQTT
 SPEAK_SECONDS = 15.0  # each speaks within one 2 s period; this only bounds a failure

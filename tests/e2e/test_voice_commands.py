@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from tests.e2e.system import MqttLog, Subscriber, UpProcess, matches
 from xiaozhi_sim import (
     DeviceSpec,
@@ -26,6 +28,8 @@ from xiaozhi_sim import (
     WsDevice,
     build_device,
 )
+
+pytestmark = pytest.mark.integration  # a real Mosquitto
 
 ANSWER_SECONDS = 10.0  # a voice round trip takes milliseconds; this only bounds a failure
 

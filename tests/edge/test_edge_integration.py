@@ -17,7 +17,7 @@ import websockets
 
 from tests.conftest import StartEdge
 from tests.edge.devices import Device, opus_tone_frames
-from tests.support import Inbox
+from tests.support import Recorder
 from xiaozhi.audio_monitor import decode_audio_packet
 from xiaozhi.binary import encode_opus
 from xiaozhi.payloads import CommandPayload
@@ -25,6 +25,8 @@ from xiaozhi.tokens import issue_token
 from xiaozhi.topics import TopicTree
 from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
+
+pytestmark = pytest.mark.integration  # a real Mosquitto
 
 TOPICS = TopicTree()
 
@@ -38,26 +40,35 @@ def device_id_of(mac: str) -> str:
     return mac.replace(":", "")
 
 
-def _events(inbox: Inbox, device_id: str, event_type: str) -> list[dict[str, Any]]:
+def _events(inbox: Recorder, device_id: str, event_type: str) -> list[dict[str, Any]]:
     return [e for e in inbox.json(TOPICS.device_events(device_id)) if e["event_type"] == event_type]
 
 
-def _voice_commands(inbox: Inbox, device_id: str) -> list[dict[str, Any]]:
+def _voice_commands(inbox: Recorder, device_id: str) -> list[dict[str, Any]]:
     return [e for e in inbox.json(TOPICS.voice_command_events()) if e["device_id"] == device_id]
 
 
-def _command(owner: MqttOwner, device_id: str, command: str, **parameters: Any) -> str:
+async def _announced(integrator: Recorder, device_id: str) -> None:
+    """Wait for the edge's `device_connected` event: the edge subscribes to the device's
+    commands before it publishes that, on the same connection, so from now on a command
+    published for the device reaches it (a command sent right after the hello could not)."""
+    await integrator.expect(TOPICS.device_connected(), lambda e: e["device_id"] == device_id)
+
+
+async def _command(integrator: Recorder, device_id: str, command: str, **parameters: Any) -> str:
+    """Publish a command as an integrator, once the device is announced; its message_id."""
+    await _announced(integrator, device_id)
     message_id = uuid.uuid4().hex
     payload = CommandPayload(command=command, parameters=parameters, message_id=message_id)
-    owner.publish_nowait(OutMessage(TOPICS.command(device_id), payload.to_wire(), qos=1))
+    await integrator.publish(TOPICS.command(device_id), payload.to_wire())
     return message_id
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])
 async def test_each_binary_version_is_heard_on_mqtt(
-    start_edge: StartEdge, integrator: tuple[Inbox, MqttOwner], version: int
+    start_edge: StartEdge, integrator: Recorder, version: int
 ) -> None:
-    inbox, _ = integrator
+    inbox = integrator
     edge = await start_edge()
     mac = new_mac()
     device_id = device_id_of(mac)
@@ -98,16 +109,16 @@ async def test_each_binary_version_is_heard_on_mqtt(
 
 
 async def test_a_command_reaches_a_seed_device_as_json(
-    start_edge: StartEdge, integrator: tuple[Inbox, MqttOwner]
+    start_edge: StartEdge, integrator: Recorder
 ) -> None:
-    inbox, owner = integrator
+    inbox = integrator
     edge = await start_edge()
     device_id = device_id_of(new_mac())
     device = await Device.connect(edge.port, device_id=None)  # seed clients send no headers
     await device.send_json({"type": "device_register", "data": {"device_id": device_id,
                             "device_type": "esp32s3", "firmware_version": "1.0.0"}})  # fmt: skip
     await inbox.wait_for(lambda: inbox.json(TOPICS.status(device_id)))
-    message_id = _command(owner, device_id, "set_volume", volume=80)
+    message_id = await _command(integrator, device_id, "set_volume", volume=80)
     command = await device.expect("command")
     assert command["data"]["command"] == "set_volume"
     assert command["data"]["parameters"] == {"volume": 80}
@@ -153,9 +164,9 @@ async def _serve_mcp(device: Device, volume_calls: list[dict[str, Any]]) -> None
 
 
 async def test_a_command_reaches_firmware_as_an_mcp_tool_call(
-    start_edge: StartEdge, integrator: tuple[Inbox, MqttOwner]
+    start_edge: StartEdge, integrator: Recorder
 ) -> None:
-    inbox, owner = integrator
+    inbox = integrator
     edge = await start_edge()
     mac = new_mac()
     device_id = device_id_of(mac)
@@ -167,7 +178,7 @@ async def test_a_command_reaches_firmware_as_an_mcp_tool_call(
         await device.wait_for(
             lambda: any(m.get("payload", {}).get("method") == "tools/list" for m in device.texts)
         )
-        message_id = _command(owner, device_id, "set_volume", volume=80)
+        message_id = await _command(integrator, device_id, "set_volume", volume=80)
         await inbox.wait_for(lambda: _events(inbox, device_id, "command_result"))
     finally:
         server.cancel()
@@ -178,16 +189,16 @@ async def test_a_command_reaches_firmware_as_an_mcp_tool_call(
 
 
 async def test_a_response_is_spoken_with_paced_tts_audio(
-    start_edge: StartEdge, integrator: tuple[Inbox, MqttOwner]
+    start_edge: StartEdge, integrator: Recorder
 ) -> None:
-    _, owner = integrator
     edge = await start_edge()
     mac = new_mac()
     device = await Device.connect(edge.port, device_id=mac, version=3)
     await device.hello()
     text = "Turning on the living room light for you right now."
-    _command(owner, device_id_of(mac), "respond", text=text, stt="turn on the living room light")
-    assert (await device.expect("stt"))["text"] == "turn on the living room light"
+    stt = "turn on the living room light"
+    await _command(integrator, device_id_of(mac), "respond", text=text, stt=stt)
+    assert (await device.expect("stt"))["text"] == stt
     await device.expect("tts", state="start")
     assert (await device.expect("tts", state="sentence_start"))["text"] == text
     await device.expect("tts", state="stop", within=15)
@@ -206,15 +217,12 @@ async def test_a_response_is_spoken_with_paced_tts_audio(
     await device.close()
 
 
-async def test_abort_stops_the_audio_at_once(
-    start_edge: StartEdge, integrator: tuple[Inbox, MqttOwner]
-) -> None:
-    _, owner = integrator
+async def test_abort_stops_the_audio_at_once(start_edge: StartEdge, integrator: Recorder) -> None:
     edge = await start_edge()
     mac = new_mac()
     device = await Device.connect(edge.port, device_id=mac)
     await device.hello()
-    _command(owner, device_id_of(mac), "respond", text=" ".join(["word"] * 40))
+    await _command(integrator, device_id_of(mac), "respond", text=" ".join(["word"] * 40))
     await device.wait_for(lambda: len(device.audio) >= 6)
     await device.send_json({"type": "abort"})
     await device.expect("tts", state="stop")
@@ -229,7 +237,9 @@ async def test_abort_stops_the_audio_at_once(
     await device.close()
 
 
-async def _neighbour_still_works(device: Device, inbox: Inbox, device_id: str, text: str) -> None:
+async def _neighbour_still_works(
+    device: Device, inbox: Recorder, device_id: str, text: str
+) -> None:
     await device.send_json({"type": "listen", "state": "detect", "text": text})
     await inbox.wait_for(
         lambda: any(v["command"] == text for v in _voice_commands(inbox, device_id))
@@ -255,13 +265,13 @@ HOSTILE: list[tuple[str, Any, str, int | None]] = [
 )
 async def test_bad_input_is_answered_and_the_neighbour_keeps_working(
     start_edge: StartEdge,
-    integrator: tuple[Inbox, MqttOwner],
+    integrator: Recorder,
     name: str,
     sent: Any,
     code: str,
     close_code: int | None,
 ) -> None:
-    inbox, _ = integrator
+    inbox = integrator
     edge = await start_edge()
     bad_mac, good_mac = new_mac(), new_mac()
     bad = await Device.connect(edge.port, device_id=bad_mac, version=3)
@@ -291,9 +301,9 @@ async def test_a_silent_connection_is_closed_after_the_hello_timeout(start_edge:
 
 
 async def test_an_idle_device_is_closed_after_the_idle_timeout(
-    start_edge: StartEdge, integrator: tuple[Inbox, MqttOwner]
+    start_edge: StartEdge, integrator: Recorder
 ) -> None:
-    inbox, _ = integrator
+    inbox = integrator
     edge = await start_edge(idle_timeout_seconds=1.0)
     mac = new_mac()
     device = await Device.connect(edge.port, device_id=mac)
@@ -388,9 +398,9 @@ async def test_the_audio_monitor_streams_a_devices_uplink_opus(start_edge: Start
 
 
 async def test_a_slow_monitor_listener_skips_ahead_and_never_slows_the_device(
-    start_edge: StartEdge, integrator: tuple[Inbox, MqttOwner]
+    start_edge: StartEdge, integrator: Recorder
 ) -> None:
-    inbox, _ = integrator
+    inbox = integrator
     edge = await start_edge(max_messages_per_second=100_000, burst_messages=100_000)
     mac = new_mac()
     device = await Device.connect(edge.port, device_id=mac)
@@ -416,7 +426,7 @@ async def test_a_broker_restart_mid_session_loses_no_voice_command(
     start_edge: StartEdge, tmp_path: Path
 ) -> None:
     with ManagedMosquitto(tmp_path / "own-broker") as broker:
-        inbox = Inbox()
+        inbox = Recorder()
         durable = MqttOwner(
             broker.url, client_id="durable-hub", on_message=inbox, clean_session=False
         )
@@ -428,7 +438,7 @@ async def test_a_broker_restart_mid_session_loses_no_voice_command(
         await device.hello()
         for i in range(100):
             await device.send_json({"type": "listen", "state": "detect", "text": f"command {i}"})
-        await asyncio.to_thread(broker.stop)
+        assert await asyncio.to_thread(broker.stop) == 0
         await asyncio.wait_for(edge.owner.disconnected.wait(), 15)
         for i in range(100, 200):  # the device stays connected while the broker is away
             await device.send_json({"type": "listen", "state": "detect", "text": f"command {i}"})
@@ -484,29 +494,43 @@ async def test_connect_disconnect_cycles_leave_no_growth(start_edge: StartEdge) 
     assert edge.by_device == {}
 
 
+async def _line_starting(stream: asyncio.StreamReader, prefix: str, within: float = 30) -> str:
+    """The next line of `stream` that starts with `prefix` (others are skipped)."""
+
+    async def _read() -> str:
+        while line := (await stream.readline()).decode():
+            if line.startswith(prefix):
+                return line.rstrip("\n")
+        raise AssertionError(f"the output ended before a line starting with {prefix!r}")
+
+    return await asyncio.wait_for(_read(), within)
+
+
 async def test_workers_share_one_port_and_stop_cleanly(
-    mosquitto: ManagedMosquitto, integrator: tuple[Inbox, MqttOwner], tmp_path: Path
+    mosquitto: ManagedMosquitto, integrator: Recorder, tmp_path: Path
 ) -> None:
-    """`xiaozhi edge --workers 2`: two processes on one port (SO_REUSEPORT), each an edge."""
+    """`xiaozhi edge --workers 2` on port 0: the parent picks one free port, both worker
+    processes listen on it (SO_REUSEPORT), each is an edge, and each says where it listens."""
+    import re
     import signal
     import sys
 
-    from xiaozhi_cli.broker import free_port
-
-    inbox, _ = integrator
-    port = free_port()
+    inbox = integrator
     base_id = f"edge-w-{uuid.uuid4().hex[:6]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("XIAOZHI_")}
     env.update(
         XIAOZHI_MQTT_URL=mosquitto.url,
-        XIAOZHI_EDGE_PORT=str(port),
+        XIAOZHI_EDGE_PORT="0",
         XIAOZHI_EDGE_HOST="127.0.0.1",
         XIAOZHI_DEVICE_AUTH="open",
         XIAOZHI_EDGE_ID=base_id,
         XIAOZHI_STATE_DIR=str(tmp_path),
     )
     xiaozhi = str(Path(sys.executable).with_name("xiaozhi"))
-    process = await asyncio.create_subprocess_exec(xiaozhi, "edge", "--workers", "2", env=env)
+    process = await asyncio.create_subprocess_exec(
+        xiaozhi, "edge", "--workers", "2", env=env, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
     workers = [f"{base_id}-w0", f"{base_id}-w1"]
 
     def state_of(worker: str) -> str | None:
@@ -514,6 +538,15 @@ async def test_workers_share_one_port_and_stop_cleanly(
         return states[-1]["state"] if states else None
 
     try:
+        shared = await _line_starting(process.stdout, "edge      ")
+        match = re.fullmatch(r"edge      ws://127\.0\.0\.1:(\d+)/xiaozhi/v1/ \(2 workers\)", shared)
+        assert match, shared
+        port = int(match.group(1))
+        assert port != 0
+        for _ in workers:
+            assert f"ws://127.0.0.1:{port}/xiaozhi/v1/ (devices)" in await _line_starting(
+                process.stdout, "edge      "
+            )
         await inbox.wait_for(lambda: all(state_of(w) == "online" for w in workers), 30)
         pids = set()
         async with httpx.AsyncClient() as http:

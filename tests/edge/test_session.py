@@ -1281,9 +1281,9 @@ def test_a_superseded_session_closes_without_marking_the_device_disconnected() -
     assert counters.closes == {"replaced by a new connection": 1}
 
 
-def test_small_paths() -> None:
-    # The default factories make uuid4 hex ids.
-    session = DeviceSession(
+def _default_factory_session() -> DeviceSession:
+    """A session built with the default id factories (no test seam)."""
+    return DeviceSession(
         ConnectionIdentity.from_handshake(MAC),
         edge_id="edge-1",
         topics=TopicTree(),
@@ -1293,21 +1293,45 @@ def test_small_paths() -> None:
         now=0.0,
         wall=WALL,
     )
+
+
+def test_the_default_session_id_is_32_hex_digits() -> None:
+    session = _default_factory_session()
     session.on_text('{"type":"hello"}', 0.1, WALL)
     assert session.session_id is not None
     assert len(session.session_id) == 32
+    int(session.session_id, 16)  # uuid4().hex
+
+
+def test_a_hello_without_the_mcp_feature_starts_no_mcp_call() -> None:
+    session = _default_factory_session()
+    outputs = session.on_text('{"type":"hello"}', 0.1, WALL)
+    assert mcp_requests(outputs) == []
     assert session.mcp.pending_count == 0
-    # listen stop with nothing said publishes nothing
+
+
+def test_listen_stop_with_nothing_said_publishes_nothing() -> None:
+    session = ready_session(1)
     assert listen(session, "stop", 0.2) == []
-    # a command without message_id is never a duplicate
+
+
+def test_a_command_without_message_id_is_delivered_every_time() -> None:
+    """Duplicates are recognised by message_id; without one, a repeat is a new command."""
+    session = ready_session(1)
     payload = b'{"command":"alert","parameters":{"status":"s","message":"m"}}'
-    assert session.on_command(payload, 0.3, WALL) != []
-    assert session.on_command(payload, 0.4, WALL) != []
-    # a device answering initialize without serverInfo
-    mcp_session = ready_session(1)
-    outputs = mcp_reply(mcp_session, {"id": 1, "result": {}})
+    for now in (0.3, 0.4):
+        outputs = session.on_command(payload, now, WALL)
+        assert [m["type"] for m in sent(outputs)] == ["alert"]
+        assert [r["status"] for r in published(outputs, EVENTS)] == ["ok"]
+
+
+def test_an_mcp_initialize_answer_without_server_info_leaves_the_board_unset() -> None:
+    session = ready_session(1)
+    outputs = mcp_reply(session, {"id": 1, "result": {}})
     assert published(outputs, STATUS)[0].get("board") is None
-    # goodbye then on_close: the close is counted once, as goodbye
+
+
+def test_goodbye_then_the_socket_closing_counts_one_close_as_goodbye() -> None:
     counters = EdgeCounters()
     seed = ready_seed_session(counters=counters)
     seed.on_text('{"type":"goodbye"}', 1.0, WALL)

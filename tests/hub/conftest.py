@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hub.mqtt_watch import Watcher
+from tests.support import Recorder, record
 from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_hub.home import Home, load_home
 from xiaozhi_hub.http import RunningHub, run_hub
@@ -72,19 +72,22 @@ def hub_settings(mosquitto: ManagedMosquitto, tmp_path: Path) -> HubSettings:
 
 
 @pytest.fixture
-async def watcher(mosquitto: ManagedMosquitto, hub_settings: HubSettings) -> AsyncIterator[Watcher]:
+async def watcher(
+    mosquitto: ManagedMosquitto, hub_settings: HubSettings
+) -> AsyncIterator[Recorder]:
     """Sees the hub's whole tree, its discovery prefix and zigbee2mqtt."""
-    watch = Watcher(mosquitto.url)
-    await watch.start(
-        [f"{hub_settings.base_topic}/#", f"{hub_settings.discovery_prefix}/#", "zigbee2mqtt/#"]
-    )
-    yield watch
-    await watch.stop()
+    filters = [
+        f"{hub_settings.base_topic}/#",
+        f"{hub_settings.discovery_prefix}/#",
+        "zigbee2mqtt/#",
+    ]
+    async with record(mosquitto.url, *filters, name="watcher") as watch:
+        yield watch
 
 
 @pytest.fixture
 async def hub(
-    hub_settings: HubSettings, engine: IntentEngine, watcher: Watcher
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
 ) -> AsyncIterator[HubService]:
     """The hub's MQTT side (no HTTP), started with the shared warmed engine."""
     service = HubService(hub_settings, home=engine.home, engine=engine)
@@ -95,7 +98,7 @@ async def hub(
 
 @pytest.fixture
 async def running_hub(
-    hub_settings: HubSettings, engine: IntentEngine, watcher: Watcher
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
 ) -> AsyncIterator[RunningHub]:
     """The whole hub: MQTT units and HTTP on a free port."""
     async with run_hub(hub_settings, home=engine.home, engine=engine) as running:

@@ -13,12 +13,14 @@ import jwt
 import pytest
 
 from tests.hub.conftest import READ_KEY, SECRET, WRITE_KEY
-from tests.hub.mqtt_watch import Watcher
+from tests.support import Recorder
 from xiaozhi.tokens import verify_token
 from xiaozhi_hub.http import RunningHub, create_app
 from xiaozhi_hub.http.dashboard import dashboard_html
 from xiaozhi_hub.settings import HubSettings, derive_jwt_secret
 from xiaozhi_runtime.asgi import serve_app
+
+pytestmark = pytest.mark.integration  # a real Mosquitto
 
 WRITE = {"X-API-Key": WRITE_KEY}
 READ = {"X-API-Key": READ_KEY}
@@ -113,7 +115,7 @@ async def test_jwt_exchanged_for_an_api_key_carries_its_role(
 
 
 async def test_devices_and_a_command_that_reaches_the_device_topic(
-    client: httpx.AsyncClient, running_hub: RunningHub, watcher: Watcher
+    client: httpx.AsyncClient, running_hub: RunningHub, watcher: Recorder
 ) -> None:
     t = running_hub.service.topics
     devices = assert_ok(await client.get("/api/v1/devices", headers=READ))
@@ -141,7 +143,7 @@ async def test_devices_and_a_command_that_reaches_the_device_topic(
 
 
 async def test_bad_commands_get_errors_and_nothing_is_published(
-    client: httpx.AsyncClient, running_hub: RunningHub, watcher: Watcher
+    client: httpx.AsyncClient, running_hub: RunningHub, watcher: Recorder
 ) -> None:
     t = running_hub.service.topics
     start = watcher.mark()
@@ -187,20 +189,16 @@ async def test_bad_commands_get_errors_and_nothing_is_published(
     assert "content-type" not in response.request.headers
     assert_ok(response, 202)
     await watcher.expect(t.command("demo_kitchen"), after=start)
-    published = [
-        (topic, payload)
-        for topic, payload in watcher.messages[start:]
-        if topic.startswith(t.base + "/commands/")
-    ]
+    published = [m for m in watcher.messages[start:] if m.topic.startswith(t.base + "/commands/")]
     assert len(published) == 1
-    assert b'"ok-1"' in published[0][1]
+    assert b'"ok-1"' in published[0].payload
 
 
 async def test_group_and_broadcast_commands_over_rest_fan_out(
-    client: httpx.AsyncClient, running_hub: RunningHub, watcher: Watcher
+    client: httpx.AsyncClient, running_hub: RunningHub, watcher: Recorder
 ) -> None:
     t = running_hub.service.topics
-    watcher.publish(
+    await watcher.publish(
         t.status("demo_office"),
         {"status": "connected", "device_id": "demo_office", "transport": "websocket"},
         retain=True,
@@ -321,7 +319,7 @@ async def test_ota_setup_issues_a_token_the_edge_accepts(
 
 
 async def test_health_metrics_openapi_and_dashboard(
-    client: httpx.AsyncClient, running_hub: RunningHub, watcher: Watcher
+    client: httpx.AsyncClient, running_hub: RunningHub, watcher: Recorder
 ) -> None:
     health = await client.get("/health")
     assert health.status_code == 200
@@ -347,7 +345,7 @@ async def test_health_metrics_openapi_and_dashboard(
 
 
 async def test_a_lifespan_owned_service_goes_offline_on_shutdown(
-    hub_settings: HubSettings, watcher: Watcher
+    hub_settings: HubSettings, watcher: Recorder
 ) -> None:
     app = create_app(hub_settings)
     async with serve_app(app) as served, httpx.AsyncClient(base_url=served.url) as http:

@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.hub.mqtt_watch import Watcher
+from tests.support import Recorder, record
 from xiaozhi.payloads import VoiceCommandEvent
 from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
+
+pytestmark = pytest.mark.integration  # a real Mosquitto
 
 HA_ID = re.compile(r"[a-zA-Z0-9_-]+")
 
@@ -27,7 +29,7 @@ def status(device_id: str, transport: str = "websocket", **extra: Any) -> dict[s
     return {"status": "connected", "device_id": device_id, "transport": transport, **extra}
 
 
-async def snapshot_shows(watcher: Watcher, hub: HubService, check: Any) -> list[dict]:
+async def snapshot_shows(watcher: Recorder, hub: HubService, check: Any) -> list[dict]:
     """Wait for a ``bridge/devices`` snapshot for which ``check(devices_by_id)`` holds."""
 
     def find() -> list[dict] | None:
@@ -43,7 +45,7 @@ async def snapshot_shows(watcher: Watcher, hub: HubService, check: Any) -> list[
 
 
 async def test_group_and_broadcast_commands_fan_out_to_members(
-    hub: HubService, watcher: Watcher
+    hub: HubService, watcher: Recorder
 ) -> None:
     t = hub.topics
     for device, transport in [
@@ -51,14 +53,14 @@ async def test_group_and_broadcast_commands_fan_out_to_members(
         ("demo_kitchen", "mqtt"),
         ("demo_office", "websocket"),
     ]:
-        watcher.publish(t.status(device), status(device, transport), retain=True)
+        await watcher.publish(t.status(device), status(device, transport), retain=True)
     await snapshot_shows(
         watcher, hub, lambda d: all(d[k]["transport"] for k in ("demo_kitchen", "demo_office"))
     )
 
     start = watcher.mark()
     alert = {"status": "info", "message": "dinner", "emotion": "happy"}
-    watcher.publish(
+    await watcher.publish(
         t.group_command("downstairs"),
         {"command": "alert", "parameters": alert, "message_id": "g-1"},
     )
@@ -71,16 +73,18 @@ async def test_group_and_broadcast_commands_fan_out_to_members(
     assert not watcher.json(t.command("demo_office"), after=start)
 
     start = watcher.mark()
-    watcher.publish(t.broadcast_command(), {"command": "get_status", "message_id": "b-1"})
+    await watcher.publish(t.broadcast_command(), {"command": "get_status", "message_id": "b-1"})
     for member in ("demo_living_room", "demo_office"):
         await watcher.expect(t.command(member), lambda m: m["message_id"] == "b-1", after=start)
     # demo_kitchen is an MQTT device: it reads the broadcast topic itself (and sorts first).
     assert not watcher.json(t.command("demo_kitchen"), after=start)
 
     start = watcher.mark()
-    watcher.publish(t.group_command("nobody"), {"command": "reboot"})
-    watcher.publish(t.group_command("downstairs"), b"{not json")
-    watcher.publish(t.group_command("all_speakers"), {"command": "reboot", "message_id": "g-2"})
+    await watcher.publish(t.group_command("nobody"), {"command": "reboot"})
+    await watcher.publish(t.group_command("downstairs"), b"{not json")
+    await watcher.publish(
+        t.group_command("all_speakers"), {"command": "reboot", "message_id": "g-2"}
+    )
     await watcher.expect(t.command("demo_office"), lambda m: m["message_id"] == "g-2", after=start)
     fanned = [m["message_id"] for m in watcher.json(t.command("demo_kitchen"), after=start)]
     assert fanned == ["g-2"]
@@ -93,10 +97,10 @@ async def test_group_and_broadcast_commands_fan_out_to_members(
 
 
 async def request(
-    watcher: Watcher, hub: HubService, path: str, payload: Any, *, transaction: Any = None
+    watcher: Recorder, hub: HubService, path: str, payload: Any, *, transaction: Any = None
 ) -> dict[str, Any]:
     start = watcher.mark()
-    watcher.publish(hub.topics.bridge_request(path), payload)
+    await watcher.publish(hub.topics.bridge_request(path), payload)
     return await watcher.expect(
         hub.topics.bridge_response(path),
         lambda m: m.get("transaction") == transaction,
@@ -105,7 +109,7 @@ async def request(
 
 
 async def test_bridge_requests_edit_the_registry_and_echo_the_transaction(
-    hub: HubService, watcher: Watcher
+    hub: HubService, watcher: Recorder
 ) -> None:
     t = hub.topics
     answer = await request(
@@ -144,7 +148,7 @@ async def test_bridge_requests_edit_the_registry_and_echo_the_transaction(
     )
     assert groups
     start = watcher.mark()
-    watcher.publish(t.group_command("quiet"), {"command": "reboot", "message_id": "q-1"})
+    await watcher.publish(t.group_command("quiet"), {"command": "reboot", "message_id": "q-1"})
     await watcher.expect(t.command("demo_office"), lambda m: m["message_id"] == "q-1", after=start)
     group_status = await watcher.expect(t.group_status("quiet"), lambda g: g["members"])
     assert group_status["members"] == ["demo_office"]
@@ -173,7 +177,7 @@ async def test_bridge_requests_edit_the_registry_and_echo_the_transaction(
     assert answer["data"]["intents_loaded"] is True
 
 
-async def test_bridge_request_errors_are_answered(hub: HubService, watcher: Watcher) -> None:
+async def test_bridge_request_errors_are_answered(hub: HubService, watcher: Recorder) -> None:
     answer = await request(
         watcher, hub, "device/rename", {"id": "nope", "name": "x", "transaction": 6},
         transaction=6,
@@ -191,9 +195,9 @@ async def test_bridge_request_errors_are_answered(hub: HubService, watcher: Watc
     # A path outside the id grammar cannot be answered on a topic: counted and logged.
     start = watcher.mark()
     bad = hub.topics.bridge_requests().removesuffix("#") + "Device/Rename"
-    watcher.publish(bad, {"transaction": 9})
+    await watcher.publish(bad, {"transaction": 9})
     await request(watcher, hub, "health_check", {"transaction": 10}, transaction=10)
-    responses = [t for t, _ in watcher.messages[start:] if "/bridge/response/" in t]
+    responses = [m.topic for m in watcher.messages[start:] if "/bridge/response/" in m.topic]
     assert responses == [hub.topics.bridge_response("health_check")]
     assert 'xiaozhi_hub_invalid_messages_total{kind="bridge_request"} 1.0' in (
         hub.metrics.exposition().decode()
@@ -204,25 +208,27 @@ async def test_bridge_request_errors_are_answered(hub: HubService, watcher: Watc
 
 
 async def test_discovery_clears_stale_configs_publishes_new_devices_and_resends(
-    hub_settings: HubSettings, engine: IntentEngine, watcher: Watcher
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
 ) -> None:
     prefix = hub_settings.discovery_prefix
     ghost = f"{prefix}/sensor/xiaozhi_ghost/uptime/config"
     foreign = f"{prefix}/sensor/other_bridge/temperature/config"
-    watcher.publish(ghost, {"name": "ghost"}, retain=True)
-    watcher.publish(foreign, {"name": "not ours"}, retain=True)
+    await watcher.publish(ghost, {"name": "ghost"}, retain=True)
+    await watcher.publish(foreign, {"name": "not ours"}, retain=True)
     await watcher.expect(foreign)
 
     hub = HubService(hub_settings, home=engine.home, engine=engine)
     await hub.start()
     try:
         t = hub.topics
-        assert b"" in await watcher.wait_for(lambda: watcher.raw(ghost)[1:])  # cleared
-        assert b"" not in watcher.raw(foreign)
+        assert b"" in await watcher.wait_for(lambda: watcher.payloads(ghost)[1:])  # cleared
+        assert b"" not in watcher.payloads(foreign)
 
         # A device that appears gets its configs (retained), with HA's required fields.
         device = "aabbccddeeff"
-        watcher.publish(t.status(device), status(device, firmware_version="1.8.2"), retain=True)
+        await watcher.publish(
+            t.status(device), status(device, firmware_version="1.8.2"), retain=True
+        )
         topic = t.discovery_config("binary_sensor", f"xiaozhi_{device}", "status")
         config = await watcher.expect(topic)
         assert config["unique_id"] == f"xiaozhi_{device}_status"
@@ -230,7 +236,7 @@ async def test_discovery_clears_stale_configs_publishes_new_devices_and_resends(
         assert config["device"]["sw_version"] == "1.8.2"
         assert config["origin"]["name"] == "xiaozhi-hub"
         assert config["state_topic"] == t.status(device)
-        watcher.publish(
+        await watcher.publish(
             t.sensor(device, "temperature"),
             {"sensor_type": "temperature", "value": 22.5, "unit": "°C", "device_id": device},
             retain=True,
@@ -244,23 +250,20 @@ async def test_discovery_clears_stale_configs_publishes_new_devices_and_resends(
         ]
         assert reading["availability_mode"] == "all"
 
-        late = await Watcher(hub_settings.mqtt_url, "late").start(
-            [f"{prefix}/+/xiaozhi_{device}/+/config"]
-        )
-        try:  # retained: a subscriber arriving later gets every one of them
-            topics = await late.wait_for(lambda: {x for x, p in late.messages if p} >= {sensor})
-            assert topics
-            for found, _ in late.messages:
-                _, component, node, object_id, _ = found.split("/")
+        late_filter = f"{prefix}/+/xiaozhi_{device}/+/config"
+        async with record(hub_settings.mqtt_url, late_filter, name="late") as late:
+            # retained: a subscriber arriving later gets every one of them
+            await late.wait_for(lambda: {m.topic for m in late.messages if m.payload} >= {sensor})
+            for found in late.messages:
+                assert found.retain
+                _, component, node, object_id, _ = found.topic.split("/")
                 assert HA_ID.fullmatch(node)
                 assert HA_ID.fullmatch(object_id)
                 assert component in {"binary_sensor", "sensor", "number", "button", "event"}
-        finally:
-            await late.stop()
 
         # Home Assistant restarted: everything is sent again.
         start = watcher.mark()
-        watcher.publish(t.ha_status(), b"online", qos=0)
+        await watcher.publish(t.ha_status(), b"online", qos=0)
         await watcher.expect(topic, after=start)
         await watcher.expect(t.discovery_config("number", "xiaozhi_demo_office", "volume"),
                              after=start)  # fmt: skip
@@ -271,8 +274,8 @@ async def test_discovery_clears_stale_configs_publishes_new_devices_and_resends(
         answer = await request(watcher, hub, "device/remove", {"id": device, "transaction": 1},
                                transaction=1)  # fmt: skip
         assert answer["status"] == "ok"
-        await watcher.wait_for(lambda: b"" in watcher.raw(sensor, after=start))
-        assert b"" in watcher.raw(topic, after=start)
+        await watcher.wait_for(lambda: b"" in watcher.payloads(sensor, after=start))
+        assert b"" in watcher.payloads(topic, after=start)
     finally:
         await hub.stop()
     state = await watcher.expect(t.bridge_state(), lambda s: s["state"] == "offline")
@@ -307,7 +310,7 @@ asyncio.run(main())
 
 
 async def test_an_edges_last_will_disconnects_its_devices(
-    hub: HubService, watcher: Watcher, mosquitto: ManagedMosquitto
+    hub: HubService, watcher: Recorder, mosquitto: ManagedMosquitto
 ) -> None:
     t = hub.topics
     edge, device = f"edge-{hub.settings.hub_id}", "112233445566"
@@ -337,7 +340,7 @@ async def test_an_edges_last_will_disconnects_its_devices(
 
 
 async def test_two_hubs_on_a_shared_subscription_handle_each_command_once(
-    hub_settings: HubSettings, engine: IntentEngine, watcher: Watcher
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
 ) -> None:
     second = hub_settings.model_copy(update={"hub_id": hub_settings.hub_id + "-b"})
     hubs = [HubService(s, home=engine.home, engine=engine) for s in (hub_settings, second)]
@@ -356,7 +359,7 @@ async def test_two_hubs_on_a_shared_subscription_handle_each_command_once(
                 device_id=device, command="lock the front door", confidence=1.0,
                 language="en", message_id=message_id,
             )  # fmt: skip
-            watcher.publish(t.voice_command_events(), event.to_wire())
+            await watcher.publish(t.voice_command_events(), event.to_wire())
 
         def responds() -> Counter[str]:
             return Counter(
@@ -373,7 +376,7 @@ async def test_two_hubs_on_a_shared_subscription_handle_each_command_once(
                 device_id="demo_office", command="turn on the light", confidence=1.0,
                 language="en", message_id=message_id,
             )  # fmt: skip
-            watcher.publish(t.voice_command_events(), event.to_wire())
+            await watcher.publish(t.voice_command_events(), event.to_wire())
         await watcher.wait_for(lambda: {"barrier-1", "barrier-2"} <= set(responds()))
         counts = responds()
         assert all(counts[m] == 1 for m in sent), counts
@@ -420,14 +423,9 @@ async def test_retained_state_is_republished_after_a_broker_lost_it(
 
         t = hub.topics
         config = t.discovery_config("number", "xiaozhi_demo_kitchen", "volume")
-        late = await Watcher(own_broker.url, "late").start(
-            [t.bridge_devices(), t.bridge_info(), t.bridge_state(), config]
-        )
-        try:
-            wanted = {t.bridge_devices(), t.bridge_info(), t.bridge_state(), config}
-            await late.wait_for(lambda: {x for x, p in late.messages if p} >= wanted)
+        wanted = {t.bridge_devices(), t.bridge_info(), t.bridge_state(), config}
+        async with record(own_broker.url, *wanted, name="late") as late:
+            await late.wait_for(lambda: {m.topic for m in late.messages if m.payload} >= wanted)
             assert late.json(t.bridge_state()) == [{"state": "online"}]
-        finally:
-            await late.stop()
     finally:
         await hub.stop()

@@ -9,13 +9,16 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from tests.hub.mqtt_watch import Watcher
-from tests.support import LineReader
+import httpx
+import pytest
+
+from tests.support import LineReader, Recorder
 from xiaozhi.payloads import VoiceCommandEvent
-from xiaozhi_cli.broker import free_port
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
+
+pytestmark = pytest.mark.integration  # a real Mosquitto
 
 
 def _hub_process(settings: HubSettings, tmp_path: Path) -> subprocess.Popen[str]:
@@ -23,7 +26,7 @@ def _hub_process(settings: HubSettings, tmp_path: Path) -> subprocess.Popen[str]
     env.update(
         XIAOZHI_MQTT_URL=settings.mqtt_url,
         XIAOZHI_HUB_HOST="127.0.0.1",
-        XIAOZHI_HUB_PORT=str(free_port()),
+        XIAOZHI_HUB_PORT="0",  # it prints the port it bound
         XIAOZHI_HUB_ID=settings.hub_id + "-process",
         XIAOZHI_BASE_TOPIC=settings.base_topic,
         XIAOZHI_DISCOVERY_PREFIX=settings.discovery_prefix,
@@ -39,13 +42,17 @@ def _hub_process(settings: HubSettings, tmp_path: Path) -> subprocess.Popen[str]
 
 
 async def test_a_hub_process_and_a_hub_task_handle_each_voice_command_once(
-    hub_settings: HubSettings, engine: IntentEngine, watcher: Watcher, tmp_path: Path
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder, tmp_path: Path
 ) -> None:
     process = _hub_process(hub_settings, tmp_path)
     reader = LineReader(process)
     local = HubService(hub_settings, home=engine.home, engine=engine)
     try:
         reader.wait_for("hub_online", timeout=60)
+        # XIAOZHI_HUB_PORT=0: the process says which port it bound, and serves there
+        url = reader.wait_for("hub       http://127.0.0.1:").split()[1]
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{url}/health")).status_code == 200
         await local.start()
         topics = local.topics
         devices = ["demo_living_room", "demo_kitchen", "demo_office"]
@@ -58,7 +65,7 @@ async def test_a_hub_process_and_a_hub_task_handle_each_voice_command_once(
                 language="en",
                 message_id=message_id,
             )
-            watcher.publish(topics.voice_command_events(), event.to_wire())
+            await watcher.publish(topics.voice_command_events(), event.to_wire())
 
         def responds() -> Counter[str]:
             return Counter(
@@ -78,7 +85,7 @@ async def test_a_hub_process_and_a_hub_task_handle_each_voice_command_once(
                 language="en",
                 message_id=message_id,
             )
-            watcher.publish(topics.voice_command_events(), event.to_wire())
+            await watcher.publish(topics.voice_command_events(), event.to_wire())
         await watcher.wait_for(lambda: {"barrier-1", "barrier-2"} <= set(responds()))
         counts = responds()
         assert all(counts[m] == 1 for m in sent), counts

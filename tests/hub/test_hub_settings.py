@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hub.mqtt_watch import Watcher
+from tests.support import Recorder
 from xiaozhi_hub.cli import add_hub_parser, serve_hub
 from xiaozhi_hub.settings import (
     ApiRole,
@@ -82,8 +82,9 @@ def test_the_cli_refuses_bad_settings(capsys: pytest.CaptureFixture[str]) -> Non
     assert "XIAOZHI_MQTT_URL='http://nowhere'" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 async def test_serve_hub_runs_until_stopped_and_says_offline(
-    hub_settings: HubSettings, watcher: Watcher, capsys: pytest.CaptureFixture[str]
+    hub_settings: HubSettings, watcher: Recorder, capsys: pytest.CaptureFixture[str]
 ) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(serve_hub(hub_settings, stop=stop))

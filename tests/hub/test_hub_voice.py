@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.hub.fake_home_assistant import FakeHomeAssistant
-from tests.hub.mqtt_watch import Watcher
+from tests.support import Recorder
 from xiaozhi.commands import CommandResult
 from xiaozhi.payloads import DeviceStatus, StatusPayload, VoiceCommandEvent
 from xiaozhi_hub.home import DEMO_HOME_PATH
@@ -25,10 +25,12 @@ from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
 
+pytestmark = pytest.mark.integration  # a real Mosquitto
+
 _ids = itertools.count()
 
 
-def say(watcher: Watcher, hub: HubService, text: str, device_id: str, **extra: Any) -> str:
+async def say(watcher: Recorder, hub: HubService, text: str, device_id: str, **extra: Any) -> str:
     """Publish what a device heard, as the edge does; returns the message id."""
     message_id = extra.pop("message_id", f"vc-{next(_ids)}")
     event = VoiceCommandEvent(
@@ -40,12 +42,12 @@ def say(watcher: Watcher, hub: HubService, text: str, device_id: str, **extra: A
         transport="websocket",
         **extra,
     )
-    watcher.publish(hub.topics.voice_command_events(), event.to_wire())
+    await watcher.publish(hub.topics.voice_command_events(), event.to_wire())
     return message_id
 
 
 async def respond_to(
-    watcher: Watcher, hub: HubService, device_id: str, message_id: str
+    watcher: Recorder, hub: HubService, device_id: str, message_id: str
 ) -> dict[str, Any]:
     command = await watcher.expect(
         hub.topics.command(device_id),
@@ -55,8 +57,8 @@ async def respond_to(
     return command["parameters"]
 
 
-def answer_as_device(
-    watcher: Watcher,
+async def answer_as_device(
+    watcher: Recorder,
     hub: HubService,
     device_id: str,
     command: dict[str, Any],
@@ -72,10 +74,10 @@ def answer_as_device(
         result=None if error else "done",
         error=error,
     )
-    watcher.publish(hub.topics.device_events(device_id), result.to_wire())
+    await watcher.publish(hub.topics.device_events(device_id), result.to_wire())
 
 
-def events(watcher: Watcher, hub: HubService, device_id: str, message_id: str) -> list[dict]:
+def events(watcher: Recorder, hub: HubService, device_id: str, message_id: str) -> list[dict]:
     return [
         e
         for e in watcher.json(hub.topics.device_events(device_id))
@@ -84,9 +86,9 @@ def events(watcher: Watcher, hub: HubService, device_id: str, message_id: str) -
 
 
 async def test_a_virtual_light_changes_state_and_the_device_is_answered(
-    hub: HubService, watcher: Watcher
+    hub: HubService, watcher: Recorder
 ) -> None:
-    message_id = say(watcher, hub, "turn on the living room light", "demo_living_room")
+    message_id = await say(watcher, hub, "turn on the living room light", "demo_living_room")
     answer = await respond_to(watcher, hub, "demo_living_room", message_id)
     assert answer == {
         "text": "Turning on the living room light.",
@@ -150,12 +152,12 @@ DEVICE_PHRASES = [
 
 @pytest.mark.parametrize("case", DEVICE_PHRASES, ids=[c[0] for c in DEVICE_PHRASES])
 async def test_bound_entities_act_on_their_topic(
-    hub: HubService, watcher: Watcher, case: tuple[str, str, str, dict[str, Any]]
+    hub: HubService, watcher: Recorder, case: tuple[str, str, str, dict[str, Any]]
 ) -> None:
     text, device, where, expected = case
     topic = hub.topics.command(where[4:]) if where.startswith("cmd:") else where
     start = watcher.mark()
-    message_id = say(watcher, hub, text, device)
+    message_id = await say(watcher, hub, text, device)
     acted = await watcher.expect(
         topic,
         lambda m: all(m.get(k) == v for k, v in expected.items()),
@@ -163,20 +165,20 @@ async def test_bound_entities_act_on_their_topic(
     )
     if where.startswith("cmd:"):
         assert acted["message_id"] == f"{message_id}-1"  # names the voice command
-        answer_as_device(watcher, hub, where[4:], acted)
+        await answer_as_device(watcher, hub, where[4:], acted)
     answer = await respond_to(watcher, hub, device, message_id)
     assert answer["stt"] == text
     assert len(answer["actions"]) == 1
 
 
-async def test_questions_and_the_other_demo_phrases(hub: HubService, watcher: Watcher) -> None:
+async def test_questions_and_the_other_demo_phrases(hub: HubService, watcher: Recorder) -> None:
     cases = [
         ("set the bedroom brightness to 50%", "Setting the bedroom light to 50% brightness."),
         ("what is the temperature in the office", "The office is 21 degrees."),
         ("lock the front door", "Locking the front door."),
         ("turn on the light", "Turning on the living room light."),
     ]
-    ids = [(say(watcher, hub, text, "demo_living_room"), reply) for text, reply in cases]
+    ids = [(await say(watcher, hub, text, "demo_living_room"), reply) for text, reply in cases]
     for message_id, reply in ids:
         answer = await respond_to(watcher, hub, "demo_living_room", message_id)
         assert answer["text"] == reply
@@ -185,10 +187,10 @@ async def test_questions_and_the_other_demo_phrases(hub: HubService, watcher: Wa
 
 
 async def test_an_unknown_name_is_answered_and_nothing_runs(
-    hub: HubService, watcher: Watcher
+    hub: HubService, watcher: Recorder
 ) -> None:
     before = dict(hub.states)
-    message_id = say(watcher, hub, "turn on the garage light", "demo_kitchen")
+    message_id = await say(watcher, hub, "turn on the garage light", "demo_kitchen")
     answer = await respond_to(watcher, hub, "demo_kitchen", message_id)
     assert answer == {
         "text": "I don't know a device called garage light.",
@@ -205,11 +207,11 @@ async def test_an_unknown_name_is_answered_and_nothing_runs(
     assert hub.states == before
 
 
-async def test_bad_voice_events_are_refused_and_counted(hub: HubService, watcher: Watcher) -> None:
+async def test_bad_voice_events_are_refused_and_counted(hub: HubService, watcher: Recorder) -> None:
     topic = hub.topics.voice_command_events()
-    watcher.publish(topic, b"not json")
-    watcher.publish(topic, {"event_type": "voice_command", "device_id": "Bad/Id"})
-    message_id = say(watcher, hub, "lock the front door", "demo_office")
+    await watcher.publish(topic, b"not json")
+    await watcher.publish(topic, {"event_type": "voice_command", "device_id": "Bad/Id"})
+    message_id = await say(watcher, hub, "lock the front door", "demo_office")
     await respond_to(watcher, hub, "demo_office", message_id)
     text = hub.metrics.exposition().decode()
     assert 'xiaozhi_hub_voice_commands_total{outcome="invalid"} 2.0' in text
@@ -217,11 +219,11 @@ async def test_bad_voice_events_are_refused_and_counted(hub: HubService, watcher
 
 
 async def test_a_redelivered_voice_command_is_handled_once(
-    hub: HubService, watcher: Watcher
+    hub: HubService, watcher: Recorder
 ) -> None:
-    first = say(watcher, hub, "lock the front door", "demo_office", message_id="same-id")
-    say(watcher, hub, "lock the front door", "demo_office", message_id="same-id")
-    marker = say(watcher, hub, "turn on the light", "demo_office")
+    first = await say(watcher, hub, "lock the front door", "demo_office", message_id="same-id")
+    await say(watcher, hub, "lock the front door", "demo_office", message_id="same-id")
+    marker = await say(watcher, hub, "turn on the light", "demo_office")
     await respond_to(watcher, hub, "demo_office", marker)
     responds = [
         m
@@ -259,7 +261,7 @@ def coffee_home(tmp_path: Path, fake_ha: FakeHomeAssistant) -> Path:
 
 
 async def test_home_assistant_binding_calls_the_rest_api_with_the_token(
-    hub_settings: HubSettings, watcher: Watcher, coffee_home: Path, fake_ha: FakeHomeAssistant
+    hub_settings: HubSettings, watcher: Recorder, coffee_home: Path, fake_ha: FakeHomeAssistant
 ) -> None:
     """Also the real start path: XIAOZHI_CONFIG read, intents loaded and warmed in a thread."""
     settings = hub_settings.model_copy(update={"config": coffee_home})
@@ -267,7 +269,7 @@ async def test_home_assistant_binding_calls_the_rest_api_with_the_token(
     service = HubService(settings, environ=environ)
     await service.start()
     try:
-        message_id = say(watcher, service, "turn on the coffee maker", "demo_kitchen")
+        message_id = await say(watcher, service, "turn on the coffee maker", "demo_kitchen")
         answer = await respond_to(watcher, service, "demo_kitchen", message_id)
         [call] = await fake_ha.wait_for_calls(1)
         assert (call.domain, call.service, call.authorized) == ("switch", "turn_on", True)
@@ -275,7 +277,7 @@ async def test_home_assistant_binding_calls_the_rest_api_with_the_token(
         assert answer["text"] == "Turning on the coffee maker."
 
         environ["TEST_HA_TOKEN"] = "wrong"  # Home Assistant refuses it: reported
-        message_id = say(watcher, service, "turn off the coffee maker", "demo_kitchen")
+        message_id = await say(watcher, service, "turn off the coffee maker", "demo_kitchen")
         answer = await respond_to(watcher, service, "demo_kitchen", message_id)
         assert answer["text"] == "Sorry, that didn't work for the coffee maker."
         result = await watcher.expect(
@@ -292,10 +294,10 @@ async def test_home_assistant_binding_calls_the_rest_api_with_the_token(
 
 
 async def _office_light_command(
-    watcher: Watcher, hub: HubService, text: str = "turn on the office light"
+    watcher: Recorder, hub: HubService, text: str = "turn on the office light"
 ) -> tuple[str, dict[str, Any]]:
     start = watcher.mark()
-    message_id = say(watcher, hub, text, "demo_kitchen")
+    message_id = await say(watcher, hub, text, "demo_kitchen")
     command = await watcher.expect(
         hub.topics.command("demo_office"), lambda m: m["command"] == "led", after=start
     )
@@ -303,7 +305,7 @@ async def _office_light_command(
 
 
 async def test_the_answer_waits_for_the_device_to_confirm(
-    hub: HubService, watcher: Watcher
+    hub: HubService, watcher: Recorder
 ) -> None:
     message_id, command = await _office_light_command(watcher, hub)
     # nothing is said before the device answers
@@ -312,7 +314,7 @@ async def test_the_answer_waits_for_the_device_to_confirm(
         for m in watcher.json(hub.topics.command("demo_kitchen"))
         if m.get("message_id") == message_id
     ]
-    answer_as_device(watcher, hub, "demo_office", command)
+    await answer_as_device(watcher, hub, "demo_office", command)
     answer = await respond_to(watcher, hub, "demo_kitchen", message_id)
     assert answer["text"] == "Turning on the office light."
     result = await watcher.expect(
@@ -322,9 +324,11 @@ async def test_the_answer_waits_for_the_device_to_confirm(
     assert result["result"]["device_result"] == "done"
 
 
-async def test_a_device_that_refuses_is_reported_as_such(hub: HubService, watcher: Watcher) -> None:
+async def test_a_device_that_refuses_is_reported_as_such(
+    hub: HubService, watcher: Recorder
+) -> None:
     message_id, command = await _office_light_command(watcher, hub)
-    answer_as_device(watcher, hub, "demo_office", command, error="device has no MCP tool")
+    await answer_as_device(watcher, hub, "demo_office", command, error="device has no MCP tool")
     answer = await respond_to(watcher, hub, "demo_kitchen", message_id)
     assert answer["text"] == "Sorry, the office light couldn't do that."
     result = await watcher.expect(
@@ -336,7 +340,7 @@ async def test_a_device_that_refuses_is_reported_as_such(hub: HubService, watche
 
 
 async def test_a_device_that_never_answers_is_said_not_to(
-    hub_settings: HubSettings, engine: IntentEngine, watcher: Watcher
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
 ) -> None:
     settings = hub_settings.model_copy(update={"command_answer_timeout_seconds": 0.3})
     service = HubService(settings, home=engine.home, engine=engine)
@@ -349,14 +353,14 @@ async def test_a_device_that_never_answers_is_said_not_to(
         await service.stop()
 
 
-async def test_a_device_known_offline_gets_no_command(hub: HubService, watcher: Watcher) -> None:
+async def test_a_device_known_offline_gets_no_command(hub: HubService, watcher: Recorder) -> None:
     status = StatusPayload(device_id="demo_office", status=DeviceStatus.DISCONNECTED)
-    watcher.publish(hub.topics.status("demo_office"), status.to_wire())
+    await watcher.publish(hub.topics.status("demo_office"), status.to_wire())
     record = hub.registry.device("demo_office")
     assert record is not None
     await watcher.wait_for(lambda: record.status is DeviceStatus.DISCONNECTED or None)
     start = watcher.mark()
-    message_id = say(watcher, hub, "turn on the office light", "demo_kitchen")
+    message_id = await say(watcher, hub, "turn on the office light", "demo_kitchen")
     answer = await respond_to(watcher, hub, "demo_kitchen", message_id)
     assert answer["text"] == "Sorry, the office light is offline."
     assert not [
@@ -367,13 +371,15 @@ async def test_a_device_known_offline_gets_no_command(hub: HubService, watcher: 
 
 
 async def test_bad_and_foreign_results_do_not_answer_a_command(
-    hub: HubService, watcher: Watcher
+    hub: HubService, watcher: Recorder
 ) -> None:
     message_id, command = await _office_light_command(watcher, hub)
     topic = hub.topics.device_events("demo_office")
-    watcher.publish(topic, b'{"event_type":"command_result", not json')
-    answer_as_device(watcher, hub, "demo_office", {**command, "message_id": "other"}, error="x")
-    watcher.publish(
+    await watcher.publish(topic, b'{"event_type":"command_result", not json')
+    await answer_as_device(
+        watcher, hub, "demo_office", {**command, "message_id": "other"}, error="x"
+    )
+    await watcher.publish(
         topic,
         {
             "event_type": "command_result",
@@ -384,7 +390,7 @@ async def test_bad_and_foreign_results_do_not_answer_a_command(
             "message_id": command["message_id"],
         },
     )
-    answer_as_device(watcher, hub, "demo_office", command)
+    await answer_as_device(watcher, hub, "demo_office", command)
     answer = await respond_to(watcher, hub, "demo_kitchen", message_id)
     assert answer["text"] == "Turning on the office light."
     text = hub.metrics.exposition().decode()

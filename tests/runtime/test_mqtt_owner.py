@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Inbox
+from tests.support import Recorder, record
 from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
+
+pytestmark = pytest.mark.integration  # a real Mosquitto
 
 _ids = itertools.count()
 
@@ -45,7 +47,7 @@ async def _start(owners: list[MqttOwner], owner: MqttOwner, *, wait: bool = True
 async def test_messages_of_both_qos_reach_a_subscriber_in_order(
     mosquitto: ManagedMosquitto, owners: list[MqttOwner]
 ) -> None:
-    inbox = Inbox()
+    inbox = Recorder()
     sub = await _start(
         owners, MqttOwner(mosquitto.url, client_id=_client_id("sub"), on_message=inbox)
     )
@@ -65,7 +67,7 @@ async def test_messages_of_both_qos_reach_a_subscriber_in_order(
 async def test_a_broker_restart_mid_stream_loses_no_qos1_message(
     own_broker: ManagedMosquitto, owners: list[MqttOwner]
 ) -> None:
-    inbox = Inbox()
+    inbox = Recorder()
     sub = MqttOwner(
         own_broker.url, client_id=_client_id("durable"), on_message=inbox, clean_session=False
     )
@@ -75,7 +77,7 @@ async def test_a_broker_restart_mid_stream_loses_no_qos1_message(
     total = 3000
     for i in range(total // 2):
         pub.publish_nowait(OutMessage("xiaozhi/events/dev1", str(i).encode(), qos=1))
-    await asyncio.to_thread(own_broker.stop)  # clean stop: the broker saves its sessions
+    assert await asyncio.to_thread(own_broker.stop) == 0  # clean: the broker saves its sessions
     await asyncio.wait_for(pub.disconnected.wait(), 15)
     for i in range(total // 2, total):  # the broker is down: these wait in the queue
         pub.publish_nowait(OutMessage("xiaozhi/events/dev1", str(i).encode(), qos=1))
@@ -105,7 +107,7 @@ async def test_retained_state_comes_back_after_a_broker_that_lost_it(
     await asyncio.to_thread(own_broker.start)
     await _reconnected(pub)
 
-    inbox = Inbox()
+    inbox = Recorder()
     late = await _start(
         owners, MqttOwner(own_broker.url, client_id=_client_id("late"), on_message=inbox)
     )
@@ -117,7 +119,7 @@ async def test_retained_state_comes_back_after_a_broker_that_lost_it(
 async def test_subscriptions_are_made_again_after_a_reconnect(
     own_broker: ManagedMosquitto, owners: list[MqttOwner]
 ) -> None:
-    inbox = Inbox()
+    inbox = Recorder()
     sub = await _start(
         owners, MqttOwner(own_broker.url, client_id=_client_id("sub"), on_message=inbox)
     )
@@ -135,7 +137,7 @@ async def test_subscriptions_are_made_again_after_a_reconnect(
 async def test_a_full_queue_drops_and_counts_and_signals_backpressure(
     own_broker: ManagedMosquitto, owners: list[MqttOwner]
 ) -> None:
-    own_broker.stop()  # no broker: everything stays queued
+    assert own_broker.stop() == 0  # no broker: everything stays queued
     pub = MqttOwner(
         own_broker.url, client_id=_client_id("edge"), max_queued_messages=10, high_watermark=5
     )
@@ -161,7 +163,7 @@ async def test_a_full_queue_drops_and_counts_and_signals_backpressure(
 async def test_a_failing_handler_does_not_take_the_connection_down(
     mosquitto: ManagedMosquitto, owners: list[MqttOwner]
 ) -> None:
-    inbox = Inbox()
+    inbox = Recorder()
 
     def handler(topic: str, payload: bytes) -> None:
         if payload == b"boom":
@@ -200,28 +202,24 @@ asyncio.run(main())
 
 
 async def test_the_will_fires_when_a_process_dies_and_birth_on_connect(
-    mosquitto: ManagedMosquitto, owners: list[MqttOwner]
+    mosquitto: ManagedMosquitto,
 ) -> None:
-    inbox = Inbox()
-    watcher = await _start(
-        owners, MqttOwner(mosquitto.url, client_id=_client_id("w"), on_message=inbox)
-    )
-    await watcher.subscribe(["xiaozhi/bridge/edges/+"])
     edge_id = _client_id("e")
     topic = f"xiaozhi/bridge/edges/{edge_id}"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _OWNER_PROCESS, mosquitto.url, edge_id,
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        while (line := await asyncio.wait_for(process.stdout.readline(), 15)) != b"online\n":
-            assert line, "the owner process ended before it came online"
-        await inbox.wait_for(lambda: inbox.payloads(topic)[-1:] == [b'{"state":"online"}'])
-    finally:
-        process.kill()  # SIGKILL: no DISCONNECT is sent, so the broker fires the will
-        await process.wait()
-    await inbox.wait_for(lambda: b'{"state":"offline"}' in inbox.payloads(topic), 20)
+    async with record(mosquitto.url, topic, name="will") as inbox:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _OWNER_PROCESS, mosquitto.url, edge_id,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert process.stdout is not None
+            while (line := await asyncio.wait_for(process.stdout.readline(), 15)) != b"online\n":
+                assert line, "the owner process ended before it came online"
+            await inbox.wait_for(lambda: inbox.payloads(topic)[-1:] == [b'{"state":"online"}'])
+        finally:
+            process.kill()  # SIGKILL: no DISCONNECT is sent, so the broker fires the will
+            await process.wait()
+        await inbox.wait_for(lambda: b'{"state":"offline"}' in inbox.payloads(topic), 20)
 
 
 async def test_the_broker_connection_does_not_delay_small_packets(

@@ -11,7 +11,6 @@ added once it lands.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -166,5 +165,4 @@ class EdgeProtocolPeer:
                 chunk = pcm[index * samples * 2 : (index + 1) * samples * 2]
                 packet = self._encoder.encode(chunk, samples)
                 await ws.send(encode_opus(packet, conn.version, timestamp_ms=timestamp))
-            await asyncio.sleep(0)
             await ws.send(Tts(session_id="peer-session", state=TtsState.STOP).to_text())

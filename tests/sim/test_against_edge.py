@@ -2,8 +2,9 @@
 
 Issue 5, point 8: each WebSocket flavour and binary version, MCP, TTS audio, token auth, a
 scenario and a mixed fleet, with ``xiaozhi_edge.server.EdgeServer`` on a free port instead of
-the protocol peer of edge_peer.py. An integrator (``MqttOwner`` + ``Inbox``) watches the tree
-and publishes commands; every wait has a timeout, nothing sleeps.
+the protocol peer of edge_peer.py. An integrator (a ``Recorder``) watches the tree and
+publishes commands, each once the device's ``connected`` status is out; every wait has a
+timeout, nothing sleeps.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ import pytest
 import yaml
 
 from tests.conftest import StartEdge
-from tests.support import Inbox
+from tests.support import Recorder
 from xiaozhi.payloads import CommandPayload, DeviceKind
 from xiaozhi.tokens import issue_token
 from xiaozhi.topics import TopicTree
 from xiaozhi.wav import decode_wav
 from xiaozhi_edge.server import EdgeServer
-from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
 from xiaozhi_sim.device import ChannelError, Fault
 from xiaozhi_sim.fleet import DeviceSpec, Fleet
 from xiaozhi_sim.identity import make_identity
@@ -49,15 +49,16 @@ def on_edge(sim_settings: SimSettings, edge: EdgeServer, **extra: Any) -> SimSet
     return sim_settings.model_copy(update={"sim_ws_url": ws_url(edge), **extra})
 
 
-def command(owner: MqttOwner, device_id: str, name: str, **parameters: Any) -> str:
-    """Publish one command as an integrator does; return its message_id."""
+async def command(integrator: Recorder, device_id: str, name: str, **parameters: Any) -> str:
+    """Publish one command as an integrator does; return its message_id. Callers wait for
+    :func:`connected_on` first: the edge subscribes to the device's commands before that."""
     message_id = uuid.uuid4().hex
     payload = CommandPayload(command=name, parameters=parameters, message_id=message_id)
-    owner.publish_nowait(OutMessage(TOPICS.command(device_id), payload.to_wire(), qos=1))
+    await integrator.publish(TOPICS.command(device_id), payload.to_wire())
     return message_id
 
 
-def results(inbox: Inbox, device_id: str, message_id: str) -> list[dict[str, Any]]:
+def results(inbox: Recorder, device_id: str, message_id: str) -> list[dict[str, Any]]:
     return [
         e
         for e in inbox.json(TOPICS.device_events(device_id))
@@ -65,7 +66,7 @@ def results(inbox: Inbox, device_id: str, message_id: str) -> list[dict[str, Any
     ]
 
 
-async def connected_on(inbox: Inbox, edge: EdgeServer, device_id: str) -> dict[str, Any]:
+async def connected_on(inbox: Recorder, edge: EdgeServer, device_id: str) -> dict[str, Any]:
     """The `connected` status this edge published for the device (its subscription is live)."""
 
     def found() -> list[dict[str, Any]]:
@@ -94,12 +95,12 @@ def received(device: WsDevice, **fields: Any) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("version", [1, 2, 3])
 async def test_a_firmware_device_says_a_command_in_each_binary_version(
     start_edge: StartEdge,
-    integrator: tuple[Inbox, MqttOwner],
+    integrator: Recorder,
     sim_settings: SimSettings,
     device_name: str,
     version: int,
 ) -> None:
-    inbox, _ = integrator
+    inbox = integrator
     edge = await start_edge()
     identity = make_identity(name=device_name)
     settings = on_edge(sim_settings, edge, sim_token="opaque-token")
@@ -146,18 +147,18 @@ async def test_a_firmware_device_says_a_command_in_each_binary_version(
 
 async def test_set_volume_reaches_the_simulated_mcp_server(
     start_edge: StartEdge,
-    integrator: tuple[Inbox, MqttOwner],
+    integrator: Recorder,
     sim_settings: SimSettings,
     device_name: str,
 ) -> None:
-    inbox, owner = integrator
+    inbox = integrator
     edge = await start_edge()
     device = WsDevice(make_identity(name=device_name), on_edge(sim_settings, edge))
     try:
         await device.wake()
         await connected_on(inbox, edge, device.device_id)
         assert device.model.volume != 80
-        message_id = command(owner, device.device_id, "set_volume", volume=80)
+        message_id = await command(integrator, device.device_id, "set_volume", volume=80)
         await inbox.wait_for(lambda: results(inbox, device.device_id, message_id))
         result = results(inbox, device.device_id, message_id)[0]
         assert (result["status"], result["tool"]) == ("ok", "self.audio_speaker.set_volume")
@@ -186,12 +187,12 @@ async def test_set_volume_reaches_the_simulated_mcp_server(
 
 async def test_respond_is_heard_as_opus_and_recorded_as_wav(
     start_edge: StartEdge,
-    integrator: tuple[Inbox, MqttOwner],
+    integrator: Recorder,
     sim_settings: SimSettings,
     device_name: str,
     tmp_path: Path,
 ) -> None:
-    inbox, owner = integrator
+    inbox = integrator
     edge = await start_edge()
     record = tmp_path / "answer.wav"
     device = WsDevice(
@@ -204,7 +205,7 @@ async def test_respond_is_heard_as_opus_and_recorded_as_wav(
     try:
         await device.wake()
         await connected_on(inbox, edge, device.device_id)
-        message_id = command(owner, device.device_id, "respond", text=text, stt=LIGHT)
+        message_id = await command(integrator, device.device_id, "respond", text=text, stt=LIGHT)
         assert await device.wait_until(lambda: bool(received(device, type="tts", state="stop")), 10)
         assert received(device, type="stt")[0]["text"] == LIGHT
         assert received(device, type="tts", state="sentence_start")[0]["text"] == text
@@ -234,11 +235,11 @@ async def test_respond_is_heard_as_opus_and_recorded_as_wav(
 
 async def test_a_seed_device_registers_and_runs_a_json_command(
     start_edge: StartEdge,
-    integrator: tuple[Inbox, MqttOwner],
+    integrator: Recorder,
     sim_settings: SimSettings,
     device_name: str,
 ) -> None:
-    inbox, owner = integrator
+    inbox = integrator
     edge = await start_edge()
     device = WsDevice(
         make_identity(name=device_name), on_edge(sim_settings, edge), flavour=DeviceKind.SEED
@@ -253,7 +254,7 @@ async def test_a_seed_device_registers_and_runs_a_json_command(
         assert await device.wait_until(lambda: bool(received(device, type="pong")), 5)
         assert received(device, type="response")[0]["data"]["status"] == "registered"
 
-        message_id = command(owner, device.device_id, "set_volume", volume=80)
+        message_id = await command(integrator, device.device_id, "set_volume", volume=80)
         assert await device.wait_until(lambda: any(r.kind == "command" for r in device.inbox), 10)
         got = next(r.payload for r in device.inbox if r.kind == "command")
         assert got["type"] == "command"
@@ -284,11 +285,11 @@ async def test_a_seed_device_registers_and_runs_a_json_command(
 
 async def test_token_mode_admits_a_signed_device_and_refuses_a_forged_token(
     start_edge: StartEdge,
-    integrator: tuple[Inbox, MqttOwner],
+    integrator: Recorder,
     sim_settings: SimSettings,
     device_name: str,
 ) -> None:
-    inbox, _ = integrator
+    inbox = integrator
     secret = "sim-test-secret"
     edge = await start_edge(device_auth="token", secret=secret)
     identity = make_identity(name=device_name)
@@ -423,9 +424,9 @@ async def test_a_deliberately_failing_scenario_exits_1(
 
 
 async def test_a_mixed_fleet_connects_to_the_edge_and_the_broker(
-    start_edge: StartEdge, integrator: tuple[Inbox, MqttOwner], sim_settings: SimSettings
+    start_edge: StartEdge, integrator: Recorder, sim_settings: SimSettings
 ) -> None:
-    inbox, _ = integrator
+    inbox = integrator
     edge = await start_edge()
     specs = [DeviceSpec("ws", binary_version=1 + i % 3) for i in range(20)]
     specs += [DeviceSpec("mqtt") for _ in range(20)]
@@ -445,10 +446,10 @@ async def test_a_mixed_fleet_connects_to_the_edge_and_the_broker(
         def online(transport: str) -> set[str]:
             """Devices whose live `connected` status says this transport (and this edge)."""
             return {
-                topic.rsplit("/", 1)[1]
-                for topic, payload in inbox.messages
-                if topic.startswith("xiaozhi/status/")
-                and (s := json.loads(payload or b"{}")).get("status") == "connected"
+                m.topic.rsplit("/", 1)[1]
+                for m in inbox.messages
+                if m.topic.startswith("xiaozhi/status/")
+                and (s := json.loads(m.payload or b"{}")).get("status") == "connected"
                 and s.get("transport") == transport
                 and (transport == "mqtt" or s.get("edge_id") == edge.settings.edge_id)
             }

@@ -6,16 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import record, refused_port
 from xiaozhi.topics import TopicTree
-from xiaozhi_cli.broker import ManagedMosquitto, free_port
+from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_sim.cli import main
 from xiaozhi_sim.fleet import Fleet, demo_fleet, fleet_specs
 from xiaozhi_sim.mqtt_device import MqttDevice
 from xiaozhi_sim.scenario import ScenarioError, load_scenario, matches
 from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.ws_device import WsDevice
-
-from .observer import observe
 
 pytestmark = pytest.mark.integration
 SCENARIOS = Path(__file__).resolve().parents[2] / "firmware-sim" / "scenarios"
@@ -45,19 +44,24 @@ async def test_a_fleet_of_200_mqtt_devices_in_one_process(
         assert line.startswith("connected 200/200 | msgs/s")
         assert "errors 0" in line
         assert "cmd p50 -" not in line  # the probe measured command round trips
-        # One group command reaches every member.
-        async with observe(mosquitto, T.all_events()) as obs:
+        # One group command reaches every member, once each is subscribed: a device
+        # subscribes before it publishes its retained `connected` status (same connection).
+        members = {d.device_id for d in fleet.devices}
+        async with record(mosquitto.url, T.all_status(), T.all_events()) as obs:
+
+            def announced() -> set[str]:
+                statuses = [m.obj for m in obs.messages]
+                return {s.get("device_id") for s in statuses if s.get("status") == "connected"}
+
+            await obs.wait_for(lambda: announced() >= members, within=30)
             await obs.publish(
                 T.group_command("floor1"), {"command": "get_status", "message_id": "g"}
             )
-            answered: set[str] = set()
 
-            def all_answered(m: object) -> bool:
-                if getattr(m, "obj", {}).get("message_id") == "g":
-                    answered.add(m.obj["device_id"])  # type: ignore[attr-defined]
-                return len(answered) == 200
+            def answered() -> set[str]:
+                return {m.obj["device_id"] for m in obs.messages if m.obj.get("message_id") == "g"}
 
-            await obs.wait_for(all_answered, within=15)
+            await obs.wait_for(lambda: len(answered()) == 200, within=15)
     finally:
         await fleet.stop()
     assert fleet.stats.connected == 0
@@ -109,18 +113,19 @@ def test_fleet_cli_reports_and_exits_0_when_all_connected(
 
 
 def test_fleet_cli_exits_1_when_devices_cannot_connect(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(
-        [
-            "fleet",
-            "--devices", "2",
-            "--transport", "ws",
-            "--ota-url", "",
-            "--ws-url", f"ws://127.0.0.1:{free_port()}/xiaozhi/v1/",
-            "--connect-timeout", "0.5",
-            "--interval", "0.2",
-            "--duration", "0",
-        ]
-    )  # fmt: skip
+    with refused_port() as port:
+        code = main(
+            [
+                "fleet",
+                "--devices", "2",
+                "--transport", "ws",
+                "--ota-url", "",
+                "--ws-url", f"ws://127.0.0.1:{port}/xiaozhi/v1/",
+                "--connect-timeout", "0.5",
+                "--interval", "0.2",
+                "--duration", "0",
+            ]
+        )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 1
     assert "connected 0/2 expected (not all within 0.5 s)" in out
@@ -220,8 +225,9 @@ def test_scenario_checks(tmp_path: Path, steps: str, problem: str) -> None:
 
 
 def test_no_broker_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"mqtt://127.0.0.1:{free_port()}"
-    assert main(["scenario", str(SCENARIOS / "mqtt_commands.yaml"), "--mqtt-url", url]) == 2
+    with refused_port() as port:
+        url = f"mqtt://127.0.0.1:{port}"
+        assert main(["scenario", str(SCENARIOS / "mqtt_commands.yaml"), "--mqtt-url", url]) == 2
     assert "unreachable" in capsys.readouterr().err
 
 

@@ -5,13 +5,13 @@ Observed with an independent client (aiomqtt); every wait is for an expected mes
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import record, refused_port
 from xiaozhi.topics import TopicTree
 from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_sim.device import ChannelError, Fault, FaultNotApplicable
@@ -20,8 +20,6 @@ from xiaozhi_sim.mqtt_device import MqttDevice
 from xiaozhi_sim.paho_loop import PahoAsyncio
 from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.state import DeviceState
-
-from .observer import observe
 
 pytestmark = pytest.mark.integration
 T = TopicTree()
@@ -36,6 +34,11 @@ async def running(
     try:
         await device.start()
         assert await device.wait_connected(10), "device did not connect to the broker"
+        # The device subscribes to its command topics, then publishes its retained
+        # `connected` status, on one connection: once the broker holds that status it holds
+        # the subscriptions too, so a command published from now on reaches the device.
+        async with record(settings.mqtt_url, T.status(device.device_id), name="ready") as ready:
+            await ready.first(lambda m: m.obj.get("status") == "connected")
         yield device
     finally:
         await device.stop()
@@ -49,15 +52,15 @@ async def test_a_device_comes_up_with_a_retained_status_and_sensors(
         did = device.device_id
         assert device.state is DeviceState.IDLE
         # A subscriber arriving later gets what the broker retained.
-        async with observe(mosquitto, T.status(did), T.device_sensors(did)) as late:
-            status = await late.wait_for(lambda m: m.topic == T.status(did))
+        async with record(mosquitto.url, T.status(did), T.device_sensors(did)) as late:
+            status = await late.first(lambda m: m.topic == T.status(did))
             assert status.retain
             assert status.obj["status"] == "connected"
             assert status.obj["transport"] == "mqtt"
             for field in ("uptime", "memory_usage", "cpu_usage", "wifi_signal", "free_heap"):
                 assert field in status.obj
             for sensor, unit in (("temperature", "celsius"), ("humidity", "percent")):
-                reading = await late.wait_for(lambda m, s=sensor: m.topic == T.sensor(did, s))
+                reading = await late.first(lambda m, s=sensor: m.topic == T.sensor(did, s))
                 assert reading.retain
                 assert reading.obj["unit"] == unit
                 assert reading.obj["device_id"] == did
@@ -68,7 +71,7 @@ async def test_commands_on_its_topic_its_group_and_broadcast_get_command_results
 ) -> None:
     async with running(sim_settings, device_name, groups=("kitchen",)) as device:
         did = device.device_id
-        async with observe(mosquitto, T.device_events(did), T.status(did)) as obs:
+        async with record(mosquitto.url, T.device_events(did), T.status(did)) as obs:
             await obs.publish(
                 T.command(did),
                 {"command": "set_volume", "parameters": {"volume": 80}, "message_id": "own"},
@@ -83,15 +86,15 @@ async def test_commands_on_its_topic_its_group_and_broadcast_get_command_results
                 ("group", "led"),
                 ("all", "get_status"),
             ):
-                result = await obs.wait_for(lambda m, i=message_id: m.obj.get("message_id") == i)
+                result = await obs.first(lambda m, i=message_id: m.obj.get("message_id") == i)
                 assert result.topic == T.device_events(did)
                 assert result.obj["event_type"] == "command_result"
                 assert result.obj["command"] == command
                 assert result.obj["status"] == "ok"
             # The effect is in the status the device publishes next.
-            await obs.wait_for(lambda m: m.obj.get("volume") == 80 and m.obj.get("light") == "on")
+            await obs.first(lambda m: m.obj.get("volume") == 80 and m.obj.get("light") == "on")
             await obs.publish(T.command(did), {"command": "dance", "message_id": "bad"})
-            refused = await obs.wait_for(lambda m: m.obj.get("message_id") == "bad")
+            refused = await obs.first(lambda m: m.obj.get("message_id") == "bad")
             assert refused.obj["status"] == "error"
             assert "unknown command" in refused.obj["error"]
         assert device.model.volume == 80
@@ -108,18 +111,18 @@ async def test_say_publishes_a_voice_command_and_respond_is_spoken(
 ) -> None:
     async with running(sim_settings, device_name) as device:
         did = device.device_id
-        async with observe(mosquitto, T.voice_command_events()) as obs:
+        async with record(mosquitto.url, T.voice_command_events()) as obs:
             await device.say("turn on the living room light")
-            voice = await obs.wait_for(lambda m: m.obj.get("device_id") == did)
+            voice = await obs.first(lambda m: m.obj.get("device_id") == did)
         assert voice.obj["event_type"] == "voice_command"
         assert voice.obj["command"] == "turn on the living room light"
         assert voice.obj["language"] == "en"
         assert device.state is DeviceState.LISTENING
-        async with observe(mosquitto, T.device_events(did)) as obs:
+        async with record(mosquitto.url, T.device_events(did)) as obs:
             await obs.publish(
                 T.command(did), {"command": "respond", "parameters": {"text": "It is on."}}
             )
-            await obs.wait_for(lambda m: m.obj.get("command") == "respond")
+            await obs.first(lambda m: m.obj.get("command") == "respond")
         assert device.model.last_response == "It is on."
         assert device.state is DeviceState.IDLE
         assert len(device.stats.voice_latency) == 1
@@ -132,16 +135,16 @@ async def test_an_abrupt_disconnect_fires_the_will_and_the_device_comes_back(
 ) -> None:
     async with running(sim_settings, device_name) as device:
         did = device.device_id
-        async with observe(mosquitto, T.status(did)) as obs:
-            await obs.wait_for(lambda m: m.obj.get("status") == "connected")
+        async with record(mosquitto.url, T.status(did)) as obs:
+            await obs.first(lambda m: m.obj.get("status") == "connected")
             result = await device.inject(Fault.ABRUPT_DISCONNECT)
             assert "without DISCONNECT" in result.detail
-            lwt = await obs.wait_for(lambda m: m.obj.get("status") == "disconnected")
+            lwt = await obs.first(lambda m: m.obj.get("status") == "disconnected")
             assert lwt.obj == {"status": "disconnected", "device_id": did}
             assert await device.wait_until(lambda: device.stats.connects == 2, 10)
             assert await device.wait_connected(5)
-        async with observe(mosquitto, T.status(did)) as late:
-            retained = await late.wait_for(lambda m: m.retain)
+        async with record(mosquitto.url, T.status(did)) as late:
+            retained = await late.first(lambda m: m.retain)
             assert retained.obj["status"] == "connected"
 
 
@@ -150,11 +153,11 @@ async def test_a_reboot_command_goes_offline_and_back(
 ) -> None:
     async with running(sim_settings, device_name) as device:
         did = device.device_id
-        async with observe(mosquitto, T.status(did), T.device_events(did)) as obs:
+        async with record(mosquitto.url, T.status(did), T.device_events(did)) as obs:
             await obs.publish(T.command(did), {"command": "reboot", "message_id": "r"})
-            await obs.wait_for(lambda m: m.obj.get("message_id") == "r")
-            await obs.wait_for(lambda m: m.obj.get("status") == "disconnected")
-            back = await obs.wait_for(lambda m: m.obj.get("status") == "connected" and not m.retain)
+            await obs.first(lambda m: m.obj.get("message_id") == "r")
+            await obs.first(lambda m: m.obj.get("status") == "disconnected")
+            back = await obs.first(lambda m: m.obj.get("status") == "connected" and not m.retain)
             assert back.obj["uptime"] == 0
         assert device.model.reboots == 1
 
@@ -164,14 +167,14 @@ async def test_faults_on_mqtt(
 ) -> None:
     async with running(sim_settings, device_name) as device:
         did = device.device_id
-        async with observe(mosquitto, T.voice_command_events(), T.status(did)) as obs:
+        async with record(mosquitto.url, T.voice_command_events(), T.status(did)) as obs:
             await device.inject(Fault.MALFORMED)
-            await obs.wait_for(lambda m: m.topic == T.voice_command_events() and not m.obj)
+            await obs.first(lambda m: m.topic == T.voice_command_events() and not m.obj)
             flood = await device.inject(Fault.FLOOD, count=50)
             assert flood.sent == 50
             # Over the broker's max_packet_size: the broker cuts the device off; it returns.
             await device.inject(Fault.OVERSIZE, size=2_200_000)
-            await obs.wait_for(lambda m: m.obj.get("status") == "disconnected")
+            await obs.first(lambda m: m.obj.get("status") == "disconnected")
             assert await device.wait_until(lambda: device.stats.connects == 2, 10)
         for fault in (Fault.TRUNCATED, Fault.BAD_TOKEN, Fault.WRONG_VERSION):
             with pytest.raises(FaultNotApplicable):
@@ -217,34 +220,32 @@ async def test_reconnect_with_backoff_then_give_up(tmp_path: Path, device_name: 
 async def test_a_device_started_without_a_broker_keeps_trying(
     sim_settings: SimSettings, device_name: str
 ) -> None:
-    from xiaozhi_cli.broker import free_port
-
-    settings = sim_settings.model_copy(
-        update={"mqtt_url": f"mqtt://127.0.0.1:{free_port()}", "sim_reconnect_attempts": 2}
-    )
-    paho = PahoAsyncio()
-    device = MqttDevice(make_identity(name=device_name), settings, paho=paho)
-    await device.start()
-    assert await device.wait_until(lambda: device.state is DeviceState.FATAL_ERROR, 10)
-    assert device.stats.errors["connect"] == 3
-    await device.stop()
-    await paho.close()
-    await asyncio.sleep(0)
+    with refused_port() as port:
+        settings = sim_settings.model_copy(
+            update={"mqtt_url": f"mqtt://127.0.0.1:{port}", "sim_reconnect_attempts": 2}
+        )
+        paho = PahoAsyncio()
+        device = MqttDevice(make_identity(name=device_name), settings, paho=paho)
+        await device.start()
+        assert await device.wait_until(lambda: device.state is DeviceState.FATAL_ERROR, 10)
+        assert device.stats.errors["connect"] == 3
+        await device.stop()
+        await paho.close()
 
 
 async def test_a_device_announces_its_connect_and_its_clean_disconnect(
     mosquitto: ManagedMosquitto, sim_settings: SimSettings, device_name: str
 ) -> None:
     """An MQTT device has no edge to publish device_connected/disconnected for it."""
-    async with observe(mosquitto, T.device_connected(), T.device_disconnected()) as seen:
+    async with record(mosquitto.url, T.device_connected(), T.device_disconnected()) as seen:
         async with running(sim_settings, device_name) as device:
             did = device.device_id
-            came = await seen.wait_for(
+            came = await seen.first(
                 lambda m: m.topic == T.device_connected() and m.obj.get("device_id") == did
             )
             assert came.obj["transport"] == "mqtt"
             assert "edge_id" not in came.obj
-        went = await seen.wait_for(
+        went = await seen.first(
             lambda m: m.topic == T.device_disconnected() and m.obj.get("device_id") == did
         )
         assert went.obj["event_type"] == "device_disconnected"

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import refused_port
 from xiaozhi import jsonutil
 from xiaozhi.wav import UPLINK_FORMAT, WavFormat, decode_wav, encode_wav
-from xiaozhi_cli.broker import free_port
 from xiaozhi_sim.identity import make_identity
 from xiaozhi_sim.mic_and_speaker import (
     SAMPLES_PER_FRAME,
@@ -109,10 +109,11 @@ async def test_fetch_setup_posts_and_honours_the_answer() -> None:
 
 async def test_an_unreachable_setup_endpoint_falls_back_to_the_settings() -> None:
     identity = make_identity(name="unreachable")
-    url = f"http://127.0.0.1:{free_port()}/xiaozhi/ota/"
-    async with httpx.AsyncClient() as client:
-        result = await fetch_setup(client, url, identity, FALLBACK)
-        skipped = await fetch_setup(client, "", identity, FALLBACK)
+    with refused_port() as port:
+        url = f"http://127.0.0.1:{port}/xiaozhi/ota/"
+        async with httpx.AsyncClient() as client:
+            result = await fetch_setup(client, url, identity, FALLBACK)
+            skipped = await fetch_setup(client, "", identity, FALLBACK)
     assert (result.ws_url, result.source) == (FALLBACK.ws_url, "settings")
     assert "unreachable" in (result.error or "")
     assert "no setup URL" in (skipped.error or "")

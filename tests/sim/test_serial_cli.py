@@ -16,7 +16,7 @@ from pathlib import Path
 import opuslib
 import pytest
 
-from tests.support import LineReader
+from tests.support import LineReader, record
 from xiaozhi.topics import TopicTree
 from xiaozhi.wav import UPLINK_FORMAT, decode_wav, encode_wav
 from xiaozhi_cli.broker import ManagedMosquitto
@@ -29,7 +29,6 @@ from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.ws_device import WsDevice
 
 from .edge_peer import EdgeProtocolPeer
-from .observer import observe
 
 pytestmark = pytest.mark.integration
 T = TopicTree()
@@ -75,17 +74,17 @@ async def test_the_serial_console_changes_the_device_and_its_status_reports_it(
     assert path.startswith("/dev/pts/")
     fd = open_port(path)
     try:
-        async with observe(mosquitto, T.status(did)) as obs:
+        async with record(mosquitto.url, T.status(did)) as obs:
             os.write(fd, b"$VOL,80#\r\n")
             assert await read_lines(fd, 1) == [b"$OK#"]
-            await obs.wait_for(lambda m: m.obj.get("volume") == 80)
+            await obs.first(lambda m: m.obj.get("volume") == 80)
             os.write(fd, b"$LED,ON,200#$STA?#")
             replies = await read_lines(fd, 2)
             assert replies == [b"$OK#", b"$OK,STATE=IDLE,LED=ON,BRI=200,VOL=80,UP=0#"]
-            await obs.wait_for(lambda m: m.obj.get("light") == "on")
+            await obs.first(lambda m: m.obj.get("light") == "on")
             os.write(fd, b"$RST#")
             assert await read_lines(fd, 1) == [b"$OK#"]
-            await obs.wait_for(lambda m: m.obj.get("status") == "disconnected")
+            await obs.first(lambda m: m.obj.get("status") == "disconnected")
             assert await device.wait_until(lambda: device.stats.connects == 2, 10)
         assert device.model.reboots == 1
         assert device.model.volume == 80  # kept in NVS across the reset

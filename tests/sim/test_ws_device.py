@@ -13,10 +13,10 @@ import httpx
 import opuslib
 import pytest
 
+from tests.support import refused_port
 from xiaozhi.messages import ListenMode
 from xiaozhi.payloads import DeviceKind
 from xiaozhi.wav import UPLINK_FORMAT, decode_wav, encode_wav
-from xiaozhi_cli.broker import free_port
 from xiaozhi_sim.device import ChannelError, Fault, FaultNotApplicable
 from xiaozhi_sim.identity import make_identity
 from xiaozhi_sim.mic_and_speaker import tone
@@ -291,13 +291,14 @@ async def test_the_seed_client_stays_connected_and_talks_in_envelopes(device_nam
 
 
 async def test_an_unreachable_edge_is_a_channel_error(device_name: str) -> None:
-    settings = SimSettings(sim_ota_url="", sim_ws_url=f"ws://127.0.0.1:{free_port()}/x/")
-    device = WsDevice(make_identity(name=device_name), settings)
-    try:
-        with pytest.raises(ChannelError):
-            await device.say("hello")
-        assert device.state is DeviceState.IDLE
-        assert device.stats.errors["connect"] == 1
-        assert any(r.payload.get("type") == "connect_failed" for r in device.inbox)
-    finally:
-        await device.stop()
+    with refused_port() as port:
+        settings = SimSettings(sim_ota_url="", sim_ws_url=f"ws://127.0.0.1:{port}/x/")
+        device = WsDevice(make_identity(name=device_name), settings)
+        try:
+            with pytest.raises(ChannelError):
+                await device.say("hello")
+            assert device.state is DeviceState.IDLE
+            assert device.stats.errors["connect"] == 1
+            assert any(r.payload.get("type") == "connect_failed" for r in device.inbox)
+        finally:
+            await device.stop()

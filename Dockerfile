@@ -9,9 +9,10 @@
 FROM python:3.11-slim-bookworm
 
 # libopus0: the edge decodes and the simulator encodes Opus (opuslib loads it with ctypes).
+# espeak-ng, flite: the speech package's voices (espeak-ng also phonemises unknown words).
 # mosquitto-clients: mosquitto_sub/mosquitto_pub, to watch the topic tree from a container.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libopus0 mosquitto-clients \
+    && apt-get install -y --no-install-recommends libopus0 mosquitto-clients espeak-ng flite \
     && rm -rf /var/lib/apt/lists/*
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -35,6 +36,7 @@ COPY firmware-sim ./firmware-sim
 COPY cli ./cli
 COPY runtime ./runtime
 COPY bench ./bench
+COPY speech ./speech
 RUN pip install --no-cache-dir . \
     && cd / && rm -rf /src
 

@@ -39,8 +39,8 @@ class Transcript:
         text: the words, lower case; ``""`` when not accepted.
         accepted: False when nothing was heard, when the words are outside the home's
             sentences, or when the engine is unsure: the caller must then execute nothing.
-        confidence: 0..1; for the offline recogniser the share of the heard word triples
-            that occur in the home's sentences (1.0 is needed to accept).
+        confidence: 0..1; for the offline recogniser the share of the heard four-word
+            sequences that occur in the home's sentences (1.0 is needed to accept).
         language: a BCP 47 tag, ``en-US``.
         processing_time_ms: wall time spent recognising.
         audio_duration_ms: length of the audio given.

@@ -10,7 +10,7 @@ Fully expanding the templates is impossible (``HassTurnOn`` alone has well over 
 sentences for the small demo home, because optional words, alternatives and permutations
 multiply), so each template is enumerated when it is small and sampled at random (with a fixed
 seed, so the same home always gives the same corpus) when it is large. An n-gram model only
-needs every word pair and triple to occur somewhere, which sampling gives.
+needs every short word sequence to occur somewhere, which sampling gives.
 
 Templates that can never match in this home are left out: those with wildcards (free text
 such as shopping list items cannot be recognised from a closed vocabulary) and those that
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 DEFAULT_CORPUS_LIMIT = 50_000
-"""Sentences kept at most: enough for every word triple of a home, built in about a second."""
+"""Sentences kept at most: enough for the word sequences of a home, built in about a second."""
 
 _SEED = 20_261_201
 _ENUMERATE_UP_TO = 200

@@ -1,0 +1,160 @@
+"""The offline recogniser on the demo home: real pocketsphinx, real espeak-ng and flite speech
+through real Opus. Commands come back right and accepted; what the home cannot do comes back
+not accepted (never guessed into a command); a new entity becomes recognisable on reload; the
+recogniser answers over Wyoming.
+
+One recogniser is loaded per module (about 5 s: corpus, model, a spawned worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from tests.speech.voices import VOICES, spoken
+from xiaozhi_hub.home import DEMO_HOME_PATH, Home, load_home
+from xiaozhi_hub.intents import IntentEngine, IntentMatch
+from xiaozhi_speech import (
+    OfflineRecognizer,
+    WyomingSpeechToText,
+    corpus_from_intents,
+    serve_wyoming_stt,
+)
+from xiaozhi_speech.offline import RecognizerClosed
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+COMMANDS = {
+    "turn on the living room light": ("HassTurnOn", "light.living_room"),
+    "turn off the kitchen light": ("HassTurnOff", "light.kitchen"),
+    "set the bedroom light brightness to fifty percent": ("HassLightSet", "light.bedroom"),
+    "lock the front door": ("HassTurnOn", "lock.front_door"),
+    "set the office thermostat to twenty one degrees": (
+        "HassClimateSetTemperature",
+        "climate.office",
+    ),
+}
+OUT_OF_DOMAIN = ("tell me a joke", "what's the weather tomorrow", "turn on the garage light")
+
+
+def _engine(home: Home) -> IntentEngine:
+    """The hub's intent engine for ``home``, built as the hub builds it (tests only)."""
+    return IntentEngine(home, "en")
+
+
+@pytest.fixture(scope="module")
+def demo_engine() -> IntentEngine:
+    return _engine(load_home(DEMO_HOME_PATH))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def recognizer(demo_engine: IntentEngine) -> AsyncIterator[OfflineRecognizer]:
+    engine = OfflineRecognizer()
+    try:
+        await engine.load(corpus_from_intents(demo_engine.intents, demo_engine.slot_lists))
+        yield engine
+    finally:
+        await engine.aclose()
+
+
+@pytest.mark.parametrize("voice", list(VOICES))
+async def test_demo_home_commands_are_heard_right(
+    recognizer: OfflineRecognizer, demo_engine: IntentEngine, voice: str
+) -> None:
+    wrong = []
+    for text, (intent, entity) in COMMANDS.items():
+        heard = await recognizer.transcribe(await spoken(VOICES[voice], text), 16000)
+        match = demo_engine.recognize(heard.text)
+        if not (
+            heard.accepted
+            and isinstance(match, IntentMatch)
+            and match.intent == intent
+            and match.slots.get("name") == entity
+        ):
+            wrong.append((text, heard))
+        assert heard.language == "en-US"
+        assert heard.audio_duration_ms > 1000
+        assert heard.processing_time_ms > 0
+    # Synthetic voices: allow one miss per voice (a miss is a rejection or a wrong word).
+    assert len(wrong) <= 1, wrong
+
+
+@pytest.mark.parametrize("voice", list(VOICES))
+async def test_out_of_domain_speech_is_not_accepted(
+    recognizer: OfflineRecognizer, voice: str
+) -> None:
+    for text in OUT_OF_DOMAIN:
+        heard = await recognizer.transcribe(await spoken(VOICES[voice], text), 16000)
+        assert not heard.accepted, (text, heard)
+        assert heard.text == ""
+        assert heard.reason in {"out_of_domain", "no_speech"}
+        assert heard.confidence < 1.0
+
+
+async def test_silence_and_short_audio_are_no_speech(recognizer: OfflineRecognizer) -> None:
+    for pcm in (bytes(32000), bytes(100)):
+        heard = await recognizer.transcribe(pcm, 16000)
+        assert (heard.accepted, heard.reason, heard.text) == (False, "no_speech", "")
+
+
+async def test_other_sample_rates_are_resampled(recognizer: OfflineRecognizer) -> None:
+    speech = await VOICES["espeak-ng en-us"].synthesize("turn off the kitchen light")
+    heard = await recognizer.transcribe(speech.pcm, speech.sample_rate)  # 22.05 kHz
+    assert (heard.accepted, heard.text) == (True, "turn off the kitchen light")
+
+
+async def test_wyoming_round_trip(recognizer: OfflineRecognizer) -> None:
+    ports: list[int] = []
+    ready = asyncio.Event()
+    server = asyncio.create_task(
+        serve_wyoming_stt(recognizer, "127.0.0.1", 0, ready=ready, on_port=ports.append)
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        client = WyomingSpeechToText("127.0.0.1", ports[0], "en-US")
+        voice = VOICES["flite slt"]
+        heard = await client.transcribe(await spoken(voice, "turn off the kitchen light"), 16000)
+        assert (heard.accepted, heard.text) == (True, "turn off the kitchen light"), heard
+        refused = await client.transcribe(await spoken(voice, "tell me a joke"), 16000)
+        assert (refused.accepted, refused.text, refused.reason) == (False, "", "out_of_domain")
+        await client.aclose()
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+
+
+async def test_a_new_entity_becomes_recognisable_on_reload(demo_engine: IntentEngine) -> None:
+    """A light named with a word the CMU dictionary lacks (espeak-ng phonemises it)."""
+    demo = load_home(DEMO_HOME_PATH)
+    data = demo.model_dump(mode="json", exclude_none=True)
+    data["entities"].append(
+        {"entity_id": "light.xiaozhi_lamp", "name": "xiaozhi lamp", "area": "office"}
+    )
+    bigger = _engine(Home.model_validate(data))
+    speech = await spoken(VOICES["espeak-ng en-us"], "turn on the xiaozhi lamp")
+    engine = OfflineRecognizer()
+    try:
+        await engine.load(corpus_from_intents(demo_engine.intents, demo_engine.slot_lists))
+        before = await engine.transcribe(speech, 16000)
+        assert not before.accepted, before
+        await engine.load(corpus_from_intents(bigger.intents, bigger.slot_lists))
+        after = await engine.transcribe(speech, 16000)
+        assert (after.accepted, after.text) == (True, "turn on the xiaozhi lamp")
+        assert engine.model is not None
+        assert engine.model.version == 2
+    finally:
+        await engine.aclose()
+    with pytest.raises(RecognizerClosed):
+        await engine.transcribe(speech, 16000)
+
+
+def test_only_english_and_at_least_one_worker() -> None:
+    with pytest.raises(ValueError, match="en-US only"):
+        OfflineRecognizer(language="zh-CN")
+    with pytest.raises(ValueError, match="at least 1"):
+        OfflineRecognizer(workers=0)

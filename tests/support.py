@@ -150,7 +150,7 @@ class Recorder:
         """Return ``check()``'s result once it is truthy, checking after every message.
 
         Raises:
-            AssertionError: not within ``within`` seconds; the message lists the last topics.
+            AssertionError: not within ``within`` seconds; the message lists the last messages.
         """
 
         async def _wait() -> T:

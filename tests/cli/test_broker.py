@@ -78,11 +78,11 @@ def test_stop_without_a_start_returns_none(tmp_path: Path) -> None:
 
 
 def test_a_picked_port_taken_before_the_broker_binds_it_is_picked_again(tmp_path: Path) -> None:
-    broker = ManagedMosquitto(tmp_path)  # port 0: it picks one now, Mosquitto binds it later
     with socket.socket() as thief:
-        thief.bind((broker.host, broker.port))
+        thief.bind(("127.0.0.1", 0))
         thief.listen()
-        taken = broker.port
+        broker = ManagedMosquitto(tmp_path)  # port 0: it picks one now, Mosquitto binds it later
+        broker.port = taken = thief.getsockname()[1]  # ... and another process took it meanwhile
         broker.start()
         try:
             assert broker.port != taken

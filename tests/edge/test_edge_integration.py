@@ -457,6 +457,7 @@ async def test_a_broker_restart_mid_session_loses_no_voice_command(
         assert (await device.expect("alert"))["message"] == "m"
         await device.close()
         await durable.stop(flush_seconds=1)
+        await edge.stop()  # while its broker runs: it flushes its offline state, no waiting
 
 
 def _open_fds() -> int:

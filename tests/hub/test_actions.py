@@ -507,6 +507,7 @@ def test_resolution_json() -> None:
         "floor": None,
         "error": None,
         "unknown": None,
+        "candidates": [],
     }
     assert resolve(NoMatch(text="x"), SMALL).error is ResolutionError.NO_INTENT
 

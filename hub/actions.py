@@ -40,7 +40,7 @@ from xiaozhi_hub.current_state import CurrentState
 from xiaozhi_hub.home import Binding, Entity
 from xiaozhi_hub.intents import IntentMatch, NoMatch
 from xiaozhi_hub.registry import DeviceRecord
-from xiaozhi_hub.resolve import Resolution, ResolutionError, Scope
+from xiaozhi_hub.resolve import Refusal, Resolution, ResolutionError, Scope
 from xiaozhi_hub.wording import and_list, floor_phrase, num, plural, target_phrase
 
 __all__ = ["Plan", "plan"]
@@ -129,7 +129,18 @@ def plan(
         )
     assert isinstance(match, IntentMatch)  # a NoMatch always resolves to an error
     now = CurrentState(states or {}, devices or _no_device, speaking_device)
-    actions, text = _ACTIONS[match.intent](match, resolution, now)
+    try:
+        actions, text = _ACTIONS[match.intent](match, resolution, now)
+    except Refusal as refused:
+        return Plan(
+            actions=(),
+            response_text=refused.text,
+            intent=intent,
+            slots=slots,
+            executed=False,
+            error=str(refused.error),
+            text=match.text,
+        )
     return Plan(
         actions=tuple(actions),
         response_text=text,
@@ -183,8 +194,15 @@ def _light_set(match: IntentMatch, res: Resolution, _: CurrentState) -> _Result:
     return actions, f"Setting {target_phrase(res)} to {setting}."
 
 
-def _set_temperature(match: IntentMatch, res: Resolution, _: CurrentState) -> _Result:
+def _set_temperature(match: IntentMatch, res: Resolution, now: CurrentState) -> _Result:
     temperature = match.slots["temperature"]
+    for entity in res.targets:
+        low, high = now.temperature_range(entity)
+        if not low <= temperature <= high:
+            raise Refusal(
+                ResolutionError.OUT_OF_RANGE,
+                f"Sorry, the {entity.name} can be set from {num(low)} to {num(high)} degrees.",
+            )
     actions = [_action("set_temperature", e, temperature=temperature) for e in res.targets]
     return actions, f"Setting {target_phrase(res)} to {num(temperature)} degrees."
 

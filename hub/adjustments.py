@@ -61,8 +61,6 @@ BRIGHTNESS_STEP = 20
 TEMPERATURE_STEP = 1.0
 """Degrees of "warmer" / "turn down the heating"."""
 
-_DEFAULT_MIN_TEMP, _DEFAULT_MAX_TEMP = 7.0, 35.0  # Home Assistant's climate defaults
-
 _Result = tuple[list[Action], str]
 
 
@@ -189,9 +187,7 @@ def climate_relative(match: IntentMatch, res: Resolution, now: CurrentState) -> 
         if current is None:
             unknown.append(entity)
             continue
-        state = now.of(entity) or {}
-        low = _temperature(state.get("min_temp"), _DEFAULT_MIN_TEMP)
-        high = _temperature(state.get("max_temp"), _DEFAULT_MAX_TEMP)
+        low, high = now.temperature_range(entity)
         new = min(high, max(low, current + (size if up else -size)))
         reached.append(new)
         if new != current:
@@ -207,9 +203,3 @@ def climate_relative(match: IntentMatch, res: Resolution, now: CurrentState) -> 
     if len(res.targets) > 1:
         return actions, f"{verb} {what} by {num(size)} degree{'s' if size != 1 else ''}."
     return actions, f"{verb} {what} to {num(reached[0])} degrees."
-
-
-def _temperature(value: Any, default: float) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return default

@@ -28,7 +28,11 @@ from typing import Any
 from xiaozhi_hub.home import Entity, VirtualBinding, XiaozhiBinding
 from xiaozhi_hub.registry import DeviceRecord
 
-__all__ = ["CurrentState"]
+__all__ = ["DEFAULT_TEMPERATURE_RANGE", "CurrentState"]
+
+DEFAULT_TEMPERATURE_RANGE = (7.0, 35.0)
+"""A thermostat's settable range, °C, when its state has no ``min_temp``/``max_temp``
+(Home Assistant's climate defaults)."""
 
 
 def _no_device(_: str) -> DeviceRecord | None:
@@ -120,6 +124,12 @@ class CurrentState:
     def target_temperature(self, entity: Entity) -> float | None:
         """The temperature a thermostat is set to, °C, or None when unknown."""
         return _number((self.of(entity) or {}).get("temperature"))
+
+    def temperature_range(self, entity: Entity) -> tuple[float, float]:
+        """The lowest and highest temperature a thermostat can be set to, °C."""
+        state = self.of(entity) or {}
+        low, high = DEFAULT_TEMPERATURE_RANGE
+        return _number(state.get("min_temp")) or low, _number(state.get("max_temp")) or high
 
     def current_temperature(self, entity: Entity) -> float | None:
         """The temperature a thermostat measures, °C, or None when unknown."""

@@ -79,6 +79,7 @@ DEVICE_CLASS_PREFIX = "class:"
 DEVICE_CLASS_WORDS: Mapping[str, str] = {
     "thermostat": "climate",
     "heating": "climate",
+    "heat": "climate",
     "heater": "climate",
     "lock": "lock",
     "door": "lock",
@@ -301,6 +302,8 @@ class IntentEngine:
         ):
             if result.text_chunks_matched < 1:
                 continue  # matched no literal words at all: not a reading of this sentence
+            if not _plausibly_unknown(result):
+                continue
             matched = sum(
                 1 for e in result.entities_list if e.name not in result.unmatched_entities
             )
@@ -369,6 +372,22 @@ def _unmatched_words(entity: UnmatchedEntity) -> str:
     assert isinstance(entity, UnmatchedTextEntity)  # hassil's only other kind
     text = entity.text.strip()
     return "" if text == MISSING_ENTITY else _clean(text)
+
+
+_NAMING_SLOTS = frozenset({"name", "area", "floor"})
+"""The slots whose words can be a name we do not know (Home Assistant's default agent)."""
+
+
+def _plausibly_unknown(result: RecognizeResult) -> bool:
+    """Unknown words only where a name goes: "is the garage door open" is no "{direction}
+    {name}" sentence with "is" as the direction. Numbers out of range and slots nobody said
+    (``<missing>``) are fine."""
+    return not any(
+        isinstance(entity, UnmatchedTextEntity)
+        and entity.name not in _NAMING_SLOTS
+        and entity.text.strip() != MISSING_ENTITY
+        for entity in result.unmatched_entities_list
+    )
 
 
 def _said_unmatched(result: RecognizeResult) -> dict[str, str]:

@@ -39,6 +39,7 @@ from xiaozhi_hub.intents import DEVICE_CLASS_PREFIX, IntentMatch, NoMatch
 __all__ = [
     "DEVICE_INTENTS",
     "SUPPORTED_INTENTS",
+    "Refusal",
     "Resolution",
     "ResolutionError",
     "Scope",
@@ -60,6 +61,20 @@ class ResolutionError(enum.StrEnum):
     UNSUPPORTED = "unsupported_intent"  # recognized, but not something the hub does
     AMBIGUOUS = "ambiguous"  # "lock the door" in a home with two locks
     NEGATED = "negated"  # "don't turn on the kitchen light": never acted on
+
+
+class Refusal(Exception):
+    """Raised while planning when the current state shows the request cannot be done
+    ("set the temperature to 99 degrees" on a thermostat going to 35): nothing is executed.
+
+    Args:
+        error: why, for the plan's ``error``.
+        text: the answer.
+    """
+
+    def __init__(self, error: ResolutionError, text: str) -> None:
+        super().__init__(text)
+        self.error, self.text = error, text
 
 
 class Scope(enum.StrEnum):
@@ -120,7 +135,16 @@ SUPPORTED_INTENTS = frozenset({*DEVICE_INTENTS, *_ENTITY_INTENTS})
 _ON_OFF_DOMAINS = frozenset({"light", "switch", "fan", "input_boolean", "media_player"})
 """What "turn on the kitchen" may switch when no domain was said (never locks or climate)."""
 
-_RANGE_SLOTS = ("brightness", "volume", "volume_level", "temperature", "position", "percentage")
+_RANGE_SLOTS = (
+    "brightness",
+    "volume",
+    "volume_level",
+    "volume_step",
+    "step",
+    "temperature",
+    "position",
+    "percentage",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from xiaozhi_hub.current_state import CurrentState
 from xiaozhi_hub.home import Entity
 from xiaozhi_hub.intents import IntentMatch
 from xiaozhi_hub.resolve import Resolution, Scope
-from xiaozhi_hub.wording import capitalized, num, target_phrase, verb_be
+from xiaozhi_hub.wording import and_list, capitalized, num, target_phrase, verb_be
 
 __all__ = [
     "ASSUMED_VOLUME",
@@ -98,7 +98,8 @@ def volume_relative(match: IntentMatch, res: Resolution, now: CurrentState) -> _
     volume = _volume_of(res)
     if len(res.targets) > 1:
         if not actions:
-            return actions, f"{capitalized(volume)} is already as {way} as it goes."
+            limit = "as loud" if step > 0 else "as low"
+            return actions, f"{capitalized(volume)} is already {limit} as it goes."
         return actions, f"Turning {volume} {way}."
     if not actions:
         return actions, f"{capitalized(volume)} is already at {levels[0]}%."
@@ -193,13 +194,17 @@ def climate_relative(match: IntentMatch, res: Resolution, now: CurrentState) -> 
         if new != current:
             actions.append(_action("set_temperature", entity, temperature=new))
     what = target_phrase(res)
-    if unknown and not reached:
-        names = "the " + " and the ".join(e.name for e in unknown)
+    names = and_list(e.name for e in unknown)
+    if not reached:
         return actions, f"Sorry, I don't know what {names} {verb_be(len(unknown))} set to."
+    doubt = f" I don't know what {names} {verb_be(len(unknown))} set to." if unknown else ""
     verb = "Raising" if up else "Lowering"
+    if len(res.targets) == 1:
+        if not actions:
+            return actions, f"{capitalized(what)} is already at {num(reached[0])} degrees."
+        return actions, f"{verb} {what} to {num(reached[0])} degrees."
     if not actions:
-        already = f"already at {num(reached[0])} degrees"
-        return actions, f"{capitalized(what)} {verb_be(len(res.targets))} {already}."
-    if len(res.targets) > 1:
-        return actions, f"{verb} {what} by {num(size)} degree{'s' if size != 1 else ''}."
-    return actions, f"{verb} {what} to {num(reached[0])} degrees."
+        limit = "as warm" if up else "as cool"
+        return actions, f"{capitalized(what)} are already {limit} as they go.{doubt}"
+    degrees = f"{num(size)} degree{'s' if size != 1 else ''}"
+    return actions, f"{verb} {what} by {degrees}.{doubt}"

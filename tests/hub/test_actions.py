@@ -1074,3 +1074,255 @@ def test_ambiguity_lists_the_candidates() -> None:
     nowhere = resolve(match_of("HassTurnOn", name="class:fan"), TWO_OF_A_KIND)
     assert (nowhere.error, nowhere.scope) == (ResolutionError.NO_TARGETS, Scope.CLASS)
     assert plan(match, nowhere).response_text == "Sorry, there are no fans."
+
+
+# -- answers and relative changes on their own ---------------------------------------------
+
+EVENING = parse_home(
+    {
+        "floors": [{"id": "ground", "name": "ground floor"}],
+        "areas": [
+            {"id": "hall", "name": "Hall", "floor": "ground"},
+            {"id": "den", "name": "Den", "floor": "ground"},
+        ],
+        "entities": [
+            {
+                "entity_id": "light.hall_a",
+                "name": "hall lamp",
+                "area": "hall",
+                "binding": {"type": "virtual", "state": {"state": "on", "brightness": 255}},
+            },
+            {
+                "entity_id": "light.hall_b",
+                "name": "hall spot",
+                "area": "hall",
+                "binding": {"type": "virtual", "state": {"state": "on"}},
+            },
+            {
+                "entity_id": "light.den",
+                "name": "den light",
+                "area": "den",
+                "binding": {"type": "homeassistant", "base_url": "http://ha", "token_env": "T"},
+            },
+            {
+                "entity_id": "climate.hall_a",
+                "name": "hall thermostat",
+                "area": "hall",
+                "binding": {
+                    "type": "virtual",
+                    "state": {"state": "heat", "temperature": 30, "max_temp": 30},
+                },
+            },
+            {
+                "entity_id": "climate.hall_b",
+                "name": "hall radiator",
+                "area": "hall",
+                "binding": {"type": "virtual", "state": {"temperature": 20}},
+            },
+            {"entity_id": "climate.den", "name": "den thermostat", "area": "den"},
+            {
+                "entity_id": "media_player.den_tv",
+                "name": "den tv",
+                "area": "den",
+                "binding": {"type": "virtual", "state": {"state": "on", "volume_level": 1.0}},
+            },
+        ],
+        "devices": [{"id": "den_speaker", "name": "Den speaker", "area": "den"}],
+    }
+)
+
+
+def evening(
+    intent: str, *, response: str | None = None, device: str | None = None, **slots: Any
+) -> Plan:
+    match = IntentMatch(intent=intent, text="typed", slots=slots, response=response)
+    registry = Registry(EVENING)
+    registry.apply_status(
+        StatusPayload(status=DeviceStatus.CONNECTED, device_id="den_speaker", volume=100), 1.0
+    )
+    res = resolve(match, EVENING, speaking_device=device, device_areas=registry.device_areas())
+    return plan(match, res, devices=registry.device)
+
+
+def said(result: Plan) -> tuple[list[tuple[str, str, dict[str, Any]]], str]:
+    return [
+        (a.action, a.entity_id, dict(a.parameters)) for a in result.actions
+    ], result.response_text
+
+
+def test_questions_about_several_entities() -> None:
+    lights = {"domain": "light", "state": "on"}
+    assert said(evening("HassGetState", response="any", area="den", **lights)) == (
+        [],
+        "Sorry, I don't know whether the den light is on.",
+    )
+    assert said(evening("HassGetState", response="any", **lights))[1] == (
+        "Yes, the hall lamp and the hall spot are on."
+    )
+    off = {"domain": "light", "state": "off"}
+    assert said(evening("HassGetState", response="any", **off))[1] == (
+        "None of the lights I know of are off; I don't know about the den light."
+    )
+    assert said(evening("HassGetState", response="any", area="hall", **off))[1] == (
+        "No, none of the lights in the hall are off."
+    )
+    assert said(evening("HassGetState", response="all", **lights))[1] == (
+        "All the lights I know of are on; I don't know about the den light."
+    )
+    assert said(evening("HassGetState", response="all", area="hall", **lights))[1] == (
+        "Yes, all the lights in the hall are on."
+    )
+    assert said(evening("HassGetState", response="which", area="hall", **off))[1] == (
+        "No lights in the hall are off."
+    )
+    assert said(evening("HassGetState", response="which", **off))[1] == (
+        "None of the lights I know of are off; I don't know about the den light."
+    )
+    assert said(evening("HassGetState", response="how_many", area="hall", **off))[1] == (
+        "No lights are off."
+    )
+    assert said(evening("HassGetState", response="how_many", floor="ground", **lights))[1] == (
+        "2 lights are on. I don't know about the den light."
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "answer"),
+    [
+        ("light.hall_a", "The hall lamp is on."),
+        ("climate.hall_a", "The hall thermostat is set to 30 degrees."),
+        ("climate.den", "Sorry, I don't know the state of the den thermostat."),
+        ("media_player.den_tv", "The den tv is at 100% volume."),
+        ("light.den", "Sorry, I don't know the state of the den light."),
+    ],
+)
+def test_describing_one_entity(name: str, answer: str) -> None:
+    assert said(evening("HassGetState", response="one", name=name)) == ([], answer)
+
+
+def test_relative_volume_at_the_limits_and_for_a_room() -> None:
+    assert said(evening("HassSetVolumeRelative", device="den_speaker", volume_step="up")) == (
+        [],
+        "The volume is already at 100%.",
+    )
+    assert said(evening("HassSetVolumeRelative", area="den", volume_step="up")) == (
+        [],
+        "The volume of the speakers in the den is already as loud as it goes.",
+    )
+    assert said(evening("HassSetVolumeRelative", area="den", volume_step=-30)) == (
+        [
+            ("volume_set", "media_player.den_tv", {"volume_level": 0.7}),
+            ("volume_set", "media_player.xiaozhi_den_speaker", {"volume_level": 0.7}),
+        ],
+        "Turning the volume of the speakers in the den down.",
+    )
+    assert said(evening("HassMediaPlayerMute", area="den"))[1] == "Muting the speakers in the den."
+    assert said(evening("HassMediaPlayerUnmute", area="den")) == (
+        [],
+        "The sound of the speakers in the den is already on.",
+    )
+
+
+def test_unmute_a_room_restores_each_speaker() -> None:
+    match = IntentMatch(intent="HassMediaPlayerUnmute", text="typed", slots={"area": "den"})
+    registry = Registry(EVENING)
+    for volume in (35, 0):
+        registry.apply_status(
+            StatusPayload(status=DeviceStatus.CONNECTED, device_id="den_speaker", volume=volume),
+            1.0,
+        )
+    states = {"media_player.den_tv": {"volume_level": 0.0}}
+    res = resolve(match, EVENING, device_areas=registry.device_areas())
+    assert said(plan(match, res, states=states, devices=registry.device)) == (
+        [
+            ("volume_set", "media_player.den_tv", {"volume_level": 0.5}),
+            ("volume_set", "media_player.xiaozhi_den_speaker", {"volume_level": 0.35}),
+        ],
+        "Turning the sound of the speakers in the den back on.",
+    )
+
+
+def test_relative_brightness_at_the_limits_and_for_a_room() -> None:
+    up = {"domain": "light", "direction": "up"}
+    assert said(evening("XiaozhiLightRelative", area="hall", **up)) == (
+        [],
+        "The lights in the hall are already at full brightness.",
+    )
+    assert said(evening("XiaozhiLightRelative", area="hall", domain="light", direction="down")) == (
+        [
+            ("turn_on", "light.hall_a", {"brightness_pct": 80}),
+            ("turn_on", "light.hall_b", {"brightness_pct": 80}),
+        ],
+        "Dimming the lights in the hall.",
+    )
+    assert said(evening("XiaozhiLightRelative", name="light.den", **up)) == (
+        [("turn_on", "light.den", {"brightness_step_pct": 20})],
+        "Brightening the den light by 20%.",
+    )
+    states = {"light.hall_a": {"state": "on", "brightness": 26}}  # 10%
+    match = match_of("XiaozhiLightRelative", name="light.hall_a", direction="down")
+    assert said(plan(match, resolve(match, EVENING), states=states)) == (
+        [("turn_off", "light.hall_a", {})],
+        "Turning off the hall lamp.",
+    )
+
+
+def test_relative_temperature_at_the_limits_and_for_a_room() -> None:
+    warmer = {"direction": "up"}
+    assert said(evening("XiaozhiClimateRelative", name="climate.hall_a", **warmer)) == (
+        [],
+        "The hall thermostat is already at 30 degrees.",
+    )
+    assert said(evening("XiaozhiClimateRelative", area="hall", direction="down", step=1.5)) == (
+        [
+            ("set_temperature", "climate.hall_a", {"temperature": 28.5}),
+            ("set_temperature", "climate.hall_b", {"temperature": 18.5}),
+        ],
+        "Lowering the thermostats in the hall by 1.5 degrees.",
+    )
+    assert said(evening("XiaozhiClimateRelative", floor="ground", **warmer)) == (
+        [("set_temperature", "climate.hall_b", {"temperature": 21.0})],
+        "Raising the thermostats on the ground floor by 1 degree."
+        " I don't know what the den thermostat is set to.",
+    )
+    assert said(evening("XiaozhiClimateRelative", name="climate.den", **warmer)) == (
+        [],
+        "Sorry, I don't know what the den thermostat is set to.",
+    )
+    states = {"climate.hall_b": {"temperature": 35}}
+    match = match_of("XiaozhiClimateRelative", area="hall", **warmer)
+    assert said(plan(match, resolve(match, EVENING), states=states)) == (
+        [],
+        "The thermostats in the hall are already as warm as they go.",
+    )
+
+
+def test_a_device_that_is_not_connected_reports_nothing_true() -> None:
+    home = parse_home(
+        {
+            "entities": [
+                {
+                    "entity_id": "light.desk",
+                    "name": "desk light",
+                    "binding": {"type": "xiaozhi", "device_id": "desk", "command": "led"},
+                }
+            ],
+            "devices": [{"id": "desk", "name": "Desk speaker"}],
+        }
+    )
+    registry = Registry(home)
+    status = StatusPayload(status=DeviceStatus.CONNECTED, device_id="desk", light="off")
+    registry.apply_status(status, 1.0)
+    match = IntentMatch(
+        intent="HassGetState",
+        text="typed",
+        slots={"name": "light.desk", "state": "on"},
+        response="one_yesno",
+    )
+    res = resolve(match, home)
+    assert plan(match, res, devices=registry.device).response_text == "No, the desk light is off."
+    registry.apply_status(status.model_copy(update={"status": DeviceStatus.DISCONNECTED}), 2.0)
+    assert plan(match, res, devices=registry.device).response_text == (
+        "Sorry, I don't know whether the desk light is on."
+    )
+    assert plan(match, res).response_text == "Sorry, I don't know whether the desk light is on."

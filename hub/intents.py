@@ -3,7 +3,9 @@
 Used exactly as reference/home-automation.md §3 ("API actually used") describes:
 
 * Home Assistant's sentences for the language (``home_assistant_intents.get_intents``) merged
-  with ours (:data:`XIAOZHI_INTENTS_PATH`, English only: device volume, LED, status) by
+  with ours (:data:`XIAOZHI_INTENTS_PATH`, English only: the device's volume, LED and status,
+  relative brightness and temperature, and more phrasings for Home Assistant's own intents:
+  "louder", "mute", "is the light on", "set brightness to 40% in the bedroom") by
   ``hassil.merge_dict``;
 * the three slot lists Home Assistant's default agent builds, from the home model: ``name``
   (entity names *and* aliases → entity id, with context ``{"domain": ...}`` so sentences with
@@ -17,9 +19,10 @@ Used exactly as reference/home-automation.md §3 ("API actually used") describes
 When nothing matches strictly, a second pass with ``allow_unmatched_entities`` finds what the
 user *meant* ("turn on the garage light": HassTurnOn with an unknown name), so the hub can
 answer "I don't know a device called garage light" instead of "I didn't understand". The pick
-among unmatched readings follows Home Assistant's default agent (most literal text, most
-matched slots, fewest unmatched), plus one rule of ours: an unknown area directly followed by
-the device word ("garage light") is reported as an unknown *device name*.
+among unmatched readings follows Home Assistant's default agent (only ``name``, ``area`` and
+``floor`` may hold unknown words, numbers may be out of range; most literal text, most matched
+slots, fewest unmatched), plus one rule of ours: an unknown area directly followed by the
+device word ("garage light") is reported as an unknown *device name*.
 
 Two additions of ours around hassil:
 

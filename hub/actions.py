@@ -12,9 +12,14 @@ HassTurnOn / HassTurnOff        ``turn_on``/``turn_off``; a lock ``lock``/``unlo
                                 a cover ``open_cover``/``close_cover`` (HA's semantics)
 HassLightSet                    ``turn_on`` with ``brightness_pct`` / ``color_name``
 HassClimateSetTemperature       ``set_temperature`` with ``temperature``
-HassClimateGetTemperature       none: answered from the entity's state
+HassClimateGetTemperature,      none: answered from the current state
+HassGetState                    (:mod:`xiaozhi_hub.questions`)
 HassSetVolume,                  ``volume_set`` with ``volume_level`` 0.0-1.0 on the device's
 XiaozhiSetDeviceVolume          speaker entity (a ``set_volume`` command to the device)
+HassSetVolumeRelative,          ``volume_set``, ``turn_on``/``turn_off`` or ``set_temperature``
+HassMediaPlayerMute/Unmute,     with the value computed from the current state
+XiaozhiLightRelative,           (:mod:`xiaozhi_hub.adjustments`)
+XiaozhiClimateRelative
 XiaozhiLedSet                   ``turn_on``/``turn_off`` on the device's LED entity
 XiaozhiDeviceStatus             ``update_entity`` on the device (a ``get_status`` command)
 ==============================  ====================================================
@@ -25,27 +30,20 @@ XiaozhiDeviceStatus             ``update_entity`` on the device (a ``get_status`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from xiaozhi.payloads import Action
-from xiaozhi_hub.home import Binding, Entity, VirtualBinding
+from xiaozhi_hub import adjustments, questions
+from xiaozhi_hub.current_state import CurrentState
+from xiaozhi_hub.home import Binding, Entity
 from xiaozhi_hub.intents import IntentMatch, NoMatch
 from xiaozhi_hub.registry import DeviceRecord
-from xiaozhi_hub.resolve import Resolution, ResolutionError, Scope
+from xiaozhi_hub.resolve import Refusal, Resolution, ResolutionError, Scope
+from xiaozhi_hub.wording import and_list, floor_phrase, num, plural, target_phrase
 
 __all__ = ["Plan", "plan"]
-
-_PLURALS = {
-    "light": "lights",
-    "switch": "switches",
-    "fan": "fans",
-    "climate": "thermostats",
-    "lock": "locks",
-    "cover": "covers",
-    "media_player": "speakers",
-}
 
 _ON_ACTION = {"lock": "lock", "cover": "open_cover"}
 _OFF_ACTION = {"lock": "unlock", "cover": "close_cover"}
@@ -102,6 +100,7 @@ def plan(
     speaking_device: DeviceRecord | None = None,
     *,
     states: Mapping[str, Mapping[str, Any]] | None = None,
+    devices: Callable[[str], DeviceRecord | None] | None = None,
 ) -> Plan:
     """Turn a recognized and resolved intent into actions and a response.
 
@@ -111,8 +110,10 @@ def plan(
         speaking_device: the registry's record of the device that heard it (its telemetry
             answers "what is your status").
         states: current entity states (entity id → attributes, e.g. the virtual store's
-            ``{"current_temperature": 21}``), for questions; a virtual entity's initial
-            state is used when absent.
+            ``{"current_temperature": 21}``), for questions and relative changes; a virtual
+            entity's initial state is used when absent.
+        devices: device id → the registry's record (``Registry.device``): a xiaozhi
+            device's telemetry is the state of its LED and speaker. None: unknown.
     """
     intent = match.intent if isinstance(match, IntentMatch) else None
     slots = dict(match.slots) if isinstance(match, IntentMatch) else {}
@@ -127,7 +128,19 @@ def plan(
             text=match.text,
         )
     assert isinstance(match, IntentMatch)  # a NoMatch always resolves to an error
-    actions, text = _ACTIONS[match.intent](match, resolution, speaking_device, states or {})
+    now = CurrentState(states or {}, devices or _no_device, speaking_device)
+    try:
+        actions, text = _ACTIONS[match.intent](match, resolution, now)
+    except Refusal as refused:
+        return Plan(
+            actions=(),
+            response_text=refused.text,
+            intent=intent,
+            slots=slots,
+            executed=False,
+            error=str(refused.error),
+            text=match.text,
+        )
     return Plan(
         actions=tuple(actions),
         response_text=text,
@@ -144,20 +157,24 @@ def plan(
 _Result = tuple[list[Action], str]
 
 
+def _no_device(_: str) -> DeviceRecord | None:
+    return None
+
+
 def _action(name: str, entity: Entity, **parameters: Any) -> Action:
     return Action(action=name, entity_id=entity.entity_id, parameters=parameters)
 
 
-def _turn(match: IntentMatch, res: Resolution, _: DeviceRecord | None, __: Mapping) -> _Result:
+def _turn(match: IntentMatch, res: Resolution, _: CurrentState) -> _Result:
     on = match.intent == "HassTurnOn"
     table = _ON_ACTION if on else _OFF_ACTION
     default = "turn_on" if on else "turn_off"
     actions = [_action(table.get(e.domain, default), e) for e in res.targets]
     verb = _VERBS[table.get(res.domain or "", default)]
-    return actions, f"{verb} {_target_phrase(res)}."
+    return actions, f"{verb} {target_phrase(res)}."
 
 
-def _light_set(match: IntentMatch, res: Resolution, _: DeviceRecord | None, __: Mapping) -> _Result:
+def _light_set(match: IntentMatch, res: Resolution, _: CurrentState) -> _Result:
     parameters: dict[str, Any] = {}
     if "brightness" in match.slots:
         parameters["brightness_pct"] = match.slots["brightness"]
@@ -173,131 +190,106 @@ def _light_set(match: IntentMatch, res: Resolution, _: DeviceRecord | None, __: 
     elif "color_temp_kelvin" in parameters:
         setting = f"{parameters['color_temp_kelvin']} kelvin"
     else:
-        return actions, f"Turning on {_target_phrase(res)}."
-    return actions, f"Setting {_target_phrase(res)} to {setting}."
+        return actions, f"Turning on {target_phrase(res)}."
+    return actions, f"Setting {target_phrase(res)} to {setting}."
 
 
-def _set_temperature(
-    match: IntentMatch, res: Resolution, _: DeviceRecord | None, __: Mapping
-) -> _Result:
+def _set_temperature(match: IntentMatch, res: Resolution, now: CurrentState) -> _Result:
     temperature = match.slots["temperature"]
-    actions = [_action("set_temperature", e, temperature=temperature) for e in res.targets]
-    return actions, f"Setting {_target_phrase(res)} to {_num(temperature)} degrees."
-
-
-def _get_temperature(
-    _: IntentMatch, res: Resolution, __: DeviceRecord | None, states: Mapping
-) -> _Result:
-    place = _place(res)
     for entity in res.targets:
-        state = states.get(entity.entity_id)
-        if state is None and isinstance(entity.binding, VirtualBinding):
-            state = entity.binding.state
-        value = (state or {}).get("current_temperature")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return [], f"{place[0].upper()}{place[1:]} is {_num(value)} degrees."
-    return [], f"Sorry, I don't know the temperature of {place}."
+        low, high = now.temperature_range(entity)
+        if not low <= temperature <= high:
+            raise Refusal(
+                ResolutionError.OUT_OF_RANGE,
+                f"Sorry, the {entity.name} can be set from {num(low)} to {num(high)} degrees.",
+            )
+    actions = [_action("set_temperature", e, temperature=temperature) for e in res.targets]
+    return actions, f"Setting {target_phrase(res)} to {num(temperature)} degrees."
 
 
-def _set_volume(
-    match: IntentMatch, res: Resolution, _: DeviceRecord | None, __: Mapping
-) -> _Result:
+def _get_temperature(_: IntentMatch, res: Resolution, now: CurrentState) -> _Result:
+    return [], questions.get_temperature(res, now)
+
+
+def _get_state(match: IntentMatch, res: Resolution, now: CurrentState) -> _Result:
+    return [], questions.get_state(match, res, now)
+
+
+def _set_volume(match: IntentMatch, res: Resolution, _: CurrentState) -> _Result:
     percent = match.slots.get("volume", match.slots.get("volume_level"))
     level = round(percent / 100, 2)
     actions = [_action("volume_set", e, volume_level=level) for e in res.targets]
     if res.scope is Scope.DEVICE:
         return actions, f"Setting the volume to {percent}%."
-    return actions, f"Setting the volume of {_target_phrase(res)} to {percent}%."
+    return actions, f"Setting the volume of {target_phrase(res)} to {percent}%."
 
 
-def _led(match: IntentMatch, res: Resolution, _: DeviceRecord | None, __: Mapping) -> _Result:
+def _led(match: IntentMatch, res: Resolution, _: CurrentState) -> _Result:
     on = match.slots.get("state") == "on"
     actions = [_action("turn_on" if on else "turn_off", e) for e in res.targets]
     return actions, f"Turning {'on' if on else 'off'} the LED."
 
 
-def _status(_: IntentMatch, res: Resolution, device: DeviceRecord | None, __: Mapping) -> _Result:
+def _status(_: IntentMatch, res: Resolution, now: CurrentState) -> _Result:
     actions = [_action("update_entity", e) for e in res.targets]
-    return actions, _status_text(device)
+    return actions, _status_text(now.speaking_device)
 
 
-_ACTIONS = {
+_ACTIONS: Mapping[str, Callable[[IntentMatch, Resolution, CurrentState], _Result]] = {
     "HassTurnOn": _turn,
     "HassTurnOff": _turn,
     "HassLightSet": _light_set,
     "HassClimateSetTemperature": _set_temperature,
     "HassClimateGetTemperature": _get_temperature,
+    "HassGetState": _get_state,
     "HassSetVolume": _set_volume,
     "XiaozhiSetDeviceVolume": _set_volume,
+    "HassSetVolumeRelative": adjustments.volume_relative,
+    "HassMediaPlayerMute": adjustments.mute,
+    "HassMediaPlayerUnmute": adjustments.unmute,
+    "XiaozhiLightRelative": adjustments.light_relative,
+    "XiaozhiClimateRelative": adjustments.climate_relative,
     "XiaozhiLedSet": _led,
     "XiaozhiDeviceStatus": _status,
 }
 
 
-# -- wording -----------------------------------------------------------------------------
+# -- wording --------------------------------------------------------------------------
 
 
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+_SAID_ERRORS = {
+    ResolutionError.UNKNOWN_NAME: "I don't know a device called {}.",
+    ResolutionError.UNKNOWN_AREA: "I don't know an area called {}.",
+    ResolutionError.UNKNOWN_FLOOR: "I don't know a floor called {}.",
+    ResolutionError.OUT_OF_RANGE: "Sorry, {} is out of range.",
+}
+"""Errors about words the user said: the answer repeats them."""
 
-
-def _plural(domain: str | None) -> str:
-    if domain is None:
-        return "devices"
-    return _PLURALS.get(domain, domain.replace("_", " ") + "s")
-
-
-def _floor_phrase(res: Resolution) -> str:
-    name = res.floor.name if res.floor else ""
-    return name if name.casefold() in ("upstairs", "downstairs") else f"on the {name}"
-
-
-def _target_phrase(res: Resolution) -> str:
-    """ "the living room light", "the lights in the kitchen", "all the lights"..."""
-    if res.scope in (Scope.NAME, Scope.DEVICE) or len(res.targets) == 1:
-        return f"the {res.targets[0].name}"
-    if res.scope is Scope.AREA and res.area is not None:
-        return f"the {_plural(res.domain)} in the {res.area.name.casefold()}"
-    if res.scope is Scope.FLOOR:
-        return f"the {_plural(res.domain)} {_floor_phrase(res)}"
-    return f"all the {_plural(res.domain)}"
-
-
-def _place(res: Resolution) -> str:
-    """Where a question is about: "the office", "the office thermostat", "the house"."""
-    if res.scope is Scope.AREA and res.area is not None:
-        return f"the {res.area.name.casefold()}"
-    if res.scope is Scope.NAME:
-        return f"the {res.targets[0].name}"
-    if res.scope is Scope.FLOOR and res.floor is not None:
-        return f"the {res.floor.name}"
-    return "the house"
+_FIXED_ERRORS = {
+    ResolutionError.NO_AREA: "Sorry, I don't know which room you mean.",
+    ResolutionError.NEGATED: "OK, I won't do anything.",
+    ResolutionError.NO_DEVICE: "Sorry, I don't know which device is speaking.",
+    ResolutionError.UNSUPPORTED: "Sorry, I can't do that yet.",
+}
 
 
 def _error_text(res: Resolution) -> str:
-    error, unknown = res.error, res.unknown
-    if error is ResolutionError.UNKNOWN_NAME:
-        return f"I don't know a device called {unknown}."
-    if error is ResolutionError.UNKNOWN_AREA:
-        return f"I don't know an area called {unknown}."
-    if error is ResolutionError.UNKNOWN_FLOOR:
-        return f"I don't know a floor called {unknown}."
-    if error is ResolutionError.OUT_OF_RANGE:
-        return f"Sorry, {unknown} is out of range."
-    if error is ResolutionError.NO_AREA:
-        return "Sorry, I don't know which room you mean."
+    error = res.error
+    if error in _SAID_ERRORS:
+        return _SAID_ERRORS[error].format(res.unknown)
     if error is ResolutionError.NO_TARGETS:
         where = ""
         if res.area is not None:
             where = f" in the {res.area.name.casefold()}"
         elif res.floor is not None:
-            where = f" {_floor_phrase(res)}"
-        return f"Sorry, there are no {_plural(res.domain)}{where}."
-    if error is ResolutionError.NO_DEVICE:
-        return "Sorry, I don't know which device is speaking."
-    if error is ResolutionError.UNSUPPORTED:
-        return "Sorry, I can't do that yet."
-    return "Sorry, I couldn't understand that."
+            where = f" {floor_phrase(res)}"
+        return f"Sorry, there are no {plural(res.domain)}{where}."
+    if error is ResolutionError.AMBIGUOUS:  # a refusal that names the choices, not a dialogue
+        where = f" in the {res.area.name.casefold()}" if res.area is not None else ""
+        names = and_list(sorted((e.name for e in res.candidates), key=str.casefold))
+        count = len(res.candidates)
+        return f"There are {count} {plural(res.domain)}{where}: {names}. Please say which one."
+    return _FIXED_ERRORS.get(error, "Sorry, I couldn't understand that.")  # type: ignore[arg-type]
 
 
 def _duration(seconds: int) -> str:
@@ -318,10 +310,10 @@ def _status_text(device: DeviceRecord | None) -> str:
     parts = []
     telemetry = device.telemetry
     if isinstance(telemetry.get("wifi_signal"), int | float):
-        parts.append(f"Wi-Fi signal {_num(telemetry['wifi_signal'])} dBm")
+        parts.append(f"Wi-Fi signal {num(telemetry['wifi_signal'])} dBm")
     if isinstance(telemetry.get("uptime"), int | float):
         parts.append(f"up {_duration(telemetry['uptime'])}")
     if isinstance(telemetry.get("memory_usage"), int | float):
-        parts.append(f"memory {_num(telemetry['memory_usage'])}% used")
+        parts.append(f"memory {num(telemetry['memory_usage'])}% used")
     head = f"I'm {device.status.value}"
     return f"{head}: {', '.join(parts)}." if parts else f"{head}."

@@ -161,6 +161,9 @@ def template_variables(action: Action) -> dict[str, Any]:
     if isinstance(pct, int | float):
         variables["brightness"] = round(pct * 255 / 100)
         variables["brightness_254"] = round(pct * 254 / 100)
+    step = action.parameters.get("brightness_step_pct")
+    if isinstance(step, int | float):
+        variables["brightness_step_254"] = round(step * 254 / 100)
     level = action.parameters.get("volume_level")
     if isinstance(level, int | float):
         variables["volume"] = round(level * 100)
@@ -257,6 +260,8 @@ def _xiaozhi(
         if action.action not in ("turn_on", "turn_off"):
             raise refuse("the led command only turns on or off")
         parameters["on"] = action.action == "turn_on"
+        if "brightness_step_pct" in variables:  # the device's LED only takes a level
+            raise refuse("the led command needs a brightness level, not a step")
         if parameters["on"] and "brightness" in variables:
             parameters["brightness"] = variables["brightness"]
     elif command == DeviceCommand.SET_VOLUME:
@@ -322,6 +327,10 @@ def _virtual(action: Action, binding: VirtualBinding) -> VirtualEffect:
         state = {"state": _VIRTUAL_STATE[name]}
         if name == "turn_on":
             variables = template_variables(action)
+            if "brightness_step_pct" in variables:  # the planner knows a virtual level
+                raise ExecutorError(
+                    "a relative brightness needs a known level", action=name, binding=binding.type
+                )
             if "brightness" in variables:
                 state["brightness"] = variables["brightness"]
             if "color_name" in parameters:

@@ -114,6 +114,8 @@ TEMPLATE_VARIABLES = frozenset(
         "brightness_pct",  # 0-100 (HassLightSet)
         "brightness",  # 0-255, Home Assistant's scale
         "brightness_254",  # 0-254, zigbee2mqtt's scale
+        "brightness_step_pct",  # -100-100, a relative change ("dim the light")
+        "brightness_step_254",  # the same on zigbee2mqtt's scale (its brightness_step)
         "color_name",  # "red"...
         "temperature",  # target temperature in °C
         "volume",  # 0-100

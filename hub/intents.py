@@ -3,7 +3,9 @@
 Used exactly as reference/home-automation.md §3 ("API actually used") describes:
 
 * Home Assistant's sentences for the language (``home_assistant_intents.get_intents``) merged
-  with ours (:data:`XIAOZHI_INTENTS_PATH`, English only: device volume, LED, status) by
+  with ours (:data:`XIAOZHI_INTENTS_PATH`, English only: the device's volume, LED and status,
+  relative brightness and temperature, and more phrasings for Home Assistant's own intents:
+  "louder", "mute", "is the light on", "set brightness to 40% in the bedroom") by
   ``hassil.merge_dict``;
 * the three slot lists Home Assistant's default agent builds, from the home model: ``name``
   (entity names *and* aliases → entity id, with context ``{"domain": ...}`` so sentences with
@@ -17,9 +19,22 @@ Used exactly as reference/home-automation.md §3 ("API actually used") describes
 When nothing matches strictly, a second pass with ``allow_unmatched_entities`` finds what the
 user *meant* ("turn on the garage light": HassTurnOn with an unknown name), so the hub can
 answer "I don't know a device called garage light" instead of "I didn't understand". The pick
-among unmatched readings follows Home Assistant's default agent (most literal text, most
-matched slots, fewest unmatched), plus one rule of ours: an unknown area directly followed by
-the device word ("garage light") is reported as an unknown *device name*.
+among unmatched readings follows Home Assistant's default agent (only ``name``, ``area`` and
+``floor`` may hold unknown words, numbers may be out of range; most literal text, most matched
+slots, fewest unmatched), plus one rule of ours: an unknown area directly followed by the
+device word ("garage light") is reported as an unknown *device name*.
+
+Two additions of ours around hassil:
+
+* **Device-class words** ("the thermostat", "the heating", "the door", "the lock") join the
+  ``name`` list as pseudo-names whose value is :data:`DEVICE_CLASS_PREFIX` + a domain
+  (``class:lock``), with that domain as context, so Home Assistant's own sentences ("lock
+  [the] {name}", "is [the] {name} locked", "set [the] {name} to {temperature}") take them;
+  :mod:`xiaozhi_hub.resolve` picks the one entity they mean, or refuses when several could
+  be meant. A word the home already uses as a real name stays that name.
+* **Negations** ("don't turn on the kitchen light", "never unlock the door") are refused
+  before hassil sees them (:func:`negation`): hassil's skip words would otherwise read them
+  as the command they negate. They give a :class:`NoMatch` with reason ``negated``.
 
 Target resolution (name → entity, area + domain → entities) is not hassil's job: see
 :mod:`xiaozhi_hub.resolve`. :meth:`IntentEngine.recognize` is a pure function of its input.
@@ -28,6 +43,7 @@ Target resolution (name → entity, area + domain → entities) is not hassil's 
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -44,11 +60,14 @@ from xiaozhi_hub.home import Home
 
 __all__ = [
     "BEST_METADATA_KEY",
+    "DEVICE_CLASS_PREFIX",
+    "DEVICE_CLASS_WORDS",
     "WARM_UP_PHRASES",
     "XIAOZHI_INTENTS_PATH",
     "IntentEngine",
     "IntentMatch",
     "NoMatch",
+    "negation",
 ]
 
 XIAOZHI_INTENTS_PATH = Path(__file__).with_name("intents_xiaozhi.yaml")
@@ -56,6 +75,29 @@ XIAOZHI_INTENTS_PATH = Path(__file__).with_name("intents_xiaozhi.yaml")
 
 BEST_METADATA_KEY = "hass_custom_file"
 """Sentences whose metadata has this key win in ``recognize_best`` (Home Assistant's key)."""
+
+DEVICE_CLASS_PREFIX = "class:"
+"""A ``name`` slot value starting with this names a device class, not an entity."""
+
+DEVICE_CLASS_WORDS: Mapping[str, str] = {
+    "thermostat": "climate",
+    "heating": "climate",
+    "heat": "climate",
+    "heater": "climate",
+    "lock": "lock",
+    "door": "lock",
+}
+"""Words a household uses for the one device of a kind → its domain (English only).
+
+Not "light": "turn on the light" means every light of the room (Home Assistant's area and
+domain sentences), not "the one light", so lights never become a class name.
+"""
+
+_NEGATIONS: Mapping[str, re.Pattern[str]] = {
+    "en": re.compile(r"\b(?:don'?t|do not|does not|doesn'?t|never|not)\b"),
+    "zh-CN": re.compile(r"不要|不用|不必"),
+}
+"""Words that turn a command into its opposite, per language (module docstring)."""
 
 WARM_UP_PHRASES = (
     "turn on the light",
@@ -89,6 +131,7 @@ class IntentMatch:
     unmatched: Mapping[str, str] = field(default_factory=dict)
     sentence: str | None = None  # the template that matched, for debugging
     language: str = "en"
+    response: str | None = None  # the sentence's response kind ("one_yesno", "any"...)
 
     @property
     def complete(self) -> bool:
@@ -109,7 +152,10 @@ class IntentMatch:
 
 @dataclass(frozen=True, slots=True)
 class NoMatch:
-    """Nothing matched, not even with unknown names: the text is outside every sentence."""
+    """Nothing matched, not even with unknown names: the text is outside every sentence.
+
+    ``reason`` is ``no_intent``, ``empty`` or ``negated`` (a negated command: never acted on).
+    """
 
     text: str
     language: str = "en"
@@ -117,6 +163,19 @@ class NoMatch:
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"intent": None, "text": self.text, "reason": self.reason, "language": self.language}
+
+
+def negation(text: str, language: str = "en") -> str | None:
+    """The negating word in ``text`` ("don't", "never"...), or None.
+
+    Any negation anywhere refuses the whole text: "turn on the light, no, don't" must not
+    turn it on, and a refused question ("isn't the door locked") costs only a re-phrasing.
+    """
+    pattern = _NEGATIONS.get(language)
+    if pattern is None:
+        return None
+    found = pattern.search(text.casefold().replace("\u2019", "'"))
+    return found.group(0) if found else None
 
 
 def _number(value: Any) -> Any:
@@ -170,13 +229,19 @@ class IntentEngine:
             self._recognize
         )
 
-    @staticmethod
-    def _slot_lists(home: Home) -> dict[str, SlotList]:
+    def _slot_lists(self, home: Home) -> dict[str, SlotList]:
         names = [
             (name, entity.entity_id, {"domain": entity.domain})
             for entity in home.entities
             for name in entity.names
         ]
+        if self.language == "en":
+            taken = {name.casefold() for name, _, _ in names}
+            names += [
+                (word, f"{DEVICE_CLASS_PREFIX}{domain}", {"domain": domain})
+                for word, domain in DEVICE_CLASS_WORDS.items()
+                if word not in taken
+            ]
         areas = [(name, area.id) for area in home.areas for name in (area.name, *area.aliases)]
         floors = [(name, f.id) for f in home.floors for name in (f.name, *f.aliases)]
         return {
@@ -208,6 +273,8 @@ class IntentEngine:
     def _recognize(self, text: str, device_area: str | None) -> IntentMatch | NoMatch:
         if not text:
             return NoMatch(text=text, language=self.language, reason="empty")
+        if negation(text, self.language) is not None:
+            return NoMatch(text=text, language=self.language, reason="negated")
         area = self.home.area(device_area)
         context = {"area": {"value": area.id, "text": area.name}} if area else None
         result = recognize_best(
@@ -238,6 +305,8 @@ class IntentEngine:
         ):
             if result.text_chunks_matched < 1:
                 continue  # matched no literal words at all: not a reading of this sentence
+            if not _plausibly_unknown(result):
+                continue
             matched = sum(
                 1 for e in result.entities_list if e.name not in result.unmatched_entities
             )
@@ -286,6 +355,7 @@ class IntentEngine:
             unmatched=unmatched,
             sentence=result.intent_sentence.text if result.intent_sentence else None,
             language=self.language,
+            response=result.response,
         )
 
 
@@ -305,6 +375,22 @@ def _unmatched_words(entity: UnmatchedEntity) -> str:
     assert isinstance(entity, UnmatchedTextEntity)  # hassil's only other kind
     text = entity.text.strip()
     return "" if text == MISSING_ENTITY else _clean(text)
+
+
+_NAMING_SLOTS = frozenset({"name", "area", "floor"})
+"""The slots whose words can be a name we do not know (Home Assistant's default agent)."""
+
+
+def _plausibly_unknown(result: RecognizeResult) -> bool:
+    """Unknown words only where a name goes: "is the garage door open" is no "{direction}
+    {name}" sentence with "is" as the direction. Numbers out of range and slots nobody said
+    (``<missing>``) are fine."""
+    return not any(
+        isinstance(entity, UnmatchedTextEntity)
+        and entity.name not in _NAMING_SLOTS
+        and entity.text.strip() != MISSING_ENTITY
+        for entity in result.unmatched_entities_list
+    )
 
 
 def _said_unmatched(result: RecognizeResult) -> dict[str, str]:

@@ -120,10 +120,14 @@ class VoicePipeline:
         if self._observe_latency is not None:
             self._observe_latency(time.perf_counter() - started)
         resolution = resolve(
-            match, registry.home, speaking_device=device_id, device_areas=registry.device_areas()
+            match,
+            registry.home,
+            speaking_device=device_id,
+            device_areas=registry.device_areas(),
+            area=device_area,
         )
         record = registry.device(device_id) if device_id else None
-        return plan(match, resolution, record, states=self.states)
+        return plan(match, resolution, record, states=self.states, devices=registry.device)
 
     async def sentences(self, limit: int = 50_000) -> list[str]:
         """Every sentence the loaded intents match for this home (up to ``limit``), for a

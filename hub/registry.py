@@ -76,6 +76,7 @@ class DeviceRecord:
     transport: DeviceTransport | None = None
     edge_id: str | None = None
     firmware_version: str | None = None
+    last_audible_volume: int | None = None  # the last non-zero ``volume`` reported: unmute
 
     @property
     def connected(self) -> bool:
@@ -226,6 +227,9 @@ class Registry:
         for key, value in values.items():
             if key not in _STATUS_FIELDS:
                 record.telemetry[key] = value  # the five telemetry fields and extras (volume...)
+        volume = values.get("volume")
+        if isinstance(volume, int | float) and not isinstance(volume, bool) and 0 < volume <= 100:
+            record.last_audible_volume = round(volume)
         flipped = was != payload.status
         firmware_changed = before[2] != record.firmware_version
         return Change(

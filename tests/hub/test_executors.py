@@ -65,6 +65,23 @@ def test_demo_kitchen_light_is_zigbee2mqtt(home: Home) -> None:
     assert effect == MqttEffect("zigbee2mqtt/kitchen_light/set", b'{"state":"ON","brightness":254}')
 
 
+def test_a_relative_brightness_is_zigbee2mqtts_brightness_step(home: Home) -> None:
+    """ "dim the kitchen light": its level is not read back, so the bulb steps itself."""
+    binding = home.entity("light.kitchen").binding
+    effect = effect_for(act("turn_on", brightness_step_pct=-20), binding, topics=TOPICS)
+    assert effect.payload == b'{"state":"ON","brightness_step":-51}'
+    variables = template_variables(act("turn_on", brightness_step_pct=20))
+    assert (variables["brightness_step_pct"], variables["brightness_step_254"]) == (20, 51)
+
+
+def test_a_relative_brightness_needs_a_level_on_a_device_led_or_a_virtual_light() -> None:
+    step = act("turn_on", "light.office", brightness_step_pct=-20)
+    with pytest.raises(ExecutorError, match="needs a brightness level, not a step"):
+        effect_for(step, XiaozhiBinding(device_id="demo_office", command="led"), topics=TOPICS)
+    with pytest.raises(ExecutorError, match="relative brightness needs a known level"):
+        effect_for(step, VirtualBinding(), topics=TOPICS)
+
+
 def test_text_template_and_options() -> None:
     binding = MqttBinding(
         topic="tasmota/cmnd/lamp/POWER",

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from xiaozhi_hub.home import Home
-from xiaozhi_hub.intents import IntentEngine, IntentMatch, NoMatch
+from xiaozhi_hub.home import Home, parse_home
+from xiaozhi_hub.intents import IntentEngine, IntentMatch, NoMatch, negation
 
 CASES = [
     # text, device area, intent, slots, unmatched
@@ -127,6 +127,7 @@ def test_match_json(engine: IntentEngine) -> None:
         "sentence": "<turn> on [<the>] {name}",
         "language": "en",
     }
+    assert match.response == "default"
 
 
 def test_slot_lists_come_from_the_home(engine: IntentEngine) -> None:
@@ -182,3 +183,211 @@ def test_a_repeated_phrase_from_the_same_room_is_recognized_from_the_cache(
     assert engine.cache_info().hits == hits + 1
     elsewhere = engine.recognize(phrase, device_area="bedroom")
     assert elsewhere != first, "the room is part of the key: another room, another light"
+
+
+# -- what households say (the speech issue, point 7) -------------------------------------------
+
+HOUSEHOLD = [
+    # text, device area, intent, slots: Home Assistant's intents where it has them
+    ("turn up the volume", "kitchen", "HassSetVolumeRelative", {"volume_step": "up"}),
+    ("volume down", None, "HassSetVolumeRelative", {"volume_step": "down"}),
+    ("louder", None, "HassSetVolumeRelative", {"volume_step": "up"}),
+    ("make it quieter", None, "HassSetVolumeRelative", {"volume_step": "down"}),
+    ("turn down the volume by 20%", None, "HassSetVolumeRelative", {"volume_step": -20}),
+    ("increase the volume by 30 percent", None, "HassSetVolumeRelative", {"volume_step": 30}),
+    (
+        "turn up the volume in the living room",
+        "kitchen",
+        "HassSetVolumeRelative",
+        {"area": "living_room", "volume_step": "up"},
+    ),
+    ("mute", None, "HassMediaPlayerMute", {}),
+    ("mute the kitchen", None, "HassMediaPlayerMute", {"area": "kitchen"}),
+    ("unmute", "office", "HassMediaPlayerUnmute", {}),
+    ("turn the sound back on", None, "HassMediaPlayerUnmute", {}),
+    (
+        "is the living room light on",
+        None,
+        "HassGetState",
+        {"name": "light.living_room", "state": "on"},
+    ),
+    (
+        "is the front door locked",
+        None,
+        "HassGetState",
+        {"name": "lock.front_door", "state": "locked"},
+    ),
+    ("is the door locked", None, "HassGetState", {"name": "class:lock", "state": "locked"}),
+    (
+        "is the light on",
+        "office",
+        "HassGetState",
+        {"area": "office", "domain": "light", "state": "on"},
+    ),
+    ("which lights are on", None, "HassGetState", {"domain": "light", "state": "on"}),
+    ("are any lights on", None, "HassGetState", {"domain": "light", "state": "on"}),
+    ("are the doors locked", None, "HassGetState", {"domain": "lock", "state": "locked"}),
+    (
+        "dim the bedroom light",
+        None,
+        "XiaozhiLightRelative",
+        {"name": "light.bedroom", "direction": "down"},
+    ),
+    (
+        "brighten the bedroom lamp by 30 percent",
+        None,
+        "XiaozhiLightRelative",
+        {"name": "light.bedroom", "direction": "up", "step": 30},
+    ),
+    (
+        "make it darker",
+        "bedroom",
+        "XiaozhiLightRelative",
+        {"area": "bedroom", "domain": "light", "direction": "down"},
+    ),
+    (
+        "dim the lights in the kitchen",
+        None,
+        "XiaozhiLightRelative",
+        {"area": "kitchen", "domain": "light", "direction": "down"},
+    ),
+    (
+        "brighten the lights upstairs",
+        None,
+        "XiaozhiLightRelative",
+        {"floor": "upstairs", "domain": "light", "direction": "up"},
+    ),
+    ("make it warmer", "office", "XiaozhiClimateRelative", {"area": "office", "direction": "up"}),
+    ("colder please", "office", "XiaozhiClimateRelative", {"area": "office", "direction": "down"}),
+    (
+        "turn up the heating",
+        None,
+        "XiaozhiClimateRelative",
+        {"name": "class:climate", "direction": "up"},
+    ),
+    (
+        "turn the heating down by 2 degrees",
+        None,
+        "XiaozhiClimateRelative",
+        {"name": "class:climate", "direction": "down", "step": 2},
+    ),
+    (
+        "raise the temperature in the office",
+        None,
+        "XiaozhiClimateRelative",
+        {"area": "office", "direction": "up"},
+    ),
+    (
+        "set the thermostat to 22",
+        None,
+        "HassClimateSetTemperature",
+        {"name": "class:climate", "temperature": 22},
+    ),
+    ("lock the door", None, "HassTurnOn", {"name": "class:lock"}),
+    ("turn off the heating", None, "HassTurnOff", {"name": "class:climate"}),
+    (
+        "set brightness to 40% in the bedroom",
+        None,
+        "HassLightSet",
+        {"area": "bedroom", "brightness": 40, "domain": "light"},
+    ),
+    (
+        "in the bedroom set the brightness to 20%",
+        None,
+        "HassLightSet",
+        {"area": "bedroom", "brightness": 20, "domain": "light"},
+    ),
+    (
+        "dim the bedroom light to 10 percent",
+        None,
+        "HassLightSet",
+        {"name": "light.bedroom", "brightness": 10},
+    ),
+]
+
+
+@pytest.mark.parametrize("case", HOUSEHOLD, ids=[f"{c[0]}-{c[1]}" for c in HOUSEHOLD])
+def test_household_phrases_are_recognized(
+    engine: IntentEngine, case: tuple[str, str | None, str, dict[str, Any]]
+) -> None:
+    text, area, intent, slots = case
+    match = engine.recognize(text, device_area=area)
+    assert isinstance(match, IntentMatch)
+    assert (match.intent, dict(match.slots), dict(match.unmatched)) == (intent, slots, {})
+
+
+def test_state_questions_carry_home_assistants_response_kind(engine: IntentEngine) -> None:
+    kinds = {
+        "is the front door locked": "one_yesno",
+        "are any lights on": "any",
+        "are all the lights off": "all",
+        "which lights are on": "which",
+        "how many lights are on": "how_many",
+        "what is the state of the front door": "one",
+    }
+    for text, kind in kinds.items():
+        match = engine.recognize(text)
+        assert isinstance(match, IntentMatch)
+        assert (match.intent, match.response) == ("HassGetState", kind), text
+
+
+NEGATED = [
+    "don't turn on the kitchen light",
+    "Don’t mute",
+    "dont lock the door",
+    "do not unlock the front door",
+    "never turn up the heating",
+    "please don't turn off the lights",
+    "turn on the kitchen light, no, don't",
+    "the door does not need unlocking",
+]
+
+
+@pytest.mark.parametrize("text", NEGATED)
+def test_negations_are_refused_before_recognition(engine: IntentEngine, text: str) -> None:
+    match = engine.recognize(text, device_area="kitchen")
+    assert isinstance(match, NoMatch)
+    assert match.reason == "negated"
+
+
+def test_negation_words() -> None:
+    assert negation("Don’t turn it on") == "don't"
+    assert negation("never unlock the door") == "never"
+    assert negation("turn on the kitchen light") is None
+    assert negation("knotty notebook") is None  # whole words only
+    assert negation("不要打开客厅灯", "zh-CN") == "不要"
+    assert negation("打开客厅灯", "zh-CN") is None
+    assert negation("don't", "fr") is None  # no list for the language: nothing refused
+
+
+def test_unknown_words_only_where_a_name_goes(engine: IntentEngine) -> None:
+    """hassil would read "is" as the direction of "{direction} {name}"; Home Assistant's
+    default agent accepts unknown words for name, area and floor only, and so do we."""
+    assert isinstance(engine.recognize("is the garage door open"), NoMatch)
+    unknown = engine.recognize("dim the garage light")
+    assert isinstance(unknown, IntentMatch)
+    assert (unknown.intent, dict(unknown.unmatched)) == (
+        "XiaozhiLightRelative",
+        {"name": "garage light", "domain": ""},
+    )
+
+
+def test_device_class_words_are_names_of_their_domain(engine: IntentEngine) -> None:
+    names = {v.text_in.text: (v.value_out, v.context) for v in engine.slot_lists["name"].values}
+    assert names["thermostat"] == ("class:climate", {"domain": "climate"})
+    assert names["door"] == ("class:lock", {"domain": "lock"})
+    assert "light" not in names  # "the light" is every light of a room, not one
+
+
+def test_a_real_name_wins_over_a_device_class_word() -> None:
+    home = parse_home(
+        {"entities": [{"entity_id": "lock.shed", "name": "shed lock", "aliases": ["door"]}]}
+    )
+    engine = IntentEngine(home)
+    names = [(v.text_in.text, v.value_out) for v in engine.slot_lists["name"].values]
+    assert ("door", "lock.shed") in names
+    assert ("door", "class:lock") not in names
+    assert ("lock", "class:lock") in names
+    match = engine.recognize("lock the door")
+    assert isinstance(match, IntentMatch)
+    assert match.slots["name"] == "lock.shed"

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from xiaozhi.payloads import DeviceStatus, StatusPayload
 from xiaozhi_hub.home import Home
 from xiaozhi_hub.intents import IntentEngine, IntentMatch, NoMatch
 from xiaozhi_hub.pipeline import IntentsNotLoaded, VoicePipeline
@@ -96,4 +97,46 @@ async def test_the_speaking_devices_area_and_the_states_are_used(
     states["climate.office"]["current_temperature"] = 20  # read at each plan
     asked = await pipeline.plan_text("what is the temperature", area="office")
     assert asked.response_text == "The office is 20 degrees."
+    pipeline.close()
+
+
+async def test_relative_changes_read_the_latest_telemetry_and_states(
+    registry: Registry, engine: IntentEngine
+) -> None:
+    """ "louder" steps from what the device last reported; "is the light on" and "dim the
+    light" read the store as it is at each plan, not as it was at start."""
+    states = {"light.living_room": {"state": "off"}}
+    pipeline = VoicePipeline(registry, engine=engine, states=states)
+    connected = DeviceStatus.CONNECTED
+    registry.apply_status(StatusPayload(status=connected, device_id="demo_kitchen", volume=30), 1)
+    louder = await pipeline.plan_text("louder", device_id="demo_kitchen")
+    assert [a.parameters for a in louder.actions] == [{"volume_level": 0.4}]
+    registry.apply_status(StatusPayload(status=connected, device_id="demo_kitchen", volume=80), 2)
+    louder = await pipeline.plan_text("louder", device_id="demo_kitchen")
+    assert louder.response_text == "Turning the volume up to 90%."
+    registry.apply_status(StatusPayload(status=connected, device_id="demo_kitchen", volume=0), 3)
+    unmute = await pipeline.plan_text("unmute", device_id="demo_kitchen")
+    assert unmute.response_text == "Turning the sound back on at 80%."
+
+    asked = await pipeline.plan_text("is the light on", device_id="demo_living_room")
+    assert asked.response_text == "No, the living room light is off."
+    states["light.living_room"] = {"state": "on", "brightness": 255}  # an action ran
+    asked = await pipeline.plan_text("is the light on", device_id="demo_living_room")
+    assert asked.response_text == "Yes, the living room light is on."
+    dimmed = await pipeline.plan_text("dim the light", device_id="demo_living_room")
+    assert dimmed.response_text == "Dimming the living room light to 80%."
+    pipeline.close()
+
+
+async def test_the_area_given_to_the_pipeline_places_device_class_names(
+    registry: Registry, engine: IntentEngine
+) -> None:
+    """A typed test's area (REST, intent/test) is the room "the thermostat" is looked for in."""
+    pipeline = VoicePipeline(registry, engine=engine)
+    here = await pipeline.plan_text("what's the temperature", area="office")
+    assert here.response_text == "The office is 21 degrees."
+    elsewhere = await pipeline.plan_text("what's the temperature", area="kitchen")
+    assert elsewhere.response_text == "The office thermostat is 21 degrees."
+    refused = await pipeline.plan_text("don't lock the door", area="living_room")
+    assert (refused.executed, refused.error, refused.actions) == (False, "negated", ())
     pipeline.close()

@@ -74,6 +74,15 @@ def test_status_changes(registry: Registry) -> None:
     assert record.last_seen == 4.0
 
 
+def test_the_last_audible_volume_is_remembered_for_unmute(registry: Registry) -> None:
+    record = registry.device("demo_kitchen")
+    assert record is not None
+    assert record.last_audible_volume is None
+    for volume, audible in ((40, 40), (0, 40), (62.4, 62), (True, 62), ("loud", 62), (0, 62)):
+        registry.apply_status(status("demo_kitchen", volume=volume), now=1.0)
+        assert record.last_audible_volume == audible, volume
+
+
 def test_sensor_readings(registry: Registry) -> None:
     reading = SensorPayload(
         sensor_type="temperature", value=21.5, unit="°C", device_id="demo_office"

@@ -10,17 +10,17 @@ plenty for synthetic speech whose energy lies far below the Nyquist limit of eit
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
-import opuslib
 from wyoming.audio import AudioChunk, AudioChunkConverter
 
 from xiaozhi.wav import WavFormat, encode_wav
+from xiaozhi_runtime import opus
 from xiaozhi_speech.base import BYTES_PER_SAMPLE, Speech
 
 __all__ = ["OPUS_RATES", "opus_frames", "resample", "wav_bytes"]
 
-OPUS_RATES: Final = (8000, 12000, 16000, 24000, 48000)
+OPUS_RATES: Final = opus.OPUS_RATES
 """Rates libopus encodes; :func:`opus_frames` refuses others."""
 
 
@@ -45,21 +45,8 @@ def opus_frames(speech: Speech, *, sample_rate: int, frame_ms: int = 60) -> list
     Raises:
         ValueError: a rate or frame duration Opus cannot encode.
     """
-    if sample_rate not in OPUS_RATES:
-        raise ValueError(f"Opus cannot encode {sample_rate} Hz (rates: {OPUS_RATES})")
-    if frame_ms not in (10, 20, 40, 60):
-        raise ValueError(f"frame duration {frame_ms} ms is not 10, 20, 40 or 60")
     pcm = resample(speech.pcm, speech.sample_rate, sample_rate)
-    samples = sample_rate * frame_ms // 1000
-    frame_bytes = samples * BYTES_PER_SAMPLE
-    if remainder := len(pcm) % frame_bytes:
-        pcm += bytes(frame_bytes - remainder)
-    # A fresh VoIP encoder per utterance: the same text gives the same packets.
-    encoder: Any = opuslib.Encoder(sample_rate, 1, opuslib.APPLICATION_VOIP)
-    return [
-        bytes(encoder.encode(pcm[offset : offset + frame_bytes], samples))
-        for offset in range(0, len(pcm), frame_bytes)
-    ]
+    return opus.encode(pcm, sample_rate=sample_rate, frame_duration_ms=frame_ms)
 
 
 def wav_bytes(speech: Speech) -> bytes:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Sequence
@@ -116,7 +117,9 @@ class OfflineRecognizer:
         self.language = "en-US"
         self.workers = workers
         self._pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_ignore_interrupts,
         )
         self._folder = Path(tempfile.mkdtemp(prefix="xiaozhi-speech-"))
         self._model: ModelFiles | None = None
@@ -199,6 +202,12 @@ class OfflineRecognizer:
         self._closed = True
         await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
         shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _ignore_interrupts() -> None:
+    """In a worker: Ctrl-C reaches the whole process group, but stopping is the parent's to
+    do (it shuts the pool down); a worker interrupted mid-wait would only print a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _rms(pcm: bytes) -> float:

@@ -1,0 +1,187 @@
+"""Spoken commands end to end: a firmware-like device says a sentence (synthesized speech,
+real Opus, 60 ms frames, manual listening), a real edge forwards the utterance, a real hub
+transcribes it with the offline recogniser, acts, and answers out loud; all on the session's
+Mosquitto.
+
+What a user notices: the light changes, the device hears a spoken answer (audio that decodes
+to a voice, not a chime or silence), and a sentence the home cannot do executes nothing.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import StartEdge
+from tests.support import Recorder, record
+from xiaozhi.messages import ListenMode
+from xiaozhi_cli.broker import ManagedMosquitto
+from xiaozhi_hub.service import HubService
+from xiaozhi_hub.settings import HubSettings
+from xiaozhi_sim.identity import make_identity
+from xiaozhi_sim.settings import SimSettings
+from xiaozhi_sim.ws_device import WsDevice
+
+pytestmark = pytest.mark.integration  # a real Mosquitto
+
+ANSWER_SECONDS = 30.0  # speaking takes real time (about 3 s), then transcription and the answer
+
+
+@pytest.fixture
+async def spoken_system(
+    mosquitto: ManagedMosquitto, start_edge: StartEdge, tmp_path: Path
+) -> AsyncIterator[tuple[HubService, SimSettings, Recorder]]:
+    """An edge and a hub (offline recogniser, espeak-ng answers) under a base topic of
+    their own, the simulator's settings pointed at the edge, and a recorder of the tree."""
+    tag = uuid.uuid4().hex[:8]
+    base = f"s{tag}/xiaozhi"
+    edge = await start_edge(base_topic=base)
+    settings = HubSettings(
+        mqtt_url=mosquitto.url,
+        hub_port=0,
+        base_topic=base,
+        discovery_enabled=False,
+        hub_id=f"hub-{tag}",
+        hub_share_group=f"g{tag}",
+        speech_share_group=f"sp{tag}",
+        state_dir=tmp_path,
+        config=None,
+        stt_engine="offline",
+        tts_engine="espeak",
+    )
+    hub = HubService(settings)
+    sim = SimSettings(
+        mqtt_url=mosquitto.url,
+        base_topic=base,
+        sim_ota_url="",
+        sim_ws_url=f"ws://127.0.0.1:{edge.port}/xiaozhi/v1/",
+        sim_token="",
+    )
+    async with record(mosquitto.url, f"{base}/#", name="spoken") as recorder:
+        await hub.start()
+        try:
+            yield hub, sim, recorder
+        finally:
+            await hub.stop()
+
+
+def _answers(device: WsDevice) -> list[str]:
+    return [
+        r.payload["text"]
+        for r in device.inbox
+        if r.kind == "message"
+        and r.payload.get("type") == "tts"
+        and r.payload.get("state") == "sentence_start"
+    ]
+
+
+async def _speak(device: WsDevice, text: str) -> str:
+    """Say ``text`` aloud and return the sentence the device is answered."""
+    await device.start()
+    await device.say_aloud(text)
+    assert await device.wait_until(lambda: bool(_answers(device)), ANSWER_SECONDS), device.inbox
+    await device.wait_until(
+        lambda: any(
+            r.payload.get("type") == "tts" and r.payload.get("state") == "stop"
+            for r in device.inbox
+            if r.kind == "message"
+        ),
+        ANSWER_SECONDS,
+    )
+    return _answers(device)[-1]
+
+
+def _voiced(device: WsDevice) -> bool:
+    """The answer the device played is a voice: audible, longer than a chime."""
+    recorder = device.recorder
+    assert recorder is not None
+    pcm = array.array("h", recorder.wav()[44:])
+    return recorder.seconds > 0.8 and max(pcm, default=0) > 3000
+
+
+async def test_a_spoken_command_is_executed_and_answered_out_loud(
+    spoken_system: tuple[HubService, SimSettings, Recorder], tmp_path: Path
+) -> None:
+    hub, sim, recorder = spoken_system
+    device = WsDevice(
+        make_identity(name=f"spoken-{uuid.uuid4().hex[:6]}"),
+        sim,
+        mode=ListenMode.MANUAL,
+        record_path=tmp_path / "answer.wav",
+        decode_audio=True,
+    )
+    try:
+        answer = await _speak(device, "turn on the living room light")
+        assert answer == "Turning on the living room light."
+        assert hub.states["light.living_room"]["state"] == "on"
+        heard = await recorder.expect(
+            hub.topics.voice_command_events(), lambda e: e["device_id"] == device.device_id
+        )
+        assert heard["command"] == "turn on the living room light"
+        assert heard["language"] == "en-US"
+        assert heard["confidence"] > 0.5
+        assert heard["processing_time_ms"] > 0
+        assert heard["audio_duration_ms"] > 1000
+        assert _voiced(device)
+    finally:
+        await device.stop()
+
+
+async def test_out_of_domain_speech_executes_nothing_and_says_so(
+    spoken_system: tuple[HubService, SimSettings, Recorder],
+) -> None:
+    hub, sim, recorder = spoken_system
+    before = {entity: dict(state) for entity, state in hub.states.items()}
+    device = WsDevice(
+        make_identity(name=f"joker-{uuid.uuid4().hex[:6]}"),
+        sim,
+        mode=ListenMode.MANUAL,
+        decode_audio=True,
+    )
+    try:
+        answer = await _speak(device, "tell me a joke about penguins")
+        assert answer == "Sorry, I didn't catch that."
+        response: dict[str, Any] = await recorder.expect(
+            hub.topics.device_events(device.device_id), lambda e: e["event_type"] == "response"
+        )
+        assert (response["executed"], response["error"]) == (False, "out_of_domain")
+        assert not [
+            e
+            for e in recorder.json(hub.topics.device_events(device.device_id))
+            if e["event_type"] == "action"
+        ]
+        assert not recorder.json(hub.topics.voice_command_events())
+        assert hub.states == before
+    finally:
+        await device.stop()
+
+
+async def test_two_devices_speaking_at_once_each_get_their_own_answer(
+    spoken_system: tuple[HubService, SimSettings, Recorder],
+) -> None:
+    hub, sim, _ = spoken_system
+    devices = [
+        WsDevice(
+            make_identity(name=f"pair-{i}-{uuid.uuid4().hex[:6]}"),
+            sim,
+            mode=ListenMode.MANUAL,
+            decode_audio=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        answers = await asyncio.gather(
+            _speak(devices[0], "lock the front door"),
+            _speak(devices[1], "what is the temperature in the office"),
+        )
+        assert answers == ["Locking the front door.", "The office is 21 degrees."]
+        assert hub.states["lock.front_door"]["state"] == "locked"
+    finally:
+        for device in devices:
+            await device.stop()

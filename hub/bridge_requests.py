@@ -7,7 +7,6 @@ Not shared: every replica applies each edit so their registries agree, and each 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from typing import cast
 
@@ -17,7 +16,7 @@ from xiaozhi.errors import InvalidTopic
 from xiaozhi.topics import ParsedTopic, TopicKind
 from xiaozhi_hub.bridge_api import CHANGED_DEVICES, CHANGED_GROUPS, CHANGED_INFO, BridgeApi
 from xiaozhi_hub.snapshots import Snapshots
-from xiaozhi_hub.unit import STOP_GRACE_SECONDS, HubContext, Route
+from xiaozhi_hub.unit import HubContext, Route, UnitTasks
 
 __all__ = ["BridgeRequestsUnit"]
 
@@ -43,7 +42,7 @@ class BridgeRequestsUnit:
         self.api = api
         self._snapshots = snapshots
         self._on_discovery = on_discovery
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = UnitTasks("bridge_request")
         self.routes: Mapping[TopicKind, Route] = {TopicKind.BRIDGE_REQUEST: self._on_request}
 
     @property
@@ -55,12 +54,7 @@ class BridgeRequestsUnit:
 
     async def stop(self) -> None:
         await self._ctx.owner.unsubscribe([self._ctx.topics.bridge_requests()])
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_SECONDS)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        await self._tasks.drain()
 
     def _on_request(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
         self.answer(cast(str, parsed.path), payload)
@@ -78,9 +72,7 @@ class BridgeRequestsUnit:
 
     def answer(self, path: str, payload: bytes) -> None:
         """Answer one request on ``bridge/response/<path>`` (in a task of its own)."""
-        task = asyncio.create_task(self._answer(path, payload), name=f"bridge-request-{path}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._answer(path, payload), name=f"bridge-request-{path}", path=path)
 
     async def _answer(self, path: str, payload: bytes) -> None:
         ctx = self._ctx

@@ -22,7 +22,6 @@ the intent engine matches (:func:`xiaozhi_speech.corpus_from_intents`), and relo
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
@@ -33,7 +32,7 @@ from xiaozhi.errors import WireError
 from xiaozhi.payloads import EventType, UtteranceEncoding, UtterancePayload, VoiceCommandEvent
 from xiaozhi.topics import ParsedTopic, TopicKind
 from xiaozhi_hub.pipeline import VoicePipeline
-from xiaozhi_hub.unit import STOP_GRACE_SECONDS, HubContext, Route
+from xiaozhi_hub.unit import HubContext, Route, UnitTasks
 from xiaozhi_runtime import opus
 from xiaozhi_speech import OfflineRecognizer, SpeechToText, Transcript
 
@@ -77,8 +76,7 @@ class SpeechUnit:
         self.stt = stt
         self._pipeline = pipeline
         self._answer = answer
-        self._semaphore = asyncio.Semaphore(ctx.settings.max_concurrent_voice_commands)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = UnitTasks("utterance", ctx.settings.max_concurrent_voice_commands)
         self._recent = RecentIds(4096)
         self.routes: Mapping[TopicKind, Route] = {TopicKind.UTTERANCE: self._on_utterance}
 
@@ -102,12 +100,7 @@ class SpeechUnit:
 
     async def stop(self) -> None:
         await self._ctx.owner.unsubscribe([self.filter])
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_SECONDS)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        await self._tasks.drain()
 
     def _on_utterance(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
         ctx = self._ctx
@@ -126,16 +119,9 @@ class SpeechUnit:
         if self._recent.seen(utterance.message_id):
             ctx.metrics.utterances.labels("duplicate").inc()
             return
-        task = asyncio.create_task(self._handle(utterance), name=f"speech-{device_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _handle(self, utterance: UtterancePayload) -> None:
-        try:
-            async with self._semaphore:
-                await self._transcribe(utterance)
-        except Exception:
-            log.exception("utterance_failed", device_id=utterance.device_id)
+        self._tasks.spawn(
+            self._transcribe(utterance), name=f"speech-{device_id}", device_id=device_id
+        )
 
     async def _transcribe(self, utterance: UtterancePayload) -> None:
         ctx = self._ctx

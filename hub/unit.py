@@ -15,11 +15,12 @@ is re-published after a broker restart that lost it.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import enum
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 import structlog
@@ -40,6 +41,7 @@ __all__ = [
     "RetainedPublisher",
     "Route",
     "Unit",
+    "UnitTasks",
     "new_id",
     "now_wire",
 ]
@@ -72,6 +74,46 @@ class Unit(Protocol):
     async def stop(self) -> None:
         """Unsubscribe and finish or cancel the unit's own tasks."""
         ...
+
+
+class UnitTasks:
+    """The work a unit started from its message handlers (handlers must return at once).
+
+    At most ``limit`` run at once (the others wait their turn); an exception is logged with
+    ``what`` and never escapes; :meth:`drain` waits :data:`STOP_GRACE_SECONDS` for them at
+    stop, then cancels the rest.
+    """
+
+    def __init__(self, what: str, limit: int | None = None) -> None:
+        self._what = what
+        self._semaphore = asyncio.Semaphore(limit) if limit else None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, None], *, name: str, **context: Any) -> None:
+        """Run ``work`` in a task of its own; ``context`` goes into the log of a failure."""
+        task = asyncio.create_task(self._run(work, context), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, work: Coroutine[Any, Any, None], context: dict[str, Any]) -> None:
+        try:
+            if self._semaphore is None:
+                await work
+            else:
+                async with self._semaphore:
+                    await work
+        except Exception:
+            log.exception(f"{self._what}_failed", **context)
+
+    async def drain(self) -> None:
+        """Let running work finish (bounded), cancel what is left, and wait for it."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_SECONDS)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
 
 class HubState(enum.StrEnum):

@@ -8,7 +8,6 @@ last :data:`VOICE_DEDUP_IDS` message ids are remembered and a repeat is skipped.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 
 import structlog
@@ -24,9 +23,9 @@ from xiaozhi_hub.pipeline import VoicePipeline
 from xiaozhi_hub.spoken_answers import SpokenAnswers
 from xiaozhi_hub.unit import (
     MAX_PAYLOAD_BYTES,
-    STOP_GRACE_SECONDS,
     HubContext,
     Route,
+    UnitTasks,
     new_id,
     now_wire,
 )
@@ -62,8 +61,7 @@ class VoiceUnit:
         self.spoken = spoken
         self.pipeline = pipeline
         self.runner = runner
-        self._semaphore = asyncio.Semaphore(ctx.settings.max_concurrent_voice_commands)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = UnitTasks("voice_command", ctx.settings.max_concurrent_voice_commands)
         self._recent = RecentIds(VOICE_DEDUP_IDS)
         self.routes: Mapping[TopicKind, Route] = {TopicKind.VOICE_COMMAND_EVENTS: self._on_voice}
 
@@ -77,12 +75,7 @@ class VoiceUnit:
 
     async def stop(self) -> None:
         await self._ctx.owner.unsubscribe([self.filter])
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_SECONDS)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        await self._tasks.drain()
 
     def _on_voice(self, topic: str, _: ParsedTopic, payload: bytes) -> None:
         ctx = self._ctx
@@ -96,16 +89,9 @@ class VoiceUnit:
         if self._recent.seen(event.message_id):
             ctx.metrics.voice_commands.labels("duplicate").inc()
             return
-        task = asyncio.create_task(self._handle(event), name=f"voice-{event.device_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _handle(self, event: VoiceCommandEvent) -> None:
-        try:
-            async with self._semaphore:
-                await self._run(event)
-        except Exception:
-            log.exception("voice_command_failed", device_id=event.device_id)
+        self._tasks.spawn(
+            self._run(event), name=f"voice-{event.device_id}", device_id=event.device_id
+        )
 
     def _area_of(self, event: VoiceCommandEvent) -> str | None:
         registry = self._ctx.registry

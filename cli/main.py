@@ -160,10 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from xiaozhi_edge.cli import add_edge_parser
     from xiaozhi_hub.cli import add_hub_parser
+    from xiaozhi_hub.speech_cli import add_speech_parser
     from xiaozhi_sim.cli import add_sim_parser
 
     add_edge_parser(sub)
     add_hub_parser(sub)
+    add_speech_parser(sub)
     add_sim_parser(sub)
 
     from xiaozhi_bench.runner import CASES, DEFAULT_RESULTS_DIR

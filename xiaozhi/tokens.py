@@ -25,6 +25,10 @@ DEFAULT_TOKEN_TTL_SECONDS = 30 * 24 * 3600  # the reference server's default exp
 _CLOCK_SKEW_SECONDS = 300  # a device clock slightly ahead of ours is not an attack
 
 
+_MAX_TIMESTAMP_DIGITS = 12
+"""Seconds since 1970 fit in 11 digits until the year 5138."""
+
+
 def _signature(secret: bytes, client_id: str, device_id: str, issued_at: int) -> str:
     message = f"{client_id}|{device_id}|{issued_at}".encode()
     digest = hmac.new(secret, message, hashlib.sha256).digest()
@@ -71,7 +75,14 @@ def verify_token(
     if not token:
         raise AuthenticationFailed("no token (send 'Authorization: Bearer <token>')")
     signature, dot, issued_text = token.rpartition(".")
-    if not dot or not signature or not issued_text.isdigit():
+    # ASCII digits only ("²" is a digit to str.isdigit and not to int), and no more than an
+    # epoch needs: int() of thousands of digits raises (and costs) instead of refusing.
+    if (
+        not dot
+        or not signature
+        or not (issued_text.isascii() and issued_text.isdigit())
+        or len(issued_text) > _MAX_TIMESTAMP_DIGITS
+    ):
         raise AuthenticationFailed("malformed token (expected '<signature>.<timestamp>')")
     issued_at = int(issued_text)
     try:

@@ -335,6 +335,9 @@ async def test_token_auth_admits_a_signed_device_and_refuses_others_with_401(
     for headers, reason in [
         ({"Authorization": f"Bearer {token}", "Device-Id": new_mac()}, "not valid for this device"),
         ({}, "no token"),
+        # a timestamp int() refuses: a clear 401, not a 500 and a traceback
+        ({"Authorization": "Bearer abc." + "9" * 5000}, "malformed token"),
+        ({"Authorization": "Bearer abc.\u00b2"}, "malformed token"),
     ]:
         with pytest.raises(websockets.InvalidStatus) as info:
             await Device.connect(edge.port, device_id=mac, headers=headers)
@@ -559,3 +562,21 @@ async def test_workers_share_one_port_and_stop_cleanly(
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
     await inbox.wait_for(lambda: all(state_of(w) == "offline" for w in workers))
+
+
+async def test_invalid_utf8_in_a_text_frame_closes_1007_and_spares_the_others(
+    start_edge: StartEdge,
+) -> None:
+    """RFC 6455 section 8.1: invalid UTF-8 in a text frame fails the connection (1007)."""
+    edge = await start_edge()
+    bystander = await Device.connect(edge.port, device_id=new_mac())
+    await bystander.hello()
+    device = await Device.connect(edge.port, device_id=new_mac())
+    await device.hello()
+    await device.ws.send(b'{"type":"listen","text":"\xff\xfe"}', text=True)
+    code, _ = await device.closed()
+    assert code == 1007
+    await bystander.send_json({"session_id": "x", "type": "listen", "state": "detect"})
+    await bystander.ws.ping()
+    assert bystander.ws.close_code is None
+    await bystander.close()

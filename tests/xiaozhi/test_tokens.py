@@ -47,6 +47,9 @@ GOOD = issue_token(SECRET, client_id="c", device_id="d", issued_at=NOW)
         ("abc", {}, "malformed token"),
         ("abc.def", {}, "malformed token"),
         (".123", {}, "malformed token"),
+        ("abc.\u00b2", {}, "malformed token"),  # a digit to str.isdigit, not to int
+        ("abc.\u0663", {}, "malformed token"),  # an Arabic-Indic three
+        ("abc." + "9" * 5000, {}, "malformed token"),  # over int()'s digit limit
         ("!!!." + str(NOW), {}, "not valid for this device"),
         ("a." + str(NOW), {}, "malformed token signature"),
         (GOOD, {"device_id": "other"}, "not valid for this device"),

@@ -181,13 +181,20 @@ def normalize_device_id(raw: str) -> str:
 
     ``"AA:BB:CC:DD:EE:FF"`` and ``"aa-bb-cc-dd-ee-ff"`` (the firmware's ``Device-Id`` header,
     reference §1.2) become ``"aabbccddeeff"``; other ids are lower-cased. Nothing else is
-    changed: an id that still has ``/``, ``+``, ``#``, spaces... is refused, not rewritten.
+    changed: an id that still has ``/``, ``+``, ``#``, spaces... is refused, not rewritten, and
+    so is any non-ASCII id (its lower case could be another device's id).
 
     Raises:
         InvalidTopic: the result does not fit the grammar, or is reserved.
     """
     if not isinstance(raw, str):
         raise InvalidTopic(f"invalid device id {raw!r}: expected a string", value=str(raw))
+    if not raw.isascii():
+        # Lower-casing is only safe on ASCII: the Kelvin sign (U+212A) lowers to "k", so
+        # "\u212aitchen" would become another device's "kitchen".
+        raise InvalidTopic(
+            f"invalid device id {raw!r}: expected ASCII letters, digits, '_' or '-'", value=raw
+        )
     value = raw.lower()
     mac = _MAC_RE.fullmatch(value)
     if mac is not None:

@@ -276,6 +276,8 @@ def test_normalize_device_id(raw: str, normalized: str) -> None:
         " aabbccddeeff",
         "aabbccddeeff\n",
         "dévice",
+        "\u212aitchen",  # KELVIN SIGN: lower-cases to "kitchen", another device's id
+        "\u0130d",  # LATIN CAPITAL I WITH DOT: lower-cases to two characters
         "x" * (MAX_ID_LENGTH + 1),
         "GROUP",
         "Broadcast",

@@ -57,6 +57,7 @@ from hassil.models import UnmatchedEntity, UnmatchedRangeEntity, UnmatchedTextEn
 from hassil.recognize import MISSING_ENTITY, RecognizeResult
 
 from xiaozhi_hub.home import Home
+from xiaozhi_hub.languages import intent_language
 
 __all__ = [
     "BEST_METADATA_KEY",
@@ -193,7 +194,8 @@ class IntentEngine:
 
     Args:
         home: the home model the ``name``/``area``/``floor`` slot lists come from.
-        language: a home-assistant-intents language code, case-sensitive (``en``, ``zh-CN``).
+        language: a home-assistant-intents language (``en``, ``zh-CN``; ``zh-cn`` and
+            ``en-US`` are normalised: :func:`~xiaozhi_hub.languages.intent_language`).
         extra_intents: our hassil YAML file; merged only when its ``language`` matches.
 
     Raises:
@@ -210,10 +212,9 @@ class IntentEngine:
         *,
         extra_intents: Path | None = XIAOZHI_INTENTS_PATH,
     ) -> None:
+        language = intent_language(language)
         data = home_assistant_intents.get_intents(language)
-        if data is None:
-            known = ", ".join(home_assistant_intents.get_languages())
-            raise ValueError(f"no intents for language {language!r} (known: {known})")
+        assert data is not None  # intent_language only returns the package's languages
         if extra_intents is not None:
             ours = yaml.safe_load(extra_intents.read_text(encoding="utf-8"))
             if ours.get("language") == language:

@@ -1,0 +1,356 @@
+"""Homes in other languages than English: a zh-CN home's typed commands are understood with
+home-assistant-intents' Chinese sentences, executed, and answered in Chinese with the package's
+response templates (spoken in Mandarin); a vi home likewise; a device of the home file may
+speak another language than its home."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support import Recorder
+from xiaozhi.payloads import AudioClip, VoiceCommandEvent
+from xiaozhi_hub.actions import Plan
+from xiaozhi_hub.home import Home, HomeConfigError, VirtualBinding, parse_home
+from xiaozhi_hub.languages import intent_language
+from xiaozhi_hub.pipeline import VoicePipeline
+from xiaozhi_hub.registry import Registry
+from xiaozhi_hub.responses import answers_for, own_sentence
+from xiaozhi_hub.service import HubService
+from xiaozhi_hub.settings import HubSettings, HubSettingsError, load_hub_settings
+from xiaozhi_hub.spoken_answers import SpokenAnswers, encode_answer
+from xiaozhi_speech import EspeakVoice, Speech
+from xiaozhi_speech.synthesis import MANDARIN_VOICE
+
+ZH_HOME = """
+areas:
+  - {id: living_room, name: 客厅}
+  - {id: bedroom, name: 卧室}
+entities:
+  - {entity_id: light.living_room, name: 客厅灯, area: living_room}
+  - entity_id: light.bedroom
+    name: 卧室灯
+    area: bedroom
+    binding: {type: virtual, state: {state: "on", brightness: 255}}
+  - entity_id: light.study
+    name: 书房灯
+    binding: {type: mqtt, topic: zigbee2mqtt/study/set, payloads: {turn_on: {state: "ON"}}}
+  - entity_id: lock.front_door
+    name: 前门
+    binding: {type: virtual, state: {state: unlocked}}
+  - entity_id: climate.living_room
+    name: 客厅空调
+    area: living_room
+    binding: {type: virtual, state: {state: heat, temperature: 22, current_temperature: 20}}
+devices:
+  - {id: speaker_1, name: 客厅音箱, area: living_room}
+"""
+
+VI_HOME = """
+areas:
+  - {id: living_room, name: phòng khách}
+entities:
+  - {entity_id: light.living_room, name: đèn phòng khách, area: living_room}
+  - entity_id: lock.front_door
+    name: cửa trước
+    binding: {type: virtual, state: {state: unlocked}}
+"""
+
+MIXED_HOME = """
+areas:
+  - {id: living_room, name: Living Room, aliases: [客厅]}
+entities:
+  - {entity_id: light.living_room, name: living room light, aliases: [客厅灯], area: living_room}
+devices:
+  - {id: kid, name: Kid's speaker, area: living_room}
+  - {id: nainai, name: Grandma's speaker, area: living_room, language: zh-cn}
+"""
+
+
+def virtual_states(home: Home) -> dict[str, dict[str, Any]]:
+    """What the hub's virtual store starts with (HubService does the same)."""
+    return {
+        e.entity_id: dict(e.binding.state)
+        for e in home.entities
+        if isinstance(e.binding, VirtualBinding)
+    }
+
+
+async def plan_in(
+    home_yaml: str,
+    language: str,
+    *texts: str,
+    device_id: str | None = None,
+    states: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Plan]:
+    home = parse_home(yaml.safe_load(home_yaml))
+    pipeline = VoicePipeline(
+        Registry(home),
+        language=language,
+        states=virtual_states(home) if states is None else states,
+    )
+    await pipeline.start()
+    try:
+        return [await pipeline.plan_text(text, device_id=device_id) for text in texts]
+    finally:
+        pipeline.close()
+
+
+def acted(result: Plan) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(a.action, a.entity_id, dict(a.parameters)) for a in result.actions]
+
+
+# -- zh-CN ----------------------------------------------------------------------------------
+
+
+ZH_COMMANDS = [
+    ("打开客厅灯", [("turn_on", "light.living_room", {})], "客厅灯已打开"),
+    ("关闭客厅灯", [("turn_off", "light.living_room", {})], "客厅灯已关闭"),
+    (
+        "把客厅灯亮度调到百分之五十",
+        [("turn_on", "light.living_room", {"brightness_pct": 50})],
+        "客厅灯亮度已设置为50%",
+    ),
+    (
+        "把客厅灯亮度调到50%",
+        [("turn_on", "light.living_room", {"brightness_pct": 50})],
+        "客厅灯亮度已设置为50%",
+    ),
+    ("锁上前门", [("lock", "lock.front_door", {})], "前门已上锁"),
+    ("打开客厅的灯", [("turn_on", "light.living_room", {})], "客厅灯已打开"),  # lights_area
+    (
+        "把客厅空调温度调到25度",
+        [("set_temperature", "climate.living_room", {"temperature": 25})],
+        "好的，已把温度调到25度",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "actions", "answer"), ZH_COMMANDS)
+async def test_a_zh_cn_home_executes_typed_commands_and_answers_in_chinese(
+    text: str, actions: list[tuple[str, str, dict[str, Any]]], answer: str
+) -> None:
+    [result] = await plan_in(ZH_HOME, "zh-cn", text)  # zh-cn is read as the package's zh-CN
+    assert (result.intent is not None, result.executed, result.error) == (True, True, None)
+    assert acted(result) == actions
+    assert result.response_text == answer
+    assert result.language == "zh-CN"
+
+
+async def test_zh_cn_commands_from_a_device_act_in_its_room() -> None:
+    """The speaking device's area is the context, as in English; its own volume is its own."""
+    results = await plan_in(ZH_HOME, "zh-CN", "打开灯", "音量调到50", "静音", device_id="speaker_1")
+    assert [acted(r) for r in results] == [
+        [("turn_on", "light.living_room", {})],
+        [("volume_set", "media_player.xiaozhi_speaker_1", {"volume_level": 0.5})],
+        [("volume_set", "media_player.xiaozhi_speaker_1", {"volume_level": 0.0})],
+    ]
+    assert [r.response_text for r in results] == [
+        "客厅灯已打开",
+        "好的，已将音量调到50%",
+        "好的，已静音",
+    ]
+
+
+async def test_zh_cn_questions_are_answered_from_the_state_and_never_guessed() -> None:
+    results = await plan_in(
+        ZH_HOME,
+        "zh-CN",
+        "客厅灯开着吗",  # off (a virtual light never turned on)
+        "卧室灯开着吗",  # on
+        "前门锁了吗",  # unlocked
+        "客厅温度是多少",
+        "书房灯开着吗",  # an mqtt light: its state is not read back
+        "有灯开着吗",  # the bedroom light is on: yes, whatever the study light is
+        "所有灯都关了吗",  # the bedroom light is on: no
+    )
+    assert [r.actions for r in results] == [()] * 7
+    assert [r.response_text for r in results] == [
+        "不是，客厅灯现在关着",
+        "是的",
+        "不是，前门现在已解锁",
+        "现在温度是20度",
+        "抱歉，我不知道书房灯的状态",
+        "是的",
+        "不是",
+    ]
+    states = virtual_states(parse_home(yaml.safe_load(ZH_HOME)))
+    states["light.bedroom"] = {"state": "off"}
+    [none_known_on] = await plan_in(ZH_HOME, "zh-CN", "有灯开着吗", states=states)
+    assert none_known_on.response_text == "抱歉，我不知道书房灯的状态"  # not "没有": unknown
+
+
+async def test_zh_cn_refusals_are_said_in_chinese_and_nothing_is_executed() -> None:
+    results = await plan_in(
+        ZH_HOME,
+        "zh-CN",
+        "打开车库灯",
+        "不要打开客厅灯",
+        "今天天气怎么样",
+        "把客厅空调温度调到99度",
+        "打开灯",  # no device: no room
+    )
+    assert [(r.executed, r.error, r.actions) for r in results] == [
+        (False, "unknown_area", ()),
+        (False, "negated", ()),
+        (False, "no_intent", ()),
+        (False, "out_of_range", ()),
+        (False, "no_area", ()),
+    ]
+    assert [r.response_text for r in results] == [
+        "抱歉，找不到名为 车库灯 的区域",  # what Home Assistant answers
+        "好的，我什么都不做",
+        "抱歉，我无法理解您的意思，你可以尝试换个说法",
+        "抱歉，客厅空调只能设置在7到35度之间",
+        "抱歉，我不知道您说的是哪个房间",
+    ]
+
+
+def test_error_and_own_answers_of_a_language() -> None:
+    zh = answers_for("zh-CN")
+    assert zh.ha_error("no_entity", entity="车库灯") == "抱歉，找不到名为 车库灯 的设备"
+    assert own_sentence("zh-CN", "offline", name="客厅灯") == "抱歉，客厅灯离线了"
+    assert own_sentence("zh-HK", "not_heard") == "抱歉，我沒聽清楚"
+    assert own_sentence("vi", "no_answer", name="đèn") == "Xin lỗi, đèn không phản hồi"
+    assert own_sentence("de", "offline", name="Lampe") is None  # not translated: callers fall back
+    assert own_sentence("zh-CN", "offline") is None  # a fact missing
+    assert zh.ha_error("no_such_error") is None
+
+
+# -- vi --------------------------------------------------------------------------------------
+
+
+async def test_a_vi_home_executes_typed_commands_and_answers_in_vietnamese() -> None:
+    results = await plan_in(
+        VI_HOME, "vi", "bật đèn phòng khách", "tắt đèn phòng khách", "khóa cửa trước"
+    )
+    assert [acted(r) for r in results] == [
+        [("turn_on", "light.living_room", {})],
+        [("turn_off", "light.living_room", {})],
+        [("lock", "lock.front_door", {})],
+    ]
+    assert [r.response_text for r in results] == [
+        "đã bật đèn phòng khách",
+        "đã thực hiện",
+        "đã khóa",
+    ]
+
+
+# -- a device's own language -----------------------------------------------------------------
+
+
+async def test_a_device_of_the_home_file_speaks_its_own_language() -> None:
+    """Grandma's speaker is zh-CN in an English home: her commands are understood and
+    answered in Chinese, the others' in English."""
+    home = parse_home(yaml.safe_load(MIXED_HOME))
+    assert home.device("nainai").language == "zh-CN"  # type: ignore[union-attr]
+    pipeline = VoicePipeline(Registry(home), language="en", states={})
+    await pipeline.start()
+    try:
+        assert pipeline.languages == ["en", "zh-CN"]  # both loaded at start
+        assert (pipeline.language_of("nainai"), pipeline.language_of("kid")) == ("zh-CN", "en")
+        hers = await pipeline.plan_text("打开客厅灯", device_id="nainai")
+        his = await pipeline.plan_text("turn on the living room light", device_id="kid")
+        not_his = await pipeline.plan_text("打开客厅灯", device_id="kid")
+        typed = await pipeline.plan_text("关闭客厅灯", language="zh_CN")  # a test names one
+    finally:
+        pipeline.close()
+    assert (acted(hers), hers.response_text, hers.language) == (
+        [("turn_on", "light.living_room", {})],
+        "客厅灯已打开",
+        "zh-CN",
+    )
+    assert (acted(his), his.response_text) == (
+        [("turn_on", "light.living_room", {})],
+        "Turning on the living room light.",
+    )
+    assert (not_his.executed, not_his.error) == (False, "no_intent")
+    assert typed.response_text == "客厅灯已关闭"
+
+
+def test_languages_are_normalised_and_unknown_ones_refused() -> None:
+    assert intent_language("zh-cn") == intent_language("zh_CN") == intent_language("zh") == "zh-CN"
+    assert intent_language("en-US") == "en"
+    assert intent_language("zh-Hant") == "zh-TW"
+    assert intent_language("yue") == "zh-HK"
+    with pytest.raises(ValueError, match="no intents for language 'xx'"):
+        intent_language("xx")
+    assert load_hub_settings(language="zh-cn").language == "zh-CN"
+    with pytest.raises(HubSettingsError, match="no intents for language 'klingon'"):
+        load_hub_settings(language="klingon")
+    with pytest.raises(HomeConfigError, match=r"devices\[0\].language: no intents"):
+        parse_home({"devices": [{"id": "d1", "name": "D", "language": "xx"}]})
+
+
+# -- spoken in the answer's language ---------------------------------------------------------
+
+
+class RecordingVoice:
+    """espeak-ng, remembering which language and voice each sentence was spoken with."""
+
+    def __init__(self) -> None:
+        self.voice = EspeakVoice()
+        self.spoken: list[tuple[str, str, str]] = []
+
+    async def synthesize(self, text: str, *, language: str = "en") -> Speech:
+        self.spoken.append((text, language, self.voice.voice_for(language)))
+        return await self.voice.synthesize(text, language=language)
+
+
+async def test_chinese_answers_are_spoken_with_the_mandarin_voice() -> None:
+    voice = RecordingVoice()
+    answers = SpokenAnswers(voice, language="zh-CN")
+    clip = await answers.clip("客厅灯已打开")
+    assert clip is not None
+    assert clip.duration_ms > 500
+    assert voice.spoken == [("客厅灯已打开", "zh-CN", MANDARIN_VOICE)]
+    mandarin = await EspeakVoice().synthesize("客厅灯已打开", language="zh-CN")
+    assert clip == encode_answer(mandarin)
+    # A device's own language, when the caller names it; cached per language.
+    assert await answers.clip("đã bật đèn", language="vi") is not None
+    assert await answers.clip("客厅灯已打开") is clip
+    assert voice.spoken[1:] == [("đã bật đèn", "vi", "vi")]
+
+
+# -- through the hub ------------------------------------------------------------------------
+
+
+@pytest.mark.integration  # a real Mosquitto
+async def test_a_zh_cn_hub_answers_a_voice_command_in_spoken_mandarin(
+    hub_settings: HubSettings, watcher: Recorder, tmp_path: Path
+) -> None:
+    config = tmp_path / "home.yaml"
+    config.write_text(ZH_HOME, encoding="utf-8")
+    settings = hub_settings.model_copy(
+        update={"language": "zh-CN", "config": config, "tts_engine": "espeak"}
+    )
+    hub = HubService(settings)
+    await hub.start()
+    try:
+        event = VoiceCommandEvent(
+            device_id="speaker_1",
+            command="打开客厅灯",
+            confidence=0.9,
+            language="zh-CN",
+            message_id="vc-zh-1",
+            transport="websocket",
+        )
+        await watcher.publish(hub.topics.voice_command_events(), event.to_wire())
+        respond = await watcher.expect(
+            hub.topics.command("speaker_1"),
+            lambda m: m["command"] == "respond" and m.get("message_id") == "vc-zh-1",
+            within=30,
+        )
+        assert respond["parameters"]["text"] == "客厅灯已打开"
+        assert hub.states["light.living_room"]["state"] == "on"
+        audio = AudioClip.model_validate(respond["parameters"]["audio"])
+        mandarin = await EspeakVoice().synthesize("客厅灯已打开", language="zh-CN")
+        assert audio == encode_answer(mandarin)
+        assert base64.b64decode(audio.frames[0])
+    finally:
+        await hub.stop()

@@ -168,8 +168,10 @@ async def test_zh_cn_questions_are_answered_from_the_state_and_never_guessed() -
         "书房灯开着吗",  # an mqtt light: its state is not read back
         "有灯开着吗",  # the bedroom light is on: yes, whatever the study light is
         "所有灯都关了吗",  # the bedroom light is on: no
+        "哪些灯是开着的",  # the bedroom light, and the study light is unknown
+        "有几个灯是开着的",
     )
-    assert [r.actions for r in results] == [()] * 7
+    assert [r.actions for r in results] == [()] * 9
     assert [r.response_text for r in results] == [
         "不是，客厅灯现在关着",
         "是的",
@@ -178,6 +180,8 @@ async def test_zh_cn_questions_are_answered_from_the_state_and_never_guessed() -
         "抱歉，我不知道书房灯的状态",
         "是的",
         "不是",
+        "卧室灯。抱歉，我不知道书房灯的状态",
+        "1。抱歉，我不知道书房灯的状态",
     ]
     states = virtual_states(parse_home(yaml.safe_load(ZH_HOME)))
     states["light.bedroom"] = {"state": "off"}

@@ -116,6 +116,16 @@ ZH_COMMANDS = [
         [("turn_on", "light.living_room", {"brightness_pct": 50})],
         "客厅灯亮度已设置为50%",
     ),
+    (  # our zh-CN sentence (hub/intents_xiaozhi_zh-CN.yaml): brightness without 亮度
+        "把客厅灯调到百分之五十",
+        [("turn_on", "light.living_room", {"brightness_pct": 50})],
+        "客厅灯亮度已设置为50%",
+    ),
+    (
+        "把客厅的灯调到百分之三十",
+        [("turn_on", "light.living_room", {"brightness_pct": 30})],
+        "客厅灯亮度已设置为30%",  # brightness_area
+    ),
     (
         "把客厅灯亮度调到50%",
         [("turn_on", "light.living_room", {"brightness_pct": 50})],

@@ -23,8 +23,9 @@ from xiaozhi_hub.registry import Registry
 from xiaozhi_hub.responses import answers_for, own_sentence
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings, HubSettingsError, load_hub_settings
+from xiaozhi_hub.speech_engines import speech_to_text
 from xiaozhi_hub.spoken_answers import SpokenAnswers, encode_answer
-from xiaozhi_speech import EspeakVoice, Speech
+from xiaozhi_speech import EspeakVoice, OpenAiSpeechToText, Speech, WyomingSpeechToText
 from xiaozhi_speech.synthesis import MANDARIN_VOICE
 
 ZH_HOME = """
@@ -299,6 +300,16 @@ def test_languages_are_normalised_and_unknown_ones_refused() -> None:
         load_hub_settings(language="klingon")
     with pytest.raises(HomeConfigError, match=r"devices\[0\].language: no intents"):
         parse_home({"devices": [{"id": "d1", "name": "D", "language": "xx"}]})
+
+
+async def test_remote_recognisers_are_asked_for_the_homes_language() -> None:
+    """faster-whisper and OpenAI-compatible servers name Chinese zh: never zh-CN, never en."""
+    for engine, url in (("wyoming", "tcp://127.0.0.1:10300"), ("openai", "http://127.0.0.1:9")):
+        settings = load_hub_settings(language="zh-cn", stt_engine=engine, stt_url=url)
+        recogniser = speech_to_text(settings)
+        assert isinstance(recogniser, WyomingSpeechToText | OpenAiSpeechToText)
+        assert recogniser.language == "zh"
+        await recogniser.aclose()
 
 
 # -- spoken in the answer's language ---------------------------------------------------------

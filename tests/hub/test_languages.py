@@ -14,12 +14,23 @@ import pytest
 import yaml
 
 from tests.support import Recorder
-from xiaozhi.payloads import AudioClip, VoiceCommandEvent
-from xiaozhi_hub.actions import Plan
-from xiaozhi_hub.home import Home, HomeConfigError, VirtualBinding, parse_home
+from xiaozhi.payloads import Action, AudioClip, VoiceCommandEvent
+from xiaozhi_hub.actions import Plan, plan
+from xiaozhi_hub.current_state import CurrentState
+from xiaozhi_hub.home import (
+    DeviceFunction,
+    Entity,
+    Floor,
+    Home,
+    HomeConfigError,
+    VirtualBinding,
+    parse_home,
+)
+from xiaozhi_hub.intents import IntentMatch
 from xiaozhi_hub.languages import intent_language
 from xiaozhi_hub.pipeline import VoicePipeline
 from xiaozhi_hub.registry import Registry
+from xiaozhi_hub.resolve import Refusal, Resolution, ResolutionError, Scope
 from xiaozhi_hub.responses import answers_for, own_sentence
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings, HubSettingsError, load_hub_settings
@@ -379,3 +390,206 @@ async def test_a_zh_cn_hub_answers_a_voice_command_in_spoken_mandarin(
         assert base64.b64decode(audio.frames[0])
     finally:
         await hub.stop()
+
+
+# -- every answer kind, planned directly ----------------------------------------------------
+
+_ZH = parse_home(yaml.safe_load(ZH_HOME))
+_LIGHT, _BEDROOM, _STUDY = (_ZH.entity(f"light.{n}") for n in ("living_room", "bedroom", "study"))
+_FRONT = _ZH.entity("lock.front_door")
+_BACK = Entity(entity_id="lock.back_door", name="后门", binding=VirtualBinding(state={}))
+_FAN = Entity(entity_id="fan.living_room", name="客厅风扇", area="living_room")
+_COVER = Entity(entity_id="cover.living_room", name="客厅窗帘", area="living_room")
+_SPEAKER = _ZH.device_entity("speaker_1", DeviceFunction.SPEAKER)
+_NO_READING = Entity(entity_id="climate.bedroom", name="卧室空调", area="bedroom")
+_LIVING, _BEDROOM_AREA = _ZH.area("living_room"), _ZH.area("bedroom")
+_UPSTAIRS = Floor(id="upstairs", name="二楼")
+
+
+def _match(intent: str, slots: Any = None, texts: Any = None, **fields: Any) -> IntentMatch:
+    fields.setdefault("language", "zh-CN")
+    return IntentMatch(intent=intent, text="…", slots=slots or {}, slot_texts=texts or {}, **fields)
+
+
+PLANNED = [
+    # failures: home-assistant-intents' error answers, ours where it has none
+    (
+        _match("HassTurnOn", {"area": "living_room", "name": "台灯"}, {"area": "客厅"}),
+        Resolution(error=ResolutionError.UNKNOWN_NAME, unknown="台灯"),
+        "抱歉，在 客厅 区域没有找到名为 台灯 的设备",
+    ),
+    (
+        _match("HassTurnOn", {"floor": "upstairs"}, {"floor": "二楼"}),
+        Resolution(error=ResolutionError.UNKNOWN_NAME, unknown="台灯"),
+        "抱歉，在 二楼 楼层没有找到名为 台灯 的设备",
+    ),
+    (
+        _match("HassTurnOn"),
+        Resolution(error=ResolutionError.UNKNOWN_FLOOR, unknown="三楼"),
+        "抱歉，找不到名为 三楼 的楼层",
+    ),
+    (
+        _match("HassTurnOn"),
+        Resolution(error=ResolutionError.NO_TARGETS, domain="fan", area=_BEDROOM_AREA),
+        "抱歉，在 卧室 区域没有找到 风扇 设备",
+    ),
+    (
+        _match("HassTurnOn"),
+        Resolution(error=ResolutionError.NO_TARGETS, domain="fan", floor=_UPSTAIRS),
+        "抱歉，在 二楼 楼层没有找到 风扇 设备",
+    ),
+    (
+        _match("HassTurnOn"),
+        Resolution(error=ResolutionError.NO_TARGETS, domain="fan"),
+        "抱歉，找不到名为 风扇 的设备类型",
+    ),
+    (
+        _match("HassTurnOn"),
+        Resolution(error=ResolutionError.AMBIGUOUS, domain="lock", candidates=(_FRONT, _BACK)),
+        "有2个门锁：前门和后门。请说是哪一个",
+    ),
+    (
+        _match("HassLightSet"),
+        Resolution(error=ResolutionError.OUT_OF_RANGE, unknown="300"),
+        "抱歉，300超出了范围",
+    ),
+    (
+        _match("XiaozhiLedSet"),
+        Resolution(error=ResolutionError.NO_DEVICE),
+        "抱歉，我不知道是哪个设备在说话",
+    ),
+    (  # no sentence of ours in German: the package's "I didn't understand" (nothing done)
+        _match("HassTurnOn", language="de"),
+        Resolution(error=ResolutionError.NEGATED),
+        "Entschuldigung, das habe ich nicht verstanden",
+    ),
+    (
+        _match("HassTurnOn", language="vi"),
+        Resolution(error=ResolutionError.AMBIGUOUS, domain="lock", candidates=(_FRONT, _BACK)),
+        "Có 2 khóa: 前门 và 后门. Bạn muốn cái nào?",
+    ),
+    # the response key follows what was done
+    (
+        _match("HassTurnOn"),
+        Resolution(targets=(_FRONT, _BACK), scope=Scope.ALL, domain="lock"),
+        "所有门锁已上锁",
+    ),
+    (
+        _match("HassTurnOn", {"name": "cover.living_room"}, {"name": "客厅窗帘"}),
+        Resolution(targets=(_COVER,), scope=Scope.NAME, domain="cover"),
+        "客厅窗帘已打开",
+    ),
+    (
+        _match("HassTurnOff", {"area": "living_room", "domain": "fan"}, {"area": "客厅"}),
+        Resolution(targets=(_FAN,), scope=Scope.AREA, domain="fan", area=_LIVING),
+        "客厅风扇已关闭",
+    ),
+    (
+        _match("HassTurnOn", {"floor": "upstairs", "domain": "light"}, {"floor": "二楼"}),
+        Resolution(targets=(_LIGHT, _BEDROOM), scope=Scope.FLOOR, domain="light", floor=_UPSTAIRS),
+        "二楼灯已打开",
+    ),
+    (  # no key of its own: the default, with every target's name
+        _match("HassTurnOn"),
+        Resolution(targets=(_LIGHT, _BEDROOM, _STUDY), scope=Scope.ALL),
+        "书房灯、卧室灯和客厅灯已打开",
+    ),
+    (
+        _match("HassLightSet", {"name": "light.living_room", "color": "red"}, {"name": "客厅灯"}),
+        Resolution(targets=(_LIGHT,), scope=Scope.NAME, domain="light"),
+        "颜色已设置",
+    ),
+    (
+        _match("HassLightSet", {"area": "living_room", "color": "red"}, {"area": "客厅"}),
+        Resolution(targets=(_LIGHT,), scope=Scope.AREA, domain="light", area=_LIVING),
+        "客厅灯颜色已设置",
+    ),
+    (
+        _match("HassLightSet", {"name": "light.living_room", "temperature": 3000}),
+        Resolution(targets=(_LIGHT,), scope=Scope.NAME, domain="light"),
+        "色温已设置",
+    ),
+    (  # turned on, no setting said: no template, our own "OK"
+        _match("HassLightSet", {"name": "light.living_room"}),
+        Resolution(targets=(_LIGHT,), scope=Scope.NAME, domain="light"),
+        "好的",
+    ),
+    (
+        _match("HassSetVolume", {"area": "living_room", "volume_level": 30}, {"area": "客厅"}),
+        Resolution(targets=(_SPEAKER,), scope=Scope.AREA, domain="media_player", area=_LIVING),
+        "好的，已将客厅音量调到30%",
+    ),
+    (
+        _match("HassSetVolume", {"name": _SPEAKER.entity_id, "volume_level": 30}, {"name": "音箱"}),
+        Resolution(targets=(_SPEAKER,), scope=Scope.NAME, domain="media_player"),
+        "好的，已将音箱音量调到30%",
+    ),
+    # questions: never guessed
+    (
+        _match("HassClimateGetTemperature", {"area": "bedroom"}, {"area": "卧室"}),
+        Resolution(targets=(_NO_READING,), scope=Scope.AREA, domain="climate", area=_BEDROOM_AREA),
+        "抱歉，我不知道卧室的温度",  # not "现在温度是None度"
+    ),
+    (
+        _match("HassGetState", {"name": "light.living_room"}, {"name": "客厅灯"}, response="one"),
+        Resolution(targets=(_LIGHT,), scope=Scope.NAME, domain="light"),
+        "客厅灯是关闭",
+    ),
+    (
+        _match("HassGetState", {"name": "light.study"}, {"name": "书房灯"}, response="one"),
+        Resolution(targets=(_STUDY,), scope=Scope.NAME, domain="light"),
+        "抱歉，我不知道书房灯的状态",
+    ),
+    (
+        _match("HassGetState", {"name": "light.study", "state": "on"}, {}, response="one_yesno"),
+        Resolution(targets=(_STUDY,), scope=Scope.NAME, domain="light"),
+        "抱歉，我不知道书房灯的状态",
+    ),
+    (
+        _match("HassGetState", {"state": "on", "domain": "light"}, language="vi", response="which"),
+        Resolution(targets=(_LIGHT, _BEDROOM, _STUDY), scope=Scope.ALL, domain="light"),
+        "卧室灯. Xin lỗi, tôi không biết trạng thái của 书房灯",
+    ),
+]
+
+
+@pytest.mark.parametrize(("match", "resolution", "answer"), PLANNED)
+def test_each_kind_of_answer_in_another_language(
+    match: IntentMatch, resolution: Resolution, answer: str
+) -> None:
+    result = plan(match, resolution, states=virtual_states(_ZH))
+    assert result.response_text == answer
+    assert result.language == match.language
+
+
+def test_volume_already_at_its_limit_is_said_so() -> None:
+    """ "Turned the volume up" would not be true: nothing was changed."""
+    match = _match("HassSetVolumeRelative", {"volume_step": "up"})
+    at_limit = {_SPEAKER.entity_id: {"state": "on", "volume_level": 1.0}}
+    speaker = Resolution(targets=(_SPEAKER,), scope=Scope.DEVICE, domain="media_player")
+    assert plan(match, speaker, states=at_limit).response_text == "音量已经是100%"
+    assert plan(match, speaker, states={}).response_text == "好的，已调整音量"
+
+
+def test_fallbacks_when_a_language_has_nothing_to_say() -> None:
+    zh = answers_for("zh-CN")
+    assert zh.refusal(Refusal(ResolutionError.NEGATED, "OK."), "OK.") == "好的，我什么都不做"
+    assert zh.refusal(Refusal(ResolutionError.AMBIGUOUS, "…"), "…") == (
+        "抱歉，我无法理解您的意思，你可以尝试换个说法"
+    )
+    german = _match("XiaozhiLedSet", language="de")  # ours, English only: no template
+    led = Resolution(targets=(_LIGHT,), scope=Scope.DEVICE, domain="light")
+    turned = [Action(action="turn_on", entity_id=_LIGHT.entity_id)]
+    assert answers_for("de").answer(german, led, CurrentState(), turned, "Turning on the LED.") == (
+        "Turning on the LED."
+    )
+    assert zh.answer(_match("XiaozhiLedSet"), led, CurrentState(), turned, "…") == "好的"
+    assert zh.template("HassNoSuchIntent", ["default"], slots={}) is None
+    assert zh.noun("vacuum") == "vacuum"
+
+
+def test_a_template_that_fails_gives_no_answer_rather_than_a_wrong_one() -> None:
+    zh = answers_for("zh-CN")
+    assert zh._render("{{ 1 / 0 }}", {}) is None
+    assert zh._render("{{ state.missing() }}", {"state": None}) is None
+    assert zh._render("{{ slots.name }}", {"slots": {}}) is None  # nothing to say

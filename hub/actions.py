@@ -26,6 +26,10 @@ XiaozhiDeviceStatus             ``update_entity`` on the device (a ``get_status`
 
 "turn on the living room light" becomes exactly
 ``{"type":"homeassistant","action":"turn_on","entity_id":"light.living_room","parameters":{}}``.
+
+The answer is in the language the text was understood in (the match's ``language``): ours in
+English, home-assistant-intents' response templates in any other (:mod:`xiaozhi_hub.responses`);
+the actions are the same in every language.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ from xiaozhi_hub import adjustments, questions
 from xiaozhi_hub.current_state import CurrentState
 from xiaozhi_hub.home import Binding, Entity
 from xiaozhi_hub.intents import IntentMatch, NoMatch
+from xiaozhi_hub.languages import is_english
 from xiaozhi_hub.registry import DeviceRecord
 from xiaozhi_hub.resolve import Refusal, Resolution, ResolutionError, Scope
+from xiaozhi_hub.responses import answers_for
 from xiaozhi_hub.wording import and_list, floor_phrase, num, plural, target_phrase
 
 __all__ = ["Plan", "plan"]
@@ -71,6 +77,7 @@ class Plan:
         error: the :class:`~xiaozhi_hub.resolve.ResolutionError` value when not executed.
         bindings: entity id → binding for every action's target, so the runner needs no lookup.
         text: the words the device heard.
+        language: the language the text was understood and ``response_text`` is said in.
     """
 
     actions: tuple[Action, ...]
@@ -81,6 +88,7 @@ class Plan:
     error: str | None = None
     bindings: Mapping[str, Binding] = field(default_factory=dict)
     text: str = ""
+    language: str = "en"
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -117,15 +125,19 @@ def plan(
     """
     intent = match.intent if isinstance(match, IntentMatch) else None
     slots = dict(match.slots) if isinstance(match, IntentMatch) else {}
+    language = match.language
+    other = None if is_english(language) else answers_for(language)
     if not resolution.ok:
+        text = _error_text(resolution)
         return Plan(
             actions=(),
-            response_text=_error_text(resolution),
+            response_text=other.error(match, resolution, text) if other else text,
             intent=intent,
             slots=slots,
             executed=False,
             error=str(resolution.error),
             text=match.text,
+            language=language,
         )
     assert isinstance(match, IntentMatch)  # a NoMatch always resolves to an error
     now = CurrentState(states or {}, devices or _no_device, speaking_device)
@@ -134,13 +146,16 @@ def plan(
     except Refusal as refused:
         return Plan(
             actions=(),
-            response_text=refused.text,
+            response_text=other.refusal(refused, refused.text) if other else refused.text,
             intent=intent,
             slots=slots,
             executed=False,
             error=str(refused.error),
             text=match.text,
+            language=language,
         )
+    if other is not None:
+        text = other.answer(match, resolution, now, actions, text)
     return Plan(
         actions=tuple(actions),
         response_text=text,
@@ -149,6 +164,7 @@ def plan(
         executed=True,
         bindings={e.entity_id: e.binding for e in resolution.targets},
         text=match.text,
+        language=language,
     )
 
 
@@ -202,6 +218,9 @@ def _set_temperature(match: IntentMatch, res: Resolution, now: CurrentState) -> 
             raise Refusal(
                 ResolutionError.OUT_OF_RANGE,
                 f"Sorry, the {entity.name} can be set from {num(low)} to {num(high)} degrees.",
+                name=entity.name,
+                low=low,
+                high=high,
             )
     actions = [_action("set_temperature", e, temperature=temperature) for e in res.targets]
     return actions, f"Setting {target_phrase(res)} to {num(temperature)} degrees."

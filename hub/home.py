@@ -7,7 +7,8 @@ One YAML file (``XIAOZHI_CONFIG``, default :data:`DEMO_HOME_PATH`) describes the
     entities: [{entity_id: light.kitchen, name: kitchen light, area: kitchen,
                 binding: {type: mqtt, topic: zigbee2mqtt/kitchen_light/set,
                           payloads: {turn_on: {state: "ON"}, turn_off: {state: "OFF"}}}}]
-    devices:  [{id: demo_kitchen, name: Kitchen speaker, area: kitchen, groups: [downstairs]}]
+    devices:  [{id: demo_kitchen, name: Kitchen speaker, area: kitchen, groups: [downstairs]},
+               {id: nainai, name: Grandma's speaker, area: bedroom, language: zh-CN}]
     groups:   [{id: downstairs, name: Downstairs, members: [demo_living_room]}]
 
 An entity's **binding** says which executor acts on it (:mod:`xiaozhi_hub.executors`):
@@ -63,6 +64,7 @@ from xiaozhi._validation import field_path
 from xiaozhi.commands import DeviceCommand
 from xiaozhi.errors import ConfigurationError
 from xiaozhi.topics import validate_device_id, validate_id
+from xiaozhi_hub.languages import intent_language
 
 __all__ = [
     "ACTION_NAMES",
@@ -188,6 +190,7 @@ FloorId = Annotated[str, AfterValidator(partial(validate_id, what="floor id"))]
 GroupId = Annotated[str, AfterValidator(partial(validate_id, what="group id"))]
 DeviceId = Annotated[str, AfterValidator(validate_device_id)]
 EntityId = Annotated[str, AfterValidator(_entity_id)]
+Language = Annotated[str, AfterValidator(intent_language)]
 
 
 def template_placeholders(template: Any) -> set[str]:
@@ -377,6 +380,9 @@ class Device(_Model):
     area: AreaId | None = None
     groups: list[GroupId] = Field(default_factory=list)
     model: str | None = None
+    # What the device's people speak when it differs from the home's (XIAOZHI_LANGUAGE):
+    # its commands are understood and answered in it. None: the home's language.
+    language: Language | None = None
 
 
 class Group(_Model):

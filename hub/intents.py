@@ -3,10 +3,10 @@
 Used exactly as reference/home-automation.md §3 ("API actually used") describes:
 
 * Home Assistant's sentences for the language (``home_assistant_intents.get_intents``) merged
-  with ours (:data:`XIAOZHI_INTENTS_PATH`, English only: the device's volume, LED and status,
-  relative brightness and temperature, and more phrasings for Home Assistant's own intents:
-  "louder", "mute", "is the light on", "set brightness to 40% in the bedroom") by
-  ``hassil.merge_dict``;
+  with ours of that language (:data:`XIAOZHI_INTENTS_PATHS`; in English the device's volume,
+  LED and status, relative brightness and temperature, and more phrasings for Home
+  Assistant's own intents: "louder", "mute", "is the light on", "set brightness to 40% in
+  the bedroom"; in zh-CN brightness without 亮度) by ``hassil.merge_dict``;
 * the three slot lists Home Assistant's default agent builds, from the home model: ``name``
   (entity names *and* aliases → entity id, with context ``{"domain": ...}`` so sentences with
   ``requires_context: {domain: light}`` only match lights), ``area`` (names and aliases → area
@@ -45,7 +45,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from hassil.models import UnmatchedEntity, UnmatchedRangeEntity, UnmatchedTextEn
 from hassil.recognize import MISSING_ENTITY, RecognizeResult
 
 from xiaozhi_hub.home import Home
+from xiaozhi_hub.languages import intent_language
 
 __all__ = [
     "BEST_METADATA_KEY",
@@ -64,6 +65,7 @@ __all__ = [
     "DEVICE_CLASS_WORDS",
     "WARM_UP_PHRASES",
     "XIAOZHI_INTENTS_PATH",
+    "XIAOZHI_INTENTS_PATHS",
     "IntentEngine",
     "IntentMatch",
     "NoMatch",
@@ -71,7 +73,13 @@ __all__ = [
 ]
 
 XIAOZHI_INTENTS_PATH = Path(__file__).with_name("intents_xiaozhi.yaml")
-"""Our own sentences (hassil YAML) for device functions; merged for their language only."""
+"""Our own English sentences (hassil YAML) for device functions; merged for English only."""
+
+XIAOZHI_INTENTS_PATHS = (
+    XIAOZHI_INTENTS_PATH,
+    Path(__file__).with_name("intents_xiaozhi_zh-CN.yaml"),
+)
+"""Every file of our own sentences; each is merged for its own ``language`` only."""
 
 BEST_METADATA_KEY = "hass_custom_file"
 """Sentences whose metadata has this key win in ``recognize_best`` (Home Assistant's key)."""
@@ -193,8 +201,10 @@ class IntentEngine:
 
     Args:
         home: the home model the ``name``/``area``/``floor`` slot lists come from.
-        language: a home-assistant-intents language code, case-sensitive (``en``, ``zh-CN``).
-        extra_intents: our hassil YAML file; merged only when its ``language`` matches.
+        language: a home-assistant-intents language (``en``, ``zh-CN``; ``zh-cn`` and
+            ``en-US`` are normalised: :func:`~xiaozhi_hub.languages.intent_language`).
+        extra_intents: our hassil YAML files (:data:`XIAOZHI_INTENTS_PATHS`); each is merged
+            only when its ``language`` matches.
 
     Raises:
         ValueError: home-assistant-intents has no sentences for ``language``.
@@ -208,14 +218,14 @@ class IntentEngine:
         home: Home,
         language: str = "en",
         *,
-        extra_intents: Path | None = XIAOZHI_INTENTS_PATH,
+        extra_intents: Path | Sequence[Path] | None = XIAOZHI_INTENTS_PATHS,
     ) -> None:
+        language = intent_language(language)
         data = home_assistant_intents.get_intents(language)
-        if data is None:
-            known = ", ".join(home_assistant_intents.get_languages())
-            raise ValueError(f"no intents for language {language!r} (known: {known})")
-        if extra_intents is not None:
-            ours = yaml.safe_load(extra_intents.read_text(encoding="utf-8"))
+        assert data is not None  # intent_language only returns the package's languages
+        paths = [extra_intents] if isinstance(extra_intents, Path) else extra_intents or ()
+        for path in paths:
+            ours = yaml.safe_load(path.read_text(encoding="utf-8"))
             if ours.get("language") == language:
                 merge_dict(data, ours)
         self.language = language

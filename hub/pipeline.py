@@ -11,6 +11,12 @@ recognising at once could race. Both are answered by one dedicated single-worker
 and the engine's loading and warm-up, run on that one thread, one after the other, so no
 lock is needed (none is ever held across a thread hop) and the loop only awaits a future.
 Resolving and planning are pure and quick: they run on the loop.
+
+**Languages.** A command is understood and answered in its device's language: the device's
+``language`` in the home file, else the home's (``XIAOZHI_LANGUAGE``, the pipeline's
+``language``). One engine per language, each loaded on the pipeline's thread: the home's and
+every device's language of the home file at :meth:`VoicePipeline.start`, any other when first
+asked for (:meth:`VoicePipeline.plan_text`'s ``language``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import structlog
 from xiaozhi.errors import OperationFailed
 from xiaozhi_hub.actions import Plan, plan
 from xiaozhi_hub.intents import IntentEngine
+from xiaozhi_hub.languages import intent_language
 from xiaozhi_hub.registry import Registry
 from xiaozhi_hub.resolve import resolve
 from xiaozhi_speech import corpus_from_intents
@@ -48,9 +55,11 @@ class VoicePipeline:
 
     Args:
         registry: the home model and what is known of devices (areas, telemetry).
-        language: the intents' language, for an engine this pipeline loads itself.
-        engine: an already loaded (and warmed) engine; tests share one. None: :meth:`start`
-            loads and warms one on the pipeline's thread.
+        language: the home's language (a device's own in the home file wins for its
+            commands); normalised (``zh-cn`` → ``zh-CN``).
+        engine: an already loaded (and warmed) engine of the home's language; tests share
+            one (its language is then the home's). None: :meth:`start` loads and warms one
+            on the pipeline's thread.
         states: current entity states (entity id → attributes), read at each plan so
             questions ("what is the temperature") see the latest values.
         observe_latency: called with each recognition's seconds (the intent latency
@@ -67,8 +76,9 @@ class VoicePipeline:
         observe_latency: Callable[[float], None] | None = None,
     ) -> None:
         self.registry = registry
-        self.language = language
+        self.language = engine.language if engine is not None else intent_language(language)
         self.engine = engine
+        self._engines: dict[str, IntentEngine] = {} if engine is None else {engine.language: engine}
         self.states: Mapping[str, Mapping[str, Any]] = states if states is not None else {}
         self._observe_latency = observe_latency
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xiaozhi-intents")
@@ -80,12 +90,36 @@ class VoicePipeline:
         return self.engine is not None and not self._closed
 
     async def start(self) -> None:
-        """Load and warm the intent engine on the pipeline's thread, unless one was given."""
+        """Load and warm the home's intent engine on the pipeline's thread (unless one was
+        given), and one for each other language a device of the home file speaks."""
         if self.engine is None:
-            self.engine = await self._run(self._load_engine)
+            self.engine = await self._engine_for(self.language)
+        for device in self.registry.home.devices:
+            if device.language is not None:
+                await self._engine_for(device.language)
 
-    def _load_engine(self) -> IntentEngine:
-        engine = IntentEngine(self.registry.home, self.language)
+    @property
+    def languages(self) -> list[str]:
+        """The languages loaded, the home's first."""
+        return sorted(self._engines, key=lambda code: (code != self.language, code))
+
+    def language_of(self, device_id: str | None) -> str:
+        """The language ``device_id``'s commands are understood and answered in: its own in
+        the home file, else the home's."""
+        device = self.registry.home.device(device_id) if device_id else None
+        if device is not None and device.language is not None:
+            return device.language
+        return self.language
+
+    async def _engine_for(self, language: str) -> IntentEngine:
+        engine = self._engines.get(language)
+        if engine is None:
+            engine = await self._run(partial(self._load_engine, language))
+            self._engines[language] = engine
+        return engine
+
+    def _load_engine(self, language: str) -> IntentEngine:
+        engine = IntentEngine(self.registry.home, language)
         seconds = engine.warm_up()
         log.info("intents_loaded", language=engine.language, warm_up_ms=round(seconds * 1000))
         return engine
@@ -96,23 +130,33 @@ class VoicePipeline:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def plan_text(
-        self, text: str, device_id: str | None = None, area: str | None = None
+        self,
+        text: str,
+        device_id: str | None = None,
+        area: str | None = None,
+        *,
+        language: str | None = None,
     ) -> Plan:
         """What ``text`` heard by ``device_id`` means and what to answer; nothing is executed.
 
         Args:
             text: the words (spoken and transcribed, or typed).
-            device_id: the speaking device: its area is the default target area, and its
-                telemetry answers "what is your status". None: no device (a typed test).
+            device_id: the speaking device: its area is the default target area, its
+                language (:meth:`language_of`) the one ``text`` is understood and answered
+                in, and its telemetry answers "what is your status". None: no device.
             area: overrides the device's area (the REST test and a seed-style event's own
                 area); None: the registry's area of ``device_id``.
+            language: overrides the device's language (any of home-assistant-intents',
+                normalised); its engine is loaded on first use.
 
         Raises:
             IntentsNotLoaded: before :meth:`start` finished, or after :meth:`close`.
+            ValueError: ``language`` is not one home-assistant-intents has.
         """
-        engine = self.engine
-        if engine is None or self._closed:
+        if self.engine is None or self._closed:
             raise IntentsNotLoaded("the intent engine is not loaded")
+        wanted = intent_language(language) if language else self.language_of(device_id)
+        engine = await self._engine_for(wanted)
         registry = self.registry
         device_area = area if area is not None else registry.area_of(device_id)
         started = time.perf_counter()

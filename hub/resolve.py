@@ -69,12 +69,15 @@ class Refusal(Exception):
 
     Args:
         error: why, for the plan's ``error``.
-        text: the answer.
+        text: the answer (in English).
+        facts: what the answer says, for saying it in another language
+            (:mod:`xiaozhi_hub.responses`): ``name``, ``low``, ``high``...
     """
 
-    def __init__(self, error: ResolutionError, text: str) -> None:
+    def __init__(self, error: ResolutionError, text: str, **facts: Any) -> None:
         super().__init__(text)
         self.error, self.text = error, text
+        self.facts: Mapping[str, Any] = facts
 
 
 class Scope(enum.StrEnum):

@@ -31,13 +31,13 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import home_assistant_intents
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from xiaozhi.config import MqttUrlSetting, describe_invalid_settings
 from xiaozhi.errors import ConfigurationError
 from xiaozhi.topics import TopicTree, validate_id
+from xiaozhi_hub.languages import intent_language
 
 __all__ = [
     "ApiRole",
@@ -197,7 +197,11 @@ class HubSettings(BaseSettings):
     device_binary_version: int = Field(
         default=1, ge=1, le=3, description="Binary protocol version the OTA endpoint assigns."
     )
-    language: str = Field(default="en", description="Intent language (home-assistant-intents).")
+    language: str = Field(
+        default="en",
+        description="The home's language: intents, answers and their voice (a "
+        "home-assistant-intents code; zh-cn and en-US are read as zh-CN and en).",
+    )
     command_answer_timeout_seconds: float = Field(
         default=5.0,
         gt=0,
@@ -291,10 +295,7 @@ class HubSettings(BaseSettings):
     @field_validator("language")
     @classmethod
     def _check_language(cls, value: str) -> str:
-        if home_assistant_intents.get_intents(value) is None:
-            known = ", ".join(home_assistant_intents.get_languages())
-            raise ValueError(f"no intents for language {value!r} (case matters; known: {known})")
-        return value
+        return intent_language(value)
 
     @field_validator("log_level")
     @classmethod

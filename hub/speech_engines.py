@@ -18,18 +18,27 @@ __all__ = ["speech_to_text", "text_to_speech"]
 
 
 def speech_to_text(settings: HubSettings) -> SpeechToText | None:
-    """The configured recogniser; None when this hub does not transcribe."""
+    """The configured recogniser; None when this hub does not transcribe.
+
+    Remote recognisers are asked for the home's language as Whisper names it, the ISO 639-1
+    code (``zh-CN`` → ``zh``, ``vi`` → ``vi``): faster-whisper refuses ``zh-CN``, and without
+    a language an OpenAI-compatible server is told English. The offline recogniser hears
+    English only (docs/speech.md).
+    """
+    spoken = settings.language.split("-", 1)[0]
     match settings.stt_engine:
         case SpeechToTextEngine.OFFLINE:
             return OfflineRecognizer(workers=settings.speech_workers)
         case SpeechToTextEngine.WYOMING:
             assert settings.stt_url is not None  # checked by the settings
             host, port = host_port(settings.stt_url)
-            return WyomingSpeechToText(host, port, language=settings.language)
+            return WyomingSpeechToText(host, port, language=spoken)
         case SpeechToTextEngine.OPENAI:
             assert settings.stt_url is not None
             key = settings.stt_api_key.get_secret_value() if settings.stt_api_key else None
-            return OpenAiSpeechToText(settings.stt_url, settings.stt_model, api_key=key)
+            return OpenAiSpeechToText(
+                settings.stt_url, settings.stt_model, api_key=key, language=spoken
+            )
     return None
 
 

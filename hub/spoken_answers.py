@@ -7,10 +7,15 @@ text-to-speech engine (espeak-ng by default: :mod:`xiaozhi_speech`), encoded as 
 Opus in 60 ms frames (the firmware's default; the edge re-frames for devices that asked for
 20 or 40 ms).
 
+Each clip is spoken in the answer's language (the home's, or a device's own from the home
+file): espeak-ng picks its voice by it (Mandarin for ``zh-CN``, Vietnamese for ``vi``:
+:func:`xiaozhi_speech.synthesis.espeak_voice_for`).
+
 Answers repeat ("Turning on the living room light."), so recent clips are kept in a small
-LRU. An answer longer than :data:`MAX_ANSWER_SECONDS` is cut so the command stays under the
-edge's 64 KiB message limit. A failing engine never costs the answer: the command goes
-without audio (the edge then plays its chime) and the failure is logged.
+LRU, per language and sentence. An answer longer than :data:`MAX_ANSWER_SECONDS` is cut so
+the command stays under the edge's 64 KiB message limit. A failing engine never costs the
+answer: the command goes without audio (the edge then plays its chime) and the failure is
+logged.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ class SpokenAnswers:
 
     Args:
         tts: the text-to-speech engine; None: answers go without audio.
-        language: the answers' language (the home's intent language).
+        language: the answers' language when :meth:`clip` is given none (the home's).
         cache_size: clips kept.
     """
 
@@ -55,26 +60,29 @@ class SpokenAnswers:
     ) -> None:
         self.tts = tts
         self.language = language
-        self._cache: OrderedDict[str, AudioClip] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], AudioClip] = OrderedDict()
         self._cache_size = cache_size
         self.failures = 0
 
-    async def clip(self, text: str) -> AudioClip | None:
-        """``text`` spoken, or None without an engine, for empty text, or when it failed."""
+    async def clip(self, text: str, *, language: str | None = None) -> AudioClip | None:
+        """``text`` spoken in ``language`` (None: :attr:`language`), or None without an
+        engine, for empty text, or when it failed."""
         if self.tts is None or not text.strip():
             return None
-        cached = self._cache.get(text)
+        language = language or self.language
+        key = (language, text)
+        cached = self._cache.get(key)
         if cached is not None:
-            self._cache.move_to_end(text)
+            self._cache.move_to_end(key)
             return cached
         try:
-            speech = await self.tts.synthesize(text, language=self.language)
+            speech = await self.tts.synthesize(text, language=language)
         except Exception as err:  # an engine's failure must not cost the answer's text
             self.failures += 1
-            log.warning("tts_failed", text=text[:80], error=str(err)[:200])
+            log.warning("tts_failed", text=text[:80], language=language, error=str(err)[:200])
             return None
         clip = encode_answer(speech)
-        self._cache[text] = clip
+        self._cache[key] = clip
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return clip

@@ -13,6 +13,7 @@ at all and writes a proper WAV file into a temporary folder.
 from __future__ import annotations
 
 import asyncio
+import re
 import struct
 import tempfile
 from collections.abc import Mapping
@@ -26,27 +27,44 @@ from xiaozhi_speech.base import Speech
 __all__ = [
     "ESPEAK_VOICES",
     "FLITE_VOICES",
+    "MANDARIN_VOICE",
     "EspeakVoice",
     "FliteVoice",
     "SynthesisFailed",
     "espeak_voice_for",
 ]
 
+MANDARIN_VOICE: Final = "cmn-latn-pinyin"
+"""espeak-ng's Mandarin voice that reads Chinese characters right.
+
+espeak-ng 1.51 (Debian 12's) turns each character into pinyin with a tone digit and then, in
+its plain ``cmn`` voice ("latin as English"), reads that pinyin as English: 你好 comes out as
+"ni three hao three". ``cmn-latn-pinyin`` is the same Mandarin voice reading Latin text as
+pinyin, so the characters are spoken in Mandarin with their tones (espeak-ng issue 1236)."""
+
 ESPEAK_VOICES: Final[Mapping[str, str]] = {
     "en": "en-us",
     "en-us": "en-us",
     "en-gb": "en-gb",
-    "zh": "cmn",
-    "zh-cn": "cmn",
-    "zh-hans": "cmn",
-    "cmn": "cmn",
+    "zh": MANDARIN_VOICE,
+    "zh-cn": MANDARIN_VOICE,
+    "zh-sg": MANDARIN_VOICE,
+    "zh-tw": MANDARIN_VOICE,
+    "zh-hans": MANDARIN_VOICE,
+    "zh-hant": MANDARIN_VOICE,
+    "cmn": MANDARIN_VOICE,
     "yue": "yue",
     "zh-hk": "yue",
+    "zh-mo": "yue",
     "vi": "vi",
     "vi-vn": "vi",
 }
 """Language tag (lower case) → espeak-ng voice, where the two differ or a region matters;
-any other tag is tried by its language part (``de-AT`` → ``de``)."""
+any other tag is tried by its language part (``de-AT`` → ``de``). Chinese: Mandarin for
+mainland China, Singapore and Taiwan, Cantonese for Hong Kong and Macau."""
+
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+_CHINESE_VOICES: Final = ("cmn", "yue", "zh")
 
 FLITE_VOICES: Final = ("slt", "rms", "awb", "kal", "kal16")
 """flite's built-in English voices (``awb_time`` only speaks times, so it is left out)."""
@@ -63,7 +81,8 @@ class SynthesisFailed(OperationFailed):
 
 
 def espeak_voice_for(language: str) -> str:
-    """The espeak-ng voice for a language tag: ``en`` → ``en-us``, ``zh-CN`` → ``cmn``."""
+    """The espeak-ng voice for a language tag: ``en`` → ``en-us``, ``zh-CN`` → Mandarin
+    (:data:`MANDARIN_VOICE`), ``vi`` → ``vi``."""
     tag = language.replace("_", "-").lower()
     return ESPEAK_VOICES.get(tag) or ESPEAK_VOICES.get(tag.split("-")[0]) or tag.split("-")[0]
 
@@ -144,7 +163,11 @@ class EspeakVoice:
             SynthesisFailed: espeak-ng is missing, failed, or timed out.
         """
         text = " ".join(text.split())[:MAX_TEXT_CHARS]
-        command = ["espeak-ng", "--stdout", "-v", self.voice_for(language)]
+        voice = self.voice_for(language)
+        if voice.startswith(_CHINESE_VOICES):
+            # "50%" would be read "fifty percent" in English: say 百分之50 ("fifty percent").
+            text = _PERCENT.sub(r"百分之\1", text)
+        command = ["espeak-ng", "--stdout", "-v", voice]
         if self.words_per_minute:
             command += ["-s", str(self.words_per_minute)]
         # Text on stdin: text that starts with "-" is never read as an option.

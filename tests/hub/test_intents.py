@@ -163,8 +163,14 @@ def test_our_intents_are_merged_for_their_language_only(home: Home) -> None:
 
 
 def test_unknown_language(home: Home) -> None:
-    with pytest.raises(ValueError, match="no intents for language 'zh-cn'"):
-        IntentEngine(home, language="zh-cn")
+    with pytest.raises(ValueError, match="no intents for language 'xx'"):
+        IntentEngine(home, language="xx")
+
+
+def test_language_codes_are_normalised_to_the_packages(home: Home) -> None:
+    """home-assistant-intents' codes are case-sensitive (zh-CN); people write zh-cn, zh_CN."""
+    assert IntentEngine(home, language="zh-cn").language == "zh-CN"
+    assert IntentEngine(home, language="en-US").language == "en"
 
 
 def test_warm_up_returns_seconds() -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import opuslib
 import pytest
 
 from xiaozhi.wav import decode_wav
 from xiaozhi_speech import EspeakVoice, FliteVoice, Speech, opus_frames, synthesis, wav_bytes
 from xiaozhi_speech.audio import resample
-from xiaozhi_speech.synthesis import SynthesisFailed, espeak_voice_for
+from xiaozhi_speech.synthesis import MANDARIN_VOICE, SynthesisFailed, espeak_voice_for
 
 
 @pytest.mark.parametrize(
@@ -36,10 +38,29 @@ async def test_voices_speak_and_their_opus_frames_decode(
 
 def test_language_tags_choose_espeak_voices() -> None:
     assert espeak_voice_for("en") == "en-us"
-    assert espeak_voice_for("zh-CN") == "cmn"
+    assert espeak_voice_for("zh-CN") == MANDARIN_VOICE == "cmn-latn-pinyin"
+    assert espeak_voice_for("zh-cn") == espeak_voice_for("zh-TW") == MANDARIN_VOICE
+    assert espeak_voice_for("zh-HK") == "yue"
+    assert espeak_voice_for("vi") == "vi"
     assert espeak_voice_for("vi-VN") == "vi"
     assert espeak_voice_for("de-AT") == "de"
     assert EspeakVoice(voices={"en": "en-us+f3"}).voice_for("EN") == "en-us+f3"
+
+
+def test_the_mandarin_voice_reads_chinese_characters_in_mandarin() -> None:
+    """espeak-ng 1.51's plain cmn voice reads 你好 as pinyin spelled in English ("ni three
+    hao three": its phonemes switch to "(en)"); the Mandarin voice used reads Mandarin."""
+    command = ["espeak-ng", "-q", "-x", "-v", espeak_voice_for("zh-CN"), "客厅灯已打开"]
+    phonemes = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    assert phonemes.strip()
+    assert "(en)" not in phonemes
+
+
+async def test_chinese_answers_say_percent_in_chinese() -> None:
+    voice = EspeakVoice()
+    said = await voice.synthesize("亮度已设置为50%", language="zh-CN")
+    assert said == await voice.synthesize("亮度已设置为百分之50", language="zh-CN")
+    assert said != await voice.synthesize("亮度已设置为50 percent", language="zh-CN")
 
 
 async def test_a_synthesiser_failure_is_typed() -> None:

@@ -32,6 +32,7 @@ from xiaozhi.errors import WireError
 from xiaozhi.payloads import EventType, UtteranceEncoding, UtterancePayload, VoiceCommandEvent
 from xiaozhi.topics import ParsedTopic, TopicKind
 from xiaozhi_hub.pipeline import VoicePipeline
+from xiaozhi_hub.responses import own_sentence
 from xiaozhi_hub.unit import HubContext, Route, UnitTasks
 from xiaozhi_runtime import opus
 from xiaozhi_speech import OfflineRecognizer, SpeechToText, Transcript
@@ -50,7 +51,8 @@ _DECODE_RATE: Final = 16000
 """Opus utterances are decoded at the recogniser's rate (libopus resamples for free)."""
 
 Answer = Callable[..., Awaitable[None]]
-"""The voice unit's ``answer(device_id, text, *, stt, message_id, session_id, error)``."""
+"""The voice unit's ``answer(device_id, text, *, stt, message_id, session_id, error,
+language)``."""
 
 
 class SpeechUnit:
@@ -144,9 +146,11 @@ class SpeechUnit:
         ctx.metrics.speech_latency.observe(transcript.processing_time_ms / 1000)
         if not transcript.accepted:
             ctx.metrics.utterances.labels("not_understood").inc()
+            language = self._pipeline.language_of(utterance.device_id)
             await self._answer(
                 utterance.device_id,
-                NOT_HEARD,
+                own_sentence(language, "not_heard") or NOT_HEARD,
+                language=language,
                 stt=transcript.text or None,
                 message_id=utterance.message_id,
                 session_id=utterance.session_id,

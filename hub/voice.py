@@ -20,6 +20,7 @@ from xiaozhi_hub.actions import Plan
 from xiaozhi_hub.execution import ActionOutcome, ActionRunner, Failure
 from xiaozhi_hub.executors import respond_effect
 from xiaozhi_hub.pipeline import VoicePipeline
+from xiaozhi_hub.responses import own_sentence
 from xiaozhi_hub.spoken_answers import SpokenAnswers
 from xiaozhi_hub.unit import (
     MAX_PAYLOAD_BYTES,
@@ -110,11 +111,14 @@ class VoiceUnit:
         session_id: str | None = None,
         message_id: str | None = None,
         error: str | None = None,
+        language: str | None = None,
     ) -> None:
-        """Answer the speaking device: the ``respond`` command (with the spoken audio), and,
-        when nothing was planned (``error``), the ``response`` event saying why."""
+        """Answer the speaking device: the ``respond`` command (with the answer spoken in
+        ``language``, None: the home's), and, when nothing was planned (``error``), the
+        ``response`` event saying why."""
         ctx = self._ctx
-        audio = await self.spoken.clip(text) if self.spoken is not None else None
+        spoken = self.spoken
+        audio = await spoken.clip(text, language=language) if spoken is not None else None
         respond = respond_effect(
             device_id,
             text,
@@ -185,6 +189,7 @@ class VoiceUnit:
             actions=result.actions,
             session_id=event.session_id,
             message_id=base_id,
+            language=result.language,
         )
         ctx.event(
             device_id,
@@ -212,12 +217,16 @@ _FAILURE_SENTENCES = {
 
 def _answer(result: Plan, failed: list[tuple[str, ActionOutcome]]) -> str:
     """The sentence to say: the plan's when everything was done; otherwise what went wrong,
-    per target, after the plan's sentence when some of it was done."""
+    per target (in the plan's language where we have the sentence), after the plan's
+    sentence when some of it was done."""
     if not failed:
         return result.response_text
     sentences: list[str] = []
     for name, outcome in failed:
-        sentence = _FAILURE_SENTENCES[outcome.failure or Failure.ERROR].format(name=name)
+        failure = outcome.failure or Failure.ERROR
+        sentence = own_sentence(result.language, failure.value, name=name)
+        if sentence is None:
+            sentence = _FAILURE_SENTENCES[failure].format(name=name)
         if sentence not in sentences:
             sentences.append(sentence)
     if len(failed) == len(result.actions):

@@ -12,16 +12,16 @@ import argparse
 import asyncio
 import contextlib
 import os
-import secrets
 import socket
 import sys
 from collections.abc import Sequence
 
-from xiaozhi.config import parse_mqtt_url
+from xiaozhi.config import parse_mqtt_url, redact_mqtt_url
 from xiaozhi.errors import XiaozhiError
 from xiaozhi_cli.broker import BrokerStartError, ManagedMosquitto
 from xiaozhi_cli.settings import UpSettings, load_settings
 from xiaozhi_runtime.runner import run_until_signal
+from xiaozhi_runtime.secrets_file import read_or_create_secret
 
 __all__ = ["main"]
 
@@ -44,12 +44,7 @@ def _api_key(settings: UpSettings) -> str:
     """XIAOZHI_API_KEYS when set, else a key generated once and kept in the state dir."""
     if os.environ.get("XIAOZHI_API_KEYS"):
         return os.environ["XIAOZHI_API_KEYS"]
-    path = settings.state_dir / "api_key"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(24) + "\n", encoding="ascii")
-        path.chmod(0o600)
-    return path.read_text(encoding="ascii").strip()
+    return read_or_create_secret(settings.state_dir / "api_key", nbytes=24)
 
 
 async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
@@ -71,7 +66,7 @@ async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
         if settings.mqtt_url:
             _check_reachable(settings.mqtt_url)
             url = settings.mqtt_url
-            _say(f"broker    {url} (external, XIAOZHI_MQTT_URL)")
+            _say(f"broker    {redact_mqtt_url(url)} (external, XIAOZHI_MQTT_URL)")
         else:
             broker = ManagedMosquitto(
                 settings.state_dir / "mosquitto",
@@ -81,7 +76,7 @@ async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
             broker.start()
             stack.callback(broker.stop)
             url = broker.url
-            _say(f"broker    {url} (managed mosquitto, pid {broker.pid})")
+            _say(f"broker    {redact_mqtt_url(url)} (managed mosquitto, pid {broker.pid})")
 
         api_key = _api_key(settings)
         hub_settings = load_hub_settings().model_copy(

@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from xiaozhi.config import redact_mqtt_url
 from xiaozhi.messages import ListenMode
 from xiaozhi.payloads import DeviceKind
 from xiaozhi_runtime.runner import run_until_signal
@@ -194,9 +195,10 @@ async def _run_device(args: argparse.Namespace, settings: SimSettings, stop: asy
                 await device.wake()
                 _say(f"channel   open (session {device.session.session_id})")
         elif await device.wait_connected(args.connect_timeout):
-            _say(f"connected {settings.mqtt_url}")
+            _say(f"connected {redact_mqtt_url(settings.mqtt_url)}")
         else:
-            _say(f"waiting   {settings.mqtt_url} unreachable; retrying with back-off")
+            broker = redact_mqtt_url(settings.mqtt_url)
+            _say(f"waiting   {broker} unreachable; retrying with back-off")
         for text in args.say:
             await _say_text(device, text, args.voice)
         for text in args.type:

@@ -13,6 +13,7 @@ import asyncio
 import sys
 from typing import Any
 
+from xiaozhi.config import redact_mqtt_url
 from xiaozhi_hub.home import HomeConfigError
 from xiaozhi_hub.http import run_hub
 from xiaozhi_hub.service import HubStartError
@@ -59,7 +60,7 @@ async def serve_hub(settings: HubSettings, *, stop: asyncio.Event) -> int:
     or by the caller that embeds it); returns the exit status."""
     async with run_hub(settings) as hub:
         _say(f"hub       {hub.url} (REST /api/v1/, setup /xiaozhi/ota/, dashboard /)")
-        _say(f"hub       broker {settings.mqtt_url}, client id {settings.hub_id}")
+        _say(f"hub       broker {redact_mqtt_url(settings.mqtt_url)}, client id {settings.hub_id}")
         await stop.wait()
         _say("stopping")
     _say("stopped")

@@ -56,6 +56,7 @@ import httpx
 import structlog
 
 from xiaozhi import __version__
+from xiaozhi.config import redact_mqtt_url
 from xiaozhi.errors import InvalidTopic, StartupError
 from xiaozhi.payloads import Availability, BridgeState, CommandPayload
 from xiaozhi.topics import TopicKind
@@ -271,7 +272,8 @@ class HubService:
             await self.owner.stop(flush_seconds=0)
             self._ctx.state = HubState.STOPPED
             raise HubStartError(
-                f"broker {self.settings.mqtt_url} did not answer within {connect_timeout:g} s"
+                f"broker {redact_mqtt_url(self.settings.mqtt_url)} did not answer within "
+                f"{connect_timeout:g} s"
             ) from err
         try:
             for unit in self.units:
@@ -286,7 +288,7 @@ class HubService:
         log.info(
             "hub_online",
             hub_id=self.settings.hub_id,
-            broker=self.settings.mqtt_url,
+            broker=redact_mqtt_url(self.settings.mqtt_url),
             devices=len(self.registry.devices()),
         )
 

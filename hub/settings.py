@@ -26,7 +26,6 @@ import enum
 import hashlib
 import hmac
 import os
-import secrets
 import socket
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,6 +37,7 @@ from xiaozhi.config import MqttUrlSetting, describe_invalid_settings
 from xiaozhi.errors import ConfigurationError
 from xiaozhi.topics import TopicTree, validate_id
 from xiaozhi_hub.languages import intent_language
+from xiaozhi_runtime.secrets_file import read_or_create_secret
 
 __all__ = [
     "ApiRole",
@@ -350,15 +350,7 @@ def resolve_secret(settings: HubSettings) -> bytes:
         return settings.secret.get_secret_value().encode()
     path = settings.state_dir / SECRET_FILE_NAME
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w", encoding="ascii") as file:
-                file.write(secrets.token_urlsafe(_SECRET_BYTES) + "\n")
-        value = path.read_text(encoding="ascii").strip()
+        value = read_or_create_secret(path, nbytes=_SECRET_BYTES)
     except (OSError, UnicodeDecodeError) as err:
         raise HubSettingsError(
             f"cannot read or create the secret file {path}: {err} "

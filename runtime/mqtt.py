@@ -37,7 +37,7 @@ import paho.mqtt.client as paho
 import structlog
 
 from xiaozhi.backoff import Backoff
-from xiaozhi.config import parse_mqtt_url
+from xiaozhi.config import parse_mqtt_url, redact_mqtt_url
 
 __all__ = ["MqttOwner", "OutMessage", "OwnerStats"]
 
@@ -257,7 +257,12 @@ class MqttOwner:
                 self._backoff.reset()  # it was up: the next outage starts small again
             delay = self._backoff.next_delay() or self._backoff.max_seconds
             if error is not None:
-                log.warning("mqtt_disconnected", broker=self.url, error=error, retry_in=delay)
+                log.warning(
+                    "mqtt_disconnected",
+                    broker=redact_mqtt_url(self.url),
+                    error=error,
+                    retry_in=delay,
+                )
             await asyncio.sleep(delay)
 
     def _connection_lost(self) -> None:
@@ -309,7 +314,7 @@ class MqttOwner:
             self._queue.extendleft(reversed(replay))
             self.connected.set()
             self.disconnected.clear()
-            log.info("mqtt_connected", broker=self.url, client_id=self.client_id)
+            log.info("mqtt_connected", broker=redact_mqtt_url(self.url), client_id=self.client_id)
             self._wake.set()
             writer = asyncio.create_task(self._writer(client), name="mqtt-writer")
             try:

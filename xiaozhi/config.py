@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from typing import Annotated, NamedTuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import AfterValidator, ValidationError
 
@@ -18,6 +18,7 @@ __all__ = [
     "MqttUrlSetting",
     "describe_invalid_settings",
     "parse_mqtt_url",
+    "redact_mqtt_url",
 ]
 
 ENV_PREFIX = "XIAOZHI_"
@@ -31,6 +32,16 @@ class MqttUrl(NamedTuple):
     password: str | None = None
 
 
+def redact_mqtt_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for logs, banners and error messages
+    (``mqtt://hub:***@broker:1883``); a URL without a password is returned as it is."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
 def parse_mqtt_url(url: str) -> MqttUrl:
     """Split ``mqtt://[user:password@]host[:port]`` (port 1883 by default).
 
@@ -39,7 +50,8 @@ def parse_mqtt_url(url: str) -> MqttUrl:
     """
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ValueError(f"expected mqtt://[user:password@]host[:port], got {url!r}")
+        shown = redact_mqtt_url(url)
+        raise ValueError(f"expected mqtt://[user:password@]host[:port], got {shown!r}")
     return MqttUrl(
         parts.hostname,
         parts.port or 1883,

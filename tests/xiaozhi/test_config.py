@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
-from xiaozhi.config import MqttUrl, MqttUrlSetting, describe_invalid_settings, parse_mqtt_url
+from xiaozhi.config import (
+    MqttUrl,
+    MqttUrlSetting,
+    describe_invalid_settings,
+    parse_mqtt_url,
+    redact_mqtt_url,
+)
 
 
 @pytest.mark.parametrize(
@@ -51,3 +57,24 @@ def test_the_mqtt_url_setting_type_refuses_a_bad_url_among_the_other_settings() 
     with pytest.raises(ValidationError) as caught:
         _WithBroker(mqtt_url="http://broker")
     assert "XIAOZHI_MQTT_URL='http://broker'" in describe_invalid_settings(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("mqtt://hub:s3cret@broker:1883", "mqtt://hub:***@broker:1883"),
+        ("mqtt://hub:p%40ss%3Aword@10.0.0.2", "mqtt://hub:***@10.0.0.2"),
+        ("mqtt://:only-a-password@broker", "mqtt://:***@broker"),
+        ("mqtt://hub@broker:1883", "mqtt://hub@broker:1883"),  # no password: as it is
+        ("mqtt://broker", "mqtt://broker"),
+    ],
+)
+def test_passwords_are_redacted_wherever_a_url_is_shown(url: str, shown: str) -> None:
+    assert redact_mqtt_url(url) == shown
+
+
+def test_a_refused_url_does_not_quote_its_password() -> None:
+    with pytest.raises(ValueError, match="expected mqtt://") as info:
+        parse_mqtt_url("http://hub:s3cret@broker:1883")
+    assert "s3cret" not in str(info.value)
+    assert "hub:***@broker" in str(info.value)

@@ -178,7 +178,11 @@ class ActionRunner:
     async def _command_device(self, effect: XiaozhiCommandEffect) -> ActionOutcome:
         """Send the command; with :attr:`_answers`, the device's ``command_result`` decides."""
         device_id = effect.device_id
-        done = {"topic": effect.topic, "command": effect.payload.command}
+        done = {
+            "topic": effect.topic,
+            "command": effect.payload.command,
+            "parameters": dict(effect.payload.parameters),
+        }
         if self._device_online(device_id) is False:
             return ActionOutcome.failed(f"device {device_id} is offline", Failure.OFFLINE)
         message_id = effect.payload.message_id

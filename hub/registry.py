@@ -15,10 +15,11 @@ folded in at start). ``members_of`` and ``broadcast_members`` are the fan-out li
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from xiaozhi.commands import DeviceCommand
 from xiaozhi.errors import OperationFailed
 from xiaozhi.payloads import (
     ConnectionEvent,
@@ -241,6 +242,27 @@ class Registry:
             or before != (record.transport, record.edge_id, record.firmware_version),
             discovery=new or firmware_changed,
         )
+
+    def apply_confirmed_command(
+        self, device_id: str, command: str, parameters: Mapping[str, Any]
+    ) -> None:
+        """A device confirmed a ``set_volume`` or ``led`` command (its ``command_result``):
+        what it now is goes into its telemetry at once, so "louder" or "is the office light
+        on" right after it are answered from the new value, not from the last status."""
+        record = self._devices.get(device_id)
+        if record is None:
+            return
+        if command == DeviceCommand.SET_VOLUME.value:
+            volume = parameters.get("volume")
+            if isinstance(volume, int) and not isinstance(volume, bool) and 0 <= volume <= 100:
+                record.telemetry["volume"] = volume
+                if volume > 0:
+                    record.last_audible_volume = volume
+        elif command == DeviceCommand.LED.value and isinstance(parameters.get("on"), bool):
+            record.telemetry["light"] = "on" if parameters["on"] else "off"
+            brightness = parameters.get("brightness")
+            if isinstance(brightness, int) and not isinstance(brightness, bool):
+                record.telemetry["brightness"] = brightness
 
     def apply_sensor(self, payload: SensorPayload, now: float) -> Change:
         """A ``xiaozhi/sensors/{device_id}/{sensor_type}`` reading."""

@@ -19,6 +19,7 @@ from xiaozhi.topics import ParsedTopic, TopicKind, validate_device_id
 from xiaozhi_hub.actions import Plan
 from xiaozhi_hub.execution import ActionOutcome, ActionRunner, Failure
 from xiaozhi_hub.executors import respond_effect
+from xiaozhi_hub.home import XiaozhiBinding
 from xiaozhi_hub.pipeline import VoicePipeline
 from xiaozhi_hub.responses import own_sentence
 from xiaozhi_hub.spoken_answers import SpokenAnswers
@@ -181,6 +182,12 @@ class VoiceUnit:
             )
             if not outcome.ok:
                 failed.append((self._name_of(action.entity_id), outcome))
+            elif isinstance(binding, XiaozhiBinding) and outcome.result is not None:
+                ctx.registry.apply_confirmed_command(
+                    binding.device_id,
+                    outcome.result["command"],
+                    outcome.result.get("parameters", {}),
+                )
         text = _answer(result, failed)
         await self.answer(
             device_id,

@@ -76,7 +76,7 @@ async def test_a_device_command_goes_to_the_configured_base() -> None:
         act("turn_on"), XiaozhiBinding(device_id="d1", command="led"), message_id="m-1"
     )
     assert outcome == ActionOutcome.succeeded(
-        {"topic": "site1/xiaozhi/commands/d1", "command": "led"}
+        {"topic": "site1/xiaozhi/commands/d1", "command": "led", "parameters": {"on": True}}
     )
     [(topic, payload, _)] = runner.sent
     assert topic == "site1/xiaozhi/commands/d1"

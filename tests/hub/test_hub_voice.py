@@ -395,3 +395,24 @@ async def test_bad_and_foreign_results_do_not_answer_a_command(
     assert answer["text"] == "Turning on the office light."
     text = hub.metrics.exposition().decode()
     assert 'xiaozhi_hub_invalid_messages_total{kind="command_result"} 2.0' in text
+
+
+async def test_a_confirmed_volume_is_what_louder_starts_from(
+    hub: HubService, watcher: Recorder
+) -> None:
+    status = StatusPayload(device_id="demo_kitchen", status=DeviceStatus.CONNECTED)
+    await watcher.publish(hub.topics.status("demo_kitchen"), status.to_wire())
+    record = hub.registry.device("demo_kitchen")
+    assert record is not None
+    await watcher.wait_for(lambda: record.status is DeviceStatus.CONNECTED or None)
+    for text, volume in [("set the volume to 80", 80), ("turn up the volume", 90)]:
+        start = watcher.mark()
+        message_id = await say(watcher, hub, text, "demo_kitchen")
+        command = await watcher.expect(
+            hub.topics.command("demo_kitchen"),
+            lambda m: m["command"] == "set_volume",
+            after=start,
+        )
+        assert command["parameters"] == {"volume": volume}
+        await answer_as_device(watcher, hub, "demo_kitchen", command)
+        await respond_to(watcher, hub, "demo_kitchen", message_id)

@@ -172,9 +172,9 @@ def home_sentences(home: Any, rng: random.Random) -> list[Sentence]:
     if speakers:
         volume = rng.choice((30, 40, 60, 70))
         speaker = speakers[0].id
-        target = f"media_player.xiaozhi_{speaker}"
+        player = f"media_player.xiaozhi_{speaker}"
         text = f"set the volume to {_words(volume)}"
-        out.append(Sentence(text, (target,), value=volume, speaker=speaker))
+        out.append(Sentence(text, (player,), "volume", value=volume, speaker=speaker))
     return out
 
 

@@ -884,8 +884,8 @@ def _stage_notes(run: SystemRun) -> list[str]:
         f"{p50(o.ms(o.action_ns) for o in spoken):.0f} ms, response "
         f"{p50(o.ms(o.response_ns) for o in spoken):.0f} ms",
         _overlap_note(spoken),
-        f"CPU while the devices talked: hub {run.hub_cpu_s:.1f} s, edge {run.edge_cpu_s:.1f} s "
-        f"over {run.wall_s:.0f} s",
+        f"CPU while the devices talked: hub with its speech worker {run.hub_cpu_s:.1f} s, "
+        f"edge {run.edge_cpu_s:.1f} s, over {run.wall_s:.0f} s",
         "latency figures: spoken utterances the hub acted on (any action); typed: the same "
         "sentences typed (listen detect) through the same devices after them",
     ]

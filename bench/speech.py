@@ -34,8 +34,8 @@ Phases, one after the other so that none disturbs another's timing:
    sentences typed (``listen detect``) through the same devices, edge and hub, after the
    spoken ones.
 
-Everything is loopback, on ports the servers chose (port 0). About four minutes with the
-defaults; ``--quick`` runs one voice and four sentences.
+Everything is loopback, on ports the servers chose (port 0). About four and a half minutes with
+the defaults (the devices talk for three); ``--quick`` runs one voice and four sentences.
 """
 
 from __future__ import annotations
@@ -901,7 +901,9 @@ def run_speech(seconds: float, *, quick: bool = False) -> Report:
     report.notes.append(f"load average at start: {procs.load_average()}")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="xiaozhi-bench-") as tmp:
-        utterances, sentences, alone, edge_us, run = uvloop.run(_run(quick, Path(tmp)))
+        measured = uvloop.run(_run(quick, Path(tmp)))
+    sentences, utterances, alone = measured.sentences, measured.utterances, measured.alone
+    edge_us, run = measured.edge_us, measured.run
     voices = [v[0] for v in (VOICES[:1] if quick else VOICES)]
     judged = _judge(run, [c for c, _ in CONDITIONS], voices)
     report.figures += _accuracy_figures(judged)
@@ -919,18 +921,37 @@ def run_speech(seconds: float, *, quick: bool = False) -> Report:
         f"frames, best of 3: auto {edge_us['auto']:.0f} us, manual {edge_us['manual']:.0f} us, "
         f"bare opuslib {edge_us['bare']:.0f} us",
         *(f"miss: {line}" for line in _misses(run)),
-        f"wall time {time.perf_counter() - started:.0f} s",
+        f"wall time {time.perf_counter() - started:.0f} s: "
+        + ", ".join(f"{name} {took:.0f} s" for name, took in measured.phases.items()),
         f"load average at end: {procs.load_average()}",
     ]
     return report
 
 
-async def _run(
-    quick: bool, workdir: Path
-) -> tuple[list[Utterance], list[Sentence], Alone, dict[str, float], SystemRun]:
+@dataclass(slots=True)
+class Measured:
+    """Everything one run measured, and how long each phase took (seconds)."""
+
+    sentences: list[Sentence]
+    utterances: list[Utterance]
+    alone: Alone
+    edge_us: dict[str, float]
+    run: SystemRun
+    phases: dict[str, float]
+
+
+async def _run(quick: bool, workdir: Path) -> Measured:
     from xiaozhi_hub.home import DEMO_HOME_PATH, load_home
     from xiaozhi_hub.intents import IntentEngine
     from xiaozhi_speech import corpus_from_intents
+
+    phases: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal started
+        phases[name] = time.perf_counter() - started
+        started = time.perf_counter()
 
     home = load_home(DEMO_HOME_PATH)
     sentences = home_sentences(home, random.Random(SEED))
@@ -939,12 +960,16 @@ async def _run(
         sentences = [sentences[0], sentences[1], sentences[-2], sentences[-1]]
     utterances = await _record(sentences, VOICES[:1] if quick else VOICES)
     random.Random(SEED).shuffle(utterances)  # conditions and voices mixed over the run
+    lap("synthesis, noise and Opus")
     engine = IntentEngine(home, "en")
     corpus = corpus_from_intents(engine.intents, engine.slot_lists, language=engine.language)
     concurrent = QUICK_CONCURRENT if quick else CONCURRENT
     alone = await _recogniser_alone(utterances, corpus, concurrent)
+    lap("recogniser alone (corpus, model, ours, bare)")
     frames = [p for u in utterances for p in u.packets][:EDGE_FRAMES]
     edge_us = _edge_frame_us(frames)
+    lap("edge per frame")
     procs.raise_nofile()
     run = await _system(utterances, sentences, DEMO_HOME_PATH, workdir)
-    return utterances, sentences, alone, edge_us, run
+    lap("system (start, spoken, typed, stop)")
+    return Measured(sentences, utterances, alone, edge_us, run, phases)

@@ -442,8 +442,11 @@ class _EventLog:
         """Fill ``outcome`` in from the messages of its device after it was sent, once the
         hub's ``response`` arrived (or after :data:`ANSWER_SECONDS`)."""
         deadline = time.monotonic() + ANSWER_SECONDS
-        while (found := self._response(outcome)) is None and time.monotonic() < deadline:
-            self.changed.clear()
+        while True:
+            self.changed.clear()  # before looking: a message collected after it wakes us
+            found = self._response(outcome)
+            if found is not None or time.monotonic() > deadline:
+                break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), 0.5)
         if found is None:

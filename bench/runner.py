@@ -178,6 +178,12 @@ def _churn(seconds: float, quick: bool) -> Report:
     return run_churn(seconds, quick=quick)
 
 
+def _speech(seconds: float, quick: bool) -> Report:
+    from xiaozhi_bench.speech import run_speech
+
+    return run_speech(seconds, quick=quick)
+
+
 CASES: dict[str, tuple[Callable[[float, bool], Report], float]] = {
     # name: (function taking the seconds per figure or phase and the quick flag, default
     # seconds). `--quick` runs a system case with tiny counts, to check it works (tests).
@@ -187,6 +193,7 @@ CASES: dict[str, tuple[Callable[[float, bool], Report], float]] = {
     "audio": (_audio, 4.0),  # seconds per step of talking devices
     "voice": (_voice, 5.0),  # seconds per command rate
     "churn": (_churn, 0.0),  # counts, not seconds: the argument is unused
+    "speech": (_speech, 0.0),  # counts, not seconds: the argument is unused
 }
 
 

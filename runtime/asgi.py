@@ -20,7 +20,7 @@ import uvicorn
 
 from xiaozhi.errors import StartupError
 
-__all__ = ["ServedApp", "serve_app"]
+__all__ = ["AddressInUse", "ServedApp", "serve_app"]
 
 
 class _Server(uvicorn.Server):
@@ -55,15 +55,20 @@ class ServedApp:
         return f"http://{host}:{self.port}"
 
 
-def _listen_socket(host: str, port: int) -> socket.socket:
+class AddressInUse(StartupError, OSError):
+    """The HTTP address cannot be bound; the message names it and the setting that moves it."""
+
+
+def _listen_socket(host: str, port: int, setting: str | None) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-    except OSError:
+    except OSError as err:
         sock.close()
-        raise
+        hint = f" (set {setting} to another port, or 0 for any free one)" if setting else ""
+        raise AddressInUse(f"cannot listen on {host}:{port}: {err.strerror}{hint}") from err
     sock.set_inheritable(True)
     return sock
 
@@ -77,18 +82,27 @@ async def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
 
 @contextlib.asynccontextmanager
 async def serve_app(
-    app: Any, *, host: str = "127.0.0.1", port: int = 0, graceful_seconds: float = 5.0
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    graceful_seconds: float = 5.0,
+    port_setting: str | None = None,
 ) -> AsyncIterator[ServedApp]:
     """Serve an ASGI app with uvicorn in this event loop until the block exits.
 
-    The socket is bound here first, so a taken port raises ``OSError`` to the caller (uvicorn
-    would exit the process). Returns once the server accepts connections: no polling.
+    The socket is bound here first, so a taken port raises to the caller (uvicorn would exit
+    the process). Returns once the server accepts connections: no polling.
+
+    Args:
+        port_setting: the setting that chooses ``port`` (``XIAOZHI_HUB_PORT``), named in the
+            error when it is taken.
 
     Raises:
-        OSError: the address cannot be bound (a taken port).
+        AddressInUse: the address cannot be bound (a taken port); also an ``OSError``.
         StartupError: uvicorn ended before it accepted connections (the app's lifespan failed).
     """
-    sock = _listen_socket(host, port)
+    sock = _listen_socket(host, port, port_setting)
     actual_port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,

@@ -247,7 +247,9 @@ async def run_hub(
     await service.start()
     try:
         app = create_app(settings, service=service, secret=secret)
-        async with serve_app(app, host=settings.hub_host, port=settings.hub_port) as served:
+        async with serve_app(
+            app, host=settings.hub_host, port=settings.hub_port, port_setting="XIAOZHI_HUB_PORT"
+        ) as served:
             yield RunningHub(service, app, served)
     finally:
         await service.stop()

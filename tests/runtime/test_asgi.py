@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from xiaozhi.errors import StartupError
-from xiaozhi_runtime.asgi import ServedApp, serve_app
+from xiaozhi_runtime.asgi import AddressInUse, ServedApp, serve_app
 
 
 def hello_app() -> FastAPI:
@@ -35,11 +35,14 @@ async def test_the_app_answers_once_serve_app_returns() -> None:
             await http.get("/hello")
 
 
-async def test_a_taken_port_is_an_oserror() -> None:
+async def test_a_taken_port_is_an_oserror_naming_the_address_and_the_setting() -> None:
     async with serve_app(hello_app()) as served:
-        with pytest.raises(OSError, match="in use"):
-            async with serve_app(hello_app(), port=served.port):
+        with pytest.raises(OSError, match="in use") as info:
+            async with serve_app(hello_app(), port=served.port, port_setting="XIAOZHI_X_PORT"):
                 pass
+    assert isinstance(info.value, AddressInUse)
+    assert f"cannot listen on 127.0.0.1:{served.port}" in str(info.value)
+    assert "set XIAOZHI_X_PORT to another port" in str(info.value)
 
 
 async def test_a_failed_lifespan_is_a_startup_error() -> None:

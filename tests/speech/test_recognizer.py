@@ -157,7 +157,7 @@ async def test_a_new_entity_becomes_recognisable_on_reload(demo_engine: IntentEn
         await engine.transcribe(speech, 16000)
 
 
-def test_only_english_and_at_least_one_worker() -> None:
+async def test_only_english_and_at_least_one_worker() -> None:
     with pytest.raises(ValueError, match="en-US only"):
         OfflineRecognizer(language="zh-CN")
     with pytest.raises(ValueError, match="at least 1"):

@@ -1,7 +1,12 @@
-"""The unit that fans group and broadcast commands out to one command per member.
+"""The unit that fans group commands out to one command per member.
 
-Consumed through shared subscriptions (``$share/<XIAOZHI_HUB_SHARE_GROUP>/…``): with N
+Consumed through a shared subscription (``$share/<XIAOZHI_HUB_SHARE_GROUP>/…``): with N
 replicas each group command is fanned out exactly once.
+
+Broadcasts are not fanned out: every device already reads ``xiaozhi/commands/broadcast``
+(MQTT devices subscribe to it, edges subscribe for their WebSocket devices). A hub copy on
+each device's own topic reached WebSocket devices a second time, and with a fresh
+``message_id``, so nothing could drop the repeat.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import cast
 import structlog
 
 from xiaozhi.errors import WireError
-from xiaozhi.payloads import CommandPayload, DeviceTransport
+from xiaozhi.payloads import CommandPayload
 from xiaozhi.topics import ParsedTopic, TopicKind
 from xiaozhi_hub.executors import fan_out
 from xiaozhi_hub.registry import RegistryError
@@ -24,26 +29,18 @@ log = structlog.get_logger("xiaozhi.hub")
 
 
 class FanOutUnit:
-    """Group and broadcast commands → one command per member on its own topic.
-
-    Broadcast goes to WebSocket devices only: MQTT devices subscribe to the broadcast topic
-    themselves (:meth:`~xiaozhi_hub.registry.Registry.broadcast_members`).
-    """
+    """Group commands → one command per member on its own topic."""
 
     def __init__(self, ctx: HubContext) -> None:
         self._ctx = ctx
         self.routes: Mapping[TopicKind, Route] = {
             TopicKind.GROUP_COMMAND: self._on_command,
-            TopicKind.BROADCAST_COMMAND: self._on_command,
         }
 
     @property
     def filters(self) -> list[str]:
         topics, group = self._ctx.topics, self._ctx.settings.hub_share_group
-        return [
-            topics.shared(group, topics.all_group_commands()),
-            topics.shared(group, topics.broadcast_command()),
-        ]
+        return [topics.shared(group, topics.all_group_commands())]
 
     async def start(self) -> None:
         await self._ctx.owner.subscribe(self.filters)
@@ -58,16 +55,11 @@ class FanOutUnit:
         except WireError as err:
             ctx.invalid("command", topic, err)
             return
-        if parsed.kind is TopicKind.GROUP_COMMAND:
-            try:
-                members = ctx.registry.members_of(cast(str, parsed.group_id))
-            except RegistryError as err:
-                ctx.invalid("command", topic, err)
-                return
-            kind = "group"
-        else:
-            members = ctx.registry.broadcast_members(transports={DeviceTransport.WEBSOCKET})
-            kind = "broadcast"
+        try:
+            members = ctx.registry.members_of(cast(str, parsed.group_id))
+        except RegistryError as err:
+            ctx.invalid("command", topic, err)
+            return
         command = command.model_copy(
             update={
                 "message_id": command.message_id or new_id(),
@@ -76,5 +68,7 @@ class FanOutUnit:
         )
         for effect in fan_out(command, members, topics=ctx.topics):
             ctx.publish(effect.topic, effect.wire(), qos=effect.qos)
-        ctx.metrics.fan_out.labels(kind).inc(len(members))
-        log.info("fan_out", kind=kind, topic=topic, command=command.command, members=len(members))
+        ctx.metrics.fan_out.labels("group").inc(len(members))
+        log.info(
+            "fan_out", kind="group", topic=topic, command=command.command, members=len(members)
+        )

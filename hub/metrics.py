@@ -110,7 +110,7 @@ class HubMetrics:
         )
         self.fan_out = Counter(
             "xiaozhi_hub_fan_out_commands",
-            "Commands published to member devices by group and broadcast fan-out",
+            "Commands published to member devices by group fan-out",
             ["kind"],
             registry=self.registry,
         )

@@ -9,13 +9,13 @@ and publishes what the returned :class:`Change` says changed. Bridge requests
 Devices listed in the home file are known from the start (with their name, area and groups);
 any other device id met on the topic tree is learnt, named by its id, without an area.
 Group membership lives in one place, the group (a device's ``groups`` in the home file are
-folded in at start). ``members_of`` and ``broadcast_members`` are the fan-out lists for
-``xiaozhi/commands/group/{id}`` and ``xiaozhi/commands/broadcast`` (design.md §5).
+folded in at start). ``members_of`` is the fan-out list for ``xiaozhi/commands/group/{id}``
+(design.md §5); broadcasts need none, every device reads the broadcast topic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,17 +174,6 @@ class Registry:
             RegistryError: unknown group.
         """
         return list(self._require_group(group_id).members)
-
-    def broadcast_members(
-        self, *, transports: Collection[DeviceTransport] | None = None
-    ) -> list[str]:
-        """Device ids to fan ``commands/broadcast`` out to: every known device, or those
-        reached through ``transports`` (MQTT devices already subscribe to the broadcast topic
-        themselves, so the hub fans out to the others only).
-        """
-        return [
-            d.device_id for d in self.devices() if transports is None or d.transport in transports
-        ]
 
     def device_areas(self) -> dict[str, str | None]:
         """Device id → area id, for :func:`xiaozhi_hub.resolve.resolve`."""

@@ -185,8 +185,8 @@ def add_rest_routes(app: FastAPI, auth: Authenticator) -> None:
         responses=ERROR_RESPONSES,
     )
     async def broadcast(request: Request, body: CommandRequest, _: Writer) -> JSONResponse:
-        """Publish on ``xiaozhi/commands/broadcast``: MQTT devices read it, the hub fans it out
-        to WebSocket devices."""
+        """Publish on ``xiaozhi/commands/broadcast``: MQTT devices read it, edges hand it to
+        their WebSocket devices."""
         service = service_of(request)
         command = _command(body)
         topic = service.topics.broadcast_command()

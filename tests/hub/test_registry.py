@@ -178,20 +178,6 @@ def test_groups(registry: Registry) -> None:
         registry.members_of("kids")
 
 
-def test_broadcast_members(registry: Registry) -> None:
-    registry.apply_status(status("aa11", transport="websocket", edge_id="e1"), now=1.0)
-    registry.apply_status(status("bb22", transport="mqtt"), now=1.0)
-    assert registry.broadcast_members() == [
-        "aa11",
-        "bb22",
-        "demo_kitchen",
-        "demo_living_room",
-        "demo_office",
-    ]
-    # MQTT devices subscribe to commands/broadcast themselves: fan out to the others only
-    assert registry.broadcast_members(transports={DeviceTransport.WEBSOCKET}) == ["aa11"]
-
-
 def test_snapshots(registry: Registry) -> None:
     registry.apply_status(
         status("demo_kitchen", transport="websocket", edge_id="e1", uptime=9), 1.0

@@ -20,7 +20,7 @@ import uvicorn
 
 from xiaozhi.errors import StartupError
 
-__all__ = ["AddressInUse", "ServedApp", "serve_app"]
+__all__ = ["AddressInUse", "ServedApp", "listen", "serve_app"]
 
 
 class _Server(uvicorn.Server):
@@ -59,7 +59,19 @@ class AddressInUse(StartupError, OSError):
     """The HTTP address cannot be bound; the message names it and the setting that moves it."""
 
 
-def _listen_socket(host: str, port: int, setting: str | None) -> socket.socket:
+def listen(host: str, port: int, *, setting: str | None = None) -> socket.socket:
+    """Bind the HTTP address now, to serve on it later (:func:`serve_app` ``listener=``).
+
+    A process that does slow work before serving (the hub connects to the broker and loads
+    its recogniser) binds first, so a taken port fails at once, before anything started.
+
+    Args:
+        setting: the setting that chooses ``port`` (``XIAOZHI_HUB_PORT``), named in the
+            error when it is taken.
+
+    Raises:
+        AddressInUse: the address cannot be bound.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -88,22 +100,26 @@ async def serve_app(
     port: int = 0,
     graceful_seconds: float = 5.0,
     port_setting: str | None = None,
+    listener: socket.socket | None = None,
 ) -> AsyncIterator[ServedApp]:
     """Serve an ASGI app with uvicorn in this event loop until the block exits.
 
-    The socket is bound here first, so a taken port raises to the caller (uvicorn would exit
-    the process). Returns once the server accepts connections: no polling.
+    The socket is bound here first (or comes bound, ``listener``), so a taken port raises to
+    the caller (uvicorn would exit the process). Returns once the server accepts
+    connections: no polling.
 
     Args:
         port_setting: the setting that chooses ``port`` (``XIAOZHI_HUB_PORT``), named in the
             error when it is taken.
+        listener: a socket from :func:`listen`, served instead of binding ``host:port``;
+            closed with the server.
 
     Raises:
         AddressInUse: the address cannot be bound (a taken port); also an ``OSError``.
         StartupError: uvicorn ended before it accepted connections (the app's lifespan failed).
     """
-    sock = _listen_socket(host, port, port_setting)
-    actual_port = sock.getsockname()[1]
+    sock = listener if listener is not None else listen(host, port, setting=port_setting)
+    host, actual_port = sock.getsockname()[:2]
     config = uvicorn.Config(
         app,
         log_config=None,

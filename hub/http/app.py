@@ -39,7 +39,7 @@ from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.metrics import CONTENT_TYPE
 from xiaozhi_hub.service import HubService, HubState
 from xiaozhi_hub.settings import HubSettings, derive_jwt_secret, load_hub_settings, resolve_secret
-from xiaozhi_runtime.asgi import ServedApp, serve_app
+from xiaozhi_runtime.asgi import ServedApp, listen, serve_app
 
 __all__ = ["RunningHub", "app_from_env", "create_app", "run_hub"]
 
@@ -241,17 +241,22 @@ async def run_hub(
     if mqtt_url is not None:
         settings = settings.model_copy(update={"mqtt_url": mqtt_url})
     secret = resolve_secret(settings)
-    service = HubService(
-        settings, home=home, engine=engine, environ=environ, http_transport=http_transport
-    )
-    await service.start()
+    # The port first: a taken one fails before the hub is online on the broker.
+    listener = listen(settings.hub_host, settings.hub_port, setting="XIAOZHI_HUB_PORT")
+    try:
+        service = HubService(
+            settings, home=home, engine=engine, environ=environ, http_transport=http_transport
+        )
+        await service.start()
+    except BaseException:
+        listener.close()
+        raise
     try:
         app = create_app(settings, service=service, secret=secret)
-        async with serve_app(
-            app, host=settings.hub_host, port=settings.hub_port, port_setting="XIAOZHI_HUB_PORT"
-        ) as served:
+        async with serve_app(app, listener=listener) as served:
             yield RunningHub(service, app, served)
     finally:
+        listener.close()
         await service.stop()
 
 

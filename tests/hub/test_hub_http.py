@@ -4,6 +4,7 @@ the OTA setup endpoint, health, metrics, OpenAPI and the dashboard.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,10 +16,11 @@ import pytest
 from tests.hub.conftest import READ_KEY, SECRET, WRITE_KEY
 from tests.support import Recorder
 from xiaozhi.tokens import verify_token
-from xiaozhi_hub.http import RunningHub, create_app
+from xiaozhi_hub.http import RunningHub, create_app, run_hub
 from xiaozhi_hub.http.dashboard import dashboard_html
+from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.settings import HubSettings, derive_jwt_secret
-from xiaozhi_runtime.asgi import serve_app
+from xiaozhi_runtime.asgi import AddressInUse, serve_app
 
 pytestmark = pytest.mark.integration  # a real Mosquitto
 
@@ -347,3 +349,21 @@ async def test_a_lifespan_owned_service_goes_offline_on_shutdown(
         start = watcher.mark()
     state = await watcher.expect(hub_settings.topics.bridge_state(), after=start)
     assert state == {"state": "offline"}
+
+
+async def test_a_taken_port_fails_before_the_hub_goes_online(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = hub_settings.model_copy(update={"hub_port": taken.getsockname()[1]})
+        with pytest.raises(AddressInUse, match="XIAOZHI_HUB_PORT"):
+            async with run_hub(settings, home=engine.home, engine=engine):
+                pytest.fail("the hub ran on a taken port")
+    # Integrators never saw it come online (and go): no bridge state at all. The probe,
+    # published after, shows the watcher has read everything before it.
+    probe = f"{hub_settings.base_topic}/test/probe"
+    await watcher.publish(probe, {"probe": 1})
+    await watcher.expect(probe, lambda m: m == {"probe": 1})
+    assert not watcher.json(f"{hub_settings.base_topic}/bridge/state")

@@ -43,6 +43,7 @@ __all__ = [
     "clear_payloads",
     "device_configs",
     "encode",
+    "ha_unit",
     "is_own_topic",
     "node_id",
     "stale_topics",
@@ -116,6 +117,80 @@ _SENSOR_CLASSES: dict[str, tuple[str | None, str | None]] = {
     "co2": ("carbon_dioxide", "ppm"),
     "voltage": ("voltage", "V"),
 }
+
+_UNIT_SPELLINGS: dict[str, str] = {
+    # how devices write a unit (lower-cased) -> Home Assistant's spelling of it
+    "c": "°C",
+    "°c": "°C",
+    "degc": "°C",
+    "celsius": "°C",
+    "f": "°F",
+    "°f": "°F",
+    "degf": "°F",
+    "fahrenheit": "°F",
+    "k": "K",
+    "kelvin": "K",
+    "%": "%",
+    "percent": "%",
+    "pct": "%",
+    "%rh": "%",
+    "rh": "%",
+    "db": "dB",
+    "dba": "dBA",
+    "dbm": "dBm",
+    "pa": "Pa",
+    "hpa": "hPa",
+    "kpa": "kPa",
+    "mbar": "mbar",
+    "bar": "bar",
+    "psi": "psi",
+    "mmhg": "mmHg",
+    "inhg": "inHg",
+    "lx": "lx",
+    "lux": "lx",
+    "ppm": "ppm",
+    "v": "V",
+    "volt": "V",
+    "volts": "V",
+    "mv": "mV",
+    "s": "s",
+    "sec": "s",
+    "seconds": "s",
+    "ms": "ms",
+    "min": "min",
+    "h": "h",
+    "b": "B",
+    "bytes": "B",
+    "kb": "kB",
+    "kib": "KiB",
+    "mb": "MB",
+    "mib": "MiB",
+}
+"""Home Assistant compares units exactly: ``celsius`` on a temperature sensor is refused with a
+warning, ``°C`` is not."""
+
+_DEVICE_CLASS_UNITS: dict[str, frozenset[str]] = {
+    # the units HA's sensor platform accepts per device class (``DEVICE_CLASS_UNITS``)
+    "temperature": frozenset({"°C", "°F", "K"}),
+    "humidity": frozenset({"%"}),
+    "pressure": frozenset({"cbar", "bar", "hPa", "mmHg", "inHg", "kPa", "mbar", "Pa", "psi"}),
+    "illuminance": frozenset({"lx"}),
+    "sound_pressure": frozenset({"dB", "dBA"}),
+    "battery": frozenset({"%"}),
+    "carbon_dioxide": frozenset({"ppm"}),
+    "voltage": frozenset({"V", "mV", "µV", "kV", "MV"}),
+}
+"""A reading in a unit its class does not allow is discovered without the class: HA then shows
+it as a plain number with its unit instead of logging an error and dropping the entity."""
+
+
+def ha_unit(unit: str | None) -> str | None:
+    """A device's unit in Home Assistant's spelling (``celsius`` → ``°C``); unknown units are
+    kept as they are, and None or blank stays None."""
+    if unit is None or not unit.strip():
+        return None
+    return _UNIT_SPELLINGS.get(unit.strip().lower(), unit.strip())
+
 
 _FIXED_OBJECTS = frozenset({"status", "volume", "voice", "restart", *TELEMETRY_SENSORS})
 
@@ -196,6 +271,8 @@ def device_configs(
     ]
     configs[0][1]["availability"] = [bridge]
     for key, spec in TELEMETRY_SENSORS.items():
+        if key not in device.telemetry:
+            continue  # never reported (WebSocket devices send no uptime or heap): no entity
         configs.append(
             entity(
                 "sensor",
@@ -214,7 +291,9 @@ def device_configs(
             "value_template": "{{ value_json.value }}",
             "expire_after": sensor_expire_after_s,
         }
-        unit = reading.unit or unit
+        unit = ha_unit(reading.unit) or unit
+        if device_class and unit not in _DEVICE_CLASS_UNITS.get(device_class, ()):
+            device_class = None
         numeric = isinstance(reading.value, int | float) and not isinstance(reading.value, bool)
         if device_class:
             fields["device_class"] = device_class

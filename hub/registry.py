@@ -214,6 +214,7 @@ class Registry:
         if payload.firmware_version is not None:
             record.firmware_version = payload.firmware_version
         values = payload.model_dump(exclude_none=True)
+        new_telemetry = not values.keys() - _STATUS_FIELDS <= record.telemetry.keys()
         for key, value in values.items():
             if key not in _STATUS_FIELDS:
                 record.telemetry[key] = value  # the five telemetry fields and extras (volume...)
@@ -229,7 +230,8 @@ class Registry:
             snapshot=new
             or flipped
             or before != (record.transport, record.edge_id, record.firmware_version),
-            discovery=new or firmware_changed,
+            # A telemetry field seen for the first time gets its Home Assistant entity.
+            discovery=new or firmware_changed or new_telemetry,
         )
 
     def apply_confirmed_command(

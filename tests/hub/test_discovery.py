@@ -45,8 +45,14 @@ REQUIRED = {
 @pytest.fixture
 def kitchen(registry: Registry) -> DeviceRecord:
     registry.apply_status(
-        StatusPayload(
-            status=DeviceStatus.CONNECTED, device_id="demo_kitchen", firmware_version="1.6.2"
+        StatusPayload.model_validate(
+            {
+                "status": "connected",
+                "device_id": "demo_kitchen",
+                "firmware_version": "1.6.2",
+                **dict.fromkeys(("uptime", "wifi_signal", "free_heap"), 1),
+                **dict.fromkeys(("memory_usage", "cpu_usage"), 1.5),
+            }
         ),
         now=1.0,
     )
@@ -248,7 +254,7 @@ def test_learnt_device_defaults_and_other_prefix() -> None:
     }
     assert payload["origin"] == {"name": "xiaozhi-hub", "sw_version": "9"}
     assert payload["state_topic"] == "site1/xiaozhi/status/aabbccddeeff"
-    assert len(configs) == 9  # status, 5 telemetry, volume, restart, voice
+    assert len(configs) == 4  # status, volume, restart, voice: no telemetry reported yet
     assert node_id("aabbccddeeff") == "xiaozhi_aabbccddeeff"
 
 
@@ -274,3 +280,60 @@ def test_clearing_stale_configs(kitchen: DeviceRecord) -> None:
     ]
     assert is_own_topic("homeassistant/sensor/xiaozhi_x/t/config", topics=TOPICS)
     assert not is_own_topic("homeassistant/sensor/+/t/config", topics=TOPICS)
+
+
+def test_units_in_home_assistants_spelling(registry: Registry) -> None:
+    for sensor_type, value, unit in [
+        ("temperature", 21.5, "celsius"),
+        ("humidity", 40, "percent"),
+        ("audio_level", 51.2, "db"),
+        ("pressure", 1013, "furlongs"),  # not a pressure unit HA knows: no device class
+        ("co2", 400, " PPM "),
+        ("rain", 3, "mm"),  # no class of ours: the unit as sent
+    ]:
+        registry.apply_sensor(
+            SensorPayload(sensor_type=sensor_type, value=value, unit=unit, device_id="aa11"),
+            now=1.0,
+        )
+    record = registry.device("aa11")
+    assert record is not None
+    configs = configs_by_object(record)
+    found = {
+        key: (configs[key][1].get("device_class"), configs[key][1].get("unit_of_measurement"))
+        for key in ("temperature", "humidity", "audio_level", "pressure", "co2", "rain")
+    }
+    assert found == {
+        "temperature": ("temperature", "°C"),
+        "humidity": ("humidity", "%"),
+        "audio_level": ("sound_pressure", "dB"),
+        "pressure": (None, "furlongs"),
+        "co2": ("carbon_dioxide", "ppm"),
+        "rain": (None, "mm"),
+    }
+
+
+def test_telemetry_entities_only_once_reported(registry: Registry) -> None:
+    """A WebSocket device's status (from its edge) has no uptime or heap: HA gets no entity
+    that would stay "unknown" forever; the first status that has one brings it."""
+    change = registry.apply_status(
+        StatusPayload(status=DeviceStatus.CONNECTED, device_id="ws1", transport="websocket"),
+        now=1.0,
+    )
+    assert change.discovery
+    record = registry.device("ws1")
+    assert record is not None
+    assert not set(configs_by_object(record)) & {"uptime", "wifi_signal", "free_heap"}
+    again = registry.apply_status(
+        StatusPayload(status=DeviceStatus.CONNECTED, device_id="ws1", transport="websocket"),
+        now=2.0,
+    )
+    assert not again.discovery
+    later = registry.apply_status(
+        StatusPayload.model_validate(
+            {"status": "connected", "device_id": "ws1", "uptime": 60, "wifi_signal": -50}
+        ),
+        now=3.0,
+    )
+    assert later.discovery
+    assert {"uptime", "wifi_signal"} <= set(configs_by_object(record))
+    assert not set(configs_by_object(record)) & {"free_heap", "memory_usage", "cpu_usage"}

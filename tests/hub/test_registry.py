@@ -60,9 +60,12 @@ def test_status_learns_an_unknown_device(registry: Registry) -> None:
 
 def test_status_changes(registry: Registry) -> None:
     first = registry.apply_status(status("demo_kitchen", uptime=1), now=1.0)
-    assert first == Change("demo_kitchen", connected=True, snapshot=True)
-    same = registry.apply_status(status("demo_kitchen", uptime=2, volume=40), now=2.0)
+    # uptime is new: its Home Assistant sensor is discovered now
+    assert first == Change("demo_kitchen", connected=True, snapshot=True, discovery=True)
+    same = registry.apply_status(status("demo_kitchen", uptime=2), now=2.0)
     assert same == Change("demo_kitchen")
+    more = registry.apply_status(status("demo_kitchen", uptime=2, volume=40), now=2.0)
+    assert more == Change("demo_kitchen", discovery=True)
     record = registry.device("demo_kitchen")
     assert record is not None
     assert record.telemetry == {"uptime": 2, "volume": 40}  # extras are kept as telemetry

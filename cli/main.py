@@ -16,6 +16,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from xiaozhi import __version__
 from xiaozhi.config import parse_mqtt_url, redact_mqtt_url
 from xiaozhi.errors import XiaozhiError
 from xiaozhi_cli.broker import BrokerStartError, ManagedMosquitto
@@ -108,7 +109,7 @@ async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
         _say(f"hub       {hub_url}/ (dashboard), {hub_url}/api/v1/ (REST, X-API-Key: {api_key})")
         _say(f"setup     {hub_url}/xiaozhi/ota/ (point a real device's OTA URL here)")
 
-        if settings.demo_devices:
+        if settings.with_demo_devices:
             sim_settings = SimSettings(
                 mqtt_url=url, sim_ws_url=ws_url, sim_ota_url=f"{hub_url}/xiaozhi/ota/"
             )
@@ -119,6 +120,8 @@ async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
                 f"devices   {len(fleet.devices)} simulated (WS v1, WS v3, MQTT), each speaking "
                 f"every {settings.demo_say_every_seconds:g} s"
             )
+        else:
+            _say("devices   no simulated ones (XIAOZHI_DEMO_DEVICES=true starts three)")
         _say("watch     mosquitto_sub -v -t 'xiaozhi/#' " + f"-p {url.rsplit(':', 1)[-1]}")
         _say("ready     press Ctrl-C to stop")
         await stop.wait()
@@ -148,6 +151,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xiaozhi", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"xiaozhi {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="run the whole system on this machine")

@@ -40,12 +40,20 @@ class UpSettings(BaseSettings):
         default=Path("var"),
         description="Where runtime state lives: broker persistence, the secret, the API key.",
     )
-    demo_devices: bool = Field(
-        default=True, description="Start three simulated devices (WS v1, WS v3, MQTT)."
+    demo_devices: bool | None = Field(
+        default=None,
+        description="Start three simulated devices (WS v1, WS v3, MQTT). Unset: only with the "
+        "managed broker, so `up` on a real installation's broker (XIAOZHI_MQTT_URL) adds no "
+        "fake devices to it unless asked.",
     )
     demo_say_every_seconds: float = Field(
         default=20.0, gt=0, description="How often each demo device says a demo phrase."
     )
+
+    @property
+    def with_demo_devices(self) -> bool:
+        """Whether to start the demo devices (see ``demo_devices``)."""
+        return self.demo_devices if self.demo_devices is not None else self.mqtt_url is None
 
 
 def load_settings() -> UpSettings:

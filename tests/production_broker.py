@@ -96,9 +96,8 @@ def _config_text(folder: Path, public_port: int) -> str:
         words = line.split()
         if words[:2] == ["listener", str(PRIVATE_PORT)] or words[:1] == ["persistence_location"]:
             continue  # the runner's listener and state folder take their place
-        if words[:2] == ["listener", str(PUBLIC_PORT)]:
-            line = f"listener {public_port} 127.0.0.1"
-        lines.append(line)
+        public = words[:2] == ["listener", str(PUBLIC_PORT)]
+        lines.append(f"listener {public_port} 127.0.0.1" if public else line)
     lines.append("log_type information")  # the "running" line the runner waits for
     return "\n".join(lines) + "\n"
 

@@ -17,8 +17,8 @@ RegistryFeedUnit    ``status/+``, ``sensors/+/+``,                    feeds the 
 DiscoveryUnit       ``homeassistant/+/+/+/config`` (at start only),   clears stale configs, then
 (discovery_unit)    ``homeassistant/status``                          publishes every device's;
                                                                       re-sends on HA ``online``
-VoiceUnit           ``$share/hub/xiaozhi/events/voice_command``       intent → actions →
-(voice)                                                               executors → ``respond``
+VoiceUnit           ``$share/hub/xiaozhi/events/voice_command``,      intent → actions →
+(voice)             ``$share/hub/xiaozhi/events/voice_command/+``     executors → ``respond``
 FanOutUnit          ``$share/hub/xiaozhi/commands/group/+``,          one command per member on
 (fan_out)           ``$share/hub/xiaozhi/commands/broadcast``         its own command topic
 BridgeRequestsUnit  ``bridge/request/#``                              answers on

@@ -89,7 +89,7 @@ class ProductionBroker:
 def _config_text(folder: Path, public_port: int) -> str:
     """production.conf with this test's paths and ports."""
     text = PRODUCTION_CONF.read_text(encoding="utf-8")
-    text = text.replace(_CONTAINER_CONFIG + "acl-", str(REPO / "mosquitto" / "acl-"))
+    text = text.replace(_CONTAINER_CONFIG + "acl", str(REPO / "mosquitto" / "acl"))
     text = text.replace(_CONTAINER_CONFIG, f"{folder}/").replace(_CONTAINER_CERTS, f"{folder}/")
     lines = []
     for line in text.splitlines():
@@ -106,21 +106,23 @@ def _config_text(folder: Path, public_port: int) -> str:
 def production_broker(
     folder: Path, *, private: Iterable[str], public: Iterable[str]
 ) -> Iterator[ProductionBroker]:
-    """Run production.conf with `private` users in the private listener's password file and
-    `public` users in the public one's; stopped when the block ends.
+    """Run production.conf with `private` users in the private listener's password file
+    (`passwords-private`) and `public` users in the public one's (`passwords-public`); a
+    password file of another name (one for the whole broker) gets both. Stopped when the
+    block ends.
 
     Raises:
         AssertionError: production.conf no longer has the two listeners this expects.
     """
     find_mosquitto()
+    private, public = tuple(private), tuple(public)
     text = PRODUCTION_CONF.read_text(encoding="utf-8")
-    files = dict(re.findall(r"^password_file \S*/(passwords-(\w+))$", text, re.M))
-    assert set(files.values()) == {"private", "public"}, f"password files: {files}"
     listeners = re.findall(r"^listener (\d+)", text, re.M)
     assert listeners == [str(PRIVATE_PORT), str(PUBLIC_PORT)], f"listeners: {listeners}"
     folder.mkdir(parents=True, exist_ok=True)
-    add_users(folder / "passwords-private", private)
-    add_users(folder / "passwords-public", public)
+    for name in re.findall(r"^password_file \S*/([^/\s]+)$", text, re.M):
+        users = {"passwords-private": private, "passwords-public": public}.get(name)
+        add_users(folder / name, users if users is not None else [*private, *public])
     tls = ssl.create_default_context(cafile=make_certificate(folder))
     config = folder / "production-test.conf"
     for attempt in range(1, _START_ATTEMPTS + 1):

@@ -201,3 +201,37 @@ async def test_a_device_cannot_speak_for_another_device(
             )
             assert VICTIM in refused["error_message"]
             assert not as_victim()
+
+
+async def test_a_retained_voice_command_is_not_executed_again_by_each_hub_that_starts(
+    prod: contextlib.AbstractContextManager[ProductionBroker],
+    hub_settings: HubSettings,
+    engine: IntentEngine,
+) -> None:
+    """The ACL cannot refuse the retain flag, and Mosquitto hands retained messages to shared
+    subscriptions too: a device's retained "turn off the light" would run again at every hub
+    (re)start. The hub drops it; what the device says afterwards is done."""
+    with prod as broker:
+        own_topic = f"xiaozhi/events/voice_command/{ATTACKER}"
+        async with as_device(broker, ATTACKER) as device:
+            stale = _voice(ATTACKER, "turn off the light", "retained")
+            await device.publish(own_topic, stale, qos=1, retain=True)
+        async with contextlib.AsyncExitStack() as stack:
+            watch = await stack.enter_async_context(
+                record(broker.private_url("xiaozhi-hub"), "xiaozhi/#", name="watch")
+            )
+            await watch.first(lambda m: m.topic == own_topic and m.retain)  # the broker has it
+            hub = await stack.enter_async_context(running_hub(broker, hub_settings, engine))
+            async with as_device(broker, ATTACKER) as device:
+                fresh = _voice(ATTACKER, "turn on the living room light", "fresh")
+                await device.publish(own_topic, fresh, qos=1)
+            answered = await watch.expect(
+                f"xiaozhi/events/{ATTACKER}",
+                lambda e: e.get("event_type") == "response" and e.get("message_id") == "fresh",
+            )
+            assert answered["executed"] is True
+            executed = [
+                e for e in watch.json(f"xiaozhi/events/{ATTACKER}") if e["message_id"] == "retained"
+            ]
+            assert not executed, f"the retained voice command ran: {executed}"
+            assert hub.counters["voice_commands_executed"] == 1

@@ -10,7 +10,8 @@ QoS and retain from :func:`xiaozhi.topics.publish_options`):
   reading per sensor; then repeats both every heartbeat;
 * on a command: runs it (:class:`~xiaozhi_sim.executor.CommandExecutor`) and publishes the
   ``command_result`` on its events topic; publishes a fresh status when the command changed it;
-* ``say``: publishes a ``voice_command`` event (seed 003 "Voice Command Processing");
+* ``say``: publishes a ``voice_command`` event (seed 003 "Voice Command Processing") on its own
+  ``xiaozhi/events/voice_command/{device_id}``;
 * a clean stop publishes the retained ``disconnected`` status itself, then DISCONNECTs (after
   which the broker drops the will);
 * losing the broker: reconnect with capped exponential back-off and jitter (seed 003: 5 s,
@@ -319,7 +320,9 @@ class MqttDevice(SimulatedDevice):
     # -- speech -----------------------------------------------------------------------------
 
     async def say(self, text: str) -> None:
-        """Publish a ``voice_command`` event (the hub consumes it with a shared subscription).
+        """Publish a ``voice_command`` event on this device's own voice command topic, as a
+        firmware under the production ACL must (the hub takes the speaker from the topic and
+        consumes it with a shared subscription).
 
         Raises:
             ChannelError: not connected to the broker.
@@ -337,7 +340,7 @@ class MqttDevice(SimulatedDevice):
             processing_time_ms=120,
             audio_duration_ms=max(600, 300 * len(text.split())),
         )
-        self._publish(self.topics.voice_command_events(), event)
+        self._publish(self.topics.device_voice_command(self.device_id), event)
         if self.model.machine.can(DeviceState.LISTENING):
             self.model.machine.go(DeviceState.LISTENING, "voice command")
         self._said_at = self.now()
@@ -370,7 +373,7 @@ class MqttDevice(SimulatedDevice):
         Options: ``count`` (flood, default 1000), ``size`` (oversize bytes, default 3 MiB),
         ``reconnect`` (abrupt_disconnect, default true).
         """
-        voice = self.topics.voice_command_events()
+        voice = self.topics.device_voice_command(self.device_id)
         if fault in (Fault.TRUNCATED, Fault.BAD_TOKEN, Fault.WRONG_VERSION):
             raise FaultNotApplicable(f"fault {fault} does not exist on MQTT (WebSocket only)")
         if fault is Fault.ABRUPT_DISCONNECT:

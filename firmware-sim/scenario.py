@@ -27,7 +27,8 @@ status         the device's status topic (``retained: true``: what the broker ho
                by a fresh subscriber)
 sensor         its sensor topic (``sensor_type``; any sensor when left out)
 event          its events topic (command results, errors)
-voice_command  the fleet-wide voice command topic (from this device when ``device`` is set)
+voice_command  a voice command: the fleet-wide topic or an MQTT device's own one (from this
+               device when ``device`` is set)
 command        a command the device received (MQTT) / one published on its topic (WS)
 response       an answer the device received: ``stt``/``tts``/``llm``/``response`` (WS), a
                ``respond`` command (MQTT)
@@ -596,8 +597,10 @@ class ScenarioRunner:
     ) -> Callable[[str], bool]:
         tree = self.topics
         if args.what is What.VOICE_COMMAND:
+            # The fleet-wide topic (an edge, for its WebSocket devices) or a device's own one
+            # (MQTT devices); `device` is matched on the payload's device_id either way.
             topic = tree.voice_command_events()
-            return lambda t: t == topic
+            return lambda t: t == topic or _kind_of(tree, t) is TopicKind.DEVICE_VOICE_COMMAND
         assert device is not None
         device_id = device.device_id
         if args.what is What.SENSOR and args.sensor_type is None:
@@ -677,6 +680,12 @@ class ScenarioRunner:
             seen = [r for r in device.inbox if r.at >= self._mark and kind(r)]
             last = _short(seen[-1].payload) if seen else "nothing"
             raise _StepFailed(f"no {args.what} matched {args.match or '{}'}; last seen: {last}")
+
+
+def _kind_of(tree: TopicTree, topic: str) -> TopicKind | None:
+    with contextlib.suppress(ValueError):
+        return tree.parse(topic).kind
+    return None
 
 
 def _is_kind(tree: TopicTree, topic: str, kind: TopicKind, device_id: str) -> bool:

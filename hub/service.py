@@ -17,8 +17,8 @@ RegistryFeedUnit    ``status/+``, ``sensors/+/+``,                    feeds the 
 DiscoveryUnit       ``homeassistant/+/+/+/config`` (at start only),   clears stale configs, then
 (discovery_unit)    ``homeassistant/status``                          publishes every device's;
                                                                       re-sends on HA ``online``
-VoiceUnit           ``$share/hub/xiaozhi/events/voice_command``       intent → actions →
-(voice)                                                               executors → ``respond``
+VoiceUnit           ``$share/hub/xiaozhi/events/voice_command``,      intent → actions →
+(voice)             ``$share/hub/xiaozhi/events/voice_command/+``     executors → ``respond``
 FanOutUnit          ``$share/hub/xiaozhi/commands/group/+``,          one command per member on
 (fan_out)           ``$share/hub/xiaozhi/commands/broadcast``         its own command topic
 BridgeRequestsUnit  ``bridge/request/#``                              answers on
@@ -152,6 +152,7 @@ class HubService:
             will=OutMessage(self.topics.bridge_state(), self._bridge_state(False), 1, True),
             birth=[OutMessage(self.topics.bridge_state(), self._bridge_state(True), 1, True)],
             on_message=self._on_message,
+            drop_retained=self._stale_retained,
         )
         self.metrics = HubMetrics(self.registry, lambda: self.owner.stats)
         self._ctx = HubContext(settings, self.owner, self.registry, self.metrics)
@@ -330,6 +331,20 @@ class HubService:
                 )
 
     # -- dispatch --------------------------------------------------------------------------
+
+    def _stale_retained(self, topic: str) -> bool:
+        """A retained voice command would be executed again by every hub that subscribes
+        (Mosquitto 2.0 hands retained messages to shared subscriptions too), and a device may
+        set the retain flag on its own topic: drop it, counted and logged."""
+        try:
+            kind = self.topics.parse(topic).kind
+        except InvalidTopic:
+            return False
+        if kind not in (TopicKind.VOICE_COMMAND_EVENTS, TopicKind.DEVICE_VOICE_COMMAND):
+            return False
+        self.metrics.voice_commands.labels("invalid").inc()
+        self._ctx.invalid("voice_command", topic, "retained: a voice command is said once")
+        return True
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         """Route one message to its unit; runs on the event loop, so every handler is quick."""

@@ -1,9 +1,18 @@
 """The voice unit: voice commands → plan (:mod:`xiaozhi_hub.pipeline`) → actions carried out
 (:mod:`xiaozhi_hub.execution`) → the speaking device's answer and the events.
 
-Consumed through a shared subscription (``$share/<XIAOZHI_HUB_SHARE_GROUP>/…``), so N
+Consumed through shared subscriptions (``$share/<XIAOZHI_HUB_SHARE_GROUP>/…``), so N
 replicas handle each voice command exactly once; QoS 1 may still deliver one twice, so the
-last :data:`VOICE_DEDUP_IDS` message ids are remembered and a repeat is skipped.
+last :data:`VOICE_DEDUP_IDS` message ids (per device) are remembered and a repeat is skipped.
+
+Who spoke comes from what the broker enforces, never from the payload alone (design.md §9):
+
+* ``xiaozhi/events/voice_command/{device_id}``: an MQTT device's own topic, which the
+  production ACL lets only that device's credential write. The topic names the speaker; a
+  payload naming another device is refused, counted, and answered with an ``error`` event on
+  the topic's device's events.
+* ``xiaozhi/events/voice_command``: trusted publishers only (edges vouch for the WebSocket
+  devices they authenticated; the hub's speech unit), so the payload's ``device_id`` is taken.
 """
 
 from __future__ import annotations
@@ -65,21 +74,29 @@ class VoiceUnit:
         self.runner = runner
         self._tasks = UnitTasks("voice_command", ctx.settings.max_concurrent_voice_commands)
         self._recent = RecentIds(VOICE_DEDUP_IDS)
-        self.routes: Mapping[TopicKind, Route] = {TopicKind.VOICE_COMMAND_EVENTS: self._on_voice}
+        self.routes: Mapping[TopicKind, Route] = {
+            TopicKind.VOICE_COMMAND_EVENTS: self._on_voice,
+            TopicKind.DEVICE_VOICE_COMMAND: self._on_voice,
+        }
 
     @property
-    def filter(self) -> str:
-        return self._ctx.topics.shared_voice_commands(self._ctx.settings.hub_share_group)
+    def filters(self) -> list[str]:
+        """The fleet-wide topic (trusted publishers) and every device's own topic, shared."""
+        topics, group = self._ctx.topics, self._ctx.settings.hub_share_group
+        return [
+            topics.shared_voice_commands(group),
+            topics.shared(group, topics.all_device_voice_commands()),
+        ]
 
     async def start(self) -> None:
         await self.pipeline.start()
-        await self._ctx.owner.subscribe([self.filter])
+        await self._ctx.owner.subscribe(self.filters)
 
     async def stop(self) -> None:
-        await self._ctx.owner.unsubscribe([self.filter])
+        await self._ctx.owner.unsubscribe(self.filters)
         await self._tasks.drain()
 
-    def _on_voice(self, topic: str, _: ParsedTopic, payload: bytes) -> None:
+    def _on_voice(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
         ctx = self._ctx
         try:
             event = VoiceCommandEvent.from_wire(payload, max_bytes=MAX_PAYLOAD_BYTES)
@@ -88,11 +105,38 @@ class VoiceUnit:
             ctx.metrics.voice_commands.labels("invalid").inc()
             ctx.invalid("voice_command", topic, err)
             return
-        if self._recent.seen(event.message_id):
+        speaker = parsed.device_id  # None on the fleet-wide topic of trusted publishers
+        if speaker is not None and event.device_id != speaker:
+            self._refuse_impersonation(topic, speaker, event)
+            return
+        # Per device: another device's message ids must not make this one's look repeated.
+        key = None if event.message_id is None else f"{event.device_id}/{event.message_id}"
+        if self._recent.seen(key):
             ctx.metrics.voice_commands.labels("duplicate").inc()
             return
         self._tasks.spawn(
             self._run(event), name=f"voice-{event.device_id}", device_id=event.device_id
+        )
+
+    def _refuse_impersonation(self, topic: str, speaker: str, event: VoiceCommandEvent) -> None:
+        """A device spoke on its own topic in another device's name: nothing is executed.
+
+        Counted (``invalid``), logged, and answered on the speaker's own events topic, so its
+        firmware (or whoever watches it) sees why nothing happened; the named device hears
+        nothing of it.
+        """
+        ctx = self._ctx
+        ctx.metrics.voice_commands.labels("invalid").inc()
+        ctx.invalid("voice_command", topic, f"device_id {event.device_id!r} is not the topic's")
+        ctx.event(
+            speaker,
+            EventType.ERROR.value,
+            source="voice_command",
+            message_id=event.message_id,
+            error_message=(
+                f"voice command refused: device_id {event.device_id!r} differs from the "
+                f"topic's {speaker!r}; a device speaks only for itself"
+            ),
         )
 
     def _area_of(self, event: VoiceCommandEvent) -> str | None:

@@ -82,6 +82,11 @@ class MqttOwner:
         birth: published first on every connect (e.g. the matching online message).
         on_message: called with (topic, payload) for every message of a subscription;
             runs on the event loop, so it must be quick (hand work to a queue or task).
+        drop_retained: called with the topic of each retained message a subscription
+            brings; True drops it before ``on_message`` (the caller counts and logs). For
+            topics where a retained message is stale by nature, e.g. a voice command that
+            Mosquitto would otherwise hand again to every hub that subscribes (shared
+            subscriptions included).
         max_queued_messages: hard bound of messages waiting for the broker (queued and
             in flight); QoS 0 is dropped past it, QoS 1 is dropped past it too, and both
             are counted.
@@ -101,6 +106,7 @@ class MqttOwner:
         will: OutMessage | None = None,
         birth: Sequence[OutMessage] = (),
         on_message: Callable[[str, bytes], None] | None = None,
+        drop_retained: Callable[[str], bool] | None = None,
         max_queued_messages: int = 200_000,
         high_watermark: int | None = None,
         keepalive_seconds: int = 30,
@@ -114,6 +120,7 @@ class MqttOwner:
         self._will = will
         self._birth = tuple(birth)
         self._on_message = on_message
+        self._drop_retained = drop_retained
         self._max_queued = max_queued_messages
         self._high_watermark = high_watermark or (max_queued_messages * 3) // 4
         self._keepalive = keepalive_seconds
@@ -320,11 +327,14 @@ class MqttOwner:
             try:
                 async for message in client.messages:
                     self._stats.received += 1
+                    topic = str(message.topic)
+                    if message.retain and self._drop_retained and self._drop_retained(topic):
+                        continue
                     if self._on_message is not None:
                         payload = message.payload
                         if not isinstance(payload, bytes):
                             payload = b"" if payload is None else str(payload).encode()
-                        self._dispatch(str(message.topic), payload)
+                        self._dispatch(topic, payload)
             finally:
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):

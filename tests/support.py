@@ -11,6 +11,7 @@ import json
 import os
 import queue
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -213,13 +214,27 @@ _recorders = itertools.count()
 
 
 @contextlib.asynccontextmanager
-async def record(url: str, *filters: str, name: str = "recorder") -> AsyncIterator[Recorder]:
+async def record(
+    url: str,
+    *filters: str,
+    name: str = "recorder",
+    identifier: str | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> AsyncIterator[Recorder]:
     """A :class:`Recorder` with its own client on the broker at ``url``, subscribed (QoS 1) to
-    ``filters`` before the block starts; retained messages arrive flagged."""
+    ``filters`` before the block starts; retained messages arrive flagged.
+
+    ``identifier`` is the MQTT client id (default: one made from ``name``; an attacker's test
+    picks another client's); ``tls`` connects over TLS with that context."""
     host, port, username, password = parse_mqtt_url(url)
-    identifier = f"test-{name}-{os.getpid()}-{next(_recorders)}"
+    identifier = identifier or f"test-{name}-{os.getpid()}-{next(_recorders)}"
     async with aiomqtt.Client(
-        host, port, username=username, password=password, identifier=identifier
+        host,
+        port,
+        username=username,
+        password=password,
+        identifier=identifier,
+        tls_context=tls,
     ) as client:
         recorder = Recorder(client)
         pump = asyncio.create_task(recorder._pump(client), name=identifier)

@@ -27,7 +27,8 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
-from tests.support import record
+from tests.production_broker import production_broker
+from tests.support import Recorder, record
 from xiaozhi_cli.broker import DEV_CONFIG, ManagedMosquitto, find_mosquitto
 from xiaozhi_cli.main import build_parser
 from xiaozhi_cli.settings import UpSettings
@@ -656,9 +657,9 @@ def test_package_data_carries_every_yaml_file_a_non_editable_install_needs() -> 
 
 # ------------------------------------------------------------------- production broker ACL
 
-# Who may publish what under mosquitto/acl (docs/operations.md lists the same): (user, topic,
-# allowed). With ACLs on, a refused publish is acknowledged and silently dropped
-# (home-automation reference, pain 8), so only a test that watches delivery notices it.
+# Who may publish what under mosquitto/acl-private and acl-public (docs/operations.md lists the
+# same): (user, topic, allowed). With ACLs on, a refused publish is acknowledged and silently
+# dropped (home-automation reference, pain 8), so only a test that watches delivery notices it.
 ACL_PUBLISH = [
     ("xiaozhi-edge", "xiaozhi/events/voice_command", True),
     ("xiaozhi-edge", "xiaozhi/status/kitchen", True),
@@ -668,45 +669,32 @@ ACL_PUBLISH = [
     ("integrator", "xiaozhi/bridge/request/health_check", True),
     ("integrator", "homeassistant/status", True),  # Home Assistant's birth message
     ("integrator", "xiaozhi/status/kitchen", False),
+    ("integrator", "xiaozhi/events/voice_command", False),
     ("integrator", "homeassistant/sensor/forged/config", False),
     ("kitchen", "xiaozhi/status/kitchen", True),
     ("kitchen", "xiaozhi/sensors/kitchen/temperature", True),
+    ("kitchen", "xiaozhi/sensors/kitchen/temperature/deeper", False),
     ("kitchen", "xiaozhi/events/kitchen", True),
-    ("kitchen", "xiaozhi/events/voice_command", True),
+    ("kitchen", "xiaozhi/events/voice_command/kitchen", True),
+    # Who spoke is the topic's device: the fleet-wide topic is for edges (they vouch for the
+    # WebSocket devices they authenticated), and another device's topic is refused.
+    ("kitchen", "xiaozhi/events/voice_command", False),
+    ("kitchen", "xiaozhi/events/voice_command/hallway", False),
     ("kitchen", "xiaozhi/status/hallway", False),
     ("kitchen", "xiaozhi/commands/hallway", False),
     ("kitchen", "homeassistant/status", False),
 ]
-# What the MQTT device `kitchen` receives of what the hub publishes.
+# What the MQTT device `kitchen` receives of what the hub publishes. Group commands reach it
+# through the hub's fan-out onto its own topic, so the group topics stay closed to devices.
 ACL_DEVICE_READS = [
     ("xiaozhi/commands/kitchen", True),
-    ("xiaozhi/commands/group/downstairs", True),
+    ("xiaozhi/commands/broadcast", True),
+    ("xiaozhi/commands/group/downstairs", False),
     ("xiaozhi/commands/hallway", False),
     ("xiaozhi/status/hallway", False),
 ]
-_ACL_USERS = ("xiaozhi-edge", "xiaozhi-hub", "integrator", "kitchen")
-
-
-def _production_broker_body(tmp_path: Path) -> Path:
-    """production.conf without its TLS listener (no certificates here), files in tmp_path."""
-    passwords = tmp_path / "passwords"
-    for index, user in enumerate(_ACL_USERS):
-        create = ["-c"] if index == 0 else []
-        subprocess.run(
-            ["mosquitto_passwd", *create, "-b", str(passwords), user, f"pw-{user}"],
-            check=True,
-            capture_output=True,
-            timeout=10,
-        )
-    skipped = ("listener", "certfile", "keyfile", "cafile", "tls_version", "persistence_location")
-    text = (REPO / "mosquitto" / "production.conf").read_text(encoding="utf-8")
-    text = text.replace("/mosquitto/config/passwords", str(passwords))
-    text = text.replace("/mosquitto/config/acl", str(REPO / "mosquitto" / "acl"))
-    lines = [line for line in text.splitlines() if not line.startswith(skipped)]
-    lines.append("log_type information")  # the "running" line the runner waits for
-    body = tmp_path / "production-body.conf"
-    body.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return body
+_PRIVATE_USERS = ("xiaozhi-edge", "xiaozhi-hub")
+_PUBLIC_USERS = ("integrator", "kitchen")
 
 
 def _anonymous_publish_fails(port: int) -> bool:
@@ -719,40 +707,39 @@ def _anonymous_publish_fails(port: int) -> bool:
     return anonymous.returncode != 0
 
 
-def _as(user: str, port: int) -> str:
-    """The broker URL with `user`'s password (made by _production_broker_body)."""
-    return f"mqtt://{user}:pw-{user}@127.0.0.1:{port}"
-
-
 @pytest.mark.integration
 async def test_production_acl_lets_each_user_do_what_operations_md_says(tmp_path: Path) -> None:
     """Who receives which `{"case": ...}` tells what the ACL let through."""
-    find_mosquitto()
-    body = _production_broker_body(tmp_path)
-    with ManagedMosquitto(tmp_path / "state", config=body) as broker:
-        assert _anonymous_publish_fails(broker.port), "an anonymous client was let in"
+    with production_broker(tmp_path, private=_PRIVATE_USERS, public=_PUBLIC_USERS) as prod:
+        assert _anonymous_publish_fails(prod.private_port), "an anonymous client was let in"
+
+        def client(user: str, *filters: str) -> contextlib.AbstractAsyncContextManager[Recorder]:
+            if user in _PRIVATE_USERS:
+                return record(prod.private_url(user), *filters, name=user)
+            return record(prod.public_url(user), *filters, name=user, tls=prod.tls)
+
         async with contextlib.AsyncExitStack() as stack:
             observer = await stack.enter_async_context(
-                record(_as("xiaozhi-hub", broker.port), "xiaozhi/#", "homeassistant/#")
+                client("xiaozhi-hub", "xiaozhi/#", "homeassistant/#")
             )
             device = await stack.enter_async_context(
-                record(_as("kitchen", broker.port), "xiaozhi/commands/#", "xiaozhi/status/#")
+                client("kitchen", "xiaozhi/commands/#", "xiaozhi/status/#")
             )
             publishers = {
-                user: await stack.enter_async_context(record(_as(user, broker.port), name=user))
-                for user in _ACL_USERS
+                user: await stack.enter_async_context(client(user)) if user != "kitchen" else device
+                for user in (*_PRIVATE_USERS, *_PUBLIC_USERS)
             }
             for index, (user, topic, _) in enumerate(ACL_PUBLISH):
                 await publishers[user].publish(topic, {"case": f"p{index}"})
             for index, (topic, _) in enumerate(ACL_DEVICE_READS):
                 await publishers["xiaozhi-hub"].publish(topic, {"case": f"r{index}"})
             # Mosquitto delivers in the order it accepted: the marker seen means all is in.
-            marker = "xiaozhi/commands/broadcast"
+            marker = "xiaozhi/commands/kitchen"
             await publishers["xiaozhi-hub"].publish(marker, {"case": "marker"})
-            await observer.first(lambda m: m.topic == marker, within=10)
-            await device.first(lambda m: m.topic == marker, within=10)
-    seen_by_hub = {m.obj["case"] for m in observer.messages}
-    seen_by_device = {m.obj["case"] for m in device.messages}
+            await observer.first(lambda m: m.obj.get("case") == "marker", within=10)
+            await device.first(lambda m: m.obj.get("case") == "marker", within=10)
+    seen_by_hub = {m.obj.get("case") for m in observer.messages}
+    seen_by_device = {m.obj.get("case") for m in device.messages}
     wrong = [
         f"{user} -> {topic}: {'refused' if allowed else 'allowed'}"
         for index, (user, topic, allowed) in enumerate(ACL_PUBLISH)
@@ -763,4 +750,4 @@ async def test_production_acl_lets_each_user_do_what_operations_md_says(tmp_path
         for index, (topic, allowed) in enumerate(ACL_DEVICE_READS)
         if (f"r{index}" in seen_by_device) != allowed
     ]
-    assert not wrong, "mosquitto/acl disagrees with docs/operations.md:\n" + "\n".join(wrong)
+    assert not wrong, "mosquitto/acl-* disagree with docs/operations.md:\n" + "\n".join(wrong)

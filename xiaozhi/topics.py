@@ -75,7 +75,8 @@ class TopicKind(enum.StrEnum):
     BROADCAST_STATUS = "broadcast_status"  # status/broadcast
     SENSOR = "sensor"  # sensors/{device_id}/{sensor_type}
     DEVICE_EVENTS = "device_events"  # events/{device_id}
-    VOICE_COMMAND_EVENTS = "voice_command_events"  # events/voice_command
+    VOICE_COMMAND_EVENTS = "voice_command_events"  # events/voice_command (trusted publishers)
+    DEVICE_VOICE_COMMAND = "device_voice_command"  # events/voice_command/{device_id} (MQTT devices)
     DEVICE_CONNECTED = "device_connected"  # events/device_connected
     DEVICE_DISCONNECTED = "device_disconnected"  # events/device_disconnected
     UTTERANCE = "utterance"  # utterances/{device_id}: one whole utterance's audio, for speech
@@ -118,6 +119,7 @@ _PUBLISH_OPTIONS: dict[TopicKind, PublishOptions] = {
     TopicKind.SENSOR: PublishOptions(_ONCE, retain=True),
     TopicKind.DEVICE_EVENTS: PublishOptions(_LEAST, retain=False),
     TopicKind.VOICE_COMMAND_EVENTS: PublishOptions(_LEAST, retain=False),
+    TopicKind.DEVICE_VOICE_COMMAND: PublishOptions(_LEAST, retain=False),
     TopicKind.DEVICE_CONNECTED: PublishOptions(_LEAST, retain=False),
     TopicKind.DEVICE_DISCONNECTED: PublishOptions(_LEAST, retain=False),
     TopicKind.UTTERANCE: PublishOptions(_LEAST, retain=False),
@@ -315,8 +317,20 @@ class TopicTree:
         return f"{self.base}/events/{validate_device_id(device_id)}"
 
     def voice_command_events(self) -> str:
-        """``xiaozhi/events/voice_command``."""
+        """``xiaozhi/events/voice_command``: voice commands from publishers the broker trusts
+        to name the speaking device in the payload (edges, which authenticated their
+        WebSocket devices; the hub's speech unit)."""
         return f"{self.base}/events/voice_command"
+
+    def device_voice_command(self, device_id: str) -> str:
+        """``xiaozhi/events/voice_command/{device_id}``: an MQTT device's own voice commands.
+
+        The speaking device is this topic level, which the broker's ACL binds to the device's
+        credential (``pattern write xiaozhi/events/voice_command/%u``); a payload naming
+        another device is refused by the hub. ``voice_command`` is a reserved device id, so
+        this never collides with ``events/{device_id}``.
+        """
+        return f"{self.base}/events/voice_command/{validate_device_id(device_id)}"
 
     def device_connected(self) -> str:
         """``xiaozhi/events/device_connected``."""
@@ -411,6 +425,10 @@ class TopicTree:
         one (design.md §8).
         """
         return f"$share/{validate_id(group, what='share group')}/{topic_filter}"
+
+    def all_device_voice_commands(self) -> str:
+        """``xiaozhi/events/voice_command/+``: every MQTT device's own voice commands."""
+        return f"{self.base}/events/voice_command/+"
 
     def shared_voice_commands(self, group: str) -> str:
         """``$share/{group}/xiaozhi/events/voice_command``: each hub replica gets a share.
@@ -536,6 +554,10 @@ class TopicTree:
                 )
             case ["events", "voice_command"]:
                 return ParsedTopic(TopicKind.VOICE_COMMAND_EVENTS)
+            case ["events", "voice_command", device]:
+                return ParsedTopic(
+                    TopicKind.DEVICE_VOICE_COMMAND, device_id=validate_device_id(device)
+                )
             case ["events", "device_connected"]:
                 return ParsedTopic(TopicKind.DEVICE_CONNECTED)
             case ["events", "device_disconnected"]:

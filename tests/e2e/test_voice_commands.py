@@ -172,11 +172,16 @@ async def _answer_at_device(device: SimulatedDevice, phrase: Phrase, since: floa
 def _check_on_mqtt(log: MqttLog, device: str, phrase: Phrase, answer: str) -> str:
     """What the integrator's `mosquitto_sub` saw for this command; returns the `voice` line
     `up` must print for it."""
-    heard = log.wait(
-        "xiaozhi/events/voice_command",
-        {"device_id": device, "command": phrase.text},
-        timeout=ANSWER_SECONDS,
-    )
+    # An edge publishes on the fleet-wide topic, an MQTT device on its own one.
+    said = {"device_id": device, "command": phrase.text}
+    heard = log.until(
+        lambda: (
+            log.find("xiaozhi/events/voice_command", said)
+            + log.find(f"xiaozhi/events/voice_command/{device}", said)
+        ),
+        ANSWER_SECONDS,
+        f"voice command {said}",
+    )[0]
     mid = heard.payload["message_id"]
     events = f"xiaozhi/events/{device}"
     response = log.wait(

@@ -22,6 +22,7 @@ LISTED = {
     TopicKind.SENSOR: "`xiaozhi/sensors/{device_id}/{sensor_type}`",
     TopicKind.DEVICE_EVENTS: "`xiaozhi/events/{device_id}`",
     TopicKind.VOICE_COMMAND_EVENTS: "`xiaozhi/events/voice_command`",
+    TopicKind.DEVICE_VOICE_COMMAND: "`xiaozhi/events/voice_command/{device_id}`",
     TopicKind.DEVICE_CONNECTED: "`xiaozhi/events/device_connected`",
     TopicKind.DEVICE_DISCONNECTED: "`xiaozhi/events/device_disconnected`",
     TopicKind.UTTERANCE: "`xiaozhi/utterances/{device_id}`",

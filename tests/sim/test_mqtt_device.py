@@ -111,7 +111,8 @@ async def test_say_publishes_a_voice_command_and_respond_is_spoken(
 ) -> None:
     async with running(sim_settings, device_name) as device:
         did = device.device_id
-        async with record(mosquitto.url, T.voice_command_events()) as obs:
+        # Its own topic, as a firmware under the production ACL must (who spoke is the topic).
+        async with record(mosquitto.url, T.device_voice_command(did)) as obs:
             await device.say("turn on the living room light")
             voice = await obs.first(lambda m: m.obj.get("device_id") == did)
         assert voice.obj["event_type"] == "voice_command"
@@ -167,9 +168,10 @@ async def test_faults_on_mqtt(
 ) -> None:
     async with running(sim_settings, device_name) as device:
         did = device.device_id
-        async with record(mosquitto.url, T.voice_command_events(), T.status(did)) as obs:
+        voice = T.device_voice_command(did)
+        async with record(mosquitto.url, voice, T.status(did)) as obs:
             await device.inject(Fault.MALFORMED)
-            await obs.first(lambda m: m.topic == T.voice_command_events() and not m.obj)
+            await obs.first(lambda m: m.topic == voice and not m.obj)
             flood = await device.inject(Fault.FLOOD, count=50)
             assert flood.sent == 50
             # Over the broker's max_packet_size: the broker cuts the device off; it returns.

@@ -64,6 +64,11 @@ GOLDEN = [
     (T.device_events("d1"), "xiaozhi/events/d1", ParsedTopic(K.DEVICE_EVENTS, device_id="d1")),
     (T.utterance("d1"), "xiaozhi/utterances/d1", ParsedTopic(K.UTTERANCE, device_id="d1")),
     (T.voice_command_events(), "xiaozhi/events/voice_command", ParsedTopic(K.VOICE_COMMAND_EVENTS)),
+    (
+        T.device_voice_command("d1"),
+        "xiaozhi/events/voice_command/d1",
+        ParsedTopic(K.DEVICE_VOICE_COMMAND, device_id="d1"),
+    ),
     (T.device_connected(), "xiaozhi/events/device_connected", ParsedTopic(K.DEVICE_CONNECTED)),
     (
         T.device_disconnected(),

@@ -94,6 +94,13 @@ async def test_a_device_or_integrator_credential_cannot_take_the_edge_or_hub_cli
             await watch.expect(
                 "xiaozhi/status/demo_living_room", lambda s: s["status"] == "connected"
             )
+            # The hub's group summaries follow the device: once they say it is there, any
+            # later "disconnected" can only come from a takeover.
+            for group in ("downstairs", "all_speakers"):
+                await watch.expect(
+                    f"xiaozhi/status/group/{group}",
+                    lambda s: "demo_living_room" in s.get("connected", ()),
+                )
             start = watch.mark()
 
             victims = {"edge": edge.owner.client_id, "hub": hub.owner.client_id}

@@ -29,7 +29,11 @@ from tests.support import Recorder
 from xiaozhi.activation import activation_hmac
 from xiaozhi_hub.http import RunningHub, run_hub
 from xiaozhi_hub.intents import IntentEngine
-from xiaozhi_hub.settings import HubSettings
+from xiaozhi_hub.settings import HubSettings, resolve_device_token_key
+from xiaozhi_sim.device import ChannelError
+from xiaozhi_sim.identity import make_identity
+from xiaozhi_sim.settings import SimSettings
+from xiaozhi_sim.ws_device import WsDevice
 
 pytestmark = pytest.mark.integration  # a real Mosquitto
 
@@ -320,3 +324,50 @@ async def test_an_edge_holds_nothing_that_mints_a_token(
     # the key file the hub signs with is private to the hub's user
     key_file = hub_settings.state_dir / "device_token_key"
     assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+# -- the simulator behaves as firmware, so QA can test the flow ---------------------------------
+
+
+async def test_a_simulated_device_shows_its_code_polls_and_connects_once_approved(
+    hub_settings: HubSettings,
+    engine: IntentEngine,
+    watcher: Recorder,
+    start_edge: StartEdge,
+) -> None:
+    # the edge first: the hub's setup answer names its port (as `xiaozhi up` wires them)
+    resolve_device_token_key(hub_settings)
+    edge = await start_edge(device_auth="token")
+    settings = hub_settings.model_copy(update={"edge_port": edge.port})
+    async with (
+        run_hub(settings, home=engine.home, engine=engine) as hub,
+        httpx.AsyncClient(base_url=hub.url, timeout=10) as http,
+    ):
+        sim = SimSettings(
+            sim_ota_url=f"{hub.url}/xiaozhi/ota/",
+            sim_ws_url="ws://127.0.0.1:9/nowhere/",  # only the setup answer names the edge
+            sim_token="",
+            sim_activation_poll_seconds=0.2,
+            sim_seed=0,
+        )
+        device = WsDevice(make_identity(name=f"activation-{uuid.uuid4().hex[:8]}"), sim)
+        try:
+            await device.start()
+            assert not device.activated
+            shown = next(r.payload for r in device.inbox if r.kind == "activation")
+            code = shown["code"]
+            assert code.isdigit()
+            assert code in shown["message"]
+            with pytest.raises(ChannelError, match=f"waiting for activation: approve code {code}"):
+                await device.wake()
+
+            approved = await http.post(
+                "/api/v1/activations/approve", headers=WRITE, json={"code": code}
+            )
+            assert approved.status_code == 200, approved.text
+            assert await device.wait_until(lambda: device.activated, within=10)
+            await device.wake()  # with the token from its second setup call
+            assert device.connected
+            assert edge.by_device[device.device_id].session.identity is not None
+        finally:
+            await device.stop()

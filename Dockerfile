@@ -43,8 +43,8 @@ RUN pip install --no-cache-dir . \
 # A non-root user; its home is the state dir (the hub's generated secret lives there, and
 # compose shares it with the edges as a volume).
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/xiaozhi --shell /usr/sbin/nologin xiaozhi \
-    && mkdir -p /var/lib/xiaozhi \
-    && chown xiaozhi:xiaozhi /var/lib/xiaozhi
+    && mkdir -p /var/lib/xiaozhi /var/lib/xiaozhi-keys \
+    && chown xiaozhi:xiaozhi /var/lib/xiaozhi /var/lib/xiaozhi-keys
 ENV XIAOZHI_STATE_DIR=/var/lib/xiaozhi
 WORKDIR /var/lib/xiaozhi
 USER xiaozhi

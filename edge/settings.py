@@ -66,6 +66,11 @@ class EdgeSettings(BaseSettings):
         "read from <state_dir>/device_token_key.pub, which the hub writes. An edge holds no "
         "secret that could mint a token.",
     )
+    device_token_public_key_file: Path | None = Field(
+        default=None,
+        description="file holding that public key (the hub writes it); unset: "
+        "<state_dir>/device_token_key.pub",
+    )
     allowed_devices: Annotated[frozenset[str], NoDecode] = frozenset()
     state_dir: Path = Path("var")
     language: str = "en"
@@ -115,16 +120,21 @@ class EdgeSettings(BaseSettings):
             mcp_call_timeout_seconds=self.mcp_call_timeout_seconds,
         )
 
+    @property
+    def public_key_file(self) -> Path:
+        return self.device_token_public_key_file or self.state_dir / PUBLIC_KEY_FILE_NAME
+
     def token_public_key(self) -> Ed25519PublicKey | None:
-        """XIAOZHI_DEVICE_TOKEN_PUBLIC_KEY, else the hub's ``<state_dir>/device_token_key.pub``
-        (a hub on this machine writes it at start); None when neither is there.
+        """XIAOZHI_DEVICE_TOKEN_PUBLIC_KEY, else the file the hub writes at start
+        (XIAOZHI_DEVICE_TOKEN_PUBLIC_KEY_FILE, default ``<state_dir>/device_token_key.pub``);
+        None when neither is there.
 
         Raises:
             ConfigurationError: the key is not 43 base64url characters of an Ed25519 key.
         """
         text = self.device_token_public_key
         if not text:
-            stored = self.state_dir / PUBLIC_KEY_FILE_NAME
+            stored = self.public_key_file
             if not stored.is_file():
                 return None
             text = stored.read_text(encoding="ascii").strip()
@@ -148,6 +158,6 @@ def load_edge_settings(**overrides: object) -> EdgeSettings:
             raise EdgeSettingsError(
                 "invalid settings:\n  XIAOZHI_DEVICE_TOKEN_PUBLIC_KEY is unset: "
                 "XIAOZHI_DEVICE_AUTH=token needs the hub's device token public key (or run "
-                f"the hub first, which writes it to {settings.state_dir / PUBLIC_KEY_FILE_NAME})"
+                f"the hub first, which writes it to {settings.public_key_file})"
             )
     return settings

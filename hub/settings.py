@@ -171,6 +171,11 @@ class HubSettings(BaseSettings):
         description="Ed25519 private key (base64url, 43 chars) signing device tokens. Unset: "
         "generated on first run into <state_dir>/device_token_key, public half beside it.",
     )
+    device_token_public_key_file: Path | None = Field(
+        default=None,
+        description="Where the hub writes the device token public key for edges. Unset: "
+        "<state_dir>/device_token_key.pub.",
+    )
     device_approval: DeviceApproval = Field(
         default=DeviceApproval.MANUAL,
         description="manual: an operator approves each new device's activation code; auto: "
@@ -432,7 +437,8 @@ def parse_hmac_keys(raw: str) -> dict[str, bytes]:
 def resolve_device_token_key(settings: HubSettings) -> Ed25519PrivateKey:
     """The key that signs device tokens: ``XIAOZHI_DEVICE_TOKEN_KEY``, else
     ``<state_dir>/device_token_key`` (created 0600 on first run). Either way its public half
-    is written to ``<state_dir>/device_token_key.pub`` for edges on this machine.
+    is written to ``device_token_public_key_file`` (default ``<state_dir>/device_token_key.pub``)
+    for edges to read.
 
     Raises:
         HubSettingsError: the key is malformed, or its files cannot be read or written.
@@ -444,7 +450,10 @@ def resolve_device_token_key(settings: HubSettings) -> Ed25519PrivateKey:
         else:
             text = read_or_create_secret(path, nbytes=32)  # 32 random bytes = an Ed25519 seed
         key = private_key_from_text(text)
-        _write_public(settings.state_dir / DEVICE_TOKEN_PUBLIC_KEY_FILE_NAME, public_key_text(key))
+        public = settings.device_token_public_key_file or (
+            settings.state_dir / DEVICE_TOKEN_PUBLIC_KEY_FILE_NAME
+        )
+        _write_public(public, public_key_text(key))
     except ConfigurationError as err:
         raise HubSettingsError(f"{err} (XIAOZHI_DEVICE_TOKEN_KEY or {path})") from err
     except (OSError, UnicodeDecodeError) as err:

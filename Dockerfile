@@ -40,11 +40,11 @@ COPY speech ./speech
 RUN pip install --no-cache-dir . \
     && cd / && rm -rf /src
 
-# A non-root user; its home is the state dir (the hub's generated secret lives there, and
-# compose shares it with the edges as a volume).
+# A non-root user; its home is the state dir (the hub's secret and token key live there);
+# /var/lib/xiaozhi-keys holds the public key compose shares with the edges.
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/xiaozhi --shell /usr/sbin/nologin xiaozhi \
-    && mkdir -p /var/lib/xiaozhi \
-    && chown xiaozhi:xiaozhi /var/lib/xiaozhi
+    && mkdir -p /var/lib/xiaozhi /var/lib/xiaozhi-keys \
+    && chown xiaozhi:xiaozhi /var/lib/xiaozhi /var/lib/xiaozhi-keys
 ENV XIAOZHI_STATE_DIR=/var/lib/xiaozhi
 WORKDIR /var/lib/xiaozhi
 USER xiaozhi

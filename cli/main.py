@@ -54,12 +54,14 @@ async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
     ``stop`` is watched from before anything starts, so a Ctrl-C during start-up still stops
     cleanly.
     """
+    from xiaozhi.tokens import public_key_text
     from xiaozhi.topics import TopicTree
     from xiaozhi_cli.console import Console
     from xiaozhi_edge.server import EdgeServer
     from xiaozhi_edge.settings import load_edge_settings
+    from xiaozhi_hub.activations import DeviceApproval
     from xiaozhi_hub.http import run_hub
-    from xiaozhi_hub.settings import load_hub_settings, resolve_secret
+    from xiaozhi_hub.settings import load_hub_settings, resolve_device_token_key
     from xiaozhi_sim.fleet import demo_fleet
     from xiaozhi_sim.settings import SimSettings
 
@@ -80,15 +82,22 @@ async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
             _say(f"broker    {redact_mqtt_url(url)} (managed mosquitto, pid {broker.pid})")
 
         api_key = _api_key(settings)
-        hub_settings = load_hub_settings().model_copy(
+        # `up` is for trying things out: every device that runs setup is approved at once
+        # unless XIAOZHI_DEVICE_APPROVAL says otherwise (the hub logs a warning), so the
+        # simulated devices and a real board pointed here work without an operator.
+        approval = {} if "XIAOZHI_DEVICE_APPROVAL" in os.environ else {"device_approval": "auto"}
+        hub_settings = load_hub_settings(**approval).model_copy(
             update={"mqtt_url": url, "state_dir": settings.state_dir, "api_keys": api_key}
         )
-        secret = resolve_secret(hub_settings).decode()
-        # `up` is for trying things out: open device auth unless asked otherwise (a warning
-        # is logged); the edge checks tokens with the hub's secret when it is `token`.
+        # The edge gets the public half of the hub's device token key only: it can check a
+        # token, never mint one. Open device auth unless asked otherwise (a warning is logged).
+        public_key = public_key_text(resolve_device_token_key(hub_settings))
         auth = {} if "XIAOZHI_DEVICE_AUTH" in os.environ else {"device_auth": "open"}
         edge_settings = load_edge_settings(
-            mqtt_url=url, state_dir=settings.state_dir, secret=secret, **auth
+            mqtt_url=url,
+            state_dir=settings.state_dir,
+            device_token_public_key=public_key,
+            **auth,
         )
         # The console first, so it is stopped after the edge and hub: it still shows the
         # devices' disconnects and the components going offline.
@@ -108,6 +117,13 @@ async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
         hub_url = f"http://127.0.0.1:{hub.port}"
         _say(f"hub       {hub_url}/ (dashboard), {hub_url}/api/v1/ (REST, X-API-Key: {api_key})")
         _say(f"setup     {hub_url}/xiaozhi/ota/ (point a real device's OTA URL here)")
+        if hub_settings.device_approval is DeviceApproval.AUTO:
+            _say("approval  auto: every device that runs setup is approved (a lab setting)")
+        else:
+            _say(
+                f"approval  manual: curl -X POST -H 'X-API-Key: {api_key}' -d "
+                f'\'{{"code":"123456"}}\' {hub_url}/api/v1/activations/approve'
+            )
 
         if settings.with_demo_devices:
             sim_settings = SimSettings(

@@ -312,7 +312,10 @@ class EdgeServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._secret = settings.secret_bytes()
+        # Only the public half: this process can check device tokens, never mint one.
+        self._token_key = (
+            settings.token_public_key() if settings.device_auth is DeviceAuth.TOKEN else None
+        )
         self.metrics = CollectorRegistry(auto_describe=False)
         self.metrics.register(_EdgeCollector(self))
 
@@ -428,9 +431,9 @@ class EdgeServer:
             raise AuthenticationFailed("Device-Id header (or device-id query parameter) required")
         authenticated = False
         if mode is DeviceAuth.TOKEN:
-            assert self._secret is not None
+            assert self._token_key is not None
             verify_token(
-                self._secret,
+                self._token_key,
                 bearer_token(fields.get("authorization")),
                 client_id=fields.get("client-id", ""),
                 device_id=raw_id,

@@ -18,16 +18,26 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from xiaozhi.config import MqttUrlSetting, describe_invalid_settings
 from xiaozhi.errors import ConfigurationError
+from xiaozhi.tokens import Ed25519PublicKey, public_key_from_text
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.session import DEFAULT_WAKE_WORDS
 
-__all__ = ["DeviceAuth", "EdgeSettings", "EdgeSettingsError", "load_edge_settings"]
+__all__ = [
+    "PUBLIC_KEY_FILE_NAME",
+    "DeviceAuth",
+    "EdgeSettings",
+    "EdgeSettingsError",
+    "load_edge_settings",
+]
+
+PUBLIC_KEY_FILE_NAME = "device_token_key.pub"
+"""Where the hub writes its device token public key in the shared state directory."""
 
 
 class DeviceAuth(enum.StrEnum):
     """How the edge decides who may connect (checked in the WebSocket handshake)."""
 
-    TOKEN = "token"  # a token signed with XIAOZHI_SECRET (what the hub's /xiaozhi/ota/ issues)
+    TOKEN = "token"  # a token the hub's /xiaozhi/ota/ issued, checked with its public key
     ALLOWLIST = "allowlist"  # device ids listed in XIAOZHI_ALLOWED_DEVICES
     OPEN = "open"  # anyone: development only, logged as a warning
 
@@ -50,7 +60,17 @@ class EdgeSettings(BaseSettings):
     edge_id: str = Field(default_factory=_default_edge_id, pattern=r"^[a-z0-9_-]{1,64}$")
     base_topic: str = "xiaozhi"
     device_auth: DeviceAuth = DeviceAuth.TOKEN
-    secret: str | None = Field(default=None, description="signs device tokens")
+    device_token_public_key: str | None = Field(
+        default=None,
+        description="the hub's device token public key (43 base64url characters); unset: "
+        "read from <state_dir>/device_token_key.pub, which the hub writes. An edge holds no "
+        "secret that could mint a token.",
+    )
+    device_token_public_key_file: Path | None = Field(
+        default=None,
+        description="file holding that public key (the hub writes it); unset: "
+        "<state_dir>/device_token_key.pub",
+    )
     allowed_devices: Annotated[frozenset[str], NoDecode] = frozenset()
     state_dir: Path = Path("var")
     language: str = "en"
@@ -100,14 +120,25 @@ class EdgeSettings(BaseSettings):
             mcp_call_timeout_seconds=self.mcp_call_timeout_seconds,
         )
 
-    def secret_bytes(self) -> bytes | None:
-        """XIAOZHI_SECRET, else the secret the hub generated on first run (`<state>/secret`)."""
-        if self.secret:
-            return self.secret.encode()
-        stored = self.state_dir / "secret"
-        if stored.is_file():
-            return stored.read_text(encoding="utf-8").strip().encode() or None
-        return None
+    @property
+    def public_key_file(self) -> Path:
+        return self.device_token_public_key_file or self.state_dir / PUBLIC_KEY_FILE_NAME
+
+    def token_public_key(self) -> Ed25519PublicKey | None:
+        """XIAOZHI_DEVICE_TOKEN_PUBLIC_KEY, else the file the hub writes at start
+        (XIAOZHI_DEVICE_TOKEN_PUBLIC_KEY_FILE, default ``<state_dir>/device_token_key.pub``);
+        None when neither is there.
+
+        Raises:
+            ConfigurationError: the key is not 43 base64url characters of an Ed25519 key.
+        """
+        text = self.device_token_public_key
+        if not text:
+            stored = self.public_key_file
+            if not stored.is_file():
+                return None
+            text = stored.read_text(encoding="ascii").strip()
+        return public_key_from_text(text)
 
 
 def load_edge_settings(**overrides: object) -> EdgeSettings:
@@ -116,10 +147,17 @@ def load_edge_settings(**overrides: object) -> EdgeSettings:
         settings = EdgeSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as err:
         raise EdgeSettingsError(describe_invalid_settings(err)) from err
-    if settings.device_auth is DeviceAuth.TOKEN and settings.secret_bytes() is None:
-        raise EdgeSettingsError(
-            "invalid settings:\n  XIAOZHI_SECRET is unset: XIAOZHI_DEVICE_AUTH=token needs "
-            "the secret the hub signs device tokens with (or run the hub first, which stores "
-            f"one in {settings.state_dir / 'secret'})"
-        )
+    if settings.device_auth is DeviceAuth.TOKEN:
+        try:
+            key = settings.token_public_key()
+        except (ConfigurationError, OSError, UnicodeDecodeError) as err:
+            raise EdgeSettingsError(
+                f"invalid settings:\n  XIAOZHI_DEVICE_TOKEN_PUBLIC_KEY: {err}"
+            ) from err
+        if key is None:
+            raise EdgeSettingsError(
+                "invalid settings:\n  XIAOZHI_DEVICE_TOKEN_PUBLIC_KEY is unset: "
+                "XIAOZHI_DEVICE_AUTH=token needs the hub's device token public key (or run "
+                f"the hub first, which writes it to {settings.public_key_file})"
+            )
     return settings

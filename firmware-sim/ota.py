@@ -9,7 +9,13 @@ back to the settings (``XIAOZHI_SIM_WS_URL``, ``XIAOZHI_SIM_TOKEN``,
 started before the hub still works. An ``mqtt`` block (MQTT+UDP firmware mode) is noted but not
 followed: a stock broker cannot serve it (reference 6.3).
 
-:func:`ota_request` and :func:`parse_ota_response` are pure; :func:`fetch_setup` does the I/O.
+An ``activation`` block (a device the hub has not approved) is handled as firmware does
+(``Application::CheckNewVersion``): the device shows and speaks the code (here: a log line and
+an inbox entry), then polls ``POST <ota_url>activate`` (:func:`poll_activation`: 202 pending,
+200 activated) and runs setup again once activated, which brings its token.
+
+:func:`ota_request` and :func:`parse_ota_response` are pure; :func:`fetch_setup` and
+:func:`poll_activation` do the I/O.
 """
 
 from __future__ import annotations
@@ -24,7 +30,14 @@ from xiaozhi.binary import SUPPORTED_VERSIONS
 from xiaozhi.errors import WireError
 from xiaozhi_sim.identity import DeviceIdentity
 
-__all__ = ["SetupResult", "fetch_setup", "ota_request", "parse_ota_response"]
+__all__ = [
+    "SetupResult",
+    "activation_url",
+    "fetch_setup",
+    "ota_request",
+    "parse_ota_response",
+    "poll_activation",
+]
 
 OTA_TIMEOUT_SECONDS = 5.0
 
@@ -50,11 +63,22 @@ class SetupResult:
     response: dict[str, Any] | None = None
 
     @property
+    def activation(self) -> dict[str, Any] | None:
+        """The answer's ``activation`` block, if any (firmware reference §3.2)."""
+        activation = (self.response or {}).get("activation")
+        return activation if isinstance(activation, dict) else None
+
+    @property
     def activation_code(self) -> str | None:
         """The code a real device would show or speak (``activation.code``)."""
-        activation = (self.response or {}).get("activation")
-        code = activation.get("code") if isinstance(activation, dict) else None
+        code = (self.activation or {}).get("code")
         return str(code) if code is not None else None
+
+    @property
+    def must_activate(self) -> bool:
+        """Firmware polls the activate URL when the block has a ``challenge``
+        (``Ota::Activate``); until then it does not connect."""
+        return isinstance((self.activation or {}).get("challenge"), str)
 
 
 def ota_request(identity: DeviceIdentity) -> tuple[dict[str, str], bytes]:
@@ -96,8 +120,13 @@ def parse_ota_response(body: bytes | str, fallback: SetupResult) -> SetupResult:
         return replace(fallback, error=f"setup answer is not a JSON object: {err}")
     result = replace(fallback, source="ota", response=answer, error=None)
     websocket = answer.get("websocket")
+    if isinstance(answer.get("activation"), dict):
+        # no usable token until approved: the fallback token is not this device's either
+        result = replace(result, token="")
     if not isinstance(websocket, dict):
         note = "no 'websocket' in the setup answer"
+        if isinstance(answer.get("activation"), dict):
+            return replace(result, error="waiting for activation")
         if isinstance(answer.get("mqtt"), dict):
             note += " (its 'mqtt' block selects MQTT+UDP, which the simulator does not speak)"
         return replace(result, error=f"{note}: using settings")
@@ -140,3 +169,22 @@ async def fetch_setup(
             fallback, error=f"setup {url} answered HTTP {response.status_code}: using settings"
         )
     return parse_ota_response(response.content, fallback)
+
+
+def activation_url(ota_url: str) -> str:
+    """``<ota_url>activate`` with exactly one slash between (``Ota::Activate``)."""
+    return ota_url + ("activate" if ota_url.endswith("/") else "/activate")
+
+
+async def poll_activation(client: httpx.AsyncClient, ota_url: str, identity: DeviceIdentity) -> int:
+    """One activation poll, as firmware without an eFuse serial number sends it: the setup
+    headers and ``{}``. Returns the HTTP status (202 pending, 200 activated), 0 when the hub
+    cannot be reached (firmware retries either way)."""
+    headers, _ = ota_request(identity)
+    try:
+        response = await client.post(
+            activation_url(ota_url), headers=headers, content=b"{}", timeout=OTA_TIMEOUT_SECONDS
+        )
+    except httpx.HTTPError:
+        return 0
+    return response.status_code

@@ -51,6 +51,12 @@ class SimSettings(BaseSettings):
     sim_token: str = Field(
         default="", description="Bearer token when the setup endpoint does not issue one."
     )
+    sim_activation_poll_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        description="Activation poll period while the hub has not approved the device "
+        "(firmware: 3 s after a 202).",
+    )
     sim_binary_version: int = Field(
         default=1, ge=1, le=3, description="Binary protocol version unless setup says otherwise."
     )

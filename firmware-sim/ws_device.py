@@ -3,7 +3,11 @@
 The protocol is :mod:`xiaozhi_sim.firmware_protocol` (sans I/O); this module only moves bytes:
 
 * boot: the setup POST (:mod:`xiaozhi_sim.ota`) decides URL, token and binary version;
-  ``binary_version`` given to the constructor overrides it (QA picks the version to test);
+  ``binary_version`` given to the constructor overrides it (QA picks the version to test).
+  A device the hub has not approved gets an activation code instead: it shows it (a log line
+  and an ``activation`` inbox entry), polls the activate URL every
+  ``XIAOZHI_SIM_ACTIVATION_POLL_SECONDS`` like firmware, and runs setup again once approved;
+  until then a wake fails with the code in its message;
 * firmware flavour: **no connection until a wake** (``say``, ``speak``, :meth:`WsDevice.wake`),
   as ``WebsocketProtocol::OpenAudioChannel`` (reference 1.1); the channel closes after 120 s of
   silence or on a hello timeout, and the next wake opens a new one;
@@ -70,7 +74,7 @@ from xiaozhi_sim.mic_and_speaker import (
     MicrophoneEncoder,
     TtsRecorder,
 )
-from xiaozhi_sim.ota import SetupResult, fetch_setup
+from xiaozhi_sim.ota import SetupResult, fetch_setup, poll_activation
 from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.state import DeviceState
 from xiaozhi_sim.stats import SimStats
@@ -157,6 +161,7 @@ class WsDevice(SimulatedDevice):
         self._booted = False
         self._send_lock = asyncio.Lock()
         self._open_lock = asyncio.Lock()
+        self._activation: asyncio.Task[None] | None = None
 
     def _new_session(
         self,
@@ -213,10 +218,50 @@ class WsDevice(SimulatedDevice):
             version=self.version,
             note=self.setup.error,
         )
-        if self.setup.activation_code:
-            self.log.info("device_activation_code", code=self.setup.activation_code)
         self.model.machine.go(DeviceState.IDLE, "booted")
         self._booted = True
+        if self.setup.must_activate:
+            self._show_activation()
+            if self._activation is None or self._activation.done():
+                self._activation = self.spawn(self._activate(http), "activation")
+
+    @property
+    def activated(self) -> bool:
+        """False while the hub has not approved this device (it holds a code, no token)."""
+        return not self.setup.must_activate
+
+    def _show_activation(self) -> None:
+        """What firmware's ``ShowActivationCode`` does: the message on screen, each digit spoken."""
+        activation = self.setup.activation or {}
+        code = self.setup.activation_code
+        self.log.warning("device_activation_code", code=code, message=activation.get("message"))
+        self._record(
+            "activation",
+            {"type": "activation", "code": code, "message": activation.get("message")},
+        )
+
+    async def _activate(self, http: httpx.AsyncClient) -> None:
+        """Poll ``<ota_url>activate`` until 200, then run setup again (``CheckNewVersion``)."""
+        url = self.settings.sim_ota_url
+        interval = self.settings.sim_activation_poll_seconds
+        while not self._stopping and self.setup.must_activate:
+            status = await poll_activation(http, url, self.identity)
+            if status == 200:
+                fallback = SetupResult(
+                    self.settings.sim_ws_url,
+                    self.settings.sim_token,
+                    self.settings.sim_binary_version,
+                )
+                self.setup = await fetch_setup(http, url, self.identity, fallback)
+                self.session = self._new_session(*self._timeouts)
+                if self.setup.must_activate:  # approved, then forgotten: a new code
+                    self._show_activation()
+                else:
+                    self.log.info("device_activated", url=self.setup.ws_url)
+                    self._record("activation", {"type": "activated"})
+                    return
+            # firmware: 3 s after a 202, 10 s after anything else
+            await asyncio.sleep(interval if status in (200, 202) else interval * 10 / 3)
 
     # -- the channel ----------------------------------------------------------------------------
 
@@ -233,6 +278,11 @@ class WsDevice(SimulatedDevice):
                 return
             if self.flavour is DeviceKind.SEED:
                 raise ChannelError(f"{self.device_id} is not connected (seed client reconnecting)")
+            if not self.activated:
+                raise ChannelError(
+                    f"{self.device_id} is waiting for activation: approve code "
+                    f"{self.setup.activation_code} on the hub"
+                )
             await self._connect(self.setup.ws_url, self.session.headers(self.setup.token))
             session = self.session
             assert isinstance(session, FirmwareSession)

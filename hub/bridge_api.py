@@ -18,7 +18,15 @@ path                        request fields                          ``data`` of 
 ``intent/test``             ``text``, optional ``device_id``,       intent, slots, actions,
                             ``area``                                response; nothing executed
 ``health_check``            none                                    ``healthy`` and counts
+``device/pending``          none                                    ``pending``: activations
+                                                                    waiting for approval
+``device/approve``          ``code``, or ``id`` (+ ``client_id``    ``id``, ``client_id``,
+                            when that device has several pending)   ``approved_at``
+``device/reject``           as ``device/approve``                   ``id``, ``client_id``
 ==========================  ======================================  ==========================
+
+``device/approve`` is the operator's consent of design.md §9 (:mod:`xiaozhi_hub.activations`):
+the device's next setup call gets its token. ``device/remove`` also forgets its approvals.
 
 :meth:`BridgeApi.handle` also says which retained topics must be re-published:
 :data:`CHANGED_DEVICES`, :data:`CHANGED_GROUPS`, :data:`CHANGED_INFO`, and
@@ -29,6 +37,7 @@ path                        request fields                          ``data`` of 
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -37,6 +46,7 @@ import structlog
 from xiaozhi import jsonutil
 from xiaozhi.errors import InvalidMessage, OperationFailed, PayloadTooLarge
 from xiaozhi.payloads import BridgeRequest, BridgeResponse, validate_model
+from xiaozhi_hub.activations import Activations
 from xiaozhi_hub.pipeline import VoicePipeline
 from xiaozhi_hub.registry import Registry
 
@@ -105,6 +115,8 @@ class BridgeApi:
         pipeline: the hub's voice pipeline for ``intent/test`` (answered with an error while
             it is None or not :attr:`~xiaozhi_hub.pipeline.VoicePipeline.ready`).
         max_request_bytes: requests larger than this are refused before parsing.
+        activations: the approvals ``device/pending|approve|reject`` work on (answered with
+            an error while None).
     """
 
     def __init__(
@@ -113,8 +125,10 @@ class BridgeApi:
         pipeline: VoicePipeline | None = None,
         *,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        activations: Activations | None = None,
     ) -> None:
         self.registry = registry
+        self.activations = activations
         self.pipeline = pipeline
         self.max_request_bytes = max_request_bytes
         self.handlers: dict[str, Handler] = {
@@ -126,6 +140,9 @@ class BridgeApi:
             "group/members/remove": self._group_members_remove,
             "intent/test": self._intent_test,
             "health_check": self._health_check,
+            "device/pending": self._device_pending,
+            "device/approve": self._device_approve,
+            "device/reject": self._device_reject,
         }
 
     async def handle(self, path: str, raw_payload: bytes) -> tuple[BridgeResponse, set[str]]:
@@ -183,8 +200,48 @@ class BridgeApi:
     def _device_remove(self, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
         device_id = _required(request, "id")
         self.registry.remove(device_id)
+        if self.activations is not None:
+            self.activations.forget(device_id)
         changed = {CHANGED_DEVICES, CHANGED_GROUPS, CHANGED_INFO, discovery_change(device_id)}
         return {"id": device_id}, changed
+
+    def _approvals(self) -> Activations:
+        if self.activations is None:
+            raise RequestError("this hub keeps no activations")
+        return self.activations
+
+    def _device_pending(self, _: dict[str, Any]) -> Reply:
+        now = time.time()
+        pending = [p.to_json_dict(now) for p in self._approvals().pending(now)]
+        return {"pending": pending}, set()
+
+    def _named_activation(self, request: dict[str, Any]) -> dict[str, str | None]:
+        code = _optional(request, "code")
+        device_id = _optional(request, "id", "device_id")
+        if code is None and device_id is None:
+            raise RequestError("missing required field 'code' (or 'id')")
+        return {"code": code, "device_id": device_id, "client_id": _optional(request, "client_id")}
+
+    def _device_approve(self, request: dict[str, Any]) -> Reply:
+        named = self._named_activation(request)
+        approved = self._approvals().approve(time.time(), by="bridge", **named)
+        log.info(
+            "device_approved",
+            device_id=approved.device_id,
+            client_id=approved.client_id,
+            by="bridge",
+        )
+        data = {
+            "id": approved.device_id,
+            "client_id": approved.client_id,
+            "approved_at": approved.approved_at,
+        }
+        return data, set()
+
+    def _device_reject(self, request: dict[str, Any]) -> Reply:
+        named = self._named_activation(request)
+        rejected = self._approvals().reject(time.time(), **named)
+        return {"id": rejected.device_id, "client_id": rejected.client_id}, set()
 
     def _group_add(self, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
         group_id = _required(request, "id")

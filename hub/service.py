@@ -61,6 +61,7 @@ from xiaozhi.errors import InvalidTopic, StartupError
 from xiaozhi.payloads import Availability, BridgeState, CommandPayload
 from xiaozhi.topics import TopicKind
 from xiaozhi_hub.actions import Plan
+from xiaozhi_hub.activations import ACTIVATIONS_FILE_NAME, Activations, DeviceApproval
 from xiaozhi_hub.bridge_api import BridgeApi
 from xiaozhi_hub.bridge_requests import BridgeRequestsUnit
 from xiaozhi_hub.bridge_state import BridgeStateUnit
@@ -138,6 +139,11 @@ class HubService:
         self.topics = settings.topics
         self.home = home if home is not None else load_home(settings.config or DEMO_HOME_PATH)
         self.registry = Registry(self.home)
+        self.activations = Activations(
+            settings.state_dir / ACTIVATIONS_FILE_NAME,
+            ttl_seconds=settings.activation_ttl_seconds,
+            max_pending=settings.max_pending_activations,
+        )
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
         self.states: dict[str, dict[str, Any]] = {
             e.entity_id: dict(e.binding.state)
@@ -163,7 +169,7 @@ class HubService:
             states=self.states,
             observe_latency=self.metrics.intent_latency.observe,
         )
-        self.bridge_api = BridgeApi(self.registry, self.pipeline)
+        self.bridge_api = BridgeApi(self.registry, self.pipeline, activations=self.activations)
         self.snapshots = Snapshots(self._ctx)
         self.command_results = CommandResultsUnit(self._ctx)
         runner = ActionRunner(
@@ -266,6 +272,12 @@ class HubService:
         """
         self._ctx.state = HubState.STARTING
         self._check_tokens()
+        if self.settings.device_approval is DeviceApproval.AUTO:
+            log.warning(
+                "device_approval_auto",
+                hint="every device that runs setup gets a token without an operator's "
+                "approval: for labs only (XIAOZHI_DEVICE_APPROVAL=manual in production)",
+            )
         await self.owner.start()
         try:
             await asyncio.wait_for(self.owner.connected.wait(), connect_timeout)

@@ -7,10 +7,14 @@ design.md section 3. Settings are passed in explicitly, never read from a global
 
 Secrets, and where they come from when unset:
 
-* ``XIAOZHI_SECRET`` signs device tokens (the OTA endpoint issues them, the edge checks them).
-  Unset: :func:`resolve_secret` generates one on first run and stores it in
-  ``<XIAOZHI_STATE_DIR>/secret`` (mode 0600), so tokens survive restarts. Several hub or edge
-  processes must share it: on more than one machine, set it explicitly.
+* ``XIAOZHI_DEVICE_TOKEN_KEY`` is the Ed25519 private key that signs device tokens (the OTA
+  endpoint issues them). Unset: :func:`resolve_device_token_key` generates one on first run
+  into ``<XIAOZHI_STATE_DIR>/device_token_key`` (mode 0600) and writes its public half beside
+  it, ``device_token_key.pub``: that public key is all an edge gets (``XIAOZHI_DEVICE_TOKEN_
+  PUBLIC_KEY``), so an edge verifies tokens and cannot mint one. Hub replicas share the key.
+* ``XIAOZHI_SECRET`` is the hub's alone: the REST API's JWT key is derived from it. Unset:
+  :func:`resolve_secret` generates one into ``<XIAOZHI_STATE_DIR>/secret`` (mode 0600).
+  Edges no longer need it.
 * ``XIAOZHI_JWT_SECRET`` signs the REST API's JWTs. Unset: derived from the secret above
   (HMAC-SHA256 with a fixed label), so replicas sharing the secret accept each other's JWTs.
 * ``XIAOZHI_API_KEYS``: comma-separated keys, each optionally suffixed with ``:read`` for a
@@ -22,6 +26,7 @@ Secrets, and where they come from when unset:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import hmac
@@ -35,7 +40,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from xiaozhi.config import MqttUrlSetting, describe_invalid_settings
 from xiaozhi.errors import ConfigurationError
+from xiaozhi.tokens import Ed25519PrivateKey, private_key_from_text, public_key_text
 from xiaozhi.topics import TopicTree, validate_id
+from xiaozhi_hub.activations import DeviceApproval
 from xiaozhi_hub.languages import intent_language
 from xiaozhi_runtime.secrets_file import read_or_create_secret
 
@@ -50,10 +57,14 @@ __all__ = [
     "host_port",
     "load_hub_settings",
     "parse_api_keys",
+    "parse_hmac_keys",
+    "resolve_device_token_key",
     "resolve_secret",
 ]
 
 SECRET_FILE_NAME = "secret"
+DEVICE_TOKEN_KEY_FILE_NAME = "device_token_key"
+DEVICE_TOKEN_PUBLIC_KEY_FILE_NAME = "device_token_key.pub"  # what edges read
 _SECRET_BYTES = 32
 _JWT_LABEL = b"xiaozhi-hub jwt v1"
 
@@ -152,7 +163,34 @@ class HubSettings(BaseSettings):
     )
     secret: SecretStr | None = Field(
         default=None,
-        description="Signs device tokens. Unset: generated on first run into <state_dir>/secret.",
+        description="The hub's own secret (REST JWTs derive from it). Unset: generated on "
+        "first run into <state_dir>/secret.",
+    )
+    device_token_key: SecretStr | None = Field(
+        default=None,
+        description="Ed25519 private key (base64url, 43 chars) signing device tokens. Unset: "
+        "generated on first run into <state_dir>/device_token_key, public half beside it.",
+    )
+    device_token_public_key_file: Path | None = Field(
+        default=None,
+        description="Where the hub writes the device token public key for edges. Unset: "
+        "<state_dir>/device_token_key.pub.",
+    )
+    device_approval: DeviceApproval = Field(
+        default=DeviceApproval.MANUAL,
+        description="manual: an operator approves each new device's activation code; auto: "
+        "every device is approved at its first setup call (labs; logged as a warning).",
+    )
+    activation_ttl_seconds: int = Field(
+        default=3600, ge=60, description="How long an activation code waits for approval."
+    )
+    max_pending_activations: int = Field(
+        default=1000, ge=1, description="Pending activations kept at most (a flood is refused)."
+    )
+    activation_hmac_keys: SecretStr | None = Field(
+        default=None,
+        description="serial=hexkey,... : eFuse HMAC keys of boards whose activation HMAC the "
+        "hub checks (a wrong HMAC is refused; a right one is shown, never approves).",
     )
     base_topic: str = Field(default="xiaozhi", description="First level(s) of the topic tree.")
     discovery_prefix: str = Field(
@@ -286,6 +324,19 @@ class HubSettings(BaseSettings):
                 host_port(url)
         return self
 
+    @field_validator("activation_hmac_keys")
+    @classmethod
+    def _check_hmac_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_hmac_keys(value.get_secret_value())
+        return value
+
+    @property
+    def hmac_keys(self) -> dict[str, bytes]:
+        """Each board's eFuse HMAC key by serial number (``activation_hmac_keys``)."""
+        raw = self.activation_hmac_keys
+        return parse_hmac_keys(raw.get_secret_value()) if raw is not None else {}
+
     @field_validator("api_keys")
     @classmethod
     def _check_api_keys(cls, value: str) -> str:
@@ -359,6 +410,69 @@ def resolve_secret(settings: HubSettings) -> bytes:
     if not value:
         raise HubSettingsError(f"the secret file {path} is empty: delete it or set XIAOZHI_SECRET")
     return value.encode()
+
+
+def parse_hmac_keys(raw: str) -> dict[str, bytes]:
+    """``"SN1=00ff..,SN2=.."`` → ``{"SN1": b"\\x00\\xff..", ...}``.
+
+    Raises:
+        ValueError: an entry without ``=``, or a key that is not hex (the value is not quoted:
+            it is a secret).
+    """
+    keys: dict[str, bytes] = {}
+    for item in raw.split(","):
+        entry = item.strip()
+        if not entry:
+            continue
+        serial, sep, key = entry.partition("=")
+        if not sep or not serial.strip():
+            raise ValueError("activation HMAC key entries are serial=hexkey")
+        try:
+            keys[serial.strip()] = bytes.fromhex(key.strip())
+        except ValueError:
+            raise ValueError(f"the HMAC key of serial {serial.strip()!r} is not hex") from None
+    return keys
+
+
+def resolve_device_token_key(settings: HubSettings) -> Ed25519PrivateKey:
+    """The key that signs device tokens: ``XIAOZHI_DEVICE_TOKEN_KEY``, else
+    ``<state_dir>/device_token_key`` (created 0600 on first run). Either way its public half
+    is written to ``device_token_public_key_file`` (default ``<state_dir>/device_token_key.pub``)
+    for edges to read.
+
+    Raises:
+        HubSettingsError: the key is malformed, or its files cannot be read or written.
+    """
+    path = settings.state_dir / DEVICE_TOKEN_KEY_FILE_NAME
+    try:
+        if settings.device_token_key is not None and settings.device_token_key.get_secret_value():
+            text = settings.device_token_key.get_secret_value()
+        else:
+            text = read_or_create_secret(path, nbytes=32)  # 32 random bytes = an Ed25519 seed
+        key = private_key_from_text(text)
+        public = settings.device_token_public_key_file or (
+            settings.state_dir / DEVICE_TOKEN_PUBLIC_KEY_FILE_NAME
+        )
+        _write_public(public, public_key_text(key))
+    except ConfigurationError as err:
+        raise HubSettingsError(f"{err} (XIAOZHI_DEVICE_TOKEN_KEY or {path})") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise HubSettingsError(
+            f"cannot read or create the device token key {path}: {err} "
+            "(set XIAOZHI_DEVICE_TOKEN_KEY or XIAOZHI_STATE_DIR)"
+        ) from err
+    return key
+
+
+def _write_public(path: Path, text: str) -> None:
+    """Write the public key whole (a reader never sees half of it); skip when unchanged."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.read_text(encoding="ascii").strip() == text:
+            return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(text + "\n", encoding="ascii")
+    os.replace(temporary, path)
 
 
 def derive_jwt_secret(settings: HubSettings, secret: bytes) -> bytes:

@@ -24,6 +24,7 @@ import aiomqtt
 from xiaozhi import jsonutil
 from xiaozhi.config import parse_mqtt_url
 from xiaozhi.errors import WireError
+from xiaozhi.tokens import Ed25519PrivateKey, public_key_text
 
 T = TypeVar("T")
 
@@ -246,3 +247,10 @@ async def record(
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await pump
+
+
+def device_token_keys() -> tuple[Ed25519PrivateKey, str]:
+    """A fresh device token key pair: the hub's private key, and the public key's text that
+    an edge is given (``device_token_public_key``)."""
+    key = Ed25519PrivateKey.generate()
+    return key, public_key_text(key)

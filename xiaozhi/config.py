@@ -22,7 +22,17 @@ __all__ = [
 ]
 
 ENV_PREFIX = "XIAOZHI_"
-_SECRET_SETTINGS = frozenset({"SECRET", "JWT_SECRET"})
+_SECRET_SETTINGS = frozenset(
+    {
+        "SECRET",
+        "JWT_SECRET",
+        "DEVICE_TOKEN_KEY",
+        "ACTIVATION_HMAC_KEYS",
+        "API_KEYS",
+        "STT_API_KEY",
+        "MONITOR_API_KEY",
+    }
+)
 
 
 class MqttUrl(NamedTuple):

@@ -5,7 +5,7 @@ path                      what (module)                                         
 ========================  ==========================================================  =========
 ``/api/v1/...``           REST, seed 003's envelopes (:mod:`.rest`, :mod:`.envelopes`)  key / JWT
 ``/xiaozhi/ota/``         setup for real firmware (:mod:`.device_setup`)              none
-``/xiaozhi/ota/activate`` activation poll: always 200, devices are auto-approved      none
+``/xiaozhi/ota/activate`` activation poll: 202 pending, 200 once approved            none
 ``/health``               broker connected, hub state (503 unless online)             none
 ``/metrics``              Prometheus text format                                      none
 ``/openapi.json``,        the API description                                         none

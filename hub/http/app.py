@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from xiaozhi import __version__
+from xiaozhi.tokens import Ed25519PrivateKey
 from xiaozhi_hub.home import Home
 from xiaozhi_hub.http.auth import Authenticator
 from xiaozhi_hub.http.dashboard import add_dashboard_routes
@@ -38,7 +39,13 @@ from xiaozhi_hub.http.rest import add_rest_routes, service_of
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.metrics import CONTENT_TYPE
 from xiaozhi_hub.service import HubService, HubState
-from xiaozhi_hub.settings import HubSettings, derive_jwt_secret, load_hub_settings, resolve_secret
+from xiaozhi_hub.settings import (
+    HubSettings,
+    derive_jwt_secret,
+    load_hub_settings,
+    resolve_device_token_key,
+    resolve_secret,
+)
 from xiaozhi_runtime.asgi import ServedApp, listen, serve_app
 
 __all__ = ["RunningHub", "app_from_env", "create_app", "run_hub"]
@@ -51,6 +58,7 @@ def create_app(
     *,
     service: HubService | None = None,
     secret: bytes | None = None,
+    signing_key: Ed25519PrivateKey | None = None,
 ) -> FastAPI:
     """The FastAPI app.
 
@@ -58,9 +66,14 @@ def create_app(
         settings: the hub's settings.
         service: an already started service (:func:`run_hub`); None: the app's lifespan
             creates, starts and stops one.
-        secret: the token-signing secret; default :func:`~xiaozhi_hub.settings.resolve_secret`.
+        secret: the hub's secret (REST JWTs derive from it); default
+            :func:`~xiaozhi_hub.settings.resolve_secret`.
+        signing_key: the device token key; default
+            :func:`~xiaozhi_hub.settings.resolve_device_token_key`.
     """
     secret = secret if secret is not None else resolve_secret(settings)
+    if signing_key is None:
+        signing_key = resolve_device_token_key(settings)
     auth = Authenticator(settings, derive_jwt_secret(settings, secret))
     if not auth.keys:
         log.warning("no_api_keys", note="the REST API refuses every request: set XIAOZHI_API_KEYS")
@@ -166,7 +179,7 @@ def create_app(
         return error_response(request, 500, "INTERNAL_ERROR", "internal error")
 
     add_rest_routes(app, auth)
-    add_setup_routes(app, settings, secret)
+    add_setup_routes(app, settings, signing_key)
     _add_probe_routes(app)
     add_dashboard_routes(app)
     return app
@@ -233,7 +246,7 @@ async def run_hub(
         home, engine, environ, http_transport: see :class:`~xiaozhi_hub.service.HubService`.
 
     Raises:
-        HubSettingsError: the secret file cannot be created.
+        HubSettingsError: the secret or key files cannot be created.
         HomeConfigError: the home file does not validate.
         HubStartError: the broker is unreachable or a unit failed.
         OSError: the HTTP port is taken.
@@ -241,6 +254,7 @@ async def run_hub(
     if mqtt_url is not None:
         settings = settings.model_copy(update={"mqtt_url": mqtt_url})
     secret = resolve_secret(settings)
+    signing_key = resolve_device_token_key(settings)
     # The port first: a taken one fails before the hub is online on the broker.
     listener = listen(settings.hub_host, settings.hub_port, setting="XIAOZHI_HUB_PORT")
     try:
@@ -252,7 +266,7 @@ async def run_hub(
         listener.close()
         raise
     try:
-        app = create_app(settings, service=service, secret=secret)
+        app = create_app(settings, service=service, secret=secret, signing_key=signing_key)
         async with serve_app(app, listener=listener) as served:
             yield RunningHub(service, app, served)
     finally:

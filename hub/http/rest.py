@@ -12,14 +12,23 @@ route                               what                                       r
 ``POST /voice/test``                text → intent, actions, answer; nothing    read
                                     runs (the hub's one voice pipeline)
 ``GET /stats``                      the service's counters                     read
+``GET /activations``                devices waiting for approval (their code)  read
+``POST /activations/approve``       approve one (by ``code`` or ``device_id``)  write
+``POST /activations/reject``        drop one; its next setup gets a new code   write
 ==================================  =========================================  ======
+
+Approving is the operator's consent of design.md §9 (:mod:`xiaozhi_hub.activations`): the
+device's next setup call, which real firmware makes as soon as its poll answers 200, gets
+its token.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from xiaozhi.commands import parse_parameters
 from xiaozhi.errors import InvalidMessage
 from xiaozhi.payloads import CommandPayload
+from xiaozhi_hub.activations import ActivationNotFound
 from xiaozhi_hub.http.auth import Authenticator, Reader, Writer
 from xiaozhi_hub.http.envelopes import (
     API_PREFIX,
@@ -40,7 +50,10 @@ from xiaozhi_hub.registry import Registry
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.unit import now_wire
 
+log = structlog.get_logger("xiaozhi.hub.http")
+
 __all__ = [
+    "ActivationRequest",
     "CommandRequest",
     "TokenRequest",
     "VoiceTestRequest",
@@ -73,6 +86,17 @@ class VoiceTestRequest(BaseModel):
     text: str = Field(min_length=1, max_length=500, examples=["turn on the living room light"])
     device_id: str | None = Field(default=None, max_length=64, examples=["demo_kitchen"])
     area: str | None = Field(default=None, max_length=64, examples=["kitchen"])
+
+
+class ActivationRequest(BaseModel):
+    """One pending activation: by the ``code`` the device shows, or by its ``device_id``
+    (plus ``client_id`` when that device has several pending)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str | None = Field(default=None, min_length=1, max_length=16, examples=["123456"])
+    device_id: str | None = Field(default=None, min_length=1, max_length=64)
+    client_id: str | None = Field(default=None, min_length=1, max_length=128)
 
 
 class TokenRequest(BaseModel):
@@ -252,11 +276,77 @@ def add_rest_routes(app: FastAPI, auth: Authenticator) -> None:
         data["device_id"] = body.device_id
         return ok(request, data, result.response_text)
 
+    _add_activation_routes(app)
+
     @app.get(
         f"{api}/stats", tags=["hub"], response_model=SuccessEnvelope, responses=ERROR_RESPONSES
     )
     async def stats(request: Request, _: Reader) -> JSONResponse:
         return ok(request, service_of(request).stats())
+
+
+def _add_activation_routes(app: FastAPI) -> None:
+    api = API_PREFIX
+
+    @app.get(
+        f"{api}/activations",
+        tags=["devices"],
+        response_model=SuccessEnvelope,
+        responses=ERROR_RESPONSES,
+    )
+    async def list_activations(request: Request, _: Reader) -> JSONResponse:
+        """Devices that ran setup and wait for an operator: code, ids, time left."""
+        now = time.time()
+        data = [p.to_json_dict(now) for p in service_of(request).activations.pending(now)]
+        return ok(request, data, f"{len(data)} pending")
+
+    @app.post(
+        f"{api}/activations/approve",
+        tags=["devices"],
+        response_model=SuccessEnvelope,
+        responses={**ERROR_RESPONSES, 404: {"model": ErrorEnvelope}},
+    )
+    async def approve_activation(
+        request: Request, body: ActivationRequest, principal: Writer
+    ) -> JSONResponse:
+        """Approve a device: its next setup call (firmware makes it at once) gets its token."""
+        activations = service_of(request).activations
+        try:
+            approved = activations.approve(
+                time.time(),
+                by=f"rest:{principal.subject}",
+                code=body.code,
+                device_id=body.device_id,
+                client_id=body.client_id,
+            )
+        except ActivationNotFound as err:
+            raise ApiError(404, "ACTIVATION_NOT_FOUND", str(err)) from err
+        log.info(
+            "device_approved",
+            device_id=approved.device_id,
+            client_id=approved.client_id,
+            by=approved.by,
+        )
+        return ok(request, approved.to_json_dict(), "device approved")
+
+    @app.post(
+        f"{api}/activations/reject",
+        tags=["devices"],
+        response_model=SuccessEnvelope,
+        responses={**ERROR_RESPONSES, 404: {"model": ErrorEnvelope}},
+    )
+    async def reject_activation(
+        request: Request, body: ActivationRequest, _: Writer
+    ) -> JSONResponse:
+        """Drop a pending activation; the device's next setup call gets a new code."""
+        try:
+            rejected = service_of(request).activations.reject(
+                time.time(), code=body.code, device_id=body.device_id, client_id=body.client_id
+            )
+        except ActivationNotFound as err:
+            raise ApiError(404, "ACTIVATION_NOT_FOUND", str(err)) from err
+        data = {"device_id": rejected.device_id, "client_id": rejected.client_id}
+        return ok(request, data, "activation rejected")
 
 
 def _published(ok: bool) -> None:

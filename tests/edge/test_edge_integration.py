@@ -17,7 +17,7 @@ import websockets
 
 from tests.conftest import StartEdge
 from tests.edge.devices import Device, opus_tone_frames
-from tests.support import Recorder
+from tests.support import Recorder, device_token_keys
 from xiaozhi.audio_monitor import decode_audio_packet
 from xiaozhi.binary import encode_opus
 from xiaozhi.payloads import CommandPayload
@@ -319,12 +319,10 @@ async def test_an_idle_device_is_closed_after_the_idle_timeout(
 async def test_token_auth_admits_a_signed_device_and_refuses_others_with_401(
     start_edge: StartEdge,
 ) -> None:
-    secret = "test-secret"
-    edge = await start_edge(device_auth="token", secret=secret)
+    key, public = device_token_keys()
+    edge = await start_edge(device_auth="token", device_token_public_key=public)
     mac = new_mac()
-    token = issue_token(
-        secret.encode(), client_id="client-uuid-1", device_id=mac, issued_at=int(time.time())
-    )
+    token = issue_token(key, client_id="client-uuid-1", device_id=mac, issued_at=int(time.time()))
     device = await Device.connect(
         edge.port, device_id=mac, headers={"Authorization": f"Bearer {token}"}
     )

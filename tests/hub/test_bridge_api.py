@@ -40,6 +40,9 @@ async def call(api: BridgeApi, path: str, request: Any) -> tuple[BridgeResponse,
 
 def test_the_table_lists_every_path(api: BridgeApi) -> None:
     assert sorted(api.handlers) == [
+        "device/approve",
+        "device/pending",
+        "device/reject",
         "device/remove",
         "device/rename",
         "group/add",

@@ -15,7 +15,7 @@ import pytest
 
 from tests.hub.conftest import READ_KEY, SECRET, WRITE_KEY
 from tests.support import Recorder
-from xiaozhi.tokens import verify_token
+from xiaozhi.tokens import public_key_from_text, verify_token
 from xiaozhi_hub.http import RunningHub, create_app, run_hub
 from xiaozhi_hub.http.dashboard import dashboard_html
 from xiaozhi_hub.intents import IntentEngine
@@ -268,7 +268,7 @@ async def test_voice_test_plans_and_executes_nothing(
 # -- OTA setup ---------------------------------------------------------------------------------
 
 
-async def test_ota_setup_issues_a_token_the_edge_accepts(
+async def test_ota_setup_issues_a_token_once_the_device_is_approved(
     client: httpx.AsyncClient, hub_settings: HubSettings
 ) -> None:
     headers = {
@@ -279,17 +279,24 @@ async def test_ota_setup_issues_a_token_the_edge_accepts(
         "Accept-Language": "en-US",
     }
     body = {"version": 2, "application": {"name": "xiaozhi", "version": "1.8.2"}}
+    first = (await client.post("/xiaozhi/ota/", headers=headers, json=body)).json()
+    assert "websocket" not in first
+    code = first["activation"]["code"]
+    approved = await client.post("/api/v1/activations/approve", headers=WRITE, json={"code": code})
+    assert approved.status_code == 200, approved.text
     response = await client.post("/xiaozhi/ota/", headers=headers, json=body)
     assert response.status_code == 200, response.text
     answer = response.json()
+    assert "activation" not in answer
     assert answer["firmware"] == {"version": "1.8.2", "url": ""}
     assert abs(answer["server_time"]["timestamp"] - time.time() * 1000) < 60_000
     assert isinstance(answer["server_time"]["timezone_offset"], int)
     websocket = answer["websocket"]
     assert websocket["url"] == "ws://127.0.0.1:8000/xiaozhi/v1/"
     assert websocket["version"] == hub_settings.device_binary_version
+    public = (hub_settings.state_dir / "device_token_key.pub").read_text()
     issued = verify_token(
-        SECRET.encode(),
+        public_key_from_text(public),
         websocket["token"],
         client_id=headers["Client-Id"],
         device_id=headers["Device-Id"],

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import Recorder
+from xiaozhi.tokens import public_key_text
+from xiaozhi_edge.settings import EdgeSettingsError, load_edge_settings
 from xiaozhi_hub.cli import add_hub_parser, serve_hub
 from xiaozhi_hub.settings import (
     ApiRole,
@@ -18,6 +20,8 @@ from xiaozhi_hub.settings import (
     derive_jwt_secret,
     load_hub_settings,
     parse_api_keys,
+    parse_hmac_keys,
+    resolve_device_token_key,
     resolve_secret,
 )
 
@@ -35,7 +39,7 @@ def test_every_invalid_setting_is_listed_with_its_value(monkeypatch: pytest.Monk
     for line in (
         "XIAOZHI_MQTT_URL='http://broker': expected mqtt://[user:password@]host[:port]",
         "XIAOZHI_HUB_PORT='70000'",
-        "XIAOZHI_API_KEYS='good,bad:admin'",
+        "XIAOZHI_API_KEYS=<hidden>: API key entry ending in ':admin'",
         "XIAOZHI_LANGUAGE='xx': no intents for language 'xx'",
         "XIAOZHI_BASE_TOPIC='a/+/b'",
         "XIAOZHI_DEVICE_BINARY_VERSION='4'",
@@ -72,6 +76,49 @@ def test_the_secret_is_generated_once_with_mode_0600(tmp_path: Path) -> None:
     assert not (tmp_path / "other").exists()
     assert derive_jwt_secret(settings, first) != first
     assert derive_jwt_secret(HubSettings(jwt_secret="j"), first) == b"j"
+
+
+def test_the_device_token_key_is_the_hubs_and_edges_get_its_public_half(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    settings = HubSettings(state_dir=state, device_token_key=None)
+    key = resolve_device_token_key(settings)
+    private, public = state / "device_token_key", state / "device_token_key.pub"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert public.read_text().strip() == public_key_text(key)
+    assert public_key_text(resolve_device_token_key(settings)) == public_key_text(key)  # kept
+    # an edge on this machine reads the public key; it needs no secret at all
+    edge = load_edge_settings(device_auth="token", state_dir=state)
+    assert public_key_text(edge.token_public_key()) == public_key_text(key)  # type: ignore[arg-type]
+    with pytest.raises(EdgeSettingsError, match="XIAOZHI_DEVICE_TOKEN_PUBLIC_KEY is unset"):
+        load_edge_settings(device_auth="token", state_dir=tmp_path / "elsewhere")
+    with pytest.raises(EdgeSettingsError, match="decodes to 3 bytes"):
+        load_edge_settings(device_auth="token", device_token_public_key="abcd")
+
+    given = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"
+    explicit = HubSettings(state_dir=tmp_path / "other", device_token_key=given)
+    resolve_device_token_key(explicit)
+    assert not (tmp_path / "other" / "device_token_key").exists()
+    assert (tmp_path / "other" / "device_token_key.pub").is_file()
+    with pytest.raises(HubSettingsError, match="XIAOZHI_DEVICE_TOKEN_KEY"):
+        resolve_device_token_key(HubSettings(state_dir=tmp_path / "x", device_token_key="short"))
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(HubSettingsError, match="cannot read or create the device token key"):
+        resolve_device_token_key(HubSettings(state_dir=blocked / "state"))
+
+
+def test_activation_hmac_keys_are_serial_equals_hex() -> None:
+    assert parse_hmac_keys(" SN1=00ff , ,SN2=0a") == {"SN1": b"\x00\xff", "SN2": b"\x0a"}
+    for bad, reason in [("SN1", "serial=hexkey"), ("=00", "serial=hexkey"), ("SN1=zz", "not hex")]:
+        with pytest.raises(ValueError, match=reason):
+            parse_hmac_keys(bad)
+    with pytest.raises(HubSettingsError) as caught:
+        load_hub_settings(activation_hmac_keys="SN1=zz")
+    assert "XIAOZHI_ACTIVATION_HMAC_KEYS=<hidden>: the HMAC key of serial 'SN1' is not hex" in str(
+        caught.value
+    )
+    assert HubSettings(activation_hmac_keys="SN1=01").hmac_keys == {"SN1": b"\x01"}
+    assert HubSettings().hmac_keys == {}
 
 
 def test_the_cli_refuses_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import StartEdge
-from tests.support import Recorder
+from tests.support import Recorder, device_token_keys
 from xiaozhi.payloads import CommandPayload, DeviceKind
 from xiaozhi.tokens import issue_token
 from xiaozhi.topics import TopicTree
@@ -290,11 +290,11 @@ async def test_token_mode_admits_a_signed_device_and_refuses_a_forged_token(
     device_name: str,
 ) -> None:
     inbox = integrator
-    secret = "sim-test-secret"
-    edge = await start_edge(device_auth="token", secret=secret)
+    key, public = device_token_keys()
+    edge = await start_edge(device_auth="token", device_token_public_key=public)
     identity = make_identity(name=device_name)
     token = issue_token(
-        secret.encode(),
+        key,
         client_id=identity.client_id,
         device_id=identity.mac,
         issued_at=int(time.time()),
@@ -331,15 +331,15 @@ async def test_token_mode_admits_a_signed_device_and_refuses_a_forged_token(
     assert edge.counters.errors.get("AUTHENTICATION_FAILED", 0) >= 2, edge.counters.errors
 
 
-async def test_the_shipped_auth_scenario_passes_with_a_token_from_the_secret(
+async def test_the_shipped_auth_scenario_passes_with_a_token_from_the_hubs_key(
     start_edge: StartEdge, sim_settings: SimSettings
 ) -> None:
     """ws_auth.yaml needs the hub only to issue the token: issue it here instead."""
-    secret = "sim-test-secret"
-    edge = await start_edge(device_auth="token", secret=secret)
+    key, public = device_token_keys()
+    edge = await start_edge(device_auth="token", device_token_public_key=public)
     door = make_identity(seed=sim_settings.sim_seed, name="door")
     token = issue_token(
-        secret.encode(), client_id=door.client_id, device_id=door.mac, issued_at=int(time.time())
+        key, client_id=door.client_id, device_id=door.mac, issued_at=int(time.time())
     )
     lines: list[str] = []
     report = await run_scenario(

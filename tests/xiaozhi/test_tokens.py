@@ -1,28 +1,70 @@
-"""Device tokens: the reference server's form, bound to one device, expiring."""
+"""Device tokens: the reference server's text form, signed with Ed25519, bound to one device,
+expiring; and keys that travel as text."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
+import secrets
 
 import pytest
-from hypothesis import given
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xiaozhi.errors import AuthenticationFailed, ErrorCode
-from xiaozhi.tokens import DEFAULT_TOKEN_TTL_SECONDS, bearer_token, issue_token, verify_token
+from xiaozhi.activation import activation_hmac, hmac_matches
+from xiaozhi.errors import AuthenticationFailed, ConfigurationError, ErrorCode
+from xiaozhi.tokens import (
+    DEFAULT_TOKEN_TTL_SECONDS,
+    bearer_token,
+    issue_token,
+    private_key_from_text,
+    public_key_from_text,
+    public_key_text,
+    verify_token,
+)
 
-SECRET = b"test-secret"
+PRIVATE_TEXT = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"  # RFC 8032 test 1's seed
+PRIVATE = private_key_from_text(PRIVATE_TEXT)
+PUBLIC = public_key_from_text(public_key_text(PRIVATE))
 NOW = 1_800_000_000
 
 
-def test_token_has_the_reference_servers_form() -> None:
-    token = issue_token(SECRET, client_id="uuid-1", device_id="aa:bb:cc:dd:ee:ff", issued_at=NOW)
-    digest = hmac.new(SECRET, f"uuid-1|aa:bb:cc:dd:ee:ff|{NOW}".encode(), hashlib.sha256).digest()
-    assert token == base64.urlsafe_b64encode(digest).rstrip(b"=").decode() + f".{NOW}"
+def test_keys_travel_as_43_base64url_characters() -> None:
+    # RFC 8032 section 7.1, test 1: this seed's public key.
+    expected = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+    assert base64.urlsafe_b64decode(public_key_text(PRIVATE) + "=") == expected
+    assert public_key_text(PUBLIC) == public_key_text(PRIVATE)
+    # a fresh private key is what secrets.token_urlsafe(32) writes (the hub's key file)
+    fresh = secrets.token_urlsafe(32)
+    assert len(public_key_text(private_key_from_text(fresh))) == 43
 
 
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("not base64!", "not base64url"),
+        ("é" * 43, "not base64url"),
+        ("abcd", "decodes to 3 bytes"),
+    ],
+)
+def test_a_bad_key_text_names_what_is_wrong(text: str, reason: str) -> None:
+    with pytest.raises(ConfigurationError, match=reason):
+        public_key_from_text(text)
+    with pytest.raises(ConfigurationError, match=reason):
+        private_key_from_text(text)
+
+
+def test_token_keeps_the_reference_servers_form() -> None:
+    token = issue_token(PRIVATE, client_id="uuid-1", device_id="aa:bb:cc:dd:ee:ff", issued_at=NOW)
+    signature, _, issued = token.rpartition(".")
+    assert issued == str(NOW)
+    assert len(base64.urlsafe_b64decode(signature + "==")) == 64  # an Ed25519 signature
+    PUBLIC.verify(
+        base64.urlsafe_b64decode(signature + "=="), f"uuid-1|aa:bb:cc:dd:ee:ff|{NOW}".encode()
+    )
+
+
+@settings(max_examples=30)
 @given(
     client_id=st.text(min_size=1, max_size=40),
     device_id=st.text(min_size=1, max_size=40),
@@ -31,12 +73,13 @@ def test_token_has_the_reference_servers_form() -> None:
 def test_a_fresh_token_verifies_for_its_own_device(
     client_id: str, device_id: str, age: int
 ) -> None:
-    token = issue_token(SECRET, client_id=client_id, device_id=device_id, issued_at=NOW - age)
-    issued = verify_token(SECRET, token, client_id=client_id, device_id=device_id, now=NOW)
+    token = issue_token(PRIVATE, client_id=client_id, device_id=device_id, issued_at=NOW - age)
+    issued = verify_token(PUBLIC, token, client_id=client_id, device_id=device_id, now=NOW)
     assert issued == NOW - age
 
 
-GOOD = issue_token(SECRET, client_id="c", device_id="d", issued_at=NOW)
+GOOD = issue_token(PRIVATE, client_id="c", device_id="d", issued_at=NOW)
+OTHER_KEY = Ed25519PrivateKey.generate()
 
 
 @pytest.mark.parametrize(
@@ -52,9 +95,11 @@ GOOD = issue_token(SECRET, client_id="c", device_id="d", issued_at=NOW)
         ("abc." + "9" * 5000, {}, "malformed token"),  # over int()'s digit limit
         ("!!!." + str(NOW), {}, "not valid for this device"),
         ("a." + str(NOW), {}, "malformed token signature"),
+        ("é." + str(NOW), {}, "malformed token signature"),
+        ("abcd." + str(NOW), {}, "not valid for this device"),  # 3 bytes, not 64
         (GOOD, {"device_id": "other"}, "not valid for this device"),
         (GOOD, {"client_id": "other"}, "not valid for this device"),
-        (GOOD, {"secret": b"other-secret"}, "not valid for this device"),
+        (GOOD, {"key": OTHER_KEY.public_key()}, "not valid for this device"),
         (GOOD, {"now": NOW + DEFAULT_TOKEN_TTL_SECONDS + 1}, "expired"),
         (GOOD, {"now": NOW - 3600}, "in the future"),
     ],
@@ -63,11 +108,18 @@ def test_bad_tokens_are_refused_with_a_reason(
     token: str | None, kwargs: dict[str, object], reason: str
 ) -> None:
     args: dict[str, object] = {"client_id": "c", "device_id": "d", "now": NOW, **kwargs}
-    secret = args.pop("secret", SECRET)
+    key = args.pop("key", PUBLIC)
     with pytest.raises(AuthenticationFailed, match=reason) as info:
-        verify_token(secret, token, **args)  # type: ignore[arg-type]
+        verify_token(key, token, **args)  # type: ignore[arg-type]
     assert info.value.code is ErrorCode.AUTHENTICATION_FAILED
     assert reason in info.value.reason
+
+
+def test_a_token_signed_with_another_key_is_refused() -> None:
+    """What an edge could forge with anything it holds: not a token the hub's key verifies."""
+    forged = issue_token(OTHER_KEY, client_id="c", device_id="d", issued_at=NOW)
+    with pytest.raises(AuthenticationFailed, match="not valid"):
+        verify_token(PUBLIC, forged, client_id="c", device_id="d", now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -83,3 +135,14 @@ def test_bad_tokens_are_refused_with_a_reason(
 )
 def test_bearer_token_reads_the_authorization_header(header: str | None, token: str | None) -> None:
     assert bearer_token(header) == token
+
+
+def test_activation_hmac_is_the_firmwares() -> None:
+    """`Ota::GetActivationPayload`: hex(HMAC-SHA256(eFuse KEY0, challenge)), lower case."""
+    key = bytes(range(32))
+    mac = activation_hmac(key, "challenge-1")
+    assert mac == "dce0b9e9a2c0d64459ec56d98cf666a27a828a042858c4867a01bd277083128a"
+    assert hmac_matches(key, "challenge-1", mac.upper())
+    assert not hmac_matches(key, "challenge-2", mac)
+    assert not hmac_matches(b"other", "challenge-1", mac)
+    assert not hmac_matches(key, "challenge-1", "é")

@@ -16,12 +16,9 @@ since the epoch) from the caller, so expiry is tested without waiting.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import json
-import os
 import secrets
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +28,7 @@ import structlog
 
 from xiaozhi.activation import ACTIVATION_CODE_DIGITS
 from xiaozhi.errors import OperationFailed
+from xiaozhi_runtime.secrets_file import write_private_file
 
 __all__ = [
     "ACTIVATIONS_FILE_NAME",
@@ -335,16 +333,7 @@ class Activations:
             "pending": [asdict(p) for p in self._state.pending.values()],
             "approved": [asdict(a) for a in self._state.approved.values()],
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:  # 0600 from the start
-                json.dump(document, file, indent=1)
-            os.replace(temporary, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+        write_private_file(self.path, json.dumps(document, indent=1))
         self._mtime = self.path.stat().st_mtime_ns
 
 

@@ -11,6 +11,8 @@ path                        request fields                          ``data`` of 
 ``device/rename``           ``id`` (or ``from``), ``name`` (or      ``id``, ``from``, ``to``
                             ``to``)
 ``device/remove``           ``id``                                  ``id``
+``device/area``             ``id``, ``area`` (an area id of the     ``id``, ``from``, ``to``
+                            home, or null: none)
 ``group/add``               ``id``, optional ``name``               ``id``, ``name``
 ``group/remove``            ``id``                                  ``id``
 ``group/members/add``       ``group``, ``device``                   ``group``, ``device``
@@ -24,6 +26,10 @@ path                        request fields                          ``data`` of 
                             when that device has several pending)   ``approved_at``
 ``device/reject``           as ``device/approve``                   ``id``, ``client_id``
 ==========================  ======================================  ==========================
+
+Renames, areas, removals and group edits are saved in the state directory and survive a
+restart (:mod:`xiaozhi_hub.registry_edits`); a removed device stays removed until it is heard
+from again.
 
 ``device/approve`` is the operator's consent of design.md §9 (:mod:`xiaozhi_hub.activations`):
 the device's next setup call gets its token. ``device/remove`` also forgets its approvals.
@@ -134,6 +140,7 @@ class BridgeApi:
         self.handlers: dict[str, Handler] = {
             "device/rename": self._device_rename,
             "device/remove": self._device_remove,
+            "device/area": self._device_area,
             "group/add": self._group_add,
             "group/remove": self._group_remove,
             "group/members/add": self._group_members_add,
@@ -195,6 +202,17 @@ class BridgeApi:
         name = _required(request, "name", "to")
         old = self.registry.rename(device_id, name)
         data = {"id": device_id, "from": old, "to": name}
+        return data, {CHANGED_DEVICES, discovery_change(device_id)}
+
+    def _device_area(self, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        device_id = _required(request, "id")
+        if "area" not in request:
+            raise RequestError("missing required field 'area' (an area id, or null for none)")
+        area = request["area"]
+        if area is not None and not isinstance(area, str):
+            raise RequestError(f"'area' must be an area id or null, not {area!r}")
+        old = self.registry.set_area(device_id, area or None)
+        data = {"id": device_id, "from": old, "to": area or None}
         return data, {CHANGED_DEVICES, discovery_change(device_id)}
 
     def _device_remove(self, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:

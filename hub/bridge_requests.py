@@ -37,11 +37,14 @@ class BridgeRequestsUnit:
         api: BridgeApi,
         snapshots: Snapshots,
         on_discovery: Callable[[str], None],
+        *,
+        on_edit: Callable[[], None] = lambda: None,
     ) -> None:
         self._ctx = ctx
         self.api = api
         self._snapshots = snapshots
         self._on_discovery = on_discovery
+        self._on_edit = on_edit  # saves the registry's edits (renames, groups, removals)
         self._tasks = UnitTasks("bridge_request")
         self.routes: Mapping[TopicKind, Route] = {TopicKind.BRIDGE_REQUEST: self._on_request}
 
@@ -81,6 +84,7 @@ class BridgeRequestsUnit:
         ctx.metrics.bridge_requests.labels(response.status.value).inc()
         log.info("bridge_request", path=path, status=response.status.value, error=response.error)
         if changed & {CHANGED_DEVICES, CHANGED_GROUPS, CHANGED_INFO}:
+            self._on_edit()
             self._snapshots.mark()
         for item in changed:
             if item.startswith("discovery/"):

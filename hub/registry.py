@@ -149,6 +149,7 @@ class Registry:
             g.id: GroupRecord(g.id, g.name, members)
             for g, members in zip(home.groups, home.group_members().values(), strict=True)
         }
+        self._removed: set[str] = set()  # removed by an operator, until they really return
 
     # -- reading -------------------------------------------------------------------------
 
@@ -198,7 +199,13 @@ class Registry:
         validate_device_id(device_id)
         record = DeviceRecord(device_id, device_id)
         self._devices[device_id] = record
+        self._removed.discard(device_id)  # it came back: known again, as z2m re-joins
         return record, True
+
+    def is_removed(self, device_id: str) -> bool:
+        """An operator removed this device and it has not been heard from since: its
+        retained status and sensors (still on the broker) must not bring it back."""
+        return device_id in self._removed
 
     def apply_status(self, payload: StatusPayload, now: float) -> Change:
         """A ``xiaozhi/status/{device_id}`` message (retained; also an MQTT device's LWT)."""
@@ -331,10 +338,83 @@ class Registry:
         """
         record = self._require_device(device_id)
         del self._devices[device_id]
+        self._removed.add(device_id)
         for group in self._groups.values():
             if device_id in group.members:
                 group.members.remove(device_id)
         return record
+
+    def set_area(self, device_id: str, area: str | None) -> str | None:
+        """Put a device in one of the home's areas (None: in none).
+
+        Returns:
+            The area it was in.
+
+        Raises:
+            RegistryError: unknown device or area.
+        """
+        record = self._require_device(device_id)
+        if area is not None and self.home.area(area) is None:
+            known = ", ".join(a.id for a in self.home.areas) or "none"
+            raise RegistryError(f"unknown area {area!r} (known: {known})")
+        old, record.area = record.area, area
+        return old
+
+    # -- the operator's edits, kept across restarts -----------------------------------------
+
+    def edits(self) -> dict[str, Any]:
+        """What bridge requests changed, as JSON: every device's name and area, the removed
+        ids and the groups. The hub writes it after each edit and applies it over the home
+        file at start (:meth:`apply_edits`), as zigbee2mqtt keeps renames in its
+        configuration."""
+        return {
+            "devices": {
+                d.device_id: {"name": d.name, "area": d.area, "configured": d.configured}
+                for d in self.devices()
+            },
+            "removed": sorted(self._removed),
+            "groups": [
+                {"id": g.group_id, "name": g.name, "members": list(g.members)}
+                for g in self.groups()
+            ],
+        }
+
+    def apply_edits(self, edits: Mapping[str, Any]) -> list[str]:
+        """Apply what :meth:`edits` wrote, over the home file's devices and groups.
+
+        A device of the home file keeps its place even when the edits predate it; one the
+        edits name but the home file no longer has is dropped if it came from the home file,
+        kept (learnt) otherwise. Areas the home no longer has are left out.
+
+        Returns:
+            One sentence per entry that could not be applied (logged by the caller).
+        """
+        problems: list[str] = []
+        for device_id, fields in dict(edits.get("devices") or {}).items():
+            if fields.get("configured") and device_id not in self._devices:
+                continue  # taken out of the home file since: the file wins
+            try:
+                self.learn(device_id)
+                self.rename(device_id, str(fields.get("name") or device_id))
+                self.set_area(device_id, fields.get("area"))
+            except (RegistryError, ValueError) as err:
+                problems.append(f"device {device_id!r}: {err}")
+        for device_id in edits.get("removed") or ():
+            if device_id in self._devices:
+                self.remove(device_id)
+            else:
+                self._removed.add(device_id)
+        if "groups" in edits:
+            self._groups = {}
+            for group in edits.get("groups") or ():
+                try:
+                    self.group_add(str(group["id"]), group.get("name"))
+                    for member in group.get("members") or ():
+                        if member in self._devices:
+                            self.group_members_add(str(group["id"]), member)
+                except (RegistryError, KeyError, TypeError) as err:
+                    problems.append(f"group {group!r}: {err}")
+        return problems
 
     def group_add(self, group_id: str, name: str | None = None) -> GroupRecord:
         """Create an empty group.

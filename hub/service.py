@@ -74,6 +74,11 @@ from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.metrics import HubMetrics
 from xiaozhi_hub.pipeline import VoicePipeline
 from xiaozhi_hub.registry import Registry
+from xiaozhi_hub.registry_edits import (
+    REGISTRY_EDITS_FILE_NAME,
+    load_registry_edits,
+    save_registry_edits,
+)
 from xiaozhi_hub.registry_feed import RegistryFeedUnit
 from xiaozhi_hub.settings import HubSettings
 from xiaozhi_hub.snapshots import Snapshots
@@ -139,6 +144,8 @@ class HubService:
         self.topics = settings.topics
         self.home = home if home is not None else load_home(settings.config or DEMO_HOME_PATH)
         self.registry = Registry(self.home)
+        self._registry_edits = settings.state_dir / REGISTRY_EDITS_FILE_NAME
+        load_registry_edits(self.registry, self._registry_edits)
         self.activations = Activations(
             settings.state_dir / ACTIVATIONS_FILE_NAME,
             ttl_seconds=settings.activation_ttl_seconds,
@@ -203,7 +210,11 @@ class HubService:
         )
         self.fan_out = FanOutUnit(self._ctx)
         self.bridge_requests = BridgeRequestsUnit(
-            self._ctx, self.bridge_api, self.snapshots, self.discovery.device_changed
+            self._ctx,
+            self.bridge_api,
+            self.snapshots,
+            self.discovery.device_changed,
+            on_edit=lambda: save_registry_edits(self.registry, self._registry_edits),
         )
         self.units: tuple[Unit, ...] = (
             self.bridge_state,
@@ -345,13 +356,20 @@ class HubService:
     # -- dispatch --------------------------------------------------------------------------
 
     def _stale_retained(self, topic: str) -> bool:
-        """A retained voice command would be executed again by every hub that subscribes
+        """A retained status or sensor reading of a device the operator removed is old news.
+
+        A retained voice command would be executed again by every hub that subscribes
         (Mosquitto 2.0 hands retained messages to shared subscriptions too), and a device may
         set the retain flag on its own topic: drop it, counted and logged."""
         try:
-            kind = self.topics.parse(topic).kind
+            parsed = self.topics.parse(topic)
         except InvalidTopic:
             return False
+        kind = parsed.kind
+        if kind in (TopicKind.STATUS, TopicKind.SENSOR) and parsed.device_id is not None:
+            # What an operator removed stays removed across restarts: the broker still holds
+            # its last retained status; only something it says now brings it back.
+            return self.registry.is_removed(parsed.device_id)
         if kind not in (TopicKind.VOICE_COMMAND_EVENTS, TopicKind.DEVICE_VOICE_COMMAND):
             return False
         self.metrics.voice_commands.labels("invalid").inc()

@@ -14,7 +14,7 @@ import secrets
 import tempfile
 from pathlib import Path
 
-__all__ = ["read_or_create_secret"]
+__all__ = ["read_or_create_secret", "write_private_file"]
 
 
 def read_or_create_secret(path: Path, *, nbytes: int = 32) -> str:
@@ -38,3 +38,25 @@ def read_or_create_secret(path: Path, *, nbytes: int = 32) -> str:
         finally:
             os.unlink(temporary)
     return path.read_text(encoding="ascii").strip()
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, mode 0600 from the start, whole or not at all.
+
+    For state files that hold what an operator decided (approved devices, renames): written
+    to a private temporary file of the same folder, then renamed over the old one, so a
+    crash or a reader in another process never sees half a file.
+
+    Raises:
+        OSError: the folder cannot be created or written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

@@ -41,6 +41,7 @@ async def call(api: BridgeApi, path: str, request: Any) -> tuple[BridgeResponse,
 def test_the_table_lists_every_path(api: BridgeApi) -> None:
     assert sorted(api.handlers) == [
         "device/approve",
+        "device/area",
         "device/pending",
         "device/reject",
         "device/remove",
@@ -84,6 +85,26 @@ async def test_remove(api: BridgeApi, registry: Registry) -> None:
     )
     assert changed == {CHANGED_DEVICES, CHANGED_GROUPS, CHANGED_INFO, "discovery/demo_kitchen"}
     assert registry.device("demo_kitchen") is None
+
+
+async def test_area(api: BridgeApi, registry: Registry) -> None:
+    response, changed = await call(api, "device/area", {"id": "demo_kitchen", "area": "office"})
+    assert response.data == {"id": "demo_kitchen", "from": "kitchen", "to": "office"}
+    assert changed == {CHANGED_DEVICES, discovery_change("demo_kitchen")}
+    assert registry.area_of("demo_kitchen") == "office"
+    response, _ = await call(api, "device/area", {"id": "demo_kitchen", "area": None})
+    assert response.data == {"id": "demo_kitchen", "from": "office", "to": None}
+    for bad, error in [
+        ({"id": "demo_kitchen"}, "missing required field 'area'"),
+        ({"id": "demo_kitchen", "area": 3}, "'area' must be an area id or null"),
+        ({"id": "demo_kitchen", "area": "attic"}, "unknown area 'attic' (known: "),
+        ({"id": "nobody", "area": None}, "unknown device 'nobody'"),
+    ]:
+        response, changed = await call(api, "device/area", bad)
+        assert response.status is ResponseStatus.ERROR
+        assert error in (response.error or ""), response.error
+        assert changed == set()
+    assert registry.area_of("demo_kitchen") is None
 
 
 async def test_group_requests(api: BridgeApi, registry: Registry) -> None:

@@ -184,6 +184,64 @@ async def test_bridge_requests_edit_the_registry_and_echo_the_transaction(
     assert answer["data"]["intents_loaded"] is True
 
 
+async def test_bridge_edits_survive_a_hub_restart(
+    hub: HubService, watcher: Recorder, hub_settings: HubSettings, engine: IntentEngine
+) -> None:
+    """Renames, areas, groups and removals are the operator's: a restarted hub keeps them (as
+    zigbee2mqtt keeps them in its configuration), and a removed device's retained status,
+    still on the broker, does not bring it back."""
+    t = hub.topics
+    await watcher.publish(t.status("aa11"), status("aa11"), retain=True)
+    await watcher.publish(t.status("bb22"), status("bb22"), retain=True)
+    await snapshot_shows(watcher, hub, lambda d: {"aa11", "bb22"} <= d.keys())
+    edits = [
+        ("device/rename", {"id": "demo_kitchen", "name": "Cooking corner"}),
+        ("device/rename", {"id": "aa11", "name": "Hall speaker"}),
+        ("device/area", {"id": "aa11", "area": "office"}),
+        ("device/area", {"id": "demo_office", "area": None}),
+        ("group/add", {"id": "upstairs", "name": "Upstairs"}),
+        ("group/members/add", {"group": "upstairs", "device": "aa11"}),
+        ("group/remove", {"id": "all_speakers"}),
+        ("device/remove", {"id": "bb22"}),
+    ]
+    for number, (path, payload) in enumerate(edits):
+        answer = await request(
+            watcher, hub, path, {**payload, "transaction": number}, transaction=number
+        )
+        assert answer["status"] == "ok", (path, answer)
+    await hub.stop()
+
+    again = HubService(hub_settings, home=engine.home, engine=engine)
+    await again.start()
+    try:
+        # Mosquitto sends a subscription's retained messages before anything published
+        # after it: once this live status is in, the retained ones (bb22's too) were read.
+        await watcher.publish(t.status("cc33"), status("cc33"))
+        await watcher.wait_for(lambda: again.registry.device("cc33"))
+        registry = again.registry
+        kitchen, hall, office = (
+            registry.device(d) for d in ("demo_kitchen", "aa11", "demo_office")
+        )
+        assert kitchen is not None
+        assert kitchen.name == "Cooking corner"
+        assert hall is not None
+        assert (hall.name, hall.area) == ("Hall speaker", "office")
+        assert office is not None
+        assert office.area is None
+        assert registry.device("bb22") is None, (
+            "a removed device came back from its retained status"
+        )
+        assert {g.group_id: g.members for g in registry.groups()} == {
+            "downstairs": ["demo_living_room", "demo_kitchen"],
+            "upstairs": ["aa11"],
+        }
+        # A removed device that really speaks again is known again.
+        await watcher.publish(t.status("bb22"), status("bb22"), retain=True)
+        await watcher.wait_for(lambda: again.registry.device("bb22"))
+    finally:
+        await again.stop()
+
+
 async def test_bridge_request_errors_are_answered(hub: HubService, watcher: Recorder) -> None:
     answer = await request(
         watcher, hub, "device/rename", {"id": "nope", "name": "x", "transaction": 6},

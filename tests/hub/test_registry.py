@@ -12,6 +12,7 @@ from xiaozhi.payloads import (
     SensorPayload,
     StatusPayload,
 )
+from xiaozhi_hub.home import Home
 from xiaozhi_hub.registry import Change, Registry, RegistryError
 
 WS = DeviceTransport.WEBSOCKET
@@ -220,3 +221,49 @@ def test_snapshots(registry: Registry) -> None:
         "config": {"base_topic": "xiaozhi"},
     }
     assert registry.device("demo_office").to_json_dict()["last_seen"] is None  # type: ignore[union-attr]
+
+
+def test_edits_round_trip_over_the_home_file(registry: Registry, home: Home) -> None:
+    registry.apply_status(status("aa11"), now=1.0)
+    registry.rename("aa11", "Hall speaker")
+    registry.set_area("aa11", "office")
+    registry.remove("demo_office")
+    registry.group_add("upstairs")
+    registry.group_members_add("upstairs", "aa11")
+    saved = registry.edits()
+
+    fresh = Registry(home)
+    assert fresh.apply_edits(saved) == []
+    assert fresh.edits() == saved
+    assert fresh.device("demo_office") is None
+    assert fresh.is_removed("demo_office")
+    # It speaks again: known again, no longer removed.
+    fresh.apply_status(status("demo_office"), now=2.0)
+    assert not fresh.is_removed("demo_office")
+
+
+def test_edits_that_no_longer_fit_the_home_are_reported_not_applied(
+    registry: Registry, home: Home
+) -> None:
+    problems = registry.apply_edits(
+        {
+            "devices": {
+                "gone_from_file": {"name": "Old", "area": None, "configured": True},
+                "aa11": {"name": "Hall", "area": "attic", "configured": False},
+                "Bad Id": {"name": "x", "area": None, "configured": False},
+            },
+            "removed": ["never_seen"],
+            "groups": [{"id": "ok", "members": ["aa11", "unknown"]}, {"name": "no id"}],
+        }
+    )
+    assert registry.device("gone_from_file") is None  # the home file wins
+    assert len(problems) == 3, problems
+    assert "attic" in problems[0]
+    assert registry.is_removed("never_seen")
+    assert [(g.group_id, g.members) for g in registry.groups()] == [("ok", ["aa11"])]
+
+
+def test_set_area_refuses_an_unknown_area(registry: Registry) -> None:
+    with pytest.raises(RegistryError, match="unknown area 'attic'"):
+        registry.set_area("demo_kitchen", "attic")
+    assert registry.set_area("demo_kitchen", None) == "kitchen"

@@ -480,11 +480,48 @@ class Registry:
 
     # -- retained snapshots --------------------------------------------------------------
 
-    def snapshot_devices(self) -> list[dict[str, Any]]:
-        """``xiaozhi/bridge/devices``: one entry per device, without fast-changing values
-        (telemetry, readings, last seen), so it is re-published only when :class:`Change`
-        says so.
+    def snapshot_members(self, limit: int) -> list[DeviceRecord]:
+        """The devices ``bridge/devices`` lists when at most ``limit`` fit: the home file's
+        first, then connected ones, then the most recently seen (zigbee2mqtt-style snapshots
+        are for hundreds of devices; a fleet of 10,000 one-time ids must not make a
+        multi-megabyte retained message)."""
+        devices = self.devices()
+        if len(devices) <= limit:
+            return devices
+        ranked = sorted(
+            devices, key=lambda d: (not d.configured, not d.connected, -(d.last_seen or 0.0))
+        )
+        return sorted(ranked[:limit], key=lambda d: d.device_id)
+
+    def expire(self, now: float, older_than: float) -> list[DeviceRecord]:
+        """Forget learnt devices (not in the home file) that are disconnected and were last
+        heard from more than ``older_than`` seconds before ``now``; returns them.
+
+        Unlike :meth:`remove`, nothing is remembered: a device that speaks again is simply
+        learnt again.
         """
+        gone = [
+            d
+            for d in self._devices.values()
+            if not d.configured and not d.connected and (d.last_seen or 0.0) < now - older_than
+        ]
+        for record in gone:
+            del self._devices[record.device_id]
+            for group in self._groups.values():
+                if record.device_id in group.members:
+                    group.members.remove(record.device_id)
+        return gone
+
+    def snapshot_devices(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """``xiaozhi/bridge/devices``: one entry per device (at most ``limit``, see
+        :meth:`snapshot_members`), without fast-changing values (telemetry, readings, last
+        seen), so it is re-published only when :class:`Change` says so.
+        """
+        members = self.devices() if limit is None else self.snapshot_members(limit)
+        groups_of: dict[str, list[str]] = {}
+        for group in self.groups():
+            for member in group.members:
+                groups_of.setdefault(member, []).append(group.group_id)
         return [
             {
                 "id": d.device_id,
@@ -493,14 +530,14 @@ class Registry:
                 "area_name": self.home.area_name(d.area),
                 "model": d.model,
                 "configured": d.configured,
-                "groups": self.groups_of(d.device_id),
+                "groups": groups_of.get(d.device_id, []),
                 "status": d.status.value if d.status else None,
                 "transport": d.transport.value if d.transport else None,
                 "edge_id": d.edge_id,
                 "firmware_version": d.firmware_version,
                 "sensors": sorted(d.sensors),
             }
-            for d in self.devices()
+            for d in members
         ]
 
     def snapshot_groups(self) -> list[dict[str, Any]]:
@@ -509,14 +546,23 @@ class Registry:
             {"id": g.group_id, "name": g.name, "members": list(g.members)} for g in self.groups()
         ]
 
-    def info(self, *, version: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``xiaozhi/bridge/info``: version, counts and the (secret-free) config given."""
+    def info(
+        self,
+        *,
+        version: str,
+        config: dict[str, Any] | None = None,
+        snapshot_limit: int | None = None,
+    ) -> dict[str, Any]:
+        """``xiaozhi/bridge/info``: version, counts and the (secret-free) config given;
+        ``devices.in_snapshot`` says how many of them ``bridge/devices`` lists."""
         devices = self.devices()
+        known = len(devices)
         return {
             "version": version,
             "devices": {
-                "known": len(devices),
+                "known": known,
                 "connected": sum(1 for d in devices if d.connected),
+                "in_snapshot": known if snapshot_limit is None else min(known, snapshot_limit),
             },
             "groups": len(self._groups),
             "home": {

@@ -4,10 +4,17 @@ discovery, and an edge's devices disconnected when its will says it died.
 
 These subscriptions are *not* shared: every replica applies every message, so their
 registries agree.
+
+It also forgets learnt devices gone for ``device_expire_after_seconds`` (a fleet's one-time
+ids, a simulator's runs): their entry, discovery, and the retained status and sensor readings
+that would bring them back at the next start. Each replica expires on its own clock; clearing a
+retained topic twice is harmless.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from typing import cast
@@ -24,6 +31,7 @@ from xiaozhi.payloads import (
     SensorPayload,
     StatusPayload,
 )
+from xiaozhi.timestamps import parse_wire_timestamp
 from xiaozhi.topics import ParsedTopic, TopicKind, validate_device_id
 from xiaozhi_hub.registry import Change
 from xiaozhi_hub.snapshots import Snapshots
@@ -32,6 +40,9 @@ from xiaozhi_hub.unit import MAX_PAYLOAD_BYTES, HubContext, Route, now_wire
 __all__ = ["RegistryFeedUnit"]
 
 log = structlog.get_logger("xiaozhi.hub")
+
+_EXPIRY_CHECK_SECONDS = 60.0
+"""How often gone devices are looked for (more often when the expiry time is short)."""
 
 
 class RegistryFeedUnit:
@@ -47,6 +58,7 @@ class RegistryFeedUnit:
         self._snapshots = snapshots
         self._on_discovery = on_discovery
         self.edges: dict[str, Availability] = {}
+        self._expiry: asyncio.Task[None] | None = None
         self.routes: Mapping[TopicKind, Route] = {
             TopicKind.STATUS: self._on_status,
             TopicKind.SENSOR: self._on_sensor,
@@ -68,9 +80,38 @@ class RegistryFeedUnit:
 
     async def start(self) -> None:
         await self._ctx.owner.subscribe(self.filters)
+        expire_after = self._ctx.settings.device_expire_after_seconds
+        if expire_after > 0:
+            every = min(_EXPIRY_CHECK_SECONDS, max(expire_after / 10, 0.05))
+            self._expiry = asyncio.create_task(self._expire_every(every), name="hub-expiry")
 
     async def stop(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+            self._expiry = None
         await self._ctx.owner.unsubscribe(self.filters)
+
+    async def _expire_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)  # a timer, not a wait for something to happen
+            self.expire(time.time())
+
+    def expire(self, now: float) -> list[str]:
+        """Forget the devices :meth:`~xiaozhi_hub.registry.Registry.expire` says are gone;
+        returns their ids."""
+        ctx = self._ctx
+        gone = ctx.registry.expire(now, ctx.settings.device_expire_after_seconds)
+        for record in gone:
+            ctx.retained.clear(ctx.topics.status(record.device_id))
+            for sensor_type in record.sensors:
+                ctx.retained.clear(ctx.topics.sensor(record.device_id, sensor_type))
+            self._on_discovery(record.device_id)  # no longer in the registry: cleared
+            log.info("device_expired", device_id=record.device_id, last_seen=record.last_seen)
+        if gone:
+            self._snapshots.mark()
+        return [record.device_id for record in gone]
 
     def changed(self, change: Change) -> None:
         if change.snapshot:
@@ -89,7 +130,12 @@ class RegistryFeedUnit:
         if status.device_id != parsed.device_id:
             self._ctx.invalid("status", topic, f"device_id {status.device_id!r} != topic")
             return
-        self.changed(self._ctx.registry.apply_status(status, time.time()))
+        now = time.time()
+        if status.status is DeviceStatus.DISCONNECTED:
+            # A retained "disconnected" read at start says when the device left: count its
+            # absence from then, or a hub restarted weekly would never expire anything.
+            now = min(now, parse_wire_timestamp(status.timestamp) or now)
+        self.changed(self._ctx.registry.apply_status(status, now))
 
     def _on_sensor(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
         if not payload:

@@ -202,6 +202,26 @@ class HubSettings(BaseSettings):
         gt=0,
         description="Longest wait for the retained discovery configs at start (normally ms).",
     )
+    device_expire_after_seconds: float = Field(
+        default=7 * 24 * 3600.0,
+        ge=0,
+        description="Forget a learnt device (one the home file does not list) that is "
+        "disconnected and has not been heard from for this long: its registry entry, Home "
+        "Assistant discovery and retained status and sensors go. 0: never.",
+    )
+    snapshot_min_interval_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="Shortest time between two bridge/devices (and group/fleet) snapshots: "
+        "a fleet reconnecting at once produces one, not thousands.",
+    )
+    snapshot_max_devices: int = Field(
+        default=2000,
+        ge=1,
+        description="Most devices listed in the retained bridge/devices snapshot (home-file "
+        "devices first, then connected, then the most recently seen); bridge/info counts all "
+        "and /api/v1/devices lists all.",
+    )
     hub_id: str = Field(
         default_factory=default_hub_id,
         description="MQTT client id of this replica; unique per process.",

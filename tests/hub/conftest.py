@@ -68,6 +68,8 @@ def hub_settings(mosquitto: ManagedMosquitto, tmp_path: Path) -> HubSettings:
         # elsewhere answers are text and no recogniser process starts.
         stt_engine="none",
         tts_engine="none",
+        # Snapshots at once: tests wait for them; the spacing has a test of its own.
+        snapshot_min_interval_seconds=0.0,
     )
 
 

@@ -397,8 +397,73 @@ async def test_an_edges_last_will_disconnects_its_devices(
     assert gone["edge_id"] == edge
     event = await watcher.expect(t.device_disconnected(), lambda e: e["device_id"] == device)
     assert event["reason"] == "edge_offline"
-    await snapshot_shows(watcher, hub, lambda d: d[device]["status"] == "disconnected")
+    await snapshot_shows(
+        watcher, hub, lambda d: device in d and d[device]["status"] == "disconnected"
+    )
     assert hub.edges[edge].value == "offline"
+
+
+# -- bounded by what is there ---------------------------------------------------------------
+
+
+async def test_a_burst_of_devices_makes_a_few_snapshots_not_one_each(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
+) -> None:
+    interval = 0.5
+    settings = hub_settings.model_copy(update={"snapshot_min_interval_seconds": interval})
+    hub = HubService(settings, home=engine.home, engine=engine)
+    await hub.start()
+    try:
+        t = hub.topics
+        start, began = watcher.mark(), asyncio.get_running_loop().time()
+        devices = [f"burst{n:02d}" for n in range(40)]
+        for device in devices:
+            await watcher.publish(t.status(device), status(device))
+        await snapshot_shows(watcher, hub, lambda d: set(devices) <= d.keys())
+        elapsed = asyncio.get_running_loop().time() - began
+        snapshots = watcher.json(t.bridge_devices(), after=start)
+        assert len(snapshots) <= elapsed / interval + 2, (len(snapshots), elapsed)
+    finally:
+        await hub.stop()
+
+
+async def test_learnt_devices_gone_long_enough_are_forgotten_everywhere(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
+) -> None:
+    """A one-time id (a simulator run, a device sold) does not stay in the registry, in Home
+    Assistant or in the broker's retained store forever."""
+    settings = hub_settings.model_copy(update={"device_expire_after_seconds": 0.5})
+    hub = HubService(settings, home=engine.home, engine=engine)
+    t = hub.topics
+    left = "2026-01-01T00:00:00.000Z"  # a retained "disconnected" from long ago
+    await watcher.publish(
+        t.status("oldtimer"), status("oldtimer", status="disconnected", timestamp=left), retain=True
+    )
+    await watcher.publish(
+        t.sensor("oldtimer", "temperature"),
+        {"sensor_type": "temperature", "value": 20, "device_id": "oldtimer"},
+        retain=True,
+    )
+    await watcher.publish(t.status("present"), status("present"), retain=True)
+    await hub.start()
+    try:
+        cleared = await watcher.first(
+            lambda m: m.topic == t.status("oldtimer") and m.payload == b"" and not m.retain
+        )
+        assert cleared is not None
+        await watcher.first(
+            lambda m: m.topic == t.sensor("oldtimer", "temperature") and m.payload == b""
+        )
+        await watcher.wait_for(lambda: hub.registry.device("oldtimer") is None)
+        await snapshot_shows(watcher, hub, lambda d: "oldtimer" not in d and "present" in d)
+        # Its Home Assistant entities are deleted (empty retained configs).
+        prefix = f"{settings.discovery_prefix}/"
+        await watcher.first(
+            lambda m: m.topic.startswith(prefix) and "xiaozhi_oldtimer" in m.topic and not m.payload
+        )
+        assert hub.registry.device("present") is not None  # connected: stays
+    finally:
+        await hub.stop()
 
 
 # -- scale-out -------------------------------------------------------------------------------

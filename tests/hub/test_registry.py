@@ -215,7 +215,7 @@ def test_snapshots(registry: Registry) -> None:
     ]
     assert registry.info(version="0.1.0", config={"base_topic": "xiaozhi"}) == {
         "version": "0.1.0",
-        "devices": {"known": 3, "connected": 1},
+        "devices": {"known": 3, "connected": 1, "in_snapshot": 3},
         "groups": 2,
         "home": {"floors": 2, "areas": 4, "entities": 6},
         "config": {"base_topic": "xiaozhi"},
@@ -267,3 +267,44 @@ def test_set_area_refuses_an_unknown_area(registry: Registry) -> None:
     with pytest.raises(RegistryError, match="unknown area 'attic'"):
         registry.set_area("demo_kitchen", "attic")
     assert registry.set_area("demo_kitchen", None) == "kitchen"
+
+
+def test_the_snapshot_keeps_home_devices_then_connected_then_recent(registry: Registry) -> None:
+    for number in range(6):
+        device_id = f"learnt{number}"
+        state = "connected" if number in (1, 4) else "disconnected"
+        registry.apply_status(status(device_id, state), now=float(number))
+    listed = [d["id"] for d in registry.snapshot_devices(7)]
+    # 3 from the home file, the 2 connected, then the most recently seen (5, then 3)
+    assert listed == sorted(
+        [
+            "demo_kitchen",
+            "demo_living_room",
+            "demo_office",
+            "learnt1",
+            "learnt4",
+            "learnt5",
+            "learnt3",
+        ]
+    )
+    assert len(registry.snapshot_devices()) == 9
+    assert registry.info(version="x", snapshot_limit=7)["devices"] == {
+        "known": 9,
+        "connected": 2,
+        "in_snapshot": 7,
+    }
+
+
+def test_learnt_devices_gone_long_enough_expire(registry: Registry) -> None:
+    registry.apply_status(status("old", "disconnected"), now=100.0)
+    registry.apply_status(status("recent", "disconnected"), now=950.0)
+    registry.apply_status(status("online"), now=100.0)  # connected: stays however old
+    registry.apply_status(status("demo_office", "disconnected"), now=0.0)  # home file: stays
+    registry.group_add("lab")
+    registry.group_members_add("lab", "old")
+    gone = registry.expire(now=1000.0, older_than=600.0)
+    assert [d.device_id for d in gone] == ["old"]
+    assert registry.device("old") is None
+    assert registry.members_of("lab") == []
+    assert not registry.is_removed("old")  # not the operator's removal: it may come back
+    assert {d.device_id for d in registry.devices()} >= {"recent", "online", "demo_office"}

@@ -125,7 +125,10 @@ async def test_a_broadcast_reaches_each_device_once(run_up: Callable[..., UpProc
             assert await device.wait_until(
                 lambda d=device: "last call" in _alerts(d, since), WAIT_SECONDS
             ), (device.device_id, _alerts(device, since))
-            assert _alerts(device, since) == ["dinner is ready", "last call"], (device.device_id, [ (r.kind, r.payload) for r in device.received_since(since)])
+            assert _alerts(device, since) == ["dinner is ready", "last call"], (
+                device.device_id,
+                [(r.kind, r.payload) for r in device.received_since(since)],
+            )
     finally:
         await ws.stop()
         await mqtt.stop()

@@ -317,9 +317,12 @@ async def hub(workdir: Path, mqtt_url: str, **settings: object) -> AsyncIterator
 
 
 @contextlib.asynccontextmanager
-async def bare_server(workdir: Path) -> AsyncIterator[Child]:
-    """The reference: a bare `websockets` server with the edge's settings."""
+async def bare_server(workdir: Path, mqtt_port: int | None = None) -> AsyncIterator[Child]:
+    """The reference: a bare `websockets` server with the edge's settings; with `mqtt_port`,
+    the bare bridge that republishes sensor messages to that broker."""
     argv = [sys.executable, "-m", "xiaozhi_bench.bare_server", "--port", "0"]
+    if mqtt_port is not None:
+        argv += ["--mqtt-port", str(mqtt_port)]
     async with _child("bare-server", argv, workdir, {}) as child:
         await child.wait_port(_BARE_LISTENING)
         await child.wait_http("/stats", lambda status, _: status == 200)

@@ -189,7 +189,7 @@ CASES: dict[str, tuple[Callable[[float, bool], Report], float]] = {
     # seconds). `--quick` runs a system case with tiny counts, to check it works (tests).
     "codecs": (_codecs, 0.5),
     "connections": (_connections, 1.0),  # seconds each level is held with heartbeats
-    "telemetry": (_telemetry, 4.0),  # seconds per run (ceiling, edge, two paced runs)
+    "telemetry": (_telemetry, 4.0),  # seconds per run (nine runs: module docstring)
     "audio": (_audio, 4.0),  # seconds per step of talking devices
     "voice": (_voice, 5.0),  # seconds per command rate
     "churn": (_churn, 0.0),  # counts, not seconds: the argument is unused

@@ -3,19 +3,24 @@
 1,000 devices send seed 003 ``sensor`` messages whose ``value`` is the send time
 (`time.time_ns`, one clock for every process on the machine). The edge republishes each on
 ``xiaozhi/sensors/{device_id}/{sensor_type}`` (:class:`~xiaozhi.payloads.SensorPayload`
-keeps the value); ``mosquitto_sub`` receives them and stamps each on arrival. The reference
-is the ceiling: the same generator publishing the same payloads straight to Mosquitto, QoS 0
-and retained as the edge does, on one MQTT connection with no wait per message.
+keeps the value); ``mosquitto_sub`` receives them and stamps each on arrival. Two references:
 
-Six runs of `seconds` each, received and timed by the same subscriber:
+* the bare bridge of design.md section 8 (:mod:`xiaozhi_bench.bare_server` with
+  ``--mqtt-port``: bare `websockets`, orjson, the topic built, one broker write per
+  event-loop pass), fed by the same devices the same way: what issue 14's targets compare
+  the edge with;
+* the ceiling: the same generator publishing the same payloads straight to Mosquitto, QoS 0
+  and retained as the edge does, on one MQTT connection with no wait per message.
+
+Nine runs of `seconds` each, received and timed by the same subscriber:
 
 1. ceiling, as fast as the broker takes it;
-2. edge, as fast as it takes it: 1,000 devices in turn, one frame per write, never more than
-   20,000 messages ahead of what the edge handed to its broker connection (``/stats``), so
-   a backlog in socket buffers or in the edge's queue cannot hide anything;
-3. and 4. latency at a fixed 16,700 msg/s (1,000 devices x 16.7/s, one 60 ms frame's worth
-   each), first straight to the broker, then through the edge;
-5. and 6. the same at half the rate the edge reached in run 2 (its latency when not
+2. and 3. bare bridge, then edge, as fast as each takes it: 1,000 devices in turn, one frame
+   per write, never more than 20,000 messages ahead of what the server handed to its broker
+   connection (``/stats``), so a backlog in socket buffers or in a queue cannot hide anything;
+4. to 6. latency at a fixed 16,700 msg/s (1,000 devices x 16.7/s, one 60 ms frame's worth
+   each): straight to the broker, through the bare bridge, through the edge;
+7. to 9. the same at half the rate the edge reached in run 3 (its latency when not
    overloaded).
 
 Rates count what the subscriber received with an arrival time inside the run's window (the
@@ -160,15 +165,28 @@ async def _ceiling_flat_out(publisher: MqttPublisher, ids: list[str], seconds: f
     return sent
 
 
-async def _edge_flat_out(
-    edge: procs.Child, devices: list[WsDevice], seconds: float, max_ahead: int
+async def _edge_published(server: procs.Child) -> int:
+    return int((await server.stats())["mqtt"]["published"])
+
+
+async def _bare_published(server: procs.Child) -> int:
+    return int((await server.stats())["published"])
+
+
+async def _flat_out(
+    server: procs.Child,
+    published_by: Callable[[procs.Child], Awaitable[int]],
+    devices: list[WsDevice],
+    seconds: float,
+    max_ahead: int,
 ) -> int:
-    base = (await edge.stats())["mqtt"]["published"]
+    """Devices in turn, as fast as `server` republishes (never `max_ahead` in front)."""
+    base = await published_by(server)
     published = [0]
 
     async def follow() -> None:
         while True:
-            published[0] = (await edge.stats())["mqtt"]["published"] - base
+            published[0] = await published_by(server) - base
             await asyncio.sleep(0.05)
 
     follower = asyncio.create_task(follow())
@@ -213,10 +231,12 @@ async def _run(seconds: float, quick: bool, workdir: Path, report: Report) -> No
     async with (
         procs.broker(workdir) as mosquitto,
         procs.edge(workdir, mosquitto.url, **_EDGE_LIMITS) as edge,
+        procs.bare_server(workdir, mosquitto.port) as bare,
     ):
         subscriber = procs.Subscriber(workdir, mosquitto.port, [_TOPICS.all_sensors()], "sensors")
         async with subscriber.running(_TOPICS.sensor("probe", SENSOR)):
             devices = await connect_devices(procs.HOST, edge.port, count)
+            bare_devices = await connect_devices(procs.HOST, bare.port, count)
             ids = [d.device_id.replace(":", "") for d in devices]
             topics = [_TOPICS.sensor(i, SENSOR).encode() for i in ids]
             publisher = await MqttPublisher.connect(procs.HOST, mosquitto.port, "bench-ceiling")
@@ -237,6 +257,15 @@ async def _run(seconds: float, quick: bool, workdir: Path, report: Report) -> No
             def through_edge(index: int) -> None:
                 devices[index % count].send_text(sensor_message(time.time_ns()))
 
+            def through_bare(index: int) -> None:
+                bare_devices[index % count].send_text(sensor_message(time.time_ns()))
+
+            bare_base = await _bare_published(bare)
+            bare_sent = 0
+
+            async def bare_busy() -> bool:
+                return await _bare_published(bare) - bare_base < bare_sent
+
             runs: dict[str, Run] = {}
             try:
                 assert mosquitto.pid is not None
@@ -247,9 +276,17 @@ async def _run(seconds: float, quick: bool, workdir: Path, report: Report) -> No
                 runs["ceiling"] = await _collect(subscriber, "ceiling", sent, window)
                 broker_cpu = (procs.cpu_seconds(mosquitto.pid) - cpu) / max(sent, 1)
 
+                cpu = bare.cpu_seconds()
+                started = time.time_ns()
+                sent = await _flat_out(bare, _bare_published, bare_devices, seconds, max_ahead)
+                bare_sent += sent
+                window = _window(started, seconds)
+                runs["bare"] = await _collect(subscriber, "bare", sent, window, bare_busy)
+                bare_cpu = (bare.cpu_seconds() - cpu) / max(sent, 1)
+
                 cpu = edge.cpu_seconds()
                 started = time.time_ns()
-                sent = await _edge_flat_out(edge, devices, seconds, max_ahead)
+                sent = await _flat_out(edge, _edge_published, devices, seconds, max_ahead)
                 busy_share = (edge.cpu_seconds() - cpu) / ((time.time_ns() - started) / 1e9)
                 edge_sent += sent
                 window = _window(started, seconds)
@@ -266,6 +303,13 @@ async def _run(seconds: float, quick: bool, workdir: Path, report: Report) -> No
                     runs[name] = await _collect(subscriber, name, sent, window)
 
                     started = time.time_ns()
+                    sent = await _paced(through_bare, paced_rate, seconds)
+                    bare_sent += sent
+                    window = _window(started, seconds)
+                    name = f"bare {label}"
+                    runs[name] = await _collect(subscriber, name, sent, window, bare_busy)
+
+                    started = time.time_ns()
                     sent = await _paced(through_edge, paced_rate, seconds)
                     edge_sent += sent
                     window = _window(started, seconds)
@@ -275,7 +319,7 @@ async def _run(seconds: float, quick: bool, workdir: Path, report: Report) -> No
             finally:
                 with contextlib.suppress(Exception):
                     await publisher.disconnect()
-                for device in devices:
+                for device in devices + bare_devices:
                     device.abort()
         edge.kill()  # measured; its graceful stop is not part of this case
     _figures(report, runs, rate, low)
@@ -285,11 +329,12 @@ async def _run(seconds: float, quick: bool, workdir: Path, report: Report) -> No
             "CPU per message, flat out",
             edge_cpu * 1e6,
             "us",
-            reference=broker_cpu * 1e6,
-            reference_name="Mosquitto's, ceiling run",
+            reference=bare_cpu * 1e6,
+            reference_name="the bare bridge's",
             notes="edge process CPU time / messages it took, including draining its queue",
         ),
     )
+    report.notes.append(f"Mosquitto's CPU per message, ceiling run: {broker_cpu * 1e6:.2f} us")
     report.notes.append(
         f"edge CPU while the generator ran flat out: {busy_share:.0%} of one core "
         f"(1 / CPU per message = {1 / edge_cpu if edge_cpu else 0:,.0f} msg/s per core)"
@@ -309,27 +354,37 @@ async def _run(seconds: float, quick: bool, workdir: Path, report: Report) -> No
 
 
 def _figures(report: Report, runs: dict[str, Run], rate: float, low: float) -> None:
-    ceiling, edge = runs["ceiling"], runs["edge"]
+    ceiling, bare, edge = runs["ceiling"], runs["bare"], runs["edge"]
     report.figures.append(
         Figure(
             "msg/s through the edge",
             edge.window_rate,
             "msg/s",
+            reference=bare.window_rate,
+            reference_name="bare bridge",
+            target=">= 50,000 and >= 0.5 of the bare bridge",
+        )
+    )
+    report.figures.append(
+        Figure(
+            "msg/s through the bare bridge",
+            bare.window_rate,
+            "msg/s",
             reference=ceiling.window_rate,
             reference_name="straight to Mosquitto",
-            target=">= 50,000 and >= 0.45 of the ceiling",
         )
     )
     for label, paced_rate in (("paced", rate), ("paced low", low)):
-        direct, paced = runs[f"ceiling {label}"], runs[f"edge {label}"]
+        bare_paced, paced = runs[f"bare {label}"], runs[f"edge {label}"]
+        direct = runs[f"ceiling {label}"]
         at = f"at {paced_rate:,.0f} msg/s"
         report.figures.append(
             Figure(
                 f"delivered {at}",
                 paced.window_rate,
                 "msg/s",
-                reference=direct.window_rate,
-                reference_name="straight to Mosquitto",
+                reference=bare_paced.window_rate,
+                reference_name="bare bridge",
             )
         )
         for q in (50, 99, 100):
@@ -338,11 +393,15 @@ def _figures(report: Report, runs: dict[str, Run], rate: float, low: float) -> N
                     f"{'max' if q == 100 else f'p{q}'} latency {at}",
                     paced.p(q),
                     "ms",
-                    reference=direct.p(q),
-                    reference_name="straight to Mosquitto",
-                    target="< 5 ms" if q == 99 and label == "paced" else "",
+                    reference=bare_paced.p(q),
+                    reference_name="bare bridge",
+                    target="<= 2x the bare bridge" if q == 99 and label == "paced" else "",
                 )
             )
+        report.notes.append(
+            f"straight to Mosquitto {at}: p50 {direct.p(50):.3f} ms, p99 {direct.p(99):.3f} ms, "
+            f"max {direct.p(100):.3f} ms"
+        )
 
 
 def run_telemetry(seconds: float, *, quick: bool = False) -> Report:

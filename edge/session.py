@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from xiaozhi import jsonutil
 from xiaozhi.binary import SUPPORTED_VERSIONS, FrameType, decode_frame, encode_opus
 from xiaozhi.commands import (
     MCP_TOOL_FOR_COMMAND,
@@ -95,6 +96,7 @@ from xiaozhi.messages import (
     Tts,
     TtsState,
     VoiceCommandMessage,
+    device_message_from_obj,
     parse_device_message,
 )
 from xiaozhi.payloads import (
@@ -113,7 +115,13 @@ from xiaozhi.payloads import (
     UtterancePayload,
     VoiceCommandEvent,
 )
-from xiaozhi.topics import TopicKind, TopicTree, normalize_device_id, validate_id
+from xiaozhi.topics import (
+    TopicKind,
+    TopicTree,
+    normalize_device_id,
+    publish_options,
+    validate_id,
+)
 from xiaozhi.wav import UPLINK_FORMAT, decode_wav, encode_wav
 from xiaozhi_edge.limits import EdgeLimits, EventWindow, TokenBucket
 from xiaozhi_edge.mcp_client import (
@@ -137,6 +145,13 @@ from xiaozhi_edge.outputs import (
     StopAudio,
     Subscribe,
     Unsubscribe,
+)
+from xiaozhi_edge.telemetry import (
+    TELEMETRY_FIELDS,
+    plain_ping,
+    plain_sensor,
+    pong_text,
+    sensor_payload,
 )
 from xiaozhi_edge.utterances import (
     SAMPLE_RATE,
@@ -175,6 +190,10 @@ _INTERNAL_ERROR: Final = "INTERNAL_ERROR"
 _DUPLICATE_WINDOW: Final = 128  # recent command message_ids remembered (QoS 1 redelivery)
 _WAKE_WORD_STRIP: Final = " \t.,!?;:。，！？"
 _U32: Final = 2**32
+_SENSOR_OPTIONS: Final = publish_options(TopicKind.SENSOR)
+_STATUS_OPTIONS: Final = publish_options(TopicKind.STATUS)
+_MAX_SENSOR_TOPICS: Final = 32  # sensor topics remembered per session (a bound, not a limit)
+_STATUS_HEAD: Final = frozenset({"status", "device_id", "timestamp"})
 
 
 class SessionState(enum.StrEnum):
@@ -361,9 +380,6 @@ class _CallContext:
     message_id: str | None
 
 
-_TELEMETRY_FIELDS: Final = ("uptime", "memory_usage", "cpu_usage", "wifi_signal", "free_heap")
-
-
 class DeviceSession:
     """The logic of one device connection (module docstring for the I/O contract).
 
@@ -442,6 +458,8 @@ class DeviceSession:
         self._groups: tuple[str, ...] = ()
         self._register_extras: dict[str, Any] = {}
         self._telemetry: dict[str, Any] = {}
+        self._sensor_topics: dict[str, str] | None = None  # made on the first sensor
+        self._status_tail: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._downlink_ms = 0
         self._recent_commands = RecentIds(_DUPLICATE_WINDOW)
 
@@ -512,8 +530,9 @@ class DeviceSession:
             self.counters.text_messages += 1
             size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
             if self._admit(size, now, wall, out):
-                message = parse_device_message(text, max_bytes=self.limits.max_frame_bytes)
-                self._dispatch(message, now, wall, out)
+                obj = jsonutil.loads_object(text, max_bytes=self.limits.max_frame_bytes)
+                if self.state is not SessionState.READY or not self._telemetry_fast(obj, wall, out):
+                    self._dispatch(device_message_from_obj(obj), now, wall, out)
         except WireError as err:
             self._reject(err, now, wall, out)
         except Exception as exc:
@@ -922,15 +941,57 @@ class DeviceSession:
 
     def _status_publish(self, status: DeviceStatus, wall: str) -> Publish:
         assert self.device_id is not None
+        if status is DeviceStatus.CONNECTED:
+            payload = self._connected_status(wall)
+        else:
+            payload = self._status_payload(status, wall).to_wire()
+        qos, retain = _STATUS_OPTIONS
+        return Publish(self.topics.status(self.device_id), payload, int(qos), retain)
+
+    def _connected_status(self, wall: str) -> bytes:
+        """The ``connected`` status as :meth:`_status_payload` writes it, without a model.
+
+        A device pings every few seconds and each ping republishes its status: only the
+        timestamp and the telemetry change, so the rest (the fields after the telemetry in
+        :class:`StatusPayload`'s order, then the extras) is built once by the model and kept
+        until one of its inputs changes.
+        """
+        key = (
+            self.session_id,
+            self.binary_version,
+            self.kind,
+            self.board,
+            self.firmware_version,
+            dict(self._register_extras),
+        )
+        cached = self._status_tail
+        if cached is None or cached[0] != key:
+            full = self._status_payload(DeviceStatus.CONNECTED, wall)
+            tail = {k: v for k, v in full.to_json_dict().items() if k not in _STATUS_HEAD}
+            cached = self._status_tail = (key, tail)
+        fields: dict[str, Any] = {
+            "status": str(DeviceStatus.CONNECTED),
+            "device_id": self.device_id,
+            "timestamp": wall,
+        }
+        telemetry = self._telemetry
+        for name in TELEMETRY_FIELDS:
+            if name in telemetry:
+                fields[name] = telemetry[name]
+        fields.update(cached[1])
+        return jsonutil.dumps(fields)
+
+    def _status_payload(self, status: DeviceStatus, wall: str) -> StatusPayload:
+        """The status model, without the telemetry (:meth:`_connected_status` adds it)."""
+        assert self.device_id is not None
         extras: dict[str, Any] = {"session_id": self.session_id}
         if status is DeviceStatus.CONNECTED:
-            extras.update(self._telemetry)
             extras.update(self._register_extras)
             extras["protocol_version"] = self.binary_version
             extras["device_kind"] = str(self.kind)
             if self.board is not None:
                 extras["board"] = self.board
-        payload = StatusPayload(
+        return StatusPayload(
             status=status,
             device_id=self.device_id,
             timestamp=wall,
@@ -939,7 +1000,6 @@ class DeviceSession:
             firmware_version=self.firmware_version if status is DeviceStatus.CONNECTED else None,
             **extras,
         )
-        return Publish.of(TopicKind.STATUS, self.topics.status(self.device_id), payload.to_wire())
 
     def _publish_event(self, event_type: str, wall: str, out: list[Output], **fields: Any) -> None:
         assert self.device_id is not None
@@ -1133,9 +1193,51 @@ class DeviceSession:
             tool=event.name,
         )
 
+    def _telemetry_fast(self, obj: dict[str, Any], wall: str, out: list[Output]) -> bool:
+        """``sensor`` and ``ping`` in their plain shape, with no model (edge/telemetry.py).
+
+        False when the message is anything else, or not plain: the caller then validates it
+        with the models, whose answer (the same outputs, or the error) is the contract.
+        """
+        msg_type = obj.get("type")
+        if msg_type == "sensor":
+            sensor = plain_sensor(obj)
+            if sensor is None:
+                return False
+            sensor_type, value, unit, timestamp = sensor
+            device_id = self.device_id
+            assert device_id is not None
+            payload = sensor_payload(sensor_type, value, device_id, unit, timestamp or wall)
+            qos, retain = _SENSOR_OPTIONS
+            topic = self._sensor_topic(device_id, sensor_type)
+            out.append(Publish(topic, payload, int(qos), retain))
+            return True
+        if msg_type == "ping":
+            ping = plain_ping(obj)
+            if ping is None:
+                return False
+            telemetry, message_id = ping
+            self._telemetry.update(telemetry)
+            out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
+            out.append(SendText(pong_text(wall, self.device_id, message_id)))
+            return True
+        return False
+
+    def _sensor_topic(self, device_id: str, sensor_type: str) -> str:
+        """``xiaozhi/sensors/{device_id}/{sensor_type}``, built once per sensor type."""
+        topics = self._sensor_topics
+        if topics is None:
+            topics = self._sensor_topics = {}
+        topic = topics.get(sensor_type)
+        if topic is None:
+            if len(topics) >= _MAX_SENSOR_TOPICS:
+                topics.clear()  # a device inventing sensor types costs a rebuild, not memory
+            topic = topics[sensor_type] = self.topics.sensor(device_id, sensor_type)
+        return topic
+
     def _on_ping(self, message: PingMessage, wall: str, out: list[Output]) -> None:
         data = message.data
-        for name in _TELEMETRY_FIELDS:
+        for name in TELEMETRY_FIELDS:
             value = getattr(data, name)
             if value is not None:
                 self._telemetry[name] = value
@@ -1173,7 +1275,7 @@ class DeviceSession:
             unit=data.unit,
             timestamp=message.timestamp or wall,
         )
-        topic = self.topics.sensor(self.device_id, data.sensor_type)
+        topic = self._sensor_topic(self.device_id, data.sensor_type)
         out.append(Publish.of(TopicKind.SENSOR, topic, payload.to_wire()))
 
     def _on_device_error(self, message: ErrorMessage, wall: str, out: list[Output]) -> None:

@@ -3,9 +3,19 @@
 Why it exists: awaiting aiomqtt's `publish()` once per message tops out near 12,000 msg/s and
 fell seconds behind at 1,000 talking devices (design.md section 8). Here the hot path calls
 :meth:`MqttOwner.publish_nowait`, which only appends to a bounded queue; one writer task is
-the only code that talks to the broker. It hands each message to paho's non-blocking
-`publish` (aiomqtt's own client underneath) and yields to the event loop once per batch, so
-the socket is written in large chunks.
+the only code that talks to the broker. It yields to the event loop once per batch, so the
+socket is written in large chunks.
+
+QoS 0 messages do not go through paho's `publish`: at 1,000 devices flat out, paho's
+per-message work (an `MQTTMessageInfo` with a `threading.Condition`, a wake-up byte on its
+socket pair, one `send()` per packet, a `ReasonCode` and a `Properties` for the `on_publish`
+chained below) was about 60 % of the edge's CPU (docs/benchmarks.md, "Telemetry,
+2026-12-07"). The writer encodes each QoS 0 PUBLISH itself (:func:`qos0_publish_packet`) and
+hands the run of them to paho's own outgoing queue as one packet, so paho writes it with one
+`send()`, in order with everything else it sends (QoS 1 publishes, PINGREQ, SUBSCRIBE), and
+resumes a partial write where it stopped. That queue is paho's private `_packet_queue`, which
+is why `paho-mqtt` is pinned; ``tests/runtime`` publishes through it to a real Mosquitto.
+QoS 1 messages still go through `publish`: paho keeps them until their PUBACK.
 
 Delivery rules, all counted in :class:`OwnerStats` (never a silent drop):
 
@@ -39,11 +49,36 @@ import structlog
 from xiaozhi.backoff import Backoff
 from xiaozhi.config import parse_mqtt_url, redact_mqtt_url
 
-__all__ = ["MqttOwner", "OutMessage", "OwnerStats"]
+__all__ = ["MqttOwner", "OutMessage", "OwnerStats", "qos0_publish_packet"]
 
 log = structlog.get_logger("xiaozhi.mqtt")
 
 _BATCH = 2000  # messages handed to paho between two yields to the event loop
+_MAX_REMAINING_LENGTH = 268_435_455  # MQTT's largest packet body (four length bytes)
+
+
+def qos0_publish_packet(topic: str, payload: bytes, retain: bool, *, mqtt5: bool = False) -> bytes:
+    """One QoS 0 PUBLISH packet: MQTT 3.1.1 §3.3, or MQTT 5 §3.3 with no properties.
+
+    Raises:
+        ValueError: `topic` is empty, holds a wildcard or is over 65,535 bytes, or the
+            packet is over MQTT's size limit (what paho's `publish` raises for them).
+    """
+    raw = topic.encode()
+    if not raw or len(raw) > 65_535 or "+" in topic or "#" in topic:
+        raise ValueError(f"invalid topic to publish on: {topic[:80]!r}")
+    size = 2 + len(raw) + mqtt5 + len(payload)
+    if size > _MAX_REMAINING_LENGTH:
+        raise ValueError(f"payload too large: {len(payload)} bytes")
+    length = bytearray()
+    while True:  # the variable byte integer of §1.5.5 (§2.2.3 in 3.1.1)
+        byte, size = size & 0x7F, size >> 7
+        length.append(byte | 0x80 if size else byte)
+        if not size:
+            break
+    header = b"\x31" if retain else b"\x30"
+    properties = b"\x00" if mqtt5 else b""
+    return b"".join((header, length, len(raw).to_bytes(2, "big"), raw, properties, payload))
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +394,17 @@ class MqttOwner:
 
         inner.on_publish = on_publish
 
+    @staticmethod
+    def _hand_over(paho_client: paho.Client, run: list[bytes]) -> None:
+        """Queue QoS 0 packets in paho's outgoing queue as one packet (module docstring).
+
+        One `MQTTMessageInfo` for the run: paho marks it published once the last byte is
+        written, and calls `on_publish` once, with mid 0 (which paho never gives out).
+        """
+        if run:
+            data = run[0] if len(run) == 1 else b"".join(run)
+            paho_client._packet_queue(paho.PUBLISH, data, 0, 0, paho.MQTTMessageInfo(0))
+
     def _reap_acks(self) -> None:
         inflight = self._inflight
         acked = 0
@@ -372,24 +418,41 @@ class MqttOwner:
 
     async def _writer(self, client: aiomqtt.Client) -> None:
         paho_client = client._client  # non-blocking publish; see the module docstring
+        mqtt5 = paho_client.protocol == paho.MQTTv5
         queue = self._queue
         while True:
             if not queue:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if not paho_client.is_connected():
+                raise aiomqtt.MqttCodeError(paho.MQTT_ERR_NO_CONN, "could not publish")
             sent = 0
+            run: list[bytes] = []  # QoS 0 packets not yet handed to paho
             while queue and sent < _BATCH:
                 message = queue.popleft()
+                if not message.qos:
+                    try:
+                        packet = qos0_publish_packet(
+                            message.topic, message.payload, message.retain, mqtt5=mqtt5
+                        )
+                    except ValueError:
+                        self._hand_over(paho_client, run)
+                        raise
+                    run.append(packet)
+                    sent += 1
+                    continue
+                self._hand_over(paho_client, run)
+                run = []
                 info = paho_client.publish(
                     message.topic, message.payload, message.qos, message.retain
                 )
                 if info.rc != paho.MQTT_ERR_SUCCESS:
                     queue.appendleft(message)
                     raise aiomqtt.MqttCodeError(info.rc, "could not publish")
-                if message.qos:
-                    self._inflight.append((info, message))
+                self._inflight.append((info, message))
                 sent += 1
+            self._hand_over(paho_client, run)
             self._stats.published += sent
             self._progress.set()
             self._reap_acks()

@@ -79,6 +79,7 @@ __all__ = [
     "TtsState",
     "VoiceCommandData",
     "VoiceCommandMessage",
+    "device_message_from_obj",
     "parse_device_message",
     "parse_server_message",
 ]
@@ -668,7 +669,15 @@ def parse_device_message(
             ``"type"``), or a field of the wrong type. Answer with
             :meth:`ErrorMessage.from_error` and keep the connection.
     """
-    obj = jsonutil.loads_object(raw, max_bytes=max_bytes)
+    return device_message_from_obj(jsonutil.loads_object(raw, max_bytes=max_bytes))
+
+
+def device_message_from_obj(obj: dict[str, Any]) -> DeviceMessage:
+    """Like :func:`parse_device_message`, for a JSON object already parsed.
+
+    For a caller that looked at the object first (the edge's telemetry fast path) and must
+    not parse the text twice. Same errors, but for size and JSON syntax.
+    """
     result: DeviceMessage = _dispatch(obj, DEVICE_MESSAGE_TYPES, "device")
     return result
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support import Recorder, record
 from xiaozhi_cli.broker import ManagedMosquitto
-from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
+from xiaozhi_runtime.mqtt import MqttOwner, OutMessage, qos0_publish_packet
 
 pytestmark = pytest.mark.integration  # a real Mosquitto
 
@@ -62,6 +62,72 @@ async def test_messages_of_both_qos_reach_a_subscriber_in_order(
     await inbox.wait_for(lambda: len(inbox.payloads("xiaozhi/test/order/q0")) == 100)
     assert pub.stats.acknowledged == 1000
     assert pub.pending == 0
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "retain", "mqtt5", "packet"),
+    [
+        ("a/b", b"hi", False, False, b"\x30\x07\x00\x03a/bhi"),
+        ("a/b", b"hi", True, False, b"\x31\x07\x00\x03a/bhi"),
+        ("a/b", b"", True, False, b"\x31\x05\x00\x03a/b"),  # deletes a retained message
+        ("a/b", b"hi", False, True, b"\x30\x08\x00\x03a/b\x00hi"),  # no MQTT 5 properties
+        ("é", b"", False, False, b"\x30\x04\x00\x02\xc3\xa9"),  # UTF-8 length, not chars
+        ("t", bytes(200), False, False, b"\x30\xcb\x01\x00\x01t" + bytes(200)),  # 2-byte length
+    ],
+)
+def test_a_qos0_publish_packet_is_mqtt_byte_for_byte(
+    topic: str, payload: bytes, retain: bool, mqtt5: bool, packet: bytes
+) -> None:
+    assert qos0_publish_packet(topic, payload, retain, mqtt5=mqtt5) == packet
+
+
+@pytest.mark.parametrize("topic", ["", "a/+/b", "a/#", "x" * 65_536])
+def test_a_qos0_publish_packet_refuses_what_paho_refuses(topic: str) -> None:
+    with pytest.raises(ValueError, match="invalid topic"):
+        qos0_publish_packet(topic, b"", False)
+
+
+def test_a_qos0_publish_packet_refuses_a_payload_past_mqtts_limit() -> None:
+    with pytest.raises(ValueError, match="payload too large"):
+        qos0_publish_packet("t", bytes(268_435_455), False)
+
+
+async def test_qos0_runs_and_qos1_between_them_arrive_whole_and_in_order(
+    mosquitto: ManagedMosquitto, owners: list[MqttOwner]
+) -> None:
+    """QoS 0 goes to the socket in runs beside paho's own packets; nothing is cut, lost or
+    reordered, even with payloads large enough for the kernel to take a run in several
+    writes. (MQTT orders messages per QoS level only: the broker may pass a QoS 0 message
+    ahead of a QoS 1 one that waits for its subscriber's inflight window.)"""
+    inbox = Recorder()
+    sub = await _start(
+        owners, MqttOwner(mosquitto.url, client_id=_client_id("sub"), on_message=inbox)
+    )
+    await sub.subscribe(["xiaozhi/test/runs/#"])
+    pub = await _start(owners, MqttOwner(mosquitto.url, client_id=_client_id("pub")))
+    expected: dict[int, list[bytes]] = {0: [], 1: []}
+    for i in range(3000):
+        qos = 1 if i % 100 == 0 else 0
+        payload = str(i).encode().ljust(150_000 if i % 500 == 7 else 40, b".")
+        expected[qos].append(payload)
+        assert pub.publish_nowait(OutMessage(f"xiaozhi/test/runs/q{qos}", payload, qos=qos))
+    await inbox.wait_for(lambda: len(inbox.messages) == 3000, within=30)
+    assert inbox.payloads("xiaozhi/test/runs/q0") == expected[0]
+    assert inbox.payloads("xiaozhi/test/runs/q1") == expected[1]
+    assert pub.stats.published == 3000
+
+
+async def test_a_retained_qos0_message_reaches_a_later_subscriber_flagged(
+    mosquitto: ManagedMosquitto, owners: list[MqttOwner]
+) -> None:
+    topic = "xiaozhi/sensors/runs0001/temperature"
+    pub = await _start(owners, MqttOwner(mosquitto.url, client_id=_client_id("pub")))
+    for value in (b"21.5", b"22.0"):
+        pub.retain(OutMessage(topic, value, qos=0, retain=True))
+    await asyncio.wait_for(pub.wait_flushed(), 15)
+    async with record(mosquitto.url, topic) as late:
+        await late.wait_for(lambda: late.payloads(topic))
+        assert [(m.payload, m.retain) for m in late.messages] == [(b"22.0", True)]
 
 
 async def test_a_broker_restart_mid_stream_loses_no_qos1_message(
@@ -183,7 +249,7 @@ async def test_a_failing_handler_does_not_take_the_connection_down(
 
 _OWNER_PROCESS = """
 import asyncio, sys
-from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
+from xiaozhi_runtime.mqtt import MqttOwner, OutMessage, qos0_publish_packet
 
 async def main() -> None:
     topic = "xiaozhi/bridge/edges/" + sys.argv[2]

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from typing import Any
 
 from xiaozhi.config import redact_mqtt_url
-from xiaozhi_hub.home import HomeConfigError
+from xiaozhi_hub.home import HomeConfigError, home_json_schema
 from xiaozhi_hub.http import run_hub
 from xiaozhi_hub.service import HubStartError
 from xiaozhi_hub.settings import HubSettings, HubSettingsError, load_hub_settings
@@ -40,6 +41,11 @@ def add_hub_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--config", help="home-model YAML (XIAOZHI_CONFIG)")
     parser.add_argument("--mqtt-url", help="broker, mqtt://host:port (XIAOZHI_MQTT_URL)")
     parser.add_argument("--log-level", help="debug, info, warning, error (XIAOZHI_LOG_LEVEL)")
+    parser.add_argument(
+        "--home-schema",
+        action="store_true",
+        help="print the home file's JSON Schema (docs/home.schema.json) and exit",
+    )
     parser.set_defaults(func=_cmd_hub)
     return parser
 
@@ -68,6 +74,9 @@ async def serve_hub(settings: HubSettings, *, stop: asyncio.Event) -> int:
 
 
 def _cmd_hub(args: argparse.Namespace) -> int:
+    if args.home_schema:
+        print(json.dumps(home_json_schema(), indent=2, ensure_ascii=False))
+        return 0
     try:
         settings = load_hub_settings(**_overrides(args))
         configure_logging(level=settings.log_level)

@@ -59,6 +59,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from xiaozhi._validation import field_path
 from xiaozhi.commands import DeviceCommand
@@ -85,6 +86,7 @@ __all__ = [
     "VirtualBinding",
     "XiaozhiBinding",
     "entity_slug",
+    "home_json_schema",
     "load_home",
     "parse_home",
     "template_placeholders",
@@ -236,10 +238,18 @@ class _Model(BaseModel):
 class XiaozhiBinding(_Model):
     """The entity is a function of a xiaozhi device (its LED, its speaker)."""
 
-    type: Literal["xiaozhi"] = "xiaozhi"
-    device_id: DeviceId
-    command: str | None = None  # a DeviceCommand value or a custom command; None: by action
-    parameters: dict[str, Any] = Field(default_factory=dict)  # template over built-ins
+    type: Literal["xiaozhi"] = Field(default="xiaozhi", description="A xiaozhi device's function.")
+    device_id: DeviceId = Field(description="The device (its id, as in `devices`).")
+    command: str | None = Field(
+        default=None,
+        description="The command to send (set_volume, led, reboot, ... or a custom one); "
+        "unset: chosen by the action (turn_on/turn_off -> led, volume_set -> set_volume, "
+        "update_entity -> get_status).",
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="A payload template merged over the command's built-in parameters.",
+    )
 
     @field_validator("parameters")
     @classmethod
@@ -250,11 +260,16 @@ class XiaozhiBinding(_Model):
 class MqttBinding(_Model):
     """Any MQTT topic, one payload template per action (e.g. a zigbee2mqtt ``…/set``)."""
 
-    type: Literal["mqtt"] = "mqtt"
-    topic: str
-    payloads: dict[str, Any]  # action name -> JSON template (object) or text template
-    qos: Literal[0, 1] = 1
-    retain: bool = False
+    type: Literal["mqtt"] = Field(default="mqtt", description="Any MQTT topic.")
+    topic: str = Field(
+        description="The topic to publish on, without wildcards (zigbee2mqtt/kitchen_light/set)."
+    )
+    payloads: dict[str, Any] = Field(
+        description="One payload template per action (turn_on, turn_off, toggle, "
+        "volume_set, ...): a JSON object or a text string with {placeholders}."
+    )
+    qos: Literal[0, 1] = Field(default=1, description="MQTT QoS of the publish.")
+    retain: bool = Field(default=False, description="Publish retained.")
 
     @field_validator("topic")
     @classmethod
@@ -285,12 +300,20 @@ class MqttBinding(_Model):
 class HomeAssistantBinding(_Model):
     """An entity of a Home Assistant instance, driven through its REST API."""
 
-    type: Literal["homeassistant"] = "homeassistant"
-    base_url: str
-    token_env: str  # name of the environment variable holding the long-lived token
-    entity_id: EntityId | None = None  # Home Assistant's id when it differs from ours
+    type: Literal["homeassistant"] = Field(
+        default="homeassistant", description="An entity of a Home Assistant instance."
+    )
+    base_url: str = Field(description="Home Assistant's URL (http://homeassistant.local:8123).")
+    token_env: str = Field(
+        description="The environment variable holding a long-lived access token (HA_TOKEN); "
+        "the token itself never goes in this file."
+    )
+    entity_id: EntityId | None = Field(
+        default=None, description="Home Assistant's entity id, when it differs from ours."
+    )
 
-    token: str | None = Field(default=None, exclude=True)  # refused: only here to say why
+    # Refused, only here to say why; left out of the JSON Schema.
+    token: SkipJsonSchema[str | None] = Field(default=None, exclude=True)
 
     @field_validator("token")
     @classmethod
@@ -324,8 +347,12 @@ class HomeAssistantBinding(_Model):
 class VirtualBinding(_Model):
     """In-memory state only (the demo); ``state`` is the initial state."""
 
-    type: Literal["virtual"] = "virtual"
-    state: dict[str, Any] = Field(default_factory=dict)
+    type: Literal["virtual"] = Field(
+        default="virtual", description="In-memory state only (demos, tests)."
+    )
+    state: dict[str, Any] = Field(
+        default_factory=dict, description="The initial state ({state: 'off', brightness: 0})."
+    )
 
 
 Binding = Annotated[
@@ -338,28 +365,42 @@ _BINDING_TYPES = ("xiaozhi", "mqtt", "homeassistant", "virtual")
 # -- home items ----------------------------------------------------------------------------
 
 
+_ID_TEXT = "a-z, 0-9, '_' or '-'"
+
+
 class Floor(_Model):
-    id: FloorId
-    name: Name
-    aliases: list[Name] = Field(default_factory=list)
-    level: int | None = None
+    """A floor of the home ("upstairs"): areas name it, voice commands may too."""
+
+    id: FloorId = Field(description=f"Its id ({_ID_TEXT}).")
+    name: Name = Field(description="What people call it.")
+    aliases: list[Name] = Field(default_factory=list, description="Other names for it.")
+    level: int | None = Field(default=None, description="0 ground floor, 1 first floor, ...")
 
 
 class Area(_Model):
-    id: AreaId
-    name: Name
-    aliases: list[Name] = Field(default_factory=list)
-    floor: FloorId | None = None
+    """A room or zone ("kitchen"): where entities and devices are."""
+
+    id: AreaId = Field(description=f"Its id ({_ID_TEXT}).")
+    name: Name = Field(description="What people call it.")
+    aliases: list[Name] = Field(default_factory=list, description="Other names for it.")
+    floor: FloorId | None = Field(default=None, description="The floor it is on (a floor id).")
 
 
 class Entity(_Model):
     """A thing that can be acted on, Home Assistant style (``light.living_room``)."""
 
-    entity_id: EntityId
-    name: Name
-    aliases: list[Name] = Field(default_factory=list)
-    area: AreaId | None = None
-    binding: Binding = Field(default_factory=VirtualBinding)
+    entity_id: EntityId = Field(
+        description="<domain>.<object_id> of a-z, 0-9 and '_' (light.living_room); the "
+        "domain (light, switch, lock, cover, climate, media_player, sensor, ...) says what "
+        "can be done to it."
+    )
+    name: Name = Field(description='What people call it ("living room light").')
+    aliases: list[Name] = Field(default_factory=list, description="Other names for it.")
+    area: AreaId | None = Field(default=None, description="Where it is (an area id).")
+    binding: Binding = Field(
+        default_factory=VirtualBinding,
+        description="What acts on it: type xiaozhi, mqtt, homeassistant or virtual (default).",
+    )
 
     @property
     def domain(self) -> str:
@@ -375,20 +416,31 @@ class Entity(_Model):
 class Device(_Model):
     """A xiaozhi device known in advance (others are learnt at runtime)."""
 
-    id: DeviceId
-    name: Name
-    area: AreaId | None = None
-    groups: list[GroupId] = Field(default_factory=list)
-    model: str | None = None
-    # What the device's people speak when it differs from the home's (XIAOZHI_LANGUAGE):
-    # its commands are understood and answered in it. None: the home's language.
-    language: Language | None = None
+    id: DeviceId = Field(
+        description="The device id as it connects: its MAC in lower case without ':' "
+        f"(aabbccddeeff), or any id of {_ID_TEXT}."
+    )
+    name: Name = Field(description="Its display name (in Home Assistant too).")
+    area: AreaId | None = Field(
+        default=None, description='Where it is: "turn on the light" said to it means this area\'s.'
+    )
+    groups: list[GroupId] = Field(
+        default_factory=list, description="Groups it belongs to (group ids)."
+    )
+    model: str | None = Field(default=None, description="Shown as the model in Home Assistant.")
+    language: Language | None = Field(
+        default=None,
+        description="What its people speak when it differs from the home's (XIAOZHI_LANGUAGE), "
+        "like zh-CN: its commands are understood and answered in it.",
+    )
 
 
 class Group(_Model):
-    id: GroupId
-    name: Name
-    members: list[DeviceId] = Field(default_factory=list)
+    """Devices commanded together on xiaozhi/commands/group/{id}."""
+
+    id: GroupId = Field(description=f"Its id ({_ID_TEXT}).")
+    name: Name = Field(description="Its display name.")
+    members: list[DeviceId] = Field(default_factory=list, description="Device ids in it.")
 
 
 class DeviceFunction(enum.StrEnum):
@@ -410,11 +462,14 @@ def entity_slug(device_id: str) -> str:
 class Home(_Model):
     """The validated home; build it with :func:`load_home` or :func:`parse_home`."""
 
-    floors: list[Floor] = Field(default_factory=list)
-    areas: list[Area] = Field(default_factory=list)
-    entities: list[Entity] = Field(default_factory=list)
-    devices: list[Device] = Field(default_factory=list)
-    groups: list[Group] = Field(default_factory=list)
+    floors: list[Floor] = Field(default_factory=list, description="The home's floors.")
+    areas: list[Area] = Field(default_factory=list, description="Its rooms and zones.")
+    entities: list[Entity] = Field(default_factory=list, description="What voice commands act on.")
+    devices: list[Device] = Field(
+        default_factory=list,
+        description="xiaozhi devices known in advance (others are learnt when they connect).",
+    )
+    groups: list[Group] = Field(default_factory=list, description="Device groups.")
 
     _floors: dict[str, Floor] = PrivateAttr(default_factory=dict)
     _areas: dict[str, Area] = PrivateAttr(default_factory=dict)
@@ -537,6 +592,17 @@ _ALL_FIELD_NAMES = sorted(
 )
 
 
+def home_json_schema() -> dict[str, Any]:
+    """The home file's JSON Schema, from the models: editors (VS Code's YAML extension, with
+    ``# yaml-language-server: $schema=<path to docs/home.schema.json>``) complete and check
+    fields as you type. ``docs/home.schema.json`` is this, kept equal by a test."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **Home.model_json_schema(),
+        "title": "xiaozhi hub home file",
+    }
+
+
 def load_home(path: str | os.PathLike[str] = DEMO_HOME_PATH) -> Home:
     """Read and validate a home file.
 
@@ -625,9 +691,11 @@ def _problems_from(err: ValidationError, prefix: tuple[str | int, ...]) -> Itera
             message = f"missing binding type (one of: {', '.join(_BINDING_TYPES)})"
         elif kind == "union_tag_invalid":
             loc.append("type")
+            given = str(error["input"].get("type"))
+            close = difflib.get_close_matches(given, _BINDING_TYPES, n=1)
+            hint = f"did you mean {close[0]!r}?; " if close else ""
             message = (
-                f"unknown binding type {error['input'].get('type')!r} "
-                f"(one of: {', '.join(_BINDING_TYPES)})"
+                f"unknown binding type {given!r} ({hint}one of: {', '.join(_BINDING_TYPES)})"
             )
         elif kind not in ("value_error", "assertion_error"):
             message = f"{message}, got {error['input']!r}"[:200]
@@ -662,8 +730,10 @@ def _cross_check(items: dict[str, list[tuple[int, Any]]]) -> list[ConfigProblem]
     def exists(path: str, value: str | None, known: set[str], what: str, section: str) -> None:
         if value is not None and value not in known:
             listed = ", ".join(sorted(known)) or "none defined"
+            close = difflib.get_close_matches(value, sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}?; " if close else ""
             problems.append(
-                ConfigProblem(path, f"unknown {what} {value!r} (known {section}: {listed})")
+                ConfigProblem(path, f"unknown {what} {value!r} ({hint}known {section}: {listed})")
             )
 
     for index, area in items["areas"]:

@@ -21,11 +21,17 @@ has ``origin``, ``device`` (``identifiers: ["xiaozhi_<id>"]``, ``suggested_area`
 two-layer availability of zigbee2mqtt (hub ``bridge/state`` and the device's status, mode
 ``all``). ``unique_id`` is ``xiaozhi_<id>_<object_id>`` and never changes on rename: only
 ``device.name`` does.
+
+The home's own entities (``virtual`` bindings: nothing else holds their state) are discovered
+too (:func:`entity_configs`, node ``xiaozhi-entities``), each as a device in its area, with
+their state on ``xiaozhi/entities/{entity_id}`` and commands on its ``/set``. Entities bound to
+a zigbee2mqtt bulb, to Home Assistant itself or to a xiaozhi device are not: they already
+appear in Home Assistant through their owner, and a second copy would be a duplicate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from xiaozhi import __version__ as _version
@@ -33,16 +39,19 @@ from xiaozhi import jsonutil
 from xiaozhi.commands import DeviceCommand
 from xiaozhi.payloads import EventType
 from xiaozhi.topics import TopicKind, TopicTree
+from xiaozhi_hub.home import Entity
 from xiaozhi_hub.registry import DeviceRecord
 
 __all__ = [
     "DEFAULT_SENSOR_EXPIRE_AFTER_S",
     "DEVICE_EVENT_TYPES",
+    "ENTITIES_NODE",
     "ORIGIN_NAME",
     "TELEMETRY_SENSORS",
     "clear_payloads",
     "device_configs",
     "encode",
+    "entity_configs",
     "ha_unit",
     "is_own_topic",
     "node_id",
@@ -371,8 +380,121 @@ def clear_payloads(stale: Iterable[str]) -> list[tuple[str, bytes]]:
     return [(topic, b"") for topic in sorted(set(stale))]
 
 
+ENTITIES_NODE = "xiaozhi-entities"
+"""The node id of the hub's own entities' configs: a device's node is ``xiaozhi_`` + its id,
+so no device can take this one (``-`` after ``xiaozhi``)."""
+
+
+def entity_configs(
+    entity: Entity,
+    state: Mapping[str, Any],
+    *,
+    topics: TopicTree,
+    area_name: str | None = None,
+    origin_version: str = _version,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The discovery config of a home entity the hub keeps itself (a ``virtual`` binding),
+    so Home Assistant shows it and can command it: none for a domain HA's MQTT integration
+    cannot drive from our state object.
+
+    Its state topic carries the entity's state object (``{"state": "on", "brightness":
+    128}``); commands go to ``…/set`` in the same words (:mod:`xiaozhi_hub.virtual_entities`).
+    Each is a device of its own, so it lands in its area.
+    """
+    domain, object_name = entity.entity_id.split(".", 1)
+    state_topic = topics.entity_state(entity.entity_id)
+    command_topic = topics.entity_set(entity.entity_id)
+    word = "{{ value_json.state }}"
+    fields: dict[str, Any]
+    if domain == "light":
+        component = "light"
+        fields = {
+            "schema": "template",
+            "command_topic": command_topic,
+            "command_on_template": (
+                '{"state": "on"{% if brightness is defined %}, "brightness": {{ brightness }}'
+                "{% endif %}}"
+            ),
+            "command_off_template": '{"state": "off"}',
+            "state_template": word,
+        }
+        fields["brightness_template"] = "{{ value_json.brightness | default(255) }}"
+    elif domain in ("switch", "fan", "input_boolean"):
+        component = "switch"
+        fields = {
+            "command_topic": command_topic,
+            "payload_on": '{"state": "on"}',
+            "payload_off": '{"state": "off"}',
+            "value_template": word,
+            "state_on": "on",
+            "state_off": "off",
+        }
+    elif domain == "lock":
+        component = "lock"
+        fields = {
+            "command_topic": command_topic,
+            "payload_lock": '{"state": "locked"}',
+            "payload_unlock": '{"state": "unlocked"}',
+            "value_template": word,
+            "state_locked": "locked",
+            "state_unlocked": "unlocked",
+        }
+    elif domain == "cover":
+        component = "cover"
+        fields = {
+            "command_topic": command_topic,
+            "payload_open": '{"state": "open"}',
+            "payload_close": '{"state": "closed"}',
+            "payload_stop": None,
+            "value_template": word,
+            "state_open": "open",
+            "state_closed": "closed",
+        }
+    elif domain == "climate":
+        component = "climate"
+        fields = {
+            "modes": [str(state.get("state", "heat"))],
+            "mode_state_topic": state_topic,
+            "mode_state_template": word,
+            "temperature_command_topic": command_topic,
+            "temperature_command_template": '{"temperature": {{ value }}}',
+            "temperature_state_topic": state_topic,
+            "temperature_state_template": "{{ value_json.temperature }}",
+            "current_temperature_topic": state_topic,
+            "current_temperature_template": "{{ value_json.current_temperature }}",
+            "temperature_unit": "C",
+        }
+    else:
+        return []
+    if component != "climate":
+        fields["state_topic"] = state_topic
+    object_id = f"{domain}_{object_name}"
+    device: dict[str, Any] = {
+        "identifiers": [f"{ENTITIES_NODE}_{object_id}"],
+        "name": entity.name,
+        "manufacturer": MANUFACTURER,
+        "model": "xiaozhi hub entity",
+    }
+    if area_name:
+        device["suggested_area"] = area_name
+    payload = {
+        "unique_id": f"xiaozhi_entity_{object_id}",
+        "name": None,  # the device's name: one entity per device
+        **fields,
+        "qos": 1,
+        "retain": False,
+        "device": device,
+        "origin": {"name": ORIGIN_NAME, "sw_version": origin_version},
+        "availability": [
+            {"topic": topics.bridge_state(), "value_template": "{{ value_json.state }}"}
+        ],
+    }
+    return [(topics.discovery_config(component, ENTITIES_NODE, object_id), payload)]
+
+
 def is_own_topic(topic: str, *, topics: TopicTree) -> bool:
-    """True for a per-entity discovery topic whose node id is one of ours (``xiaozhi_…``)."""
+    """True for a discovery topic whose node id is one of ours (``xiaozhi_…``, or the hub's
+    own entities' node)."""
     try:
         parsed = topics.parse(topic)
     except ValueError:
@@ -380,7 +502,7 @@ def is_own_topic(topic: str, *, topics: TopicTree) -> bool:
     return (
         parsed.kind is TopicKind.HA_DISCOVERY
         and parsed.node_id is not None
-        and parsed.node_id.startswith(NODE_PREFIX)
+        and (parsed.node_id.startswith(NODE_PREFIX) or parsed.node_id == ENTITIES_NODE)
     )
 
 

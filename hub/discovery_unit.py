@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import structlog
 
@@ -26,8 +27,14 @@ class DiscoveryUnit:
     Assistant's birth message ``online`` arrives.
     """
 
-    def __init__(self, ctx: HubContext, on_ha_online: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        ctx: HubContext,
+        on_ha_online: Callable[[], None],
+        states: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self._ctx = ctx
+        self._states = states if states is not None else {}
         self._on_ha_online = on_ha_online
         self._probe = ctx.topics.hub_probe(ctx.settings.hub_id)
         self._nonce = b""
@@ -87,10 +94,25 @@ class DiscoveryUnit:
             self._probe_seen.set()
 
     def publish_all(self, *, force: bool = False) -> set[str]:
-        """Publish every device's configs; returns every topic published."""
+        """Publish every device's configs and the home's own entities'; returns every topic
+        published."""
+        ctx = self._ctx
         topics: set[str] = set()
-        for record in self._ctx.registry.devices():
+        for record in ctx.registry.devices():
             topics |= self._publish_device(record.device_id, force=force)
+        home = ctx.registry.home
+        for entity in home.entities:
+            if entity.binding.type != "virtual":
+                continue  # its owner (zigbee2mqtt, Home Assistant, a device) shows it already
+            configs = discovery.entity_configs(
+                entity,
+                self._states.get(entity.entity_id, {}),
+                topics=ctx.topics,
+                area_name=home.area_name(entity.area),
+            )
+            for topic, payload in configs:
+                ctx.retained.publish(topic, discovery.encode(payload), force=force)
+                topics.add(topic)
         return topics
 
     def device_changed(self, device_id: str) -> None:

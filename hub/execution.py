@@ -128,6 +128,8 @@ class ActionRunner:
         answer_timeout: seconds to wait for a device's ``command_result``.
         device_online: the registry's view of a device: False when known to be
             disconnected (the command is not sent), True or None (never heard of) otherwise.
+        on_state: told the entity id after a virtual entity's state changed (published on
+            ``xiaozhi/entities/{entity_id}``, whoever asked for the change).
     """
 
     def __init__(
@@ -142,8 +144,10 @@ class ActionRunner:
         answers: DeviceAnswers | None = None,
         answer_timeout: float = 5.0,
         device_online: Callable[[str], bool | None] = lambda _device_id: None,
+        on_state: Callable[[str], None] = lambda _entity_id: None,
     ) -> None:
         self._topics = topics
+        self._on_state = on_state
         self._answers = answers
         self._answer_timeout = answer_timeout
         self._device_online = device_online
@@ -173,6 +177,7 @@ class ActionRunner:
         assert isinstance(effect, VirtualEffect)
         new = effect.apply(self.states.get(effect.entity_id))
         self.states[effect.entity_id] = new
+        self._on_state(effect.entity_id)
         return ActionOutcome.succeeded({"state": new})
 
     async def _command_device(self, effect: XiaozhiCommandEffect) -> ActionOutcome:

@@ -694,9 +694,7 @@ def _problems_from(err: ValidationError, prefix: tuple[str | int, ...]) -> Itera
             given = str(error["input"].get("type"))
             close = difflib.get_close_matches(given, _BINDING_TYPES, n=1)
             hint = f"did you mean {close[0]!r}?; " if close else ""
-            message = (
-                f"unknown binding type {given!r} ({hint}one of: {', '.join(_BINDING_TYPES)})"
-            )
+            message = f"unknown binding type {given!r} ({hint}one of: {', '.join(_BINDING_TYPES)})"
         elif kind not in ("value_error", "assertion_error"):
             message = f"{message}, got {error['input']!r}"[:200]
         yield ConfigProblem(field_path((*prefix, *loc)), message)

@@ -92,8 +92,10 @@ from xiaozhi_hub.unit import (
     HubState,
     Route,
     Unit,
+    new_id,
     now_wire,
 )
+from xiaozhi_hub.virtual_entities import VirtualEntitiesUnit
 from xiaozhi_hub.voice import VoiceUnit
 from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
 from xiaozhi_speech import SpeechToText
@@ -179,6 +181,7 @@ class HubService:
         self.bridge_api = BridgeApi(self.registry, self.pipeline, activations=self.activations)
         self.snapshots = Snapshots(self._ctx)
         self.command_results = CommandResultsUnit(self._ctx)
+        self.virtual_entities = VirtualEntitiesUnit(self._ctx, self.states)
         runner = ActionRunner(
             topics=self.topics,
             publish=self._ctx.publish,
@@ -189,11 +192,17 @@ class HubService:
             answers=self.command_results,
             answer_timeout=settings.command_answer_timeout_seconds,
             device_online=self._device_online,
+            on_state=self.virtual_entities.state_changed,
+        )
+        self.virtual_entities.execute = lambda action, binding: runner.execute(
+            action, binding, message_id=new_id()
         )
 
         # The units, in start order (stopped in reverse): listed here and nowhere else.
         self.bridge_state = BridgeStateUnit(self._ctx)
-        self.discovery = DiscoveryUnit(self._ctx, on_ha_online=self.bridge_state.online)
+        self.discovery = DiscoveryUnit(
+            self._ctx, on_ha_online=self.bridge_state.online, states=self.states
+        )
         self.registry_feed = RegistryFeedUnit(
             self._ctx, self.snapshots, self.discovery.device_changed
         )
@@ -225,6 +234,7 @@ class HubService:
             *([self.speech] if self.speech is not None else []),  # its corpus is the intents'
             self.fan_out,
             self.bridge_requests,
+            self.virtual_entities,
         )
         self._routes: dict[TopicKind, Route] = {}
         for unit in self.units:

@@ -40,6 +40,7 @@ __all__ = [
     "normalize_device_id",
     "publish_options",
     "validate_device_id",
+    "validate_entity_id",
     "validate_id",
 ]
 
@@ -87,6 +88,8 @@ class TopicKind(enum.StrEnum):
     BRIDGE_INFO = "bridge_info"  # bridge/info
     BRIDGE_REQUEST = "bridge_request"  # bridge/request/{path}
     BRIDGE_RESPONSE = "bridge_response"  # bridge/response/{path}
+    ENTITY_STATE = "entity_state"  # entities/{entity_id}: a home entity the hub keeps itself
+    ENTITY_SET = "entity_set"  # entities/{entity_id}/set: a command for it (Home Assistant...)
     HA_DISCOVERY = "ha_discovery"  # homeassistant/{component}/[{node_id}/]{object_id}/config
     HA_STATUS = "ha_status"  # homeassistant/status (Home Assistant's birth/will)
 
@@ -130,6 +133,8 @@ _PUBLISH_OPTIONS: dict[TopicKind, PublishOptions] = {
     TopicKind.BRIDGE_INFO: PublishOptions(_LEAST, retain=True),
     TopicKind.BRIDGE_REQUEST: PublishOptions(_LEAST, retain=False),
     TopicKind.BRIDGE_RESPONSE: PublishOptions(_LEAST, retain=False),
+    TopicKind.ENTITY_STATE: PublishOptions(_LEAST, retain=True),
+    TopicKind.ENTITY_SET: PublishOptions(_LEAST, retain=False),
     TopicKind.HA_DISCOVERY: PublishOptions(_LEAST, retain=True),
     # Home Assistant publishes this one itself (birth "online" / will "offline"), not retained.
     TopicKind.HA_STATUS: PublishOptions(_ONCE, retain=False),
@@ -139,6 +144,23 @@ _PUBLISH_OPTIONS: dict[TopicKind, PublishOptions] = {
 def publish_options(kind: TopicKind) -> PublishOptions:
     """QoS and retain flag for publishing on ``kind`` (design.md §5's columns)."""
     return _PUBLISH_OPTIONS[kind]
+
+
+_ENTITY_ID_RE = re.compile(r"[a-z0-9_]{1,64}\.[a-z0-9_]{1,64}")
+
+
+def validate_entity_id(value: str) -> str:
+    """``value`` if it is a Home Assistant style entity id (``light.living_room``).
+
+    Raises:
+        InvalidTopic: anything else.
+    """
+    if not isinstance(value, str) or _ENTITY_ID_RE.fullmatch(value) is None:
+        raise InvalidTopic(
+            f"invalid entity id {value!r}: expected '<domain>.<object_id>' of a-z, 0-9 and '_'",
+            value=str(value),
+        )
+    return value
 
 
 def validate_id(value: str, *, what: str = "id") -> str:
@@ -248,6 +270,7 @@ class ParsedTopic:
     component: str | None = None  # HA discovery
     node_id: str | None = None  # HA discovery (optional level)
     object_id: str | None = None  # HA discovery
+    entity_id: str | None = None  # a home entity (light.living_room)
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +372,20 @@ class TopicTree:
         return f"{self.base}/utterances/{validate_device_id(device_id)}"
 
     # -- bridge (zigbee2mqtt style) ------------------------------------------------------
+
+    def entity_state(self, entity_id: str) -> str:
+        """``entities/{entity_id}``: the state of a home entity the hub itself keeps (a
+        ``virtual`` binding), retained, so Home Assistant shows what a voice command did."""
+        return f"{self.base}/entities/{validate_entity_id(entity_id)}"
+
+    def entity_set(self, entity_id: str) -> str:
+        """``entities/{entity_id}/set``: a command for that entity, in Home Assistant's MQTT
+        forms (``ON``/``OFF``, ``LOCK``/``UNLOCK``, a JSON light command)."""
+        return f"{self.entity_state(entity_id)}/set"
+
+    def all_entity_sets(self) -> str:
+        """The hub's subscription for every entity command."""
+        return f"{self.base}/entities/+/set"
 
     def bridge_state(self) -> str:
         """``xiaozhi/bridge/state``: retained ``online``, the hub's LWT ``offline``."""
@@ -566,6 +603,10 @@ class TopicTree:
                 return ParsedTopic(TopicKind.DEVICE_EVENTS, device_id=validate_device_id(device))
             case ["utterances", device]:
                 return ParsedTopic(TopicKind.UTTERANCE, device_id=validate_device_id(device))
+            case ["entities", entity]:
+                return ParsedTopic(TopicKind.ENTITY_STATE, entity_id=validate_entity_id(entity))
+            case ["entities", entity, "set"]:
+                return ParsedTopic(TopicKind.ENTITY_SET, entity_id=validate_entity_id(entity))
             case ["bridge", "state"]:
                 return ParsedTopic(TopicKind.BRIDGE_STATE)
             case ["bridge", "edges", edge]:

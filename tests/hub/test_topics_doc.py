@@ -33,6 +33,8 @@ LISTED = {
     TopicKind.BRIDGE_INFO: "`xiaozhi/bridge/info`",
     TopicKind.BRIDGE_REQUEST: "`xiaozhi/bridge/request/{path}`",
     TopicKind.BRIDGE_RESPONSE: "`xiaozhi/bridge/response/{path}`",
+    TopicKind.ENTITY_STATE: "`xiaozhi/entities/{entity_id}`",
+    TopicKind.ENTITY_SET: "`xiaozhi/entities/{entity_id}/set`",
     TopicKind.HA_DISCOVERY: "`homeassistant/{component}/xiaozhi_{device_id}/{object_id}/config`",
     TopicKind.HA_STATUS: "`homeassistant/status`",
 }

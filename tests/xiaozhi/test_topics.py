@@ -75,6 +75,16 @@ GOLDEN = [
         "xiaozhi/events/device_disconnected",
         ParsedTopic(K.DEVICE_DISCONNECTED),
     ),
+    (
+        T.entity_state("light.living_room"),
+        "xiaozhi/entities/light.living_room",
+        ParsedTopic(K.ENTITY_STATE, entity_id="light.living_room"),
+    ),
+    (
+        T.entity_set("lock.front_door"),
+        "xiaozhi/entities/lock.front_door/set",
+        ParsedTopic(K.ENTITY_SET, entity_id="lock.front_door"),
+    ),
     (T.bridge_state(), "xiaozhi/bridge/state", ParsedTopic(K.BRIDGE_STATE)),
     (
         T.bridge_edge("edge-1"),
@@ -160,6 +170,8 @@ def test_every_kind_has_a_golden_topic_and_publish_options() -> None:
         (K.BRIDGE_REQUEST, 1, False),
         (K.BRIDGE_RESPONSE, 1, False),
         (K.HA_DISCOVERY, 1, True),
+        (K.ENTITY_STATE, 1, True),
+        (K.ENTITY_SET, 1, False),
     ],
 )
 def test_publish_options_follow_design_table(kind: TopicKind, qos: int, retain: bool) -> None:
@@ -184,6 +196,8 @@ def test_subscription_filters() -> None:
     assert T.all_events() == "xiaozhi/events/+"
     assert T.all_edges() == "xiaozhi/bridge/edges/+"
     assert T.all_utterances() == "xiaozhi/utterances/+"
+    assert T.all_entity_sets() == "xiaozhi/entities/+/set"
+    assert T.all_device_voice_commands() == "xiaozhi/events/voice_command/+"
     assert T.bridge_requests() == "xiaozhi/bridge/request/#"
     assert T.all_commands_for("esp32_device_001") == [
         "xiaozhi/commands/esp32_device_001",
@@ -357,6 +371,10 @@ def test_validate_id() -> None:
         lambda: T.discovery_config("sensor", None, "x/y"),
         lambda: T.discovery_config("sensor", "n+", "x"),
         lambda: T.discovery_config("sensor", None, "x" * 300),
+        lambda: T.entity_state("light"),
+        lambda: T.entity_state("Light.x"),
+        lambda: T.entity_set("light.a/b"),
+        lambda: T.entity_set(None),
     ],
 )
 def test_builders_refuse_bad_ids(build: object) -> None:
@@ -390,6 +408,10 @@ def test_builders_refuse_bad_ids(build: object) -> None:
         "xiaozhi/bridge/request/",
         "xiaozhi/bridge/response/a//b",
         "xiaozhi/unknown/d1",
+        "xiaozhi/entities",
+        "xiaozhi/entities/light",
+        "xiaozhi/entities/light.x/get",
+        "xiaozhi/entities/light.x/set/more",
         "xiaozhi//commands/d1",
         "other/commands/d1",
         "xiaozhi2/commands/d1",

@@ -78,6 +78,7 @@ _MONITOR_QUEUE_PACKETS = 50  # ~3 s of 60 ms frames buffered per listener before
 _MONITOR_PING_SECONDS = 30.0  # seed 004's keep-alive
 _TICK_SECONDS = 1.0
 _SERVICE_RESTART = 1012
+_SUBACK_WAIT_SECONDS = 5.0  # longest a hello answer waits for its subscription's SUBACK
 
 
 def _http_response(status: http.HTTPStatus, content_type: str, body: bytes) -> Response:
@@ -115,8 +116,13 @@ class _Router:
         self._owner = owner
         self._holders: dict[str, set[DeviceConnection]] = collections.defaultdict(set)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._subscribing: dict[str, asyncio.Task[None]] = {}  # filter -> SUBSCRIBE in flight
 
-    def add(self, conn: DeviceConnection, filters: Iterable[str]) -> None:
+    def add(self, conn: DeviceConnection, filters: Iterable[str]) -> set[asyncio.Task[None]]:
+        """Route ``filters`` to ``conn``; returns the SUBSCRIBEs still in flight for them
+        (this one's, or another connection's for a shared filter such as the broadcast):
+        once they are done, the broker delivers every command on them."""
+        filters = tuple(filters)
         new = []
         for topic_filter in filters:
             holders = self._holders[topic_filter]
@@ -124,7 +130,16 @@ class _Router:
                 new.append(topic_filter)
             holders.add(conn)
         if new:
-            self._spawn(self._owner.subscribe(new, qos=1))
+            task = self._spawn(self._owner.subscribe(new, qos=1))
+            for topic_filter in new:
+                self._subscribing[topic_filter] = task
+            task.add_done_callback(lambda done: self._subscribed(new, done))
+        return {self._subscribing[f] for f in filters if f in self._subscribing}
+
+    def _subscribed(self, filters: list[str], task: asyncio.Task[None]) -> None:
+        for topic_filter in filters:
+            if self._subscribing.get(topic_filter) is task:
+                del self._subscribing[topic_filter]
 
     def remove(self, conn: DeviceConnection, filters: Iterable[str]) -> None:
         gone = []
@@ -143,10 +158,11 @@ class _Router:
         holders = self._holders.get(topic)
         return tuple(holders) if holders else ()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
 
 @dataclass(eq=False)
@@ -244,8 +260,14 @@ class DeviceConnection:
                 with contextlib.suppress(ConnectionClosed):
                     await self.ws.send(data)
             case Subscribe(filters=filters):
-                server.router.add(self, filters)
+                in_flight = server.router.add(self, filters)
                 server.claim(self)
+                if in_flight:
+                    # Hold the outputs after it (the server hello) until the broker has the
+                    # subscription: a command sent the moment the device is greeted must
+                    # reach it. Bounded, so a hung broker cannot hold a device forever; the
+                    # owner subscribes again on reconnect either way.
+                    await asyncio.wait(in_flight, timeout=_SUBACK_WAIT_SECONDS)
             case Unsubscribe(filters=filters):
                 server.router.remove(self, filters)
             case PlayAudio():

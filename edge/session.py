@@ -829,8 +829,7 @@ class DeviceSession:
         self.features_mcp = bool(hello.features is not None and hello.features.mcp)
         self.kind = DeviceKind.FIRMWARE
         self._become_ready(now)
-        out.append(SendText(self._server_hello()))
-        self._announce(wall, out)
+        self._announce(self._server_hello(), wall, out)
         if self.features_mcp:
             request = self._mcp.initialize(now)
             out.append(SendText(mcp_message(request, self.session_id).to_text()))
@@ -876,8 +875,7 @@ class DeviceSession:
         self._become_ready(now)
         # Seed 003 says the server "confirms registration" without a shape: we answer with
         # its server→device `response` envelope, which every seed client already handles.
-        out.append(SendText(self._registered_response(message.message_id, wall)))
-        self._announce(wall, out)
+        self._announce(self._registered_response(message.message_id, wall), wall, out)
 
     def _registered_response(self, message_id: str | None, wall: str) -> str:
         data = ResponseData(
@@ -899,11 +897,18 @@ class DeviceSession:
         own = tuple(self.topics.all_commands_for(device_id))
         return own + tuple(self.topics.group_command(g) for g in self._groups)
 
-    def _announce(self, wall: str, out: list[Output]) -> None:
-        """Subscribe to the device's commands and tell the tree it is connected."""
+    def _announce(self, answer: str, wall: str, out: list[Output]) -> None:
+        """Subscribe to the device's commands, then send ``answer`` (the server hello or the
+        registration response), then tell the tree the device is connected.
+
+        The subscription comes first because the I/O layer holds later outputs until the
+        broker acknowledges it: a device (or whoever watches it) may send a command the
+        moment it is greeted, and a command published before the SUBACK reaches nobody.
+        """
         assert self.device_id is not None
         self._subscriptions = self._filters(self.device_id)
         out.append(Subscribe(self._subscriptions))
+        out.append(SendText(answer))
         out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
         event = ConnectionEvent(
             event_type="device_connected",

@@ -109,6 +109,38 @@ def _handshake_fields(request: Request) -> dict[str, str]:
     return found
 
 
+def _remote(ws: ServerConnection) -> str | None:
+    """``host:port`` of the peer (a load balancer's, behind one), for log lines."""
+    address = ws.remote_address
+    return f"{address[0]}:{address[1]}" if address else None
+
+
+def _close_fields(ws: ServerConnection) -> dict[str, Any]:
+    """How a device connection ended, for its ``device_disconnected`` line: who closed it
+    (``device``, ``edge``, or ``network`` when no close frame came), the code and reason.
+
+    1006 means the TCP connection ended without a close frame (power loss, Wi-Fi gone)."""
+    protocol = ws.protocol
+    received, sent = protocol.close_rcvd, protocol.close_sent
+    if received is not None and (sent is None or protocol.close_rcvd_then_sent):
+        by, frame = "device", received
+    elif sent is not None:
+        by, frame = "edge", sent
+    else:
+        return {"closed_by": "network", "close_code": 1006, "close_reason": ""}
+    return {"closed_by": by, "close_code": frame.code, "close_reason": frame.reason}
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """Done callback: a background task that raised is a bug; log it with its traceback
+    (asyncio would only say "Task exception was never retrieved", at garbage collection)."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("edge_task_failed", task=task.get_name(), error=repr(exc), exc_info=exc)
+
+
 class _Router:
     """Reference-counted command subscriptions: filter -> the connections that hold it."""
 
@@ -162,6 +194,7 @@ class _Router:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
         return task
 
 
@@ -199,7 +232,17 @@ class DeviceConnection:
         self.session = session
         self.lock = asyncio.Lock()  # outputs from the reader, MQTT and timers stay in order
         self.playback: asyncio.Task[None] | None = None
-        self.log = log.bind(remote=ws.remote_address)
+        identity = session.identity
+        self.log = log.bind(
+            remote=_remote(ws), device_id=identity.device_id if identity is not None else None
+        )
+        self.announced = False  # device_connected logged
+
+    def fault(self, exc: Exception) -> None:
+        """The session caught a bug (called inside its ``except``): log it with its
+        traceback, once per fault, so an operator sees what the device got as a bare
+        INTERNAL_ERROR."""
+        self.log.error("edge_internal_fault", error=repr(exc), exc_info=exc)
 
     async def run(self) -> None:
         server = self.server
@@ -224,6 +267,7 @@ class DeviceConnection:
             await self.finish()
 
     async def finish(self) -> None:
+        self.log.info("device_disconnected", **_close_fields(self.ws))
         if self.playback is not None:
             self.playback.cancel()
         now = asyncio.get_running_loop().time()
@@ -262,6 +306,8 @@ class DeviceConnection:
             case Subscribe(filters=filters):
                 in_flight = server.router.add(self, filters)
                 server.claim(self)
+                if not self.announced:
+                    self._log_connected()
                 if in_flight:
                     # Hold the outputs after it (the server hello) until the broker has the
                     # subscription: a command sent the moment the device is greeted must
@@ -278,6 +324,19 @@ class DeviceConnection:
             case Close(code=code, reason=reason):
                 self._stop_playback()
                 server.spawn(self.ws.close(code, reason))
+
+    def _log_connected(self) -> None:
+        session = self.session
+        identity = session.identity
+        self.announced = True
+        self.log = self.log.bind(device_id=session.device_id, session_id=session.session_id)
+        self.log.info(
+            "device_connected",
+            device_kind=str(session.kind),
+            protocol_version=session.binary_version,
+            client_id=identity.client_id if identity is not None else None,
+            authenticated=identity is not None and identity.authenticated,
+        )
 
     def _stop_playback(self) -> None:
         if self.playback is not None and not self.playback.done():
@@ -372,6 +431,7 @@ class EdgeServer:
             close_timeout=5,
         )
         self._ticker = asyncio.create_task(self._tick(), name="edge-ticker")
+        self._ticker.add_done_callback(_log_failure)  # a dead ticker stops every timeout
         log.info("edge_listening", port=self.port, edge_id=self.settings.edge_id)
 
     async def stop(self) -> None:
@@ -396,6 +456,7 @@ class EdgeServer:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
         return task
 
     async def _tick(self) -> None:
@@ -495,6 +556,10 @@ class EdgeServer:
             return
         loop = asyncio.get_running_loop()
         identity = self._identities.pop(ws.id, None)
+
+        def on_fault(exc: Exception) -> None:  # the connection is made just below
+            conn.fault(exc)
+
         session = DeviceSession(
             identity,
             edge_id=self.settings.edge_id,
@@ -507,6 +572,7 @@ class EdgeServer:
             synthesizer=self.synthesizer,
             now=loop.time(),
             wall=wire_timestamp(time.time()),
+            on_fault=on_fault,
         )
         conn = DeviceConnection(self, ws, session)
         self.connections.add(conn)

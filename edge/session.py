@@ -17,8 +17,9 @@ of outputs to execute in order. Rules the I/O layer must keep:
   returns ``[]`` until ``on_close``.
 * ``on_*`` never raises. A :class:`~xiaozhi.errors.WireError` from a codec or model becomes
   an ``error`` reply naming what was wrong; anything else is a bug: it is counted as
-  ``INTERNAL_ERROR``, kept in :attr:`~DeviceSession.last_fault` for the I/O layer to log, and
-  answered with a generic error without details (websockets' parse/fail pattern).
+  ``INTERNAL_ERROR``, handed to ``on_fault`` (the I/O layer logs it with its traceback) and
+  kept in :attr:`~DeviceSession.last_fault`, and answered with a generic error without
+  details (websockets' parse/fail pattern).
 
 The state machine (all of it lives here, h11 style)::
 
@@ -389,6 +390,9 @@ class DeviceSession:
         on_utterance: Receives each finished 16 kHz mono 16-bit :class:`Utterance`. No speech
             recogniser exists yet; this is where one plugs in. Without it the PCM is freed
             once the ``utterance`` event is built.
+        on_fault: Called with every internal fault (a bug) as it is caught, inside the
+            ``except`` block, so the I/O layer logs it with its traceback; the session stays
+            alive and answers the device without details.
     """
 
     def __init__(
@@ -409,6 +413,7 @@ class DeviceSession:
         message_id_factory: Callable[[], str] = _new_id,
         mcp_vision: McpVision | None = None,
         on_utterance: Callable[[Utterance], None] | None = None,
+        on_fault: Callable[[Exception], None] | None = None,
     ) -> None:
         self.identity = identity
         self.edge_id = validate_id(edge_id, what="edge id")
@@ -423,6 +428,7 @@ class DeviceSession:
         self._session_id_factory = session_id_factory
         self._message_id_factory = message_id_factory
         self._on_utterance = on_utterance
+        self._on_fault = on_fault
 
         self.state = SessionState.AWAIT_HELLO
         self.kind: DeviceKind | None = None
@@ -703,9 +709,11 @@ class DeviceSession:
             self._close(CloseCode.POLICY_VIOLATION, "too many malformed frames", out)
 
     def _fault(self, exc: Exception, wall: str, out: list[Output], *, reply: bool) -> None:
-        """A bug: count it, keep it for the log, answer without details, stay alive."""
+        """A bug: count it, hand it to the log, answer without details, stay alive."""
         self.counters.count_error(_INTERNAL_ERROR)
         self.last_fault = exc
+        if self._on_fault is not None:
+            self._on_fault(exc)
         if reply and self.state in (SessionState.AWAIT_HELLO, SessionState.READY):
             data = ErrorData(
                 error_code=_INTERNAL_ERROR,

@@ -30,9 +30,13 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _device_url(host: str, port: int) -> str:
+def _device_url(settings: EdgeSettings, port: int) -> str:
+    """Where devices connect: wss:// when the edge has a certificate (XIAOZHI_EDGE_TLS_*)."""
+    host = settings.edge_host
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    return f"ws://[{host}]:{port}/xiaozhi/v1/" if ":" in host else f"ws://{host}:{port}/xiaozhi/v1/"
+    host = f"[{host}]" if ":" in host else host
+    scheme = "ws" if settings.edge_tls_cert_file is None else "wss"
+    return f"{scheme}://{host}:{port}/xiaozhi/v1/"
 
 
 def _load_settings() -> EdgeSettings | None:
@@ -53,7 +57,7 @@ def _run_one(reuse_port: bool) -> int:
     configure_logging(level=settings.log_level)
 
     def listening(server: EdgeServer) -> None:
-        url = _device_url(settings.edge_host, server.port)
+        url = _device_url(settings, server.port)
         _say(f"edge      {url} (devices), edge id {settings.edge_id}, pid {os.getpid()}")
 
     async def main(stop: asyncio.Event) -> int:
@@ -95,7 +99,7 @@ def _run_workers(count: int) -> int:
         return 2
     with reserved:
         port = int(reserved.getsockname()[1])
-        _say(f"edge      {_device_url(settings.edge_host, port)} ({count} workers)")
+        _say(f"edge      {_device_url(settings, port)} ({count} workers)")
         children = []
         for index in range(count):
             env = dict(

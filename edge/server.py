@@ -382,6 +382,7 @@ class EdgeServer:
             birth=[OutMessage(edge_topic, self._edge_payload(Availability.ONLINE), qos, retain)],
             on_message=self._on_mqtt,
             max_queued_messages=settings.max_queued_mqtt_messages,
+            tls_context=settings.mqtt_tls(),
         )
         self.router = _Router(self.owner)
         self.connections: set[DeviceConnection] = set()
@@ -426,6 +427,7 @@ class EdgeServer:
             max_queue=4,  # worst case per connection: 4 x max_size buffered (docs/edge.md)
             compression=None,  # per-message deflate costs memory per connection
             reuse_port=reuse_port,
+            ssl=self.settings.device_tls(),  # wss:// when a certificate is set
             ping_interval=20,
             ping_timeout=20,
             close_timeout=5,

@@ -227,7 +227,7 @@ async def record(
 
     ``identifier`` is the MQTT client id (default: one made from ``name``; an attacker's test
     picks another client's); ``tls`` connects over TLS with that context."""
-    host, port, username, password = parse_mqtt_url(url)
+    host, port, username, password, _ = parse_mqtt_url(url)
     identifier = identifier or f"test-{name}-{os.getpid()}-{next(_recorders)}"
     async with aiomqtt.Client(
         host,

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
+from xiaozhi.errors import AddressInUse
 from xiaozhi_edge.settings import EdgeSettings, EdgeSettingsError, load_edge_settings
 from xiaozhi_runtime.runner import run_until_signal
 
@@ -61,7 +62,11 @@ def _run_one(reuse_port: bool) -> int:
         _say(f"edge      {url} (devices), edge id {settings.edge_id}, pid {os.getpid()}")
 
     async def main(stop: asyncio.Event) -> int:
-        await run_edge(settings, reuse_port=reuse_port, stop=stop, listening=listening)
+        try:
+            await run_edge(settings, reuse_port=reuse_port, stop=stop, listening=listening)
+        except AddressInUse as err:
+            print(f"xiaozhi edge: {err}", file=sys.stderr)
+            return 2
         return 0
 
     return run_until_signal(main)
@@ -95,7 +100,11 @@ def _run_workers(count: int) -> int:
     try:
         reserved = _reserve_port(settings.edge_host, settings.edge_port)
     except OSError as err:
-        print(f"xiaozhi edge: {settings.edge_host}:{settings.edge_port}: {err}", file=sys.stderr)
+        print(
+            f"xiaozhi edge: cannot listen on {settings.edge_host}:{settings.edge_port}: "
+            f"{err.strerror or err} (set XIAOZHI_EDGE_PORT to another port, or 0 for any free one)",
+            file=sys.stderr,
+        )
         return 2
     with reserved:
         port = int(reserved.getsockname()[1])

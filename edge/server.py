@@ -46,7 +46,13 @@ from websockets.http11 import Request, Response
 from xiaozhi import jsonutil
 from xiaozhi.audio_monitor import AudioPacket, encode_audio_packet
 from xiaozhi.binary import FrameType, decode_frame
-from xiaozhi.errors import AuthenticationFailed, InvalidTopic, UnsupportedVersion, WireError
+from xiaozhi.errors import (
+    AddressInUse,
+    AuthenticationFailed,
+    InvalidTopic,
+    UnsupportedVersion,
+    WireError,
+)
 from xiaozhi.payloads import Availability, EdgeState
 from xiaozhi.timestamps import wire_timestamp
 from xiaozhi.tokens import bearer_token, verify_token
@@ -417,11 +423,24 @@ class EdgeServer:
     async def start(self, *, reuse_port: bool = False) -> None:
         if self.settings.device_auth is DeviceAuth.OPEN:
             log.warning("device_auth_open", hint="any device may connect; use token in production")
-        await self.owner.start()
-        self._server = await serve(
+        host, port = self.settings.edge_host, self.settings.edge_port
+        try:
+            self._server = await self._serve(host, port, reuse_port=reuse_port)
+        except OSError as err:
+            raise AddressInUse(
+                f"cannot listen on {host}:{port}: {err.strerror or err} "
+                f"(set XIAOZHI_EDGE_PORT to another port, or 0 for any free one)"
+            ) from err
+        await self.owner.start()  # only once devices can be served: nothing to undo before
+        self._ticker = asyncio.create_task(self._tick(), name="edge-ticker")
+        self._ticker.add_done_callback(_log_failure)  # a dead ticker stops every timeout
+        log.info("edge_listening", port=self.port, edge_id=self.settings.edge_id)
+
+    async def _serve(self, host: str, port: int, *, reuse_port: bool) -> Server:
+        return await serve(
             self._handle,
-            self.settings.edge_host,
-            self.settings.edge_port,
+            host,
+            port,
             process_request=self._process_request,
             max_size=2 * self.limits.max_frame_bytes,  # the session answers up to 2x, then closes
             max_queue=4,  # worst case per connection: 4 x max_size buffered (docs/edge.md)
@@ -432,9 +451,6 @@ class EdgeServer:
             ping_timeout=20,
             close_timeout=5,
         )
-        self._ticker = asyncio.create_task(self._tick(), name="edge-ticker")
-        self._ticker.add_done_callback(_log_failure)  # a dead ticker stops every timeout
-        log.info("edge_listening", port=self.port, edge_id=self.settings.edge_id)
 
     async def stop(self) -> None:
         """Stop accepting, close devices with 1012, flush their status, go offline."""

@@ -14,8 +14,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
+from xiaozhi.backoff import Backoff
 from xiaozhi.errors import AddressInUse
 from xiaozhi_edge.settings import EdgeSettings, EdgeSettingsError, load_edge_settings
 from xiaozhi_runtime.runner import run_until_signal
@@ -24,6 +27,10 @@ if TYPE_CHECKING:
     from xiaozhi_edge.server import EdgeServer
 
 __all__ = ["add_edge_parser"]
+
+_RESTART_MIN_SECONDS = 0.5  # first delay before restarting a worker that died young
+_RESTART_MAX_SECONDS = 30.0
+_STABLE_SECONDS = 10.0  # a worker that lived this long restarts at once when it dies
 
 
 def _say(line: str) -> None:
@@ -92,7 +99,13 @@ def _reserve_port(host: str, port: int) -> socket.socket:
 
 
 def _run_workers(count: int) -> int:
-    """N children of `xiaozhi edge`, each its own edge id, sharing the port by SO_REUSEPORT."""
+    """N children of `xiaozhi edge`, each its own edge id, sharing the port by SO_REUSEPORT.
+
+    A worker that dies (a crash, the OOM killer, kill -9) is started again with the same edge
+    id, so its devices reconnect to a full set of workers; restarts of a worker that keeps
+    dying soon after it starts are spaced by a capped backoff. SIGINT and SIGTERM are passed
+    to every worker, and then nothing is restarted.
+    """
     settings = _load_settings()
     if settings is None:
         return 2
@@ -109,24 +122,70 @@ def _run_workers(count: int) -> int:
     with reserved:
         port = int(reserved.getsockname()[1])
         _say(f"edge      {_device_url(settings, port)} ({count} workers)")
-        children = []
-        for index in range(count):
-            env = dict(
-                os.environ,
-                XIAOZHI_EDGE_ID=f"{base_id}-w{index}",
-                XIAOZHI_EDGE_PORT=str(port),
-                XIAOZHI_EDGE_REUSE_PORT="1",
-            )
-            children.append(subprocess.Popen([sys.argv[0], "edge"], env=env))
+        return _Supervisor(base_id, port, count).run()
 
-        def _forward(signum: int, _frame: object) -> None:
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signum)
 
-        signal.signal(signal.SIGINT, _forward)
-        signal.signal(signal.SIGTERM, _forward)
-        return max(child.wait() for child in children)
+class _Supervisor:
+    """Starts the workers, restarts the ones that die, forwards stop signals."""
+
+    def __init__(self, base_id: str, port: int, count: int) -> None:
+        self.base_id = base_id
+        self.port = port
+        self.stopping = threading.Event()
+        self.children: dict[int, subprocess.Popen[bytes]] = {}  # index -> its process
+        self.started: dict[int, float] = {}
+        self.backoff = {
+            i: Backoff(base_seconds=_RESTART_MIN_SECONDS, max_seconds=_RESTART_MAX_SECONDS,
+                       attempts=0)
+            for i in range(count)
+        }  # fmt: skip
+
+    def start(self, index: int) -> None:
+        env = dict(
+            os.environ,
+            XIAOZHI_EDGE_ID=f"{self.base_id}-w{index}",
+            XIAOZHI_EDGE_PORT=str(self.port),
+            XIAOZHI_EDGE_REUSE_PORT="1",
+        )
+        self.children[index] = subprocess.Popen([sys.argv[0], "edge"], env=env)
+        self.started[index] = time.monotonic()
+
+    def forward(self, signum: int, _frame: object) -> None:
+        self.stopping.set()
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    def run(self) -> int:
+        for index in self.backoff:
+            self.start(index)
+        signal.signal(signal.SIGINT, self.forward)
+        signal.signal(signal.SIGTERM, self.forward)
+        while any(child.returncode is None for child in self.children.values()):
+            pid, status = os.wait()
+            ended = next((i for i, c in self.children.items() if c.pid == pid), None)
+            if ended is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            self.children[ended].returncode = code  # reaped here: Popen must not wait again
+            if not self.stopping.is_set():
+                self.restart(ended, code)
+        return max(child.returncode or 0 for child in self.children.values())
+
+    def restart(self, index: int, code: int) -> None:
+        backoff = self.backoff[index]
+        if time.monotonic() - self.started[index] >= _STABLE_SECONDS:
+            backoff.reset()  # it had been serving: come back at once
+        delay = backoff.next_delay() or 0.0
+        how = f"signal {-code}" if code < 0 else f"status {code}"
+        print(
+            f"xiaozhi edge: worker {self.base_id}-w{index} (pid {self.children[index].pid}) "
+            f"ended with {how}; restarting in {delay:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        if not self.stopping.wait(delay):  # a stop signal during the delay: no restart
+            self.start(index)
 
 
 def _cmd_edge(args: argparse.Namespace) -> int:

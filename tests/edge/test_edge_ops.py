@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import signal
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -126,3 +131,70 @@ async def test_an_internal_fault_is_logged_with_its_traceback_and_the_device_liv
     assert "RuntimeError: a bug in the listen handler" in rendered["exception"]
     await device.ws.ping()  # still connected
     await device.close()
+
+
+async def _worker_line(stdout: asyncio.StreamReader, within: float = 30) -> tuple[str, int]:
+    """The next "edge ... edge id X, pid N" line a worker prints once it serves: (X, N)."""
+
+    async def _read() -> tuple[str, int]:
+        while line := (await stdout.readline()).decode():
+            found = re.search(r"\(devices\), edge id (\S+), pid (\d+)", line)
+            if found:
+                return found.group(1), int(found.group(2))
+        raise AssertionError("the edge's output ended")
+
+    return await asyncio.wait_for(_read(), within)
+
+
+async def test_a_worker_killed_with_sigkill_comes_back_and_serves(
+    mosquitto: ManagedMosquitto, integrator: Recorder, tmp_path: Path
+) -> None:
+    """`xiaozhi edge --workers 2`: kill -9 one worker (as the OOM killer would). The parent
+    starts it again under the same edge id; it goes online again and devices land on it."""
+    base_id = f"edge-r-{uuid.uuid4().hex[:6]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XIAOZHI_")}
+    env.update(
+        XIAOZHI_MQTT_URL=mosquitto.url,
+        XIAOZHI_EDGE_PORT="0",
+        XIAOZHI_EDGE_HOST="127.0.0.1",
+        XIAOZHI_DEVICE_AUTH="open",
+        XIAOZHI_EDGE_ID=base_id,
+        XIAOZHI_STATE_DIR=str(tmp_path),
+    )
+    xiaozhi = str(Path(sys.executable).with_name("xiaozhi"))
+    process = await asyncio.create_subprocess_exec(
+        xiaozhi, "edge", "--workers", "2", env=env, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    victim = f"{base_id}-w1"
+
+    def states(worker: str) -> list[str]:
+        return [s["state"] for s in integrator.json(TOPICS.bridge_edge(worker))]
+
+    try:
+        shared = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        port = int(re.search(r"ws://127\.0\.0\.1:(\d+)/", shared).group(1))  # type: ignore[union-attr]
+        pids = dict([await _worker_line(process.stdout), await _worker_line(process.stdout)])
+        await integrator.wait_for(lambda: states(victim)[-1:] == ["online"], 30)
+        os.kill(pids[victim], signal.SIGKILL)
+        worker, pid = await _worker_line(process.stdout)
+        assert worker == victim
+        assert pid != pids[victim]
+        await integrator.wait_for(lambda: states(victim)[-2:] == ["offline", "online"], 30)
+
+        landed = None
+        for _ in range(40):  # the kernel spreads connections: one lands on it soon
+            mac = _new_mac()
+            device = await Device.connect(port, device_id=mac)
+            await device.hello()
+            status = await integrator.expect(
+                TOPICS.status(mac.replace(":", "")), lambda s: s["status"] == "connected"
+            )
+            await device.close()
+            if status["edge_id"] == victim:
+                landed = mac
+                break
+        assert landed, "no device was served by the restarted worker"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0

@@ -33,7 +33,7 @@ def _say(line: str) -> None:
 
 
 def _check_reachable(url: str, timeout: float = 3.0) -> None:
-    host, port, _, _ = parse_mqtt_url(url)
+    host, port = parse_mqtt_url(url)[:2]
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass

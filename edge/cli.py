@@ -14,8 +14,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
+from xiaozhi.backoff import Backoff
+from xiaozhi.errors import AddressInUse
 from xiaozhi_edge.settings import EdgeSettings, EdgeSettingsError, load_edge_settings
 from xiaozhi_runtime.runner import run_until_signal
 
@@ -24,15 +28,23 @@ if TYPE_CHECKING:
 
 __all__ = ["add_edge_parser"]
 
+_RESTART_MIN_SECONDS = 0.5  # first delay before restarting a worker that died young
+_RESTART_MAX_SECONDS = 30.0
+_STABLE_SECONDS = 10.0  # a worker that lived this long restarts at once when it dies
+
 
 def _say(line: str) -> None:
     """One line for whoever started us (flushed: tests and scripts read it live)."""
     print(line, flush=True)
 
 
-def _device_url(host: str, port: int) -> str:
+def _device_url(settings: EdgeSettings, port: int) -> str:
+    """Where devices connect: wss:// when the edge has a certificate (XIAOZHI_EDGE_TLS_*)."""
+    host = settings.edge_host
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    return f"ws://[{host}]:{port}/xiaozhi/v1/" if ":" in host else f"ws://{host}:{port}/xiaozhi/v1/"
+    host = f"[{host}]" if ":" in host else host
+    scheme = "ws" if settings.edge_tls_cert_file is None else "wss"
+    return f"{scheme}://{host}:{port}/xiaozhi/v1/"
 
 
 def _load_settings() -> EdgeSettings | None:
@@ -53,11 +65,15 @@ def _run_one(reuse_port: bool) -> int:
     configure_logging(level=settings.log_level)
 
     def listening(server: EdgeServer) -> None:
-        url = _device_url(settings.edge_host, server.port)
+        url = _device_url(settings, server.port)
         _say(f"edge      {url} (devices), edge id {settings.edge_id}, pid {os.getpid()}")
 
     async def main(stop: asyncio.Event) -> int:
-        await run_edge(settings, reuse_port=reuse_port, stop=stop, listening=listening)
+        try:
+            await run_edge(settings, reuse_port=reuse_port, stop=stop, listening=listening)
+        except AddressInUse as err:
+            print(f"xiaozhi edge: {err}", file=sys.stderr)
+            return 2
         return 0
 
     return run_until_signal(main)
@@ -83,7 +99,13 @@ def _reserve_port(host: str, port: int) -> socket.socket:
 
 
 def _run_workers(count: int) -> int:
-    """N children of `xiaozhi edge`, each its own edge id, sharing the port by SO_REUSEPORT."""
+    """N children of `xiaozhi edge`, each its own edge id, sharing the port by SO_REUSEPORT.
+
+    A worker that dies (a crash, the OOM killer, kill -9) is started again with the same edge
+    id, so its devices reconnect to a full set of workers; restarts of a worker that keeps
+    dying soon after it starts are spaced by a capped backoff. SIGINT and SIGTERM are passed
+    to every worker, and then nothing is restarted.
+    """
     settings = _load_settings()
     if settings is None:
         return 2
@@ -91,29 +113,79 @@ def _run_workers(count: int) -> int:
     try:
         reserved = _reserve_port(settings.edge_host, settings.edge_port)
     except OSError as err:
-        print(f"xiaozhi edge: {settings.edge_host}:{settings.edge_port}: {err}", file=sys.stderr)
+        print(
+            f"xiaozhi edge: cannot listen on {settings.edge_host}:{settings.edge_port}: "
+            f"{err.strerror or err} (set XIAOZHI_EDGE_PORT to another port, or 0 for any free one)",
+            file=sys.stderr,
+        )
         return 2
     with reserved:
         port = int(reserved.getsockname()[1])
-        _say(f"edge      {_device_url(settings.edge_host, port)} ({count} workers)")
-        children = []
-        for index in range(count):
-            env = dict(
-                os.environ,
-                XIAOZHI_EDGE_ID=f"{base_id}-w{index}",
-                XIAOZHI_EDGE_PORT=str(port),
-                XIAOZHI_EDGE_REUSE_PORT="1",
-            )
-            children.append(subprocess.Popen([sys.argv[0], "edge"], env=env))
+        _say(f"edge      {_device_url(settings, port)} ({count} workers)")
+        return _Supervisor(base_id, port, count).run()
 
-        def _forward(signum: int, _frame: object) -> None:
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signum)
 
-        signal.signal(signal.SIGINT, _forward)
-        signal.signal(signal.SIGTERM, _forward)
-        return max(child.wait() for child in children)
+class _Supervisor:
+    """Starts the workers, restarts the ones that die, forwards stop signals."""
+
+    def __init__(self, base_id: str, port: int, count: int) -> None:
+        self.base_id = base_id
+        self.port = port
+        self.stopping = threading.Event()
+        self.children: dict[int, subprocess.Popen[bytes]] = {}  # index -> its process
+        self.started: dict[int, float] = {}
+        self.backoff = {
+            i: Backoff(base_seconds=_RESTART_MIN_SECONDS, max_seconds=_RESTART_MAX_SECONDS,
+                       attempts=0)
+            for i in range(count)
+        }  # fmt: skip
+
+    def start(self, index: int) -> None:
+        env = dict(
+            os.environ,
+            XIAOZHI_EDGE_ID=f"{self.base_id}-w{index}",
+            XIAOZHI_EDGE_PORT=str(self.port),
+            XIAOZHI_EDGE_REUSE_PORT="1",
+        )
+        self.children[index] = subprocess.Popen([sys.argv[0], "edge"], env=env)
+        self.started[index] = time.monotonic()
+
+    def forward(self, signum: int, _frame: object) -> None:
+        self.stopping.set()
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    def run(self) -> int:
+        for index in self.backoff:
+            self.start(index)
+        signal.signal(signal.SIGINT, self.forward)
+        signal.signal(signal.SIGTERM, self.forward)
+        while any(child.returncode is None for child in self.children.values()):
+            pid, status = os.wait()
+            ended = next((i for i, c in self.children.items() if c.pid == pid), None)
+            if ended is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            self.children[ended].returncode = code  # reaped here: Popen must not wait again
+            if not self.stopping.is_set():
+                self.restart(ended, code)
+        return max(child.returncode or 0 for child in self.children.values())
+
+    def restart(self, index: int, code: int) -> None:
+        backoff = self.backoff[index]
+        if time.monotonic() - self.started[index] >= _STABLE_SECONDS:
+            backoff.reset()  # it had been serving: come back at once
+        delay = backoff.next_delay() or 0.0
+        how = f"signal {-code}" if code < 0 else f"status {code}"
+        print(
+            f"xiaozhi edge: worker {self.base_id}-w{index} (pid {self.children[index].pid}) "
+            f"ended with {how}; restarting in {delay:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        if not self.stopping.wait(delay):  # a stop signal during the delay: no restart
+            self.start(index)
 
 
 def _cmd_edge(args: argparse.Namespace) -> int:

@@ -104,7 +104,12 @@ class Publish:
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """Route MQTT messages matching ``filters`` to this session's ``on_command``."""
+    """Route MQTT messages matching ``filters`` to this session's ``on_command``.
+
+    The I/O layer performs the outputs after it only once the broker has acknowledged the
+    subscription (bounded; at once while the broker is away), so a reply that follows it,
+    such as the server hello, promises the device its commands reach it.
+    """
 
     filters: tuple[str, ...]
 

@@ -46,7 +46,13 @@ from websockets.http11 import Request, Response
 from xiaozhi import jsonutil
 from xiaozhi.audio_monitor import AudioPacket, encode_audio_packet
 from xiaozhi.binary import FrameType, decode_frame
-from xiaozhi.errors import AuthenticationFailed, InvalidTopic, UnsupportedVersion, WireError
+from xiaozhi.errors import (
+    AddressInUse,
+    AuthenticationFailed,
+    InvalidTopic,
+    UnsupportedVersion,
+    WireError,
+)
 from xiaozhi.payloads import Availability, EdgeState
 from xiaozhi.timestamps import wire_timestamp
 from xiaozhi.tokens import bearer_token, verify_token
@@ -78,6 +84,7 @@ _MONITOR_QUEUE_PACKETS = 50  # ~3 s of 60 ms frames buffered per listener before
 _MONITOR_PING_SECONDS = 30.0  # seed 004's keep-alive
 _TICK_SECONDS = 1.0
 _SERVICE_RESTART = 1012
+_SUBACK_WAIT_SECONDS = 5.0  # longest a hello answer waits for its subscription's SUBACK
 
 
 def _http_response(status: http.HTTPStatus, content_type: str, body: bytes) -> Response:
@@ -108,6 +115,38 @@ def _handshake_fields(request: Request) -> dict[str, str]:
     return found
 
 
+def _remote(ws: ServerConnection) -> str | None:
+    """``host:port`` of the peer (a load balancer's, behind one), for log lines."""
+    address = ws.remote_address
+    return f"{address[0]}:{address[1]}" if address else None
+
+
+def _close_fields(ws: ServerConnection) -> dict[str, Any]:
+    """How a device connection ended, for its ``device_disconnected`` line: who closed it
+    (``device``, ``edge``, or ``network`` when no close frame came), the code and reason.
+
+    1006 means the TCP connection ended without a close frame (power loss, Wi-Fi gone)."""
+    protocol = ws.protocol
+    received, sent = protocol.close_rcvd, protocol.close_sent
+    if received is not None and (sent is None or protocol.close_rcvd_then_sent):
+        by, frame = "device", received
+    elif sent is not None:
+        by, frame = "edge", sent
+    else:
+        return {"closed_by": "network", "close_code": 1006, "close_reason": ""}
+    return {"closed_by": by, "close_code": frame.code, "close_reason": frame.reason}
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """Done callback: a background task that raised is a bug; log it with its traceback
+    (asyncio would only say "Task exception was never retrieved", at garbage collection)."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("edge_task_failed", task=task.get_name(), error=repr(exc), exc_info=exc)
+
+
 class _Router:
     """Reference-counted command subscriptions: filter -> the connections that hold it."""
 
@@ -115,8 +154,13 @@ class _Router:
         self._owner = owner
         self._holders: dict[str, set[DeviceConnection]] = collections.defaultdict(set)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._subscribing: dict[str, asyncio.Task[None]] = {}  # filter -> SUBSCRIBE in flight
 
-    def add(self, conn: DeviceConnection, filters: Iterable[str]) -> None:
+    def add(self, conn: DeviceConnection, filters: Iterable[str]) -> set[asyncio.Task[None]]:
+        """Route ``filters`` to ``conn``; returns the SUBSCRIBEs still in flight for them
+        (this one's, or another connection's for a shared filter such as the broadcast):
+        once they are done, the broker delivers every command on them."""
+        filters = tuple(filters)
         new = []
         for topic_filter in filters:
             holders = self._holders[topic_filter]
@@ -124,7 +168,16 @@ class _Router:
                 new.append(topic_filter)
             holders.add(conn)
         if new:
-            self._spawn(self._owner.subscribe(new, qos=1))
+            task = self._spawn(self._owner.subscribe(new, qos=1))
+            for topic_filter in new:
+                self._subscribing[topic_filter] = task
+            task.add_done_callback(lambda done: self._subscribed(new, done))
+        return {self._subscribing[f] for f in filters if f in self._subscribing}
+
+    def _subscribed(self, filters: list[str], task: asyncio.Task[None]) -> None:
+        for topic_filter in filters:
+            if self._subscribing.get(topic_filter) is task:
+                del self._subscribing[topic_filter]
 
     def remove(self, conn: DeviceConnection, filters: Iterable[str]) -> None:
         gone = []
@@ -143,10 +196,12 @@ class _Router:
         holders = self._holders.get(topic)
         return tuple(holders) if holders else ()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
+        return task
 
 
 @dataclass(eq=False)
@@ -183,7 +238,17 @@ class DeviceConnection:
         self.session = session
         self.lock = asyncio.Lock()  # outputs from the reader, MQTT and timers stay in order
         self.playback: asyncio.Task[None] | None = None
-        self.log = log.bind(remote=ws.remote_address)
+        identity = session.identity
+        self.log = log.bind(
+            remote=_remote(ws), device_id=identity.device_id if identity is not None else None
+        )
+        self.announced = False  # device_connected logged
+
+    def fault(self, exc: Exception) -> None:
+        """The session caught a bug (called inside its ``except``): log it with its
+        traceback, once per fault, so an operator sees what the device got as a bare
+        INTERNAL_ERROR."""
+        self.log.error("edge_internal_fault", error=repr(exc), exc_info=exc)
 
     async def run(self) -> None:
         server = self.server
@@ -217,6 +282,7 @@ class DeviceConnection:
             await self.finish()
 
     async def finish(self) -> None:
+        self.log.info("device_disconnected", **_close_fields(self.ws))
         if self.playback is not None:
             self.playback.cancel()
         now = asyncio.get_running_loop().time()
@@ -249,8 +315,16 @@ class DeviceConnection:
                 with contextlib.suppress(ConnectionClosed):
                     await self.ws.send(data)
             case Subscribe(filters=filters):
-                server.router.add(self, filters)
+                in_flight = server.router.add(self, filters)
                 server.claim(self)
+                if not self.announced:
+                    self._log_connected()
+                if in_flight:
+                    # Hold the outputs after it (the server hello) until the broker has the
+                    # subscription: a command sent the moment the device is greeted must
+                    # reach it. Bounded, so a hung broker cannot hold a device forever; the
+                    # owner subscribes again on reconnect either way.
+                    await asyncio.wait(in_flight, timeout=_SUBACK_WAIT_SECONDS)
             case Unsubscribe(filters=filters):
                 server.router.remove(self, filters)
             case PlayAudio():
@@ -261,6 +335,19 @@ class DeviceConnection:
             case Close(code=code, reason=reason):
                 self._stop_playback()
                 server.spawn(self.ws.close(code, reason))
+
+    def _log_connected(self) -> None:
+        session = self.session
+        identity = session.identity
+        self.announced = True
+        self.log = self.log.bind(device_id=session.device_id, session_id=session.session_id)
+        self.log.info(
+            "device_connected",
+            device_kind=str(session.kind),
+            protocol_version=session.binary_version,
+            client_id=identity.client_id if identity is not None else None,
+            authenticated=identity is not None and identity.authenticated,
+        )
 
     def _stop_playback(self) -> None:
         if self.playback is not None and not self.playback.done():
@@ -306,6 +393,7 @@ class EdgeServer:
             birth=[OutMessage(edge_topic, self._edge_payload(Availability.ONLINE), qos, retain)],
             on_message=self._on_mqtt,
             max_queued_messages=settings.max_queued_mqtt_messages,
+            tls_context=settings.mqtt_tls(),
         )
         self.router = _Router(self.owner)
         self.connections: set[DeviceConnection] = set()
@@ -342,22 +430,34 @@ class EdgeServer:
     async def start(self, *, reuse_port: bool = False) -> None:
         if self.settings.device_auth is DeviceAuth.OPEN:
             log.warning("device_auth_open", hint="any device may connect; use token in production")
-        await self.owner.start()
-        self._server = await serve(
+        host, port = self.settings.edge_host, self.settings.edge_port
+        try:
+            self._server = await self._serve(host, port, reuse_port=reuse_port)
+        except OSError as err:
+            raise AddressInUse(
+                f"cannot listen on {host}:{port}: {err.strerror or err} "
+                f"(set XIAOZHI_EDGE_PORT to another port, or 0 for any free one)"
+            ) from err
+        await self.owner.start()  # only once devices can be served: nothing to undo before
+        self._ticker = asyncio.create_task(self._tick(), name="edge-ticker")
+        self._ticker.add_done_callback(_log_failure)  # a dead ticker stops every timeout
+        log.info("edge_listening", port=self.port, edge_id=self.settings.edge_id)
+
+    async def _serve(self, host: str, port: int, *, reuse_port: bool) -> Server:
+        return await serve(
             self._handle,
-            self.settings.edge_host,
-            self.settings.edge_port,
+            host,
+            port,
             process_request=self._process_request,
             max_size=2 * self.limits.max_frame_bytes,  # the session answers up to 2x, then closes
             max_queue=4,  # worst case per connection: 4 x max_size buffered (docs/edge.md)
             compression=None,  # per-message deflate costs memory per connection
             reuse_port=reuse_port,
+            ssl=self.settings.device_tls(),  # wss:// when a certificate is set
             ping_interval=20,
             ping_timeout=20,
             close_timeout=5,
         )
-        self._ticker = asyncio.create_task(self._tick(), name="edge-ticker")
-        log.info("edge_listening", port=self.port, edge_id=self.settings.edge_id)
 
     async def stop(self) -> None:
         """Stop accepting, close devices with 1012, flush their status, go offline."""
@@ -402,6 +502,7 @@ class EdgeServer:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
         return task
 
     async def _tick(self) -> None:
@@ -501,6 +602,10 @@ class EdgeServer:
             return
         loop = asyncio.get_running_loop()
         identity = self._identities.pop(ws.id, None)
+
+        def on_fault(exc: Exception) -> None:  # the connection is made just below
+            conn.fault(exc)
+
         session = DeviceSession(
             identity,
             edge_id=self.settings.edge_id,
@@ -513,6 +618,7 @@ class EdgeServer:
             synthesizer=self.synthesizer,
             now=loop.time(),
             wall=wire_timestamp(time.time()),
+            on_fault=on_fault,
         )
         conn = DeviceConnection(self, ws, session)
         self.connections.add(conn)

@@ -17,8 +17,9 @@ of outputs to execute in order. Rules the I/O layer must keep:
   returns ``[]`` until ``on_close``.
 * ``on_*`` never raises. A :class:`~xiaozhi.errors.WireError` from a codec or model becomes
   an ``error`` reply naming what was wrong; anything else is a bug: it is counted as
-  ``INTERNAL_ERROR``, kept in :attr:`~DeviceSession.last_fault` for the I/O layer to log, and
-  answered with a generic error without details (websockets' parse/fail pattern).
+  ``INTERNAL_ERROR``, handed to ``on_fault`` (the I/O layer logs it with its traceback) and
+  kept in :attr:`~DeviceSession.last_fault`, and answered with a generic error without
+  details (websockets' parse/fail pattern).
 
 The state machine (all of it lives here, h11 style)::
 
@@ -405,6 +406,9 @@ class DeviceSession:
         on_utterance: Receives each finished 16 kHz mono 16-bit :class:`Utterance`. No speech
             recogniser exists yet; this is where one plugs in. Without it the PCM is freed
             once the ``utterance`` event is built.
+        on_fault: Called with every internal fault (a bug) as it is caught, inside the
+            ``except`` block, so the I/O layer logs it with its traceback; the session stays
+            alive and answers the device without details.
     """
 
     def __init__(
@@ -425,6 +429,7 @@ class DeviceSession:
         message_id_factory: Callable[[], str] = _new_id,
         mcp_vision: McpVision | None = None,
         on_utterance: Callable[[Utterance], None] | None = None,
+        on_fault: Callable[[Exception], None] | None = None,
     ) -> None:
         self.identity = identity
         self.edge_id = validate_id(edge_id, what="edge id")
@@ -439,6 +444,7 @@ class DeviceSession:
         self._session_id_factory = session_id_factory
         self._message_id_factory = message_id_factory
         self._on_utterance = on_utterance
+        self._on_fault = on_fault
 
         self.state = SessionState.AWAIT_HELLO
         self.kind: DeviceKind | None = None
@@ -722,9 +728,11 @@ class DeviceSession:
             self._close(CloseCode.POLICY_VIOLATION, "too many malformed frames", out)
 
     def _fault(self, exc: Exception, wall: str, out: list[Output], *, reply: bool) -> None:
-        """A bug: count it, keep it for the log, answer without details, stay alive."""
+        """A bug: count it, hand it to the log, answer without details, stay alive."""
         self.counters.count_error(_INTERNAL_ERROR)
         self.last_fault = exc
+        if self._on_fault is not None:
+            self._on_fault(exc)
         if reply and self.state in (SessionState.AWAIT_HELLO, SessionState.READY):
             data = ErrorData(
                 error_code=_INTERNAL_ERROR,
@@ -848,8 +856,7 @@ class DeviceSession:
         self.features_mcp = bool(hello.features is not None and hello.features.mcp)
         self.kind = DeviceKind.FIRMWARE
         self._become_ready(now)
-        out.append(SendText(self._server_hello()))
-        self._announce(wall, out)
+        self._announce(self._server_hello(), wall, out)
         if self.features_mcp:
             request = self._mcp.initialize(now)
             out.append(SendText(mcp_message(request, self.session_id).to_text()))
@@ -895,8 +902,7 @@ class DeviceSession:
         self._become_ready(now)
         # Seed 003 says the server "confirms registration" without a shape: we answer with
         # its server→device `response` envelope, which every seed client already handles.
-        out.append(SendText(self._registered_response(message.message_id, wall)))
-        self._announce(wall, out)
+        self._announce(self._registered_response(message.message_id, wall), wall, out)
 
     def _registered_response(self, message_id: str | None, wall: str) -> str:
         data = ResponseData(
@@ -918,11 +924,18 @@ class DeviceSession:
         own = tuple(self.topics.all_commands_for(device_id))
         return own + tuple(self.topics.group_command(g) for g in self._groups)
 
-    def _announce(self, wall: str, out: list[Output]) -> None:
-        """Subscribe to the device's commands and tell the tree it is connected."""
+    def _announce(self, answer: str, wall: str, out: list[Output]) -> None:
+        """Subscribe to the device's commands, then send ``answer`` (the server hello or the
+        registration response), then tell the tree the device is connected.
+
+        The subscription comes first because the I/O layer holds later outputs until the
+        broker acknowledges it: a device (or whoever watches it) may send a command the
+        moment it is greeted, and a command published before the SUBACK reaches nobody.
+        """
         assert self.device_id is not None
         self._subscriptions = self._filters(self.device_id)
         out.append(Subscribe(self._subscriptions))
+        out.append(SendText(answer))
         out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
         event = ConnectionEvent(
             event_type="device_connected",

@@ -10,10 +10,11 @@ import enum
 import os
 import re
 import socket
+import ssl
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from xiaozhi.config import MqttUrlSetting, describe_invalid_settings
@@ -21,6 +22,7 @@ from xiaozhi.errors import ConfigurationError
 from xiaozhi.tokens import Ed25519PublicKey, public_key_from_text
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.session import DEFAULT_WAKE_WORDS
+from xiaozhi_runtime.tls import MqttTlsSettings, device_tls_context
 
 __all__ = [
     "PUBLIC_KEY_FILE_NAME",
@@ -51,12 +53,20 @@ class EdgeSettingsError(ConfigurationError):
     """Invalid edge settings; the message lists every one with the value it got."""
 
 
-class EdgeSettings(BaseSettings):
+class EdgeSettings(BaseSettings, MqttTlsSettings):
     model_config = SettingsConfigDict(env_prefix="XIAOZHI_", extra="ignore")
 
-    mqtt_url: MqttUrlSetting = "mqtt://127.0.0.1:1883"
+    mqtt_url: MqttUrlSetting = "mqtt://127.0.0.1:1883"  # or mqtts:// (MqttTlsSettings)
     edge_host: str = "0.0.0.0"  # devices connect from the LAN
     edge_port: int = Field(default=8000, ge=0, le=65535)
+    edge_tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate chain of the device port: with XIAOZHI_EDGE_TLS_KEY_FILE "
+        "devices connect with wss:// (unset: ws://, TLS left to a load balancer)",
+    )
+    edge_tls_key_file: Path | None = Field(
+        default=None, description="the private key of XIAOZHI_EDGE_TLS_CERT_FILE"
+    )
     edge_id: str = Field(default_factory=_default_edge_id, pattern=r"^[a-z0-9_-]{1,64}$")
     base_topic: str = "xiaozhi"
     device_auth: DeviceAuth = DeviceAuth.TOKEN
@@ -109,6 +119,18 @@ class EdgeSettings(BaseSettings):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
 
+    @model_validator(mode="after")
+    def _device_tls_pair(self) -> EdgeSettings:
+        if (self.edge_tls_cert_file is None) != (self.edge_tls_key_file is None):
+            raise ValueError("XIAOZHI_EDGE_TLS_CERT_FILE and XIAOZHI_EDGE_TLS_KEY_FILE go together")
+        return self
+
+    def device_tls(self) -> ssl.SSLContext | None:
+        """The device port's TLS context (wss://), or None (ws://)."""
+        if self.edge_tls_cert_file is None or self.edge_tls_key_file is None:
+            return None
+        return device_tls_context(self.edge_tls_cert_file, self.edge_tls_key_file)
+
     def limits(self) -> EdgeLimits:
         return EdgeLimits(
             max_frame_bytes=self.max_frame_bytes,
@@ -147,6 +169,11 @@ def load_edge_settings(**overrides: object) -> EdgeSettings:
         settings = EdgeSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as err:
         raise EdgeSettingsError(describe_invalid_settings(err)) from err
+    try:  # a missing or unreadable certificate is a setting error, reported now
+        settings.mqtt_tls()
+        settings.device_tls()
+    except ConfigurationError as err:
+        raise EdgeSettingsError(f"invalid settings:\n  {err}") from err
     if settings.device_auth is DeviceAuth.TOKEN:
         try:
             key = settings.token_public_key()

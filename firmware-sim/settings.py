@@ -111,7 +111,7 @@ class SimSettings(BaseSettings):
     @property
     def mqtt_address(self) -> tuple[str, int]:
         """``(host, port)`` of :attr:`mqtt_url`."""
-        host, port, _, _ = parse_mqtt_url(self.mqtt_url)
+        host, port = parse_mqtt_url(self.mqtt_url)[:2]
         return host, port
 
 

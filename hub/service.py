@@ -168,6 +168,7 @@ class HubService:
             birth=[OutMessage(self.topics.bridge_state(), self._bridge_state(True), 1, True)],
             on_message=self._on_message,
             drop_retained=self._stale_retained,
+            tls_context=settings.mqtt_tls(),
         )
         self.metrics = HubMetrics(self.registry, lambda: self.owner.stats)
         self._ctx = HubContext(settings, self.owner, self.registry, self.metrics)

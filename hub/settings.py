@@ -45,6 +45,7 @@ from xiaozhi.topics import TopicTree, validate_id
 from xiaozhi_hub.activations import DeviceApproval
 from xiaozhi_hub.languages import intent_language
 from xiaozhi_runtime.secrets_file import read_or_create_secret
+from xiaozhi_runtime.tls import MqttTlsSettings
 
 __all__ = [
     "ApiRole",
@@ -145,13 +146,14 @@ class TextToSpeechEngine(enum.StrEnum):
     NONE = "none"  # answers go as text; the edge plays a chime
 
 
-class HubSettings(BaseSettings):
+class HubSettings(BaseSettings, MqttTlsSettings):
     """Everything the hub needs: broker, HTTP, home model, secrets, topics."""
 
     model_config = SettingsConfigDict(env_prefix="XIAOZHI_", extra="ignore")
 
     mqtt_url: MqttUrlSetting = Field(
-        default="mqtt://127.0.0.1:1883", description="The broker: mqtt://[user:password@]host:port."
+        default="mqtt://127.0.0.1:1883",
+        description="The broker: mqtt://[user:password@]host:port, or mqtts:// (TLS, 8883).",
     )
     hub_host: str = Field(default="0.0.0.0", description="HTTP listen address.")
     hub_port: int = Field(default=8003, ge=0, le=65535, description="HTTP port (0: any free).")
@@ -405,9 +407,14 @@ def load_hub_settings(**overrides: object) -> HubSettings:
     invalid field and the value it had.
     """
     try:
-        return HubSettings(**overrides)  # type: ignore[arg-type]
+        settings = HubSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as err:
         raise HubSettingsError(describe_invalid_settings(err)) from err
+    try:
+        settings.mqtt_tls()  # a missing or unreadable certificate is a setting error, now
+    except ConfigurationError as err:
+        raise HubSettingsError(f"invalid settings:\n  {err}") from err
+    return settings
 
 
 def resolve_secret(settings: HubSettings) -> bytes:

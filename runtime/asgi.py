@@ -18,7 +18,7 @@ from typing import Any
 
 import uvicorn
 
-from xiaozhi.errors import StartupError
+from xiaozhi.errors import AddressInUse, StartupError
 
 __all__ = ["AddressInUse", "ServedApp", "listen", "serve_app"]
 
@@ -53,10 +53,6 @@ class ServedApp:
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
-
-
-class AddressInUse(StartupError, OSError):
-    """The HTTP address cannot be bound; the message names it and the setting that moves it."""
 
 
 def listen(host: str, port: int, *, setting: str | None = None) -> socket.socket:

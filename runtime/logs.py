@@ -53,7 +53,13 @@ def configure_logging(*, level: str = "info", json: bool | None = None) -> None:
                 structlog.stdlib.add_logger_name,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
             ],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # A library's `logger.exception(...)` carries exc_info: rendered here as the
+                # traceback's text, where JSON alone would print "<traceback object>".
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()

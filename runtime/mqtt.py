@@ -38,6 +38,7 @@ import asyncio
 import collections
 import contextlib
 import socket
+import ssl
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -131,6 +132,9 @@ class MqttOwner:
         reconnect_min_seconds, reconnect_max_seconds: backoff between connection attempts.
         clean_session: False keeps the broker-side session (subscriptions and queued QoS 1
             messages) across disconnects, for a subscriber that must not miss events.
+        tls_context: for an ``mqtts://`` URL, how to verify the broker (and which client
+            certificate to show): :func:`xiaozhi_runtime.tls.mqtt_tls_context`. Unset with
+            ``mqtts://``: the system's trust store, the broker's host name checked.
     """
 
     def __init__(
@@ -148,8 +152,10 @@ class MqttOwner:
         reconnect_min_seconds: float = 0.1,
         reconnect_max_seconds: float = 10.0,
         clean_session: bool = True,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
-        self.host, self.port, self._username, self._password = parse_mqtt_url(url)
+        self.host, self.port, self._username, self._password, tls = parse_mqtt_url(url)
+        self._tls = tls_context or (ssl.create_default_context() if tls else None)
         self.url = url
         self.client_id = client_id
         self._will = will
@@ -328,6 +334,7 @@ class MqttOwner:
             username=self._username,
             password=self._password,
             identifier=self.client_id,
+            tls_context=self._tls,
             will=will,
             keepalive=self._keepalive,
             clean_session=self._clean_session,

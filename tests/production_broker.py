@@ -1,11 +1,11 @@
-"""mosquitto/production.conf run for real in a test: both listeners, its ACL files, its
+"""mosquitto/production.conf run for real in a test: its three listeners, its ACL files, its
 password files (made with `mosquitto_passwd -b`) and a TLS certificate made here.
 
 Only what cannot run in a test is rewritten: the container paths become files in a temporary
 folder, the private listener's port is the one :class:`ManagedMosquitto` picks (its `listener`
 line is dropped, so the options that follow it apply to the runner's listener), and the public
-listener gets another free loopback port. Every authentication and access directive stays as
-the file has it, so a test shows what a deployment does.
+and private TLS listeners get other free loopback ports. Every authentication and access
+directive stays as the file has it, so a test shows what a deployment does.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from xiaozhi_cli.broker import BrokerStartError, ManagedMosquitto, _free_port, f
 
 REPO = Path(__file__).resolve().parent.parent
 PRODUCTION_CONF = REPO / "mosquitto" / "production.conf"
-PRIVATE_PORT, PUBLIC_PORT = 1883, 8883  # the two listeners production.conf declares
+PRIVATE_PORT, PUBLIC_PORT, PRIVATE_TLS_PORT = 1883, 8883, 8884  # production.conf's listeners
 _CONTAINER_CONFIG = "/mosquitto/config/"
 _CONTAINER_CERTS = "/mosquitto/certs/"
 _START_ATTEMPTS = 3  # the public port was free when picked; another process may take it
@@ -71,7 +71,9 @@ class ProductionBroker:
 
     broker: ManagedMosquitto
     public_port: int
+    private_tls_port: int
     tls: ssl.SSLContext
+    ca_file: Path  # the CA that signed the broker's certificate (XIAOZHI_MQTT_CA_FILE)
 
     @property
     def private_port(self) -> int:
@@ -85,8 +87,13 @@ class ProductionBroker:
         """The public listener (TLS: pass :attr:`tls` to the client)."""
         return f"mqtt://{user}:{password(user)}@127.0.0.1:{self.public_port}"
 
+    def private_tls_url(self, user: str) -> str:
+        """`mqtts://user:password@127.0.0.1:<private TLS>`, for an edge or hub on another host
+        (with :attr:`ca_file` as its XIAOZHI_MQTT_CA_FILE)."""
+        return f"mqtts://{user}:{password(user)}@127.0.0.1:{self.private_tls_port}"
 
-def _config_text(folder: Path, public_port: int) -> str:
+
+def _config_text(folder: Path, public_port: int, private_tls_port: int) -> str:
     """production.conf with this test's paths and ports."""
     text = PRODUCTION_CONF.read_text(encoding="utf-8")
     text = text.replace(_CONTAINER_CONFIG + "acl", str(REPO / "mosquitto" / "acl"))
@@ -96,8 +103,11 @@ def _config_text(folder: Path, public_port: int) -> str:
         words = line.split()
         if words[:2] == ["listener", str(PRIVATE_PORT)] or words[:1] == ["persistence_location"]:
             continue  # the runner's listener and state folder take their place
-        public = words[:2] == ["listener", str(PUBLIC_PORT)]
-        lines.append(f"listener {public_port} 127.0.0.1" if public else line)
+        moved = {str(PUBLIC_PORT): public_port, str(PRIVATE_TLS_PORT): private_tls_port}
+        if words[:1] == ["listener"] and words[1] in moved:
+            lines.append(f"listener {moved[words[1]]} 127.0.0.1")
+        else:
+            lines.append(line)
     lines.append("log_type information")  # the "running" line the runner waits for
     return "\n".join(lines) + "\n"
 
@@ -112,13 +122,14 @@ def production_broker(
     block ends.
 
     Raises:
-        AssertionError: production.conf no longer has the two listeners this expects.
+        AssertionError: production.conf no longer has the three listeners this expects.
     """
     find_mosquitto()
     private, public = tuple(private), tuple(public)
     text = PRODUCTION_CONF.read_text(encoding="utf-8")
     listeners = re.findall(r"^listener (\d+)", text, re.M)
-    assert listeners == [str(PRIVATE_PORT), str(PUBLIC_PORT)], f"listeners: {listeners}"
+    expected = [str(PRIVATE_PORT), str(PUBLIC_PORT), str(PRIVATE_TLS_PORT)]
+    assert listeners == expected, f"listeners: {listeners}"
     folder.mkdir(parents=True, exist_ok=True)
     for name in re.findall(r"^password_file \S*/([^/\s]+)$", text, re.M):
         users = {"passwords-private": private, "passwords-public": public}.get(name)
@@ -126,8 +137,9 @@ def production_broker(
     tls = ssl.create_default_context(cafile=make_certificate(folder))
     config = folder / "production-test.conf"
     for attempt in range(1, _START_ATTEMPTS + 1):
-        public_port = _free_port()
-        config.write_text(_config_text(folder, public_port), encoding="utf-8")
+        public_port, private_tls_port = _free_port(), _free_port()
+        text = _config_text(folder, public_port, private_tls_port)
+        config.write_text(text, encoding="utf-8")
         broker = ManagedMosquitto(folder / "state", config=config)
         try:
             broker.start()
@@ -137,7 +149,7 @@ def production_broker(
                 raise
             continue
         try:
-            yield ProductionBroker(broker, public_port, tls)
+            yield ProductionBroker(broker, public_port, private_tls_port, tls, folder / "ca.crt")
         finally:
             broker.stop()
         return

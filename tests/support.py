@@ -227,7 +227,7 @@ async def record(
 
     ``identifier`` is the MQTT client id (default: one made from ``name``; an attacker's test
     picks another client's); ``tls`` connects over TLS with that context."""
-    host, port, username, password = parse_mqtt_url(url)
+    host, port, username, password, _ = parse_mqtt_url(url)
     identifier = identifier or f"test-{name}-{os.getpid()}-{next(_recorders)}"
     async with aiomqtt.Client(
         host,
@@ -247,6 +247,54 @@ async def record(
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await pump
+
+
+@contextlib.asynccontextmanager
+async def latency_proxy(target_port: int, delay: float) -> AsyncIterator[int]:
+    """A TCP relay to ``127.0.0.1:target_port`` that delivers every byte ``delay`` seconds
+    late, in both directions and in order: a broker on another host, as an edge may have it.
+    Yields the relay's port (a free one); connections end with the block.
+
+    The delay is the network being simulated, not a wait for something to happen."""
+    loop = asyncio.get_running_loop()
+    pipes: set[asyncio.Task[None]] = set()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        late: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await late.get()
+                if not data:
+                    break
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                writer.write(data)
+                await writer.drain()
+
+        delivering = asyncio.create_task(deliver())
+        try:
+            while data := await reader.read(65536):
+                late.put_nowait((loop.time() + delay, data))
+            late.put_nowait((0.0, b""))
+            await delivering
+        except (ConnectionError, asyncio.CancelledError):
+            delivering.cancel()
+        finally:
+            writer.close()
+
+    async def relay(down_reader: asyncio.StreamReader, down_writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        for task in (pipe(down_reader, up_writer), pipe(up_reader, down_writer)):
+            pipes.add(asyncio.create_task(task))
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        for task in pipes:
+            task.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
 
 
 def device_token_keys() -> tuple[Ed25519PrivateKey, str]:

@@ -14,6 +14,8 @@ from pydantic import AfterValidator, ValidationError
 
 __all__ = [
     "ENV_PREFIX",
+    "MQTTS_PORT",
+    "MQTT_PORT",
     "MqttUrl",
     "MqttUrlSetting",
     "describe_invalid_settings",
@@ -35,11 +37,15 @@ _SECRET_SETTINGS = frozenset(
 )
 
 
+MQTT_PORT, MQTTS_PORT = 1883, 8883  # the IANA ports of MQTT and MQTT over TLS
+
+
 class MqttUrl(NamedTuple):
     host: str
     port: int
     username: str | None = None
     password: str | None = None
+    tls: bool = False  # mqtts://: the connection is TLS, the broker's certificate verified
 
 
 def redact_mqtt_url(url: str) -> str:
@@ -53,20 +59,23 @@ def redact_mqtt_url(url: str) -> str:
 
 
 def parse_mqtt_url(url: str) -> MqttUrl:
-    """Split ``mqtt://[user:password@]host[:port]`` (port 1883 by default).
+    """Split ``mqtt://[user:password@]host[:port]`` (port 1883 by default) or
+    ``mqtts://...`` (TLS, port 8883 by default).
 
     Raises:
         ValueError: another scheme, or no host; the message quotes the URL and the form.
     """
     parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+    if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parts.hostname:
         shown = redact_mqtt_url(url)
-        raise ValueError(f"expected mqtt://[user:password@]host[:port], got {shown!r}")
+        raise ValueError(f"expected mqtt[s]://[user:password@]host[:port], got {shown!r}")
+    tls = parts.scheme in ("mqtts", "ssl")
     return MqttUrl(
         parts.hostname,
-        parts.port or 1883,
+        parts.port or (MQTTS_PORT if tls else MQTT_PORT),
         unquote(parts.username) if parts.username else None,
         unquote(parts.password) if parts.password else None,
+        tls,
     )
 
 
@@ -92,8 +101,11 @@ def describe_invalid_settings(
     """
     lines = []
     for error in err.errors(include_url=False):
+        message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across settings: its message names them
+            lines.append(f"  {message}")
+            continue
         name = "_".join(str(part) for part in error["loc"]).upper()
         shown = "<hidden>" if name in hidden else repr(error.get("input"))
-        message = error["msg"].removeprefix("Value error, ")
         lines.append(f"  {ENV_PREFIX}{name}={shown}: {message}")
     return "invalid settings:\n" + "\n".join(lines)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "AddressInUse",
     "AuthenticationFailed",
     "ChecksumMismatch",
     "ConfigurationError",
@@ -250,6 +251,11 @@ class ConfigurationError(XiaozhiError, ValueError):
 
 class StartupError(XiaozhiError, RuntimeError):
     """A process or service could not start (broker unreachable, port taken, child died)."""
+
+
+class AddressInUse(StartupError, OSError):
+    """A listening address cannot be bound (a taken port); the message names the address and
+    the setting that moves it, so ``xiaozhi up`` can say it and exit instead of a traceback."""
 
 
 class OperationFailed(XiaozhiError, ValueError):

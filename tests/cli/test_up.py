@@ -129,6 +129,31 @@ def test_up_says_clearly_when_the_broker_port_is_taken(tmp_path: Path) -> None:
     assert "XIAOZHI_BROKER_PORT" in result.stderr
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("setting", ["XIAOZHI_EDGE_PORT", "XIAOZHI_HUB_PORT"])
+def test_up_names_a_taken_edge_or_hub_port_and_its_setting(tmp_path: Path, setting: str) -> None:
+    """Another program holds the port: `up` says which port and which setting, stops what it
+    had started (the broker) and exits with status 2, without a Ctrl-C."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run(
+            [XIAOZHI, "up"],
+            env=_env(**{setting: str(port)}, XIAOZHI_STATE_DIR=str(tmp_path)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert f"set {setting} to another port" in result.stderr
+    assert "in use" in result.stderr
+    broker = re.search(r"managed mosquitto, pid (\d+)", result.stdout)
+    assert broker, result.stdout
+    assert not pid_alive(int(broker.group(1))), "the broker it started is stopped"
+
+
 def test_up_refuses_an_unreachable_external_broker(tmp_path: Path) -> None:
     with refused_port() as port:
         url = f"mqtt://127.0.0.1:{port}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from typing import Any
 
 import opuslib
@@ -78,13 +79,16 @@ class Device:
         version: int = 1,
         headers: dict[str, str] | None = None,
         path: str = "/xiaozhi/v1/",
+        tls: ssl.SSLContext | None = None,
     ) -> Device:
+        """Connect as the firmware does; ``tls`` connects with wss:// and that context."""
         sent = {"Client-Id": "client-uuid-1", "Protocol-Version": str(version)}
         if device_id is not None:
             sent["Device-Id"] = device_id
         sent.update(headers or {})
+        scheme = "ws" if tls is None else "wss"
         ws = await websockets.connect(
-            f"ws://127.0.0.1:{port}{path}", additional_headers=sent, max_size=None
+            f"{scheme}://127.0.0.1:{port}{path}", additional_headers=sent, max_size=None, ssl=tls
         )
         return cls(ws, version)
 

@@ -238,8 +238,12 @@ def test_hello_subscribes_publishes_status_and_starts_mcp() -> None:
     assert initialize["method"] == "initialize"
     assert initialize["id"] == 1
     assert initialize["params"]["protocolVersion"] == "2024-11-05"
-    # Replies go to the device first: the server hello precedes everything else.
-    assert isinstance(outputs[0], SendText)
+    # The subscription first (the I/O layer holds what follows until the broker has it, so
+    # a command sent the moment the device is greeted reaches it), then the server hello,
+    # then everything else.
+    assert isinstance(outputs[0], Subscribe)
+    assert isinstance(outputs[1], SendText)
+    assert orjson.loads(outputs[1].text)["type"] == "hello"
 
 
 def test_hello_without_mcp_feature_sends_no_initialize() -> None:

@@ -37,7 +37,7 @@ def test_every_invalid_setting_is_listed_with_its_value(monkeypatch: pytest.Monk
         load_hub_settings()
     message = str(caught.value)
     for line in (
-        "XIAOZHI_MQTT_URL='http://broker': expected mqtt://[user:password@]host[:port]",
+        "XIAOZHI_MQTT_URL='http://broker': expected mqtt[s]://[user:password@]host[:port]",
         "XIAOZHI_HUB_PORT='70000'",
         "XIAOZHI_API_KEYS=<hidden>: API key entry ending in ':admin'",
         "XIAOZHI_LANGUAGE='xx': no intents for language 'xx'",

@@ -40,6 +40,25 @@ def test_library_warnings_and_our_events_are_json_lines(
     assert len(records) == 2
 
 
+def test_a_librarys_exception_is_one_json_line_with_its_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """aiomqtt reports a failing callback with ``logger.exception`` on its own logger: the
+    line stays one JSON object and carries the traceback, not a traceback object's repr."""
+    configure_logging(level="info", json=True)
+    library = logging.getLogger("mqtt")  # aiomqtt.Client's logger unless given one
+    try:
+        raise ZeroDivisionError("in on_message")
+    except ZeroDivisionError:
+        library.exception("Caught exception in on_message")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert (record["level"], record["event"]) == ("error", "Caught exception in on_message")
+    assert "Traceback (most recent call last)" in record["exception"]
+    assert "ZeroDivisionError: in on_message" in record["exception"]
+
+
 def test_an_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         configure_logging(level="loud")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from xiaozhi.config import (
     MqttUrl,
@@ -21,15 +21,18 @@ from xiaozhi.config import (
         ("mqtt://broker:1884", MqttUrl("broker", 1884)),
         ("tcp://broker:1884", MqttUrl("broker", 1884)),
         ("mqtt://edge:p%40ss@broker:8883", MqttUrl("broker", 8883, "edge", "p@ss")),
+        ("mqtts://broker", MqttUrl("broker", 8883, tls=True)),
+        ("mqtts://edge:pw@broker:8884", MqttUrl("broker", 8884, "edge", "pw", tls=True)),
+        ("ssl://broker", MqttUrl("broker", 8883, tls=True)),
     ],
 )
 def test_broker_urls_are_split(url: str, parsed: MqttUrl) -> None:
     assert parse_mqtt_url(url) == parsed
 
 
-@pytest.mark.parametrize("url", ["http://broker", "mqtt://", "broker:1883", ""])
+@pytest.mark.parametrize("url", ["http://broker", "mqtt://", "mqtts://", "broker:1883", ""])
 def test_other_urls_are_refused_quoting_the_form(url: str) -> None:
-    with pytest.raises(ValueError, match=r"expected mqtt://\[user:password@\]host\[:port\]"):
+    with pytest.raises(ValueError, match=r"expected mqtt\[s\]://\[user:password@\]host\[:port\]"):
         parse_mqtt_url(url)
 
 
@@ -74,7 +77,26 @@ def test_passwords_are_redacted_wherever_a_url_is_shown(url: str, shown: str) ->
 
 
 def test_a_refused_url_does_not_quote_its_password() -> None:
-    with pytest.raises(ValueError, match="expected mqtt://") as info:
+    with pytest.raises(ValueError, match=r"expected mqtt\[s\]://") as info:
         parse_mqtt_url("http://hub:s3cret@broker:1883")
     assert "s3cret" not in str(info.value)
     assert "hub:***@broker" in str(info.value)
+
+
+class _Paired(BaseModel):
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _together(self) -> _Paired:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("XIAOZHI_CERT_FILE and XIAOZHI_KEY_FILE go together")
+        return self
+
+
+def test_a_rule_across_settings_is_listed_by_its_own_message() -> None:
+    with pytest.raises(ValidationError) as caught:
+        _Paired(cert_file="server.crt")
+    assert describe_invalid_settings(caught.value) == (
+        "invalid settings:\n  XIAOZHI_CERT_FILE and XIAOZHI_KEY_FILE go together"
+    )

@@ -8,14 +8,17 @@ device's status, each edge's liveness through its will), so it answers:
 
 * it reads every device command through the shared subscription
   (``$share/<XIAOZHI_HUB_SHARE_GROUP>/xiaozhi/commands/+``): with N replicas one answers;
-* a command for a device the registry knows to be connected is not its business;
-* a command for a device that is disconnected, or never heard of, is waited for, bounded
+* every command with a ``message_id`` is waited for, bounded
   (``XIAOZHI_COMMAND_ANSWER_TIMEOUT_SECONDS``): a device that comes back meanwhile may still
   get it (an edge that only lost the broker for a moment keeps its session, and the command
   waits there for it) and answer;
-* no ``command_result`` naming its ``message_id`` within that time: the hub publishes one
-  with ``status: error`` on ``xiaozhi/events/{device_id}``, as the device would have, and
-  counts it (``xiaozhi_hub_undelivered_commands_total{reason}``).
+* no ``command_result`` naming its ``message_id`` within that time, and the device was absent
+  when the command came (disconnected, or never heard of), or its connection ended since
+  (its edge died with the command: an edge acknowledges a command to the broker before the
+  device has it): the hub publishes a ``command_result`` with ``status: error`` on
+  ``xiaozhi/events/{device_id}``, as the device would have, and counts it
+  (``xiaozhi_hub_undelivered_commands_total{reason}``). A device still connected through the
+  same edge is left to that edge, which answers every command it receives.
 
 The hub's own commands never get here disconnected: :class:`~xiaozhi_hub.execution.ActionRunner`
 refuses them before publishing.
@@ -65,22 +68,40 @@ class UndeliveredUnit:
         await self._ctx.owner.unsubscribe(self.filters)
         await self._tasks.drain()
 
+    def _connection(self, device_id: str) -> str | None:
+        """Where the device is connected now (its edge, or ``mqtt``); None when absent."""
+        record = self._ctx.registry.device(device_id)
+        if record is None or not record.connected:
+            return None
+        return record.edge_id or "mqtt"
+
     def _on_command(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
         device_id = cast(str, parsed.device_id)
         record = self._ctx.registry.device(device_id)
-        if record is not None and record.status is not None and record.connected:
-            return  # its edge (or the device itself) has it
+        connection = self._connection(device_id)
+        if connection is not None and self._waiting >= MAX_WAITING_COMMANDS:
+            return  # too many to follow: the connected device's edge answers it
         try:
             command = CommandPayload.from_wire(payload, max_bytes=MAX_PAYLOAD_BYTES)
         except WireError:
             return  # the device's edge answers a bad command; nobody may, if it is absent
-        reason = "unknown" if record is None or record.status is None else "offline"
+        if connection is None:
+            reason = "unknown" if record is None or record.status is None else "offline"
+        elif command.message_id is None:
+            return  # nothing to match an answer with: its edge answers it
+        else:
+            reason = "disconnected"
         self._tasks.spawn(
-            self._answer(device_id, command, reason), name="undelivered", device_id=device_id
+            self._answer(device_id, command, reason, connection),
+            name="undelivered",
+            device_id=device_id,
         )
 
-    async def _answer(self, device_id: str, command: CommandPayload, reason: str) -> None:
-        """Wait for the device's own answer, bounded; none came: answer for it."""
+    async def _answer(
+        self, device_id: str, command: CommandPayload, reason: str, connection: str | None
+    ) -> None:
+        """Wait for the device's own answer, bounded; none came and the device was or went
+        away: answer for it."""
         message_id = command.message_id
         if message_id is not None and self._waiting < MAX_WAITING_COMMANDS:
             self._waiting += 1
@@ -98,7 +119,13 @@ class UndeliveredUnit:
                     self._answers.forget(message_id)
             finally:
                 self._waiting -= 1
-        state = "never seen" if reason == "unknown" else "not connected"
+        if connection is not None and self._connection(device_id) == connection:
+            return  # still connected where it was: its edge answers (or has answered)
+        state = {
+            "unknown": "never seen",
+            "offline": "not connected",
+            "disconnected": "disconnected before it answered",
+        }[reason]
         self._ctx.event(
             device_id,
             "command_result",

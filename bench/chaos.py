@@ -329,18 +329,8 @@ async def _run(
         tallies.append(PhaseTally(name))
         generations[index] = {d.device_id: d.generation for d in fleet.values()}
         faults.append(time.monotonic())
-        if name == "broker SIGTERM":
-            await asyncio.to_thread(broker.restart)
-        elif name == "broker kill -9":
-            await asyncio.to_thread(broker.kill)
-            await asyncio.to_thread(broker.start)
-        elif name == "edge kill -9":
-            victim = edges["chaos-edge-a"]
-            victim.kill()
-            edges["chaos-edge-a"] = await _edge(stack, workdir, url, "chaos-edge-a")
-        elif name == "hub kill -9":
-            hub.kill()
-            hub = await _hub(stack, workdir, url)
+        hub = await _fault(name, broker, edges, hub, stack, workdir)
+        if name == "hub kill -9":
             hub_recovery[index] = time.monotonic() - faults[-1]
         await asyncio.sleep(phase_seconds / 2)  # traffic after the fault
         await _until(lambda: all(d.ready for d in fleet.values()), 30, "every device back")
@@ -351,6 +341,29 @@ async def _run(
         task.cancel()
     _judge(sent, voice_sent, fleet, monitor, tallies, faults, generations, hub_recovery)
     return Chaos(tallies, count, command_rate, phase_seconds)
+
+
+async def _fault(
+    name: str,
+    broker: ManagedMosquitto,
+    edges: dict[str, procs.Child],
+    hub: procs.Child,
+    stack: contextlib.AsyncExitStack,
+    workdir: Path,
+) -> procs.Child:
+    """Do the phase's harm and start again what it killed; returns the (new) hub."""
+    if name == "broker SIGTERM":
+        await asyncio.to_thread(broker.restart)
+    elif name == "broker kill -9":
+        await asyncio.to_thread(broker.kill)
+        await asyncio.to_thread(broker.start)
+    elif name == "edge kill -9":
+        edges["chaos-edge-a"].kill()
+        edges["chaos-edge-a"] = await _edge(stack, workdir, broker.url, "chaos-edge-a")
+    elif name == "hub kill -9":
+        hub.kill()  # /health answers once it is back: _hub waits for that
+        return await _hub(stack, workdir, broker.url)
+    return hub
 
 
 def _settled(sent: list[Sent], fleet: dict[str, FleetDevice], monitor: _Monitor) -> bool:

@@ -85,6 +85,8 @@ class UndeliveredUnit:
             command = CommandPayload.from_wire(payload, max_bytes=MAX_PAYLOAD_BYTES)
         except WireError:
             return  # the device's edge answers a bad command; nobody may, if it is absent
+        if command.message_id is not None and self._answers.awaits(command.message_id):
+            return  # this hub's own command: its action reports the failure itself
         if connection is None:
             reason = "unknown" if record is None or record.status is None else "offline"
         elif command.message_id is None:

@@ -449,6 +449,8 @@ def run_chaos(seconds: float, *, quick: bool = False) -> Report:
             Figure(f"{tally.name}: silent commands, reconnecting devices", tally.silent,
                    "commands", target="0"),
             Figure(f"{tally.name}: duplicate deliveries", tally.duplicates, "commands"),
+            Figure(f"{tally.name}: false errors (delivered, hub said not)", tally.false_errors,
+                   "commands"),
             Figure(f"{tally.name}: lost voice commands", tally.voice_lost, "events",
                    notes=f"of {tally.voice_sent}"),
             Figure(f"{tally.name}: recovery", tally.recovery_seconds, "s"),

@@ -184,6 +184,12 @@ def _speech(seconds: float, quick: bool) -> Report:
     return run_speech(seconds, quick=quick)
 
 
+def _chaos(seconds: float, quick: bool) -> Report:
+    from xiaozhi_bench.chaos import run_chaos
+
+    return run_chaos(seconds, quick=quick)
+
+
 CASES: dict[str, tuple[Callable[[float, bool], Report], float]] = {
     # name: (function taking the seconds per figure or phase and the quick flag, default
     # seconds). `--quick` runs a system case with tiny counts, to check it works (tests).
@@ -194,6 +200,7 @@ CASES: dict[str, tuple[Callable[[float, bool], Report], float]] = {
     "voice": (_voice, 5.0),  # seconds per command rate
     "churn": (_churn, 0.0),  # counts, not seconds: the argument is unused
     "speech": (_speech, 0.0),  # counts, not seconds: the argument is unused
+    "chaos": (_chaos, 3.0),  # seconds of traffic per phase (half before the fault)
 }
 
 

@@ -394,6 +394,10 @@ class EdgeServer:
             on_message=self._on_mqtt,
             max_queued_messages=settings.max_queued_mqtt_messages,
             tls_context=settings.mqtt_tls(),
+            # A persistent session: commands published while the broker restarts or this
+            # edge reconnects wait at the broker for it, instead of going nowhere
+            # (docs/operations.md section 9). A restarted edge starts a fresh one.
+            clean_session=False,
         )
         self.router = _Router(self.owner)
         self.connections: set[DeviceConnection] = set()
@@ -648,6 +652,8 @@ class EdgeServer:
         """A command for devices held here (their own, a group's or broadcast)."""
         holders = self.router.route(topic)
         if not holders:
+            # Its device left (the unsubscribe was on its way): nobody here to deliver to.
+            self.counters.commands_unrouted += 1
             return
         loop = asyncio.get_running_loop()
         now, wall = loop.time(), wire_timestamp(time.time())
@@ -764,7 +770,8 @@ class _EdgeCollector:
         counters = stats["counters"]
         for name in ("frames_received", "bytes_received", "text_messages", "binary_frames",
                      "utterances", "voice_commands", "commands_delivered", "rate_limited",
-                     "dropped_audio_frames"):  # fmt: skip
+                     "dropped_audio_frames", "duplicate_commands",
+                     "commands_unrouted"):  # fmt: skip
             if name in counters:
                 yield CounterMetricFamily(
                     f"xiaozhi_edge_{name}", name.replace("_", " "), counters[name]

@@ -331,6 +331,7 @@ class EdgeCounters:
     closes: dict[str, int] = field(default_factory=dict)
     version_conflicts: int = 0  # hello version disagreed with the Protocol-Version header
     duplicate_commands: int = 0  # a command message_id seen again (QoS 1 redelivery)
+    commands_unrouted: int = 0  # a command for a topic no session here holds any more
     mcp_timeouts: int = 0
     monitor_lagged_packets: int = 0  # audio-monitor packets a slow listener skipped
 
@@ -359,6 +360,7 @@ class EdgeCounters:
             "closes": dict(self.closes),
             "version_conflicts": self.version_conflicts,
             "duplicate_commands": self.duplicate_commands,
+            "commands_unrouted": self.commands_unrouted,
             "mcp_timeouts": self.mcp_timeouts,
             "monitor_lagged_packets": self.monitor_lagged_packets,
         }

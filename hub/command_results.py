@@ -63,6 +63,11 @@ class CommandResultsUnit:
         self._waiting[message_id] = future
         return future
 
+    def awaits(self, message_id: str) -> bool:
+        """True while someone here waits for the result of ``message_id`` (the hub's own
+        command: the voice unit reports its failure itself)."""
+        return message_id in self._waiting
+
     def forget(self, message_id: str) -> None:
         self._waiting.pop(message_id, None)
 

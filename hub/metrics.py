@@ -114,6 +114,13 @@ class HubMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.undelivered_commands = Counter(
+            "xiaozhi_hub_undelivered_commands",
+            "Commands for a disconnected or unknown device that no device answered in time: "
+            "the hub published a failed command_result for each, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
         self.invalid_messages = Counter(
             "xiaozhi_hub_invalid_messages",
             "MQTT messages refused (bad JSON, bad fields, foreign topics), by topic kind",

@@ -85,6 +85,7 @@ from xiaozhi_hub.snapshots import Snapshots
 from xiaozhi_hub.speech_engines import speech_to_text, text_to_speech
 from xiaozhi_hub.speech_unit import SpeechUnit
 from xiaozhi_hub.spoken_answers import SpokenAnswers
+from xiaozhi_hub.undelivered import UndeliveredUnit
 from xiaozhi_hub.unit import (
     MAX_PAYLOAD_BYTES,
     STOP_GRACE_SECONDS,
@@ -219,6 +220,7 @@ class HubService:
             else None
         )
         self.fan_out = FanOutUnit(self._ctx)
+        self.undelivered = UndeliveredUnit(self._ctx, self.command_results)
         self.bridge_requests = BridgeRequestsUnit(
             self._ctx,
             self.bridge_api,
@@ -234,6 +236,7 @@ class HubService:
             self.voice,  # loads the intents (the pipeline's) before it subscribes
             *([self.speech] if self.speech is not None else []),  # its corpus is the intents'
             self.fan_out,
+            self.undelivered,  # after the registry: it answers for devices known absent
             self.bridge_requests,
             self.virtual_entities,
         )

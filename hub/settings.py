@@ -267,7 +267,9 @@ class HubSettings(BaseSettings, MqttTlsSettings):
         gt=0,
         le=60,
         description="How long a voice command waits for a device's command_result before "
-        "answering that the device did not respond.",
+        "answering that the device did not respond; also how long the hub waits for the "
+        "answer to any command for an absent device before publishing a failed "
+        "command_result for it (docs/operations.md section 9).",
     )
     max_concurrent_voice_commands: int = Field(
         default=64, ge=1, description="Voice commands processed at once per replica."

@@ -27,6 +27,13 @@ Delivery rules, all counted in :class:`OwnerStats` (never a silent drop):
 * Retained messages are remembered and published again after every reconnect, ahead of the
   backlog: a broker restart that lost them loses nothing for long.
 * Subscriptions are remembered and made again after every reconnect.
+* With ``clean_session=False`` the session is persistent: the broker keeps this client's
+  subscriptions and the QoS 1 messages for it across a disconnect and across its own restart
+  (with persistence), so nothing published meanwhile is lost. The session belongs to this
+  process's life only: its first connect discards whatever session an earlier process with the
+  same client id left (an edge restarted holds none of its devices: commands queued for them
+  must not be delivered to it), and filters given up while disconnected are unsubscribed at
+  the next connect.
 
 Reconnection is this owner's policy (aiomqtt leaves it to the caller): a loop around
 ``async with aiomqtt.Client(...)`` with capped exponential backoff and jitter.
@@ -131,7 +138,8 @@ class MqttOwner:
         keepalive_seconds: MQTT keepalive.
         reconnect_min_seconds, reconnect_max_seconds: backoff between connection attempts.
         clean_session: False keeps the broker-side session (subscriptions and queued QoS 1
-            messages) across disconnects, for a subscriber that must not miss events.
+            messages) across disconnects and broker restarts, for a subscriber that must not
+            miss a message; the first connect still starts afresh (module docstring).
         tls_context: for an ``mqtts://`` URL, how to verify the broker (and which client
             certificate to show): :func:`xiaozhi_runtime.tls.mqtt_tls_context`. Unset with
             ``mqtts://``: the system's trust store, the broker's host name checked.
@@ -176,6 +184,8 @@ class MqttOwner:
         )
         self._retained: dict[str, OutMessage] = {}
         self._subscriptions: dict[str, int] = {}
+        # Given up while disconnected: a persistent session still has them at the broker.
+        self._stale_filters: set[str] = set()
         self._client: aiomqtt.Client | None = None
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()  # set on every PUBACK and written batch
@@ -227,6 +237,7 @@ class MqttOwner:
         new = [f for f in filters if self._subscriptions.get(f) != qos]
         for topic_filter in new:
             self._subscriptions[topic_filter] = qos
+            self._stale_filters.discard(topic_filter)
         client = self._client
         if new and client is not None and self.connected.is_set():
             with contextlib.suppress(aiomqtt.MqttError):  # the reconnect re-subscribes
@@ -235,9 +246,14 @@ class MqttOwner:
     async def unsubscribe(self, filters: Iterable[str]) -> None:
         gone = [f for f in filters if self._subscriptions.pop(f, None) is not None]
         client = self._client
-        if gone and client is not None and self.connected.is_set():
+        if not gone:
+            return
+        if not self._clean_session:
+            self._stale_filters.update(gone)  # until the broker has confirmed it
+        if client is not None and self.connected.is_set():
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.unsubscribe(gone)
+                self._stale_filters.difference_update(gone)
 
     @property
     def subscriptions(self) -> dict[str, int]:
@@ -323,9 +339,11 @@ class MqttOwner:
         self._stats.requeued_qos1 += len(unacked)
         self._progress.set()
 
-    def _make_client(self) -> aiomqtt.Client:
+    def _make_client(self, *, fresh: bool = False) -> aiomqtt.Client:
+        """A client for one connection; ``fresh`` makes a throwaway clean-session one that
+        only discards the broker's session for this client id."""
         will = None
-        if self._will is not None:
+        if self._will is not None and not fresh:
             w = self._will
             will = aiomqtt.Will(w.topic, w.payload, w.qos, w.retain)
         return aiomqtt.Client(
@@ -337,7 +355,7 @@ class MqttOwner:
             tls_context=self._tls,
             will=will,
             keepalive=self._keepalive,
-            clean_session=self._clean_session,
+            clean_session=self._clean_session or fresh,
             max_inflight_messages=1000,
             timeout=10,
             # Nagle's algorithm held small publishes and PUBACKs back: a QoS 1 round trip took
@@ -347,12 +365,20 @@ class MqttOwner:
         )
 
     async def _session(self) -> None:
+        if not self._clean_session and self._stats.connects == 0:
+            # A clean connect and a DISCONNECT: the broker drops an earlier process's session.
+            async with self._make_client(fresh=True):
+                pass
         client = self._make_client()
         async with client:
             self._watch_acks(client)
             self._client = client
             self._stats.connects += 1
             reconnect = self._stats.connects > 1
+            if self._stale_filters:
+                stale = sorted(self._stale_filters)
+                await client.unsubscribe(stale)
+                self._stale_filters.difference_update(stale)
             if self._subscriptions:
                 by_qos = list(self._subscriptions.items())
                 await client.subscribe(by_qos)

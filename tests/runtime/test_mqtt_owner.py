@@ -298,3 +298,48 @@ async def test_the_broker_connection_does_not_delay_small_packets(
     assert owner._client is not None
     sock = owner._client._client.socket()
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+async def test_a_restarted_persistent_client_gets_nothing_queued_for_its_previous_life(
+    own_broker: ManagedMosquitto, owners: list[MqttOwner]
+) -> None:
+    """An edge that restarts holds none of its devices: what the broker queued for the old
+    process (commands for devices now elsewhere) is discarded, not delivered to it."""
+    client_id = _client_id("edge")
+    before = MqttOwner(own_broker.url, client_id=client_id, clean_session=False)
+    await _start(owners, before)
+    await before.subscribe(["xiaozhi/commands/old"])
+    await before.stop(flush_seconds=1)  # the process is gone; its session stays at the broker
+    hub = await _start(owners, MqttOwner(own_broker.url, client_id=_client_id("hub")))
+    hub.publish_nowait(OutMessage("xiaozhi/commands/old", b"queued for the old edge", qos=1))
+    await asyncio.wait_for(hub.wait_flushed(), 15)
+    inbox = Recorder()
+    after = MqttOwner(own_broker.url, client_id=client_id, on_message=inbox, clean_session=False)
+    await _start(owners, after)
+    await after.subscribe(["xiaozhi/commands/new"])
+    hub.publish_nowait(OutMessage("xiaozhi/commands/new", b"for the new edge", qos=1))
+    await inbox.wait_for(lambda: inbox.payloads("xiaozhi/commands/new"))
+    assert inbox.payloads("xiaozhi/commands/old") == []  # queued ones come first, had they come
+
+
+async def test_a_filter_given_up_during_an_outage_is_unsubscribed_at_the_reconnect(
+    own_broker: ManagedMosquitto, owners: list[MqttOwner]
+) -> None:
+    """A device left while the broker was away: its persistent edge session must not keep
+    receiving the device's commands."""
+    inbox = Recorder()
+    edge = MqttOwner(
+        own_broker.url, client_id=_client_id("edge"), on_message=inbox, clean_session=False
+    )
+    await _start(owners, edge)
+    await edge.subscribe(["xiaozhi/commands/left", "xiaozhi/commands/stays"])
+    assert await asyncio.to_thread(own_broker.stop) == 0  # saved: the subscriptions too
+    await asyncio.wait_for(edge.disconnected.wait(), 15)
+    await edge.unsubscribe(["xiaozhi/commands/left"])
+    await asyncio.to_thread(own_broker.start)
+    await asyncio.wait_for(edge.connected.wait(), 30)
+    hub = await _start(owners, MqttOwner(own_broker.url, client_id=_client_id("hub")))
+    hub.publish_nowait(OutMessage("xiaozhi/commands/left", b"nobody here", qos=1))
+    hub.publish_nowait(OutMessage("xiaozhi/commands/stays", b"still here", qos=1))
+    await inbox.wait_for(lambda: inbox.payloads("xiaozhi/commands/stays"))
+    assert inbox.payloads("xiaozhi/commands/left") == []

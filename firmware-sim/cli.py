@@ -296,10 +296,9 @@ async def _run_fleet(args: argparse.Namespace, settings: SimSettings, stop: asyn
         probe_rate=args.probe_rate,
         heartbeat_interval=args.heartbeat,
     )
-    _say(
-        f"fleet     {args.devices} devices ({args.transport}), broker {settings.mqtt_url}, "
-        f"ws {settings.sim_ws_url}"
-    )
+    broker = redact_mqtt_url(settings.mqtt_url)
+    fleet = f"{args.devices} devices ({args.transport})"
+    _say(f"fleet     {fleet}, broker {broker}, ws {settings.sim_ws_url}")
     live = sys.stdout.isatty()
 
     def show(line: str) -> None:

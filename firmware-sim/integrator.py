@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from xiaozhi import jsonutil
 from xiaozhi._validation import WireModel
+from xiaozhi.config import redact_mqtt_url
 from xiaozhi.errors import WireError
 from xiaozhi.payloads import CommandPayload
 from xiaozhi.timestamps import wire_timestamp
@@ -105,9 +106,13 @@ class Integrator:
         try:
             self.client.connect(host, port, self.settings.sim_keepalive_seconds)
         except OSError as err:
-            raise ChannelError(f"broker {self.settings.mqtt_url} unreachable: {err}") from err
+            raise ChannelError(
+                f"broker {redact_mqtt_url(self.settings.mqtt_url)} unreachable: {err}"
+            ) from err
         if not await self._notifier.wait_until(lambda: self._ready, within):
-            raise ChannelError(f"broker {self.settings.mqtt_url}: no SUBACK within {within:g} s")
+            raise ChannelError(
+                f"broker {redact_mqtt_url(self.settings.mqtt_url)}: no SUBACK within {within:g} s"
+            )
 
     async def stop(self) -> None:
         if self._connected:
@@ -225,7 +230,9 @@ class Integrator:
         try:
             client.connect(host, port, self.settings.sim_keepalive_seconds)
         except OSError as err:
-            raise ChannelError(f"broker {self.settings.mqtt_url} unreachable: {err}") from err
+            raise ChannelError(
+                f"broker {redact_mqtt_url(self.settings.mqtt_url)} unreachable: {err}"
+            ) from err
         try:
             await notifier.wait_until(lambda: bool(got), within)
         finally:

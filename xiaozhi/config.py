@@ -106,6 +106,9 @@ def describe_invalid_settings(
             lines.append(f"  {message}")
             continue
         name = "_".join(str(part) for part in error["loc"]).upper()
-        shown = "<hidden>" if name in hidden else repr(error.get("input"))
+        value = error.get("input")
+        if name == "MQTT_URL" and isinstance(value, str):
+            value = redact_mqtt_url(value)  # the URL may carry the broker password
+        shown = "<hidden>" if name in hidden else repr(value)
         lines.append(f"  {ENV_PREFIX}{name}={shown}: {message}")
     return "invalid settings:\n" + "\n".join(lines)

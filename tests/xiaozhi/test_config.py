@@ -62,6 +62,14 @@ def test_the_mqtt_url_setting_type_refuses_a_bad_url_among_the_other_settings() 
     assert "XIAOZHI_MQTT_URL='http://broker'" in describe_invalid_settings(caught.value)
 
 
+def test_a_refused_mqtt_url_is_quoted_without_its_password() -> None:
+    with pytest.raises(ValidationError) as caught:
+        _WithBroker(mqtt_url="http://edge:s3cret@broker")
+    text = describe_invalid_settings(caught.value)
+    assert "s3cret" not in text
+    assert "XIAOZHI_MQTT_URL='http://edge:***@broker'" in text
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [

@@ -29,7 +29,7 @@ import contextlib
 import http
 import os
 import time
-import uuid
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -405,7 +405,11 @@ class EdgeServer:
         self.idle.set()
         self.by_device: dict[str, DeviceConnection] = {}
         self.monitors: dict[str, set[_Listener]] = collections.defaultdict(set)
-        self._identities: dict[uuid.UUID, ConnectionIdentity | None] = {}
+        # Who each upgrading connection said it was, from the handshake to its handler. Weak:
+        # an upgrade that fails after the check (a bad Sec-WebSocket-Key) never reaches the
+        # handler, and its entry must go with the connection, not stay forever.
+        self._identities: weakref.WeakKeyDictionary[ServerConnection, ConnectionIdentity | None]
+        self._identities = weakref.WeakKeyDictionary()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -495,9 +499,14 @@ class EdgeServer:
         return self._wall_text
 
     def publish(self, output: Publish) -> None:
-        """Hand a session's publish to the broker connection (never waits)."""
+        """Hand a session's publish to the broker connection (never waits).
+
+        A retained status (QoS 1) is remembered, to publish again after a broker restart
+        that lost it; a retained sensor reading (QoS 0) is not: the device's next reading
+        replaces it, and remembering every device's every sensor would grow with the fleet.
+        """
         message = OutMessage(output.topic, output.payload, output.qos, output.retain)
-        if output.retain:
+        if output.retain and output.qos:
             self.owner.retain(message)
         else:
             self.owner.publish_nowait(message)
@@ -552,7 +561,7 @@ class EdgeServer:
         except (InvalidTopic, UnsupportedVersion) as err:
             self.counters.count_error("INVALID_DATA_FORMAT")
             return _json_response(http.HTTPStatus.BAD_REQUEST, {"error": str(err)})
-        self._identities[connection.id] = identity
+        self._identities[connection] = identity
         return None
 
     def _authenticate(self, fields: dict[str, str]) -> ConnectionIdentity | None:
@@ -605,7 +614,7 @@ class EdgeServer:
             await self._monitor(ws)
             return
         loop = asyncio.get_running_loop()
-        identity = self._identities.pop(ws.id, None)
+        identity = self._identities.pop(ws, None)
 
         def on_fault(exc: Exception) -> None:  # the connection is made just below
             conn.fault(exc)
@@ -647,6 +656,9 @@ class EdgeServer:
         device_id = conn.session.device_id
         if device_id is not None and self.by_device.get(device_id) is conn:
             del self.by_device[device_id]
+            # Its last status is published (retained at the broker); this edge need not keep
+            # a copy for a device it no longer holds.
+            self.owner.forget(self.topics.status(device_id))
 
     def _on_mqtt(self, topic: str, payload: bytes) -> None:
         """A command for devices held here (their own, a group's or broadcast)."""
@@ -755,7 +767,9 @@ class EdgeServer:
                 "dropped_qos1": mqtt.dropped_qos1,
                 "requeued_qos1": mqtt.requeued_qos1,
                 "connects": mqtt.connects,
+                "retained_remembered": mqtt.retained_remembered,
             },
+            "handshakes_in_flight": len(self._identities),
         }
 
 

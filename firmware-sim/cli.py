@@ -297,8 +297,8 @@ async def _run_fleet(args: argparse.Namespace, settings: SimSettings, stop: asyn
         heartbeat_interval=args.heartbeat,
     )
     broker = redact_mqtt_url(settings.mqtt_url)
-    fleet = f"{args.devices} devices ({args.transport})"
-    _say(f"fleet     {fleet}, broker {broker}, ws {settings.sim_ws_url}")
+    size = f"{args.devices} devices ({args.transport})"
+    _say(f"fleet     {size}, broker {broker}, ws {settings.sim_ws_url}")
     live = sys.stdout.isatty()
 
     def show(line: str) -> None:

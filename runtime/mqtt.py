@@ -113,6 +113,7 @@ class OwnerStats:
     requeued_qos1: int = 0  # sent, connection lost before PUBACK, queued again
     queued: int = 0
     inflight: int = 0
+    retained_remembered: int = 0  # retained messages kept to publish again after a reconnect
 
 
 class MqttOwner:
@@ -232,6 +233,12 @@ class MqttOwner:
             self._retained.pop(message.topic, None)
         return self.publish_nowait(message)
 
+    def forget(self, topic: str) -> None:
+        """Stop remembering ``topic``'s retained message (the broker keeps it): for a topic
+        whose owner has gone (a device that left this edge), so memory follows what is held
+        here, not every id ever seen."""
+        self._retained.pop(topic, None)
+
     async def subscribe(self, filters: Iterable[str], qos: int = 1) -> None:
         """Subscribe now if connected, and again after every reconnect."""
         new = [f for f in filters if self._subscriptions.get(f) != qos]
@@ -264,6 +271,7 @@ class MqttOwner:
         self._reap_acks()
         self._stats.queued = len(self._queue)
         self._stats.inflight = len(self._inflight)
+        self._stats.retained_remembered = len(self._retained)
         self._stats.connected = self.connected.is_set()
         return self._stats
 

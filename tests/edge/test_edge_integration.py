@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import time
@@ -494,6 +495,46 @@ async def test_connect_disconnect_cycles_leave_no_growth(start_edge: StartEdge) 
     assert _rss_kib() - rss < 16 * 1024, "memory grew by more than 16 MiB over 500 cycles"
     assert edge.connections == set()
     assert edge.by_device == {}
+
+
+async def test_devices_gone_and_failed_upgrades_leave_nothing_behind(
+    start_edge: StartEdge, integrator: Recorder
+) -> None:
+    """An edge's memory follows the devices it holds, not every id it ever saw: one-time
+    devices that sent a status and sensor readings, and upgrades refused after the
+    handshake check (a bad Sec-WebSocket-Key), leave no entry once they are gone."""
+    edge = await start_edge()
+    kept = edge.stats()["mqtt"]["retained_remembered"]  # the edge's own bridge state
+    for index in range(60):
+        device_id = f"02:00:00:01:00:{index:02x}"
+        device = await Device.connect(edge.port, device_id=device_id)
+        await device.hello()
+        await device.send_json(
+            {"type": "sensor", "sensor_type": "temperature", "value": 20.5, "unit": "celsius"}
+        )
+        await device.close()
+    await asyncio.wait_for(edge.idle.wait(), 15)
+    await asyncio.wait_for(edge.owner.wait_flushed(), 15)
+    # The broker has every last status and reading; the edge remembers none of them.
+    last = "02000001003b"
+    await integrator.expect(f"xiaozhi/status/{last}", lambda s: s["status"] == "disconnected")
+    assert edge.stats()["mqtt"]["retained_remembered"] == kept
+
+    request = (
+        f"GET /xiaozhi/v1/ HTTP/1.1\r\nHost: 127.0.0.1:{edge.port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: not-base64\r\n"
+        "Sec-WebSocket-Version: 13\r\nDevice-Id: 02:00:00:02:00:01\r\n\r\n"
+    ).encode()
+    for _ in range(100):
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        writer.write(request)
+        status = await asyncio.wait_for(reader.readline(), 10)
+        assert status.startswith(b"HTTP/1.1 400"), status
+        writer.close()
+        await writer.wait_closed()
+    gc.collect()
+    # The last refused connection may still be closing; the 99 before it are gone.
+    assert edge.stats()["handshakes_in_flight"] <= 1
 
 
 async def _line_starting(stream: asyncio.StreamReader, prefix: str, within: float = 30) -> str:

@@ -768,6 +768,7 @@ class EdgeServer:
                 "requeued_qos1": mqtt.requeued_qos1,
                 "connects": mqtt.connects,
                 "retained_remembered": mqtt.retained_remembered,
+                "socket_backlog_bytes": mqtt.socket_backlog_bytes,
             },
             "handshakes_in_flight": len(self._identities),
         }

@@ -62,6 +62,16 @@ __all__ = ["MqttOwner", "OutMessage", "OwnerStats", "qos0_publish_packet"]
 log = structlog.get_logger("xiaozhi.mqtt")
 
 _BATCH = 2000  # messages handed to paho between two yields to the event loop
+
+PAHO_BACKLOG_BYTES = 1 << 20
+"""Most bytes handed to paho and not yet written to the socket. Past it the writer waits, so
+a stalled broker fills *our* bounded queue (whose watermark pauses the devices' reads) rather
+than paho's unbounded one: under a flood with the broker stopped, the edge otherwise kept
+every message in paho's deque (hundreds of MB)."""
+
+_BACKLOG_POLL_SECONDS = 0.005
+"""How often the writer looks again while paho's backlog is over the bound (paho offers no
+event for "written"; the check is a sum over a few packets)."""
 _MAX_REMAINING_LENGTH = 268_435_455  # MQTT's largest packet body (four length bytes)
 
 
@@ -114,6 +124,7 @@ class OwnerStats:
     queued: int = 0
     inflight: int = 0
     retained_remembered: int = 0  # retained messages kept to publish again after a reconnect
+    socket_backlog_bytes: int = 0  # handed to paho, not yet written to the socket
 
 
 class MqttOwner:
@@ -272,6 +283,8 @@ class MqttOwner:
         self._stats.queued = len(self._queue)
         self._stats.inflight = len(self._inflight)
         self._stats.retained_remembered = len(self._retained)
+        client = self._client
+        self._stats.socket_backlog_bytes = _paho_backlog(client._client) if client else 0
         self._stats.connected = self.connected.is_set()
         return self._stats
 
@@ -458,6 +471,8 @@ class MqttOwner:
                 self.room.set()
 
     async def _writer(self, client: aiomqtt.Client) -> None:
+        """Move messages from the bounded queue to paho, at most
+        :data:`PAHO_BACKLOG_BYTES` ahead of the socket."""
         paho_client = client._client  # non-blocking publish; see the module docstring
         mqtt5 = paho_client.protocol == paho.MQTTv5
         queue = self._queue
@@ -468,6 +483,9 @@ class MqttOwner:
                 continue
             if not paho_client.is_connected():
                 raise aiomqtt.MqttCodeError(paho.MQTT_ERR_NO_CONN, "could not publish")
+            if _paho_backlog(paho_client) > PAHO_BACKLOG_BYTES:
+                await asyncio.sleep(_BACKLOG_POLL_SECONDS)  # the socket is full: let it drain
+                continue
             sent = 0
             run: list[bytes] = []  # QoS 0 packets not yet handed to paho
             while queue and sent < _BATCH:
@@ -500,3 +518,8 @@ class MqttOwner:
             if len(queue) + len(self._inflight) < self._high_watermark:
                 self.room.set()
             await asyncio.sleep(0)  # let the event loop write the socket
+
+
+def _paho_backlog(paho_client: paho.Client) -> int:
+    """Bytes paho holds for the socket (its private ``_out_packet``; paho is pinned)."""
+    return sum(packet["to_process"] for packet in paho_client._out_packet)

@@ -6,8 +6,10 @@ import asyncio
 import gc
 import json
 import os
+import signal
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,9 @@ from xiaozhi.binary import encode_opus
 from xiaozhi.payloads import CommandPayload
 from xiaozhi.tokens import issue_token
 from xiaozhi.topics import TopicTree
+from xiaozhi_bench.loadgen import connect_devices, ws_frame
 from xiaozhi_cli.broker import ManagedMosquitto
-from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
+from xiaozhi_runtime.mqtt import PAHO_BACKLOG_BYTES, MqttOwner, OutMessage
 
 pytestmark = pytest.mark.integration  # a real Mosquitto
 
@@ -510,7 +513,10 @@ async def test_devices_gone_and_failed_upgrades_leave_nothing_behind(
         device = await Device.connect(edge.port, device_id=device_id)
         await device.hello()
         await device.send_json(
-            {"type": "sensor", "sensor_type": "temperature", "value": 20.5, "unit": "celsius"}
+            {
+                "type": "sensor",
+                "data": {"sensor_type": "temperature", "value": 20.5, "unit": "celsius"},
+            }
         )
         await device.close()
     await asyncio.wait_for(edge.idle.wait(), 15)
@@ -535,6 +541,64 @@ async def test_devices_gone_and_failed_upgrades_leave_nothing_behind(
     gc.collect()
     # The last refused connection may still be closing; the 99 before it are gone.
     assert edge.stats()["handshakes_in_flight"] <= 1
+
+
+async def test_a_flood_while_the_broker_stalls_is_held_back_not_buffered(
+    start_edge: StartEdge, tmp_path: Path
+) -> None:
+    """Devices sending as fast as TCP lets them while the broker is stalled (SIGSTOP): the
+    edge stops reading them once its MQTT queue is three quarters full, so its memory stays
+    bounded, the devices are slowed (their sockets fill up), and nothing it accepted is lost
+    once the broker is back."""
+    bound = 2_000
+    with ManagedMosquitto(tmp_path / "broker") as broker:
+        edge = await start_edge(
+            broker,
+            max_queued_mqtt_messages=bound,
+            max_messages_per_second=1_000_000,
+            burst_messages=1_000_000,
+        )
+        devices = await connect_devices("127.0.0.1", edge.port, 20)
+        reading = ws_frame(
+            0x1,
+            b'{"type": "sensor", "data": {"sensor_type": "temp", "value": 20.5, "unit": "C"}}',
+        )
+        await asyncio.wait_for(edge.owner.wait_flushed(), 15)  # connected, nothing pending
+        published = edge.stats()["mqtt"]["published"]
+        frames = edge.counters.snapshot()["frames_received"]
+        rss = _rss_kib()
+        assert broker.pid is not None
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            # 20 devices x 5,000 readings = 100,000 messages, 50 times the queue bound.
+            for device in devices:
+                device.write(reading * 5_000)
+            await _until(lambda: edge.stats()["mqtt"]["queued"] >= bound * 3 // 4, within=30)
+            held = edge.stats()["mqtt"]
+            assert held["queued"] <= bound
+            # Nothing else holds the flood: paho has at most its bounded backlog.
+            assert held["socket_backlog_bytes"] <= 2 * PAHO_BACKLOG_BYTES, held
+            read = edge.counters.snapshot()["frames_received"] - frames
+            assert read < 50_000, f"the edge read {read} of 100,000 messages it cannot send"
+            assert _rss_kib() - rss < 64 * 1024, "the edge buffered the flood"
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        # Every reading was taken in turn, none dropped: the devices waited, not the edge.
+        await _until(lambda: edge.stats()["mqtt"]["published"] - published >= 100_000, within=60)
+        stats = edge.stats()["mqtt"]
+        assert stats["dropped_qos0"] + stats["dropped_qos1"] == 0
+        for device in devices:
+            device.abort()
+
+
+async def _until(check: Callable[[], bool], *, within: float) -> None:
+    """Wait for a condition of the edge's counters (re-checked every 10 ms); fail after
+    ``within`` seconds. Counters have no event to wait on."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {within} s")
+        await asyncio.sleep(0.01)
 
 
 async def _line_starting(stream: asyncio.StreamReader, prefix: str, within: float = 30) -> str:

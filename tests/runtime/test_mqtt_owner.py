@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 
 from tests.support import Recorder, record
 from xiaozhi_cli.broker import ManagedMosquitto
-from xiaozhi_runtime.mqtt import MqttOwner, OutMessage, qos0_publish_packet
+from xiaozhi_runtime.mqtt import PAHO_BACKLOG_BYTES, MqttOwner, OutMessage, qos0_publish_packet
 
 pytestmark = pytest.mark.integration  # a real Mosquitto
 
@@ -249,7 +251,7 @@ async def test_a_failing_handler_does_not_take_the_connection_down(
 
 _OWNER_PROCESS = """
 import asyncio, sys
-from xiaozhi_runtime.mqtt import MqttOwner, OutMessage, qos0_publish_packet
+from xiaozhi_runtime.mqtt import PAHO_BACKLOG_BYTES, MqttOwner, OutMessage, qos0_publish_packet
 
 async def main() -> None:
     topic = "xiaozhi/bridge/edges/" + sys.argv[2]
@@ -343,3 +345,40 @@ async def test_a_filter_given_up_during_an_outage_is_unsubscribed_at_the_reconne
     hub.publish_nowait(OutMessage("xiaozhi/commands/stays", b"still here", qos=1))
     await inbox.wait_for(lambda: inbox.payloads("xiaozhi/commands/stays"))
     assert inbox.payloads("xiaozhi/commands/left") == []
+
+
+async def test_a_stalled_broker_fills_the_bounded_queue_not_paho(
+    own_broker: ManagedMosquitto, owners: list[MqttOwner]
+) -> None:
+    """With the broker stopped, a producer that waits for ``room`` (as the edge's readers do)
+    is held back once the owner's queue reaches its watermark: paho holds at most its bounded
+    backlog. Before, the writer handed every message to paho, whose deque grew without bound
+    (13 MB for 100,000 small readings; hundreds under a real flood)."""
+    owner = await _start(
+        owners, MqttOwner(own_broker.url, client_id=_client_id("stall"), max_queued_messages=2000)
+    )
+    assert own_broker.pid is not None
+    payload = b'{"sensor_type": "temp", "value": 20.5, "device_id": "d1", "unit": "C"}'
+    os.kill(own_broker.pid, signal.SIGSTOP)
+    try:
+        accepted = 0
+        held_back = False
+        while accepted < 100_000:
+            if not owner.room.is_set():
+                try:  # the writer drains into paho only while the socket keeps up
+                    await asyncio.wait_for(owner.room.wait(), 1.0)
+                except TimeoutError:
+                    held_back = True
+                    break
+            assert owner.publish_nowait(OutMessage("t/stall/d1", payload, 0, False))
+            accepted += 1
+            if accepted % 500 == 0:
+                await asyncio.sleep(0)  # let the writer run, as the edge's readers do
+        stats = owner.stats
+        assert held_back, f"all {accepted} messages were taken while the broker was stopped"
+        assert stats.socket_backlog_bytes <= 2 * PAHO_BACKLOG_BYTES, stats
+        assert stats.queued <= 2000
+    finally:
+        os.kill(own_broker.pid, signal.SIGCONT)
+    await asyncio.wait_for(owner.wait_flushed(), 30)
+    assert owner.stats.dropped_qos0 == 0  # held back, never dropped

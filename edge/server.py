@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
@@ -66,6 +66,9 @@ from xiaozhi_edge.session import ConnectionIdentity, DeviceSession, EdgeCounters
 from xiaozhi_edge.settings import DeviceAuth, EdgeSettings
 from xiaozhi_edge.utterances import ToneSynthesizer
 from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
+
+if TYPE_CHECKING:
+    from xiaozhi_edge.mqtt_udp import MqttUdpListener
 
 __all__ = ["DEVICE_PATHS", "EdgeServer", "run_edge"]
 
@@ -311,6 +314,7 @@ class EdgeServer:
         self._identities: dict[uuid.UUID, ConnectionIdentity | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: Server | None = None
+        self.mqtt_udp: MqttUdpListener | None = None  # real firmware's MQTT + UDP, when on
         self._ticker: asyncio.Task[None] | None = None
         # Only the public half: this process can check device tokens, never mint one.
         self._token_key = (
@@ -351,12 +355,20 @@ class EdgeServer:
         )
         self._ticker = asyncio.create_task(self._tick(), name="edge-ticker")
         log.info("edge_listening", port=self.port, edge_id=self.settings.edge_id)
+        if self.settings.device_mqtt_port is not None:
+            # Imported here: the transport builds on DeviceConnection from this module.
+            from xiaozhi_edge.mqtt_udp import MqttUdpListener
+
+            self.mqtt_udp = MqttUdpListener(self)
+            await self.mqtt_udp.start(reuse_port=reuse_port)
 
     async def stop(self) -> None:
         """Stop accepting, close devices with 1012, flush their status, go offline."""
         if self._server is None:
             return
         self._server.close(close_connections=False)
+        if self.mqtt_udp is not None:
+            await self.mqtt_udp.stop()
         for conn in list(self.connections):
             self.spawn(conn.ws.close(_SERVICE_RESTART, "edge restarting"))
         with contextlib.suppress(TimeoutError):
@@ -471,9 +483,16 @@ class EdgeServer:
         if path == MONITOR_PATH:
             await self._monitor(ws)
             return
-        loop = asyncio.get_running_loop()
         identity = self._identities.pop(ws.id, None)
-        session = DeviceSession(
+        session = self.new_session(identity)
+        conn = DeviceConnection(self, ws, session)
+        self.connections.add(conn)
+        self.idle.clear()
+        await conn.run()
+
+    def new_session(self, identity: ConnectionIdentity | None) -> DeviceSession:
+        """A device session with this edge's settings, for either transport's connection."""
+        return DeviceSession(
             identity,
             edge_id=self.settings.edge_id,
             topics=self.topics,
@@ -483,13 +502,9 @@ class EdgeServer:
             forward_utterances=self.settings.forward_utterances,
             wake_words=self.settings.wake_words,
             synthesizer=self.synthesizer,
-            now=loop.time(),
+            now=asyncio.get_running_loop().time(),
             wall=wire_timestamp(time.time()),
         )
-        conn = DeviceConnection(self, ws, session)
-        self.connections.add(conn)
-        self.idle.clear()
-        await conn.run()
 
     def claim(self, conn: DeviceConnection) -> None:
         """A session announced its device: an older connection of the same device yields."""
@@ -616,6 +631,7 @@ class EdgeServer:
                 "requeued_qos1": mqtt.requeued_qos1,
                 "connects": mqtt.connects,
             },
+            **({"mqtt_udp": self.mqtt_udp.stats()} if self.mqtt_udp is not None else {}),
         }
 
 
@@ -657,6 +673,32 @@ class _EdgeCollector:
         dropped.add_metric(["0"], mqtt["dropped_qos0"])
         dropped.add_metric(["1"], mqtt["dropped_qos1"])
         yield dropped
+        if "mqtt_udp" in stats:
+            yield from _mqtt_udp_metrics(stats["mqtt_udp"])
+
+
+def _mqtt_udp_metrics(stats: dict[str, Any]) -> Iterable[Any]:
+    """The MQTT + UDP transport's figures (edge/mqtt_udp.py), when it is on."""
+    yield GaugeMetricFamily(
+        "xiaozhi_edge_mqtt_device_links", "open firmware MQTT connections", stats["links"]
+    )
+    yield GaugeMetricFamily(
+        "xiaozhi_edge_udp_voice_sessions", "voice sessions with a UDP key", stats["voice_sessions"]
+    )
+    for name in ("datagrams_received", "datagrams_sent", "sequence_gaps", "hellos"):
+        yield CounterMetricFamily(f"xiaozhi_edge_udp_{name}", name.replace("_", " "), stats[name])
+    dropped = CounterMetricFamily(
+        "xiaozhi_edge_udp_datagrams_dropped", "UDP datagrams dropped, by reason", labels=["reason"]
+    )
+    for reason, count in stats["datagrams_dropped"].items():
+        dropped.add_metric([reason], count)
+    yield dropped
+    refused = CounterMetricFamily(
+        "xiaozhi_edge_mqtt_device_refused", "firmware MQTT connects refused", labels=["code"]
+    )
+    for code, count in stats["links_refused"].items():
+        refused.add_metric([code], count)
+    yield refused
 
 
 async def run_edge(

@@ -122,6 +122,11 @@ class DeviceMqttProtocol:
         self._buffer = bytearray()
         self._out: list[bytes] = []
 
+    @property
+    def closed(self) -> bool:
+        """True once refused, disconnected or failed: write what is queued, then close."""
+        return self.state is LinkState.CLOSED
+
     def data_to_send(self) -> bytes:
         """What to write to the socket now (empty when nothing)."""
         data = b"".join(self._out)
@@ -152,11 +157,11 @@ class DeviceMqttProtocol:
 
         Never raises for what the peer sent: a violation becomes :class:`Closed`.
         """
-        if self.state is LinkState.CLOSED:
+        if self.closed:
             return []
         self._buffer += data
         events: list[Event] = []
-        while self.state is not LinkState.CLOSED:
+        while not self.closed:
             try:
                 found = split_packet(self._buffer, max_packet_bytes=self.max_packet_bytes)
                 if found is None:

@@ -383,6 +383,9 @@ class Device(_Model):
     # What the device's people speak when it differs from the home's (XIAOZHI_LANGUAGE):
     # its commands are understood and answered in it. None: the home's language.
     language: Language | None = None
+    # How its firmware connects, given by the setup (OTA) answer: the edge's WebSocket or
+    # MQTT + UDP. None: the fleet's XIAOZHI_DEVICE_TRANSPORT.
+    transport: Literal["websocket", "mqtt-udp"] | None = None
 
 
 class Group(_Model):

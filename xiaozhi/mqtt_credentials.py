@@ -32,6 +32,7 @@ from xiaozhi.errors import AuthenticationFailed
 
 __all__ = [
     "DEFAULT_GROUP",
+    "PUBLISH_TOPIC",
     "DeviceClientId",
     "decode_username",
     "encode_username",
@@ -42,6 +43,9 @@ __all__ = [
 
 DEFAULT_GROUP: Final = "GID_xiaozhi"
 """The group part of the client ids our setup endpoint hands out (xinnan uses ``GID_test``)."""
+
+PUBLISH_TOPIC: Final = "device-server"
+"""The ``publish_topic`` firmware is given (xinnan's); the edge accepts any topic."""
 
 _SEPARATOR: Final = "@@@"
 _MAX_USERNAME_CHARS: Final = 1024  # a base64 JSON of a few fields; refused beyond, unparsed

@@ -450,6 +450,7 @@ class MqttUdpListener:
         self.channels: dict[int, VoiceChannel] = {}
         self.transport: asyncio.DatagramTransport | None = None
         self.stopping = False
+        self.received = asyncio.Event()  # set after each datagram is handled (tests, bench)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -512,6 +513,12 @@ class MqttUdpListener:
 
     def on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         """Route one datagram by its ssrc; count and drop anything that does not open."""
+        try:
+            self._route(data, addr)
+        finally:
+            self.received.set()
+
+    def _route(self, data: bytes, addr: tuple[str, int]) -> None:
         counters = self.counters
         counters.datagrams_received += 1
         if len(data) < HEADER.size:

@@ -28,6 +28,9 @@ HELLO = {
 }
 
 
+_CONNACK_3_1_1 = {0: 0, 132: 1, 133: 2, 136: 3, 134: 4, 135: 5}
+
+
 def ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
     encryptor = Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
     return encryptor.update(data) + encryptor.finalize()
@@ -77,7 +80,8 @@ class MqttUdpFirmware:
         self._loop.call_soon_threadsafe(self._changed.set)
 
     def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        self.rc = reason.value if hasattr(reason, "value") else int(reason)
+        # paho 2 reports a 3.1.1 CONNACK code as its MQTT 5 reason code; back to 3.1.1's.
+        self.rc = _CONNACK_3_1_1.get(reason.value, reason.value)
         self._notify()
 
     def _on_disconnect(self, *_args: Any) -> None:

@@ -31,6 +31,7 @@ cannot disturb another device's audio.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import secrets
@@ -45,7 +46,6 @@ from xiaozhi.device_mqtt import (
     Closed,
     Connected,
     DeviceMqttProtocol,
-    LinkState,
     Message,
     Pinged,
     Subscribed,
@@ -296,12 +296,16 @@ class DeviceLink:
     async def run(self) -> None:
         keepalive: float | None = None
         try:
-            while self.protocol.state is not LinkState.CLOSED:
+            while not self.protocol.closed:
                 data = await asyncio.wait_for(self.reader.read(_READ_BYTES), keepalive)
                 if not data:
                     break
-                for event in self.protocol.receive_data(data):
+                events = collections.deque(self.protocol.receive_data(data))
+                while events:
+                    event = events.popleft()
                     await self._event(event)
+                    if isinstance(event, Connected) and not self.protocol.closed:
+                        events.extend(self.protocol.receive_data(b""))  # sent behind CONNECT
                 await self._flush()
                 connect = self.protocol.connect
                 if connect is not None and connect.keepalive_seconds:
@@ -326,7 +330,7 @@ class DeviceLink:
     async def push(self, text: str) -> None:
         """Publish ``text`` to the device's inbox, ``devices/p2p/<mac>`` (no SUBSCRIBE
         needed: firmware since January 2025 never sends one, reference §2.2)."""
-        if self.client is None or self.protocol.state is LinkState.CLOSED:
+        if self.client is None or self.protocol.closed:
             return
         self.protocol.publish(self.client.inbox_topic, text.encode("utf-8"))
         with contextlib.suppress(ConnectionError, OSError):

@@ -21,7 +21,8 @@ log and the counters)::
   :class:`Closed` with the reason; the caller closes the socket.
 
 Use: ``receive_data(bytes)`` returns events, ``data_to_send()`` the bytes to write, after
-every call. :meth:`~DeviceMqttProtocol.publish` queues a push to the device.
+every call; after ``accept()``, ``receive_data(b"")`` returns what the client sent right
+behind its CONNECT. :meth:`~DeviceMqttProtocol.publish` queues a push to the device.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class LinkState(enum.StrEnum):
     """Where a device's MQTT connection is; every transition is in :class:`DeviceMqttProtocol`."""
 
     AWAIT_CONNECT = "await_connect"  # socket open, no CONNECT yet
-    AWAIT_ACCEPT = "await_accept"  # CONNECT read; the caller checks the credentials
+    AWAIT_ACCEPT = "await_accept"  # CONNECT read; the caller checks the credentials (what
+    # follows it stays buffered until accept())
     OPEN = "open"  # CONNACK 0 sent: publishes flow both ways
     CLOSED = "closed"  # refused, disconnected or failed: write what is queued, close
 
@@ -161,7 +163,9 @@ class DeviceMqttProtocol:
             return []
         self._buffer += data
         events: list[Event] = []
-        while not self.closed:
+        # Stop after a CONNECT until the caller decides: a client may send more right behind
+        # its CONNECT (MQTT 3.1.1 §3.1.4); call receive_data(b"") after accept() for them.
+        while self.state in (LinkState.AWAIT_CONNECT, LinkState.OPEN):
             try:
                 found = split_packet(self._buffer, max_packet_bytes=self.max_packet_bytes)
                 if found is None:
@@ -194,8 +198,6 @@ class DeviceMqttProtocol:
             self.connect = decode_connect(body)
             self.state = LinkState.AWAIT_ACCEPT
             return Connected(self.connect)
-        if self.state is LinkState.AWAIT_ACCEPT:
-            return self._refuse(name, "sent before CONNACK")
         return self._open_packet(kind, flags, name, body)
 
     def _open_packet(self, kind: int, flags: int, name: str, body: bytes) -> Event:

@@ -19,6 +19,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from tests.support import Recorder
+
 HELLO = {
     "type": "hello",
     "version": 3,
@@ -181,3 +183,12 @@ class MqttUdpFirmware:
         assert sequence > self.remote_sequence, (sequence, self.remote_sequence)
         self.remote_sequence = sequence
         return ctr(self.key, data[:16], data[16:])
+
+
+async def listening(device: MqttUdpFirmware, recorder: Recorder, events: str) -> None:
+    """Return once the edge has the listen start: a wake word sent behind it on the same
+    MQTT connection is published (audio before the start is dropped, as the firmware's
+    wake-word burst is)."""
+    device.publish({"session_id": device.session_id, "type": "listen", "state": "detect",
+                    "text": "你好小智"})  # fmt: skip
+    await recorder.expect(events, lambda e: e["event_type"] == "wake_word")

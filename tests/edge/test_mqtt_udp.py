@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import StartEdge
 from tests.edge.helpers import silence_packets, tone_packets
-from tests.edge.mqtt_udp_firmware import MqttUdpFirmware
+from tests.edge.mqtt_udp_firmware import MqttUdpFirmware, listening
 from tests.support import Recorder
 from xiaozhi.payloads import UtterancePayload
 from xiaozhi.tokens import Ed25519PrivateKey, public_key_text
@@ -96,7 +96,7 @@ async def test_speech_over_udp_is_one_utterance_and_hostile_datagrams_change_not
         await other.hello()
         device.publish({"session_id": device.session_id, "type": "listen", "state": "start",
                         "mode": "manual"})  # fmt: skip
-        await integrator.expect(f"xiaozhi/status/{device_id}")  # hello handled before listen
+        await listening(device, integrator, f"xiaozhi/events/{device_id}")
         first = device.send_audio(spoken[0])
         for packet in spoken[1:10]:
             device.send_audio(packet)
@@ -239,3 +239,18 @@ async def test_allowlist_and_xinnan_signatures(start_edge: StartEdge) -> None:
             "127.0.0.1", port, client_id=name, username=username, password=password
         ) as device:
             assert device.rc == code
+
+
+async def test_an_edge_stopping_says_goodbye_and_the_device_is_disconnected(
+    edge: EdgeServer, integrator: Recorder
+) -> None:
+    mac = new_mac()
+    async with firmware(edge, mac) as device:
+        await device.hello()
+        await edge.stop()
+        goodbye = await device.message("goodbye")
+        assert goodbye["session_id"] == device.session_id
+        await integrator.expect(
+            f"xiaozhi/status/{mac.replace(':', '')}", lambda s: s["status"] == "disconnected"
+        )
+        await device.until(lambda: device.disconnected, "the MQTT connection closed")

@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import StartEdge
 from tests.edge.helpers import silence_packets, tone_packets
-from tests.edge.mqtt_udp_firmware import MqttUdpFirmware
+from tests.edge.mqtt_udp_firmware import MqttUdpFirmware, listening
 from tests.hub.conftest import WRITE_KEY
 from tests.support import Recorder
 from xiaozhi.mqtt_credentials import decode_username
@@ -153,7 +153,7 @@ async def test_speech_over_udp_reaches_the_hub_as_an_utterance(
         device.publish(
             {"session_id": device.session_id, "type": "listen", "state": "start", "mode": "manual"}
         )
-        await watcher.expect(f"{hub_settings.base_topic}/status/{device_id}")
+        await listening(device, watcher, f"{hub_settings.base_topic}/events/{device_id}")
         for packet in spoken:
             device.send_audio(packet)
         assert edge.mqtt_udp is not None
@@ -171,3 +171,19 @@ async def test_speech_over_udp_reaches_the_hub_as_an_utterance(
     other = await setup(client, new_mac(), str(uuid.uuid4()))  # the fleet stays on WebSocket
     assert "websocket" in other
     assert "mqtt" not in other
+
+
+async def test_a_password_copied_to_another_board_is_refused(
+    client: httpx.AsyncClient, edge: EdgeServer, hub_settings: HubSettings
+) -> None:
+    hub_settings.device_transport = "mqtt-udp"
+    mqtt = (await setup(client, new_mac(), str(uuid.uuid4())))["mqtt"]
+    host, _, port = mqtt["endpoint"].rpartition(":")
+    other_board = mqtt["client_id"].rsplit("@@@", 1)[0] + f"@@@{uuid.uuid4()}"
+    for client_id, password in ((other_board, mqtt["password"]), (mqtt["client_id"], "")):
+        async with MqttUdpFirmware(
+            host, int(port), client_id=client_id, username=mqtt["username"], password=password
+        ) as device:
+            assert device.rc == 4  # bad user name or password
+    refused = edge.stats()["mqtt_udp"]["links_refused"]
+    assert refused == {"BAD_USERNAME_OR_PASSWORD": 2}

@@ -88,10 +88,15 @@ def test_refusals_before_the_connection_is_open() -> None:
     assert isinstance(event, Closed)
     assert "must be CONNECT" in event.reason
 
+    # MQTT 3.1.1 §3.1.4: a client need not wait for CONNACK; what follows waits for accept().
     link = DeviceMqttProtocol(max_packet_bytes=1024)
-    events = link.receive_data(CONNECT + encode_packet(PacketType.PINGREQ))
-    assert isinstance(events[1], Closed)
-    assert "before CONNACK" in events[1].reason
+    assert link.receive_data(CONNECT + encode_packet(PacketType.PINGREQ)) == [
+        Connected(Connect("GID@@@aa_bb@@@u", "dXNlcg==", "token", 240))
+    ]
+    assert link.receive_data(b"") == []  # still undecided
+    link.accept()
+    assert link.receive_data(b"") == [Pinged()]
+    assert link.data_to_send() == bytes.fromhex("20020000 d000".replace(" ", ""))
 
     link = DeviceMqttProtocol(max_packet_bytes=1024)
     link.receive_data(CONNECT)

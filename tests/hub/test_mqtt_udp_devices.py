@@ -133,6 +133,7 @@ async def test_a_fleet_on_mqtt_udp_gets_the_mqtt_block_and_a_typed_command_is_an
 
 
 async def test_speech_over_udp_reaches_the_hub_as_an_utterance(
+    monkeypatch: pytest.MonkeyPatch,
     client: httpx.AsyncClient,
     edge: EdgeServer,
     hub_settings: HubSettings,
@@ -141,10 +142,12 @@ async def test_speech_over_udp_reaches_the_hub_as_an_utterance(
 ) -> None:
     mac = new_mac()
     device_id = mac.replace(":", "").lower()
-    # One device of a WebSocket fleet set to MQTT + UDP in the home model.
-    home: Home = running_hub.service.home
+    # One device of a WebSocket fleet set to MQTT + UDP in the home model (a copy: the
+    # session's home is shared by every hub test).
+    home: Home = running_hub.service.home.model_copy(deep=True)
     home.devices.append(Device(id=device_id, name="Porch speaker", transport="mqtt-udp"))
     home.model_post_init(None)
+    monkeypatch.setattr(running_hub.service, "home", home)
     answer = await setup(client, mac, str(uuid.uuid4()))
     assert "mqtt" in answer
     spoken = tone_packets(900)

@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from xiaozhi import __version__
 from xiaozhi.config import parse_mqtt_url, redact_mqtt_url
@@ -23,6 +24,9 @@ from xiaozhi_cli.broker import BrokerStartError, ManagedMosquitto
 from xiaozhi_cli.settings import UpSettings, load_settings
 from xiaozhi_runtime.runner import run_until_signal
 from xiaozhi_runtime.secrets_file import read_or_create_secret
+
+if TYPE_CHECKING:
+    from xiaozhi_edge.server import EdgeServer
 
 __all__ = ["main"]
 
@@ -46,6 +50,16 @@ def _api_key(settings: UpSettings) -> str:
     if os.environ.get("XIAOZHI_API_KEYS"):
         return os.environ["XIAOZHI_API_KEYS"]
     return read_or_create_secret(settings.state_dir / "api_key", nbytes=24)
+
+
+def _edge_ports(edge: EdgeServer) -> dict[str, int]:
+    """The edge's bound device ports, for the setup endpoint; the MQTT + UDP ones printed."""
+    ports = {"edge_port": edge.port}
+    if edge.mqtt_udp is not None:  # XIAOZHI_DEVICE_MQTT_PORT: firmware's MQTT + UDP
+        mqtt_port, udp_port = edge.mqtt_udp.mqtt_port, edge.mqtt_udp.udp_port
+        _say(f"edge      mqtt://127.0.0.1:{mqtt_port} (firmware MQTT), udp port {udp_port}")
+        ports["edge_mqtt_port"] = mqtt_port
+    return ports
 
 
 async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
@@ -112,7 +126,7 @@ async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
         _say(f"edge      {ws_url} (devices), http://127.0.0.1:{edge.port}/stats")
 
         # the setup endpoint hands devices the edge's real port
-        hub_settings = hub_settings.model_copy(update={"edge_port": edge.port})
+        hub_settings = hub_settings.model_copy(update=_edge_ports(edge))
         hub = await stack.enter_async_context(run_hub(hub_settings))
         hub_url = f"http://127.0.0.1:{hub.port}"
         _say(f"hub       {hub_url}/ (dashboard), {hub_url}/api/v1/ (REST, X-API-Key: {api_key})")

@@ -67,6 +67,9 @@ def _run_one(reuse_port: bool) -> int:
     def listening(server: EdgeServer) -> None:
         url = _device_url(settings, server.port)
         _say(f"edge      {url} (devices), edge id {settings.edge_id}, pid {os.getpid()}")
+        if server.mqtt_udp is not None:
+            mqtt, udp = server.mqtt_udp.mqtt_port, server.mqtt_udp.udp_port
+            _say(f"edge      mqtt port {mqtt} (firmware MQTT + UDP), udp port {udp}")
 
     async def main(stop: asyncio.Event) -> int:
         try:

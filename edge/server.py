@@ -32,7 +32,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
@@ -72,6 +72,9 @@ from xiaozhi_edge.session import ConnectionIdentity, DeviceSession, EdgeCounters
 from xiaozhi_edge.settings import DeviceAuth, EdgeSettings
 from xiaozhi_edge.utterances import ToneSynthesizer
 from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
+
+if TYPE_CHECKING:
+    from xiaozhi_edge.mqtt_udp import MqttUdpListener
 
 __all__ = ["DEVICE_PATHS", "EdgeServer", "run_edge"]
 
@@ -412,6 +415,7 @@ class EdgeServer:
         self._identities = weakref.WeakKeyDictionary()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: Server | None = None
+        self.mqtt_udp: MqttUdpListener | None = None  # real firmware's MQTT + UDP, when on
         self._ticker: asyncio.Task[None] | None = None
         # Only the public half: this process can check device tokens, never mint one.
         self._token_key = (
@@ -450,6 +454,12 @@ class EdgeServer:
         self._ticker = asyncio.create_task(self._tick(), name="edge-ticker")
         self._ticker.add_done_callback(_log_failure)  # a dead ticker stops every timeout
         log.info("edge_listening", port=self.port, edge_id=self.settings.edge_id)
+        if self.settings.device_mqtt_port is not None:
+            # Imported here: the transport builds on DeviceConnection from this module.
+            from xiaozhi_edge.mqtt_udp import MqttUdpListener
+
+            self.mqtt_udp = MqttUdpListener(self)
+            await self.mqtt_udp.start(reuse_port=reuse_port)
 
     async def _serve(self, host: str, port: int, *, reuse_port: bool) -> Server:
         return await serve(
@@ -472,6 +482,8 @@ class EdgeServer:
         if self._server is None:
             return
         self._server.close(close_connections=False)
+        if self.mqtt_udp is not None:
+            await self.mqtt_udp.stop()
         for conn in list(self.connections):
             self.spawn(conn.ws.close(_SERVICE_RESTART, "edge restarting"))
         with contextlib.suppress(TimeoutError):
@@ -613,13 +625,28 @@ class EdgeServer:
         if path == MONITOR_PATH:
             await self._monitor(ws)
             return
-        loop = asyncio.get_running_loop()
         identity = self._identities.pop(ws, None)
+        conn: DeviceConnection | None = None
 
         def on_fault(exc: Exception) -> None:  # the connection is made just below
-            conn.fault(exc)
+            if conn is not None:
+                conn.fault(exc)
 
-        session = DeviceSession(
+        session = self.new_session(identity, on_fault=on_fault)
+        conn = DeviceConnection(self, ws, session)
+        self.connections.add(conn)
+        self.idle.clear()
+        await conn.run()
+
+    def new_session(
+        self,
+        identity: ConnectionIdentity | None,
+        *,
+        on_fault: Callable[[Exception], None] | None = None,
+    ) -> DeviceSession:
+        """A device session with this edge's settings, for either transport's connection;
+        ``on_fault`` logs an internal fault with its connection's context."""
+        return DeviceSession(
             identity,
             edge_id=self.settings.edge_id,
             topics=self.topics,
@@ -629,14 +656,10 @@ class EdgeServer:
             forward_utterances=self.settings.forward_utterances,
             wake_words=self.settings.wake_words,
             synthesizer=self.synthesizer,
-            now=loop.time(),
+            now=asyncio.get_running_loop().time(),
             wall=wire_timestamp(time.time()),
             on_fault=on_fault,
         )
-        conn = DeviceConnection(self, ws, session)
-        self.connections.add(conn)
-        self.idle.clear()
-        await conn.run()
 
     def claim(self, conn: DeviceConnection) -> None:
         """A session announced its device: an older connection of the same device yields."""
@@ -771,6 +794,7 @@ class EdgeServer:
                 "socket_backlog_bytes": mqtt.socket_backlog_bytes,
             },
             "handshakes_in_flight": len(self._identities),
+            **({"mqtt_udp": self.mqtt_udp.stats()} if self.mqtt_udp is not None else {}),
         }
 
 
@@ -813,6 +837,32 @@ class _EdgeCollector:
         dropped.add_metric(["0"], mqtt["dropped_qos0"])
         dropped.add_metric(["1"], mqtt["dropped_qos1"])
         yield dropped
+        if "mqtt_udp" in stats:
+            yield from _mqtt_udp_metrics(stats["mqtt_udp"])
+
+
+def _mqtt_udp_metrics(stats: dict[str, Any]) -> Iterable[Any]:
+    """The MQTT + UDP transport's figures (edge/mqtt_udp.py), when it is on."""
+    yield GaugeMetricFamily(
+        "xiaozhi_edge_mqtt_device_links", "open firmware MQTT connections", stats["links"]
+    )
+    yield GaugeMetricFamily(
+        "xiaozhi_edge_udp_voice_sessions", "voice sessions with a UDP key", stats["voice_sessions"]
+    )
+    for name in ("datagrams_received", "datagrams_sent", "sequence_gaps", "hellos"):
+        yield CounterMetricFamily(f"xiaozhi_edge_udp_{name}", name.replace("_", " "), stats[name])
+    dropped = CounterMetricFamily(
+        "xiaozhi_edge_udp_datagrams_dropped", "UDP datagrams dropped, by reason", labels=["reason"]
+    )
+    for reason, count in stats["datagrams_dropped"].items():
+        dropped.add_metric([reason], count)
+    yield dropped
+    refused = CounterMetricFamily(
+        "xiaozhi_edge_mqtt_device_refused", "firmware MQTT connects refused", labels=["code"]
+    )
+    for code, count in stats["links_refused"].items():
+        refused.add_metric([code], count)
+    yield refused
 
 
 async def run_edge(

@@ -14,7 +14,7 @@ import ssl
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from xiaozhi.config import MqttUrlSetting, describe_invalid_settings
@@ -94,6 +94,28 @@ class EdgeSettings(BaseSettings, MqttTlsSettings):
         default=None, description="required on /api/ws/audio when set (query key=...)"
     )
     log_level: str = "info"
+
+    # Real firmware's MQTT + UDP transport (docs/edge.md "MQTT + UDP devices"): off unless a
+    # port is set, since it opens two more device ports and the hub must hand out `mqtt`.
+    device_mqtt_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="TCP port where firmware in MQTT mode connects (0: a free port); unset: off",
+    )
+    device_udp_port: int = Field(
+        default=0, ge=0, le=65535, description="UDP audio port (0: a free one, sent in the hello)"
+    )
+    device_udp_host: str | None = Field(
+        default=None,
+        description="the address the hello gives devices for UDP audio; unset: the address "
+        "the device reached the MQTT listener on",
+    )
+    device_mqtt_signature_key: SecretStr | None = Field(
+        default=None,
+        description="also accept the xinnan gateway's HMAC passwords signed with this key "
+        "(fleets moving from a xinnan server); it can mint passwords, keep it secret",
+    )
 
     max_frame_bytes: int = Field(default=65_536, gt=0)
     max_messages_per_second: float = Field(default=50.0, gt=0)

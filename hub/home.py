@@ -433,6 +433,11 @@ class Device(_Model):
         description="What its people speak when it differs from the home's (XIAOZHI_LANGUAGE), "
         "like zh-CN: its commands are understood and answered in it.",
     )
+    transport: Literal["websocket", "mqtt-udp"] | None = Field(
+        default=None,
+        description="How its firmware connects, given in the setup (OTA) answer: the edge's "
+        "WebSocket or MQTT + UDP. Unset: the fleet's XIAOZHI_DEVICE_TRANSPORT.",
+    )
 
 
 class Group(_Model):

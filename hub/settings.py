@@ -33,6 +33,7 @@ import hmac
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -253,6 +254,20 @@ class HubSettings(BaseSettings, MqttTlsSettings):
         ge=0,
         le=65535,
         description="The edge's port (0: an edge on a free port; `xiaozhi up` sets the real one).",
+    )
+    device_transport: Literal["websocket", "mqtt-udp"] = Field(
+        default="websocket",
+        description="What the OTA endpoint tells approved firmware to use, unless the home "
+        "model's device says otherwise: the edge's WebSocket, or MQTT + UDP (the `mqtt` "
+        "block; the edge needs XIAOZHI_DEVICE_MQTT_PORT).",
+    )
+    edge_mqtt_endpoint: str | None = Field(
+        default=None,
+        description="`host:port` of the edge's firmware MQTT listener in the `mqtt` block. "
+        "Unset: <host the device used>:<edge_mqtt_port>.",
+    )
+    edge_mqtt_port: int = Field(
+        default=1884, ge=1, le=65535, description="The edge's XIAOZHI_DEVICE_MQTT_PORT."
     )
     device_binary_version: int = Field(
         default=1, ge=1, le=3, description="Binary protocol version the OTA endpoint assigns."

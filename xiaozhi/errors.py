@@ -10,7 +10,10 @@ answers with, so the I/O layer maps error class to reply without parsing message
     │   │   ├── TruncatedFrame         shorter than its header or declared length
     │   │   ├── LengthMismatch         declared payload size disagrees with the bytes
     │   │   ├── UnknownFrameType       type byte not in the table
-    │   │   └── VersionMismatch        header version is not the negotiated one
+    │   │   ├── VersionMismatch        header version is not the negotiated one
+    │   │   ├── StaleSequence          a UDP audio sequence at or below the last accepted
+    │   │   ├── Undecryptable          a UDP audio packet that decrypts to no Opus packet
+    │   │   └── MalformedPacket        an MQTT packet that breaks MQTT 3.1.1's framing
     │   ├── UnsupportedVersion     a version this codec does not speak
     │   ├── ChecksumMismatch       CRC32 over the payload does not match
     │   ├── PayloadTooLarge        over a size limit (checked before reading/inflating)
@@ -20,6 +23,7 @@ answers with, so the I/O layer maps error class to reply without parsing message
     │   │   └── UnknownMessageType     a JSON `type` outside the message table
     │   ├── SerialCommandError     a serial console line that is not a command
     │   ├── AuthenticationFailed   a device token or credential is refused
+    │   ├── UnsupportedPacket      an MQTT packet a protocol terminator does not serve
     │   └── RateLimited            a peer sends faster than its limit
     └── InvalidTopic               a topic or device id outside the topic grammar (caller misuse)
 
@@ -42,15 +46,19 @@ __all__ = [
     "InvalidMessage",
     "InvalidTopic",
     "LengthMismatch",
+    "MalformedPacket",
     "MissingField",
     "OperationFailed",
     "PayloadTooLarge",
     "RateLimited",
     "SerialCommandError",
+    "StaleSequence",
     "StartupError",
     "TruncatedFrame",
+    "Undecryptable",
     "UnknownFrameType",
     "UnknownMessageType",
+    "UnsupportedPacket",
     "UnsupportedVersion",
     "VersionMismatch",
     "WireError",
@@ -143,6 +151,34 @@ class VersionMismatch(FrameError):
         self.expected, self.got = expected, got
 
 
+class StaleSequence(FrameError):
+    """A UDP audio packet whose sequence is not above the last accepted one: a replay, a
+    duplicate or a late packet (firmware reference §2.4 drops ``seq <= remote_sequence``)."""
+
+    def __init__(self, *, sequence: int, last: int) -> None:
+        super().__init__(f"sequence {sequence} is not above the last accepted {last}")
+        self.sequence, self.last = sequence, last
+
+
+class Undecryptable(FrameError):
+    """A UDP audio packet that decrypts to something that is not an Opus packet of the
+    session's frame duration: the wrong key, or bytes flipped in flight. AES-CTR itself has
+    no integrity check, so the decrypted packet's Opus header is the only evidence."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"audio packet does not decrypt to Opus: {reason}")
+        self.reason = reason
+
+
+class MalformedPacket(FrameError):
+    """An MQTT packet that breaks MQTT 3.1.1's framing (a remaining length over 4 bytes, a
+    string that runs past its packet, reserved flags set)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"malformed MQTT packet: {reason}")
+        self.reason = reason
+
+
 class UnsupportedVersion(WireError):
     """A version number this codec does not speak."""
 
@@ -225,6 +261,17 @@ class AuthenticationFailed(WireError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"authentication failed: {reason}")
         self.reason = reason
+
+
+class UnsupportedPacket(WireError):
+    """An MQTT packet the edge's device listener does not serve: it terminates the firmware's
+    MQTT (CONNECT, PUBLISH QoS 0, PINGREQ, DISCONNECT) and is not a broker."""
+
+    code = ErrorCode.INVALID_MESSAGE_TYPE
+
+    def __init__(self, *, packet: str, reason: str) -> None:
+        super().__init__(f"{packet} refused: {reason}")
+        self.packet, self.reason = packet, reason
 
 
 class RateLimited(WireError):

@@ -26,6 +26,12 @@ from fastapi.responses import JSONResponse
 from xiaozhi import jsonutil
 from xiaozhi.activation import HMAC_ALGORITHM, hmac_matches
 from xiaozhi.errors import InvalidTopic, WireError
+from xiaozhi.mqtt_credentials import (
+    DEFAULT_GROUP,
+    PUBLISH_TOPIC,
+    DeviceClientId,
+    encode_username,
+)
 from xiaozhi.tokens import Ed25519PrivateKey, issue_token
 from xiaozhi.topics import normalize_device_id
 from xiaozhi_hub.activations import Activations, DeviceApproval, Pending, TooManyPending
@@ -210,6 +216,8 @@ def _connection_or_activation(
         token = issue_token(
             signing_key, client_id=client_id, device_id=device_id, issued_at=int(now)
         )
+        if _transport(request, settings, normalized) == "mqtt-udp":
+            return True, {"mqtt": mqtt_block(settings, request, device_id, client_id, token)}
         websocket = {
             "url": _edge_url(settings, request),
             "token": token,
@@ -236,6 +244,37 @@ def _connection_or_activation(
         hint="approve: POST /api/v1/activations/approve or bridge/request/device/approve",
     )
     return False, {"activation": _activation_block(entry, now)}
+
+
+def _transport(request: Request, settings: HubSettings, device_id: str) -> str:
+    """The home model's word for this device, else the fleet's setting."""
+    device = request.app.state.service.home.device(device_id)
+    chosen = device.transport if device is not None else None
+    return chosen or settings.device_transport
+
+
+def mqtt_block(
+    settings: HubSettings, request: Request, device_id: str, client_id: str, token: str
+) -> dict[str, Any]:
+    """The ``mqtt`` block that puts firmware in MQTT + UDP mode (firmware reference §2.1-2.2),
+    in the xinnan forms (:mod:`xiaozhi.mqtt_credentials`), with the device token as the
+    password: the edge checks it with the hub's public key, as on WebSocket.
+
+    No ``subscribe_topic``: the edge pushes to ``devices/p2p/<mac>`` unasked.
+    """
+    endpoint = settings.edge_mqtt_endpoint
+    if not endpoint:
+        host = request.url.hostname or "127.0.0.1"
+        endpoint = f"{host}:{settings.edge_mqtt_port}"
+    user = {"ip": request.client.host} if request.client is not None else {}
+    return {
+        "endpoint": endpoint,
+        "client_id": str(DeviceClientId(DEFAULT_GROUP, device_id, client_id)),
+        "username": encode_username(user),
+        "password": token,
+        "publish_topic": PUBLISH_TOPIC,
+        "keepalive": 240,
+    }
 
 
 def _pair(request: Request) -> tuple[str, str] | JSONResponse:

@@ -195,6 +195,9 @@ class VoiceChannel:
         self.conn: DeviceConnection | None = None
         self.ended = False
         self.remote_address = link.remote_address
+        self.protocol = None  # no WebSocket under it: the edge's log reads close_fields
+        # How the session ended, for the edge's ``device_disconnected`` line.
+        self.close_fields: dict[str, object] = {"closed_by": "network"}
 
     @property
     def session_id(self) -> str | None:
@@ -254,6 +257,12 @@ class VoiceChannel:
         if self.ended:
             return
         self.ended = True
+        if superseded:
+            self.close_fields = {"closed_by": "device", "close_reason": "new hello"}
+        elif goodbye:
+            self.close_fields = {"closed_by": "edge", "close_reason": "goodbye"}
+        else:
+            self.close_fields = {"closed_by": "device", "close_reason": "goodbye"}
         link = self.link
         link.listener.channels.pop(self.channel.ssrc, None)
         if link.voice is self:

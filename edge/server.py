@@ -130,6 +130,8 @@ def _close_fields(ws: ServerConnection) -> dict[str, Any]:
 
     1006 means the TCP connection ended without a close frame (power loss, Wi-Fi gone)."""
     protocol = ws.protocol
+    if protocol is None:  # an MQTT + UDP voice session's stand-in socket says it itself
+        return dict(ws.close_fields)
     received, sent = protocol.close_rcvd, protocol.close_sent
     if received is not None and (sent is None or protocol.close_rcvd_then_sent):
         by, frame = "device", received

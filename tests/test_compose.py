@@ -668,6 +668,9 @@ ACL_PUBLISH = [
     ("integrator", "xiaozhi/commands/group/downstairs", True),
     ("integrator", "xiaozhi/bridge/request/health_check", True),
     ("integrator", "homeassistant/status", True),  # Home Assistant's birth message
+    # Home Assistant switching the hub's own entities; their state is the hub's alone.
+    ("integrator", "xiaozhi/entities/light.living_room/set", True),
+    ("integrator", "xiaozhi/entities/light.living_room", False),
     ("integrator", "xiaozhi/status/kitchen", False),
     ("integrator", "xiaozhi/events/voice_command", False),
     ("integrator", "homeassistant/sensor/forged/config", False),
@@ -683,6 +686,7 @@ ACL_PUBLISH = [
     ("kitchen", "xiaozhi/status/hallway", False),
     ("kitchen", "xiaozhi/commands/hallway", False),
     ("kitchen", "homeassistant/status", False),
+    ("kitchen", "xiaozhi/entities/light.living_room/set", False),
 ]
 # What the MQTT device `kitchen` receives of what the hub publishes. Group commands reach it
 # through the hub's fan-out onto its own topic, so the group topics stay closed to devices.

@@ -101,8 +101,15 @@ async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
         # simulated devices and a real board pointed here work without an operator.
         approval = {} if "XIAOZHI_DEVICE_APPROVAL" in os.environ else {"device_approval": "auto"}
         hub_settings = load_hub_settings(**approval).model_copy(
-            update={"mqtt_url": url, "state_dir": settings.state_dir, "api_keys": api_key}
+            update={
+                "mqtt_url": url,
+                "state_dir": settings.state_dir,
+                "api_keys": api_key,
+                "demo_bindings": settings.with_demo_bindings,
+            }
         )
+        if hub_settings.config is None and not settings.with_demo_bindings:
+            _say("home      demo, every entity virtual (XIAOZHI_DEMO_BINDINGS=true binds them)")
         # The edge gets the public half of the hub's device token key only: it can check a
         # token, never mint one. Open device auth unless asked otherwise (a warning is logged).
         public_key = public_key_text(resolve_device_token_key(hub_settings))

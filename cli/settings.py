@@ -46,6 +46,11 @@ class UpSettings(BaseSettings):
         "managed broker, so `up` on a real installation's broker (XIAOZHI_MQTT_URL) adds no "
         "fake devices to it unless asked.",
     )
+    demo_bindings: bool | None = Field(
+        default=None,
+        description="Let the demo home's bindings reach real topics (its kitchen light is "
+        "bound to zigbee2mqtt/kitchen_light/set). Unset: only with the managed broker.",
+    )
     demo_say_every_seconds: float = Field(
         default=20.0, gt=0, description="How often each demo device says a demo phrase."
     )
@@ -54,6 +59,11 @@ class UpSettings(BaseSettings):
     def with_demo_devices(self) -> bool:
         """Whether to start the demo devices (see ``demo_devices``)."""
         return self.demo_devices if self.demo_devices is not None else self.mqtt_url is None
+
+    @property
+    def with_demo_bindings(self) -> bool:
+        """Whether the demo home may act on real topics (see ``demo_bindings``)."""
+        return self.demo_bindings if self.demo_bindings is not None else self.mqtt_url is None
 
 
 def load_settings() -> UpSettings:

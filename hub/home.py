@@ -495,6 +495,24 @@ class Home(_Model):
     def area(self, area_id: str | None) -> Area | None:
         return self._areas.get(area_id) if area_id else None
 
+    def sandboxed(self) -> Home:
+        """This home with every entity's binding made ``virtual``: the demo home on a real
+        installation's broker acts on nothing real (its kitchen light is otherwise bound to
+        ``zigbee2mqtt/kitchen_light/set``, which may well be somebody's bulb)."""
+        entities = [
+            e
+            if isinstance(e.binding, VirtualBinding)
+            else e.model_copy(update={"binding": VirtualBinding(state=_sandbox_state(e))})
+            for e in self.entities
+        ]
+        return Home(
+            floors=self.floors,
+            areas=self.areas,
+            entities=entities,
+            devices=self.devices,
+            groups=self.groups,
+        )
+
     def area_name(self, area_id: str | None) -> str | None:
         """The area's display name (``Living Room``) for ``suggested_area``, or None."""
         area = self.area(area_id)
@@ -606,6 +624,11 @@ def home_json_schema() -> dict[str, Any]:
         **Home.model_json_schema(),
         "title": "xiaozhi hub home file",
     }
+
+
+def _sandbox_state(entity: Entity) -> dict[str, Any]:
+    """The initial state of an entity made virtual (a lock starts locked, anything else off)."""
+    return {"state": "locked" if entity.domain == "lock" else "off"}
 
 
 def load_home(path: str | os.PathLike[str] = DEMO_HOME_PATH) -> Home:

@@ -145,7 +145,12 @@ class HubService:
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
-        self.home = home if home is not None else load_home(settings.config or DEMO_HOME_PATH)
+        if home is None:
+            home = load_home(settings.config or DEMO_HOME_PATH)
+            if settings.config is None and not settings.demo_bindings:
+                home = home.sandboxed()
+                log.info("demo_home_sandboxed", note="every demo entity is virtual")
+        self.home = home
         self.registry = Registry(self.home)
         self._registry_edits = settings.state_dir / REGISTRY_EDITS_FILE_NAME
         load_registry_edits(self.registry, self._registry_edits)

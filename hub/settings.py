@@ -161,6 +161,13 @@ class HubSettings(BaseSettings, MqttTlsSettings):
     config: Path | None = Field(
         default=None, description="The home-model YAML. Unset: the shipped demo home."
     )
+    demo_bindings: bool = Field(
+        default=True,
+        description="With the shipped demo home (XIAOZHI_CONFIG unset), let its bindings "
+        "reach real topics (its kitchen light is a zigbee2mqtt bulb). False: every demo "
+        "entity is virtual, so a demo on a real installation's broker touches nothing real "
+        "(`xiaozhi up` sets it so with XIAOZHI_MQTT_URL).",
+    )
     state_dir: Path = Field(
         default=Path("var"), description="Runtime state: the generated secret lives here."
     )

@@ -100,7 +100,11 @@ def test_up_uses_an_external_broker_when_mqtt_url_is_set(
     reader = LineReader(process)
     try:
         assert "external" in reader.wait_for(mosquitto.url)
-        # A real installation's broker gets no simulated devices unless asked for.
+        # A real installation's broker: the demo home acts on nothing real, and no simulated
+        # devices join it, unless asked for.
+        reader.wait_for(
+            "home      demo, every entity virtual (XIAOZHI_DEMO_BINDINGS=true binds them)"
+        )
         reader.wait_for("devices   no simulated ones (XIAOZHI_DEMO_DEVICES=true starts three)")
         reader.wait_for("ready     press Ctrl-C")
         process.send_signal(signal.SIGTERM)

@@ -10,7 +10,9 @@ from tests.support import Recorder
 from xiaozhi.topics import TopicTree
 from xiaozhi_hub.discovery import ENTITIES_NODE, entity_configs
 from xiaozhi_hub.home import Home
+from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.service import HubService
+from xiaozhi_hub.settings import HubSettings
 from xiaozhi_hub.virtual_entities import CommandError, action_for_command
 
 T = TopicTree()
@@ -117,3 +119,34 @@ async def test_voice_mqtt_and_home_assistant_agree_on_a_virtual_light(
         )
     )
     assert not watcher.json("zigbee2mqtt/kitchen_light/set", after=start)
+
+
+def test_a_sandboxed_demo_home_binds_nothing_real(home: Home) -> None:
+    sandboxed = home.sandboxed()
+    assert {e.binding.type for e in sandboxed.entities} == {"virtual"}
+    by_id = {e.entity_id: e for e in sandboxed.entities}
+    assert by_id["light.kitchen"].binding.state == {"state": "off"}  # type: ignore[union-attr]
+    assert by_id["lock.front_door"].binding.state == {"state": "locked"}  # type: ignore[union-attr]
+    assert [e.entity_id for e in sandboxed.entities] == [e.entity_id for e in home.entities]
+
+
+@pytest.mark.integration
+async def test_the_demo_on_a_real_installations_broker_touches_no_real_bulb(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
+) -> None:  # the session's engine: the same names and areas as the sandboxed home
+    """`xiaozhi up` on XIAOZHI_MQTT_URL runs the demo home sandboxed: "turn off the kitchen
+    lights" switches the hub's own copy, never zigbee2mqtt/kitchen_light/set."""
+    settings = hub_settings.model_copy(update={"demo_bindings": False, "config": None})
+    hub = HubService(settings, engine=engine)  # the home: loaded and sandboxed by the hub
+    await hub.start()
+    try:
+        state = hub.topics.entity_state("light.kitchen")
+        start = watcher.mark()
+        await say(watcher, hub, "turn off the kitchen lights", "demo_kitchen")
+        await watcher.expect(state, lambda s: s == {"state": "off"}, after=start)
+        await say(watcher, hub, "turn on the kitchen lights", "demo_kitchen")
+        await watcher.expect(state, lambda s: s == {"state": "on"}, after=start)
+        assert hub.home.entity("light.kitchen").binding.type == "virtual"  # type: ignore[union-attr]
+        assert not watcher.json("zigbee2mqtt/kitchen_light/set", after=start)
+    finally:
+        await hub.stop()

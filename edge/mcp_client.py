@@ -316,6 +316,36 @@ class McpClient:
 
     # -- state -------------------------------------------------------------------------
 
+    def resolve(self, name: str, arguments: dict[str, Any]) -> str | None:
+        """The tool to call for the stock firmware's ``name``, on a device that may name it
+        otherwise (third-party xiaozhi clients declare ``set_volume`` rather than
+        ``self.audio_speaker.set_volume``).
+
+        By exact name; else by the last dotted segment (``set_volume``,
+        ``speaker.set_volume``); else, for a call with arguments, the one tool whose input
+        schema has exactly those properties (``{"volume"}``). Never a guess: two candidates
+        at a step are no match. While the tools are still being listed, ``name`` itself.
+
+        Returns:
+            The tool's name, or None when the device has none that fits.
+        """
+        if name in self.tools or not self.tools_complete:
+            return name
+        short = name.rsplit(".", 1)[-1]
+        by_suffix = [t for t in self.tools if t.rsplit(".", 1)[-1] == short]
+        if len(by_suffix) == 1:
+            return by_suffix[0]
+        if arguments:
+            wanted = set(arguments)
+            by_schema = [
+                t.name
+                for t in self.tools.values()
+                if set(t.input_schema.get("properties") or {}) == wanted
+            ]
+            if len(by_schema) == 1:
+                return by_schema[0]
+        return None
+
     def has_tool(self, name: str) -> bool | None:
         """True/False once ``tools/list`` is complete; None while the tools are unknown."""
         if name in self.tools:

@@ -1575,7 +1575,7 @@ class DeviceSession:
                 call: McpCallParameters = params
                 self._tool_call(command, call.name, call.arguments, now=now, wall=wall, out=out)
             case DeviceCommand.REBOOT:
-                tool = MCP_TOOL_FOR_COMMAND[known]
+                tool = self._device_tool(MCP_TOOL_FOR_COMMAND[known], {})
                 if self._tool_refusal(tool) is None:
                     self._tool_call(command, tool, {}, now=now, wall=wall, out=out)
                 else:
@@ -1588,7 +1588,7 @@ class DeviceSession:
                     )
                     self._delivered(command, wall, out)
             case DeviceCommand.GET_STATUS:
-                tool = MCP_TOOL_FOR_COMMAND[known]
+                tool = self._device_tool(MCP_TOOL_FOR_COMMAND[known], {})
                 if self._tool_refusal(tool) is None:
                     self._tool_call(command, tool, {}, now=now, wall=wall, out=out)
                 else:
@@ -1604,14 +1604,18 @@ class DeviceSession:
                     )
             case DeviceCommand.SET_VOLUME:
                 volume: VolumeParameters = params
-                tool = MCP_TOOL_FOR_COMMAND[known]
-                self._tool_call(
-                    command, tool, {"volume": volume.volume}, now=now, wall=wall, out=out
-                )
+                arguments = {"volume": volume.volume}
+                tool = self._device_tool(MCP_TOOL_FOR_COMMAND[known], arguments)
+                self._tool_call(command, tool, arguments, now=now, wall=wall, out=out)
             case DeviceCommand.LED:
                 led: LedParameters = params
-                tool = McpTool.LIGHT_ON if led.on else McpTool.LIGHT_OFF
+                tool = self._device_tool(McpTool.LIGHT_ON if led.on else McpTool.LIGHT_OFF, {})
                 self._tool_call(command, tool, {}, now=now, wall=wall, out=out)
+
+    def _device_tool(self, tool: McpTool, arguments: dict[str, Any]) -> str:
+        """The device's own name for a stock firmware tool (:meth:`McpClient.resolve`); the
+        stock name when it has none, so the refusal names what was looked for."""
+        return self._mcp.resolve(tool.value, arguments) or tool.value
 
     def _tool_refusal(self, tool: str) -> str | None:
         """Why ``tool`` cannot be called, or None. Tools still being listed are tried."""

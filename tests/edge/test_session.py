@@ -1353,3 +1353,60 @@ def test_seed_register_without_hardware_info() -> None:
     (status,) = published(outputs, "xiaozhi/status/d1")
     assert "hardware_info" not in status
     assert status["capabilities"] == []
+
+
+def _third_party(*tools: dict[str, Any]) -> DeviceSession:
+    """A firmware-protocol client whose MCP tools carry names of its own."""
+    session = ready_session(1)
+    mcp_reply(session, {"id": 1, "result": {"protocolVersion": "2024-11-05"}})
+    mcp_reply(session, {"id": 2, "result": {"tools": list(tools)}})
+    return session
+
+
+def _schema(*properties: str) -> dict[str, Any]:
+    return {"type": "object", "properties": {p: {"type": "integer"} for p in properties}}
+
+
+@pytest.mark.parametrize(
+    ("tools", "called"),
+    [
+        # by the last dotted segment of the firmware's name
+        ([{"name": "set_volume", "inputSchema": _schema("volume")}], "set_volume"),
+        ([{"name": "speaker.set_volume", "inputSchema": _schema("volume")}], "speaker.set_volume"),
+        # by schema: the one tool taking exactly {"volume"}
+        (
+            [
+                {"name": "volume", "inputSchema": _schema("volume")},
+                {"name": "brightness", "inputSchema": _schema("brightness")},
+            ],
+            "volume",
+        ),
+    ],
+)
+def test_a_third_party_clients_own_tool_name_is_found(
+    tools: list[dict[str, Any]], called: str
+) -> None:
+    session = _third_party(*tools)
+    outputs = command(session, "set_volume", volume=40, message_id="v1")
+    (call,) = mcp_requests(outputs)
+    assert call["params"] == {"name": called, "arguments": {"volume": 40}}
+    answer = mcp_reply(session, {"id": call["id"], "result": {"content": []}})
+    (result,) = published(answer, EVENTS)
+    assert (result["status"], result["tool"]) == ("ok", called)  # which tool was called
+
+
+def test_no_guess_when_two_tools_fit_or_none_does() -> None:
+    session = _third_party(
+        {"name": "a.set_volume", "inputSchema": _schema("volume")},
+        {"name": "b.set_volume", "inputSchema": _schema("volume")},
+    )
+    (result,) = published(command(session, "set_volume", volume=40), EVENTS)
+    assert result["error"] == "device has no MCP tool 'self.audio_speaker.set_volume'"
+    session = _third_party({"name": "play", "inputSchema": _schema("url")})
+    (result,) = published(command(session, "led", on=True), EVENTS)
+    assert result["error"] == "device has no MCP tool 'self.light.turn_on'"
+    # An explicit mcp_call names its tool exactly: no matching.
+    session = _third_party({"name": "set_volume", "inputSchema": _schema("volume")})
+    outputs = command(session, "mcp_call", name="self.audio_speaker.set_volume")
+    (result,) = published(outputs, EVENTS)
+    assert result["error"] == "device has no MCP tool 'self.audio_speaker.set_volume'"

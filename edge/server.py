@@ -111,7 +111,7 @@ def _handshake_fields(request: Request) -> dict[str, str]:
     """The four firmware headers, or their query-parameter twins (browsers cannot set headers)."""
     query = {k.lower(): v[-1] for k, v in parse_qs(urlsplit(request.path).query).items()}
     found: dict[str, str] = {}
-    for name in ("device-id", "client-id", "authorization", "protocol-version"):
+    for name in ("device-id", "client-id", "authorization", "protocol-version", "user-agent"):
         value = request.headers.get(name) or query.get(name) or query.get(name.replace("-", "_"))
         if value:
             found[name] = value
@@ -606,6 +606,7 @@ class EdgeServer:
             client_id=fields.get("client-id"),
             protocol_version=fields.get("protocol-version"),
             authenticated=authenticated,
+            user_agent=fields.get("user-agent"),
         )
 
     def _check_monitor(self, request: Request) -> Response | None:

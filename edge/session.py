@@ -115,6 +115,7 @@ from xiaozhi.payloads import (
     UtteranceEncoding,
     UtterancePayload,
     VoiceCommandEvent,
+    is_simulator_user_agent,
 )
 from xiaozhi.topics import (
     TopicKind,
@@ -268,6 +269,9 @@ class ConnectionIdentity:
         client_id: The ``Client-Id`` header (board UUID), if sent.
         protocol_version: The ``Protocol-Version`` header (1/2/3); None if absent.
         authenticated: True when the handshake verified a token or an allow-list entry.
+        simulated: the ``User-Agent`` carries our simulator's product token
+            (:func:`~xiaozhi.payloads.is_simulator_user_agent`): its status and connection
+            events say ``"simulated": true``.
     """
 
     device_id: str
@@ -275,6 +279,7 @@ class ConnectionIdentity:
     client_id: str | None = None
     protocol_version: int | None = None
     authenticated: bool = False
+    simulated: bool = False
 
     @classmethod
     def from_handshake(
@@ -284,6 +289,7 @@ class ConnectionIdentity:
         client_id: str | None = None,
         protocol_version: str | int | None = None,
         authenticated: bool = False,
+        user_agent: str | None = None,
     ) -> ConnectionIdentity:
         """Build the identity from handshake headers (or their query-parameter twins).
 
@@ -307,6 +313,7 @@ class ConnectionIdentity:
             client_id=client_id or None,
             protocol_version=version,
             authenticated=authenticated,
+            simulated=is_simulator_user_agent(user_agent),
         )
 
 
@@ -676,6 +683,7 @@ class DeviceSession:
                 edge_id=self.edge_id,
                 timestamp=wall,
                 session_id=self.session_id,
+                simulated=self._simulated,
             )
             out.append(
                 Publish.of(
@@ -948,11 +956,17 @@ class DeviceSession:
             session_id=self.session_id,
             device_kind=str(self.kind),
             protocol_version=self.binary_version,
+            simulated=self._simulated,
         )
         out.append(
             Publish.of(TopicKind.DEVICE_CONNECTED, self.topics.device_connected(), event.to_wire())
         )
         self._announced = True
+
+    @property
+    def _simulated(self) -> bool | None:
+        """``simulated`` of the status and connection events: True, or absent (a real one)."""
+        return True if self.identity is not None and self.identity.simulated else None
 
     def _status_publish(self, status: DeviceStatus, wall: str) -> Publish:
         assert self.device_id is not None
@@ -1013,6 +1027,7 @@ class DeviceSession:
             transport=DeviceTransport.WEBSOCKET,
             edge_id=self.edge_id,
             firmware_version=self.firmware_version if status is DeviceStatus.CONNECTED else None,
+            simulated=self._simulated,
             **extras,
         )
 

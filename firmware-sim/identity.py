@@ -17,7 +17,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from xiaozhi import __version__
 from xiaozhi.messages import HardwareInfo
+from xiaozhi.payloads import SIMULATOR_PRODUCT
 from xiaozhi.topics import normalize_device_id, validate_device_id
 
 __all__ = [
@@ -85,8 +87,10 @@ class DeviceIdentity:
 
     @property
     def user_agent(self) -> str:
-        """``<BOARD_NAME>/<fw version>`` (reference section 3.1)."""
-        return f"{self.board}/{self.firmware_version}"
+        """``<BOARD_NAME>/<fw version>`` (reference section 3.1), then our product token
+        (``xiaozhi-sim/<version>``, :data:`~xiaozhi.payloads.SIMULATOR_PRODUCT`): the edge
+        marks the device ``simulated``, so the hub keeps it out of Home Assistant."""
+        return f"{self.board}/{self.firmware_version} {SIMULATOR_PRODUCT}/{__version__}"
 
     @property
     def language_code(self) -> str:

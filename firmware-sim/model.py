@@ -193,12 +193,15 @@ class DeviceModel:
             light="on" if self.light_on else "off",
             brightness=self.brightness,
             state=str(self.state),
+            simulated=True,  # the hub keeps it out of Home Assistant (docs/simulator.md)
             **self.last_telemetry,
         )
 
     def last_will(self) -> StatusPayload:
         """The retained ``disconnected`` status registered as the MQTT last will."""
-        return StatusPayload(status=DeviceStatus.DISCONNECTED, device_id=self.identity.device_id)
+        return StatusPayload(
+            status=DeviceStatus.DISCONNECTED, device_id=self.identity.device_id, simulated=True
+        )
 
     def sensor_payloads(self, *, timestamp: str | None) -> list[SensorPayload]:
         """One reading per sensor type (seed 003 "Sensor Message")."""

@@ -291,6 +291,7 @@ class MqttDevice(SimulatedDevice):
             device_id=self.device_id,
             transport=DeviceTransport.MQTT,
             timestamp=wire_timestamp(time.time()),
+            simulated=True,
         )
         topic = (
             self.topics.device_connected()

@@ -10,7 +10,11 @@ path                        request fields                          ``data`` of 
 ==========================  ======================================  ==========================
 ``device/rename``           ``id`` (or ``from``), ``name`` (or      ``id``, ``from``, ``to``
                             ``to``)
-``device/remove``           ``id``                                  ``id``
+``device/remove``           ``id``; or a filter instead: ``simulated``  ``id``; with a filter
+                            (true/false), ``not_seen_for_seconds``  ``removed``: the ids
+                            (disconnected and silent that long)
+``device/remove_simulated`` none: ``device/remove`` with            ``removed``: the ids
+                            ``{"simulated": true}``
 ``device/area``             ``id``, ``area`` (an area id of the     ``id``, ``from``, ``to``
                             home, or null: none)
 ``group/add``               ``id``, optional ``name``               ``id``, ``name``
@@ -30,6 +34,11 @@ path                        request fields                          ``data`` of 
 Renames, areas, removals and group edits are saved in the state directory and survive a
 restart (:mod:`xiaozhi_hub.registry_edits`); a removed device stays removed until it is heard
 from again.
+
+A filtered removal takes learnt devices only (those of the home file are removed one by one,
+by ``id``): it forgets them as expiry does, clearing their retained status and readings
+(:attr:`BridgeApi.on_forget`), so a fleet of one-time ids leaves nothing behind; a device that
+speaks again is learnt again.
 
 ``device/approve`` is the operator's consent of design.md §9 (:mod:`xiaozhi_hub.activations`):
 the device's next setup call gets its token. ``device/remove`` also forgets its approvals.
@@ -54,7 +63,7 @@ from xiaozhi.errors import InvalidMessage, OperationFailed, PayloadTooLarge
 from xiaozhi.payloads import BridgeRequest, BridgeResponse, validate_model
 from xiaozhi_hub.activations import Activations
 from xiaozhi_hub.pipeline import VoicePipeline
-from xiaozhi_hub.registry import Registry
+from xiaozhi_hub.registry import DeviceRecord, Registry
 
 __all__ = [
     "CHANGED_DEVICES",
@@ -137,9 +146,13 @@ class BridgeApi:
         self.activations = activations
         self.pipeline = pipeline
         self.max_request_bytes = max_request_bytes
+        self.on_forget: Callable[[DeviceRecord], None] = lambda _: None
+        """Clears a device forgotten by a filtered removal from the broker (set by the
+        unit that publishes)."""
         self.handlers: dict[str, Handler] = {
             "device/rename": self._device_rename,
             "device/remove": self._device_remove,
+            "device/remove_simulated": self._device_remove_simulated,
             "device/area": self._device_area,
             "group/add": self._group_add,
             "group/remove": self._group_remove,
@@ -216,12 +229,42 @@ class BridgeApi:
         return data, {CHANGED_DEVICES, discovery_change(device_id)}
 
     def _device_remove(self, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        if "id" not in request and ("simulated" in request or "not_seen_for_seconds" in request):
+            return self._remove_matching(request)
         device_id = _required(request, "id")
         self.registry.remove(device_id)
         if self.activations is not None:
             self.activations.forget(device_id)
         changed = {CHANGED_DEVICES, CHANGED_GROUPS, CHANGED_INFO, discovery_change(device_id)}
         return {"id": device_id}, changed
+
+    def _device_remove_simulated(self, _: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        return self._remove_matching({"simulated": True})
+
+    def _remove_matching(self, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        simulated = request.get("simulated")
+        if simulated is not None and not isinstance(simulated, bool):
+            raise RequestError(f"'simulated' must be true or false, not {simulated!r}")
+        seconds = request.get("not_seen_for_seconds")
+        if seconds is not None and (
+            isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0
+        ):
+            raise RequestError(
+                f"'not_seen_for_seconds' must be a number of seconds >= 0, not {seconds!r}"
+            )
+        chosen = self.registry.select(
+            time.time(), simulated=simulated, not_seen_for_seconds=seconds
+        )
+        for record in chosen:
+            self.registry.forget(record.device_id)
+            self.on_forget(record)
+            if self.activations is not None:
+                self.activations.forget(record.device_id)
+        removed = [record.device_id for record in chosen]
+        changed = {discovery_change(device_id) for device_id in removed}
+        if removed:
+            changed |= {CHANGED_DEVICES, CHANGED_GROUPS, CHANGED_INFO}
+        return {"removed": removed}, changed
 
     def _approvals(self) -> Activations:
         if self.activations is None:

@@ -13,8 +13,10 @@ from typing import cast
 import structlog
 
 from xiaozhi.errors import InvalidTopic
+from xiaozhi.payloads import BridgeResponse
 from xiaozhi.topics import ParsedTopic, TopicKind
 from xiaozhi_hub.bridge_api import CHANGED_DEVICES, CHANGED_GROUPS, CHANGED_INFO, BridgeApi
+from xiaozhi_hub.registry_feed import clear_retained
 from xiaozhi_hub.snapshots import Snapshots
 from xiaozhi_hub.unit import HubContext, Route, UnitTasks
 
@@ -45,6 +47,7 @@ class BridgeRequestsUnit:
         self._snapshots = snapshots
         self._on_discovery = on_discovery
         self._on_edit = on_edit  # saves the registry's edits (renames, groups, removals)
+        api.on_forget = lambda record: clear_retained(ctx, record)
         self._tasks = UnitTasks("bridge_request")
         self.routes: Mapping[TopicKind, Route] = {TopicKind.BRIDGE_REQUEST: self._on_request}
 
@@ -79,8 +82,14 @@ class BridgeRequestsUnit:
 
     async def _answer(self, path: str, payload: bytes) -> None:
         ctx = self._ctx
-        response, changed = await self.api.handle(path, payload)
+        response = await self.apply(path, payload)
         ctx.publish(ctx.topics.bridge_response(path), response.to_wire())
+
+    async def apply(self, path: str, payload: bytes) -> BridgeResponse:
+        """Handle one request and publish what it changed; the REST API's equivalents of
+        the bridge requests come here too. Returns the response (not published here)."""
+        ctx = self._ctx
+        response, changed = await self.api.handle(path, payload)
         ctx.metrics.bridge_requests.labels(response.status.value).inc()
         log.info("bridge_request", path=path, status=response.status.value, error=response.error)
         if changed & {CHANGED_DEVICES, CHANGED_GROUPS, CHANGED_INFO}:
@@ -89,3 +98,4 @@ class BridgeRequestsUnit:
         for item in changed:
             if item.startswith("discovery/"):
                 self._on_discovery(item.removeprefix("discovery/"))
+        return response

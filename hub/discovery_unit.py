@@ -24,7 +24,8 @@ class DiscoveryUnit:
     At start: read the retained ``homeassistant/+/+/+/config`` until the probe comes back,
     clear those of ours that no device produces any more, publish every device's configs.
     Later: publish (or clear) one device's when the registry says so; re-send all when Home
-    Assistant's birth message ``online`` arrives.
+    Assistant's birth message ``online`` arrives. Devices marked simulated get none unless
+    ``discover_simulated`` is set.
     """
 
     def __init__(
@@ -124,6 +125,8 @@ class DiscoveryUnit:
         ctx = self._ctx
         record = ctx.registry.device(device_id)
         before = self._by_device.get(device_id, set())
+        if record is not None and record.simulated and not ctx.settings.discover_simulated:
+            record = None  # a simulated device stays out of Home Assistant: cleared if shown
         if record is None:
             for topic in sorted(before):
                 ctx.retained.clear(topic)

@@ -45,7 +45,15 @@ __all__ = [
 TELEMETRY_FIELDS = ("uptime", "memory_usage", "cpu_usage", "wifi_signal", "free_heap")
 """Status fields kept as telemetry (seed 003 "Status Message"; units in StatusPayload)."""
 
-_STATUS_FIELDS = {"status", "device_id", "timestamp", "transport", "edge_id", "firmware_version"}
+_STATUS_FIELDS = {
+    "status",
+    "device_id",
+    "timestamp",
+    "transport",
+    "edge_id",
+    "firmware_version",
+    "simulated",
+}
 _MAX_NAME_CHARS = 100
 
 
@@ -78,6 +86,7 @@ class DeviceRecord:
     edge_id: str | None = None
     firmware_version: str | None = None
     last_audible_volume: int | None = None  # the last non-zero ``volume`` reported: unmute
+    simulated: bool = False  # its status or connection event said ``"simulated": true``
 
     @property
     def connected(self) -> bool:
@@ -95,6 +104,7 @@ class DeviceRecord:
             "transport": self.transport.value if self.transport else None,
             "edge_id": self.edge_id,
             "firmware_version": self.firmware_version,
+            "simulated": self.simulated,
             "last_seen": _iso(self.last_seen),
             "telemetry": dict(self.telemetry),
             "sensors": {
@@ -220,6 +230,9 @@ class Registry:
             record.edge_id = payload.edge_id
         if payload.firmware_version is not None:
             record.firmware_version = payload.firmware_version
+        marked = record.simulated
+        if payload.simulated is not None:
+            record.simulated = payload.simulated
         values = payload.model_dump(exclude_none=True)
         new_telemetry = not values.keys() - _STATUS_FIELDS <= record.telemetry.keys()
         for key, value in values.items():
@@ -236,9 +249,10 @@ class Registry:
             connected=payload.status is DeviceStatus.CONNECTED if flipped else None,
             snapshot=new
             or flipped
+            or marked != record.simulated
             or before != (record.transport, record.edge_id, record.firmware_version),
             # A telemetry field seen for the first time gets its Home Assistant entity.
-            discovery=new or firmware_changed or new_telemetry,
+            discovery=new or firmware_changed or new_telemetry or marked != record.simulated,
         )
 
     def apply_confirmed_command(
@@ -283,17 +297,21 @@ class Registry:
             else DeviceStatus.DISCONNECTED
         )
         flipped = record.status != status
-        before = (record.transport, record.edge_id)
+        before = (record.transport, record.edge_id, record.simulated)
         record.status = status
         record.transport = event.transport
         record.edge_id = event.edge_id
+        if status is DeviceStatus.CONNECTED:  # each connection says what it is
+            record.simulated = bool(event.simulated)
         record.last_seen = now
         return Change(
             event.device_id,
             new_device=new,
             connected=status is DeviceStatus.CONNECTED if flipped else None,
-            snapshot=new or flipped or before != (record.transport, record.edge_id),
-            discovery=new,
+            snapshot=new
+            or flipped
+            or before != (record.transport, record.edge_id, record.simulated),
+            discovery=new or before[2] != record.simulated,
         )
 
     def mark_edge_offline(self, edge_id: str) -> list[str]:
@@ -339,6 +357,49 @@ class Registry:
         record = self._require_device(device_id)
         del self._devices[device_id]
         self._removed.add(device_id)
+        for group in self._groups.values():
+            if device_id in group.members:
+                group.members.remove(device_id)
+        return record
+
+    def select(
+        self,
+        now: float,
+        *,
+        simulated: bool | None = None,
+        not_seen_for_seconds: float | None = None,
+    ) -> list[DeviceRecord]:
+        """The learnt devices (not in the home file) a bulk ``device/remove`` takes: those
+        marked simulated (``simulated=True``) or not (False), and/or disconnected ones last
+        heard from more than ``not_seen_for_seconds`` before ``now``; both given: both hold.
+
+        Raises:
+            RegistryError: neither filter given (a bulk removal of everything is refused).
+        """
+        if simulated is None and not_seen_for_seconds is None:
+            raise RegistryError("a bulk removal needs 'simulated' or 'not_seen_for_seconds'")
+        chosen = []
+        for record in self.devices():
+            if record.configured:
+                continue
+            if simulated is not None and record.simulated is not simulated:
+                continue
+            if not_seen_for_seconds is not None and (
+                record.connected or (record.last_seen or 0.0) >= now - not_seen_for_seconds
+            ):
+                continue
+            chosen.append(record)
+        return chosen
+
+    def forget(self, device_id: str) -> DeviceRecord:
+        """Forget a device without remembering it (as :meth:`expire`): the caller clears its
+        retained status and readings, so nothing brings it back but the device itself.
+
+        Raises:
+            RegistryError: unknown device.
+        """
+        record = self._require_device(device_id)
+        del self._devices[device_id]
         for group in self._groups.values():
             if device_id in group.members:
                 group.members.remove(device_id)
@@ -535,6 +596,7 @@ class Registry:
                 "transport": d.transport.value if d.transport else None,
                 "edge_id": d.edge_id,
                 "firmware_version": d.firmware_version,
+                "simulated": d.simulated,
                 "sensors": sorted(d.sensors),
             }
             for d in members

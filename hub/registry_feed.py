@@ -33,16 +33,24 @@ from xiaozhi.payloads import (
 )
 from xiaozhi.timestamps import parse_wire_timestamp
 from xiaozhi.topics import ParsedTopic, TopicKind, validate_device_id
-from xiaozhi_hub.registry import Change
+from xiaozhi_hub.registry import Change, DeviceRecord
 from xiaozhi_hub.snapshots import Snapshots
 from xiaozhi_hub.unit import MAX_PAYLOAD_BYTES, HubContext, Route, now_wire
 
-__all__ = ["RegistryFeedUnit"]
+__all__ = ["RegistryFeedUnit", "clear_retained"]
 
 log = structlog.get_logger("xiaozhi.hub")
 
 _EXPIRY_CHECK_SECONDS = 60.0
 """How often gone devices are looked for (more often when the expiry time is short)."""
+
+
+def clear_retained(ctx: HubContext, record: DeviceRecord) -> None:
+    """Clear a forgotten device's retained status and sensor readings, which would bring it
+    back at the next start (expiry, bulk removal)."""
+    ctx.retained.clear(ctx.topics.status(record.device_id))
+    for sensor_type in record.sensors:
+        ctx.retained.clear(ctx.topics.sensor(record.device_id, sensor_type))
 
 
 class RegistryFeedUnit:
@@ -104,9 +112,7 @@ class RegistryFeedUnit:
         ctx = self._ctx
         gone = ctx.registry.expire(now, ctx.settings.device_expire_after_seconds)
         for record in gone:
-            ctx.retained.clear(ctx.topics.status(record.device_id))
-            for sensor_type in record.sensors:
-                ctx.retained.clear(ctx.topics.sensor(record.device_id, sensor_type))
+            clear_retained(ctx, record)
             self._on_discovery(record.device_id)  # no longer in the registry: cleared
             log.info("device_expired", device_id=record.device_id, last_seen=record.last_seen)
         if gone:

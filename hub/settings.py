@@ -207,6 +207,11 @@ class HubSettings(BaseSettings, MqttTlsSettings):
         default="homeassistant", description="Home Assistant's MQTT discovery prefix."
     )
     discovery_enabled: bool = Field(default=True, description="Publish HA MQTT discovery.")
+    discover_simulated: bool = Field(
+        default=False,
+        description="Also publish HA MQTT discovery for devices marked simulated (the "
+        "simulator's, `xiaozhi up`'s demo devices); off: a simulated fleet stays out of HA.",
+    )
     discovery_scan_timeout_seconds: float = Field(
         default=5.0,
         gt=0,
@@ -417,6 +422,7 @@ class HubSettings(BaseSettings, MqttTlsSettings):
             "base_topic": self.base_topic,
             "discovery_prefix": self.discovery_prefix,
             "discovery_enabled": self.discovery_enabled,
+            "discover_simulated": self.discover_simulated,
             "hub_id": self.hub_id,
             "hub_share_group": self.hub_share_group,
             "hub_port": self.hub_port,

@@ -32,6 +32,7 @@ from xiaozhi.errors import InvalidMessage
 from xiaozhi.topics import DEVICE_ID_PATTERN, MAX_ID_LENGTH
 
 __all__ = [
+    "SIMULATOR_PRODUCT",
     "Action",
     "ActionType",
     "AudioClip",
@@ -54,6 +55,7 @@ __all__ = [
     "UtteranceEncoding",
     "UtterancePayload",
     "VoiceCommandEvent",
+    "is_simulator_user_agent",
     "parse_payload",
     "validate_model",
 ]
@@ -85,6 +87,20 @@ class DeviceTransport(enum.StrEnum):
 
     WEBSOCKET = "websocket"
     MQTT = "mqtt"
+
+
+SIMULATOR_PRODUCT: Final = "xiaozhi-sim"
+"""The product token our firmware simulator adds to its ``User-Agent`` (after the firmware's own
+``<board>/<version>``), in its setup call and its WebSocket handshake: the edge marks such a
+device ``simulated`` in its status and connection events."""
+
+
+def is_simulator_user_agent(user_agent: str | None) -> bool:
+    """True when a ``User-Agent`` carries the :data:`SIMULATOR_PRODUCT` token
+    (``bread-compact-wifi/1.8.2 xiaozhi-sim/0.1.0``); a token is compared up to its ``/``."""
+    if not user_agent:
+        return False
+    return any(token.split("/", 1)[0].lower() == SIMULATOR_PRODUCT for token in user_agent.split())
 
 
 class DeviceKind(enum.StrEnum):
@@ -169,6 +185,7 @@ class StatusPayload(WireModel):
     transport: Opt[DeviceTransport] = None
     edge_id: Opt[str] = None
     firmware_version: Opt[str] = None
+    simulated: Opt[bool] = None  # True: a simulator's device (absent: a real one)
 
 
 class SensorPayload(WireModel):
@@ -222,6 +239,7 @@ class ConnectionEvent(EventPayload):
     device_id: str
     transport: DeviceTransport
     edge_id: Opt[str] = None
+    simulated: Opt[bool] = None  # True: a simulator's device (absent: a real one)
 
 
 class BridgeState(WireModel):

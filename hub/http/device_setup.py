@@ -55,8 +55,8 @@ def _firmware_version(body: Mapping[str, Any], user_agent: str | None) -> str:
     application = body.get("application")
     if isinstance(application, dict) and isinstance(application.get("version"), str):
         return str(application["version"])[:32]
-    if user_agent and "/" in user_agent:
-        return user_agent.rsplit("/", 1)[1][:32]
+    if user_agent and "/" in user_agent.split()[0]:  # `board/version`, other products after
+        return user_agent.split()[0].rsplit("/", 1)[1][:32]
     return "0.0.0"
 
 

@@ -6,6 +6,9 @@ route                               what                                       r
 ``POST /auth/token``                a JWT for an API key                       read
 ``GET /devices``, ``/devices/{id}``  the registry's devices                     read
 ``POST /devices/{id}/command``      a command on the device's topic            write
+``POST /devices/remove``            bulk removal: ``{"simulated": true}`` and  write
+                                    /or ``{"not_seen_for_seconds": N}`` (the
+                                    bridge's ``device/remove``); ``removed``
 ``POST /broadcast``                 a command on ``commands/broadcast``        write
 ``GET /groups``                     the groups                                 read
 ``POST /groups/{id}/command``       a command on the group's topic             write
@@ -33,6 +36,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from xiaozhi import jsonutil
 from xiaozhi.commands import parse_parameters
 from xiaozhi.errors import InvalidMessage
 from xiaozhi.payloads import CommandPayload
@@ -55,6 +59,7 @@ log = structlog.get_logger("xiaozhi.hub.http")
 __all__ = [
     "ActivationRequest",
     "CommandRequest",
+    "RemoveDevicesRequest",
     "TokenRequest",
     "VoiceTestRequest",
     "add_rest_routes",
@@ -66,6 +71,14 @@ def service_of(request: Request) -> HubService:
     """The app's running :class:`~xiaozhi_hub.service.HubService`."""
     service: HubService = request.app.state.service
     return service
+
+
+class RemoveDevicesRequest(BaseModel):
+    """``POST /devices/remove``: which learnt devices to forget (both given: both hold)."""
+
+    model_config = ConfigDict(extra="forbid")
+    simulated: bool | None = None
+    not_seen_for_seconds: float | None = Field(default=None, ge=0)
 
 
 class CommandRequest(BaseModel):
@@ -163,6 +176,8 @@ def add_rest_routes(app: FastAPI, auth: Authenticator) -> None:
         registry = service_of(request).registry
         data = [_device_json(registry, d.device_id) for d in registry.devices()]
         return ok(request, data, f"{len(data)} devices")
+
+    _add_removal_route(app)
 
     @app.get(
         f"{api}/devices/{{device_id}}",
@@ -361,3 +376,26 @@ def _device_json(registry: Registry, device_id: str) -> dict[str, Any]:
     data["groups"] = registry.groups_of(device_id)
     data["area_name"] = registry.home.area_name(record.area)
     return data
+
+
+def _add_removal_route(app: FastAPI) -> None:
+    @app.post(
+        f"{API_PREFIX}/devices/remove",
+        tags=["devices"],
+        response_model=SuccessEnvelope,
+        responses={**ERROR_RESPONSES, 422: {"model": ErrorEnvelope}},
+    )
+    async def remove_devices(
+        request: Request, body: RemoveDevicesRequest, _: Writer
+    ) -> JSONResponse:
+        """Forget the learnt devices the filter matches (the bridge request
+        ``device/remove`` with a filter): ``removed`` lists their ids."""
+        service = service_of(request)
+        filters = body.model_dump(exclude_none=True)
+        if not filters:
+            raise ApiError(422, "FILTER_REQUIRED", "give 'simulated' and/or 'not_seen_for_seconds'")
+        answer = await service.bridge_requests.apply("device/remove", jsonutil.dumps(filters))
+        if answer.error is not None:
+            raise ApiError(422, "INVALID_FILTER", answer.error)
+        removed = list(answer.data.get("removed", []))
+        return ok(request, {"removed": removed}, f"{len(removed)} devices removed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,7 +11,7 @@ import orjson
 import pytest
 import structlog.testing
 
-from xiaozhi.payloads import BridgeResponse, ResponseStatus
+from xiaozhi.payloads import BridgeResponse, ResponseStatus, StatusPayload
 from xiaozhi_hub.bridge_api import (
     CHANGED_DEVICES,
     CHANGED_GROUPS,
@@ -45,6 +46,7 @@ def test_the_table_lists_every_path(api: BridgeApi) -> None:
         "device/pending",
         "device/reject",
         "device/remove",
+        "device/remove_simulated",
         "device/rename",
         "group/add",
         "group/members/add",
@@ -85,6 +87,59 @@ async def test_remove(api: BridgeApi, registry: Registry) -> None:
     )
     assert changed == {CHANGED_DEVICES, CHANGED_GROUPS, CHANGED_INFO, "discovery/demo_kitchen"}
     assert registry.device("demo_kitchen") is None
+
+
+async def test_filtered_removal_takes_matching_learnt_devices_only(
+    api: BridgeApi, registry: Registry
+) -> None:
+    now = time.time()
+    marked = {"transport": "mqtt", "simulated": True}
+    for device_id, fields, seen in [
+        ("sim_fresh", marked, now),
+        ("sim_old", marked, now - 7200),
+        ("real_old", {"transport": "mqtt"}, now - 7200),
+        ("real_fresh", {"transport": "mqtt"}, now),
+    ]:
+        status = StatusPayload(status="disconnected", device_id=device_id, **fields)
+        registry.apply_status(status, seen)
+    simulated = StatusPayload(status="connected", device_id="demo_kitchen", simulated=True)
+    registry.apply_status(simulated, now)  # in the home file: never taken in bulk
+    forgotten: list[str] = []
+    api.on_forget = lambda record: forgotten.append(record.device_id)
+
+    both = {"simulated": True, "not_seen_for_seconds": 3600}
+    response, changed = await call(api, "device/remove", both)
+    assert response.data == {"removed": ["sim_old"]}
+    assert {"discovery/sim_old", CHANGED_DEVICES} <= changed
+    response, _ = await call(api, "device/remove", {"not_seen_for_seconds": 3600})
+    assert response.data == {"removed": ["real_old"]}
+    response, _ = await call(api, "device/remove_simulated", {})
+    assert response.data == {"removed": ["sim_fresh"]}
+    response, changed = await call(api, "device/remove_simulated", {})
+    assert (response.data, changed) == ({"removed": []}, set())
+    assert forgotten == ["sim_old", "real_old", "sim_fresh"]
+    assert registry.device("real_fresh") is not None
+    assert registry.device("demo_kitchen") is not None
+    # Forgotten, not remembered as removed: heard again, learnt again.
+    assert not registry.is_removed("sim_old")
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "error"),
+    [
+        ({"simulated": "yes"}, "'simulated' must be true or false"),
+        ({"not_seen_for_seconds": -1}, "'not_seen_for_seconds' must be a number"),
+        ({"not_seen_for_seconds": True}, "'not_seen_for_seconds' must be a number"),
+        ({"simulated": None}, "needs 'simulated' or 'not_seen_for_seconds'"),
+    ],
+)
+async def test_a_bad_filter_is_refused(
+    api: BridgeApi, request_fields: dict[str, Any], error: str
+) -> None:
+    response, changed = await call(api, "device/remove", request_fields)
+    assert response.status is ResponseStatus.ERROR
+    assert error in (response.error or "")
+    assert changed == set()
 
 
 async def test_area(api: BridgeApi, registry: Registry) -> None:

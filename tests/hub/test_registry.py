@@ -202,6 +202,7 @@ def test_snapshots(registry: Registry) -> None:
         "transport": "websocket",
         "edge_id": "e1",
         "firmware_version": None,
+        "simulated": False,
         "sensors": ["temperature"],
     }
     assert devices["demo_office"]["status"] is None

@@ -112,6 +112,7 @@ async def test_a_firmware_device_says_a_command_in_each_binary_version(
         assert device.connected
         status = await connected_on(inbox, edge, identity.device_id)
         assert (status["protocol_version"], status["device_kind"]) == (version, "firmware")
+        assert status["simulated"] is True  # its User-Agent says xiaozhi-sim: kept out of HA
         # the edge saw the four headers and the hello
         conn = edge.by_device[identity.device_id]
         assert conn.session.identity is not None

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from xiaozhi import jsonutil
+from xiaozhi import __version__, jsonutil
 from xiaozhi.payloads import DeviceStatus, DeviceTransport
 from xiaozhi_sim.executor import CommandExecutor
 from xiaozhi_sim.identity import ESPRESSIF_OUI, make_identity
@@ -29,7 +29,7 @@ def test_identities_are_deterministic_unique_and_look_like_an_esp32_s3() -> None
     assert first.mac.startswith(":".join(f"{b:02x}" for b in ESPRESSIF_OUI))
     assert first.device_id == first.mac.replace(":", "")
     assert len(first.client_id) == 36
-    assert first.user_agent == "bread-compact-wifi/1.8.2"
+    assert first.user_agent == f"bread-compact-wifi/1.8.2 xiaozhi-sim/{__version__}"
     assert first.hardware.cpu_freq == 240
     assert first.hardware.flash_size == 16 * 1024 * 1024
     assert first.hardware.psram_size == 8 * 1024 * 1024
@@ -72,12 +72,14 @@ def test_status_and_sensor_payloads_report_the_device() -> None:
     assert wire["uptime"] == 30
     assert (wire["volume"], wire["light"], wire["brightness"]) == (80, "on", 128)
     assert set(wire) >= {"memory_usage", "cpu_usage", "wifi_signal", "free_heap"}
+    assert wire["simulated"] is True  # the hub keeps it out of Home Assistant
     sensors = {p.sensor_type: p for p in model.sensor_payloads(timestamp="t")}
     assert set(sensors) == {"temperature", "humidity", "audio_level"}
     assert sensors["temperature"].unit == "celsius"
     assert model.last_will().to_json_dict() == {
         "status": "disconnected",
         "device_id": model.identity.device_id,
+        "simulated": True,
     }
     assert model.device_status()["network"]["signal"] in ("strong", "medium", "weak")
     with pytest.raises(ValueError, match="volume"):

@@ -141,7 +141,7 @@ async def test_an_abrupt_disconnect_fires_the_will_and_the_device_comes_back(
             result = await device.inject(Fault.ABRUPT_DISCONNECT)
             assert "without DISCONNECT" in result.detail
             lwt = await obs.first(lambda m: m.obj.get("status") == "disconnected")
-            assert lwt.obj == {"status": "disconnected", "device_id": did}
+            assert lwt.obj == {"status": "disconnected", "device_id": did, "simulated": True}
             assert await device.wait_until(lambda: device.stats.connects == 2, 10)
             assert await device.wait_connected(5)
         async with record(mosquitto.url, T.status(did)) as late:

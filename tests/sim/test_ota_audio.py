@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.support import refused_port
-from xiaozhi import jsonutil
+from xiaozhi import __version__, jsonutil
 from xiaozhi.wav import UPLINK_FORMAT, WavFormat, decode_wav, encode_wav
 from xiaozhi_sim.identity import make_identity
 from xiaozhi_sim.mic_and_speaker import (
@@ -32,7 +32,7 @@ def test_the_setup_request_has_the_firmware_headers_and_body() -> None:
         "Activation-Version": "1",
         "Device-Id": identity.mac,
         "Client-Id": identity.client_id,
-        "User-Agent": "bread-compact-wifi/1.8.2",
+        "User-Agent": f"bread-compact-wifi/1.8.2 xiaozhi-sim/{__version__}",
         "Accept-Language": "en-US",
         "Content-Type": "application/json",
     }

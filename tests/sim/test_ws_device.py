@@ -14,6 +14,7 @@ import opuslib
 import pytest
 
 from tests.support import refused_port
+from xiaozhi import __version__
 from xiaozhi.messages import ListenMode
 from xiaozhi.payloads import DeviceKind
 from xiaozhi.wav import UPLINK_FORMAT, decode_wav, encode_wav
@@ -116,7 +117,10 @@ async def test_the_setup_answer_chooses_url_token_and_version(device_name: str) 
     async with EdgeProtocolPeer() as peer:
 
         def ota(request: httpx.Request) -> httpx.Response:
-            assert request.headers["User-Agent"] == "bread-compact-wifi/1.8.2"
+            assert (
+                request.headers["User-Agent"]
+                == f"bread-compact-wifi/1.8.2 xiaozhi-sim/{__version__}"
+            )
             return httpx.Response(
                 200, json={"websocket": {"url": peer.url, "token": "from-ota", "version": 3}}
             )

@@ -36,6 +36,7 @@ from xiaozhi.payloads import (
     StatusPayload,
     UtterancePayload,
     VoiceCommandEvent,
+    is_simulator_user_agent,
     parse_payload,
     validate_model,
 )
@@ -532,3 +533,28 @@ def test_an_utterance_with_too_many_frames_is_refused() -> None:
     }
     with pytest.raises(InvalidMessage, match="frames"):
         UtterancePayload.from_obj(raw)
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "simulated"),
+    [
+        ("bread-compact-wifi/1.8.2 xiaozhi-sim/0.1.0", True),
+        ("Xiaozhi-Sim/1 esp-box/1.0", True),
+        ("bread-compact-wifi/1.8.2", False),
+        ("xiaozhi-simulator/1.0", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_simulator_user_agent(user_agent: str | None, simulated: bool) -> None:
+    assert is_simulator_user_agent(user_agent) is simulated
+
+
+def test_simulated_mark_in_status_and_connection_event() -> None:
+    status = StatusPayload.from_wire(b'{"status":"connected","device_id":"d1","simulated":true}')
+    assert status.simulated is True
+    assert b"simulated" not in StatusPayload(status="connected", device_id="d1").to_wire()
+    event = ConnectionEvent.from_wire(
+        b'{"event_type":"device_connected","device_id":"d1","transport":"mqtt","simulated":true}'
+    )
+    assert event.simulated is True

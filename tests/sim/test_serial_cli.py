@@ -141,7 +141,9 @@ def test_sim_device_serves_its_serial_console_and_dies_with_a_last_will(
         process.send_signal(signal.SIGKILL)  # a power cut: no DISCONNECT, the broker speaks
         process.wait(10)
         will = statuses.wait_for(f"status/{device_id} ")
-        assert will.endswith('{"status":"disconnected","device_id":"' + device_id + '"}')
+        assert will.endswith(
+            '{"status":"disconnected","device_id":"' + device_id + '","simulated":true}'
+        )
     finally:
         if process.poll() is None:
             process.kill()

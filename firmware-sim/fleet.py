@@ -184,9 +184,7 @@ def build_device(
             record_path=record_path,
             heartbeat_interval=heartbeat_interval,
         )
-    raise ValueError(
-        f"unknown transport {spec.transport!r}: expected 'ws', 'mqtt' or 'mqtt-udp'"
-    )
+    raise ValueError(f"unknown transport {spec.transport!r}: expected 'ws', 'mqtt' or 'mqtt-udp'")
 
 
 class Fleet:

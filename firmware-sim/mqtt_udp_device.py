@@ -38,16 +38,28 @@ from websockets.exceptions import ConnectionClosed
 from xiaozhi import jsonutil
 from xiaozhi.errors import WireError
 from xiaozhi.messages import Transport
-from xiaozhi.udp_audio import HEADER, aes_ctr, decode_datagram, encode_datagram
+from xiaozhi.udp_audio import (
+    HEADER,
+    aes_ctr,
+    decode_datagram,
+    encode_datagram,
+    opus_duration_ms,
+)
 from xiaozhi_sim.device import ChannelError, Fault, FaultNotApplicable, FaultResult
 from xiaozhi_sim.firmware_protocol import FirmwareSession, SeedSession
+from xiaozhi_sim.mic_and_speaker import FRAME_MS, MicrophoneEncoder
 from xiaozhi_sim.paho_loop import PahoAsyncio
 from xiaozhi_sim.ws_device import WsDevice
 
 __all__ = ["MqttSetup", "MqttUdpDevice", "MqttUdpLink"]
 
 CONNECT_TIMEOUT_SECONDS: Final = 10.0
-_SILENT_OPUS_60MS: Final = b"\x18\xff\xfe"  # TOC config 3 (SILK NB 60 ms), code 0, DTX
+_SILENCE_PCM: Final = bytes(2 * 16 * FRAME_MS)  # one frame of 16 kHz 16-bit silence
+
+
+def _silence() -> bytes:
+    """One real 60 ms Opus packet of silence (the microphone when nobody speaks)."""
+    return next(MicrophoneEncoder().packets(_SILENCE_PCM))
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +174,9 @@ class MqttUdpLink:
             self.udp, _ = await loop.create_datagram_endpoint(
                 lambda: _Udp(self), remote_addr=(str(udp["server"]), int(udp["port"]))
             )
+            # The firmware's microphone streams as soon as the channel opens; its first
+            # datagram is also what teaches the server the device's address (§2.4).
+            self.send_audio(_silence())
 
     # -- what the device sends ----------------------------------------------------------
 
@@ -181,6 +196,18 @@ class MqttUdpLink:
             self.local_sequence += 1
             sequence = self.local_sequence
         return encode_datagram(key or self.key, self.nonce, opus, timestamp=0, sequence=sequence)
+
+    def bad_key_datagram(self, opus: bytes) -> bytes:
+        """``opus`` sealed with a random key. AES-CTR has no integrity check: under the real
+        key it decrypts to noise, which a server tells from audio only by its Opus header;
+        keep a key whose noise does not pass for a packet of 60 ms (about 93 % do not), so
+        the fault is always one the server can notice."""
+        while True:
+            data = self.datagram(opus, key=os.urandom(16), sequence=self.local_sequence + 1)
+            noise = aes_ctr(self.key, data[: HEADER.size], data[HEADER.size :])
+            if opus_duration_ms(noise) != FRAME_MS:
+                self.local_sequence += 1
+                return data
 
     def send_audio(self, opus: bytes) -> None:
         if self.udp is None or not self.key:
@@ -353,15 +380,15 @@ class MqttUdpDevice(WsDevice):
         link = self._link
         assert link is not None
         if fault is Fault.BAD_KEY:
-            data = link.datagram(_SILENT_OPUS_60MS, key=os.urandom(16))
+            data = link.bad_key_datagram(_silence())
             detail = "a datagram sealed with a key the server never gave"
         elif fault is Fault.REPLAYED_SEQUENCE:
             if not link.last_datagram:
-                link.send_audio(_SILENT_OPUS_60MS)
+                link.send_audio(_silence())
             data = link.last_datagram
             detail = "the last datagram sent again"
         else:
-            datagram = bytearray(link.datagram(_SILENT_OPUS_60MS))
+            datagram = bytearray(link.datagram(_silence()))
             (ssrc,) = struct.unpack_from(">I", datagram, 4)
             struct.pack_into(">I", datagram, 4, ssrc ^ 0xFFFFFFFF)
             data = bytes(datagram)

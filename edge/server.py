@@ -45,7 +45,7 @@ from websockets.http11 import Request, Response
 
 from xiaozhi import jsonutil
 from xiaozhi.audio_monitor import AudioPacket, encode_audio_packet
-from xiaozhi.binary import FrameType, decode_frame
+from xiaozhi.binary import FrameType
 from xiaozhi.errors import (
     AddressInUse,
     AuthenticationFailed,
@@ -53,6 +53,7 @@ from xiaozhi.errors import (
     UnsupportedVersion,
     WireError,
 )
+from xiaozhi.gateway_audio import is_gateway_query
 from xiaozhi.payloads import Availability, EdgeState
 from xiaozhi.timestamps import wire_timestamp
 from xiaozhi.tokens import bearer_token, verify_token
@@ -352,6 +353,7 @@ class DeviceConnection:
             protocol_version=session.binary_version,
             client_id=identity.client_id if identity is not None else None,
             authenticated=identity is not None and identity.authenticated,
+            **({"via": "mqtt_gateway"} if session.via_gateway else {}),
         )
 
     def _stop_playback(self) -> None:
@@ -629,13 +631,15 @@ class EdgeServer:
             await self._monitor(ws)
             return
         identity = self._identities.pop(ws, None)
+        # A xiaozhi-mqtt-gateway bridging MQTT + UDP firmware (reference §2.6).
+        via_gateway = ws.request is not None and is_gateway_query(urlsplit(ws.request.path).query)
         conn: DeviceConnection | None = None
 
         def on_fault(exc: Exception) -> None:  # the connection is made just below
             if conn is not None:
                 conn.fault(exc)
 
-        session = self.new_session(identity, on_fault=on_fault)
+        session = self.new_session(identity, on_fault=on_fault, via_gateway=via_gateway)
         conn = DeviceConnection(self, ws, session)
         self.connections.add(conn)
         self.idle.clear()
@@ -646,6 +650,7 @@ class EdgeServer:
         identity: ConnectionIdentity | None,
         *,
         on_fault: Callable[[Exception], None] | None = None,
+        via_gateway: bool = False,
     ) -> DeviceSession:
         """A device session with this edge's settings, for either transport's connection;
         ``on_fault`` logs an internal fault with its connection's context."""
@@ -662,6 +667,7 @@ class EdgeServer:
             now=asyncio.get_running_loop().time(),
             wall=wire_timestamp(time.time()),
             on_fault=on_fault,
+            via_gateway=via_gateway,
         )
 
     def claim(self, conn: DeviceConnection) -> None:
@@ -709,7 +715,7 @@ class EdgeServer:
         if session.state is not SessionState.READY:
             return
         try:
-            frame = decode_frame(data, session.binary_version)
+            frame = session.decode_binary(data)
         except WireError:
             return  # the session reports the bad frame; listeners just skip it
         if frame.type is not FrameType.OPUS:

@@ -43,7 +43,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from xiaozhi import jsonutil
-from xiaozhi.binary import SUPPORTED_VERSIONS, FrameType, decode_frame, encode_opus
+from xiaozhi.binary import (
+    SUPPORTED_VERSIONS,
+    BinaryFrame,
+    FrameType,
+    decode_frame,
+    encode_opus,
+)
 from xiaozhi.commands import (
     MCP_TOOL_FOR_COMMAND,
     AlertParameters,
@@ -68,6 +74,7 @@ from xiaozhi.errors import (
     UnsupportedVersion,
     WireError,
 )
+from xiaozhi.gateway_audio import decode_gateway_audio, encode_gateway_downlink
 from xiaozhi.messages import (
     Abort,
     Alert,
@@ -439,8 +446,12 @@ class DeviceSession:
         mcp_vision: McpVision | None = None,
         on_utterance: Callable[[Utterance], None] | None = None,
         on_fault: Callable[[Exception], None] | None = None,
+        via_gateway: bool = False,
     ) -> None:
         self.identity = identity
+        # A xiaozhi-mqtt-gateway's WebSocket (``?from=mqtt_gateway``): audio frames carry its
+        # 16-byte header both ways, whatever binary version the hello names.
+        self.via_gateway = via_gateway
         self.edge_id = validate_id(edge_id, what="edge id")
         self.topics = topics
         self.limits = limits
@@ -765,9 +776,7 @@ class DeviceSession:
             raise UnexpectedMessage(
                 "binary frame before hello: the binary protocol version is not fixed yet"
             )
-        frame = decode_frame(
-            data, self.binary_version, max_payload_bytes=self.limits.max_frame_bytes
-        )
+        frame = self.decode_binary(data)
         if frame.type is FrameType.JSON:
             # v2/v3 may carry JSON in a binary frame (seed 000): same as a text frame.
             message = parse_device_message(frame.payload, max_bytes=self.limits.max_frame_bytes)
@@ -784,6 +793,18 @@ class DeviceSession:
             self.counters.dropped_audio_frames += self._audio.dropped_frames_total - dropped_before
         if finished is not None:
             self._finish_utterance(finished, wall, out)
+
+    def decode_binary(self, data: bytes) -> BinaryFrame:
+        """One binary frame of this connection: the gateway's header or the binary version's.
+
+        Raises:
+            WireError: the frame does not decode.
+        """
+        limit = self.limits.max_frame_bytes
+        if self.via_gateway:
+            audio = decode_gateway_audio(data, max_payload_bytes=limit)
+            return BinaryFrame(FrameType.OPUS, audio.opus, audio.timestamp_ms)
+        return decode_frame(data, self.binary_version, max_payload_bytes=limit)
 
     def _dispatch(self, message: DeviceMessage, now: float, wall: str, out: list[Output]) -> None:
         if self.state is SessionState.AWAIT_HELLO:
@@ -1705,9 +1726,15 @@ class DeviceSession:
         sentence = Tts(session_id=session_id, state=TtsState.SENTENCE_START, text=params.text)
         out.append(SendText(sentence.to_text()))
         frames = []
-        for packet in packets:
-            # v2 stamps the downlink clock; the device echoes it for server AEC (reference §1.7).
-            frames.append(encode_opus(packet, self.binary_version, timestamp_ms=self._downlink_ms))
+        for index, packet in enumerate(packets):
+            if self.via_gateway:  # the gateway stamps the device's datagrams with it
+                stamp = self._downlink_ms
+                frames.append(encode_gateway_downlink(packet, sequence=index, timestamp_ms=stamp))
+            else:
+                # v2 stamps the downlink clock; the device echoes it for server AEC (§1.7).
+                frames.append(
+                    encode_opus(packet, self.binary_version, timestamp_ms=self._downlink_ms)
+                )
             self._downlink_ms = (self._downlink_ms + self.frame_duration_ms) % _U32
         stop = SendText(Tts(session_id=session_id, state=TtsState.STOP).to_text())
         out.append(PlayAudio(tuple(frames), self.frame_duration_ms, PREBUFFER_FRAMES, then=(stop,)))

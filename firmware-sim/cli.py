@@ -156,7 +156,7 @@ async def _say_text(device: SimulatedDevice, text: str, voice: str) -> None:
 
 
 async def _run_device(args: argparse.Namespace, settings: SimSettings, stop: asyncio.Event) -> int:
-    paho = PahoAsyncio() if args.transport == "mqtt" else None
+    paho = PahoAsyncio() if args.transport in ("mqtt", "mqtt-udp") else None
     spec = DeviceSpec(
         transport=args.transport,
         binary_version=args.binary_version,
@@ -396,7 +396,7 @@ def add_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     device = sub.add_parser("device", help="one simulated ESP32-S3 (interactive)")
     _common(device)
-    device.add_argument("--transport", choices=["ws", "mqtt"], default="ws")
+    device.add_argument("--transport", choices=["ws", "mqtt", "mqtt-udp"], default="ws")
     device.add_argument(
         "--binary-version", type=int, choices=[1, 2, 3], help="force the WS binary version"
     )

@@ -81,6 +81,9 @@ class Fault(enum.StrEnum):
     BAD_TOKEN = "bad_token"  # a handshake with a token no server issued (WS)
     FLOOD = "flood"  # many messages as fast as the socket takes them
     ABRUPT_DISCONNECT = "abrupt_disconnect"  # TCP gone without a close frame or DISCONNECT
+    BAD_KEY = "bad_key"  # a UDP audio datagram sealed with another key (MQTT + UDP)
+    REPLAYED_SEQUENCE = "replayed_sequence"  # the last UDP audio datagram sent again (MQTT + UDP)
+    WRONG_SSRC = "wrong_ssrc"  # a UDP audio datagram for an ssrc the server never gave (MQTT + UDP)
 
 
 @dataclass(frozen=True, slots=True)

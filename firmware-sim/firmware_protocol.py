@@ -280,9 +280,12 @@ class FirmwareSession(_Session):
         mode: ListenMode = ListenMode.AUTO,
         hello_timeout: float = HELLO_TIMEOUT_SECONDS,
         silence_timeout: float = SILENCE_TIMEOUT_SECONDS,
+        transport: Transport = Transport.WEBSOCKET,
     ) -> None:
         super().__init__(identity, model)
         self.mcp = mcp
+        # UDP: MQTT + UDP firmware (reference §2.3): hello version 3, raw Opus (version 1)
+        self.transport = transport
         self.version = version
         self.mode = mode
         self.hello_timeout = hello_timeout
@@ -303,8 +306,8 @@ class FirmwareSession(_Session):
         """The device hello (reference 1.3); ``aec`` only in realtime mode, which needs it."""
         features = Features(mcp=True, aec=True if self.mode is ListenMode.REALTIME else None)
         return DeviceHello(
-            version=self.version,
-            transport=Transport.WEBSOCKET,
+            version=3 if self.transport is Transport.UDP else self.version,
+            transport=self.transport,
             features=features,
             audio_params=UPLINK_AUDIO_PARAMS,
         )
@@ -419,12 +422,12 @@ class FirmwareSession(_Session):
         self._events.append(MessageReceived(message))
 
     def _receive_hello(self, obj: dict[str, Any]) -> None:
-        """``ParseServerHello``: needs ``transport: websocket``; the rest is optional."""
-        if obj.get("transport") != Transport.WEBSOCKET:
+        """``ParseServerHello``: needs the channel's ``transport``; the rest is optional."""
+        if obj.get("transport") != self.transport:
             self._refused(
                 InvalidMessage(
-                    f"server hello transport {obj.get('transport')!r} is not 'websocket': "
-                    "ignored, as firmware does",
+                    f"server hello transport {obj.get('transport')!r} is not "
+                    f"{str(self.transport)!r}: ignored, as firmware does",
                     field="transport",
                 ),
                 "hello",

@@ -33,6 +33,7 @@ from xiaozhi_sim.device import ChannelError, SimulatedDevice
 from xiaozhi_sim.identity import make_identity
 from xiaozhi_sim.integrator import CommandProbe, Integrator
 from xiaozhi_sim.mqtt_device import MqttDevice
+from xiaozhi_sim.mqtt_udp_device import MqttUdpDevice
 from xiaozhi_sim.paho_loop import PahoAsyncio
 from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.stats import SimStats
@@ -61,6 +62,7 @@ DEMO_PHRASES: Final = (
 class TransportChoice(enum.StrEnum):
     WS = "ws"
     MQTT = "mqtt"
+    MQTT_UDP = "mqtt-udp"  # the real firmware's MQTT + UDP mode (setup gives the mqtt block)
     MIXED = "mixed"  # a quarter each: MQTT, WS v1, WS v2, WS v3
 
 
@@ -101,6 +103,8 @@ def fleet_specs(
     for index in range(count):
         if choice is TransportChoice.MQTT or (choice is TransportChoice.MIXED and index % 4 == 0):
             specs.append(DeviceSpec("mqtt", groups=tuple(groups)))
+        elif choice is TransportChoice.MQTT_UDP:
+            specs.append(DeviceSpec("mqtt-udp"))
         elif choice is TransportChoice.MIXED:
             specs.append(DeviceSpec("ws", binary_version=index % 4, flavour=flavour))
         else:
@@ -156,6 +160,17 @@ def build_device(
             groups=spec.groups,
             heartbeat_interval=heartbeat_interval,
         )
+    if spec.transport == "mqtt-udp":
+        return MqttUdpDevice(
+            identity,
+            settings,
+            paho=paho,
+            stats=stats,
+            http=http,
+            mode=spec.mode,
+            decode_audio=decode_audio,
+            record_path=record_path,
+        )
     if spec.transport == "ws":
         return WsDevice(
             identity,
@@ -169,7 +184,7 @@ def build_device(
             record_path=record_path,
             heartbeat_interval=heartbeat_interval,
         )
-    raise ValueError(f"unknown transport {spec.transport!r}: expected 'ws' or 'mqtt'")
+    raise ValueError(f"unknown transport {spec.transport!r}: expected 'ws', 'mqtt' or 'mqtt-udp'")
 
 
 class Fleet:

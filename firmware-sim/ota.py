@@ -128,7 +128,7 @@ def parse_ota_response(body: bytes | str, fallback: SetupResult) -> SetupResult:
         if isinstance(answer.get("activation"), dict):
             return replace(result, error="waiting for activation")
         if isinstance(answer.get("mqtt"), dict):
-            note += " (its 'mqtt' block selects MQTT+UDP, which the simulator does not speak)"
+            note += " (its 'mqtt' block selects MQTT+UDP: --transport mqtt-udp speaks it)"
         return replace(result, error=f"{note}: using settings")
     if isinstance(websocket.get("url"), str) and websocket["url"]:
         result = replace(result, ws_url=websocket["url"])

@@ -89,6 +89,7 @@ EXIT_FAILED = 1
 EXIT_INVALID = 2
 
 _WS_ONLY_FAULTS = frozenset({Fault.TRUNCATED, Fault.WRONG_VERSION, Fault.BAD_TOKEN})
+_UDP_FAULTS = frozenset({Fault.BAD_KEY, Fault.REPLAYED_SEQUENCE, Fault.WRONG_SSRC})
 
 
 class ScenarioError(ConfigurationError):
@@ -102,7 +103,7 @@ class _Strict(BaseModel):
 class DeviceDecl(_Strict):
     """One device of the scenario."""
 
-    transport: Literal["ws", "mqtt"] = "mqtt"
+    transport: Literal["ws", "mqtt", "mqtt-udp"] = "mqtt"
     binary_version: Literal[1, 2, 3] | None = None
     flavour: DeviceKind = DeviceKind.FIRMWARE
     mode: ListenMode | None = None
@@ -361,7 +362,18 @@ def _check_references(raw: dict[str, Any]) -> list[tuple[int, str]]:
             continue
         decl = devices[name] if isinstance(devices[name], dict) else {}
         fault = args.get("fault") if isinstance(args, dict) and "inject" in step else None
-        if decl.get("transport", "mqtt") == "mqtt" and fault in {str(f) for f in _WS_ONLY_FAULTS}:
+        transport = decl.get("transport", "mqtt")
+        udp = {str(f) for f in _UDP_FAULTS}
+        if (transport == "mqtt-udp") != (fault in udp) and fault is not None:
+            problems.append(
+                (
+                    number,
+                    f"  step {number}: fault {fault} does not exist on {name!r} "
+                    f"({transport}): bad_key, replayed_sequence and wrong_ssrc are the "
+                    "mqtt-udp faults, and the only ones",
+                )
+            )
+        elif transport == "mqtt" and fault in {str(f) for f in _WS_ONLY_FAULTS}:
             problems.append(
                 (
                     number,

@@ -22,6 +22,7 @@ from xiaozhi.config import parse_mqtt_url, redact_mqtt_url
 from xiaozhi.errors import XiaozhiError
 from xiaozhi_cli.broker import BrokerStartError, ManagedMosquitto
 from xiaozhi_cli.settings import UpSettings, load_settings
+from xiaozhi_runtime.logs import configure_logging
 from xiaozhi_runtime.runner import run_until_signal
 from xiaozhi_runtime.secrets_file import read_or_create_secret
 
@@ -167,9 +168,15 @@ async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
     return 0
 
 
-def _cmd_up(_: argparse.Namespace) -> int:
+def _cmd_up(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
+        if args.verbose:
+            configure_logging(level=settings.log_level)
+        else:
+            log_file = settings.state_dir / "logs" / "xiaozhi.log"
+            configure_logging(level=settings.log_level, file=log_file)
+            _say(f"logs      {log_file} (xiaozhi up --verbose shows them here)")
         return run_until_signal(
             lambda stop: _run_up(settings, stop),
             on_second_signal=lambda: _say("second signal: exiting now"),
@@ -192,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="run the whole system on this machine")
+    up.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print the components' log lines here too (default: only to <state>/logs)",
+    )
     up.set_defaults(func=_cmd_up)
 
     from xiaozhi_edge.cli import add_edge_parser

@@ -40,6 +40,9 @@ class UpSettings(BaseSettings):
         default=Path("var"),
         description="Where runtime state lives: broker persistence, the secret, the API key.",
     )
+    log_level: str = Field(
+        default="info", description="Log level of the components (debug, info, warning, error)."
+    )
     demo_devices: bool | None = Field(
         default=None,
         description="Start three simulated devices (WS v1, WS v3, MQTT). Unset: only with the "

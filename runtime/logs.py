@@ -8,24 +8,37 @@ configures nothing). Event names are stable snake_case (`device_connected`); log
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
+from pathlib import Path
 
 import structlog
 
 __all__ = ["configure_logging"]
 
 
-def configure_logging(*, level: str = "info", json: bool | None = None) -> None:
+LOG_FILE_BYTES = 10 * 1024 * 1024
+"""A log file is rotated at this size, two old ones kept: bounded however long it runs."""
+
+
+def configure_logging(
+    *, level: str = "info", json: bool | None = None, file: Path | None = None
+) -> None:
     """Configure structlog and the standard library's logging (for aiomqtt, websockets).
 
     Args:
         level: minimum level name (debug, info, warning, error).
         json: JSON lines (True), coloured console lines (False), or decide by whether
             stderr is a terminal (None).
+        file: write JSON lines to this file (rotated at :data:`LOG_FILE_BYTES`) instead of
+            stderr: ``xiaozhi up`` keeps its terminal for the summary lines people read.
     """
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r} (use debug, info, warning or error)")
+    if file is not None:
+        _log_to_file(numeric, file)
+        return
     use_json = (not sys.stderr.isatty()) if json is None else json
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
@@ -65,3 +78,44 @@ def configure_logging(*, level: str = "info", json: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.WARNING))
+
+
+def _log_to_file(numeric: int, file: Path) -> None:
+    """Every record, ours and the libraries', as one JSON line in ``file`` (through the
+    standard library, whose rotating handler bounds the file)."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(
+        file, maxBytes=LOG_FILE_BYTES, backupCount=2, encoding="utf-8"
+    )
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                timestamper,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            timestamper,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    for noisy in ("websockets", "uvicorn", "aiomqtt", "httpx", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))

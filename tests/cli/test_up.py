@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -58,7 +59,7 @@ def test_up_runs_a_broker_clients_can_use_and_ctrl_c_stops_it(
     up_process: tuple[subprocess.Popen[str], LineReader],
 ) -> None:
     process, reader = up_process
-    line = reader.wait_for("broker")
+    line = reader.wait_for("broker    mqtt://")
     found = re.search(r"mqtt://127\.0\.0\.1:(\d+) \(managed mosquitto, pid (\d+)\)", line)
     assert found, line
     port, broker_pid = int(found.group(1)), int(found.group(2))
@@ -184,3 +185,35 @@ def test_up_lists_every_invalid_setting_with_its_value(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "XIAOZHI_BROKER_PORT='70000'" in result.stderr
     assert "XIAOZHI_MQTT_URL='http://broker'" in result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("verbose", [False, True])
+def test_up_keeps_log_lines_in_a_file_unless_verbose(tmp_path: Path, verbose: bool) -> None:
+    """The terminal shows the summary lines people read; the components' log lines go to
+    <state>/logs/xiaozhi.log (one JSON object per line), or to the terminal with --verbose."""
+    process = subprocess.Popen(
+        [XIAOZHI, "up", *(["--verbose"] if verbose else [])],
+        env=_env(XIAOZHI_STATE_DIR=str(tmp_path), XIAOZHI_DEMO_DEVICES="false"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    reader = LineReader(process)
+    try:
+        reader.wait_for("ready     press Ctrl-C")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = "\n".join([*reader.lines, *reader.rest()])
+    log_file = tmp_path / "logs" / "xiaozhi.log"
+    if verbose:
+        assert "edge_listening" in output
+        assert not log_file.exists()
+    else:
+        assert "edge_listening" not in output, output
+        assert f"logs      {log_file} (xiaozhi up --verbose shows them here)" in output
+        events = [json.loads(line)["event"] for line in log_file.read_text().splitlines()]
+        assert {"edge_listening", "mqtt_connected"} <= set(events)

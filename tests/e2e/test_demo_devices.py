@@ -29,8 +29,9 @@ def readme_output() -> list[str]:
 
 def normalised(line: str) -> str:
     """A summary line without what changes from run to run: numbers (ports, pids, the demo
-    period), the API key, the edge id, what a device said and the answer."""
+    period), the API key, the edge id, the state folder, what a device said and the answer."""
     line = re.sub(r"X-API-Key: [^)]*", "X-API-Key: K", line)
+    line = re.sub(r"^logs      \S+/logs/", "logs      S/logs/", line)
     line = re.sub(r"edge-[\w-]+", "edge-E", line)
     line = re.sub(r'"[^"]*"', '"T"', line)
     line = re.sub(r" -> [^\"]+ -> ", " -> A -> ", line)

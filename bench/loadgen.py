@@ -28,6 +28,8 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import cast
 
+from xiaozhi.mqtt_packets import encode_connect, encode_publish
+
 __all__ = [
     "HandshakeRefused",
     "MqttPublisher",
@@ -306,24 +308,9 @@ async def connect_devices(
 # -- MQTT ----------------------------------------------------------------------------------
 
 
-def _remaining_length(size: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, size = size & 0x7F, size >> 7
-        out.append(byte | (0x80 if size else 0))
-        if not size:
-            return bytes(out)
-
-
-def _utf8(text: str) -> bytes:
-    raw = text.encode()
-    return len(raw).to_bytes(2, "big") + raw
-
-
 def mqtt_publish_packet(topic: bytes, payload: bytes, *, retain: bool = False) -> bytes:
-    """A QoS 0 PUBLISH packet (MQTT 3.1.1 §3.3); `topic` already UTF-8."""
-    body = len(topic).to_bytes(2, "big") + topic + payload
-    return bytes((0x31 if retain else 0x30,)) + _remaining_length(len(body)) + body
+    """A QoS 0 PUBLISH packet (MQTT 3.1.1 §3.3): the one encoder, the edge's own."""
+    return encode_publish(topic, payload, retain=retain)
 
 
 class MqttPublisher(_FlowControl):
@@ -343,9 +330,7 @@ class MqttPublisher(_FlowControl):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        # protocol "MQTT" level 4, clean session, keepalive 120 s
-        body = _utf8("MQTT") + b"\x04\x02\x00\x78" + _utf8(self.client_id)
-        self.transport.write(b"\x10" + _remaining_length(len(body)) + body)
+        self.transport.write(encode_connect(self.client_id, keepalive_seconds=120))
 
     def data_received(self, data: bytes) -> None:
         if not self.connack.done():

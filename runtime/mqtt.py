@@ -9,12 +9,13 @@ socket is written in large chunks.
 QoS 0 messages do not go through paho's `publish`: at 1,000 devices flat out, paho's
 per-message work (an `MQTTMessageInfo` with a `threading.Condition`, a wake-up byte on its
 socket pair, one `send()` per packet, a `ReasonCode` and a `Properties` for the `on_publish`
-chained below) was about 60 % of the edge's CPU (docs/benchmarks.md, "Telemetry,
-2026-12-07"). The writer encodes each QoS 0 PUBLISH itself (:func:`qos0_publish_packet`) and
-hands the run of them to paho's own outgoing queue as one packet, so paho writes it with one
-`send()`, in order with everything else it sends (QoS 1 publishes, PINGREQ, SUBSCRIBE), and
-resumes a partial write where it stopped. That queue is paho's private `_packet_queue`, which
-is why `paho-mqtt` is pinned; ``tests/runtime`` publishes through it to a real Mosquitto.
+chained below) was about 60 % of the edge's CPU (docs/benchmarks.md, "Telemetry, 2026-12-07").
+The writer encodes each QoS 0 PUBLISH itself (with the one PUBLISH encoder,
+:func:`xiaozhi.mqtt_packets.encode_publish`) and hands the run of them to paho's own outgoing
+queue as one packet, so paho writes it with one `send()`, in order with everything else it sends
+(QoS 1 publishes, PINGREQ, SUBSCRIBE), and resumes a partial write where it stopped. That queue
+is paho's private `_packet_queue`, which is why `paho-mqtt` is pinned; ``tests/runtime``
+publishes through it to a real Mosquitto.
 QoS 1 messages still go through `publish`: paho keeps them until their PUBACK.
 
 Delivery rules, all counted in :class:`OwnerStats` (never a silent drop):
@@ -56,8 +57,9 @@ import structlog
 
 from xiaozhi.backoff import Backoff
 from xiaozhi.config import parse_mqtt_url, redact_mqtt_url
+from xiaozhi.mqtt_packets import encode_publish
 
-__all__ = ["MqttOwner", "OutMessage", "OwnerStats", "qos0_publish_packet"]
+__all__ = ["MqttOwner", "OutMessage", "OwnerStats"]
 
 log = structlog.get_logger("xiaozhi.mqtt")
 
@@ -72,31 +74,6 @@ every message in paho's deque (hundreds of MB)."""
 _BACKLOG_POLL_SECONDS = 0.005
 """How often the writer looks again while paho's backlog is over the bound (paho offers no
 event for "written"; the check is a sum over a few packets)."""
-_MAX_REMAINING_LENGTH = 268_435_455  # MQTT's largest packet body (four length bytes)
-
-
-def qos0_publish_packet(topic: str, payload: bytes, retain: bool, *, mqtt5: bool = False) -> bytes:
-    """One QoS 0 PUBLISH packet: MQTT 3.1.1 §3.3, or MQTT 5 §3.3 with no properties.
-
-    Raises:
-        ValueError: `topic` is empty, holds a wildcard or is over 65,535 bytes, or the
-            packet is over MQTT's size limit (what paho's `publish` raises for them).
-    """
-    raw = topic.encode()
-    if not raw or len(raw) > 65_535 or "+" in topic or "#" in topic:
-        raise ValueError(f"invalid topic to publish on: {topic[:80]!r}")
-    size = 2 + len(raw) + mqtt5 + len(payload)
-    if size > _MAX_REMAINING_LENGTH:
-        raise ValueError(f"payload too large: {len(payload)} bytes")
-    length = bytearray()
-    while True:  # the variable byte integer of §1.5.5 (§2.2.3 in 3.1.1)
-        byte, size = size & 0x7F, size >> 7
-        length.append(byte | 0x80 if size else byte)
-        if not size:
-            break
-    header = b"\x31" if retain else b"\x30"
-    properties = b"\x00" if mqtt5 else b""
-    return b"".join((header, length, len(raw).to_bytes(2, "big"), raw, properties, payload))
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,8 +469,8 @@ class MqttOwner:
                 message = queue.popleft()
                 if not message.qos:
                     try:
-                        packet = qos0_publish_packet(
-                            message.topic, message.payload, message.retain, mqtt5=mqtt5
+                        packet = encode_publish(
+                            message.topic, message.payload, retain=message.retain, mqtt5=mqtt5
                         )
                     except ValueError:
                         self._hand_over(paho_client, run)

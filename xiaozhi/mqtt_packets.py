@@ -26,6 +26,7 @@ from typing import Final
 from xiaozhi.errors import MalformedPacket, PayloadTooLarge, UnsupportedVersion
 
 __all__ = [
+    "MAX_REMAINING_LENGTH",
     "PROTOCOL_LEVEL",
     "SUBACK_FAILURE",
     "ConnackCode",
@@ -285,9 +286,27 @@ def encode_connack(code: ConnackCode, *, session_present: bool = False) -> bytes
     return encode_packet(PacketType.CONNACK, bytes([int(session_present), code]))
 
 
-def encode_publish(topic: str, payload: bytes) -> bytes:
-    """PUBLISH at QoS 0, not retained: how the server pushes JSON to the device."""
-    return encode_packet(PacketType.PUBLISH, _string(topic) + payload)
+MAX_REMAINING_LENGTH: Final = 268_435_455
+"""MQTT's largest packet body (four remaining-length bytes, §2.2.3)."""
+
+
+def encode_publish(
+    topic: str | bytes, payload: bytes, *, retain: bool = False, mqtt5: bool = False
+) -> bytes:
+    """PUBLISH at QoS 0 (MQTT 3.1.1 §3.3, or MQTT 5 §3.3 with no properties): how the edge
+    pushes JSON to a firmware device, and how processes publish telemetry to the broker.
+
+    Raises:
+        ValueError: ``topic`` is empty, holds a wildcard or is over 65,535 bytes, or the
+            packet is over MQTT's size limit (what paho's ``publish`` raises for them).
+    """
+    raw = topic.encode("utf-8") if isinstance(topic, str) else topic
+    if not raw or len(raw) > 65_535 or b"+" in raw or b"#" in raw:
+        raise ValueError(f"invalid topic to publish on: {raw[:80]!r}")
+    body = _string(raw) + (b"\x00" if mqtt5 else b"") + payload
+    if len(body) > MAX_REMAINING_LENGTH:
+        raise ValueError(f"payload too large: {len(payload)} bytes")
+    return encode_packet(PacketType.PUBLISH, body, flags=int(retain))
 
 
 def encode_pingresp() -> bytes:

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support import Recorder, record
 from xiaozhi_cli.broker import ManagedMosquitto
-from xiaozhi_runtime.mqtt import PAHO_BACKLOG_BYTES, MqttOwner, OutMessage, qos0_publish_packet
+from xiaozhi_runtime.mqtt import PAHO_BACKLOG_BYTES, MqttOwner, OutMessage
 
 pytestmark = pytest.mark.integration  # a real Mosquitto
 
@@ -64,34 +64,6 @@ async def test_messages_of_both_qos_reach_a_subscriber_in_order(
     await inbox.wait_for(lambda: len(inbox.payloads("xiaozhi/test/order/q0")) == 100)
     assert pub.stats.acknowledged == 1000
     assert pub.pending == 0
-
-
-@pytest.mark.parametrize(
-    ("topic", "payload", "retain", "mqtt5", "packet"),
-    [
-        ("a/b", b"hi", False, False, b"\x30\x07\x00\x03a/bhi"),
-        ("a/b", b"hi", True, False, b"\x31\x07\x00\x03a/bhi"),
-        ("a/b", b"", True, False, b"\x31\x05\x00\x03a/b"),  # deletes a retained message
-        ("a/b", b"hi", False, True, b"\x30\x08\x00\x03a/b\x00hi"),  # no MQTT 5 properties
-        ("é", b"", False, False, b"\x30\x04\x00\x02\xc3\xa9"),  # UTF-8 length, not chars
-        ("t", bytes(200), False, False, b"\x30\xcb\x01\x00\x01t" + bytes(200)),  # 2-byte length
-    ],
-)
-def test_a_qos0_publish_packet_is_mqtt_byte_for_byte(
-    topic: str, payload: bytes, retain: bool, mqtt5: bool, packet: bytes
-) -> None:
-    assert qos0_publish_packet(topic, payload, retain, mqtt5=mqtt5) == packet
-
-
-@pytest.mark.parametrize("topic", ["", "a/+/b", "a/#", "x" * 65_536])
-def test_a_qos0_publish_packet_refuses_what_paho_refuses(topic: str) -> None:
-    with pytest.raises(ValueError, match="invalid topic"):
-        qos0_publish_packet(topic, b"", False)
-
-
-def test_a_qos0_publish_packet_refuses_a_payload_past_mqtts_limit() -> None:
-    with pytest.raises(ValueError, match="payload too large"):
-        qos0_publish_packet("t", bytes(268_435_455), False)
 
 
 async def test_qos0_runs_and_qos1_between_them_arrive_whole_and_in_order(
@@ -251,7 +223,7 @@ async def test_a_failing_handler_does_not_take_the_connection_down(
 
 _OWNER_PROCESS = """
 import asyncio, sys
-from xiaozhi_runtime.mqtt import PAHO_BACKLOG_BYTES, MqttOwner, OutMessage, qos0_publish_packet
+from xiaozhi_runtime.mqtt import PAHO_BACKLOG_BYTES, MqttOwner, OutMessage
 
 async def main() -> None:
     topic = "xiaozhi/bridge/edges/" + sys.argv[2]

@@ -101,3 +101,31 @@ def test_split_packet_waits_for_whole_packets_and_checks_the_length_first() -> N
         split_packet(big[:3], max_packet_bytes=100)
     with pytest.raises(MalformedPacket, match="4 bytes"):
         split_packet(bytes.fromhex("30ffffffff01"), max_packet_bytes=1000)
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "retain", "mqtt5", "packet"),
+    [
+        ("a/b", b"hi", False, False, b"\x30\x07\x00\x03a/bhi"),
+        ("a/b", b"hi", True, False, b"\x31\x07\x00\x03a/bhi"),
+        ("a/b", b"", True, False, b"\x31\x05\x00\x03a/b"),  # deletes a retained message
+        ("a/b", b"hi", False, True, b"\x30\x08\x00\x03a/b\x00hi"),  # no MQTT 5 properties
+        ("é", b"", False, False, b"\x30\x04\x00\x02\xc3\xa9"),  # UTF-8 length, not chars
+        ("t", bytes(200), False, False, b"\x30\xcb\x01\x00\x01t" + bytes(200)),  # 2-byte length
+    ],
+)
+def test_a_publish_packet_is_mqtt_byte_for_byte(
+    topic: str, payload: bytes, retain: bool, mqtt5: bool, packet: bytes
+) -> None:
+    assert encode_publish(topic, payload, retain=retain, mqtt5=mqtt5) == packet
+
+
+@pytest.mark.parametrize("topic", ["", "a/+/b", "a/#", "x" * 65_536])
+def test_a_publish_packet_refuses_what_paho_refuses(topic: str) -> None:
+    with pytest.raises(ValueError, match="invalid topic"):
+        encode_publish(topic, b"")
+
+
+def test_a_publish_packet_refuses_a_payload_past_mqtts_limit() -> None:
+    with pytest.raises(ValueError, match="payload too large"):
+        encode_publish("t", bytes(268_435_455))

@@ -64,6 +64,7 @@ from xiaozhi.mqtt_credentials import (
     password_matches,
 )
 from xiaozhi.mqtt_packets import ConnackCode, Connect
+from xiaozhi.payloads import DeviceTransport
 from xiaozhi.timestamps import wire_timestamp
 from xiaozhi.tokens import Ed25519PublicKey, verify_token
 from xiaozhi.topics import normalize_device_id
@@ -426,7 +427,7 @@ class DeviceLink:
         message.pop("version", None)
         channel = AudioChannel(key=secrets.token_bytes(KEY_BYTES), ssrc=listener.new_ssrc())
         voice = VoiceChannel(self, channel)
-        session = server.new_session(self.identity)
+        session = server.new_session(self.identity, transport=DeviceTransport.MQTT_UDP)
         conn = DeviceConnection(server, voice, session)  # type: ignore[arg-type]
         voice.conn = conn
         listener.channels[channel.ssrc] = voice

@@ -54,7 +54,7 @@ from xiaozhi.errors import (
     WireError,
 )
 from xiaozhi.gateway_audio import is_gateway_query
-from xiaozhi.payloads import Availability, EdgeState
+from xiaozhi.payloads import Availability, DeviceTransport, EdgeState
 from xiaozhi.timestamps import wire_timestamp
 from xiaozhi.tokens import bearer_token, verify_token
 from xiaozhi.topics import TopicKind, TopicTree, normalize_device_id, publish_options
@@ -651,6 +651,7 @@ class EdgeServer:
         *,
         on_fault: Callable[[Exception], None] | None = None,
         via_gateway: bool = False,
+        transport: DeviceTransport = DeviceTransport.WEBSOCKET,
     ) -> DeviceSession:
         """A device session with this edge's settings, for either transport's connection;
         ``on_fault`` logs an internal fault with its connection's context."""
@@ -668,6 +669,7 @@ class EdgeServer:
             wall=wire_timestamp(time.time()),
             on_fault=on_fault,
             via_gateway=via_gateway,
+            transport=transport,
         )
 
     def claim(self, conn: DeviceConnection) -> None:

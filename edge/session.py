@@ -425,6 +425,8 @@ class DeviceSession:
         on_fault: Called with every internal fault (a bug) as it is caught, inside the
             ``except`` block, so the I/O layer logs it with its traceback; the session stays
             alive and answers the device without details.
+        transport: what the device's status and connection events say it came by
+            (``mqtt-udp`` for a session behind the edge's MQTT + UDP listener).
     """
 
     def __init__(
@@ -447,11 +449,13 @@ class DeviceSession:
         on_utterance: Callable[[Utterance], None] | None = None,
         on_fault: Callable[[Exception], None] | None = None,
         via_gateway: bool = False,
+        transport: DeviceTransport = DeviceTransport.WEBSOCKET,
     ) -> None:
         self.identity = identity
         # A xiaozhi-mqtt-gateway's WebSocket (``?from=mqtt_gateway``): audio frames carry its
         # 16-byte header both ways, whatever binary version the hello names.
         self.via_gateway = via_gateway
+        self.transport = transport  # what the status and connection events say
         self.edge_id = validate_id(edge_id, what="edge id")
         self.topics = topics
         self.limits = limits
@@ -690,7 +694,7 @@ class DeviceSession:
             disconnected = ConnectionEvent(
                 event_type="device_disconnected",
                 device_id=self.device_id,
-                transport=DeviceTransport.WEBSOCKET,
+                transport=self.transport,
                 edge_id=self.edge_id,
                 timestamp=wall,
                 session_id=self.session_id,
@@ -971,7 +975,7 @@ class DeviceSession:
         event = ConnectionEvent(
             event_type="device_connected",
             device_id=self.device_id,
-            transport=DeviceTransport.WEBSOCKET,
+            transport=self.transport,
             edge_id=self.edge_id,
             timestamp=wall,
             session_id=self.session_id,
@@ -1045,7 +1049,7 @@ class DeviceSession:
             status=status,
             device_id=self.device_id,
             timestamp=wall,
-            transport=DeviceTransport.WEBSOCKET,
+            transport=self.transport,
             edge_id=self.edge_id,
             firmware_version=self.firmware_version if status is DeviceStatus.CONNECTED else None,
             simulated=self._simulated,
@@ -1110,7 +1114,7 @@ class DeviceSession:
             confidence=confidence,
             language=language,
             session_id=self.session_id,
-            transport=DeviceTransport.WEBSOCKET,
+            transport=self.transport,
             edge_id=self.edge_id,
             message_id=message_id,
             timestamp=wall,
@@ -1164,7 +1168,7 @@ class DeviceSession:
             "mode": str(mode),
             "reason": str(reason),
             "language": self.language,
-            "transport": DeviceTransport.WEBSOCKET,
+            "transport": self.transport,
             "edge_id": self.edge_id,
             "timestamp": wall,
         }

@@ -83,10 +83,12 @@ class ResponseStatus(enum.StrEnum):
 
 
 class DeviceTransport(enum.StrEnum):
-    """How a device reaches us: through an edge's WebSocket, or straight to the broker."""
+    """How a device reaches us: through an edge's WebSocket, straight to the broker, or
+    through an edge's listener for real firmware's MQTT + UDP mode."""
 
     WEBSOCKET = "websocket"
     MQTT = "mqtt"
+    MQTT_UDP = "mqtt-udp"
 
 
 SIMULATOR_PRODUCT: Final = "xiaozhi-sim"

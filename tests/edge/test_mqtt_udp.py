@@ -83,6 +83,11 @@ async def test_a_device_connects_says_hello_and_is_connected(
             f"xiaozhi/status/{device_id}", lambda s: s["status"] == "connected"
         )
         assert status["session_id"] == server["session_id"]
+        assert status["transport"] == "mqtt-udp"  # what integrators see it came by
+        joined = await integrator.expect(
+            "xiaozhi/events/device_connected", lambda e: e["device_id"] == device_id
+        )
+        assert joined["transport"] == "mqtt-udp"
 
 
 async def test_speech_over_udp_is_one_utterance_and_hostile_datagrams_change_nothing(

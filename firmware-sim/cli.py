@@ -36,6 +36,7 @@ from xiaozhi_sim.fleet import (
     fleet_specs,
 )
 from xiaozhi_sim.mic_and_speaker import AudioFormatError
+from xiaozhi_sim.mqtt_udp_device import MqttUdpDevice
 from xiaozhi_sim.paho_loop import PahoAsyncio
 from xiaozhi_sim.scenario import EXIT_INVALID, ScenarioError, load_scenario, run_scenario
 from xiaozhi_sim.settings import SimSettings, SimSettingsError, load_sim_settings
@@ -186,7 +187,14 @@ async def _run_device(args: argparse.Namespace, settings: SimSettings, stop: asy
         await device.start()
         if args.serial:
             _say(f"serial    {device.open_serial()}")
-        if isinstance(device, WsDevice):
+        mqtt_setup = device.mqtt_setup if isinstance(device, MqttUdpDevice) else None
+        if isinstance(device, MqttUdpDevice) and mqtt_setup is not None:
+            # Firmware in MQTT + UDP mode: the setup answer's mqtt block is what it uses.
+            _say(
+                f"setup     {device.setup.source}: mqtt {mqtt_setup.host}:{mqtt_setup.port} "
+                f"(client id {mqtt_setup.client_id}), audio over UDP"
+            )
+        elif isinstance(device, WsDevice):
             _say(
                 f"setup     {device.setup.source}: {device.setup.ws_url} "
                 f"v{device.version}" + (f" ({device.setup.error})" if device.setup.error else "")

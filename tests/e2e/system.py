@@ -22,6 +22,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.support import LineReader, pid_alive
+from xiaozhi_sim import (
+    DeviceSpec,
+    MqttDevice,
+    PahoAsyncio,
+    SimSettings,
+    SimStats,
+    WsDevice,
+    build_device,
+)
 
 XIAOZHI = shutil.which("xiaozhi") or str(Path(sys.executable).with_name("xiaozhi"))
 MOSQUITTO_SUB = shutil.which("mosquitto_sub") or "mosquitto_sub"
@@ -327,3 +336,38 @@ def subscribe(port: int, *filters: str) -> Subscriber:
         sub.stop()
         raise
     return sub
+
+
+def demo_speakers(up: UpProcess, paho: PahoAsyncio) -> tuple[WsDevice, MqttDevice]:
+    """Two simulated devices with the demo home's ids (so each has an area): a firmware
+    WebSocket device in the living room, which takes its URL and binary version from the
+    hub's setup answer as real firmware does, and an MQTT device in the office, in the
+    `all_speakers` group. Created, not started: the test decides when each comes up."""
+    settings = SimSettings(
+        mqtt_url=up.mqtt_url,
+        base_topic="xiaozhi",
+        sim_ws_url="ws://127.0.0.1:9/unused/",  # the setup answer must name the edge
+        sim_ota_url=up.ota_url,
+        sim_token="",
+        sim_seed=0,
+    )
+    stats = SimStats()
+    ws = build_device(
+        DeviceSpec("ws", name="e2e-ws", device_id="demo_living_room"),
+        settings,
+        index=0,
+        stats=stats,
+        paho=paho,
+        http=None,
+    )
+    mqtt = build_device(
+        DeviceSpec("mqtt", name="e2e-mqtt", device_id="demo_office", groups=("all_speakers",)),
+        settings,
+        index=1,
+        stats=stats,
+        paho=paho,
+        http=None,
+    )
+    assert isinstance(ws, WsDevice)
+    assert isinstance(mqtt, MqttDevice)
+    return ws, mqtt

@@ -15,17 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.system import UpProcess
-from xiaozhi_sim import (
-    DeviceSpec,
-    MqttDevice,
-    PahoAsyncio,
-    SimSettings,
-    SimStats,
-    SimulatedDevice,
-    WsDevice,
-    build_device,
-)
+from tests.e2e.system import UpProcess, demo_speakers
+from xiaozhi_sim import PahoAsyncio, SimulatedDevice
 
 pytestmark = pytest.mark.integration  # a real Mosquitto
 
@@ -60,33 +51,8 @@ def _alerts(device: SimulatedDevice, since: float) -> list[str]:
 
 async def test_a_broadcast_reaches_each_device_once(run_up: Callable[..., UpProcess]) -> None:
     up = await asyncio.to_thread(run_up, XIAOZHI_DEMO_DEVICES="false")
-    settings = SimSettings(
-        mqtt_url=up.mqtt_url,
-        base_topic="xiaozhi",
-        sim_ws_url="ws://127.0.0.1:9/unused/",  # the setup answer must name the edge
-        sim_ota_url=up.ota_url,
-        sim_token="",
-        sim_seed=0,
-    )
-    paho, stats = PahoAsyncio(), SimStats()
-    ws = build_device(
-        DeviceSpec("ws", name="fleet-ws", device_id="demo_living_room"),
-        settings,
-        index=0,
-        stats=stats,
-        paho=paho,
-        http=None,
-    )
-    mqtt = build_device(
-        DeviceSpec("mqtt", name="fleet-mqtt", device_id="demo_office", groups=("all_speakers",)),
-        settings,
-        index=1,
-        stats=stats,
-        paho=paho,
-        http=None,
-    )
-    assert isinstance(ws, WsDevice)
-    assert isinstance(mqtt, MqttDevice)
+    paho = PahoAsyncio()
+    ws, mqtt = demo_speakers(up, paho)
     try:
         await ws.wake()  # firmware opens its channel on the wake word, and keeps it open
         await mqtt.start()

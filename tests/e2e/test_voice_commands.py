@@ -17,16 +17,11 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.system import MqttLog, Subscriber, UpProcess, matches
+from tests.e2e.system import MqttLog, Subscriber, UpProcess, demo_speakers, matches
 from xiaozhi_sim import (
-    DeviceSpec,
-    MqttDevice,
     PahoAsyncio,
-    SimSettings,
-    SimStats,
     SimulatedDevice,
     WsDevice,
-    build_device,
 )
 
 pytestmark = pytest.mark.integration  # a real Mosquitto
@@ -259,36 +254,8 @@ async def test_every_demo_phrase_from_a_websocket_and_an_mqtt_device(
     assert f"watch     mosquitto_sub -v -t 'xiaozhi/#' -p {up.broker_port}" in up.started
     sub = await asyncio.to_thread(run_sub, up.broker_port, "xiaozhi/#", "zigbee2mqtt/#")
 
-    settings = SimSettings(
-        mqtt_url=up.mqtt_url,
-        base_topic="xiaozhi",
-        sim_ws_url="ws://127.0.0.1:9/unused/",  # the setup answer must name the edge
-        sim_ota_url=up.ota_url,
-        sim_token="",
-        sim_seed=0,
-    )
     paho = PahoAsyncio()
-    stats = SimStats()
-    # The demo home's ids, so each speaker has an area; the WS device takes the binary
-    # version and URL from the hub's setup answer, as real firmware does.
-    ws = build_device(
-        DeviceSpec("ws", name="e2e-ws", device_id="demo_living_room"),
-        settings,
-        index=0,
-        stats=stats,
-        paho=paho,
-        http=None,
-    )
-    mqtt = build_device(
-        DeviceSpec("mqtt", name="e2e-mqtt", device_id="demo_office", groups=("all_speakers",)),
-        settings,
-        index=1,
-        stats=stats,
-        paho=paho,
-        http=None,
-    )
-    assert isinstance(ws, WsDevice)
-    assert isinstance(mqtt, MqttDevice)
+    ws, mqtt = demo_speakers(up, paho)
     try:
         await ws.start()
         assert ws.setup.source == "ota", ws.setup

@@ -86,6 +86,7 @@ class DeviceRecord:
     edge_id: str | None = None
     firmware_version: str | None = None
     last_audible_volume: int | None = None  # the last non-zero ``volume`` reported: unmute
+    connections: int = 0  # times it came (back): tells a new connection from the old one
     simulated: bool = False  # its status or connection event said ``"simulated": true``
 
     @property
@@ -222,6 +223,8 @@ class Registry:
         record, new = self.learn(payload.device_id)
         was = record.status
         before = (record.transport, record.edge_id, record.firmware_version)
+        if was is not payload.status and payload.status is DeviceStatus.CONNECTED:
+            record.connections += 1
         record.status = payload.status
         record.last_seen = now
         if payload.transport is not None:
@@ -298,6 +301,8 @@ class Registry:
         )
         flipped = record.status != status
         before = (record.transport, record.edge_id, record.simulated)
+        if flipped and status is DeviceStatus.CONNECTED:
+            record.connections += 1
         record.status = status
         record.transport = event.transport
         record.edge_id = event.edge_id

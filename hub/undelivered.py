@@ -68,12 +68,14 @@ class UndeliveredUnit:
         await self._ctx.owner.unsubscribe(self.filters)
         await self._tasks.drain()
 
-    def _connection(self, device_id: str) -> str | None:
-        """Where the device is connected now (its edge, or ``mqtt``); None when absent."""
+    def _connection(self, device_id: str) -> tuple[str, int] | None:
+        """Which connection the device has now: where (its edge, or ``mqtt``) and which one
+        (an edge restarted under the same id is a new connection, and what the old one held
+        died with it); None when absent."""
         record = self._ctx.registry.device(device_id)
         if record is None or not record.connected:
             return None
-        return record.edge_id or "mqtt"
+        return record.edge_id or "mqtt", record.connections
 
     def _on_command(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
         device_id = cast(str, parsed.device_id)
@@ -100,7 +102,11 @@ class UndeliveredUnit:
         )
 
     async def _answer(
-        self, device_id: str, command: CommandPayload, reason: str, connection: str | None
+        self,
+        device_id: str,
+        command: CommandPayload,
+        reason: str,
+        connection: tuple[str, int] | None,
     ) -> None:
         """Wait for the device's own answer, bounded; none came and the device was or went
         away: answer for it."""

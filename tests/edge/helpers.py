@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import array
-import asyncio
 import math
-import os
-import sys
-from pathlib import Path
 from typing import Any, TypeVar
 
 import opuslib
@@ -138,24 +134,3 @@ def ready_seed_session(**kwargs: Any) -> DeviceSession:
     session = make_session(no_identity=True, **kwargs)
     session.on_text(SEED_REGISTER, 0.1, WALL)
     return session
-
-
-async def spawn_edge_workers(
-    mqtt_url: str, state_dir: Path, edge_id: str, workers: int = 2
-) -> asyncio.subprocess.Process:
-    """``xiaozhi edge --workers N`` as an operator starts it: a real process on a free port,
-    open device auth, only the settings given here (none inherited from the test's
-    environment); its stdout is piped for the lines it prints."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XIAOZHI_")}
-    env.update(
-        XIAOZHI_MQTT_URL=mqtt_url,
-        XIAOZHI_EDGE_PORT="0",
-        XIAOZHI_EDGE_HOST="127.0.0.1",
-        XIAOZHI_DEVICE_AUTH="open",
-        XIAOZHI_EDGE_ID=edge_id,
-        XIAOZHI_STATE_DIR=str(state_dir),
-    )
-    xiaozhi = str(Path(sys.executable).with_name("xiaozhi"))
-    return await asyncio.create_subprocess_exec(
-        xiaozhi, "edge", "--workers", str(workers), env=env, stdout=asyncio.subprocess.PIPE
-    )

@@ -20,7 +20,6 @@ import websockets
 
 from tests.conftest import StartEdge
 from tests.edge.devices import Device, opus_tone_frames
-from tests.edge.helpers import spawn_edge_workers
 from tests.support import Recorder, device_token_keys
 from xiaozhi.audio_monitor import decode_audio_packet
 from xiaozhi.binary import encode_opus
@@ -621,10 +620,23 @@ async def test_workers_share_one_port_and_stop_cleanly(
     processes listen on it (SO_REUSEPORT), each is an edge, and each says where it listens."""
     import re
     import signal
+    import sys
 
     inbox = integrator
     base_id = f"edge-w-{uuid.uuid4().hex[:6]}"
-    process = await spawn_edge_workers(mosquitto.url, tmp_path, base_id)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XIAOZHI_")}
+    env.update(
+        XIAOZHI_MQTT_URL=mosquitto.url,
+        XIAOZHI_EDGE_PORT="0",
+        XIAOZHI_EDGE_HOST="127.0.0.1",
+        XIAOZHI_DEVICE_AUTH="open",
+        XIAOZHI_EDGE_ID=base_id,
+        XIAOZHI_STATE_DIR=str(tmp_path),
+    )
+    xiaozhi = str(Path(sys.executable).with_name("xiaozhi"))
+    process = await asyncio.create_subprocess_exec(
+        xiaozhi, "edge", "--workers", "2", env=env, stdout=asyncio.subprocess.PIPE
+    )
     assert process.stdout is not None
     workers = [f"{base_id}-w0", f"{base_id}-w1"]
 

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,6 @@ import structlog
 
 from tests.conftest import StartEdge
 from tests.edge.devices import Device
-from tests.edge.helpers import spawn_edge_workers
 from tests.support import Recorder, latency_proxy
 from xiaozhi.payloads import CommandPayload
 from xiaozhi.topics import TopicTree
@@ -152,7 +152,19 @@ async def test_a_worker_killed_with_sigkill_comes_back_and_serves(
     """`xiaozhi edge --workers 2`: kill -9 one worker (as the OOM killer would). The parent
     starts it again under the same edge id; it goes online again and devices land on it."""
     base_id = f"edge-r-{uuid.uuid4().hex[:6]}"
-    process = await spawn_edge_workers(mosquitto.url, tmp_path, base_id)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XIAOZHI_")}
+    env.update(
+        XIAOZHI_MQTT_URL=mosquitto.url,
+        XIAOZHI_EDGE_PORT="0",
+        XIAOZHI_EDGE_HOST="127.0.0.1",
+        XIAOZHI_DEVICE_AUTH="open",
+        XIAOZHI_EDGE_ID=base_id,
+        XIAOZHI_STATE_DIR=str(tmp_path),
+    )
+    xiaozhi = str(Path(sys.executable).with_name("xiaozhi"))
+    process = await asyncio.create_subprocess_exec(
+        xiaozhi, "edge", "--workers", "2", env=env, stdout=asyncio.subprocess.PIPE
+    )
     assert process.stdout is not None
     victim = f"{base_id}-w1"
 

@@ -53,7 +53,7 @@ from xiaozhi_sim.stats import SimStats
 from xiaozhi_sim.thresholds import FleetThresholds, MinConnected, fleet_cases
 from xiaozhi_sim.ws_device import WsDevice
 
-__all__ = ["add_sim_parser", "cmd_device", "cmd_fleet", "cmd_scenario", "main"]
+__all__ = ["add_sim_parser", "broker_hint", "cmd_device", "cmd_fleet", "cmd_scenario", "main"]
 
 _SHOWN_TYPES = frozenset({"stt", "tts", "llm", "response", "alert", "system", "error", "mcp"})
 
@@ -408,7 +408,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 # -- xiaozhi sim scenario ----------------------------------------------------------------
 
 
-def _broker_hint(scenario: Scenario, settings: SimSettings) -> str:
+def broker_hint(scenario: Scenario, settings: SimSettings) -> str:
     """Why the scenario needs the broker and, if it was never set, how to set it."""
     mqtt = [name for name, decl in scenario.devices.items() if decl.transport != "ws"]
     why = (
@@ -437,7 +437,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
             run_scenario(scenario, settings, show=_say, keep_going=args.keep_going)
         )
     except ChannelError as err:
-        hint = _broker_hint(scenario, settings)
+        hint = broker_hint(scenario, settings)
         print(f"xiaozhi sim scenario: {err}\n  {hint}", file=sys.stderr)
         failed = _could_not_run("scenario", scenario.name, f"{err}; {hint}")
         return _write_reports(args, failed)

@@ -8,8 +8,9 @@ could not be measured says so in its panel instead of drawing a bar of zero.
 
 matplotlib draws it, through its object API and the Agg canvas: no pyplot, so no global
 figure state and no GUI backend whatever the environment says. Its import costs about 0.8 s
-and 56 MB (measured on the 2-CPU machine of docs/benchmarks.md), paid once after the case has
-measured, never during a measurement; that is why the import sits in :func:`draw_report`.
+and 56 MB, and drawing 17 panels about 2 s (the 2-CPU machine of docs/benchmarks.md, loaded),
+paid once after the case has measured, never during a measurement; that is why the import
+sits in :func:`draw_report`.
 """
 
 from __future__ import annotations

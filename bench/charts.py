@@ -21,12 +21,16 @@ from pathlib import Path
 
 from xiaozhi_bench.runner import Figure, Report, format_number
 
-__all__ = ["draw_report"]
+__all__ = ["ChartsUnavailable", "draw_report"]
 
 _COLUMNS = 3
 _OURS, _REFERENCE = "#1f77b4", "#a0a0a0"
 _PANEL_INCHES = (4.6, 1.55)  # width, height of one figure's panel
 _DPI = 100
+
+
+class ChartsUnavailable(RuntimeError):
+    """matplotlib is not installed: the JSON is written, the chart is not."""
 
 
 def _measured(value: float | None) -> bool:
@@ -44,10 +48,20 @@ def _title(figure: Figure) -> str:
 
 
 def draw_report(report: Report, path: Path) -> Path:
-    """Draw ``report`` into the PNG at ``path`` (its folder must exist); return ``path``."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure as Canvas
-    from matplotlib.ticker import EngFormatter
+    """Draw ``report`` into the PNG at ``path`` (its folder must exist); return ``path``.
+
+    Raises:
+        ChartsUnavailable: matplotlib is missing; the message says how to install it.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure as Canvas
+        from matplotlib.ticker import EngFormatter
+    except ImportError as err:
+        raise ChartsUnavailable(
+            f"{path.name}: matplotlib is not installed ({err}); "
+            "pip install 'xiaozhi-hub[bench]' draws the charts"
+        ) from err
 
     count = max(1, len(report.figures))
     columns = min(_COLUMNS, count)

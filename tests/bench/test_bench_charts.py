@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from xiaozhi_bench.charts import draw_report
 from xiaozhi_bench.runner import Figure, Report, default_results_dir, write_report
 
@@ -97,3 +99,16 @@ def test_bench_without_out_writes_under_xiaozhi_state_dir(tmp_path: Path) -> Non
     assert f"drawn     {out}/codecs-" in done.stdout
     assert png_size(out / "codecs-latest.png")[0] > 0
     assert (out / "codecs-latest.json").is_file()
+
+
+def test_without_matplotlib_the_json_is_written_and_the_missing_chart_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """matplotlib is the `bench` extra: an install without it still benchmarks."""
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)  # import fails
+    stamped = write_report(report(2), tmp_path)
+    assert stamped.is_file()
+    assert not list(tmp_path.glob("*.png"))
+    said = capsys.readouterr().out
+    assert said.startswith("not drawn demo-20261207T180000+0000.png: matplotlib is not installed")
+    assert "pip install 'xiaozhi-hub[bench]'" in said

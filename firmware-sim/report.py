@@ -112,6 +112,14 @@ class RunReport:
         }
 
 
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+"""Characters XML 1.0 cannot hold, even escaped; a device's garbage may carry them."""
+
+
+def _xml_text(text: str) -> str:
+    return _NOT_XML.sub(lambda m: ascii(m.group())[1:-1], text)  # "\x00", "\ufffe"
+
+
 def _classname(report: RunReport) -> str:
     """``xiaozhi.sim.<kind>.<name as an identifier>``: CI pages group cases by it."""
     slug = re.sub(r"[^a-z0-9]+", "_", report.name.lower()).strip("_") or report.kind
@@ -133,7 +141,7 @@ def junit_xml(report: RunReport) -> bytes:
         root,
         "testsuite",
         {
-            "name": report.name,
+            "name": _xml_text(report.name),
             **counts,
             "timestamp": report.started_at.removesuffix("+00:00"),
             "hostname": socket.gethostname(),
@@ -148,14 +156,14 @@ def junit_xml(report: RunReport) -> bytes:
         element = ET.SubElement(
             suite,
             "testcase",
-            {"classname": classname, "name": case.name, "time": f"{case.seconds:.3f}"},
+            {"classname": classname, "name": _xml_text(case.name), "time": f"{case.seconds:.3f}"},
         )
         tag = {"FAIL": "failure", "SKIP": "skipped", "ERROR": "error"}.get(case.status)
         if tag is not None:
-            outcome = ET.SubElement(element, tag, {"message": case.message})
+            outcome = ET.SubElement(element, tag, {"message": _xml_text(case.message)})
             if tag != "skipped":
                 outcome.set("type", f"{report.kind}.{tag}")
-                outcome.text = "\n".join(t for t in (case.message, case.detail) if t)
+                outcome.text = _xml_text("\n".join(t for t in (case.message, case.detail) if t))
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
 

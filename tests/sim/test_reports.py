@@ -25,6 +25,7 @@ from tests.sim.test_against_edge import ws_faults_without_the_hub, ws_url
 from tests.support import refused_port
 from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_sim.cli import broker_hint, main
+from xiaozhi_sim.report import Case, RunReport, junit_xml
 from xiaozhi_sim.scenario import load_scenario
 from xiaozhi_sim.settings import load_sim_settings
 from xiaozhi_sim.thresholds import MinConnected
@@ -291,3 +292,19 @@ def test_min_connected_is_a_count_or_a_percentage() -> None:
     for bad in ("", "x", "-1", "101%", "2.5"):
         with pytest.raises(argparse.ArgumentTypeError, match="a device count"):
             MinConnected.parse(bad)
+
+
+def test_junit_holds_whatever_a_device_sent_back() -> None:
+    """Markup and control bytes in a failure (a malformed payload quoted) still parse."""
+    garbage = "last seen: <x & 'y'>\x00\x1b[31m\ufffe"
+    report = RunReport(
+        "scenario",
+        "a <name>",
+        "2026-12-07T18:00:00+00:00",
+        1.0,
+        1,
+        [Case("step 1: expect", "FAIL", 0.5, garbage, garbage)],
+    )
+    failure = ET.fromstring(junit_xml(report)).find("testsuite/testcase/failure")
+    assert failure is not None
+    assert failure.attrib["message"] == "last seen: <x & 'y'>\\x00\\x1b[31m\\ufffe"

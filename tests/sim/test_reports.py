@@ -1,9 +1,9 @@
 """Reports CI gates on (issue 17, point 10): `xiaozhi sim fleet` and `scenario` as real commands
-against a real edge and Mosquitto write JSON and JUnit XML, and exit 0 when the thresholds
+against a real edge, hub and Mosquitto write JSON and JUnit XML, and exit 0 when the thresholds
 hold, 1 when one is missed (saying which, with the figure), 2 when they cannot run.
 
-The fleet runs as a child process (`xiaozhi sim fleet`), so the edge keeps serving on the
-test's event loop; every wait is bounded by the child's own `--duration`/`--connect-timeout`.
+The fleet runs as a child process (`xiaozhi sim fleet`), so the edge or hub keeps serving on
+the test's event loop; every wait is bounded by the child's own `--duration`/`--connect-timeout`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from tests.conftest import StartEdge
 from tests.sim.test_against_edge import ws_faults_without_the_hub, ws_url
 from tests.support import refused_port
 from xiaozhi_cli.broker import ManagedMosquitto
+from xiaozhi_hub.service import HubService
+from xiaozhi_hub.settings import HubSettings
 from xiaozhi_sim.cli import broker_hint, main
 from xiaozhi_sim.report import Case, RunReport, junit_xml
 from xiaozhi_sim.scenario import load_scenario
@@ -37,10 +39,10 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "firmware-sim" / "scenarios"
 RUN_SECONDS = 90.0  # the child ends on its own in seconds; this only bounds a hang
 
 
-async def xiaozhi_sim(*args: str, mqtt_url: str) -> tuple[int, str, str]:
-    """Run `xiaozhi sim ARGS` with only the broker set (none of the caller's XIAOZHI_*)."""
+async def xiaozhi_sim(*args: str, mqtt_url: str, **settings: str) -> tuple[int, str, str]:
+    """Run `xiaozhi sim ARGS` with only the broker (and `settings`, XIAOZHI_* names) set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XIAOZHI_")}
-    env["XIAOZHI_MQTT_URL"] = mqtt_url
+    env.update(settings, XIAOZHI_MQTT_URL=mqtt_url)
     process = await asyncio.create_subprocess_exec(
         XIAOZHI,
         "sim",
@@ -174,6 +176,55 @@ async def test_a_percentage_below_what_connected_passes(
         )  # fmt: skip
     assert code == 0, out + err
     assert junit_cases(tmp_path / "reports" / "fleet.xml") == {"connected": ("passed", "")}
+
+
+async def test_voice_latency_through_a_real_hub_is_gated_too(
+    mosquitto: ManagedMosquitto, tmp_path: Path
+) -> None:
+    """MQTT devices talk (`--say-every`); the hub answers each with a `respond` command: the
+    `voice` p99 is checked, the unmeasured `command` one skipped."""
+    tag = uuid.uuid4().hex[:8]
+    base = f"t{tag}/xiaozhi"  # the session broker is shared: a tree of this test's own
+    settings = HubSettings(
+        mqtt_url=mosquitto.url,
+        hub_host="127.0.0.1",
+        hub_port=0,
+        base_topic=base,
+        discovery_prefix=f"ha{tag}",
+        hub_id=f"hub-{tag}",
+        hub_share_group=f"g{tag}",
+        secret="test-secret",
+        state_dir=tmp_path / "hub",
+        stt_engine="none",
+        tts_engine="none",
+    )
+    hub = HubService(settings)
+    await hub.start()
+    try:
+        code, out, err = await xiaozhi_sim(
+            "fleet",
+            "--devices", "3",
+            "--transport", "mqtt",
+            "--seed", str(uuid.uuid4().int % 1_000_000),
+            "--say-every", "0.5",
+            "--duration", "3",
+            "--interval", "1",
+            "--max-p99-ms", "10000",
+            "--report-json", str(tmp_path / "voice.json"),
+            mqtt_url=mosquitto.url,
+            XIAOZHI_BASE_TOPIC=base,
+        )  # fmt: skip
+    finally:
+        await hub.stop()
+    assert code == 0, out + err
+    report = json.loads((tmp_path / "voice.json").read_text())
+    statuses = {case["name"]: case["status"] for case in report["cases"]}
+    assert statuses == {
+        "connected": "PASS",
+        "p99 command latency": "SKIP",
+        "p99 voice latency": "PASS",
+    }
+    assert report["stats"]["latency"]["voice"]["n"] > 0
 
 
 async def test_a_scenario_on_the_edge_reports_one_testcase_per_step(

@@ -323,7 +323,7 @@ async def _run_fleet(args: argparse.Namespace, settings: SimSettings, stop: asyn
         any(spec.transport == "mqtt" for spec in specs)
         and "mqtt_url" not in settings.model_fields_set
     ):
-        _say(f"broker    {broker} is the default: {_BROKER_UNSET}")
+        _say(f"broker    {broker}: {_BROKER_UNSET}")
     live = sys.stdout.isatty()
 
     def show(line: str) -> None:
@@ -377,7 +377,7 @@ async def _run_fleet(args: argparse.Namespace, settings: SimSettings, stop: asyn
         _say(f"check     {case.status:<4}  {case.name}: {case.message}".rstrip(": "))
     report = RunReport(
         "fleet",
-        f"{size}",
+        size,
         started_at,
         loop.time() - began,
         1 if failed else 0,
@@ -410,7 +410,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
 def broker_hint(scenario: Scenario, settings: SimSettings) -> str:
     """Why the scenario needs the broker and, if it was never set, how to set it."""
-    mqtt = [name for name, decl in scenario.devices.items() if decl.transport != "ws"]
+    mqtt = [name for name, decl in scenario.devices.items() if decl.transport == "mqtt"]
     why = (
         f"its MQTT devices ({', '.join(mqtt)}) connect to it and its steps watch it"
         if mqtt

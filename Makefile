@@ -37,7 +37,7 @@ system:
 # changes need nothing.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	@touch $(STAMP)
 
 clean:

@@ -1,9 +1,11 @@
-"""Benchmark runner: every `xiaozhi bench CASE` prints a table and writes JSON.
+"""Benchmark runner: every `xiaozhi bench CASE` prints a table and writes JSON and a chart.
 
 Each figure is measured beside a reference measured the same way in the same run (design.md
 section 8), so a reader sees what our code costs over the primitive it is built on. Results
-go to `bench/results/<case>-<UTC time>.json` and `<case>-latest.json`, with the machine and
-the versions that produced them.
+go to `<results>/<case>-<UTC time>.json` and `.png` (the figures drawn, ours beside the
+reference: `charts.py`), and the same as `<case>-latest.json` / `.png`, with the machine and
+the versions that produced them. `<results>` is outside the source tree unless `--out` says
+otherwise: see :func:`default_results_dir`.
 """
 
 from __future__ import annotations
@@ -13,24 +15,24 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 __all__ = [
     "CASES",
-    "DEFAULT_RESULTS_DIR",
     "Figure",
     "Report",
+    "default_results_dir",
+    "format_number",
     "measure_rate",
     "run_bench",
     "write_report",
 ]
-
-DEFAULT_RESULTS_DIR = Path(__file__).resolve().parent / "results"
 _VERSIONED = ("websockets", "aiomqtt", "msgpack", "orjson", "pydantic", "opuslib", "hassil")
 
 
@@ -67,9 +69,11 @@ class Report:
         with_target = any(f.target for f in self.figures)
         rows = [("figure", "value", "unit", "reference", "ratio", "target")]
         for f in self.figures:
-            ref = "" if f.reference is None else f"{_number(f.reference)} ({f.reference_name})"
+            ref = (
+                "" if f.reference is None else f"{format_number(f.reference)} ({f.reference_name})"
+            )
             ratio = "" if f.ratio is None else f"{f.ratio:.2f}"
-            rows.append((f.name, _number(f.value), f.unit, ref, ratio, f.target))
+            rows.append((f.name, format_number(f.value), f.unit, ref, ratio, f.target))
         columns = 6 if with_target else 5
         widths = [max(len(r[i]) for r in rows) for i in range(columns)]
         lines = [
@@ -81,7 +85,7 @@ class Report:
         return "\n".join(lines)
 
 
-def _number(value: float) -> str:
+def format_number(value: float) -> str:
     """Thousands separators for large figures, significant decimals for small ones."""
     if not math.isfinite(value):
         return "n/a"
@@ -93,6 +97,21 @@ def _number(value: float) -> str:
 def _finite(value: float | None) -> float | None:
     """JSON has no NaN: a figure that could not be measured is written as null."""
     return value if value is None or math.isfinite(value) else None
+
+
+def default_results_dir(environ: Mapping[str, str]) -> Path:
+    """Where results go without `--out`: never the source tree, which may be read-only.
+
+    `$XIAOZHI_STATE_DIR/bench` when `XIAOZHI_STATE_DIR` is set (the state folder `xiaozhi up`
+    and the hub use, so one setting moves everything); else `$XDG_STATE_HOME/xiaozhi/bench`,
+    `XDG_STATE_HOME` defaulting to `~/.local/state` as the XDG base directory spec says.
+    (`xiaozhi up`'s own default, `var` in the current folder, is not taken: run from a
+    checkout, that is the source tree.)
+    """
+    if state := environ.get("XIAOZHI_STATE_DIR"):
+        return Path(state).expanduser() / "bench"
+    xdg = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg).expanduser() / "xiaozhi" / "bench"
 
 
 def machine_info() -> dict[str, object]:
@@ -128,7 +147,13 @@ def measure_rate(operation: Callable[[], object], seconds: float, batch: int = 2
 
 
 def write_report(report: Report, out_dir: Path) -> Path:
-    """Write the report as JSON (timestamped and `-latest`) and return the timestamped path."""
+    """Write the report as JSON and its chart as PNG, each timestamped and as `-latest`.
+
+    Returns the timestamped JSON's path; the PNG has the same name with `.png`, and is left
+    out, with a line saying how to get it, where matplotlib is not installed (the `bench`
+    extra).
+    """
+
     out_dir.mkdir(parents=True, exist_ok=True)
     data = asdict(report)
     for fig, raw in zip(report.figures, data["figures"], strict=True):
@@ -139,6 +164,15 @@ def write_report(report: Report, out_dir: Path) -> Path:
     text = json.dumps(data, indent=2) + "\n"
     path.write_text(text, encoding="utf-8")
     (out_dir / f"{report.case}-latest.json").write_text(text, encoding="utf-8")
+    from xiaozhi_bench.charts import ChartsUnavailable, draw_report  # after measuring
+
+    try:
+        chart = draw_report(report, path.with_suffix(".png"))
+    except ChartsUnavailable as err:
+        print(f"not drawn {err}")
+    else:
+        shutil.copyfile(chart, out_dir / f"{report.case}-latest.png")
+        print(f"drawn     {chart}")
     return path
 
 

@@ -3,7 +3,8 @@
 - `xiaozhi up`: the whole system on one machine: a managed Mosquitto (or XIAOZHI_MQTT_URL),
   the hub, one edge, and three simulated devices, with a line per voice command.
 - `xiaozhi edge`, `xiaozhi hub`, `xiaozhi sim ...`: one component each.
-- `xiaozhi bench CASE`: benchmarks; figures printed and written as JSON under bench/results/.
+- `xiaozhi bench CASE`: benchmarks; figures printed, written as JSON and drawn as PNG under
+  the state folder (`--out` to choose).
 """
 
 from __future__ import annotations
@@ -217,9 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_speech_parser(sub)
     add_sim_parser(sub)
 
-    from xiaozhi_bench.runner import CASES, DEFAULT_RESULTS_DIR
+    from xiaozhi_bench.runner import CASES, default_results_dir
 
-    bench = sub.add_parser("bench", help="run a benchmark; prints a table and writes JSON")
+    bench = sub.add_parser(
+        "bench", help="run a benchmark; prints a table, writes JSON and draws a PNG"
+    )
     bench.add_argument("case", choices=sorted(CASES), help="which benchmark")
     bench.add_argument(
         "--seconds",
@@ -228,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="time per figure (codecs) or per measured phase (system cases)",
     )
     bench.add_argument(
-        "--out", default=str(DEFAULT_RESULTS_DIR), help="results folder (default: %(default)s)"
+        "--out",
+        default=str(default_results_dir(os.environ)),
+        help="results folder (default: %(default)s; $XIAOZHI_STATE_DIR/bench when that is "
+        "set, else $XDG_STATE_HOME/xiaozhi/bench)",
     )
     bench.add_argument(
         "--quick", action="store_true", help="tiny counts: check that a system case works"

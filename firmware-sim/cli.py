@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import shlex
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -38,12 +40,20 @@ from xiaozhi_sim.fleet import (
 from xiaozhi_sim.mic_and_speaker import AudioFormatError
 from xiaozhi_sim.mqtt_udp_device import MqttUdpDevice
 from xiaozhi_sim.paho_loop import PahoAsyncio
-from xiaozhi_sim.scenario import EXIT_INVALID, ScenarioError, load_scenario, run_scenario
+from xiaozhi_sim.report import Case, RunReport, write_reports
+from xiaozhi_sim.scenario import (
+    EXIT_INVALID,
+    Scenario,
+    ScenarioError,
+    load_scenario,
+    run_scenario,
+)
 from xiaozhi_sim.settings import SimSettings, SimSettingsError, load_sim_settings
 from xiaozhi_sim.stats import SimStats
+from xiaozhi_sim.thresholds import FleetThresholds, MinConnected, fleet_cases
 from xiaozhi_sim.ws_device import WsDevice
 
-__all__ = ["add_sim_parser", "cmd_device", "cmd_fleet", "cmd_scenario", "main"]
+__all__ = ["add_sim_parser", "broker_hint", "cmd_device", "cmd_fleet", "cmd_scenario", "main"]
 
 _SHOWN_TYPES = frozenset({"stt", "tts", "llm", "response", "alert", "system", "error", "mcp"})
 
@@ -288,6 +298,8 @@ def cmd_device(args: argparse.Namespace) -> int:
 
 
 async def _run_fleet(args: argparse.Namespace, settings: SimSettings, stop: asyncio.Event) -> int:
+    started_at, loop = _utc_now(), asyncio.get_running_loop()
+    began = loop.time()
     specs = fleet_specs(
         args.devices,
         args.transport,
@@ -307,6 +319,11 @@ async def _run_fleet(args: argparse.Namespace, settings: SimSettings, stop: asyn
     broker = redact_mqtt_url(settings.mqtt_url)
     size = f"{args.devices} devices ({args.transport})"
     _say(f"fleet     {size}, broker {broker}, ws {settings.sim_ws_url}")
+    if (
+        any(spec.transport == "mqtt" for spec in specs)
+        and "mqtt_url" not in settings.model_fields_set
+    ):
+        _say(f"broker    {broker}: {_BROKER_UNSET}")
     live = sys.stdout.isatty()
 
     def show(line: str) -> None:
@@ -317,7 +334,7 @@ async def _run_fleet(args: argparse.Namespace, settings: SimSettings, stop: asyn
 
     try:
         await fleet.start()
-        waiter = asyncio.get_running_loop().create_task(fleet.wait_connected(args.connect_timeout))
+        waiter = loop.create_task(fleet.wait_connected(args.connect_timeout))
         while not waiter.done() and not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(args.interval):
@@ -327,55 +344,146 @@ async def _run_fleet(args: argparse.Namespace, settings: SimSettings, stop: asyn
         all_up = waiter.done() and waiter.result()
         if not waiter.done():
             waiter.cancel()
+        connect_seconds = loop.time() - began
+        connected_after_connect = fleet.connected
         show(fleet.summary_line())
         if live:
             print(flush=True)
         _say(
-            f"connected {fleet.connected}/{fleet.expected} expected"
+            f"connected {connected_after_connect}/{fleet.expected} expected"
             + ("" if all_up else f" (not all within {args.connect_timeout:g} s)")
         )
         if not stop.is_set() and args.duration != 0:
             await fleet.run(duration=args.duration, show=show, interval=args.interval, stop=stop)
             if live:
                 print(flush=True)
+        connected_at_end = fleet.connected
     finally:
         await fleet.stop()
     _say("report")
     for line in fleet.report():
         _say(f"  {line}")
-    return 0 if all_up else 1
+    thresholds = FleetThresholds(args.min_connected, args.max_p99_ms)
+    cases = fleet_cases(
+        fleet.stats,
+        expected=fleet.expected,
+        connected_after_connect=connected_after_connect,
+        connected_at_end=connected_at_end,
+        connect_seconds=connect_seconds,
+        thresholds=thresholds,
+    )
+    failed = [case for case in cases if case.status == "FAIL"]
+    for case in cases:
+        _say(f"check     {case.status:<4}  {case.name}: {case.message}".rstrip(": "))
+    report = RunReport(
+        "fleet",
+        size,
+        started_at,
+        loop.time() - began,
+        1 if failed else 0,
+        cases,
+        {
+            "devices": args.devices,
+            "transport": args.transport,
+            "broker": broker,
+            "thresholds": thresholds.as_dict(),
+            "expected": fleet.expected,
+            "stats": fleet.stats.as_dict(),
+        },
+    )
+    return _write_reports(args, report)
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
-    """``xiaozhi sim fleet``: N devices in one process; exit 1 if not all connected."""
+    """``xiaozhi sim fleet``: N devices in one process; exit 1 if a threshold is missed."""
     _configure_logging(args.verbose, logging.ERROR)
     try:
         settings = _settings(args)
     except SimSettingsError as err:
         print(f"xiaozhi sim fleet: {err}", file=sys.stderr)
-        return 2
+        return _write_reports(args, _could_not_run("fleet", f"{args.devices} devices", err))
     return run_until_signal(lambda stop: _run_fleet(args, settings, stop))
 
 
 # -- xiaozhi sim scenario ----------------------------------------------------------------
 
 
+def broker_hint(scenario: Scenario, settings: SimSettings) -> str:
+    """Why the scenario needs the broker and, if it was never set, how to set it."""
+    mqtt = [name for name, decl in scenario.devices.items() if decl.transport == "mqtt"]
+    why = (
+        f"its MQTT devices ({', '.join(mqtt)}) connect to it and its steps watch it"
+        if mqtt
+        else "its steps watch the devices' topics on it"
+    )
+    hint = f"this scenario needs a broker: {why}"
+    if "mqtt_url" not in settings.model_fields_set:
+        hint += f"; {_BROKER_UNSET}"
+    return hint
+
+
 def cmd_scenario(args: argparse.Namespace) -> int:
     """``xiaozhi sim scenario FILE``: 0 passed, 1 failed, 2 invalid file or no broker."""
     _configure_logging(args.verbose, logging.ERROR)
+    started_at, began = _utc_now(), time.monotonic()
     try:
         settings = _settings(args)
         scenario = load_scenario(args.file)
     except (SimSettingsError, ScenarioError) as err:
         print(f"xiaozhi sim scenario: {err}", file=sys.stderr)
-        return EXIT_INVALID
+        return _write_reports(args, _could_not_run("scenario", str(args.file), err))
     try:
-        report = asyncio.run(
+        result = asyncio.run(
             run_scenario(scenario, settings, show=_say, keep_going=args.keep_going)
         )
     except ChannelError as err:
-        print(f"xiaozhi sim scenario: {err}", file=sys.stderr)
+        hint = broker_hint(scenario, settings)
+        print(f"xiaozhi sim scenario: {err}\n  {hint}", file=sys.stderr)
+        failed = _could_not_run("scenario", scenario.name, f"{err}; {hint}")
+        return _write_reports(args, failed)
+    report = RunReport(
+        "scenario",
+        scenario.name,
+        started_at,
+        time.monotonic() - began,
+        result.exit_code,
+        result.cases(),
+        {"file": str(args.file), "broker": redact_mqtt_url(settings.mqtt_url)},
+    )
+    return _write_reports(args, report)
+
+
+# -- reports -------------------------------------------------------------------------------
+
+_BROKER_UNSET = (
+    "neither XIAOZHI_MQTT_URL nor --mqtt-url is set, so it is the default; "
+    "point one of them at your broker (`xiaozhi up` runs one there)"
+)
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
+def _could_not_run(kind: Literal["fleet", "scenario"], name: str, err: object) -> RunReport:
+    """A report holding one ERROR case, so CI shows why no check ran (not a missing file)."""
+    case = Case("run", "ERROR", message=str(err).splitlines()[0], detail=str(err))
+    return RunReport(kind, name, _utc_now(), 0.0, EXIT_INVALID, [case])
+
+
+def _write_reports(args: argparse.Namespace, report: RunReport) -> int:
+    """Write ``--report-json`` / ``--junit`` if asked; return the exit code.
+
+    A report that cannot be written fails the run (exit 2): CI would otherwise gate on a
+    file left from an earlier run, or on none.
+    """
+    try:
+        paths = write_reports(report, json_path=args.report_json, junit_path=args.junit)
+    except OSError as err:
+        print(f"xiaozhi sim {report.kind}: report not written: {err}", file=sys.stderr)
         return EXIT_INVALID
+    for path in paths:
+        _say(f"written   {path}")
     return report.exit_code
 
 
@@ -390,6 +498,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--token", help="bearer token if setup issues none (XIAOZHI_SIM_TOKEN)")
     group.add_argument("--seed", type=int, help="seed of ids and drift (XIAOZHI_SIM_SEED)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="logs on stderr")
+
+
+def _report_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("reports for CI (written whatever the verdict)")
+    group.add_argument("--report-json", type=Path, metavar="PATH", help="write a JSON report")
+    group.add_argument("--junit", type=Path, metavar="PATH", help="write a JUnit XML report")
 
 
 def add_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -484,12 +598,29 @@ def add_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     fleet.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS")
     fleet.add_argument("--interval", type=float, default=1.0, help="summary period, seconds")
+    gates = fleet.add_argument_group("thresholds (exit 1 when one is missed)")
+    gates.add_argument(
+        "--min-connected",
+        type=MinConnected.parse,
+        default=MinConnected(100, percent=True),
+        metavar="N|P%",
+        help="devices that must connect and stay connected: a count or a percentage of those "
+        "expected (default 100%%)",
+    )
+    gates.add_argument(
+        "--max-p99-ms",
+        type=float,
+        metavar="MS",
+        help="highest p99 of each measured latency (command: --probe-rate; voice: --say-every)",
+    )
+    _report_options(fleet)
     fleet.set_defaults(func=cmd_fleet)
 
     scenario = sub.add_parser("scenario", help="run a YAML QA scenario; exit 0 pass, 1 fail")
     _common(scenario)
     scenario.add_argument("file", type=Path, help="the scenario YAML")
     scenario.add_argument("--keep-going", action="store_true", help="run steps after a failure")
+    _report_options(scenario)
     scenario.set_defaults(func=cmd_scenario)
     return sim
 

@@ -67,6 +67,7 @@ from xiaozhi_sim.integrator import Integrator, Seen
 from xiaozhi_sim.mic_and_speaker import AudioFormatError
 from xiaozhi_sim.mqtt_device import MqttDevice
 from xiaozhi_sim.paho_loop import PahoAsyncio
+from xiaozhi_sim.report import Case
 from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.state import DeviceState
 from xiaozhi_sim.stats import SimStats
@@ -422,6 +423,22 @@ class ScenarioReport:
     @property
     def exit_code(self) -> int:
         return EXIT_PASSED if self.passed else EXIT_FAILED
+
+    def cases(self) -> list[Case]:
+        """One report case per step, named ``step NN: label`` so CI lists them in order."""
+        first_failure = next((s.number for s in self.steps if s.status == "FAIL"), None)
+        width = len(str(len(self.steps)))
+        return [
+            Case(
+                f"step {step.number:0{width}d}: {step.label}",
+                step.status,
+                step.seconds,
+                step.detail
+                if step.status != "SKIP"
+                else f"not run: step {first_failure} failed (--keep-going runs the rest)",
+            )
+            for step in self.steps
+        ]
 
     def summary(self) -> str:
         counts = {k: sum(1 for s in self.steps if s.status == k) for k in ("PASS", "FAIL", "SKIP")}

@@ -11,10 +11,13 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Final
 
-__all__ = ["LATENCY_SAMPLES", "SimStats"]
+__all__ = ["LATENCY_KINDS", "LATENCY_SAMPLES", "SimStats"]
 
 LATENCY_SAMPLES: Final = 20_000
 """Latency samples kept per kind (the newest); percentiles are over these."""
+
+LATENCY_KINDS: Final = ("command", "voice")
+"""The latencies a fleet measures (see :class:`SimStats`), as reports and thresholds name them."""
 
 
 def _percentile(values: collections.deque[float], q: float) -> float | None:
@@ -86,6 +89,38 @@ class SimStats:
             f"p99 {_ms(_percentile(self.command_latency, 99))} | "
             f"voice p50 {_ms(_percentile(self.voice_latency, 50))}"
         )
+
+    def latency_ms(self, kind: str) -> dict[str, float | int | None]:
+        """``n``, ``p50``, ``p99`` and ``max`` of one of :data:`LATENCY_KINDS`, in ms.
+
+        The figures are None when nothing was measured (``n`` 0): a report must tell "not
+        measured" from "fast".
+        """
+        values = self.command_latency if kind == "command" else self.voice_latency
+
+        def ms(value: float | None) -> float | None:
+            return None if value is None else round(value * 1000, 3)
+
+        return {
+            "n": len(values),
+            "p50_ms": ms(_percentile(values, 50)),
+            "p99_ms": ms(_percentile(values, 99)),
+            "max_ms": ms(max(values) if values else None),
+        }
+
+    def as_dict(self) -> dict[str, object]:
+        """The counters and latencies as JSON-ready data (the fleet's JSON report)."""
+        return {
+            "devices": self.devices,
+            "connected": self.connected,
+            "connects": self.connects,
+            "disconnects": self.disconnects,
+            "messages_out": self.messages_out,
+            "messages_in": self.messages_in,
+            "audio_dropped": self.audio_dropped,
+            "errors": dict(sorted(self.errors.items())),
+            "latency": {kind: self.latency_ms(kind) for kind in LATENCY_KINDS},
+        }
 
     def report(self) -> list[str]:
         """The final report, one ``key  value`` line each."""

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench.test_bench_charts import png_size
+
 EXPECTED = {
     "connections": ("RSS per connection at", "connect rate to", "connections held"),
     "telemetry": ("msg/s through the edge", "CPU per message", "p99 latency at", "delivered at"),
@@ -75,6 +77,8 @@ def test_case_reports_its_figures_beside_references(
     assert any(figure["target"] for figure in report["figures"]), "the issue's target is shown"
     stamped = [p for p in out.glob(f"{case}-*.json") if p.name != f"{case}-latest.json"]
     assert len(stamped) == 1
+    assert png_size(stamped[0].with_suffix(".png"))[0] > 0  # drawn beside its JSON
+    assert png_size(out / f"{case}-latest.png")[0] > 0
     header = [line for line in printed.splitlines() if line.startswith("figure ")]
     assert header, printed
     assert "reference" in header[0]

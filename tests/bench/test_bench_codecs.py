@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.bench.test_bench_charts import png_size
+
 EXPECTED_FORMATS = ("binary v1", "binary v2", "binary v3", "audio monitor", "stream v3",
                     "json", "serial", "wav")  # fmt: skip
 
@@ -34,3 +36,4 @@ def test_bench_codecs_reports_every_format_beside_a_reference(tmp_path: Path) ->
     assert report["machine"]["versions"]["msgpack"]
     stamped = [p for p in tmp_path.glob("codecs-*.json") if p.name != "codecs-latest.json"]
     assert len(stamped) == 1
+    assert png_size(stamped[0].with_suffix(".png")) == png_size(tmp_path / "codecs-latest.png")

@@ -18,7 +18,13 @@ import pytest
 EXPECTED = {
     "connections": ("RSS per connection at", "connect rate to", "connections held"),
     "telemetry": ("msg/s through the edge", "CPU per message", "p99 latency at", "delivered at"),
-    "audio": ("talking devices", "edge CPU per frame", "p99 lag"),
+    "audio": (
+        "talking devices",
+        "talking MQTT + UDP devices",
+        "edge CPU per frame",
+        "p99 lag",
+        "p99 lag, 5 talking over MQTT + UDP",
+    ),
     "voice": ("p50 round trip at", "p99 round trip at", "answered/s at"),
     "churn": ("RSS growth over", "file descriptor growth", "asyncio task growth", "cycles/s"),
 }

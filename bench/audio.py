@@ -2,10 +2,13 @@
 
 Each talking device does what the firmware does in auto mode (reference §1.5, §1.7):
 ``listen start``, then one real 60 ms Opus frame (16 kHz mono, a loud tone encoded once with
-opuslib) every 60 ms, and ``listen stop`` after 16 frames (~1 s); then the next utterance at
-once. Devices are spread evenly over the 60 ms period, as independent speakers would be. The
-edge decodes every frame (its VAD reads the PCM) and publishes an ``utterance`` event per
-utterance on ``xiaozhi/events/{device_id}``; ``mosquitto_sub`` stamps its arrival.
+opuslib, its last two frames a pause) every 60 ms, and ``listen stop`` after 16 frames (~1 s);
+then the next utterance at once. The pause is what speech has between words: the edge's VAD
+follows the room's noise floor, and a tone without one becomes the floor within a few
+seconds, after which nothing it hears is speech. Devices are spread evenly over the 60 ms
+period, as independent speakers would be. The edge decodes every frame (its VAD reads the PCM)
+and publishes an ``utterance`` event per utterance on ``xiaozhi/events/{device_id}``;
+``mosquitto_sub`` stamps its arrival.
 
 Decode lag = the event's arrival minus the moment the device sent ``listen stop``. The edge
 takes a device's messages in order, so the stop is handled only after every frame before it
@@ -67,6 +70,7 @@ QUICK_STEPS = (2, 5)
 FRAME_MS = 60
 _TOPICS = TopicTree()  # the edge under test runs with the default base topic
 FRAMES_PER_UTTERANCE = 16
+PAUSE_FRAMES = 2  # the last frames of an utterance: silence (module docstring)
 LAG_LIMIT_MS = FRAME_MS
 SAMPLE_RATE = 16_000
 TARGET_DEVICES = 500
@@ -77,12 +81,16 @@ _TICK = 0.005
 
 
 def opus_frames(count: int) -> list[bytes]:
-    """`count` real Opus packets: a loud 440 Hz tone, 60 ms each, 16 kHz mono."""
+    """`count` real Opus packets, 60 ms each, 16 kHz mono: a loud 440 Hz tone, then
+    :data:`PAUSE_FRAMES` of silence (encoded in one stream, as a microphone's would be)."""
     encoder = opuslib.Encoder(SAMPLE_RATE, 1, opuslib.APPLICATION_VOIP)
     samples = SAMPLE_RATE * FRAME_MS // 1000
     frames = []
     for index in range(count):
         start = index * samples
+        if index >= count - PAUSE_FRAMES:
+            frames.append(encoder.encode(bytes(2 * samples), samples))
+            continue
         pcm = struct.pack(
             f"<{samples}h",
             *(int(8000 * math.sin(2 * math.pi * 440 * (start + i) / SAMPLE_RATE))

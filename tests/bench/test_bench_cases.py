@@ -23,7 +23,7 @@ EXPECTED = {
         "talking MQTT + UDP devices",
         "edge CPU per frame",
         "p99 lag",
-        "p99 lag, 5 talking over MQTT + UDP",
+        "p99 lag, 2 talking over MQTT + UDP",  # every step has its figure
     ),
     "voice": ("p50 round trip at", "p99 round trip at", "answered/s at"),
     "churn": ("RSS growth over", "file descriptor growth", "asyncio task growth", "cycles/s"),

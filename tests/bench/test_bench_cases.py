@@ -20,7 +20,13 @@ from tests.bench.test_bench_charts import png_size
 EXPECTED = {
     "connections": ("RSS per connection at", "connect rate to", "connections held"),
     "telemetry": ("msg/s through the edge", "CPU per message", "p99 latency at", "delivered at"),
-    "audio": ("talking devices", "edge CPU per frame", "p99 lag"),
+    "audio": (
+        "talking devices",
+        "talking MQTT + UDP devices",
+        "edge CPU per frame",
+        "p99 lag",
+        "p99 lag, 2 talking over MQTT + UDP",  # every step has its figure
+    ),
     "voice": ("p50 round trip at", "p99 round trip at", "answered/s at"),
     "churn": ("RSS growth over", "file descriptor growth", "asyncio task growth", "cycles/s"),
 }

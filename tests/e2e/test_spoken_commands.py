@@ -4,7 +4,9 @@ transcribes it with the offline recogniser, acts, and answers out loud; all on t
 Mosquitto.
 
 What a user notices: the light changes, the device hears a spoken answer (audio that decodes
-to a voice, not a chime or silence), and a sentence the home cannot do executes nothing.
+to a voice, not a chime or silence), and a sentence the home cannot do executes nothing. The
+same holds for firmware on MQTT + UDP (issue 16): its speech goes up as encrypted datagrams
+and the spoken answer comes down the same way, decrypted and decoded by the device.
 """
 
 from __future__ import annotations
@@ -22,9 +24,13 @@ from tests.conftest import StartEdge
 from tests.support import Recorder, record
 from xiaozhi.messages import ListenMode
 from xiaozhi_cli.broker import ManagedMosquitto
+from xiaozhi_hub.activations import DeviceApproval
+from xiaozhi_hub.http import run_hub
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
 from xiaozhi_sim.identity import make_identity
+from xiaozhi_sim.mqtt_udp_device import MqttUdpDevice
+from xiaozhi_sim.paho_loop import PahoAsyncio
 from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.ws_device import WsDevice
 
@@ -42,20 +48,7 @@ async def spoken_system(
     tag = uuid.uuid4().hex[:8]
     base = f"s{tag}/xiaozhi"
     edge = await start_edge(base_topic=base)
-    settings = HubSettings(
-        mqtt_url=mosquitto.url,
-        hub_port=0,
-        base_topic=base,
-        discovery_enabled=False,
-        hub_id=f"hub-{tag}",
-        hub_share_group=f"g{tag}",
-        speech_share_group=f"sp{tag}",
-        state_dir=tmp_path,
-        config=None,
-        stt_engine="offline",
-        tts_engine="espeak",
-    )
-    hub = HubService(settings)
+    hub = HubService(_speaking_hub(mosquitto, tmp_path, tag, base))
     sim = SimSettings(
         mqtt_url=mosquitto.url,
         base_topic=base,
@@ -69,6 +62,24 @@ async def spoken_system(
             yield hub, sim, recorder
         finally:
             await hub.stop()
+
+
+def _speaking_hub(mosquitto: ManagedMosquitto, state: Path, tag: str, base: str) -> HubSettings:
+    """A hub that listens (offline recogniser) and answers out loud (espeak-ng)."""
+    return HubSettings(
+        mqtt_url=mosquitto.url,
+        hub_host="127.0.0.1",
+        hub_port=0,
+        base_topic=base,
+        discovery_enabled=False,
+        hub_id=f"hub-{tag}",
+        hub_share_group=f"g{tag}",
+        speech_share_group=f"sp{tag}",
+        state_dir=state,
+        config=None,
+        stt_engine="offline",
+        tts_engine="espeak",
+    )
 
 
 def _answers(device: WsDevice) -> list[str]:
@@ -185,3 +196,62 @@ async def test_two_devices_speaking_at_once_each_get_their_own_answer(
     finally:
         for device in devices:
             await device.stop()
+
+
+async def test_a_command_spoken_over_udp_is_executed_and_answered_in_encrypted_audio(
+    mosquitto: ManagedMosquitto, start_edge: StartEdge, tmp_path: Path
+) -> None:
+    """Firmware on MQTT + UDP: setup from the hub's OTA endpoint gives the ``mqtt`` block,
+    speech goes up as AES-128-CTR datagrams, the spoken answer comes down the same way."""
+    tag = uuid.uuid4().hex[:8]
+    base = f"u{tag}/xiaozhi"
+    edge = await start_edge(base_topic=base, device_mqtt_port=0)
+    assert edge.mqtt_udp is not None
+    settings = _speaking_hub(mosquitto, tmp_path, tag, base).model_copy(
+        update={
+            "device_transport": "mqtt-udp",
+            "device_approval": DeviceApproval.AUTO,
+            "edge_mqtt_port": edge.mqtt_udp.mqtt_port,
+        }
+    )
+    paho = PahoAsyncio()
+    async with (
+        record(mosquitto.url, f"{base}/#", name="spoken-udp") as recorder,
+        run_hub(settings) as hub,
+    ):
+        sim = SimSettings(
+            mqtt_url=mosquitto.url,
+            base_topic=base,
+            sim_ota_url=f"{hub.url}/xiaozhi/ota/",
+            sim_ws_url="ws://127.0.0.1:9/xiaozhi/v1/",  # unused: the setup answer says
+            sim_token="",
+        )
+        device = MqttUdpDevice(
+            make_identity(name=f"spoken-udp-{uuid.uuid4().hex[:6]}"),
+            sim,
+            paho=paho,
+            mode=ListenMode.MANUAL,
+            record_path=tmp_path / "answer.wav",
+            decode_audio=True,
+        )
+        try:
+            answer = await _speak(device, "turn on the living room light")
+            assert device.mqtt_setup is not None  # it came by MQTT + UDP, as set up
+            assert answer == "Turning on the living room light."
+            assert hub.service.states["light.living_room"]["state"] == "on"
+            heard = await recorder.expect(
+                hub.service.topics.voice_command_events(),
+                lambda e: e["device_id"] == device.device_id,
+            )
+            assert heard["command"] == "turn on the living room light"
+            assert heard["edge_id"] == edge.settings.edge_id
+            assert _voiced(device)  # the answer's datagrams decrypted and decoded
+            assert device.recorder is not None
+            assert device.recorder.errors == 0
+            counters = edge.mqtt_udp.stats()
+            assert counters["datagrams_received"] > 30  # about 3 s of speech, 60 ms each
+            assert counters["datagrams_sent"] > 0
+            assert counters["datagrams_dropped"] == {}
+        finally:
+            await device.stop()
+            await paho.close()

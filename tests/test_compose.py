@@ -29,7 +29,7 @@ from pydantic_settings import BaseSettings
 
 from tests.production_broker import production_broker
 from tests.support import Recorder, record
-from tests.test_emqx import EMQX_ETC, get, read_hocon
+from tests.test_emqx import EMQX_ETC, authenticators, get, read_hocon
 from tests.test_emqx import listeners as emqx_listeners
 from xiaozhi_cli.broker import DEV_CONFIG, ManagedMosquitto, find_mosquitto
 from xiaozhi_cli.main import build_parser
@@ -680,7 +680,7 @@ def test_cluster_services_log_in_as_users_of_the_private_listener() -> None:
     problems = []
     lists = {}
     for listener in listeners.values():
-        bootstrap = listener.settings["authentication"][0]["bootstrap_file"]
+        bootstrap = authenticators(mounted_emqx_config(node), listener)[0]["bootstrap_file"]
         source = _mounted_source(node, bootstrap)
         if source is None:
             problems.append(f"{listener.id}: {bootstrap} is not mounted")

@@ -214,6 +214,12 @@ def listeners(conf: Mapping[str, Any]) -> list[Listener]:
     return found
 
 
+def authenticators(conf: Mapping[str, Any], listener: Listener) -> list[dict[str, Any]]:
+    """A listener's authenticators: its own, else the global ones (EMQX's fallback)."""
+    own = listener.settings.get("authentication")
+    return list(own) if own else list(get(conf, "authentication", []))
+
+
 def test_the_hocon_reader_reads_what_emqx_conf_uses() -> None:
     text = """
     # a comment
@@ -654,19 +660,20 @@ def test_emqx_listeners_are_production_conf_ones_with_their_own_users() -> None:
         attrs = get(conf, f"zones.{listener.zone}.mqtt.client_attrs_init", [])
         if attrs != [{"expression": f"concat(['{trust}'])", "set_as_attr": "trust"}]:
             problems.append(f"{port}: zone {listener.zone} does not set trust = {trust}: {attrs}")
-        authn = listener.settings.get("authentication", [])
+        # Private listeners: an authenticator of their own. The public one: the global one,
+        # whose users the dashboard and REST API manage.
+        authn = authenticators(conf, listener)
+        own = "authentication" in listener.settings
+        if own != (trust == "private"):
+            problems.append(f"{port}: own authenticator {own}, for a {trust} listener")
         if len(authn) != 1 or authn[0].get("backend") != "built_in_database":
-            problems.append(f"{port}: not one built-in database authenticator of its own: {authn}")
+            problems.append(f"{port}: not one built-in database authenticator: {authn}")
             continue
         bootstrap = authn[0].get("bootstrap_file", "")
-        if not bootstrap.endswith(f"users-{trust}.csv"):
+        if bootstrap != f"{EMQX_ETC}/xiaozhi/users-{trust}.csv":
             problems.append(f"{port}: users from {bootstrap}, expected users-{trust}.csv")
         if authn[0].get("user_id_type", "username") != "username":
             problems.append(f"{port}: user ids are {authn[0]['user_id_type']}, not user names")
-    # A listener without an authenticator of its own falls back to this: no users, nobody in.
-    fallback = get(conf, "authentication", [])
-    assert fallback, "no global authenticator"
-    assert all(a.get("bootstrap_file") == "" for a in fallback), fallback
     assert not problems, "\n".join(problems)
 
 

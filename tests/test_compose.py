@@ -29,6 +29,8 @@ from pydantic_settings import BaseSettings
 
 from tests.production_broker import production_broker
 from tests.support import Recorder, record
+from tests.test_emqx import EMQX_ETC, authenticators, get, read_hocon
+from tests.test_emqx import listeners as emqx_listeners
 from xiaozhi_cli.broker import DEV_CONFIG, ManagedMosquitto, find_mosquitto
 from xiaozhi_cli.main import build_parser
 from xiaozhi_cli.settings import UpSettings
@@ -50,6 +52,8 @@ SETTINGS_OF: dict[str, tuple[type[BaseSettings], ...]] = {
     "up": (UpSettings, EdgeSettings, HubSettings, SimSettings),
 }
 MOSQUITTO_CONFIG_TARGET = "/mosquitto/config/mosquitto.conf"
+EMQX_CONFIG_TARGET = "/opt/emqx/etc/emqx.conf"
+CLUSTER_PROFILE = "cluster"
 # Mosquitto options that name a file or folder the broker must find inside its container.
 MOSQUITTO_PATH_OPTIONS = (
     "password_file",
@@ -83,7 +87,8 @@ COMPOSE_SERVICE_KEYS = {
     "read_only", "cap_drop", "cap_add", "security_opt", "mem_limit", "cpus", "pids_limit",
     "extra_hosts", "configs", "secrets", "tty", "stdin_open",
 }  # fmt: skip
-_URL = re.compile(r"\b(mqtt|tcp|http|https|ws|wss)://([^\s'\"/:]+)(?::(\d+))?")
+# scheme, host, port; a `user:password@` before the host is skipped.
+_URL = re.compile(r"\b(mqtt|tcp|http|https|ws|wss)://(?:[^\s'\"/@]*@)?([^\s'\"/:]+)(?::(\d+))?")
 _DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "http": 80, "https": 443, "ws": 80, "wss": 443}
 _VARIABLE = re.compile(
     r"\$(?:\$|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?+])?(?P<arg>[^}]*)\}"
@@ -165,9 +170,12 @@ def parsed_command(service: Mapping[str, Any]) -> argparse.Namespace:
 
 
 def role(service: Mapping[str, Any]) -> str | None:
-    """`broker` for the Mosquitto image, else the `xiaozhi` sub-command (`edge`, `hub`...)."""
+    """`broker` for the Mosquitto image, `emqx` for an EMQX node (profile `cluster`), else the
+    `xiaozhi` sub-command (`edge`, `hub`...)."""
     if str(service.get("image", "")).startswith("eclipse-mosquitto:"):
         return "broker"
+    if str(service.get("image", "")).startswith("emqx/emqx:"):
+        return "emqx"
     if is_built_here(service) and isinstance(service.get("command"), list):
         return str(service["command"][0])
     return None
@@ -219,6 +227,40 @@ def mounted_broker_config(service: Mapping[str, Any]) -> Path:
     raise AssertionError(f"the broker service mounts nothing at {MOSQUITTO_CONFIG_TARGET}")
 
 
+def mounted_emqx_config(service: Mapping[str, Any]) -> dict[str, Any]:
+    """The emqx.conf an EMQX node runs: the mounted file, then the node's `EMQX_*` variables
+    (EMQX_NODE__NAME sets node.name; they take precedence over the file)."""
+    for kind, source, target in volume_mounts(service):
+        if kind == "bind" and target == EMQX_CONFIG_TARGET:
+            conf = read_hocon((REPO / source).read_text(encoding="utf-8"))
+            break
+    else:
+        raise AssertionError(f"the EMQX service mounts nothing at {EMQX_CONFIG_TARGET}")
+    for key, value in environment(service).items():
+        if key.startswith("EMQX_"):
+            path = key.removeprefix("EMQX_").lower().split("__")
+            node = conf
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = value
+    return conf
+
+
+def aliases(service: Mapping[str, Any]) -> set[str]:
+    """The service's network aliases (other containers reach it by these names too)."""
+    networks = service.get("networks") or {}
+    if isinstance(networks, list):
+        return set()
+    return {alias for spec in networks.values() for alias in (spec or {}).get("aliases", [])}
+
+
+def services_named(host: str, all_services: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The services a host name reaches: the service itself, or every one with that alias."""
+    if host in all_services:
+        return [host]
+    return [name for name, service in all_services.items() if host in aliases(service)]
+
+
 def listening_ports(name: str, all_services: Mapping[str, Mapping[str, Any]]) -> set[int]:
     """The container ports a service listens on, from its config and settings."""
     service = all_services[name]
@@ -226,6 +268,8 @@ def listening_ports(name: str, all_services: Mapping[str, Mapping[str, Any]]) ->
     if kind == "broker":
         listeners = mosquitto_options(mounted_broker_config(service)).get("listener", [])
         return {int(value.split()[0]) for value in listeners}
+    if kind == "emqx":
+        return {listener.port for listener in emqx_listeners(mounted_emqx_config(service))}
     if kind in ("edge", "hub"):
         with only_env(environment(service)):
             if kind == "edge":
@@ -414,14 +458,17 @@ def test_published_ports_and_urls_reach_a_port_someone_listens_on() -> None:
         places = [environment(service), service.get("command"), service.get("healthcheck")]
         for text in strings_in(places):
             for scheme, host, port in _URL.findall(text):
-                peer = name if host in ("127.0.0.1", "localhost") else host
+                peers = [name] if host in ("127.0.0.1", "localhost") else []
+                peers = peers or services_named(host, all_services)
                 number = int(port) if port else _DEFAULT_PORTS[scheme]
-                if peer not in all_services:
+                if not peers:
                     problems.append(f"{name}: {scheme}://{host}:{number} names no service")
-                elif number not in ports[peer]:
-                    problems.append(
-                        f"{name}: {scheme}://{host}:{number}, but {peer} listens on {ports[peer]}"
-                    )
+                for peer in peers:
+                    if number not in ports[peer]:
+                        problems.append(
+                            f"{name}: {scheme}://{host}:{number}, but {peer} listens on "
+                            f"{ports[peer]}"
+                        )
     assert not problems, "\n".join(problems)
 
 
@@ -502,6 +549,163 @@ def test_a_real_mosquitto_runs_the_compose_config_and_passes_the_healthcheck(
         )
     assert done.returncode == 0, f"healthcheck {test[1:]} failed: {done.stderr or done.stdout}"
     assert done.stdout.strip(), "the healthcheck topic gave no message"
+
+
+# ------------------------------------------------------------------ profile `cluster` (EMQX)
+
+
+def in_cluster_profile(service: Mapping[str, Any]) -> bool:
+    return CLUSTER_PROFILE in (service.get("profiles") or [])
+
+
+def emqx_nodes() -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in services().items() if role(s) == "emqx"}
+
+
+def _mounted_source(service: Mapping[str, Any], target: str) -> Path | None:
+    for kind, source, mount in volume_mounts(service):
+        if kind == "bind" and mount == target:
+            return (REPO / source).resolve()
+    return None
+
+
+def test_the_cluster_profile_runs_the_system_on_emqx_alone() -> None:
+    """`docker compose --profile cluster up` adds an EMQX cluster and its own hubs, edges and
+    simulator; none of them talks to the default stack's Mosquitto, and the default stack
+    needs nothing of the profile."""
+    all_services = services()
+    profile = {name for name, s in all_services.items() if in_cluster_profile(s)}
+    nodes = set(emqx_nodes())
+    roles = [role(all_services[name]) for name in sorted(profile)]
+    problems = []
+    if len(nodes) < 2 or not nodes <= profile:
+        problems.append(f"EMQX nodes {sorted(nodes)}: at least two, all in the profile")
+    if roles.count("hub") < 1 or roles.count("edge") < 2:
+        problems.append(f"the profile has {roles}: a hub and two edges at least")
+    for name, service in all_services.items():
+        depends = service.get("depends_on") or {}
+        for dep in depends:
+            if (dep in profile) != (name in profile):
+                problems.append(f"{name} depends on {dep} across the profile's boundary")
+        url = environment(service).get("XIAOZHI_MQTT_URL")
+        if url is None:
+            continue
+        brokers = {
+            peer for _, host, _ in _URL.findall(url) for peer in services_named(host, all_services)
+        }
+        wanted = (
+            nodes
+            if name in profile
+            else {n for n, s in all_services.items() if role(s) == "broker"}
+        )
+        if not brokers or not brokers <= wanted:
+            problems.append(f"{name}: XIAOZHI_MQTT_URL reaches {sorted(brokers)}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_emqx_nodes_form_one_cluster() -> None:
+    problems = []
+    names, seeds, cookies, configs = {}, {}, set(), set()
+    for name, service in emqx_nodes().items():
+        conf = mounted_emqx_config(service)
+        node_name = str(get(conf, "node.name"))
+        names[name] = node_name
+        host = node_name.partition("@")[2]
+        if "." not in host or host not in aliases(service):
+            problems.append(f"{name}: node name {node_name}: its host must be an alias with a dot")
+        if get(conf, "cluster.discovery_strategy") != "static":
+            problems.append(f"{name}: discovery {get(conf, 'cluster.discovery_strategy')}")
+        raw_seeds = get(conf, "cluster.static.seeds")
+        if isinstance(raw_seeds, str):  # from the environment: `[a@x, b@y]`
+            raw_seeds = [s.strip() for s in raw_seeds.strip("[]").split(",")]
+        seeds[name] = set(raw_seeds)
+        cookies.add(str(get(conf, "node.cookie")))
+        configs.add(_mounted_source(service, EMQX_CONFIG_TARGET))
+    if len(set(names.values())) != len(names):
+        problems.append(f"node names repeat: {names}")
+    problems += [
+        f"{name}: seeds {sorted(s)}, nodes {sorted(names.values())}"
+        for name, s in seeds.items()
+        if s != set(names.values())
+    ]
+    placeholder = get(
+        read_hocon((REPO / "emqx" / "emqx.conf").read_text(encoding="utf-8")), "node.cookie"
+    )
+    if len(cookies) != 1 or placeholder in cookies:
+        problems.append(f"every node needs the same cookie, set in its environment: {cookies}")
+    if len(configs) != 1:
+        problems.append(f"the nodes run different configs: {configs}")
+    assert not problems, "\n".join(problems)
+
+
+def _paths_in(node: Any) -> Iterator[str]:
+    for value in strings_in(node):
+        if value.startswith(("/", "${EMQX_ETC_DIR}")):
+            yield value
+
+
+def test_every_file_emqx_conf_names_is_mounted_or_shipped_in_the_image() -> None:
+    """Our files (ACL, user lists) are mounted on every node; the certificates are the
+    image's own demo pair under ${EMQX_ETC_DIR}/certs (docs/operations.md §10: mount yours)."""
+    problems = []
+    for name, service in emqx_nodes().items():
+        conf = mounted_emqx_config(service)
+        targets = {target for _, _, target in volume_mounts(service)}
+        for path in _paths_in(conf):
+            if path.startswith("${EMQX_ETC_DIR}/certs/"):
+                continue
+            if path not in targets:
+                problems.append(f"{name}: emqx.conf names {path}, which is not mounted")
+        if f"{EMQX_ETC}/xiaozhi/acl.conf" not in targets:
+            problems.append(f"{name}: acl.conf is not mounted")
+        if "/opt/emqx/data" not in targets:
+            problems.append(f"{name}: /opt/emqx/data (sessions, retained messages) is no volume")
+    assert not problems, "\n".join(problems)
+
+
+def _users(csv_file: Path) -> dict[str, tuple[str, str]]:
+    """user_id → (password, is_superuser) of an EMQX bootstrap file (plain passwords)."""
+    lines = csv_file.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "user_id,password,is_superuser", f"{csv_file}: header {lines[0]!r}"
+    rows = [line.split(",") for line in lines[1:] if line.strip()]
+    return {user: (password, superuser) for user, password, superuser in rows}
+
+
+def test_cluster_services_log_in_as_users_of_the_private_listener() -> None:
+    """The hubs and edges of the profile use the private listener, as the users its user list
+    holds, with their passwords; nobody is a superuser (a superuser skips acl.conf)."""
+    all_services = services()
+    node = next(iter(emqx_nodes().values()))
+    listeners = {listener.port: listener for listener in emqx_listeners(mounted_emqx_config(node))}
+    problems = []
+    lists = {}
+    for listener in listeners.values():
+        bootstrap = authenticators(mounted_emqx_config(node), listener)[0]["bootstrap_file"]
+        source = _mounted_source(node, bootstrap)
+        if source is None:
+            problems.append(f"{listener.id}: {bootstrap} is not mounted")
+            continue
+        lists[listener.port] = _users(source)
+        problems += [
+            f"{source.name}: {user} is a superuser"
+            for user, (_, superuser) in lists[listener.port].items()
+            if superuser != "false"
+        ]
+    for name, service in all_services.items():
+        url = environment(service).get("XIAOZHI_MQTT_URL")
+        if not in_cluster_profile(service) or url is None:
+            continue
+        found = re.match(r"mqtts?://([^:@/]+):([^@/]+)@[^/:]+:(\d+)", url)
+        if found is None:
+            problems.append(f"{name}: {url} has no user and password")
+            continue
+        user, password, port = found.group(1), found.group(2), int(found.group(3))
+        listener = listeners.get(port)
+        if listener is None or listener.zone != "private":
+            problems.append(f"{name}: port {port} is not a private listener")
+        elif lists.get(port, {}).get(user, ("", ""))[0] != password:
+            problems.append(f"{name}: {user} with that password is not in {listener.id}'s users")
+    assert not problems, "\n".join(problems)
 
 
 # ------------------------------------------------------------------------------- Dockerfile

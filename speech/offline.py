@@ -31,9 +31,12 @@ go through :class:`~xiaozhi_speech.wyoming.WyomingSpeechToText` or
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
+import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -119,7 +122,8 @@ class OfflineRecognizer:
         self._pool = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_ignore_interrupts,
+            initializer=_worker_started,
+            initargs=(os.getpid(),),
         )
         self._folder = Path(tempfile.mkdtemp(prefix="xiaozhi-speech-"))
         self._model: ModelFiles | None = None
@@ -204,10 +208,21 @@ class OfflineRecognizer:
         shutil.rmtree(self._folder, ignore_errors=True)
 
 
-def _ignore_interrupts() -> None:
-    """In a worker: Ctrl-C reaches the whole process group, but stopping is the parent's to
-    do (it shuts the pool down); a worker interrupted mid-wait would only print a traceback."""
+def _worker_started(parent_pid: int) -> None:
+    """In a worker, first thing: Ctrl-C reaches the whole process group, but stopping is the
+    parent's to do (it shuts the pool down; a worker interrupted mid-wait would only print a
+    traceback). And a worker dies with its parent: a hub killed with SIGKILL (or by the OOM
+    killer) cannot shut its pool down, and its workers would otherwise wait for work forever,
+    each holding a decoder's memory (Linux ``PR_SET_PDEATHSIG``; elsewhere they linger)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _rms(pcm: bytes) -> float:

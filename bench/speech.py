@@ -324,14 +324,14 @@ def _bare_decode(model: Any, utterances: Sequence[Utterance], alone: Alone) -> N
 
 
 async def _recogniser_alone(
-    utterances: Sequence[Utterance], corpus: list[str], concurrent: int
+    utterances: Sequence[Utterance], corpus: list[str], background: list[str], concurrent: int
 ) -> Alone:
     from xiaozhi_speech import OfflineRecognizer
 
     alone = Alone(corpus_sentences=len(corpus))
     recognizer = OfflineRecognizer(workers=1)
     try:
-        await recognizer.load(corpus)
+        await recognizer.load(corpus, background)
         await recognizer.transcribe(utterances[0].decoded, RATE)  # the worker's decoder loads
         before, own = _children_cpu(), time.process_time()
         for utterance in utterances:
@@ -945,8 +945,8 @@ class Measured:
 
 async def _run(quick: bool, workdir: Path) -> Measured:
     from xiaozhi_hub.home import DEMO_HOME_PATH, load_home
-    from xiaozhi_hub.intents import IntentEngine
-    from xiaozhi_speech import corpus_from_intents
+    from xiaozhi_hub.pipeline import VoicePipeline
+    from xiaozhi_hub.registry import Registry
 
     phases: dict[str, float] = {}
     started = time.perf_counter()
@@ -964,10 +964,14 @@ async def _run(quick: bool, workdir: Path) -> Measured:
     utterances = await _record(sentences, VOICES[:1] if quick else VOICES)
     random.Random(SEED).shuffle(utterances)  # conditions and voices mixed over the run
     lap("synthesis, noise and Opus")
-    engine = IntentEngine(home, "en")
-    corpus = corpus_from_intents(engine.intents, engine.slot_lists, language=engine.language)
+    pipeline = VoicePipeline(Registry(home), language="en")  # the hub's sentences, as built
+    await pipeline.start()
+    try:
+        corpus, background = await pipeline.sentences(), await pipeline.background()
+    finally:
+        pipeline.close()
     concurrent = QUICK_CONCURRENT if quick else CONCURRENT
-    alone = await _recogniser_alone(utterances, corpus, concurrent)
+    alone = await _recogniser_alone(utterances, corpus, background, concurrent)
     lap("recogniser alone (corpus, model, ours, bare)")
     frames = [p for u in utterances for p in u.packets][:EDGE_FRAMES]
     edge_us = _edge_frame_us(frames)

@@ -60,7 +60,7 @@ async def serve_speech(
     try:
         await pipeline.start()
         sentences = await pipeline.sentences()
-        await recognizer.load(sentences)
+        await recognizer.load(sentences, await pipeline.background())
         server = WyomingSttServer(recognizer, host, port)
         bound = await server.start()
         home_name = settings.config or "the demo home"

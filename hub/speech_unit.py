@@ -97,8 +97,9 @@ class SpeechUnit:
         if not isinstance(self.stt, OfflineRecognizer):
             return
         sentences = await self._pipeline.sentences()
-        await self.stt.load(sentences)
-        log.info("speech_loaded", sentences=len(sentences))
+        background = await self._pipeline.background()
+        await self.stt.load(sentences, background)
+        log.info("speech_loaded", sentences=len(sentences), background=len(background))
 
     async def stop(self) -> None:
         await self._ctx.owner.unsubscribe([self.filter])

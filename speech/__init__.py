@@ -12,7 +12,7 @@ from xiaozhi_speech.base import (
     TextToSpeech,
     Transcript,
 )
-from xiaozhi_speech.corpus import corpus_from_intents, normalize_words
+from xiaozhi_speech.corpus import background_from_intents, corpus_from_intents, normalize_words
 from xiaozhi_speech.offline import OfflineRecognizer, RecognizerClosed
 from xiaozhi_speech.openai import OpenAiSpeechToText
 from xiaozhi_speech.synthesis import EspeakVoice, FliteVoice, SynthesisFailed
@@ -36,6 +36,7 @@ __all__ = [
     "Transcript",
     "WyomingSpeechToText",
     "WyomingTextToSpeech",
+    "background_from_intents",
     "corpus_from_intents",
     "normalize_words",
     "opus_frames",

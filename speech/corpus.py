@@ -42,7 +42,11 @@ from hassil.intents import RangeSlotList, TextSlotList, WildcardSlotList
 from hassil.numbers import get_rbnf_engine
 
 __all__ = [
+    "BACKGROUND_AREAS",
+    "BACKGROUND_NAMES",
+    "DEFAULT_BACKGROUND_LIMIT",
     "DEFAULT_CORPUS_LIMIT",
+    "background_from_intents",
     "corpus_from_intents",
     "normalize_words",
     "number_words",
@@ -50,6 +54,28 @@ __all__ = [
 
 DEFAULT_CORPUS_LIMIT = 50_000
 """Sentences kept at most: enough for the word sequences of a home, built in about a second."""
+
+DEFAULT_BACKGROUND_LIMIT = 20_000
+"""Background sentences of each kind (:func:`background_from_intents`)."""
+
+BACKGROUND_NAMES = (
+    "garage light", "attic fan", "basement light", "porch light", "hallway light",
+    "garden light", "bathroom light", "dining room light", "ceiling fan", "desk lamp",
+    "floor lamp", "tv", "television", "heater", "kettle", "coffee maker", "oven",
+    "washing machine", "dishwasher", "fridge", "computer", "radio", "blinds", "curtains",
+    "window", "gate", "garage door", "back door", "sprinkler", "christmas tree",
+    "air conditioner", "printer", "alarm", "camera", "doorbell", "music",
+)  # fmt: skip
+"""Things homes commonly have, for the decoder to hear when a home lacks them (English)."""
+
+BACKGROUND_AREAS = (
+    "garage", "attic", "basement", "hallway", "garden", "porch", "patio", "bathroom",
+    "dining room", "nursery", "study", "laundry room", "hall", "upstairs", "downstairs",
+    "guest room", "kids room", "backyard", "driveway", "shed", "toilet", "cellar",
+)  # fmt: skip
+"""Rooms homes commonly have, for the decoder to hear when a home lacks them (English)."""
+
+_BACKGROUND_DOMAINS = ("light", "switch", "fan", "lock", "climate", "media_player", "cover")
 
 _SEED = 20_261_201
 _ENUMERATE_UP_TO = 200
@@ -134,6 +160,70 @@ def corpus_from_intents(
                 if len(seen) >= limit:
                     return list(seen)
     return list(seen)
+
+
+def background_from_intents(
+    intents: Intents,
+    slot_lists: Mapping[str, SlotList],
+    *,
+    intent_names: Collection[str],
+    language: str = "en",
+    limit: int = DEFAULT_BACKGROUND_LIMIT,
+) -> list[str]:
+    """Sentences the decoder may hear but the home must never act on: somewhere to go for
+    speech that is not one of the home's commands.
+
+    A closed-vocabulary decoder forces every sound into the home's words: "turn on the attic
+    fan" in a home without an attic came out as "turn on the fan" and switched the office fan
+    on. With these in its language model (never in the corpus a hypothesis is checked
+    against) the words come out as themselves and the hypothesis is refused.
+
+    Two kinds, up to ``limit`` each: the ``intent_names`` templates with the names and rooms
+    of :data:`BACKGROUND_NAMES` and :data:`BACKGROUND_AREAS` the home does not have (English
+    only; other languages get the second kind), and every other intent's templates with the
+    home's lists (timers, weather, the time: what a household also says to a speaker).
+    """
+    names = {_value_words(v) for v in _text_values(slot_lists.get("name"))}
+    areas = {_value_words(v) for v in _text_values(slot_lists.get("area"))}
+    out: list[str] = []
+    if language == "en":
+        unknown = {
+            "name": TextSlotList.from_tuples(
+                [
+                    (name, f"background.{name}", {"domain": domain})
+                    for name in BACKGROUND_NAMES
+                    if name not in names
+                    for domain in _BACKGROUND_DOMAINS
+                ],
+                allow_template=False,
+            ),
+            "area": TextSlotList.from_tuples(
+                [(area, area) for area in BACKGROUND_AREAS if area not in areas],
+                allow_template=False,
+            ),
+        }
+        out += corpus_from_intents(
+            intents,
+            {**slot_lists, **unknown},
+            language=language,
+            limit=limit,
+            intent_names=intent_names,
+        )
+    others = [name for name in intents.intents if name not in intent_names]
+    if others:
+        out += corpus_from_intents(
+            intents, slot_lists, language=language, limit=limit, intent_names=others
+        )
+    return out
+
+
+def _text_values(slot_list: SlotList | None) -> list[Any]:
+    return list(slot_list.values) if isinstance(slot_list, TextSlotList) else []
+
+
+def _value_words(value: Any) -> str:
+    text_in = value.text_in
+    return normalize_words(text_in.text if isinstance(text_in, TextChunk) else str(value.value))
 
 
 def _templates(

@@ -136,12 +136,16 @@ class OfflineRecognizer:
         """The model transcriptions use now; None before the first :meth:`load`."""
         return self._model
 
-    async def load(self, sentences: Sequence[str]) -> None:
+    async def load(self, sentences: Sequence[str], background: Sequence[str] = ()) -> None:
         """Build the language model and dictionary from ``sentences`` and switch to them.
 
         Args:
             sentences: the home's sentences (:func:`corpus_from_intents`); normalised again
-                here, so any text works.
+                here, so any text works. Only these are ever accepted.
+            background: sentences the decoder may also hear but that are never accepted
+                (:func:`background_from_intents`): speech outside the home's commands comes
+                out as its own words and is refused, instead of being forced into the
+                nearest command.
 
         Raises:
             ValueError: no usable sentence (no word with a pronunciation).
@@ -153,7 +157,7 @@ class OfflineRecognizer:
         folder = self._folder / f"v{self._version}"
         loop = asyncio.get_running_loop()
         model = await loop.run_in_executor(
-            self._pool, build_model, list(sentences), str(folder), self._version
+            self._pool, build_model, list(sentences), str(folder), self._version, list(background)
         )
         previous, self._model = self._model, model
         self._loaded.set()
@@ -237,24 +241,33 @@ def _rms(pcm: bytes) -> float:
 # -- in the worker processes -------------------------------------------------------------
 
 
-def build_model(sentences: list[str], folder: str, version: int) -> ModelFiles:
-    """Write the ARPA model, the dictionary and the corpus of ``sentences`` into ``folder``.
+def build_model(
+    sentences: list[str], folder: str, version: int, background: Sequence[str] = ()
+) -> ModelFiles:
+    """Write into ``folder`` the ARPA model of ``sentences`` and ``background``, the
+    dictionary of their words, and the corpus hypotheses are checked against: ``sentences``
+    only.
 
     Sentences with a word that has no pronunciation are dropped (and so the word).
 
     Raises:
-        ValueError: nothing usable is left.
+        ValueError: nothing usable is left of ``sentences``.
     """
     normalised = list(dict.fromkeys(w for s in sentences if (w := normalize_words(s))))
-    prons = lexicon(word for sentence in normalised for word in sentence.split())
+    heard = list(dict.fromkeys(w for s in background if (w := normalize_words(s))))
+    prons = lexicon(word for sentence in (*normalised, *heard) for word in sentence.split())
     usable = [s for s in normalised if all(word in prons for word in s.split())]
     if not usable:
         raise ValueError("no sentence to build the recogniser from")
+    own = set(usable)
+    modelled = usable + [
+        s for s in heard if s not in own and all(word in prons for word in s.split())
+    ]
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
     lm_path, dict_path, corpus_path = path / "home.arpa", path / "home.dict", path / "corpus.txt"
-    lm_path.write_text(arpa_trigram(usable), encoding="utf-8")
-    words = sorted({word for sentence in usable for word in sentence.split()})
+    lm_path.write_text(arpa_trigram(modelled), encoding="utf-8")
+    words = sorted({word for sentence in modelled for word in sentence.split()})
     with dict_path.open("w", encoding="utf-8") as out:
         for word in words:
             for index, phones in enumerate(prons[word]):

@@ -451,9 +451,9 @@ class StreamSession:
         self._control.clear()
         if self.state is SessionState.OPEN:
             out.extend(self._data_frames(now))
-            if self.state is SessionState.CLOSED:  # acks ran out: the notice goes out too
-                out.extend(self._encode(k, d, f, now) for k, d, f in self._control)
-                self._control.clear()
+            # Acks ran out: the ERROR that says so goes out too.
+            out.extend(self._encode(k, d, f, now) for k, d, f in self._control)
+            self._control.clear()
         if out:
             self._last_sent = now
             self.stats.sent += len(out)

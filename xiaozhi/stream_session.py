@@ -436,6 +436,11 @@ class StreamSession:
             (MessageType.SUBSCRIPTION_ACK, {"topics": list(self.filters), **change}, Flag(0))
         )
 
+    def refuse(self, code: ErrorCode, message: str) -> None:
+        """Answer something the I/O layer refused itself (a text frame) with an ``ERROR``."""
+        if self.state is not SessionState.CLOSED:
+            self._error(code, message)
+
     def _error(self, code: ErrorCode, message: str, *, fatal: bool = False) -> None:
         self.stats.errors += 1
         self._control.append((MessageType.ERROR, {"code": code, "message": message}, Flag(0)))

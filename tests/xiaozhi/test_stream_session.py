@@ -337,3 +337,12 @@ def test_big_messages_are_compressed() -> None:
     assert raw[2] & Flag.COMPRESSED
     assert len(raw) < 200
     assert zlib.crc32(raw[19:]) == int.from_bytes(raw[7:11], "big")
+
+
+def test_the_io_layer_refuses_through_the_session() -> None:
+    session = opened()
+    session.refuse(ErrorCode.INVALID_DATA_FORMAT, "text frame")
+    assert error_code(sent(session)) == ErrorCode.INVALID_DATA_FORMAT
+    session.close("gone")
+    session.refuse(ErrorCode.INVALID_DATA_FORMAT, "text frame")
+    assert sent(session) == []

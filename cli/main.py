@@ -3,6 +3,7 @@
 - `xiaozhi up`: the whole system on one machine: a managed Mosquitto (or XIAOZHI_MQTT_URL),
   the hub, one edge, and three simulated devices, with a line per voice command.
 - `xiaozhi edge`, `xiaozhi hub`, `xiaozhi sim ...`: one component each.
+- `xiaozhi watch`: the fleet and its events, live, from the hub's stream.
 - `xiaozhi bench CASE`: benchmarks; figures printed and written as JSON under bench/results/.
 """
 
@@ -216,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_hub_parser(sub)
     add_speech_parser(sub)
     add_sim_parser(sub)
+
+    from xiaozhi_cli.watch import add_watch_parser
+
+    add_watch_parser(sub)
 
     from xiaozhi_bench.runner import CASES, DEFAULT_RESULTS_DIR
 

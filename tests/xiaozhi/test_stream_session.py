@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -346,3 +347,64 @@ def test_the_io_layer_refuses_through_the_session() -> None:
     session.close("gone")
     session.refuse(ErrorCode.INVALID_DATA_FORMAT, "text frame")
     assert sent(session) == []
+
+
+# --------------------------------------------------------------------------- the documented session
+
+
+def example_session() -> list[tuple[str, str, bytes]]:
+    """The frame-by-frame session of docs/protocols.md §3.9: (who, what, bytes), every frame
+    produced by the codec and this session, at a fixed clock."""
+    now = 1_800_000_000.0
+    session = StreamSession(check_credentials=lambda c: False, authenticated=True)
+    session.start()
+    out: list[tuple[str, str, bytes]] = []
+
+    def server(what: str) -> None:
+        frames = session.frames(now)
+        assert len(frames) == 1
+        out.append(("server", what, frames[0]))
+
+    def client(what: str, data: bytes) -> None:
+        out.append(("client", what, data))
+        session.receive(data, now)
+
+    def v(kind: MessageType, data: Any, version: StreamVersion = StreamVersion.V3) -> bytes:
+        ts = int(now * 1_000_000) if version >= StreamVersion.V3 else None
+        return encode_message(StreamMessage(kind, data, version, NO_FLAGS, ts))
+
+    server("PROTOCOL_NEGOTIATION, V1")
+    client(
+        "VERSION_CHECK, V1", v(MessageType.VERSION_CHECK, {"versions": [3, 2, 1]}, StreamVersion.V1)
+    )
+    server("VERSION_CHECK, V3 from now on")
+    client("SUBSCRIBE", v(MessageType.SUBSCRIBE, {"topics": ["xiaozhi/status/+"]}))
+    server("SUBSCRIPTION_ACK")
+    status = {"status": "connected", "transport": "websocket"}
+    session.offer(
+        StreamItem(
+            MessageType.ECG_DATA,
+            "xiaozhi/status/kitchen",
+            {
+                "topic": "xiaozhi/status/kitchen",
+                "kind": "status",
+                "payload": status,
+                "device_id": "kitchen",
+            },
+        ),
+        retained=True,
+    )
+    server("ECG_DATA: the retained status")
+    client("PING", v(MessageType.PING, {"n": 1}))
+    server("PONG, PRIORITY")
+    bad = bytearray(v(MessageType.PING, {"n": 2}))
+    bad[-1] ^= 0x01
+    client("PING with one payload bit flipped", bytes(bad))
+    server("ERROR 0x101")
+    return out
+
+
+def test_the_documented_session_is_what_the_code_sends() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "protocols.md").read_text()
+    for _, _, data in example_session():
+        assert data.hex(" ") in doc

@@ -250,8 +250,12 @@ def _cmd_watch(args: argparse.Namespace) -> int:
             )
         )
     except StreamClosed as err:
-        code = f" (0x{err.code:03x})" if err.code is not None else ""
-        print(f"xiaozhi watch: the hub refused the stream{code}: {err}", file=sys.stderr)
+        if err.code is None:  # the hub went away (restart, network)
+            print(f"xiaozhi watch: {err}", file=sys.stderr)
+            return 1
+        print(
+            f"xiaozhi watch: the hub refused the stream (0x{err.code:03x}): {err}", file=sys.stderr
+        )
         return 2
     except OSError as err:
         print(f"xiaozhi watch: cannot reach the hub at {args.url}: {err}", file=sys.stderr)

@@ -44,7 +44,8 @@ _CONNECT_TIMEOUT_SECONDS = 10.0
 
 
 class StreamClosed(Exception):
-    """The hub refused or ended the stream: its ``ERROR`` (code, text) or close reason."""
+    """The hub refused or ended the stream: its ``ERROR`` (seed-002 ``code``, text), or the
+    close (``code`` None) when it was not a normal one (1012: the hub is restarting)."""
 
     def __init__(self, message: str, *, code: int | None = None) -> None:
         super().__init__(message)
@@ -201,6 +202,8 @@ class StreamClient:
             return await self._receive()
         except ConnectionClosedOK as err:
             raise StopAsyncIteration from err
+        except ConnectionClosed as err:
+            raise StreamClosed(f"the hub closed the stream: {err}") from err
 
     async def _expect(self, kind: MessageType) -> StreamMessage:
         """The next message of ``kind``; others are kept for the iterator in order."""

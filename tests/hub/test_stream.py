@@ -243,3 +243,21 @@ async def test_a_slow_client_is_skipped_ahead_not_buffered(
         assert stream.dropped == notice.data["dropped"] > 0
         after = await next_matching(stream, lambda m: m.type in DATA_TYPES, within=60)
         assert after.data["seq"] > seqs[-1] + 1  # skipped ahead
+
+
+async def test_a_hub_that_stops_ends_its_streams(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
+) -> None:
+    async with run_hub(hub_settings, home=engine.home, engine=engine) as running:
+        stream = StreamClient(running.url, api_key=READ_KEY, topics=["#"])
+        await stream.connect()
+        assert running.service.stream.sessions == 1
+    # The hub stopped with a client connected: the client sees the end, nothing hangs.
+
+    async def read_to_the_end() -> None:
+        async for _ in stream:
+            pass
+
+    with pytest.raises(StreamClosed, match="1012"):  # service restart
+        await asyncio.wait_for(read_to_the_end(), 15)
+    assert running.service.stream.sessions == 0

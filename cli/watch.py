@@ -72,6 +72,34 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _action(action: Any) -> str:
+    if not isinstance(action, dict):
+        return ""
+    return " ".join(str(action[k]) for k in ("action", "entity_id") if action.get(k))
+
+
+def _event_gist(event_type: str, body: dict[str, Any]) -> str:
+    """The few words that say what an event was (the voice steps first)."""
+    if event_type == "voice_command":
+        return f'heard "{body.get("command", "")}"'
+    if event_type == "action":
+        return f"-> {_action(body.get('action'))}"
+    if event_type == "action_result":
+        outcome = body.get("status", "?")
+        error = f" {_short(body['error'], 60)}" if body.get("error") else ""
+        return f"{outcome} {_action(body.get('action'))}{error}"
+    if event_type == "response":
+        return f'says "{body.get("text", "")}"' + (
+            f" ({body['intent']})" if body.get("intent") else ""
+        )
+    if event_type == "command_result":
+        return f"{body.get('command', '?')} {body.get('status', '?')}"
+    if event_type == "error":
+        return f"{body.get('source', '')} {body.get('error_message', '')}".strip()
+    rest = {k: v for k, v in body.items() if k not in ("event_type", "device_id", "timestamp")}
+    return _short(rest, 80)
+
+
 def describe(msg: StreamMessage) -> str:
     """One line for a stream message: time, what, who, the gist."""
     data = msg.data if isinstance(msg.data, dict) else {}
@@ -83,37 +111,35 @@ def describe(msg: StreamMessage) -> str:
             )
         return f"{_clock(msg)}  heartbeat"
     if msg.type is MessageType.ERROR:
-        return f"{_clock(msg)}  ERROR      0x{data.get('code', 0):03x} {data.get('message', '')}"
-    kind = str(data.get("kind", msg.type.name.lower()))
+        return (
+            f"{_clock(msg)}  ERROR            0x{data.get('code', 0):03x} {data.get('message', '')}"
+        )
+    what = str(data.get("kind", msg.type.name.lower()))
     payload = data.get("payload")
     who = str(data.get("device_id") or data.get("edge_id") or data.get("entity_id") or "")
     body = payload if isinstance(payload, dict) else {}
-    if kind == "status":
+    if what == "status":
         gist = " ".join(
             f"{k}={body[k]}"
             for k in ("status", "transport", "firmware_version", "wifi_signal", "uptime")
             if k in body
         )
-    elif kind == "sensor":
+    elif what == "sensor":
         gist = f"{data.get('sensor_type')}={_short(body.get('value'), 30)} {body.get('unit', '')}"
-    elif kind in _CONNECTION_KINDS:
+    elif what in _CONNECTION_KINDS:
         who = str(body.get("device_id", who))
-        gist = " ".join(str(body[k]) for k in ("transport", "reason") if body.get(k))
-    elif kind == "device_events" or "event_type" in data:
-        event_type = data.get("event_type", "?")
-        rest = {k: v for k, v in body.items() if k not in ("event_type", "device_id", "timestamp")}
-        for key in ("text", "command", "error_message", "status"):
-            if key in rest:
-                rest = {key: rest[key], **{k: v for k, v in rest.items() if k != key}}
-                break
-        gist = f"{event_type} {_short(rest, 80)}"
+        gist = " ".join(str(body[k]) for k in ("transport", "edge_id", "reason") if body.get(k))
+    elif "event_type" in data:
+        what = str(data["event_type"])
+        who = who or str(body.get("device_id", ""))
+        gist = _event_gist(what, body)
     elif payload is None:
         gist = "(cleared)"
     else:
         gist = _short(body.get("state", payload) if body else payload, 80)
     if data.get("retained"):
         gist += "  (retained)"
-    return f"{_clock(msg)}  {kind:<19} {who:<14} {gist}".rstrip()
+    return f"{_clock(msg)}  {what:<16} {who:<16} {gist}".rstrip()
 
 
 @dataclass

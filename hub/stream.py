@@ -26,19 +26,23 @@ Message types (seed 002's table, as :class:`~xiaozhi.stream_frame.MessageType` d
                        ``bridge/edges/{id}``, ``bridge/info``, ``entities/{id}``
 =====================  =============================================================
 
-``PRIORITY``: connection events, ``error`` events, bridge state. ``BROADCAST`` (to every
+A voice command an edge publishes twice (``events/voice_command`` and its copy on
+``events/{device_id}``, same bytes) is offered once. ``PRIORITY``: connection events,
+``error`` events, bridge state. ``BROADCAST`` (to every
 session whatever its filters): the hub's own ``bridge/state``. Retained kinds are remembered
 (last message per topic, bounded by the fleet) and sent to a session when it subscribes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import structlog
 
+from xiaozhi.dedup import RecentIds
 from xiaozhi.stream_frame import MessageType
 from xiaozhi.stream_session import StreamItem, StreamSession, topic_matches
 from xiaozhi.topics import ParsedTopic, TopicKind
@@ -121,6 +125,9 @@ class StreamUnit:
         self._retained: dict[str, StreamItem] = {}
         self._watched: set[str] = set()
         self._tasks = UnitTasks("stream_watch", limit=1)
+        # An edge publishes what a device heard twice: on events/voice_command (for the hub)
+        # and a copy on events/{device_id}; the stream shows it once.
+        self._heard = RecentIds(64)
         self.offered = 0
 
     async def start(self) -> None:
@@ -188,15 +195,38 @@ class StreamUnit:
     def tap(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
         """One message the hub received: remember it if retained, offer it to every session."""
         kind = parsed.kind
-        message_type = _TYPES.get(kind)
-        if message_type is None:
+        if kind not in _TYPES:
             return
         if kind is TopicKind.STATUS and parsed.device_id not in self._watched:
             device_id = str(parsed.device_id)
             self._watched.add(device_id)  # now, so a burst of statuses subscribes once
             self._tasks.spawn(self._subscribe([device_id]), name="stream-watch", device=device_id)
+        item = self._item(topic, parsed, payload)
+        if item is None:
+            return
+        if kind in _RETAINED:
+            if item.data["payload"] is None:
+                self._retained.pop(topic, None)
+            else:
+                self._retained[topic] = item
+        self.offered += 1
+        for sink in list(self._sinks):
+            sink.offer(item)
+
+    def _item(self, topic: str, parsed: ParsedTopic, payload: bytes) -> StreamItem | None:
+        """The message as the stream carries it; None for the copy of a voice command."""
+        kind = parsed.kind
         value = _payload(payload)
         event_type = value.get("event_type") if isinstance(value, dict) else None
+        if kind is TopicKind.VOICE_COMMAND_EVENTS:
+            self._heard.seen(hashlib.blake2b(payload, digest_size=16).hexdigest())
+        elif (
+            kind is TopicKind.DEVICE_EVENTS
+            and event_type == "voice_command"
+            and hashlib.blake2b(payload, digest_size=16).hexdigest() in self._heard
+        ):
+            return None
+        message_type = _TYPES[kind]
         if kind is TopicKind.DEVICE_EVENTS and event_type in _VOICE_STEPS:
             message_type = MessageType.PREDICTION_RESULT
         data: dict[str, Any] = {"topic": topic, "kind": kind.value, "payload": value}
@@ -206,18 +236,10 @@ class StreamUnit:
                 data[name] = field
         if isinstance(event_type, str):
             data["event_type"] = event_type
-        item = StreamItem(
+        return StreamItem(
             message_type,
             topic,
             data,
             priority=kind in _PRIORITY_KINDS or event_type == "error",
             broadcast=kind is TopicKind.BRIDGE_STATE,
         )
-        if kind in _RETAINED:
-            if value is None:
-                self._retained.pop(topic, None)
-            else:
-                self._retained[topic] = item
-        self.offered += 1
-        for sink in list(self._sinks):
-            sink.offer(item)

@@ -33,7 +33,7 @@ def start_watch(args: list[str], state_dir: Path) -> tuple[subprocess.Popen[str]
     process = subprocess.Popen(
         [XIAOZHI, "watch", *args],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # its "# watching ..." line says it has subscribed
         text=True,
         env=watch_env(state_dir),
     )
@@ -66,7 +66,9 @@ async def test_a_device_that_connects_shows_up_in_the_watch_output(
         tmp_path,
     )
     try:
-        # Not a TTY: plain lines. The hub's retained state comes first.
+        # Not a TTY: plain lines. Once subscribed, the hub's retained state comes first.
+        await asyncio.to_thread(only.wait_for, "# watching")
+        await asyncio.to_thread(lines.wait_for, "# watching")
         await asyncio.to_thread(lines.wait_for, "bridge_state")
         sim = SimSettings(
             mqtt_url=hub_settings.mqtt_url,
@@ -79,17 +81,17 @@ async def test_a_device_that_connects_shows_up_in_the_watch_output(
         await device.start()
         try:
             await device.wake()
-            line = await asyncio.to_thread(lines.wait_for, f"device_connected    {device_id}")
+            line = await asyncio.to_thread(lines.wait_for, f"device_connected {device_id}")
             assert "websocket" in line
-            status = await asyncio.to_thread(lines.wait_for, f"status              {device_id}")
+            status = await asyncio.to_thread(lines.wait_for, f"status           {device_id}")
             assert "status=connected" in status
-            (shown,) = await asyncio.to_thread(only.rest, 15)
+            (_, shown) = await asyncio.to_thread(only.rest, 15)
             assert "device_connected" in shown
             assert device_id in shown
             assert filtered.wait(10) == 0
         finally:
             await device.stop()
-        await asyncio.to_thread(lines.wait_for, f"device_disconnected {device_id}")
+        await asyncio.to_thread(lines.wait_for, "device_disconnected")
     finally:
         everything.terminate()
         everything.wait(10)
@@ -129,7 +131,7 @@ def test_lines_and_the_fleet_table() -> None:
         MessageType.ECG_DATA,
     )
     assert describe(status).endswith(
-        "status              kitchen        status=connected transport=websocket wifi_signal=-50"
+        "status           kitchen          status=connected transport=websocket wifi_signal=-50"
         "  (retained)"
     )
     event = message(
@@ -137,19 +139,24 @@ def test_lines_and_the_fleet_table() -> None:
             "kind": "device_events",
             "device_id": "kitchen",
             "event_type": "response",
-            "payload": {"event_type": "response", "device_id": "kitchen", "text": "Done."},
+            "payload": {
+                "event_type": "response",
+                "device_id": "kitchen",
+                "text": "Done.",
+                "intent": "HassTurnOn",
+            },
         },
         MessageType.PREDICTION_RESULT,
     )
-    assert describe(event).endswith('device_events       kitchen        response {"text": "Done."}')
+    assert describe(event).endswith('response         kitchen          says "Done." (HassTurnOn)')
     dropped = message({"dropped": 7, "queued": 3}, MessageType.HEARTBEAT)
     assert "7 dropped" in describe(dropped)
     error = message({"code": 0x101, "message": "CRC"}, MessageType.ERROR)
-    assert "ERROR      0x101 CRC" in describe(error)
+    assert "ERROR            0x101 CRC" in describe(error)
     fleet = Fleet()
     fleet.apply(status, describe(status))
     fleet.apply(event, describe(event))
     screen = fleet.render(100, 20)
     assert "1 devices, 1 connected" in screen
     assert "kitchen" in screen.splitlines()[2]
-    assert screen.splitlines()[-1].endswith('{"text": "Done."}')
+    assert screen.splitlines()[-1].endswith('says "Done." (HassTurnOn)')

@@ -177,9 +177,15 @@ class StreamUnit:
 
     def attach(self, sink: StreamSink) -> None:
         self._sinks.add(sink)
+        self._ctx.metrics.stream_sessions.set(len(self._sinks))
 
     def detach(self, sink: StreamSink) -> None:
         self._sinks.discard(sink)
+        self._ctx.metrics.stream_sessions.set(len(self._sinks))
+
+    def dropped(self, count: int) -> None:
+        """A session dropped ``count`` messages for a slow client (``/metrics``)."""
+        self._ctx.metrics.stream_dropped.inc(count)
 
     def retained(self, filters: Iterable[str]) -> list[StreamItem]:
         """The remembered state matching any of ``filters``, for a session that subscribed."""

@@ -51,13 +51,17 @@ _POLICY_CLOSE = 1008  # RFC 6455: the message violates the endpoint's policy (au
 class _Connection:
     """One stream client: its session, and the event that wakes its writer."""
 
-    def __init__(self, session: StreamSession) -> None:
+    def __init__(self, session: StreamSession, unit: StreamUnit) -> None:
         self.session = session
+        self.unit = unit
         self.wake = asyncio.Event()
 
     def offer(self, item: StreamItem, *, retained: bool = False) -> None:
+        before = self.session.dropped
         if self.session.offer(item, retained=retained):
             self.wake.set()
+            if self.session.dropped != before:
+                self.unit.dropped(self.session.dropped - before)
 
 
 def add_stream_routes(app: FastAPI, auth: Authenticator) -> None:
@@ -107,7 +111,7 @@ def add_stream_routes(app: FastAPI, auth: Authenticator) -> None:
 
 async def _serve(websocket: WebSocket, session: StreamSession, unit: StreamUnit) -> None:
     """Run one connection until either side ends it."""
-    connection = _Connection(session)
+    connection = _Connection(session, unit)
     session.start()
     unit.attach(connection)
     reader = asyncio.create_task(_read(websocket, connection, unit), name="stream-reader")
@@ -163,5 +167,5 @@ async def _read(websocket: WebSocket, connection: _Connection, unit: StreamUnit)
             for result in session.receive(data, time.time()):
                 if isinstance(result, Subscribed):
                     for item in unit.retained(result.filters):
-                        session.offer(item, retained=True)
+                        connection.offer(item, retained=True)
         connection.wake.set()

@@ -242,6 +242,9 @@ async def test_a_slow_client_is_skipped_ahead_not_buffered(
             )
         (session,) = hub.service.stream.stats()["sessions"]
         assert session["queued"] <= 8
+        metrics = hub.service.metrics.exposition().decode()
+        assert "xiaozhi_hub_stream_sessions 1.0" in metrics
+        assert f"xiaozhi_hub_stream_dropped_total {float(session['dropped'])}" in metrics
         # The client is told: a HEARTBEAT with the drop count, and a gap in the sequence.
         seqs: list[int] = []
 

@@ -129,6 +129,10 @@ def describe(msg: StreamMessage) -> str:
     elif what in _CONNECTION_KINDS:
         who = str(body.get("device_id", who))
         gist = " ".join(str(body[k]) for k in ("transport", "edge_id", "reason") if body.get(k))
+    elif what == "log":
+        what = f"log {body.get('level', '')}"
+        rest = {k: v for k, v in body.items() if k not in ("level", "event", "timestamp")}
+        gist = f"{body.get('event', '')} {_short(rest, 80) if rest else ''}"
     elif "event_type" in data:
         what = str(data["event_type"])
         who = who or str(body.get("device_id", ""))

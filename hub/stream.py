@@ -27,7 +27,12 @@ Message types (seed 002's table, as :class:`~xiaozhi.stream_frame.MessageType` d
 =====================  =============================================================
 
 A voice command an edge publishes twice (``events/voice_command`` and its copy on
-``events/{device_id}``, same bytes) is offered once. ``PRIORITY``: connection events,
+``events/{device_id}``, same bytes) is offered once.
+
+The hub's own log lines (what ``xiaozhi hub`` writes, at its level: the process's logging is
+configured by the command line, so a hub embedded elsewhere has none) are ``ANOMALY_ALERT``
+frames of kind ``log`` under ``{base}/bridge/hubs/{hub_id}/log``, a topic of the stream only
+(MQTT never carries it). ``PRIORITY``: connection events,
 ``error`` events, bridge state. ``BROADCAST`` (to every
 session whatever its filters): the hub's own ``bridge/state``. Retained kinds are remembered
 (last message per topic, bounded by the fleet) and sent to a session when it subscribes.
@@ -35,9 +40,11 @@ session whatever its filters): the hub's own ``bridge/state``. Retained kinds ar
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import structlog
@@ -47,6 +54,7 @@ from xiaozhi.stream_frame import MessageType
 from xiaozhi.stream_session import StreamItem, StreamSession, topic_matches
 from xiaozhi.topics import ParsedTopic, TopicKind
 from xiaozhi_hub.unit import HubContext, Route, UnitTasks
+from xiaozhi_runtime.logs import add_log_listener
 
 __all__ = ["StreamSink", "StreamUnit"]
 
@@ -129,12 +137,23 @@ class StreamUnit:
         # and a copy on events/{device_id}; the stream shows it once.
         self._heard = RecentIds(64)
         self.offered = 0
+        # The hub's own log lines, under a topic of this replica that MQTT never carries.
+        self.log_topic = ctx.topics.hub_probe(ctx.settings.hub_id).rsplit("/", 1)[0] + "/log"
+        self._stop_logs: Callable[[], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
 
     async def start(self) -> None:
-        """Watch the events of every device the registry knows."""
+        """Watch the events of every device the registry knows, and the hub's log."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._stop_logs = add_log_listener(self._on_log)
         await self._watch(sorted(d.device_id for d in self._ctx.registry.devices()))
 
     async def stop(self) -> None:
+        if self._stop_logs is not None:
+            self._stop_logs()
+            self._stop_logs = None
         await self._tasks.drain()
         filters = [self._ctx.topics.device_events(d) for d in sorted(self._watched)]
         self._watched.clear()
@@ -249,3 +268,33 @@ class StreamUnit:
             priority=kind in _PRIORITY_KINDS or event_type == "error",
             broadcast=kind is TopicKind.BRIDGE_STATE,
         )
+
+    # -- the hub's log ---------------------------------------------------------------------
+
+    def _on_log(self, event: dict[str, Any]) -> None:
+        """A log event of this process (any thread); offered on the event loop's thread."""
+        if not self._sinks or self._loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._offer_log(event)
+        else:
+            self._loop.call_soon_threadsafe(self._offer_log, event)
+
+    def _offer_log(self, event: dict[str, Any]) -> None:
+        level = str(event.pop("level", "info"))
+        record = {
+            "level": level,
+            "event": str(event.pop("event", "")),
+            **event,
+        }
+        # Only what MessagePack carries: anything else (a Path, an exception) as its text.
+        payload = json.loads(json.dumps(record, default=str))
+        item = StreamItem(
+            MessageType.ANOMALY_ALERT,
+            self.log_topic,
+            {"topic": self.log_topic, "kind": "log", "payload": payload},
+            priority=level in ("error", "critical"),
+        )
+        self.offered += 1
+        for sink in list(self._sinks):
+            sink.offer(item)

@@ -9,13 +9,15 @@ import asyncio
 import base64
 import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import StartEdge
 from tests.hub.conftest import READ_KEY, WRITE_KEY
-from tests.support import Recorder
+from tests.hub.test_hub_processes import _hub_process
+from tests.support import LineReader, Recorder
 from xiaozhi.errors import ErrorCode
 from xiaozhi.stream_frame import Flag, MessageType, StreamMessage, StreamVersion, encode_message
 from xiaozhi_hub.http import RunningHub, run_hub
@@ -276,3 +278,32 @@ async def test_a_hub_that_stops_ends_its_streams(
     with pytest.raises(StreamClosed, match="1012"):  # service restart
         await asyncio.wait_for(read_to_the_end(), 15)
     assert running.service.stream.sessions == 0
+
+
+async def test_a_hub_process_streams_its_own_log(
+    hub_settings: HubSettings, watcher: Recorder, tmp_path: Path
+) -> None:
+    process = _hub_process(hub_settings, tmp_path)
+    reader = LineReader(process)
+    try:
+        await asyncio.to_thread(reader.wait_for, "hub_online", 60)
+        url = (await asyncio.to_thread(reader.wait_for, "hub       http://127.0.0.1:")).split()[1]
+        hub_id = hub_settings.hub_id + "-process"
+        log = f"{hub_settings.base_topic}/bridge/hubs/{hub_id}/log"
+        async with StreamClient(url, api_key="process-key", topics=[log]) as stream:
+            # Something the hub logs: a status that is not JSON, refused with a warning.
+            await watcher.publish(f"{hub_settings.base_topic}/status/noisy", b"not json")
+            line = await next_matching(
+                stream,
+                lambda m: (
+                    m.data.get("kind") == "log"
+                    and m.data["payload"]["event"] == "mqtt_message_refused"
+                ),
+            )
+        assert line.type is MessageType.ANOMALY_ALERT
+        assert line.data["topic"] == log
+        assert line.data["payload"]["level"] == "warning"
+        assert line.data["payload"]["topic"].endswith("/status/noisy")
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -153,6 +153,16 @@ def test_lines_and_the_fleet_table() -> None:
     assert "7 dropped" in describe(dropped)
     error = message({"code": 0x101, "message": "CRC"}, MessageType.ERROR)
     assert "ERROR            0x101 CRC" in describe(error)
+    log = message(
+        {
+            "kind": "log",
+            "topic": "xiaozhi/bridge/hubs/h1/log",
+            "payload": {"level": "warning", "event": "mqtt_message_refused", "kind": "status"},
+        }
+    )
+    assert describe(log).endswith(
+        'log warning                       mqtt_message_refused {"kind": "status"}'
+    )
     fleet = Fleet()
     fleet.apply(status, describe(status))
     fleet.apply(event, describe(event))

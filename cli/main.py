@@ -54,6 +54,12 @@ def _api_key(settings: UpSettings) -> str:
     return read_or_create_secret(settings.state_dir / "api_key", nbytes=24)
 
 
+def _say_how_to_watch(hub_url: str, broker_url: str) -> None:
+    """The two ways to watch: the hub's stream, and the topic tree itself."""
+    _say(f"live      xiaozhi watch --url {hub_url} (the fleet and its events, live)")
+    _say("watch     mosquitto_sub -v -t 'xiaozhi/#' " + f"-p {broker_url.rsplit(':', 1)[-1]}")
+
+
 def _edge_ports(edge: EdgeServer) -> dict[str, int]:
     """The edge's bound device ports, for the setup endpoint; the MQTT + UDP ones printed."""
     ports = {"edge_port": edge.port}
@@ -161,7 +167,7 @@ async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
             )
         else:
             _say("devices   no simulated ones (XIAOZHI_DEMO_DEVICES=true starts three)")
-        _say("watch     mosquitto_sub -v -t 'xiaozhi/#' " + f"-p {url.rsplit(':', 1)[-1]}")
+        _say_how_to_watch(hub_url, url)
         _say("ready     press Ctrl-C to stop")
         await stop.wait()
         _say("stopping")

@@ -7,26 +7,38 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import StartEdge
 from tests.hub.conftest import READ_KEY, WRITE_KEY
 from tests.hub.test_hub_processes import _hub_process
 from tests.support import LineReader, Recorder
 from xiaozhi.errors import ErrorCode
-from xiaozhi.stream_frame import Flag, MessageType, StreamMessage, StreamVersion, encode_message
+from xiaozhi.stream_frame import (
+    Flag,
+    MessageType,
+    StreamMessage,
+    StreamVersion,
+    decode_message,
+    encode_message,
+)
 from xiaozhi_hub.http import RunningHub, run_hub
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.settings import HubSettings
-from xiaozhi_runtime.stream_client import DATA_TYPES, StreamClient, StreamClosed
+from xiaozhi_runtime.stream_client import DATA_TYPES, StreamClient, StreamClosed, stream_url
 from xiaozhi_sim.identity import make_identity
 from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.ws_device import WsDevice
+
+V1, V3 = StreamVersion.V1, StreamVersion.V3
 
 pytestmark = pytest.mark.integration  # a real Mosquitto, hub, edge and simulator
 
@@ -209,6 +221,51 @@ async def test_acknowledged_delivery(running_hub: RunningHub, watcher: Recorder)
 
 
 @pytest.fixture
+async def impatient_hub(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
+) -> AsyncIterator[RunningHub]:
+    settings = hub_settings.model_copy(update={"stream_ack_timeout_seconds": 0.2})
+    async with run_hub(settings, home=engine.home, engine=engine) as running:
+        yield running
+
+
+async def test_a_client_that_never_acks_gets_resends_then_is_closed(
+    impatient_hub: RunningHub, watcher: Recorder
+) -> None:
+    """Raw frames: StreamClient would ack."""
+    t = impatient_hub.service.topics
+
+    def frame(kind: MessageType, data: object, version: StreamVersion) -> bytes:
+        ts = 1 if version is StreamVersion.V3 else None
+        return encode_message(StreamMessage(kind, data, version, Flag(0), ts))
+
+    url = stream_url(impatient_hub.url)
+    async with connect(url, additional_headers={"X-API-Key": READ_KEY}) as ws:
+        assert decode_message(await ws.recv()).type is MessageType.PROTOCOL_NEGOTIATION
+        await ws.send(frame(MessageType.VERSION_CHECK, {"versions": [3], "ack": True}, V1))
+        assert decode_message(await ws.recv()).data["ack"] is True
+        await ws.send(frame(MessageType.SUBSCRIBE, {"topics": [f"{t.base}/status/+"]}, V3))
+        assert decode_message(await ws.recv()).type is MessageType.SUBSCRIPTION_ACK
+        await watcher.publish(t.status("never-acked"), {"status": "connected"})
+        received: list[StreamMessage] = []
+
+        async def until_closed() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    received.append(decode_message(await ws.recv()))
+
+        await asyncio.wait_for(until_closed(), 15)
+    sends = [m for m in received if m.type is MessageType.ECG_DATA]
+    assert [m.data["topic"] for m in sends] == [t.status("never-acked")] * 3
+    assert len({m.data["seq"] for m in sends}) == 1  # sent, then twice again, same seq
+    assert all(m.flags & Flag.ACK_REQUIRED for m in sends)
+    error = received[-1]
+    assert error.type is MessageType.ERROR
+    assert error.data["code"] == ErrorCode.RATE_LIMIT_EXCEEDED
+    assert ws.close_code == 1008
+
+
+@pytest.fixture
 async def small_queue_hub(
     hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
 ) -> AsyncIterator[RunningHub]:
@@ -260,6 +317,7 @@ async def test_a_slow_client_is_skipped_ahead_not_buffered(
         assert stream.dropped == notice.data["dropped"] > 0
         after = await next_matching(stream, lambda m: m.type in DATA_TYPES, within=60)
         assert after.data["seq"] > seqs[-1] + 1  # skipped ahead
+        assert after.flags & Flag.COMPRESSED  # 60 KB of reading: zlib above 1 KB
 
 
 async def test_a_hub_that_stops_ends_its_streams(

@@ -11,9 +11,11 @@ events, edge and hub bridge state, entity states and voice commands. Device even
 (``action``, ``action_result``, ``response``: the voice pipeline's steps; ``command_result``,
 ``error``...) are on ``xiaozhi/events/{device_id}``, which the hub cannot subscribe to with a
 wildcard (``events/+`` also matches ``events/voice_command`` outside the shared group: every
-replica would execute every voice command). So this unit subscribes to each known device's
-events topic: those in the registry at start, and each new one when its first status arrives
-(the first events of a brand-new device may come before that subscription is in place).
+replica would execute every voice command). So once a first stream client connects (a hub
+nobody watches pays nothing), this unit subscribes to each known device's events topic: every
+device in the registry then, and each new one when its first status arrives (the first events
+of a brand-new device may come before that subscription is in place). The subscriptions stay
+until the hub stops: the command-results unit may share them.
 
 Message types (seed 002's table, as :class:`~xiaozhi.stream_frame.MessageType` documents):
 
@@ -142,13 +144,13 @@ class StreamUnit:
         self._stop_logs: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
+        self._active = False  # device events watched (from the first client on)
 
     async def start(self) -> None:
-        """Watch the events of every device the registry knows, and the hub's log."""
+        """Listen to the hub's log; device events are watched from the first client on."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._stop_logs = add_log_listener(self._on_log)
-        await self._watch(sorted(d.device_id for d in self._ctx.registry.devices()))
 
     async def stop(self) -> None:
         if self._stop_logs is not None:
@@ -197,6 +199,10 @@ class StreamUnit:
     def attach(self, sink: StreamSink) -> None:
         self._sinks.add(sink)
         self._ctx.metrics.stream_sessions.set(len(self._sinks))
+        if not self._active:
+            self._active = True
+            known = sorted(d.device_id for d in self._ctx.registry.devices())
+            self._tasks.spawn(self._watch(known), name="stream-watch-all", devices=len(known))
 
     def detach(self, sink: StreamSink) -> None:
         self._sinks.discard(sink)
@@ -222,7 +228,7 @@ class StreamUnit:
         kind = parsed.kind
         if kind not in _TYPES:
             return
-        if kind is TopicKind.STATUS and parsed.device_id not in self._watched:
+        if self._active and kind is TopicKind.STATUS and parsed.device_id not in self._watched:
             device_id = str(parsed.device_id)
             self._watched.add(device_id)  # now, so a burst of statuses subscribes once
             self._tasks.spawn(self._subscribe([device_id]), name="stream-watch", device=device_id)

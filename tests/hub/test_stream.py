@@ -88,7 +88,11 @@ async def test_a_device_that_connects_shows_up_with_its_events_and_voice_steps(
     t = running_hub.service.topics
     base = hub_settings.base_topic
     edge = await start_edge(base_topic=base)
+    owner = running_hub.service.owner
+    known = t.device_events("demo_kitchen")  # in the home file: in the registry from the start
+    assert known not in owner.subscriptions  # nobody watches: the hub pays nothing
     async with StreamClient(running_hub.url, api_key=READ_KEY, topics=[f"{base}/#"]) as stream:
+        await watcher.wait_for(lambda: known in owner.subscriptions)
         assert stream.version is StreamVersion.V3
         assert stream.hello["versions"] == [1, 2, 3]
         # The hub's own state is there from the start (retained), flagged BROADCAST.

@@ -3,7 +3,8 @@
 On a terminal it keeps a table of the fleet (status, transport, firmware, last seen) above the
 latest events, redrawn as they come; piped, or with ``--plain``, it prints one line per message
 (``--json``: one JSON object per line), for scripts and logs. Filters: ``--topic`` (MQTT
-filters, sent to the hub), ``--device`` and ``--event`` (applied here).
+filters, sent to the hub), ``--device`` and ``--event`` (applied here); the hub's own log lines
+are shown from warnings up (``--logs``: info too).
 
 The API key: ``--api-key``, else ``XIAOZHI_API_KEY``, else the first key of
 ``XIAOZHI_API_KEYS``, else ``<state dir>/api_key`` (the one ``xiaozhi up`` generates and prints).
@@ -152,8 +153,10 @@ class Fleet:
 
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: deque[str] = field(default_factory=lambda: deque(maxlen=200))
+    version: int = 0  # bumped by every change, so the painter knows
 
     def apply(self, msg: StreamMessage, line: str) -> None:
+        self.version += 1
         data = msg.data if isinstance(msg.data, dict) else {}
         kind = data.get("kind")
         payload = data.get("payload")
@@ -184,13 +187,17 @@ class Fleet:
         return "\n".join(row[:width] for row in rows)
 
 
-def _wanted(msg: StreamMessage, devices: frozenset[str], events: frozenset[str]) -> bool:
-    """The --device and --event filters (control messages always pass)."""
+def _wanted(
+    msg: StreamMessage, devices: frozenset[str], events: frozenset[str], info_logs: bool
+) -> bool:
+    """The --device, --event and --logs filters (control messages always pass)."""
     if msg.type not in DATA_TYPES:
         return True
     data = msg.data if isinstance(msg.data, dict) else {}
     raw = data.get("payload")
     payload: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    if data.get("kind") == "log" and not info_logs and payload.get("level") in ("debug", "info"):
+        return "log" in events
     if devices:
         device_id = data.get("device_id") or payload.get("device_id")
         if device_id not in devices:
@@ -210,6 +217,7 @@ class WatchOptions:
     live: bool = False  # the redrawn terminal view; False: one line per message
     as_json: bool = False
     count: int | None = None  # exit after this many messages shown
+    info_logs: bool = False  # the hub's info log lines too (warnings and errors always)
 
 
 async def watch(
@@ -220,39 +228,51 @@ async def watch(
     say: Callable[[str], None] | None = None,
 ) -> int:
     """Print the stream until interrupted (or ``options.count`` messages shown)."""
-    topics, devices, events = options.topics, options.devices, options.events
-    live, as_json, count = options.live, options.as_json, options.count
     fleet = Fleet()
     shown = 0
-    last_draw = 0.0
-    async with StreamClient(url, api_key=api_key, topics=list(topics)) as stream:
+    async with StreamClient(url, api_key=api_key, topics=list(options.topics)) as stream:
         if say is not None:
             say(f"watching {stream.url} (V{int(stream.version)}), filters {stream.topics}")
-        async for msg in stream:
-            if msg.type is MessageType.HEARTBEAT and not msg.data.get("dropped"):
-                continue  # keep-alive: nothing to show
-            if not _wanted(msg, devices, events):
-                continue
-            line = describe(msg)
-            if live:
-                fleet.apply(msg, line)
-                now = time.monotonic()
-                if now - last_draw >= _REDRAW_SECONDS:
-                    size = shutil.get_terminal_size()
-                    out.write("\x1b[H\x1b[2J" + fleet.render(size.columns, size.lines) + "\n")
-                    out.flush()
-                    last_draw = now
-            elif as_json:
-                record = {"type": msg.type.name, "flags": int(msg.flags), "data": msg.data}
-                out.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
-                out.flush()
-            else:
-                out.write(line + "\n")
-                out.flush()
-            shown += 1
-            if count is not None and shown >= count:
-                return 0
+        painter = asyncio.create_task(_paint(fleet, out)) if options.live else None
+        try:
+            async for msg in stream:
+                if msg.type is MessageType.HEARTBEAT and not msg.data.get("dropped"):
+                    continue  # keep-alive: nothing to show
+                if not _wanted(msg, options.devices, options.events, options.info_logs):
+                    continue
+                _show(msg, fleet, out, options)
+                shown += 1
+                if options.count is not None and shown >= options.count:
+                    break
+        finally:
+            if painter is not None:
+                painter.cancel()
     return 0
+
+
+def _show(msg: StreamMessage, fleet: Fleet, out: TextIO, options: WatchOptions) -> None:
+    line = describe(msg)
+    if options.live:
+        fleet.apply(msg, line)  # painted by _paint
+    elif options.as_json:
+        record = {"type": msg.type.name, "flags": int(msg.flags), "data": msg.data}
+        out.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+        out.flush()
+    else:
+        out.write(line + "\n")
+        out.flush()
+
+
+async def _paint(fleet: Fleet, out: TextIO) -> None:
+    """Redraw the terminal view when it changed, at most every :data:`_REDRAW_SECONDS`."""
+    painted = -1
+    while True:
+        if fleet.version != painted:
+            painted = fleet.version
+            size = shutil.get_terminal_size()
+            out.write("\x1b[H\x1b[2J" + fleet.render(size.columns, size.lines) + "\n")
+            out.flush()
+        await asyncio.sleep(_REDRAW_SECONDS)  # pacing a screen, not waiting for an event
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
@@ -274,6 +294,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
                     live=live,
                     as_json=args.json,
                     count=args.count,
+                    info_logs=args.logs,
                 ),
                 sys.stdout,
                 say=None if live else lambda line: print(f"# {line}", file=sys.stderr),
@@ -324,6 +345,11 @@ def add_watch_parser(sub: Any) -> None:
         action="append",
         metavar="TYPE",
         help="only these events, by event_type or kind (response, error, device_connected...)",
+    )
+    parser.add_argument(
+        "--logs",
+        action="store_true",
+        help="the hub's info log lines too (its warnings and errors are always shown)",
     )
     parser.add_argument("--plain", action="store_true", help="one line per message, even on a TTY")
     parser.add_argument("--json", action="store_true", help="one JSON object per message")

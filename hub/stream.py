@@ -132,7 +132,8 @@ class StreamUnit:
         self._ctx = ctx
         self.routes: Mapping[TopicKind, Route] = {}  # it taps every message instead
         self._sinks: set[StreamSink] = set()
-        self._retained: dict[str, StreamItem] = {}
+        # Raw, parsed only when a client subscribes: a hub nobody watches parses nothing more.
+        self._retained: dict[str, tuple[ParsedTopic, bytes]] = {}
         self._watched: set[str] = set()
         self._tasks = UnitTasks("stream_watch", limit=1)
         # An edge publishes what a device heard twice: on events/voice_command (for the hub)
@@ -215,11 +216,12 @@ class StreamUnit:
     def retained(self, filters: Iterable[str]) -> list[StreamItem]:
         """The remembered state matching any of ``filters``, for a session that subscribed."""
         wanted = list(filters)
-        return [
-            item
-            for topic, item in self._retained.items()
+        items = (
+            self._item(topic, parsed, payload)
+            for topic, (parsed, payload) in self._retained.items()
             if any(topic_matches(f, topic) for f in wanted)
-        ]
+        )
+        return [item for item in items if item is not None]
 
     # -- MQTT ----------------------------------------------------------------------------------
 
@@ -232,14 +234,16 @@ class StreamUnit:
             device_id = str(parsed.device_id)
             self._watched.add(device_id)  # now, so a burst of statuses subscribes once
             self._tasks.spawn(self._subscribe([device_id]), name="stream-watch", device=device_id)
+        if kind in _RETAINED:
+            if payload:
+                self._retained[topic] = (parsed, payload)
+            else:
+                self._retained.pop(topic, None)
+        if not self._sinks:
+            return
         item = self._item(topic, parsed, payload)
         if item is None:
             return
-        if kind in _RETAINED:
-            if item.data["payload"] is None:
-                self._retained.pop(topic, None)
-            else:
-                self._retained[topic] = item
         self.offered += 1
         for sink in list(self._sinks):
             sink.offer(item)

@@ -3,6 +3,7 @@
 - `xiaozhi up`: the whole system on one machine: a managed Mosquitto (or XIAOZHI_MQTT_URL),
   the hub, one edge, and three simulated devices, with a line per voice command.
 - `xiaozhi edge`, `xiaozhi hub`, `xiaozhi sim ...`: one component each.
+- `xiaozhi watch`: the fleet and its events, live, from the hub's stream.
 - `xiaozhi bench CASE`: benchmarks; figures printed, written as JSON and drawn as PNG under
   the state folder (`--out` to choose).
 """
@@ -52,6 +53,12 @@ def _api_key(settings: UpSettings) -> str:
     if os.environ.get("XIAOZHI_API_KEYS"):
         return os.environ["XIAOZHI_API_KEYS"]
     return read_or_create_secret(settings.state_dir / "api_key", nbytes=24)
+
+
+def _say_how_to_watch(hub_url: str, broker_url: str) -> None:
+    """The two ways to watch: the hub's stream, and the topic tree itself."""
+    _say(f"live      xiaozhi watch --url {hub_url} (the fleet and its events, live)")
+    _say("watch     mosquitto_sub -v -t 'xiaozhi/#' " + f"-p {broker_url.rsplit(':', 1)[-1]}")
 
 
 def _edge_ports(edge: EdgeServer) -> dict[str, int]:
@@ -161,7 +168,7 @@ async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
             )
         else:
             _say("devices   no simulated ones (XIAOZHI_DEMO_DEVICES=true starts three)")
-        _say("watch     mosquitto_sub -v -t 'xiaozhi/#' " + f"-p {url.rsplit(':', 1)[-1]}")
+        _say_how_to_watch(hub_url, url)
         _say("ready     press Ctrl-C to stop")
         await stop.wait()
         _say("stopping")
@@ -217,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_hub_parser(sub)
     add_speech_parser(sub)
     add_sim_parser(sub)
+
+    from xiaozhi_cli.watch import add_watch_parser
+
+    add_watch_parser(sub)
 
     from xiaozhi_bench.runner import CASES, default_results_dir
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -125,6 +125,16 @@ class HubMetrics:
             "xiaozhi_hub_invalid_messages",
             "MQTT messages refused (bad JSON, bad fields, foreign topics), by topic kind",
             ["kind"],
+            registry=self.registry,
+        )
+        self.stream_sessions = Gauge(
+            "xiaozhi_hub_stream_sessions",
+            "Live stream (/api/v1/stream) connections open",
+            registry=self.registry,
+        )
+        self.stream_dropped = Counter(
+            "xiaozhi_hub_stream_dropped",
+            "Live stream messages dropped for clients that read too slowly (skipped ahead)",
             registry=self.registry,
         )
         self.registry.register(_StateCollector(registry, owner_stats))

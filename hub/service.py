@@ -23,6 +23,8 @@ FanOutUnit          ``$share/hub/xiaozhi/commands/group/+``,          one comman
 (fan_out)           ``$share/hub/xiaozhi/commands/broadcast``         its own command topic
 BridgeRequestsUnit  ``bridge/request/#``                              answers on
 (bridge_requests)                                                     ``bridge/response/<path>``
+StreamUnit          ``events/{device_id}`` of every known device      offers what the hub hears
+(stream)            once a stream client came; sees every message     to live-stream sessions
 ==================  ================================================  ===========================
 
 What the units share is in :mod:`xiaozhi_hub.unit` (the context, retained publishing) and
@@ -85,6 +87,7 @@ from xiaozhi_hub.snapshots import Snapshots
 from xiaozhi_hub.speech_engines import speech_to_text, text_to_speech
 from xiaozhi_hub.speech_unit import SpeechUnit
 from xiaozhi_hub.spoken_answers import SpokenAnswers
+from xiaozhi_hub.stream import StreamUnit
 from xiaozhi_hub.undelivered import UndeliveredUnit
 from xiaozhi_hub.unit import (
     MAX_PAYLOAD_BYTES,
@@ -233,6 +236,7 @@ class HubService:
             self.discovery.device_changed,
             on_edit=lambda: save_registry_edits(self.registry, self._registry_edits),
         )
+        self.stream = StreamUnit(self._ctx)
         self.units: tuple[Unit, ...] = (
             self.bridge_state,
             self.registry_feed,
@@ -244,6 +248,7 @@ class HubService:
             self.undelivered,  # after the registry: it answers for devices known absent
             self.bridge_requests,
             self.virtual_entities,
+            self.stream,  # last: it taps what the others route
         )
         self._routes: dict[TopicKind, Route] = {}
         for unit in self.units:
@@ -411,6 +416,7 @@ class HubService:
         route = self._routes.get(parsed.kind)
         if route is not None:
             route(topic, parsed, payload)
+        self.stream.tap(topic, parsed, payload)
 
     # -- for the HTTP layer ----------------------------------------------------------------
 
@@ -442,6 +448,7 @@ class HubService:
             "edges": {edge: state.value for edge, state in sorted(self.edges.items())},
             "counters": dict(sorted(self.counters.items())),
             "intents_loaded": self.intents_loaded,
+            "stream": self.stream.stats(),
             "mqtt": {
                 "connected": owner.connected,
                 "connects": owner.connects,

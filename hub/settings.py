@@ -237,6 +237,24 @@ class HubSettings(BaseSettings, MqttTlsSettings):
         "devices first, then connected, then the most recently seen); bridge/info counts all "
         "and /api/v1/devices lists all.",
     )
+    stream_queue_limit: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Live stream (/api/v1/stream): most messages waiting for one slow client; "
+        "past it the oldest is dropped, counted, and the client told.",
+    )
+    stream_heartbeat_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="Live stream: a HEARTBEAT goes to a client after this long without a frame.",
+    )
+    stream_ack_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Live stream: how long a frame sent with ACK_REQUIRED waits for its ack "
+        "before it is sent again (twice), then the connection is closed.",
+    )
     hub_id: str = Field(
         default_factory=default_hub_id,
         description="MQTT client id of this replica; unique per process.",

@@ -3,18 +3,50 @@
 Called once per process by the command line, never by library code (the `xiaozhi/` core
 configures nothing). Event names are stable snake_case (`device_connected`); loggers bind
 `device_id`, `session_id`, `edge_id` once per connection.
+
+:func:`add_log_listener` lets a component see its own process's log events as they are
+written (the hub's live stream carries them): a listener is called with a copy of each event
+that passes the level, on the thread that logged it, and must neither block nor log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import sys
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["LogListener", "add_log_listener", "configure_logging"]
+
+LogListener = Callable[[dict[str, Any]], None]
+_listeners: list[LogListener] = []
+
+
+def add_log_listener(listener: LogListener) -> Callable[[], None]:
+    """Call ``listener`` with every log event this process writes; returns the remover."""
+    _listeners.append(listener)
+
+    def remove() -> None:
+        if listener in _listeners:
+            _listeners.remove(listener)
+
+    return remove
+
+
+def _to_listeners(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A structlog processor: hand a copy of the event to each listener (none: free)."""
+    for listener in tuple(_listeners):
+        # A listener's failure must never break logging, nor log itself.
+        with contextlib.suppress(Exception):
+            listener(dict(event_dict))
+    return event_dict
 
 
 LOG_FILE_BYTES = 10 * 1024 * 1024
@@ -50,6 +82,7 @@ def configure_logging(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            _to_listeners,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -108,6 +141,7 @@ def _log_to_file(numeric: int, file: Path) -> None:
             structlog.processors.add_log_level,
             timestamper,
             structlog.processors.StackInfoRenderer(),
+            _to_listeners,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

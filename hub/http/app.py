@@ -2,9 +2,10 @@
 
 :func:`create_app` builds the app from its parts: the request-id and body-size middleware,
 authentication (:mod:`.auth`), the envelopes every error is answered with (:mod:`.envelopes`),
-the REST routes (:mod:`.rest`), the setup endpoint (:mod:`.device_setup`), ``/health``,
-``/metrics`` and the dashboard (:mod:`.dashboard`). :func:`run_hub` runs the MQTT service and
-the app together, for ``xiaozhi hub`` and ``xiaozhi up``; uvicorn is embedded through
+the REST routes (:mod:`.rest`), the live stream WebSocket (:mod:`.stream`), the setup
+endpoint (:mod:`.device_setup`), ``/health``, ``/metrics`` and the dashboard
+(:mod:`.dashboard`). :func:`run_hub` runs the MQTT service and the app together, for
+``xiaozhi hub`` and ``xiaozhi up``; uvicorn is embedded through
 :func:`xiaozhi_runtime.asgi.serve_app`.
 """
 
@@ -36,6 +37,7 @@ from xiaozhi_hub.http.envelopes import (
     request_id,
 )
 from xiaozhi_hub.http.rest import add_rest_routes, service_of
+from xiaozhi_hub.http.stream import add_stream_routes
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.metrics import CONTENT_TYPE
 from xiaozhi_hub.service import HubService, HubState
@@ -179,6 +181,7 @@ def create_app(
         return error_response(request, 500, "INTERNAL_ERROR", "internal error")
 
     add_rest_routes(app, auth)
+    add_stream_routes(app, auth)
     add_setup_routes(app, settings, signing_key)
     _add_probe_routes(app)
     add_dashboard_routes(app)

@@ -1,0 +1,171 @@
+"""``/api/v1/stream``: the live stream, seed 002's frames over a WebSocket (docs/protocols.md §3.9).
+
+The protocol is :class:`~xiaozhi.stream_session.StreamSession`'s (no I/O there); this module
+is the socket around it: one reader task hands every received message to the session, one
+writer loop sends what the session has due and sleeps until it is woken (a message offered,
+a frame received) or the session's next deadline (heartbeat, ack resend). What the hub hears
+comes from :class:`~xiaozhi_hub.stream.StreamUnit`, which offers it to every attached
+connection without waiting: a client that does not read fills only its own bounded queue.
+
+Authentication, as the REST API's: ``X-API-Key`` or ``Authorization: Bearer <JWT>`` on the
+upgrade request (scripts, ``xiaozhi watch``), or ``"api_key"`` / ``"token"`` in the client's
+``VERSION_CHECK`` (browsers cannot set headers on a WebSocket). A read-only key is enough.
+Bad credentials get an ``ERROR`` 0x202 frame and close code 1008. The key is never taken
+from the query string, which ends up in access logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import structlog
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
+
+from xiaozhi import __version__
+from xiaozhi.errors import ErrorCode
+from xiaozhi.stream_frame import StreamVersion, encode_message, error_message
+from xiaozhi.stream_session import (
+    Credentials,
+    SessionState,
+    StreamItem,
+    StreamPolicy,
+    StreamSession,
+    Subscribed,
+)
+from xiaozhi_hub.http.auth import Authenticator
+from xiaozhi_hub.http.envelopes import API_PREFIX, ApiError
+from xiaozhi_hub.service import HubService
+from xiaozhi_hub.stream import StreamUnit
+
+__all__ = ["STREAM_PATH", "add_stream_routes"]
+
+log = structlog.get_logger("xiaozhi.hub.stream")
+
+STREAM_PATH = API_PREFIX + "/stream"
+_POLICY_CLOSE = 1008  # RFC 6455: the message violates the endpoint's policy (auth, version)
+
+
+class _Connection:
+    """One stream client: its session, and the event that wakes its writer."""
+
+    def __init__(self, session: StreamSession, unit: StreamUnit) -> None:
+        self.session = session
+        self.unit = unit
+        self.wake = asyncio.Event()
+
+    def offer(self, item: StreamItem, *, retained: bool = False) -> None:
+        before = self.session.dropped
+        if self.session.offer(item, retained=retained):
+            self.wake.set()
+            if self.session.dropped != before:
+                self.unit.dropped(self.session.dropped - before)
+
+
+def add_stream_routes(app: FastAPI, auth: Authenticator) -> None:
+    """Add the ``/api/v1/stream`` WebSocket."""
+
+    def check(credentials: Credentials) -> bool:
+        if credentials.api_key is None and credentials.token is None:
+            return False
+        bearer = f"Bearer {credentials.token}" if credentials.token is not None else None
+        try:
+            auth.authenticate(credentials.api_key, bearer)
+        except ApiError:
+            return False
+        return True
+
+    @app.websocket(STREAM_PATH)
+    async def stream(websocket: WebSocket) -> None:
+        service: HubService = websocket.app.state.service
+        key = websocket.headers.get("x-api-key")
+        authorization = websocket.headers.get("authorization")
+        await websocket.accept()
+        authenticated = False
+        if key is not None or authorization:
+            try:
+                auth.authenticate(key, authorization)
+            except ApiError as err:
+                refusal = error_message(
+                    ErrorCode.AUTHENTICATION_FAILED, err.message, version=StreamVersion.V1
+                )
+                await websocket.send_bytes(encode_message(refusal))
+                await websocket.close(code=_POLICY_CLOSE, reason=err.code)
+                return
+            authenticated = True
+        settings = service.settings
+        session = StreamSession(
+            check_credentials=check,
+            authenticated=authenticated,
+            policy=StreamPolicy(
+                queue_limit=settings.stream_queue_limit,
+                heartbeat_seconds=settings.stream_heartbeat_seconds,
+                ack_timeout_seconds=settings.stream_ack_timeout_seconds,
+            ),
+            server=f"xiaozhi-hub {__version__}",
+        )
+        await _serve(websocket, session, service.stream)
+
+
+async def _serve(websocket: WebSocket, session: StreamSession, unit: StreamUnit) -> None:
+    """Run one connection until either side ends it."""
+    connection = _Connection(session, unit)
+    session.start()
+    unit.attach(connection)
+    reader = asyncio.create_task(_read(websocket, connection, unit), name="stream-reader")
+    client = websocket.client
+    log.info("stream_opened", client=f"{client.host}:{client.port}" if client else None)
+    try:
+        while True:
+            connection.wake.clear()
+            for frame in session.frames(time.time()):
+                await websocket.send_bytes(frame)
+            if session.state is SessionState.CLOSED or reader.done():
+                break
+            deadline = session.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.time())
+            woken = asyncio.ensure_future(connection.wake.wait())
+            await asyncio.wait({woken, reader}, timeout=timeout, return_when="FIRST_COMPLETED")
+            woken.cancel()
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # the client went away while we were sending
+    finally:
+        unit.detach(connection)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+        log.info(
+            "stream_closed",
+            reason=session.close_reason or "client",
+            version=int(session.version),
+            dropped=session.dropped,
+            sent=session.stats.sent,
+            errors=session.stats.errors,
+        )
+        if websocket.application_state is WebSocketState.CONNECTED and (
+            websocket.client_state is WebSocketState.CONNECTED
+        ):
+            code = _POLICY_CLOSE if session.close_reason else 1000
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+                await websocket.close(code=code, reason=session.close_reason[:120])
+
+
+async def _read(websocket: WebSocket, connection: _Connection, unit: StreamUnit) -> None:
+    """Hand every message from the client to the session; returns when the client leaves."""
+    session = connection.session
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            session.close("client closed")
+            return
+        data = message.get("bytes")
+        if data is None:
+            session.refuse(ErrorCode.INVALID_DATA_FORMAT, "text frame: the stream is binary")
+        else:
+            for result in session.receive(data, time.time()):
+                if isinstance(result, Subscribed):
+                    for item in unit.retained(result.filters):
+                        connection.offer(item, retained=True)
+        connection.wake.set()

@@ -1,0 +1,310 @@
+"""The stream unit: what the hub hears on MQTT, offered to every live-stream session.
+
+The hub has one MQTT connection (:class:`~xiaozhi_runtime.mqtt.MqttOwner`); every message it
+receives is also handed to :meth:`StreamUnit.tap` by the service, turned once into a
+:class:`~xiaozhi.stream_session.StreamItem` and offered to each attached session (the
+``/api/v1/stream`` WebSocket, :mod:`xiaozhi_hub.http.stream`). No session opens an MQTT
+connection of its own, and a slow one only fills its own bounded queue.
+
+What the hub already subscribes to brings statuses (telemetry), sensor readings, connection
+events, edge and hub bridge state, entity states and voice commands. Device events
+(``action``, ``action_result``, ``response``: the voice pipeline's steps; ``command_result``,
+``error``...) are on ``xiaozhi/events/{device_id}``, which the hub cannot subscribe to with a
+wildcard (``events/+`` also matches ``events/voice_command`` outside the shared group: every
+replica would execute every voice command). So once a first stream client connects (a hub
+nobody watches pays nothing), this unit subscribes to each known device's events topic: every
+device in the registry then, and each new one when its first status arrives (the first events
+of a brand-new device may come before that subscription is in place). The subscriptions stay
+until the hub stops: the command-results unit may share them.
+
+Message types (seed 002's table, as :class:`~xiaozhi.stream_frame.MessageType` documents):
+
+=====================  =============================================================
+``ECG_DATA``           ``status/{id}`` (telemetry), ``sensors/{id}/{type}``
+``ANOMALY_ALERT``      device events, ``device_connected`` / ``device_disconnected``
+``PREDICTION_RESULT``  the voice pipeline: ``voice_command``, ``action``,
+                       ``action_result``, ``response`` events and voice commands
+``FEATURE_DATA``       ``status/group/{id}``, ``status/broadcast``, ``bridge/state``,
+                       ``bridge/edges/{id}``, ``bridge/info``, ``entities/{id}``
+=====================  =============================================================
+
+A voice command an edge publishes twice (``events/voice_command`` and its copy on
+``events/{device_id}``, same bytes) is offered once.
+
+The hub's own log lines (what ``xiaozhi hub`` writes, at its level: the process's logging is
+configured by the command line, so a hub embedded elsewhere has none) are ``ANOMALY_ALERT``
+frames of kind ``log`` under ``{base}/bridge/hubs/{hub_id}/log``, a topic of the stream only
+(MQTT never carries it). ``PRIORITY``: connection events,
+``error`` events, bridge state. ``BROADCAST`` (to every
+session whatever its filters): the hub's own ``bridge/state``. Retained kinds are remembered
+(last message per topic, bounded by the fleet) and sent to a session when it subscribes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+import structlog
+
+from xiaozhi.dedup import RecentIds
+from xiaozhi.stream_frame import MessageType
+from xiaozhi.stream_session import StreamItem, StreamSession, topic_matches
+from xiaozhi.topics import ParsedTopic, TopicKind
+from xiaozhi_hub.unit import HubContext, Route, UnitTasks
+from xiaozhi_runtime.logs import add_log_listener
+
+__all__ = ["StreamSink", "StreamUnit"]
+
+log = structlog.get_logger("xiaozhi.hub.stream")
+
+_TYPES: dict[TopicKind, MessageType] = {
+    TopicKind.STATUS: MessageType.ECG_DATA,
+    TopicKind.SENSOR: MessageType.ECG_DATA,
+    TopicKind.DEVICE_EVENTS: MessageType.ANOMALY_ALERT,
+    TopicKind.DEVICE_CONNECTED: MessageType.ANOMALY_ALERT,
+    TopicKind.DEVICE_DISCONNECTED: MessageType.ANOMALY_ALERT,
+    TopicKind.VOICE_COMMAND_EVENTS: MessageType.PREDICTION_RESULT,
+    TopicKind.DEVICE_VOICE_COMMAND: MessageType.PREDICTION_RESULT,
+    TopicKind.GROUP_STATUS: MessageType.FEATURE_DATA,
+    TopicKind.BROADCAST_STATUS: MessageType.FEATURE_DATA,
+    TopicKind.BRIDGE_STATE: MessageType.FEATURE_DATA,
+    TopicKind.BRIDGE_EDGE: MessageType.FEATURE_DATA,
+    TopicKind.BRIDGE_INFO: MessageType.FEATURE_DATA,
+    TopicKind.ENTITY_STATE: MessageType.FEATURE_DATA,
+}
+"""What the stream carries. Left out: commands, bridge requests and responses, utterance
+audio, Home Assistant discovery, and the big ``bridge/devices|groups`` snapshots (the
+statuses carry the fleet)."""
+
+_RETAINED = frozenset(
+    {
+        TopicKind.STATUS,
+        TopicKind.SENSOR,
+        TopicKind.GROUP_STATUS,
+        TopicKind.BROADCAST_STATUS,
+        TopicKind.BRIDGE_STATE,
+        TopicKind.BRIDGE_EDGE,
+        TopicKind.BRIDGE_INFO,
+        TopicKind.ENTITY_STATE,
+    }
+)
+_PRIORITY_KINDS = frozenset(
+    {
+        TopicKind.DEVICE_CONNECTED,
+        TopicKind.DEVICE_DISCONNECTED,
+        TopicKind.BRIDGE_STATE,
+        TopicKind.BRIDGE_EDGE,
+    }
+)
+_VOICE_STEPS = frozenset({"voice_command", "action", "action_result", "response"})
+_SUBSCRIBE_BATCH = 200  # filters per SUBSCRIBE packet when a big fleet is watched at start
+
+
+class StreamSink(Protocol):
+    """A live-stream connection as the unit sees it (:mod:`xiaozhi_hub.http.stream`)."""
+
+    session: StreamSession
+
+    def offer(self, item: StreamItem, *, retained: bool = False) -> None:
+        """Queue ``item`` if the session wants it; never blocks, never raises."""
+        ...
+
+
+def _payload(raw: bytes) -> Any:
+    """The payload as a value: JSON when it is JSON, else text; None for an empty one."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+class StreamUnit:
+    """Feeds the live stream from the hub's MQTT connection (module docstring)."""
+
+    def __init__(self, ctx: HubContext) -> None:
+        self._ctx = ctx
+        self.routes: Mapping[TopicKind, Route] = {}  # it taps every message instead
+        self._sinks: set[StreamSink] = set()
+        # Raw, parsed only when a client subscribes: a hub nobody watches parses nothing more.
+        self._retained: dict[str, tuple[ParsedTopic, bytes]] = {}
+        self._watched: set[str] = set()
+        self._tasks = UnitTasks("stream_watch", limit=1)
+        # An edge publishes what a device heard twice: on events/voice_command (for the hub)
+        # and a copy on events/{device_id}; the stream shows it once.
+        self._heard = RecentIds(64)
+        self.offered = 0
+        # The hub's own log lines, under a topic of this replica that MQTT never carries.
+        self.log_topic = ctx.topics.hub_probe(ctx.settings.hub_id).rsplit("/", 1)[0] + "/log"
+        self._stop_logs: Callable[[], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._active = False  # device events watched (from the first client on)
+
+    async def start(self) -> None:
+        """Listen to the hub's log; device events are watched from the first client on."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._stop_logs = add_log_listener(self._on_log)
+
+    async def stop(self) -> None:
+        if self._stop_logs is not None:
+            self._stop_logs()
+            self._stop_logs = None
+        await self._tasks.drain()
+        filters = [self._ctx.topics.device_events(d) for d in sorted(self._watched)]
+        self._watched.clear()
+        if filters:
+            await self._ctx.owner.unsubscribe(filters)
+
+    async def _watch(self, device_ids: Iterable[str]) -> None:
+        new = [d for d in device_ids if d not in self._watched]
+        self._watched.update(new)
+        await self._subscribe(new)
+
+    async def _subscribe(self, device_ids: list[str]) -> None:
+        for start in range(0, len(device_ids), _SUBSCRIBE_BATCH):
+            batch = device_ids[start : start + _SUBSCRIBE_BATCH]
+            await self._ctx.owner.subscribe([self._ctx.topics.device_events(d) for d in batch])
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    @property
+    def sessions(self) -> int:
+        return len(self._sinks)
+
+    def stats(self) -> dict[str, Any]:
+        """For ``/api/v1/stats``: messages offered, and each session's queue and drops."""
+        return {
+            "offered": self.offered,
+            "watched_devices": len(self._watched),
+            "retained": len(self._retained),
+            "sessions": [
+                {
+                    "version": int(s.session.version),
+                    "filters": len(s.session.filters),
+                    "queued": s.session.queued,
+                    "unacked": s.session.unacked,
+                    "dropped": s.session.dropped,
+                }
+                for s in self._sinks
+            ],
+        }
+
+    def attach(self, sink: StreamSink) -> None:
+        self._sinks.add(sink)
+        self._ctx.metrics.stream_sessions.set(len(self._sinks))
+        if not self._active:
+            self._active = True
+            known = sorted(d.device_id for d in self._ctx.registry.devices())
+            self._tasks.spawn(self._watch(known), name="stream-watch-all", devices=len(known))
+
+    def detach(self, sink: StreamSink) -> None:
+        self._sinks.discard(sink)
+        self._ctx.metrics.stream_sessions.set(len(self._sinks))
+
+    def dropped(self, count: int) -> None:
+        """A session dropped ``count`` messages for a slow client (``/metrics``)."""
+        self._ctx.metrics.stream_dropped.inc(count)
+
+    def retained(self, filters: Iterable[str]) -> list[StreamItem]:
+        """The remembered state matching any of ``filters``, for a session that subscribed."""
+        wanted = list(filters)
+        items = (
+            self._item(topic, parsed, payload)
+            for topic, (parsed, payload) in self._retained.items()
+            if any(topic_matches(f, topic) for f in wanted)
+        )
+        return [item for item in items if item is not None]
+
+    # -- MQTT ----------------------------------------------------------------------------------
+
+    def tap(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
+        """One message the hub received: remember it if retained, offer it to every session."""
+        kind = parsed.kind
+        if kind not in _TYPES:
+            return
+        if self._active and kind is TopicKind.STATUS and parsed.device_id not in self._watched:
+            device_id = str(parsed.device_id)
+            self._watched.add(device_id)  # now, so a burst of statuses subscribes once
+            self._tasks.spawn(self._subscribe([device_id]), name="stream-watch", device=device_id)
+        if kind in _RETAINED:
+            if payload:
+                self._retained[topic] = (parsed, payload)
+            else:
+                self._retained.pop(topic, None)
+        if not self._sinks:
+            return
+        item = self._item(topic, parsed, payload)
+        if item is None:
+            return
+        self.offered += 1
+        for sink in list(self._sinks):
+            sink.offer(item)
+
+    def _item(self, topic: str, parsed: ParsedTopic, payload: bytes) -> StreamItem | None:
+        """The message as the stream carries it; None for the copy of a voice command."""
+        kind = parsed.kind
+        value = _payload(payload)
+        event_type = value.get("event_type") if isinstance(value, dict) else None
+        if kind is TopicKind.VOICE_COMMAND_EVENTS:
+            self._heard.seen(hashlib.blake2b(payload, digest_size=16).hexdigest())
+        elif (
+            kind is TopicKind.DEVICE_EVENTS
+            and event_type == "voice_command"
+            and hashlib.blake2b(payload, digest_size=16).hexdigest() in self._heard
+        ):
+            return None
+        message_type = _TYPES[kind]
+        if kind is TopicKind.DEVICE_EVENTS and event_type in _VOICE_STEPS:
+            message_type = MessageType.PREDICTION_RESULT
+        data: dict[str, Any] = {"topic": topic, "kind": kind.value, "payload": value}
+        for name in ("device_id", "sensor_type", "edge_id", "group_id", "entity_id"):
+            field = getattr(parsed, name)
+            if field is not None:
+                data[name] = field
+        if isinstance(event_type, str):
+            data["event_type"] = event_type
+        return StreamItem(
+            message_type,
+            topic,
+            data,
+            priority=kind in _PRIORITY_KINDS or event_type == "error",
+            broadcast=kind is TopicKind.BRIDGE_STATE,
+        )
+
+    # -- the hub's log ---------------------------------------------------------------------
+
+    def _on_log(self, event: dict[str, Any]) -> None:
+        """A log event of this process (any thread); offered on the event loop's thread."""
+        if not self._sinks or self._loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._offer_log(event)
+        else:
+            self._loop.call_soon_threadsafe(self._offer_log, event)
+
+    def _offer_log(self, event: dict[str, Any]) -> None:
+        level = str(event.pop("level", "info"))
+        record = {
+            "level": level,
+            "event": str(event.pop("event", "")),
+            **event,
+        }
+        # Only what MessagePack carries: anything else (a Path, an exception) as its text.
+        payload = json.loads(json.dumps(record, default=str))
+        item = StreamItem(
+            MessageType.ANOMALY_ALERT,
+            self.log_topic,
+            {"topic": self.log_topic, "kind": "log", "payload": payload},
+            priority=level in ("error", "critical"),
+        )
+        self.offered += 1
+        for sink in list(self._sinks):
+            sink.offer(item)

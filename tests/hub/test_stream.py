@@ -1,0 +1,371 @@
+"""The live stream served for real (issue 15, point 1): ``/api/v1/stream`` on a running hub,
+fed from a real Mosquitto by a real edge and simulated device, read with
+:class:`~xiaozhi_runtime.stream_client.StreamClient` (and raw frames where the wire is the point).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import StartEdge
+from tests.hub.conftest import READ_KEY, WRITE_KEY
+from tests.hub.test_hub_processes import _hub_process
+from tests.support import LineReader, Recorder
+from xiaozhi.errors import ErrorCode
+from xiaozhi.stream_frame import (
+    Flag,
+    MessageType,
+    StreamMessage,
+    StreamVersion,
+    decode_message,
+    encode_message,
+)
+from xiaozhi_hub.http import RunningHub, run_hub
+from xiaozhi_hub.intents import IntentEngine
+from xiaozhi_hub.settings import HubSettings
+from xiaozhi_runtime.stream_client import DATA_TYPES, StreamClient, StreamClosed, stream_url
+from xiaozhi_sim.identity import make_identity
+from xiaozhi_sim.settings import SimSettings
+from xiaozhi_sim.ws_device import WsDevice
+
+V1, V3 = StreamVersion.V1, StreamVersion.V3
+
+pytestmark = pytest.mark.integration  # a real Mosquitto, hub, edge and simulator
+
+
+async def next_matching(
+    stream: StreamClient, check: Callable[[StreamMessage], bool], within: float = 15.0
+) -> StreamMessage:
+    """The first message from ``stream`` that passes ``check`` (others are skipped)."""
+
+    async def find() -> StreamMessage:
+        async for msg in stream:
+            if check(msg):
+                return msg
+        raise AssertionError("the stream ended")
+
+    return await asyncio.wait_for(find(), within)
+
+
+def data_of(kind: str, device_id: str | None = None) -> Callable[[StreamMessage], bool]:
+    def check(msg: StreamMessage) -> bool:
+        if msg.type not in DATA_TYPES or msg.data.get("kind") != kind:
+            return False
+        return device_id is None or msg.data.get("device_id") == device_id
+
+    return check
+
+
+@pytest.fixture
+def sim_settings(hub_settings: HubSettings) -> SimSettings:
+    return SimSettings(
+        mqtt_url=hub_settings.mqtt_url,
+        base_topic=hub_settings.base_topic,
+        sim_ota_url="",
+        sim_token="",
+        sim_binary_version=1,
+        sim_seed=0,
+    )
+
+
+async def test_a_device_that_connects_shows_up_with_its_events_and_voice_steps(
+    running_hub: RunningHub,
+    hub_settings: HubSettings,
+    start_edge: StartEdge,
+    sim_settings: SimSettings,
+    watcher: Recorder,
+) -> None:
+    t = running_hub.service.topics
+    base = hub_settings.base_topic
+    edge = await start_edge(base_topic=base)
+    owner = running_hub.service.owner
+    known = t.device_events("demo_kitchen")  # in the home file: in the registry from the start
+    assert known not in owner.subscriptions  # nobody watches: the hub pays nothing
+    async with StreamClient(running_hub.url, api_key=READ_KEY, topics=[f"{base}/#"]) as stream:
+        await watcher.wait_for(lambda: known in owner.subscriptions)
+        assert stream.version is StreamVersion.V3
+        assert stream.hello["versions"] == [1, 2, 3]
+        # The hub's own state is there from the start (retained), flagged BROADCAST.
+        state = await next_matching(stream, data_of("bridge_state"))
+        assert state.data["retained"] is True
+        assert state.flags & Flag.BROADCAST
+        assert state.flags & Flag.PRIORITY
+
+        url = f"ws://127.0.0.1:{edge.port}/xiaozhi/v1/"
+        device = WsDevice(
+            make_identity(name="stream-live"), sim_settings.model_copy(update={"sim_ws_url": url})
+        )
+        await device.start()
+        try:
+            await device.wake()
+            device_id = device.identity.device_id
+            status = await next_matching(stream, data_of("status", device_id))
+            assert status.type is MessageType.ECG_DATA
+            assert status.data["payload"]["status"] == "connected"
+            connected = await next_matching(stream, data_of("device_connected"))
+            assert connected.type is MessageType.ANOMALY_ALERT
+            assert connected.flags & Flag.PRIORITY
+            assert connected.data["payload"]["device_id"] == device_id
+
+            # Its events come too, once the hub watches its events topic (one subscription
+            # on the hub's one MQTT connection, whoever streams).
+            events = t.device_events(device_id)
+            await watcher.wait_for(lambda: events in running_hub.service.owner.subscriptions)
+            step = {"event_type": "response", "device_id": device_id, "text": "Done."}
+            await watcher.publish(events, step)
+            answer = await next_matching(
+                stream,
+                lambda m: (
+                    data_of("device_events", device_id)(m) and m.data["event_type"] == "response"
+                ),
+            )
+            assert answer.type is MessageType.PREDICTION_RESULT
+            assert answer.data["event_type"] == "response"
+            assert answer.data["payload"]["text"] == "Done."
+
+            # A client that subscribes now starts with the fleet: the retained status.
+            async with StreamClient(
+                running_hub.url, api_key=READ_KEY, topics=[f"{base}/status/+"], versions=[1]
+            ) as late:
+                assert late.version is StreamVersion.V1
+                known = await next_matching(late, data_of("status", device_id))
+                assert known.data["retained"] is True
+                assert known.timestamp_us is None  # V1: no timestamp
+                assert known.flags == Flag(0)
+        finally:
+            await device.stop()
+        gone = await next_matching(stream, data_of("device_disconnected"))
+        assert gone.data["payload"]["device_id"] == device_id
+        stats = running_hub.service.stats()["stream"]
+        assert stats["offered"] > 0
+        assert len(stats["sessions"]) == 1
+
+
+async def test_a_bad_crc_gets_an_error_frame_and_the_connection_survives(
+    running_hub: RunningHub,
+) -> None:
+    async with StreamClient(running_hub.url, api_key=READ_KEY, topics=[]) as stream:
+        frame = bytearray(
+            encode_message(StreamMessage(MessageType.PING, {"n": 1}, StreamVersion.V3, Flag(0), 1))
+        )
+        frame[-1] ^= 0x01
+        await stream.send_raw(bytes(frame))
+        error = await next_matching(stream, lambda m: m.type is MessageType.ERROR)
+        assert error.data["code"] == ErrorCode.CHECKSUM_MISMATCH == 0x101
+        assert error.data["name"] == "CHECKSUM_MISMATCH"
+        pong = await stream.ping({"n": 2})
+        assert pong.data == {"n": 2}
+        # Other refusals, each with the seed's code, none fatal.
+        await stream.send(MessageType.ECG_DATA, {"x": 1})
+        denied = await next_matching(stream, lambda m: m.type is MessageType.ERROR)
+        assert denied.data["code"] == ErrorCode.PERMISSION_DENIED
+        with pytest.raises(StreamClosed) as refused:
+            await stream.subscribe(["a/#/b"])
+        assert refused.value.code == ErrorCode.INVALID_DATA_FORMAT
+        assert await stream.subscribe(["x/+"]) == ["x/+"]
+        assert await stream.unsubscribe(["x/+"]) == []
+
+
+async def test_credentials_in_the_header_or_the_version_check(running_hub: RunningHub) -> None:
+    url = running_hub.url
+    with pytest.raises(StreamClosed) as bad:
+        async with StreamClient(url, api_key="wrong"):
+            pass
+    assert bad.value.code == ErrorCode.AUTHENTICATION_FAILED
+    with pytest.raises(StreamClosed) as none:
+        async with StreamClient(url):
+            pass
+    assert none.value.code == ErrorCode.AUTHENTICATION_FAILED
+    # A browser cannot set headers: the key goes in the VERSION_CHECK.
+    async with StreamClient(url, api_key=WRITE_KEY, credentials_in_frame=True) as stream:
+        assert stream.hello["auth"] == "required"
+        assert stream.topics == ["#"]
+    # A JWT from the REST API, as a header or in the frame.
+    async with httpx.AsyncClient(base_url=url) as http:
+        answer = await http.post("/api/v1/auth/token", headers={"X-API-Key": READ_KEY})
+    token = answer.json()["data"]["access_token"]
+    for in_frame in (False, True):
+        async with StreamClient(url, token=token, credentials_in_frame=in_frame) as stream:
+            assert (await stream.ping({"jwt": in_frame})).data == {"jwt": in_frame}
+    with pytest.raises(StreamClosed) as forged:
+        async with StreamClient(url, token=token + "x", credentials_in_frame=True):
+            pass
+    assert forged.value.code == ErrorCode.AUTHENTICATION_FAILED
+    with pytest.raises(StreamClosed) as unsupported:
+        async with StreamClient(url, api_key=READ_KEY, versions=[4]):
+            pass
+    assert unsupported.value.code == ErrorCode.INVALID_PROTOCOL_VERSION
+
+
+async def test_acknowledged_delivery(running_hub: RunningHub, watcher: Recorder) -> None:
+    t = running_hub.service.topics
+    async with StreamClient(
+        running_hub.url, api_key=READ_KEY, topics=[f"{t.base}/status/+"], ack=True
+    ) as stream:
+        assert stream.agreed["ack"] is True
+        await watcher.publish(t.status("acked-one"), {"status": "connected"})
+        msg = await next_matching(stream, data_of("status", "acked-one"))
+        assert msg.flags & Flag.ACK_REQUIRED
+        (session,) = running_hub.service.stream.stats()["sessions"]
+        # The client acked it (a HEARTBEAT {"ack": seq}); the hub holds nothing unacked.
+        await watcher.wait_for(
+            lambda: running_hub.service.stream.stats()["sessions"][0]["unacked"] == 0
+        )
+        assert session["version"] == 3
+
+
+@pytest.fixture
+async def impatient_hub(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
+) -> AsyncIterator[RunningHub]:
+    settings = hub_settings.model_copy(update={"stream_ack_timeout_seconds": 0.2})
+    async with run_hub(settings, home=engine.home, engine=engine) as running:
+        yield running
+
+
+async def test_a_client_that_never_acks_gets_resends_then_is_closed(
+    impatient_hub: RunningHub, watcher: Recorder
+) -> None:
+    """Raw frames: StreamClient would ack."""
+    t = impatient_hub.service.topics
+
+    def frame(kind: MessageType, data: object, version: StreamVersion) -> bytes:
+        ts = 1 if version is StreamVersion.V3 else None
+        return encode_message(StreamMessage(kind, data, version, Flag(0), ts))
+
+    url = stream_url(impatient_hub.url)
+    async with connect(url, additional_headers={"X-API-Key": READ_KEY}) as ws:
+        assert decode_message(await ws.recv()).type is MessageType.PROTOCOL_NEGOTIATION
+        await ws.send(frame(MessageType.VERSION_CHECK, {"versions": [3], "ack": True}, V1))
+        assert decode_message(await ws.recv()).data["ack"] is True
+        await ws.send(frame(MessageType.SUBSCRIBE, {"topics": [f"{t.base}/status/+"]}, V3))
+        assert decode_message(await ws.recv()).type is MessageType.SUBSCRIPTION_ACK
+        await watcher.publish(t.status("never-acked"), {"status": "connected"})
+        received: list[StreamMessage] = []
+
+        async def until_closed() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    received.append(decode_message(await ws.recv()))
+
+        await asyncio.wait_for(until_closed(), 15)
+    sends = [m for m in received if m.type is MessageType.ECG_DATA]
+    assert [m.data["topic"] for m in sends] == [t.status("never-acked")] * 3
+    assert len({m.data["seq"] for m in sends}) == 1  # sent, then twice again, same seq
+    assert all(m.flags & Flag.ACK_REQUIRED for m in sends)
+    error = received[-1]
+    assert error.type is MessageType.ERROR
+    assert error.data["code"] == ErrorCode.RATE_LIMIT_EXCEEDED
+    assert ws.close_code == 1008
+
+
+@pytest.fixture
+async def small_queue_hub(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
+) -> AsyncIterator[RunningHub]:
+    settings = hub_settings.model_copy(update={"stream_queue_limit": 8})
+    async with run_hub(settings, home=engine.home, engine=engine) as running:
+        yield running
+
+
+async def test_a_slow_client_is_skipped_ahead_not_buffered(
+    small_queue_hub: RunningHub, watcher: Recorder
+) -> None:
+    hub = small_queue_hub
+    t = hub.service.topics
+    async with StreamClient(hub.url, api_key=READ_KEY, topics=[f"{t.base}/sensors/#"]) as stream:
+        # The client reads nothing while readings pour in: incompressible ones, more than the
+        # socket buffers on the way hold, so the hub's per-client queue has to give.
+        blob = base64.b64encode(os.urandom(45_000)).decode()  # 60 KB: under the hub's 64 KB
+        sent = 0
+
+        def dropped() -> int:
+            sessions = hub.service.stream.stats()["sessions"]
+            return sessions[0]["dropped"] if sessions else 0
+
+        while dropped() == 0:
+            assert sent < 2000, "nothing dropped after 2000 readings of 60 KB"
+            for n in range(100):
+                reading = {"device_id": "slow-dev", "sensor_type": "blob", "value": blob}
+                await watcher.publish(t.sensor("slow-dev", "blob"), {**reading, "n": sent + n})
+            sent += 100
+            await watcher.wait_for(
+                lambda target=sent: hub.service.stream.offered >= target or dropped() > 0,
+                within=30,
+            )
+        (session,) = hub.service.stream.stats()["sessions"]
+        assert session["queued"] <= 8
+        metrics = hub.service.metrics.exposition().decode()
+        assert "xiaozhi_hub_stream_sessions 1.0" in metrics
+        assert f"xiaozhi_hub_stream_dropped_total {float(session['dropped'])}" in metrics
+        # The client is told: a HEARTBEAT with the drop count, and a gap in the sequence.
+        seqs: list[int] = []
+
+        def drop_notice(msg: StreamMessage) -> bool:
+            if msg.type in DATA_TYPES:
+                seqs.append(msg.data["seq"])
+                return False
+            return msg.type is MessageType.HEARTBEAT and msg.data.get("dropped", 0) > 0
+
+        notice = await next_matching(stream, drop_notice, within=60)
+        assert stream.dropped == notice.data["dropped"] > 0
+        after = await next_matching(stream, lambda m: m.type in DATA_TYPES, within=60)
+        assert after.data["seq"] > seqs[-1] + 1  # skipped ahead
+        assert after.flags & Flag.COMPRESSED  # 60 KB of reading: zlib above 1 KB
+
+
+async def test_a_hub_that_stops_ends_its_streams(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
+) -> None:
+    async with run_hub(hub_settings, home=engine.home, engine=engine) as running:
+        stream = StreamClient(running.url, api_key=READ_KEY, topics=["#"])
+        await stream.connect()
+        assert running.service.stream.sessions == 1
+    # The hub stopped with a client connected: the client sees the end, nothing hangs.
+
+    async def read_to_the_end() -> None:
+        async for _ in stream:
+            pass
+
+    with pytest.raises(StreamClosed, match="1012"):  # service restart
+        await asyncio.wait_for(read_to_the_end(), 15)
+    assert running.service.stream.sessions == 0
+
+
+async def test_a_hub_process_streams_its_own_log(
+    hub_settings: HubSettings, watcher: Recorder, tmp_path: Path
+) -> None:
+    process = _hub_process(hub_settings, tmp_path)
+    reader = LineReader(process)
+    try:
+        await asyncio.to_thread(reader.wait_for, "hub_online", 60)
+        url = (await asyncio.to_thread(reader.wait_for, "hub       http://127.0.0.1:")).split()[1]
+        hub_id = hub_settings.hub_id + "-process"
+        log = f"{hub_settings.base_topic}/bridge/hubs/{hub_id}/log"
+        async with StreamClient(url, api_key="process-key", topics=[log]) as stream:
+            # Something the hub logs: a status that is not JSON, refused with a warning.
+            await watcher.publish(f"{hub_settings.base_topic}/status/noisy", b"not json")
+            line = await next_matching(
+                stream,
+                lambda m: (
+                    m.data.get("kind") == "log"
+                    and m.data["payload"]["event"] == "mqtt_message_refused"
+                ),
+            )
+        assert line.type is MessageType.ANOMALY_ALERT
+        assert line.data["topic"] == log
+        assert line.data["payload"]["level"] == "warning"
+        assert line.data["payload"]["topic"].endswith("/status/noisy")
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -1,0 +1,172 @@
+"""``xiaozhi watch`` (issue 15, point 2), the real command against a running hub's stream: a
+device that connects through a real edge shows up in its output."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_up import XIAOZHI
+from tests.conftest import StartEdge
+from tests.hub.conftest import READ_KEY
+from tests.support import LineReader
+from xiaozhi.stream_frame import MessageType, StreamMessage, StreamVersion
+from xiaozhi_cli.watch import Fleet, describe
+from xiaozhi_hub.http import RunningHub
+from xiaozhi_hub.settings import HubSettings
+from xiaozhi_sim.identity import make_identity
+from xiaozhi_sim.settings import SimSettings
+from xiaozhi_sim.ws_device import WsDevice
+
+
+def watch_env(state_dir: Path) -> dict[str, str]:
+    """No key in the environment: the command finds it in the state dir, as after `up`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XIAOZHI_")}
+    return {**env, "XIAOZHI_STATE_DIR": str(state_dir)}
+
+
+def start_watch(args: list[str], state_dir: Path) -> tuple[subprocess.Popen[str], LineReader]:
+    process = subprocess.Popen(
+        [XIAOZHI, "watch", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # its "# watching ..." line says it has subscribed
+        text=True,
+        env=watch_env(state_dir),
+    )
+    return process, LineReader(process)
+
+
+@pytest.mark.integration
+async def test_a_device_that_connects_shows_up_in_the_watch_output(
+    running_hub: RunningHub, hub_settings: HubSettings, start_edge: StartEdge, tmp_path: Path
+) -> None:
+    (tmp_path / "api_key").write_text(READ_KEY + "\n")
+    base = hub_settings.base_topic
+    edge = await start_edge(base_topic=base)
+    identity = make_identity(name="watched-one")
+    device_id = identity.device_id
+    url = running_hub.url
+    everything, lines = start_watch(["--url", url, "--topic", f"{base}/#"], tmp_path)
+    filtered, only = start_watch(
+        [
+            "--url",
+            url,
+            "--plain",
+            "--device",
+            device_id,
+            "--event",
+            "device_connected",
+            "--count",
+            "1",
+        ],
+        tmp_path,
+    )
+    try:
+        # Not a TTY: plain lines. Once subscribed, the hub's retained state comes first.
+        await asyncio.to_thread(only.wait_for, "# watching")
+        await asyncio.to_thread(lines.wait_for, "# watching")
+        await asyncio.to_thread(lines.wait_for, "bridge_state")
+        sim = SimSettings(
+            mqtt_url=hub_settings.mqtt_url,
+            base_topic=base,
+            sim_ota_url="",
+            sim_token="",
+            sim_ws_url=f"ws://127.0.0.1:{edge.port}/xiaozhi/v1/",
+        )
+        device = WsDevice(identity, sim)
+        await device.start()
+        try:
+            await device.wake()
+            line = await asyncio.to_thread(lines.wait_for, f"device_connected {device_id}")
+            assert "websocket" in line
+            status = await asyncio.to_thread(lines.wait_for, f"status           {device_id}")
+            assert "status=connected" in status
+            (_, shown) = await asyncio.to_thread(only.rest, 15)
+            assert "device_connected" in shown
+            assert device_id in shown
+            assert filtered.wait(10) == 0
+        finally:
+            await device.stop()
+        await asyncio.to_thread(lines.wait_for, "device_disconnected")
+    finally:
+        everything.terminate()
+        everything.wait(10)
+        filtered.kill()
+        filtered.wait(10)
+
+
+def test_without_a_key_it_says_where_to_find_one(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [XIAOZHI, "watch", "--url", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        env=watch_env(tmp_path),
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "no API key" in done.stderr
+    assert "xiaozhi up" in done.stderr
+
+
+def message(
+    data: dict[str, object], kind: MessageType = MessageType.ANOMALY_ALERT
+) -> StreamMessage:
+    return StreamMessage(kind, data, StreamVersion.V3, timestamp_us=1_800_000_000_000_000)
+
+
+def test_lines_and_the_fleet_table() -> None:
+    status = message(
+        {
+            "seq": 1,
+            "kind": "status",
+            "device_id": "kitchen",
+            "retained": True,
+            "payload": {"status": "connected", "transport": "websocket", "wifi_signal": -50},
+        },
+        MessageType.ECG_DATA,
+    )
+    assert describe(status).endswith(
+        "status           kitchen          status=connected transport=websocket wifi_signal=-50"
+        "  (retained)"
+    )
+    event = message(
+        {
+            "kind": "device_events",
+            "device_id": "kitchen",
+            "event_type": "response",
+            "payload": {
+                "event_type": "response",
+                "device_id": "kitchen",
+                "text": "Done.",
+                "intent": "HassTurnOn",
+            },
+        },
+        MessageType.PREDICTION_RESULT,
+    )
+    assert describe(event).endswith('response         kitchen          says "Done." (HassTurnOn)')
+    dropped = message({"dropped": 7, "queued": 3}, MessageType.HEARTBEAT)
+    assert "7 dropped" in describe(dropped)
+    error = message({"code": 0x101, "message": "CRC"}, MessageType.ERROR)
+    assert "ERROR            0x101 CRC" in describe(error)
+    log = message(
+        {
+            "kind": "log",
+            "topic": "xiaozhi/bridge/hubs/h1/log",
+            "payload": {"level": "warning", "event": "mqtt_message_refused", "kind": "status"},
+        }
+    )
+    assert describe(log).endswith(
+        'log warning                       mqtt_message_refused {"kind": "status"}'
+    )
+    fleet = Fleet()
+    fleet.apply(status, describe(status))
+    fleet.apply(event, describe(event))
+    screen = fleet.render(100, 20)
+    assert "1 devices, 1 connected" in screen
+    assert "kitchen" in screen.splitlines()[2]
+    assert screen.splitlines()[-1].endswith('says "Done." (HassTurnOn)')

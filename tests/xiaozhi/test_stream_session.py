@@ -1,0 +1,410 @@
+"""The live stream's server-side session (xiaozhi/stream_session.py), with real frames."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xiaozhi.errors import ErrorCode
+from xiaozhi.stream_frame import (
+    Flag,
+    MessageType,
+    StreamMessage,
+    StreamVersion,
+    decode_message,
+    encode_message,
+)
+from xiaozhi.stream_session import (
+    MAX_FILTERS,
+    Credentials,
+    SessionState,
+    StreamItem,
+    StreamPolicy,
+    StreamSession,
+    Subscribed,
+    topic_matches,
+    valid_filter,
+)
+
+T0 = 1_800_000_000.0
+NO_FLAGS = Flag(0)
+
+
+def frame(
+    kind: MessageType,
+    data: Any,
+    version: StreamVersion = StreamVersion.V3,
+    flags: Flag = NO_FLAGS,
+) -> bytes:
+    ts = 1 if version >= StreamVersion.V3 else None
+    return encode_message(StreamMessage(kind, data, version, flags, ts))
+
+
+def sent(session: StreamSession, now: float = T0) -> list[StreamMessage]:
+    return [decode_message(f) for f in session.frames(now)]
+
+
+def opened(
+    version: int = 3, *, ack: bool = False, topics: list[str] | None = None, **kwargs: Any
+) -> StreamSession:
+    session = StreamSession(
+        check_credentials=lambda c: False, authenticated=True, policy=StreamPolicy(**kwargs)
+    )
+    session.start()
+    (hello,) = sent(session)
+    assert hello.type is MessageType.PROTOCOL_NEGOTIATION
+    assert hello.version == 1
+    assert hello.data["auth"] == "header"
+    v = StreamVersion(version)
+    assert (
+        session.receive(
+            frame(MessageType.VERSION_CHECK, {"versions": [version], "ack": ack}, v), T0
+        )
+        == []
+    )
+    (answer,) = sent(session)
+    assert answer.type is MessageType.VERSION_CHECK
+    assert answer.data["version"] == version
+    assert session.state is SessionState.OPEN
+    if topics:
+        assert session.receive(frame(MessageType.SUBSCRIBE, {"topics": topics}, v), T0) == [
+            Subscribed(tuple(topics))
+        ]
+        (subscribed,) = sent(session)
+        assert subscribed.type is MessageType.SUBSCRIPTION_ACK
+    return session
+
+
+def item(topic: str = "xiaozhi/status/a", **kwargs: Any) -> StreamItem:
+    return StreamItem(MessageType.ECG_DATA, topic, {"topic": topic, "payload": {"x": 1}}, **kwargs)
+
+
+def error_code(messages: list[StreamMessage]) -> int:
+    (msg,) = messages
+    assert msg.type is MessageType.ERROR
+    return int(msg.data["code"])
+
+
+@pytest.mark.parametrize(
+    ("topic_filter", "ok"),
+    [
+        ("#", True),
+        ("a/+/c", True),
+        ("a/#", True),
+        ("a/#/c", False),
+        ("a+/b", False),
+        ("a/b#", False),
+        ("", False),
+        (3, False),
+        ("x" * 513, False),
+    ],
+)
+def test_valid_filter(topic_filter: object, ok: bool) -> None:
+    assert valid_filter(topic_filter) is ok
+
+
+@pytest.mark.parametrize(
+    ("topic_filter", "topic", "ok"),
+    [
+        ("#", "a/b", True),
+        ("a/#", "a", True),
+        ("a/+", "a/b", True),
+        ("a/+", "a/b/c", False),
+        ("a/b/c", "a/b", False),
+        ("a/x", "a/b", False),
+        ("a/b", "a/b", True),
+    ],
+)
+def test_topic_matches(topic_filter: str, topic: str, ok: bool) -> None:
+    assert topic_matches(topic_filter, topic) is ok
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="queue_limit"):
+        StreamPolicy(queue_limit=0)
+    with pytest.raises(ValueError, match="timers"):
+        StreamPolicy(heartbeat_seconds=0)
+
+
+def test_negotiation_picks_the_highest_common_version_and_fixes_it() -> None:
+    session = opened(2, topics=["xiaozhi/#"])
+    assert session.version is StreamVersion.V2
+    session.offer(item(priority=True, broadcast=True))
+    (data,) = sent(session)
+    assert data.version == 2
+    assert data.flags == Flag(0)
+    assert data.data == {"seq": 1, "topic": "xiaozhi/status/a", "payload": {"x": 1}}
+    # A V3 frame on a V2 session is refused, and the session goes on.
+    session.receive(frame(MessageType.PING, {}), T0)
+    assert error_code(sent(session)) == ErrorCode.INVALID_PROTOCOL_VERSION
+    # Asking again answers with the fixed version.
+    session.receive(
+        frame(MessageType.PROTOCOL_NEGOTIATION, {"versions": [3]}, StreamVersion.V2), T0
+    )
+    (again,) = sent(session)
+    assert again.data["version"] == 2
+    assert session.state is SessionState.OPEN
+
+
+def test_no_common_version_closes_with_0x100() -> None:
+    session = StreamSession(check_credentials=lambda c: True, authenticated=True, versions=[3])
+    session.start()
+    sent(session)
+    session.receive(frame(MessageType.VERSION_CHECK, {"version": 1}, StreamVersion.V1), T0)
+    (err,) = sent(session)
+    assert err.type is MessageType.ERROR
+    assert err.data["code"] == 0x100
+    assert err.version == 1
+    assert session.state is SessionState.CLOSED
+    assert "INVALID_PROTOCOL_VERSION" in session.close_reason
+    assert session.receive(frame(MessageType.PING, {}), T0) == []  # closed: ignored
+    assert session.next_deadline() is None
+
+
+def test_anything_before_the_version_check_is_refused_but_not_fatal() -> None:
+    session = StreamSession(check_credentials=lambda c: True, authenticated=True)
+    session.start()
+    sent(session)
+    session.receive(frame(MessageType.SUBSCRIBE, {"topics": ["#"]}), T0)
+    assert error_code(sent(session)) == ErrorCode.INVALID_MESSAGE_TYPE
+    assert session.state is SessionState.NEGOTIATING
+    assert not session.offer(item())  # not open: nothing queued
+
+
+@pytest.mark.parametrize(
+    ("data", "accepted"),
+    [({"api_key": "good"}, True), ({"token": "jwt"}, True), ({"api_key": 5}, False), ({}, False)],
+)
+def test_credentials_in_the_version_check(data: dict[str, Any], accepted: bool) -> None:
+    seen: list[Credentials] = []
+
+    def check(credentials: Credentials) -> bool:
+        seen.append(credentials)
+        return credentials.api_key == "good" or credentials.token == "jwt"
+
+    session = StreamSession(check_credentials=check, authenticated=False)
+    session.start()
+    assert sent(session)[0].data["auth"] == "required"
+    result = session.receive(frame(MessageType.VERSION_CHECK, {"versions": [3], **data}), T0)
+    if accepted:
+        assert result == seen
+        assert session.state is SessionState.OPEN
+        assert sent(session)[0].type is MessageType.VERSION_CHECK
+    else:
+        assert result == []
+        assert session.state is SessionState.CLOSED
+        assert error_code(sent(session)) == ErrorCode.AUTHENTICATION_FAILED
+
+
+def test_a_bad_crc_gets_0x101_and_the_session_survives() -> None:
+    session = opened(topics=["#"])
+    good = bytearray(frame(MessageType.PING, {"n": 1}))
+    good[-1] ^= 0xFF
+    session.receive(bytes(good), T0)
+    assert error_code(sent(session)) == ErrorCode.CHECKSUM_MISMATCH
+    session.receive(frame(MessageType.PING, {"n": 2}), T0)
+    (pong,) = sent(session)
+    assert pong.type is MessageType.PONG
+    assert pong.data == {"n": 2}
+    assert pong.flags & Flag.PRIORITY
+    assert session.stats.errors == 1
+    assert session.stats.received == 4
+
+
+def test_client_flags_and_types_that_are_refused() -> None:
+    session = opened()
+    session.receive(frame(MessageType.PING, {}, flags=Flag.BROADCAST), T0)
+    assert error_code(sent(session)) == ErrorCode.PERMISSION_DENIED
+    session.receive(frame(MessageType.ECG_DATA, {"x": 1}), T0)
+    assert error_code(sent(session)) == ErrorCode.PERMISSION_DENIED
+    session.receive(frame(MessageType.PING, {}, flags=Flag.ACK_REQUIRED), T0)
+    assert error_code(sent(session)) == ErrorCode.MISSING_REQUIRED_FIELDS
+    session.receive(frame(MessageType.PONG, {}), T0)
+    session.receive(frame(MessageType.ERROR, {"code": 1}), T0)
+    session.receive(frame(MessageType.HEARTBEAT, "alive"), T0)
+    assert sent(session) == []
+
+
+def test_ack_required_from_the_client_is_acknowledged() -> None:
+    session = opened()
+    session.receive(frame(MessageType.PING, {"seq": 7}, flags=Flag.ACK_REQUIRED), T0)
+    ack, pong = sent(session)
+    assert ack.type is MessageType.HEARTBEAT
+    assert ack.data == {"ack": 7}
+    assert pong.type is MessageType.PONG
+
+
+def test_subscribe_and_unsubscribe() -> None:
+    session = opened()
+    for data, code in [
+        ({}, ErrorCode.MISSING_REQUIRED_FIELDS),
+        ({"topics": ["a/#/b"]}, ErrorCode.INVALID_DATA_FORMAT),
+        ({"topics": [f"t/{i}" for i in range(MAX_FILTERS + 1)]}, ErrorCode.RATE_LIMIT_EXCEEDED),
+    ]:
+        session.receive(frame(MessageType.SUBSCRIBE, data), T0)
+        assert error_code(sent(session)) == code
+    session.receive(frame(MessageType.UNSUBSCRIBE, "nope"), T0)
+    assert error_code(sent(session)) == ErrorCode.MISSING_REQUIRED_FIELDS
+    assert session.receive(frame(MessageType.SUBSCRIBE, {"topics": ["a/+", "b"]}), T0) == [
+        Subscribed(("a/+", "b"))
+    ]
+    assert sent(session)[0].data == {"topics": ["a/+", "b"], "added": ["a/+", "b"]}
+    assert session.receive(frame(MessageType.SUBSCRIBE, {"topics": ["b"]}), T0) == []
+    assert sent(session)[0].data == {"topics": ["a/+", "b"], "added": []}
+    assert session.offer(item("a/x"))
+    assert not session.offer(item("c"))
+    session.receive(frame(MessageType.UNSUBSCRIBE, {"topics": ["a/+", "zz"]}), T0)
+    ack, data = sent(session)
+    assert ack.data == {"topics": ["b"], "removed": ["a/+"]}
+    assert data.data["topic"] == "a/x"
+    assert not session.offer(item("a/x"))
+    assert session.offer(item("other", broadcast=True))  # broadcast: whatever the filters
+
+
+def test_a_slow_client_is_skipped_ahead_and_told() -> None:
+    session = opened(topics=["#"], queue_limit=3)
+    for n in range(10):
+        session.offer(item(f"t/{n}", priority=n == 0))
+    assert session.queued == 3
+    assert session.dropped == 7
+    notice, *data = sent(session)
+    assert notice.type is MessageType.HEARTBEAT
+    assert notice.data == {"dropped": 7, "queued": 3}
+    # The priority message survives and goes first; then the newest normal ones.
+    assert [m.data["seq"] for m in data] == [1, 9, 10]
+    assert data[0].flags == Flag.PRIORITY
+    # Only priority messages left: the oldest of them goes.
+    for _ in range(4):
+        session.offer(item(priority=True))
+    assert session.queued == 3
+    assert session.dropped == 8
+
+
+def test_retained_state_and_heartbeats() -> None:
+    session = opened(topics=["#"], heartbeat_seconds=10)
+    assert session.next_deadline() == T0 + 10
+    session.offer(item(), retained=True)
+    (data,) = sent(session, T0 + 1)
+    assert data.data["retained"] is True
+    assert data.timestamp_us == (T0 + 1) * 1_000_000
+    assert sent(session, T0 + 5) == []
+    (beat,) = sent(session, T0 + 11)
+    assert beat.type is MessageType.HEARTBEAT
+    assert beat.data == {"dropped": 0, "queued": 0}
+
+
+def test_acks_awaited_resent_then_the_session_closes() -> None:
+    session = opened(ack=True, topics=["#"], max_unacked=2, ack_timeout_seconds=5, ack_retries=1)
+    assert session.acks
+    for _ in range(3):
+        session.offer(item())
+    first, _ = sent(session)
+    assert first.flags == Flag.ACK_REQUIRED
+    assert session.unacked == 2
+    assert session.queued == 1
+    assert session.next_deadline() == T0 + 5
+    session.receive(frame(MessageType.HEARTBEAT, {"ack": 1}), T0)
+    (third,) = sent(session, T0 + 1)
+    assert third.data["seq"] == 3
+    (resent,) = sent(session, T0 + 5)  # seq 2 timed out: sent again
+    assert resent.data["seq"] == 2
+    assert session.stats.resent == 1
+    session.receive(frame(MessageType.HEARTBEAT, {"ack": 2}), T0 + 5)
+    (again,) = sent(session, T0 + 6.5)  # seq 3: its one retry
+    assert again.data["seq"] == 3
+    (err,) = sent(session, T0 + 12)  # sent and retried, no ack: over
+    assert err.type is MessageType.ERROR
+    assert err.data["code"] == ErrorCode.RATE_LIMIT_EXCEEDED
+    assert session.state is SessionState.CLOSED
+
+
+def test_acks_are_v3_only_and_close_is_final() -> None:
+    session = opened(1, ack=True, topics=["#"])
+    assert not session.acks
+    session.close("hub stopping")
+    session.close("again")
+    assert session.close_reason == "hub stopping"
+    assert sent(session) == []
+
+
+def test_big_messages_are_compressed() -> None:
+    session = opened(topics=["#"])
+    big = StreamItem(MessageType.FEATURE_DATA, "t", {"payload": "x" * 5000})
+    session.offer(big)
+    (raw,) = session.frames(T0)
+    assert raw[2] & Flag.COMPRESSED
+    assert len(raw) < 200
+    assert zlib.crc32(raw[19:]) == int.from_bytes(raw[7:11], "big")
+
+
+def test_the_io_layer_refuses_through_the_session() -> None:
+    session = opened()
+    session.refuse(ErrorCode.INVALID_DATA_FORMAT, "text frame")
+    assert error_code(sent(session)) == ErrorCode.INVALID_DATA_FORMAT
+    session.close("gone")
+    session.refuse(ErrorCode.INVALID_DATA_FORMAT, "text frame")
+    assert sent(session) == []
+
+
+# --------------------------------------------------------------------------- the documented session
+
+
+def example_session() -> list[tuple[str, str, bytes]]:
+    """The frame-by-frame session of docs/protocols.md §3.9: (who, what, bytes), every frame
+    produced by the codec and this session, at a fixed clock."""
+    now = 1_800_000_000.0
+    session = StreamSession(check_credentials=lambda c: False, authenticated=True)
+    session.start()
+    out: list[tuple[str, str, bytes]] = []
+
+    def server(what: str) -> None:
+        frames = session.frames(now)
+        assert len(frames) == 1
+        out.append(("server", what, frames[0]))
+
+    def client(what: str, data: bytes) -> None:
+        out.append(("client", what, data))
+        session.receive(data, now)
+
+    def v(kind: MessageType, data: Any, version: StreamVersion = StreamVersion.V3) -> bytes:
+        ts = int(now * 1_000_000) if version >= StreamVersion.V3 else None
+        return encode_message(StreamMessage(kind, data, version, NO_FLAGS, ts))
+
+    server("PROTOCOL_NEGOTIATION, V1")
+    client(
+        "VERSION_CHECK, V1", v(MessageType.VERSION_CHECK, {"versions": [3, 2, 1]}, StreamVersion.V1)
+    )
+    server("VERSION_CHECK, V3 from now on")
+    client("SUBSCRIBE", v(MessageType.SUBSCRIBE, {"topics": ["xiaozhi/status/+"]}))
+    server("SUBSCRIPTION_ACK")
+    status = {"status": "connected", "transport": "websocket"}
+    session.offer(
+        StreamItem(
+            MessageType.ECG_DATA,
+            "xiaozhi/status/kitchen",
+            {
+                "topic": "xiaozhi/status/kitchen",
+                "kind": "status",
+                "payload": status,
+                "device_id": "kitchen",
+            },
+        ),
+        retained=True,
+    )
+    server("ECG_DATA: the retained status")
+    client("PING", v(MessageType.PING, {"n": 1}))
+    server("PONG, PRIORITY")
+    bad = bytearray(v(MessageType.PING, {"n": 2}))
+    bad[-1] ^= 0x01
+    client("PING with one payload bit flipped", bytes(bad))
+    server("ERROR 0x101")
+    return out
+
+
+def test_the_documented_session_is_what_the_code_sends() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "protocols.md").read_text()
+    for _, _, data in example_session():
+        assert data.hex(" ") in doc

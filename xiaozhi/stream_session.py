@@ -1,0 +1,536 @@
+"""One live-stream connection, server side, without I/O (seed 002 served; docs/protocols.md §3.9).
+
+The hub's ``/api/v1/stream`` WebSocket speaks seed 002's frames (:mod:`xiaozhi.stream_frame`).
+This class is the connection's protocol: the I/O layer hands it every binary message received
+(:meth:`StreamSession.receive`) and every fleet message to offer (:meth:`StreamSession.offer`),
+and sends what :meth:`StreamSession.frames` returns; it passes the clock (``now``, seconds
+since the Unix epoch) and wakes up again at :meth:`StreamSession.next_deadline`.
+
+The conversation (every payload is a MessagePack map):
+
+1. server → ``PROTOCOL_NEGOTIATION`` (always V1 framing, which every client reads):
+   ``{"versions": [1, 2, 3], "auth": "header"|"required", ...}``;
+2. client → ``VERSION_CHECK`` (or ``PROTOCOL_NEGOTIATION``) ``{"versions": [...]}``, plus
+   ``"api_key"`` or ``"token"`` when the upgrade request carried no credentials, and
+   ``"ack": true`` to have data frames sent with ``ACK_REQUIRED`` (V3);
+3. server → ``VERSION_CHECK`` ``{"version": v, ...}`` in version ``v``, fixed from then on;
+   no common version: ``ERROR`` 0x100 and the session closes; bad credentials: 0x202, closes;
+4. client → ``SUBSCRIBE`` / ``UNSUBSCRIBE`` ``{"topics": [MQTT filters]}``, answered by
+   ``SUBSCRIPTION_ACK`` ``{"topics": every filter now held, "added"|"removed": [...]}``;
+   ``PING`` → ``PONG`` (same data); ``HEARTBEAT`` ``{"ack": seq}`` acknowledges a data frame.
+
+Data frames carry ``{"seq", "topic", "kind", "payload", ...}``: ``seq`` counts per session
+from 1 at the offer, so a gap shows what a slow client was skipped.
+
+What this class guarantees:
+
+- **Bounded memory.** At most ``queue_limit`` data messages wait; past it the oldest normal
+  one is dropped (a priority one only when nothing else is left), counted in
+  :attr:`StreamSession.dropped`, and the client is told by a ``HEARTBEAT``
+  ``{"dropped": total, "queued": n}`` sent ahead of the next data.
+- **Every frame is verified** (CRC32 and the rest, :func:`~xiaozhi.stream_frame.decode_message`):
+  a bad one is answered with an ``ERROR`` carrying the seed's code, and the session goes on.
+- **Flags** (V3): ``PRIORITY`` messages are sent before queued normal ones; ``BROADCAST``
+  ones reach a session whatever its filters (a client may not send one: 0x203);
+  ``ACK_REQUIRED`` from the client is answered by ``HEARTBEAT`` ``{"ack": its seq}``; on data
+  frames (``"ack": true``) at most ``max_unacked`` wait for an ack, each is sent again after
+  ``ack_timeout_seconds`` up to ``ack_retries`` times, then the session closes.
+- V1 and V2 sessions get the same messages without the flags their version lacks.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from xiaozhi.errors import ErrorCode, UnsupportedVersion, WireError
+from xiaozhi.stream_frame import (
+    ALLOWED_FLAGS,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Flag,
+    MessageType,
+    StreamMessage,
+    StreamVersion,
+    decode_message,
+    encode_message,
+    error_message,
+    negotiate_version,
+)
+
+__all__ = [
+    "DATA_TYPES",
+    "MAX_FILTERS",
+    "Credentials",
+    "SessionState",
+    "StreamItem",
+    "StreamPolicy",
+    "StreamSession",
+    "Subscribed",
+    "topic_matches",
+    "valid_filter",
+]
+
+#: The seed's data types: what the server sends, never what a client may send.
+DATA_TYPES: Final = frozenset(
+    {
+        MessageType.ECG_DATA,
+        MessageType.ANOMALY_ALERT,
+        MessageType.PREDICTION_RESULT,
+        MessageType.FEATURE_DATA,
+    }
+)
+#: Most topic filters one session may hold (a bound on what a client makes us keep).
+MAX_FILTERS: Final = 64
+_MAX_FILTER_CHARS: Final = 512
+
+
+def valid_filter(topic_filter: object) -> bool:
+    """An MQTT topic filter: non-empty text, ``+`` a whole level, ``#`` only as the last one."""
+    if not isinstance(topic_filter, str) or not 0 < len(topic_filter) <= _MAX_FILTER_CHARS:
+        return False
+    levels = topic_filter.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            return False
+        if "+" in level and level != "+":
+            return False
+    return True
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT matching of a concrete ``topic`` against a filter (``valid_filter`` already)."""
+    want = topic_filter.split("/")
+    have = topic.split("/")
+    for i, level in enumerate(want):
+        if level == "#":
+            return True
+        if i >= len(have) or (level != "+" and level != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+class SessionState(enum.Enum):
+    """Where the connection is."""
+
+    NEGOTIATING = "negotiating"  # PROTOCOL_NEGOTIATION sent, waiting for the client's versions
+    OPEN = "open"  # version fixed: subscriptions served
+    CLOSED = "closed"  # over: send what is left, then close the socket
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPolicy:
+    """A session's bounds and timers.
+
+    Args:
+        queue_limit: most data messages waiting to be sent (normal and priority together).
+        heartbeat_seconds: a ``HEARTBEAT`` goes out after this long without a frame sent.
+        ack_timeout_seconds: how long a data frame sent with ``ACK_REQUIRED`` waits for its ack
+            before it is sent again.
+        ack_retries: sends after the first; one more timeout closes the session.
+        max_unacked: data frames awaiting an ack at once; the rest wait in the queue.
+        max_message_bytes: cap on a received frame's payload (seed 002 size limits).
+
+    Raises:
+        ValueError: a bound below 1 (``ack_retries`` below 0) or a timer not above 0.
+    """
+
+    queue_limit: int = 256
+    heartbeat_seconds: float = 15.0
+    ack_timeout_seconds: float = 5.0
+    ack_retries: int = 2
+    max_unacked: int = 64
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+    def __post_init__(self) -> None:
+        if min(self.queue_limit, self.max_unacked, self.max_message_bytes) < 1:
+            raise ValueError("queue_limit, max_unacked and max_message_bytes must be >= 1")
+        if self.ack_retries < 0 or min(self.heartbeat_seconds, self.ack_timeout_seconds) <= 0:
+            raise ValueError("ack_retries must be >= 0, the timers > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamItem:
+    """One fleet message to offer every session; built once, shared by all of them.
+
+    ``data`` is the frame's map without ``seq`` (the session adds it).
+    """
+
+    type: MessageType
+    topic: str
+    data: dict[str, Any]
+    priority: bool = False
+    broadcast: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the client's ``VERSION_CHECK`` carried, for the I/O layer's check."""
+
+    api_key: str | None
+    token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """Filters a client just added: the I/O layer offers the matching retained state."""
+
+    filters: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _InFlight:
+    seq: int
+    item: StreamItem
+    retained: bool
+    sent_at: float
+    attempts: int = 1
+
+
+@dataclass(slots=True)
+class _Queued:
+    seq: int
+    item: StreamItem
+    retained: bool
+
+
+@dataclass(slots=True)
+class _Stats:
+    received: int = 0
+    sent: int = 0
+    errors: int = 0
+    resent: int = 0
+    counts: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class StreamSession:
+    """The server side of one stream connection (module docstring).
+
+    Args:
+        check_credentials: called with the client's credentials when the upgrade carried
+            none (``authenticated=False``); True lets the session open.
+        authenticated: the upgrade request's headers were already accepted.
+        policy: the bounds and timers (:class:`StreamPolicy`).
+        versions: versions offered.
+        server: the name the first frame gives.
+    """
+
+    def __init__(
+        self,
+        *,
+        check_credentials: Callable[[Credentials], bool],
+        authenticated: bool,
+        policy: StreamPolicy | None = None,
+        versions: Iterable[int] = (1, 2, 3),
+        server: str = "xiaozhi-hub",
+    ) -> None:
+        self._check = check_credentials
+        self._authenticated = authenticated
+        self.policy = policy = policy or StreamPolicy()
+        self.versions = tuple(sorted({StreamVersion(v) for v in versions}))
+        self.queue_limit = policy.queue_limit
+        self.heartbeat_seconds = policy.heartbeat_seconds
+        self.ack_timeout_seconds = policy.ack_timeout_seconds
+        self.ack_retries = policy.ack_retries
+        self.max_unacked = policy.max_unacked
+        self.max_message_bytes = policy.max_message_bytes
+        self.server = server
+        self.state = SessionState.NEGOTIATING
+        self.version = StreamVersion.V1  # until negotiated: every client reads V1
+        self.acks = False
+        self.filters: list[str] = []
+        self.dropped = 0
+        self.close_reason = ""
+        self.stats = _Stats()
+        self._control: collections.deque[tuple[MessageType, Any, Flag]] = collections.deque()
+        self._priority: collections.deque[_Queued] = collections.deque()
+        self._normal: collections.deque[_Queued] = collections.deque()
+        self._inflight: dict[int, _InFlight] = {}
+        self._seq = 0
+        self._reported_drops = 0
+        self._last_sent: float | None = None
+
+    # ------------------------------------------------------------------ lifetime
+
+    def start(self) -> None:
+        """Queue the server's ``PROTOCOL_NEGOTIATION``, the first frame of the connection."""
+        self._control.append(
+            (
+                MessageType.PROTOCOL_NEGOTIATION,
+                {
+                    "versions": [int(v) for v in self.versions],
+                    "server": self.server,
+                    "auth": "header" if self._authenticated else "required",
+                    "heartbeat_seconds": self.heartbeat_seconds,
+                    "queue_limit": self.queue_limit,
+                    "max_message_bytes": self.max_message_bytes,
+                },
+                Flag(0),
+            )
+        )
+
+    def close(self, reason: str) -> None:
+        """End the session (hub stopping, socket gone); queued data is not sent any more."""
+        if self.state is not SessionState.CLOSED:
+            self.state = SessionState.CLOSED
+            self.close_reason = reason
+
+    @property
+    def queued(self) -> int:
+        """Data messages waiting (bounded by ``queue_limit``)."""
+        return len(self._priority) + len(self._normal)
+
+    @property
+    def unacked(self) -> int:
+        return len(self._inflight)
+
+    # ------------------------------------------------------------------ fleet → client
+
+    def wants(self, item: StreamItem) -> bool:
+        """True when ``item`` is for this session: open, and broadcast or matching a filter."""
+        if self.state is not SessionState.OPEN:
+            return False
+        return item.broadcast or any(topic_matches(f, item.topic) for f in self.filters)
+
+    def offer(self, item: StreamItem, *, retained: bool = False) -> bool:
+        """Queue ``item`` if :meth:`wants` it; the oldest is dropped past ``queue_limit``."""
+        if not self.wants(item):
+            return False
+        self._seq += 1
+        queued = _Queued(self._seq, item, retained)
+        (self._priority if item.priority else self._normal).append(queued)
+        if self.queued > self.queue_limit:
+            (self._normal or self._priority).popleft()
+            self.dropped += 1
+        return True
+
+    # ------------------------------------------------------------------ client → server
+
+    def receive(self, data: bytes, now: float) -> list[Subscribed | Credentials]:
+        """Handle one binary message from the client; returns what the I/O layer must act on.
+
+        A :class:`Credentials` result has already been checked (it is returned for logging);
+        :class:`Subscribed` asks for the retained state matching the new filters.
+        """
+        if self.state is SessionState.CLOSED:
+            return []
+        self.stats.received += 1
+        try:
+            msg = decode_message(data, max_message_bytes=self.max_message_bytes)
+        except WireError as err:
+            self._error(err.code, str(err))
+            return []
+        self.stats.counts[msg.type.name] += 1
+        if msg.flags & Flag.BROADCAST:
+            self._error(ErrorCode.PERMISSION_DENIED, "clients may not broadcast on the stream")
+            return []
+        if self.state is SessionState.NEGOTIATING:
+            return self._negotiate(msg)
+        if msg.version != self.version:
+            self._error(
+                ErrorCode.INVALID_PROTOCOL_VERSION,
+                f"this session speaks V{int(self.version)}, the frame is V{int(msg.version)}",
+            )
+            return []
+        if msg.flags & Flag.ACK_REQUIRED:
+            seq = msg.data.get("seq") if isinstance(msg.data, dict) else None
+            if type(seq) is not int:
+                self._error(ErrorCode.MISSING_REQUIRED_FIELDS, "ACK_REQUIRED needs an int 'seq'")
+                return []
+            self._control.append((MessageType.HEARTBEAT, {"ack": seq}, Flag.PRIORITY))
+        return self._handle(msg, now)
+
+    def _negotiate(self, msg: StreamMessage) -> list[Subscribed | Credentials]:
+        if msg.type not in (MessageType.VERSION_CHECK, MessageType.PROTOCOL_NEGOTIATION):
+            self._error(
+                ErrorCode.INVALID_MESSAGE_TYPE,
+                f"{msg.type.name} before the version is agreed: send VERSION_CHECK first",
+            )
+            return []
+        data = msg.data if isinstance(msg.data, dict) else {}
+        offered = data.get("versions", [data.get("version")])
+        try:
+            version = negotiate_version(offered, self.versions)
+        except UnsupportedVersion as err:
+            self._error(err.code, str(err), fatal=True)
+            return []
+        result: list[Subscribed | Credentials] = []
+        if not self._authenticated:
+            api_key, token = data.get("api_key"), data.get("token")
+            credentials = Credentials(
+                api_key if isinstance(api_key, str) else None,
+                token if isinstance(token, str) else None,
+            )
+            if not self._check(credentials):
+                self._error(
+                    ErrorCode.AUTHENTICATION_FAILED,
+                    "send X-API-Key or 'Authorization: Bearer' on the upgrade request, or "
+                    "'api_key' / 'token' in VERSION_CHECK",
+                    fatal=True,
+                )
+                return []
+            self._authenticated = True
+            result.append(credentials)
+        self.version = version
+        self.acks = bool(data.get("ack")) and version >= StreamVersion.V3
+        self.state = SessionState.OPEN
+        self._control.append((MessageType.VERSION_CHECK, self._version_data(), Flag(0)))
+        return result
+
+    def _version_data(self) -> dict[str, Any]:
+        return {
+            "version": int(self.version),
+            "versions": [int(v) for v in self.versions],
+            "ack": self.acks,
+            "heartbeat_seconds": self.heartbeat_seconds,
+            "queue_limit": self.queue_limit,
+        }
+
+    def _handle(self, msg: StreamMessage, now: float) -> list[Subscribed | Credentials]:
+        kind = msg.type
+        if kind is MessageType.PING:
+            self._control.append((MessageType.PONG, msg.data, Flag.PRIORITY))
+        elif kind is MessageType.HEARTBEAT:
+            ack = msg.data.get("ack") if isinstance(msg.data, dict) else None
+            if type(ack) is int:
+                self._inflight.pop(ack, None)
+        elif kind in (MessageType.SUBSCRIBE, MessageType.UNSUBSCRIBE):
+            return self._subscription(msg)
+        elif kind in (MessageType.VERSION_CHECK, MessageType.PROTOCOL_NEGOTIATION):
+            self._control.append((MessageType.VERSION_CHECK, self._version_data(), Flag(0)))
+        elif kind in DATA_TYPES or kind is MessageType.SUBSCRIPTION_ACK:
+            self._error(
+                ErrorCode.PERMISSION_DENIED,
+                f"{kind.name} is sent by the server only: clients subscribe, they do not publish",
+            )
+        # PONG and ERROR from the client need no answer.
+        return []
+
+    def _subscription(self, msg: StreamMessage) -> list[Subscribed | Credentials]:
+        data = msg.data if isinstance(msg.data, dict) else {}
+        topics = data.get("topics")
+        if not isinstance(topics, list) or not topics:
+            self._error(ErrorCode.MISSING_REQUIRED_FIELDS, "expected {'topics': [filters]}")
+            return []
+        bad = [t for t in topics if not valid_filter(t)]
+        if bad:
+            self._error(ErrorCode.INVALID_DATA_FORMAT, f"not MQTT topic filters: {bad[:5]!r}")
+            return []
+        if msg.type is MessageType.UNSUBSCRIBE:
+            removed = [t for t in dict.fromkeys(topics) if t in self.filters]
+            self.filters = [f for f in self.filters if f not in removed]
+            self._ack_subscription(removed=removed)
+            return []
+        added = [t for t in dict.fromkeys(topics) if t not in self.filters]
+        if len(self.filters) + len(added) > MAX_FILTERS:
+            self._error(ErrorCode.RATE_LIMIT_EXCEEDED, f"at most {MAX_FILTERS} filters a session")
+            return []
+        self.filters.extend(added)
+        self._ack_subscription(added=added)
+        return [Subscribed(tuple(added))] if added else []
+
+    def _ack_subscription(self, **change: list[str]) -> None:
+        self._control.append(
+            (MessageType.SUBSCRIPTION_ACK, {"topics": list(self.filters), **change}, Flag(0))
+        )
+
+    def refuse(self, code: ErrorCode, message: str) -> None:
+        """Answer something the I/O layer refused itself (a text frame) with an ``ERROR``."""
+        if self.state is not SessionState.CLOSED:
+            self._error(code, message)
+
+    def _error(self, code: ErrorCode, message: str, *, fatal: bool = False) -> None:
+        self.stats.errors += 1
+        self._control.append((MessageType.ERROR, {"code": code, "message": message}, Flag(0)))
+        if fatal:
+            self.state = SessionState.CLOSED
+            self.close_reason = f"{ErrorCode(code).name}: {message}"
+
+    # ------------------------------------------------------------------ what to send
+
+    def frames(self, now: float) -> list[bytes]:
+        """Every frame due now, in order: control, drop notice, resends, priority, normal."""
+        out = [self._encode(kind, data, flags, now) for kind, data, flags in self._control]
+        self._control.clear()
+        if self.state is SessionState.OPEN:
+            out.extend(self._data_frames(now))
+            # Acks ran out: the ERROR that says so goes out too.
+            out.extend(self._encode(k, d, f, now) for k, d, f in self._control)
+            self._control.clear()
+        if out:
+            self._last_sent = now
+            self.stats.sent += len(out)
+        return out
+
+    def _data_frames(self, now: float) -> list[bytes]:
+        out: list[bytes] = []
+        if self.dropped != self._reported_drops:
+            self._reported_drops = self.dropped
+            data = {"dropped": self.dropped, "queued": self.queued}
+            out.append(self._encode(MessageType.HEARTBEAT, data, Flag.PRIORITY, now))
+        for entry in list(self._inflight.values()):
+            if now - entry.sent_at < self.ack_timeout_seconds:
+                continue
+            if entry.attempts > self.ack_retries:
+                self._inflight.clear()
+                self._error(
+                    ErrorCode.RATE_LIMIT_EXCEEDED,
+                    f"data frame {entry.seq} not acknowledged after {entry.attempts} sends",
+                    fatal=True,
+                )
+                return out
+            entry.attempts += 1
+            entry.sent_at = now
+            self.stats.resent += 1
+            out.append(self._data_frame(entry.seq, entry.item, entry.retained, now))
+        while self._priority or self._normal:
+            if self.acks and len(self._inflight) >= self.max_unacked:
+                break
+            queued = (self._priority or self._normal).popleft()
+            out.append(self._data_frame(queued.seq, queued.item, queued.retained, now))
+            if self.acks:
+                self._inflight[queued.seq] = _InFlight(
+                    queued.seq, queued.item, queued.retained, now
+                )
+        if not out and self._heartbeat_due(now):
+            data = {"dropped": self.dropped, "queued": self.queued}
+            out.append(self._encode(MessageType.HEARTBEAT, data, Flag(0), now))
+        return out
+
+    def _heartbeat_due(self, now: float) -> bool:
+        return self._last_sent is not None and now - self._last_sent >= self.heartbeat_seconds
+
+    def _data_frame(self, seq: int, item: StreamItem, retained: bool, now: float) -> bytes:
+        data = {"seq": seq, **item.data}
+        if retained:
+            data["retained"] = True
+        flags = Flag(0)
+        if item.priority:
+            flags |= Flag.PRIORITY
+        if item.broadcast:
+            flags |= Flag.BROADCAST
+        if self.acks:
+            flags |= Flag.ACK_REQUIRED
+        return self._encode(item.type, data, flags, now)
+
+    def _encode(self, kind: MessageType, data: Any, flags: Flag, now: float) -> bytes:
+        ts = int(now * 1_000_000) if self.version >= StreamVersion.V3 else None
+        if kind is MessageType.ERROR:
+            msg = error_message(
+                data["code"], data["message"], version=self.version, timestamp_us=ts
+            )
+        else:
+            allowed = flags & ALLOWED_FLAGS[self.version]
+            msg = StreamMessage(kind, data, self.version, Flag(allowed), ts)
+        return encode_message(msg)
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`frames` has something to send without new input (heartbeat, resend)."""
+        if self.state is not SessionState.OPEN or self._last_sent is None:
+            return None
+        deadline = self._last_sent + self.heartbeat_seconds
+        for entry in self._inflight.values():
+            deadline = min(deadline, entry.sent_at + self.ack_timeout_seconds)
+        return deadline

@@ -44,7 +44,7 @@ def _title(figure: Figure) -> str:
     if figure.target:
         extras.append(f"target {figure.target}")
     title = figure.name + (f"  ({', '.join(extras)})" if extras else "")
-    return "\n".join(textwrap.wrap(title, 58)[:2])
+    return "\n".join(textwrap.wrap(title, 44)[:3])  # a long reference label moves the axes right
 
 
 def draw_report(report: Report, path: Path) -> Path:
@@ -81,7 +81,7 @@ def draw_report(report: Report, path: Path) -> Path:
         bars = [("ours", figure.value, _OURS)]
         if figure.reference is not None:
             bars.append((figure.reference_name or "reference", figure.reference, _REFERENCE))
-        labels = [label for label, _, _ in bars]
+        labels = ["\n".join(textwrap.wrap(label, 24)) for label, _, _ in bars]
         values = [value if _measured(value) else 0.0 for _, value, _ in bars]
         positions = list(range(len(bars)))[::-1]  # ours on top
         ax.barh(positions, values, color=[color for _, _, color in bars], height=0.6)

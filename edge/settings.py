@@ -39,6 +39,8 @@ __all__ = [
 PUBLIC_KEY_FILE_NAME = "device_token_key.pub"
 """Where the hub writes its device token public key in the shared state directory."""
 
+_MIN_GATEWAY_SECRET_CHARS = 8  # what the xinnan gateway asks of its own MQTT_SIGNATURE_KEY
+
 
 class DeviceAuth(enum.StrEnum):
     """How the edge decides who may connect (checked in the WebSocket handshake)."""
@@ -87,7 +89,6 @@ class EdgeSettings(BaseSettings, MqttTlsSettings):
     )
     gateway_secret: SecretStr | None = Field(
         default=None,
-        min_length=8,
         description="the SERVER_SECRET of a xiaozhi-mqtt-gateway in front of devices: with "
         "XIAOZHI_DEVICE_AUTH=token, its ?from=mqtt_gateway connections are admitted when their "
         "HMAC token verifies with it (unset: refused). It can mint such tokens, keep it secret",
@@ -150,6 +151,15 @@ class EdgeSettings(BaseSettings, MqttTlsSettings):
     def _split_devices(cls, value: object) -> object:
         if isinstance(value, str):
             return frozenset(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("gateway_secret")
+    @classmethod
+    def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < _MIN_GATEWAY_SECRET_CHARS:
+            raise ValueError(
+                f"at least {_MIN_GATEWAY_SECRET_CHARS} characters: it can mint gateway tokens"
+            )
         return value
 
     @field_validator("wake_words", mode="before")

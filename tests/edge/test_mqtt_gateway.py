@@ -357,7 +357,7 @@ async def test_in_token_mode_without_a_gateway_secret_the_refusal_names_the_sett
 def test_the_gateway_secret_is_never_echoed() -> None:
     with pytest.raises(EdgeSettingsError) as info:
         load_edge_settings(device_auth="open", gateway_secret="short")
-    assert "XIAOZHI_GATEWAY_SECRET=<hidden>" in str(info.value)
+    assert "XIAOZHI_GATEWAY_SECRET=<hidden>: at least 8 characters" in str(info.value)
     assert "short" not in str(info.value)
     settings = load_edge_settings(device_auth="open", gateway_secret=SECRET)
     assert SECRET not in repr(settings) + str(settings)

@@ -449,6 +449,12 @@ class EdgeServer:
     async def start(self, *, reuse_port: bool = False) -> None:
         if self.settings.device_auth is DeviceAuth.OPEN:
             log.warning("device_auth_open", hint="any device may connect; use token in production")
+        if self.settings.gateway_secret is not None and self._token_key is None:
+            log.warning(
+                "gateway_secret_unused",
+                hint="XIAOZHI_GATEWAY_SECRET is checked with XIAOZHI_DEVICE_AUTH=token only; "
+                f"in {self.settings.device_auth} mode a gateway is admitted as its devices are",
+            )
         host, port = self.settings.edge_host, self.settings.edge_port
         try:
             self._server = await self._serve(host, port, reuse_port=reuse_port)

@@ -31,6 +31,7 @@ from typing import Any
 
 import opuslib
 import pytest
+import structlog
 import websockets
 from websockets.asyncio.client import ClientConnection
 
@@ -361,3 +362,16 @@ def test_the_gateway_secret_is_never_echoed() -> None:
     assert "short" not in str(info.value)
     settings = load_edge_settings(device_auth="open", gateway_secret=SECRET)
     assert SECRET not in repr(settings) + str(settings)
+
+
+async def test_a_gateway_secret_an_edge_does_not_check_is_logged_as_a_warning(
+    start_edge: StartEdge,
+) -> None:
+    """In ``allowlist`` mode the secret is not consulted: the operator is told at start."""
+    with structlog.testing.capture_logs() as logs:
+        await start_edge(device_auth="allowlist", gateway_secret=SECRET)
+        await _token_edge(start_edge, gateway_secret=SECRET)
+    (unused,) = [line for line in logs if line["event"] == "gateway_secret_unused"]
+    assert unused["log_level"] == "warning"
+    assert "allowlist mode" in unused["hint"]
+    assert SECRET not in str(logs)

@@ -56,7 +56,7 @@ from xiaozhi.errors import (
 from xiaozhi.gateway_audio import is_gateway_query
 from xiaozhi.payloads import Availability, DeviceTransport, EdgeState
 from xiaozhi.timestamps import wire_timestamp
-from xiaozhi.tokens import bearer_token, verify_token
+from xiaozhi.tokens import bearer_token, verify_gateway_token, verify_token
 from xiaozhi.topics import TopicKind, TopicTree, normalize_device_id, publish_options
 from xiaozhi_edge.outputs import (
     Close,
@@ -425,6 +425,9 @@ class EdgeServer:
         self._token_key = (
             settings.token_public_key() if settings.device_auth is DeviceAuth.TOKEN else None
         )
+        # A gateway's shared secret, by contrast, could mint its tokens (docs/edge.md).
+        secret = settings.gateway_secret
+        self._gateway_secret = secret.get_secret_value().encode() if secret is not None else None
         self._wall_at = -1.0
         self._wall_text = ""
         self.metrics = CollectorRegistry(auto_describe=False)
@@ -446,6 +449,12 @@ class EdgeServer:
     async def start(self, *, reuse_port: bool = False) -> None:
         if self.settings.device_auth is DeviceAuth.OPEN:
             log.warning("device_auth_open", hint="any device may connect; use token in production")
+        if self.settings.gateway_secret is not None and self._token_key is None:
+            log.warning(
+                "gateway_secret_unused",
+                hint="XIAOZHI_GATEWAY_SECRET is checked with XIAOZHI_DEVICE_AUTH=token only; "
+                f"in {self.settings.device_auth} mode a gateway is admitted as its devices are",
+            )
         host, port = self.settings.edge_host, self.settings.edge_port
         try:
             self._server = await self._serve(host, port, reuse_port=reuse_port)
@@ -568,8 +577,9 @@ class EdgeServer:
             return _json_response(
                 http.HTTPStatus.OK, {"status": "ok", "hint": "devices connect here by WebSocket"}
             )
+        via_gateway = is_gateway_query(urlsplit(request.path).query)
         try:
-            identity = self._authenticate(_handshake_fields(request))
+            identity = self._authenticate(_handshake_fields(request), via_gateway=via_gateway)
         except AuthenticationFailed as err:
             self.counters.count_error(err.code.name)
             log.info("device_refused", reason=err.reason)
@@ -580,7 +590,9 @@ class EdgeServer:
         self._identities[connection] = identity
         return None
 
-    def _authenticate(self, fields: dict[str, str]) -> ConnectionIdentity | None:
+    def _authenticate(
+        self, fields: dict[str, str], *, via_gateway: bool
+    ) -> ConnectionIdentity | None:
         raw_id = fields.get("device-id")
         mode = self.settings.device_auth
         if raw_id is None:
@@ -588,7 +600,10 @@ class EdgeServer:
                 return None  # a seed-style client names itself in device_register
             raise AuthenticationFailed("Device-Id header (or device-id query parameter) required")
         authenticated = False
-        if mode is DeviceAuth.TOKEN:
+        if mode is DeviceAuth.TOKEN and via_gateway:
+            self._verify_gateway(fields, raw_id)
+            authenticated = True
+        elif mode is DeviceAuth.TOKEN:
             assert self._token_key is not None
             verify_token(
                 self._token_key,
@@ -609,6 +624,27 @@ class EdgeServer:
             protocol_version=fields.get("protocol-version"),
             authenticated=authenticated,
             user_agent=fields.get("user-agent"),
+        )
+
+    def _verify_gateway(self, fields: dict[str, str], device_id: str) -> None:
+        """A xiaozhi-mqtt-gateway's connection in token mode: its HMAC token, the xinnan
+        server's, checked with the shared secret; device tokens are not what it sends.
+
+        Raises:
+            AuthenticationFailed: no secret set here, or the token does not verify.
+        """
+        if self._gateway_secret is None:
+            raise AuthenticationFailed(
+                "a xiaozhi-mqtt-gateway connection (?from=mqtt_gateway) needs "
+                "XIAOZHI_GATEWAY_SECRET on the edge, set to the gateway's SERVER_SECRET"
+            )
+        verify_gateway_token(
+            self._gateway_secret,
+            bearer_token(fields.get("authorization")),
+            client_id=fields.get("client-id"),
+            device_id=device_id,
+            now=int(time.time()),
+            max_age_seconds=self.settings.gateway_token_max_age_seconds,
         )
 
     def _check_monitor(self, request: Request) -> Response | None:

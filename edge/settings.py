@@ -19,7 +19,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from xiaozhi.config import MqttUrlSetting, describe_invalid_settings
 from xiaozhi.errors import ConfigurationError
-from xiaozhi.tokens import Ed25519PublicKey, public_key_from_text
+from xiaozhi.tokens import (
+    DEFAULT_GATEWAY_TOKEN_MAX_AGE_SECONDS,
+    Ed25519PublicKey,
+    public_key_from_text,
+)
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.session import DEFAULT_WAKE_WORDS
 from xiaozhi_runtime.tls import MqttTlsSettings, device_tls_context
@@ -34,6 +38,8 @@ __all__ = [
 
 PUBLIC_KEY_FILE_NAME = "device_token_key.pub"
 """Where the hub writes its device token public key in the shared state directory."""
+
+_MIN_GATEWAY_SECRET_CHARS = 8  # what the xinnan gateway asks of its own MQTT_SIGNATURE_KEY
 
 
 class DeviceAuth(enum.StrEnum):
@@ -80,6 +86,19 @@ class EdgeSettings(BaseSettings, MqttTlsSettings):
         default=None,
         description="file holding that public key (the hub writes it); unset: "
         "<state_dir>/device_token_key.pub",
+    )
+    gateway_secret: SecretStr | None = Field(
+        default=None,
+        description="the SERVER_SECRET of a xiaozhi-mqtt-gateway in front of devices: with "
+        "XIAOZHI_DEVICE_AUTH=token, its ?from=mqtt_gateway connections are admitted when their "
+        "HMAC token verifies with it (unset: refused). It can mint such tokens, keep it secret",
+    )
+    gateway_token_max_age_seconds: int = Field(
+        default=DEFAULT_GATEWAY_TOKEN_MAX_AGE_SECONDS,
+        gt=0,
+        le=3600,
+        description="how far a gateway token's timestamp may be from the edge's clock, either "
+        "way (the gateway signs each connection afresh)",
     )
     allowed_devices: Annotated[frozenset[str], NoDecode] = frozenset()
     state_dir: Path = Path("var")
@@ -132,6 +151,15 @@ class EdgeSettings(BaseSettings, MqttTlsSettings):
     def _split_devices(cls, value: object) -> object:
         if isinstance(value, str):
             return frozenset(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("gateway_secret")
+    @classmethod
+    def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < _MIN_GATEWAY_SECRET_CHARS:
+            raise ValueError(
+                f"at least {_MIN_GATEWAY_SECRET_CHARS} characters: it can mint gateway tokens"
+            )
         return value
 
     @field_validator("wake_words", mode="before")

@@ -33,6 +33,8 @@ _SECRET_SETTINGS = frozenset(
         "API_KEYS",
         "STT_API_KEY",
         "MONITOR_API_KEY",
+        "DEVICE_MQTT_SIGNATURE_KEY",
+        "GATEWAY_SECRET",
     }
 )
 

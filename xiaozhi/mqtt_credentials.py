@@ -39,6 +39,7 @@ __all__ = [
     "parse_client_id",
     "password_matches",
     "sign_password",
+    "xinnan_hmac",
 ]
 
 DEFAULT_GROUP: Final = "GID_xiaozhi"
@@ -120,10 +121,16 @@ def decode_username(text: str) -> dict[str, Any]:
     return data
 
 
+def xinnan_hmac(key: bytes, *fields: str) -> bytes:
+    """HMAC-SHA256 of ``fields`` joined by ``'|'`` (UTF-8): both xinnan signatures are one,
+    the device's MQTT password (client id, user name) and the gateway's WebSocket token
+    (client id, MAC, timestamp; :func:`xiaozhi.tokens.verify_gateway_token`)."""
+    return hmac.new(key, "|".join(fields).encode(), hashlib.sha256).digest()
+
+
 def sign_password(key: bytes, client_id: str, username: str) -> str:
     """The xinnan password: base64(HMAC-SHA256(key, f"{client_id}|{username}"))."""
-    digest = hmac.new(key, f"{client_id}|{username}".encode(), hashlib.sha256).digest()
-    return base64.b64encode(digest).decode("ascii")
+    return base64.b64encode(xinnan_hmac(key, client_id, username)).decode("ascii")
 
 
 def password_matches(key: bytes, client_id: str, username: str, password: str) -> bool:

@@ -14,27 +14,44 @@ The hub signs with the private key; edges get only the public key and can verify
 `ts` is the issue time in whole seconds since the epoch; expiry is checked against `now`
 passed in by the caller (this module has no clock). The firmware sends the token as
 `Authorization: Bearer <token>`.
+
+A xiaozhi-mqtt-gateway sends the same text form on its WebSocket to the server, but signed
+with the HMAC the xinnan server checks (gateway ``app.js`` ``WebSocketBridge.connect``; the
+server's ``core/auth.py`` ``AuthManager.verify_token``)::
+
+    token = base64url(HMAC-SHA256(SERVER_SECRET, f"{client_id}|{mac}|{ts}")) + "." + str(ts)
+
+with ``client_id`` the board's uuid (``'default-client-id'`` when its MQTT client id has none)
+and ``mac`` the ``device-id`` header. The gateway mints one per voice session, so it is checked
+against a few minutes either way, not 30 days (:func:`verify_gateway_token`). The shared
+secret can mint tokens too: that is the gateway's contract, kept to gateway connections.
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from xiaozhi.errors import AuthenticationFailed, ConfigurationError
+from xiaozhi.mqtt_credentials import xinnan_hmac
 
 __all__ = [
+    "DEFAULT_GATEWAY_TOKEN_MAX_AGE_SECONDS",
     "DEFAULT_TOKEN_TTL_SECONDS",
+    "GATEWAY_DEFAULT_CLIENT_ID",
     "Ed25519PrivateKey",
     "Ed25519PublicKey",
     "bearer_token",
+    "issue_gateway_token",
     "issue_token",
     "private_key_from_text",
     "public_key_from_text",
     "public_key_text",
+    "verify_gateway_token",
     "verify_token",
 ]
 
@@ -42,6 +59,13 @@ DEFAULT_TOKEN_TTL_SECONDS = 30 * 24 * 3600  # the reference server's default exp
 _CLOCK_SKEW_SECONDS = 300  # a device clock slightly ahead of ours is not an attack
 _KEY_BYTES = 32  # Ed25519 private seeds and public keys alike
 _SIGNATURE_BYTES = 64
+
+DEFAULT_GATEWAY_TOKEN_MAX_AGE_SECONDS = 300
+"""How far a gateway token's time may be from ours, either way: it is minted for the
+connection, so only the two clocks' difference and the network's delay count."""
+GATEWAY_DEFAULT_CLIENT_ID = "default-client-id"
+"""What the gateway signs for a device whose MQTT client id has no uuid (``GID@@@mac``)."""
+_GATEWAY_UNSET_TOKEN = "test-token"  # what the gateway sends without SERVER_SECRET
 
 _MAX_TIMESTAMP_DIGITS = 12
 """Seconds since 1970 fit in 11 digits until the year 5138."""
@@ -124,6 +148,31 @@ def bearer_token(authorization: str | None) -> str | None:
     return authorization.strip()
 
 
+def _parse(token: str | None) -> tuple[bytes, int]:
+    """The signature and issue time of a ``<signature>.<timestamp>`` token.
+
+    Raises:
+        AuthenticationFailed: missing, or not that form.
+    """
+    if not token:
+        raise AuthenticationFailed("no token (send 'Authorization: Bearer <token>')")
+    signature_text, dot, issued_text = token.rpartition(".")
+    # ASCII digits only ("²" is a digit to str.isdigit and not to int), and no more than an
+    # epoch needs: int() of thousands of digits raises (and costs) instead of refusing.
+    if (
+        not dot
+        or not signature_text
+        or not (issued_text.isascii() and issued_text.isdigit())
+        or len(issued_text) > _MAX_TIMESTAMP_DIGITS
+    ):
+        raise AuthenticationFailed("malformed token (expected '<signature>.<timestamp>')")
+    try:
+        signature = _b64decode(signature_text)
+    except ValueError as err:
+        raise AuthenticationFailed("malformed token signature") from err
+    return signature, int(issued_text)
+
+
 def verify_token(
     public_key: Ed25519PublicKey,
     token: str | None,
@@ -139,23 +188,7 @@ def verify_token(
         AuthenticationFailed: missing, malformed, signed for another device or by another
             key, expired, or issued in the future. The reason is safe to show the device.
     """
-    if not token:
-        raise AuthenticationFailed("no token (send 'Authorization: Bearer <token>')")
-    signature_text, dot, issued_text = token.rpartition(".")
-    # ASCII digits only ("²" is a digit to str.isdigit and not to int), and no more than an
-    # epoch needs: int() of thousands of digits raises (and costs) instead of refusing.
-    if (
-        not dot
-        or not signature_text
-        or not (issued_text.isascii() and issued_text.isdigit())
-        or len(issued_text) > _MAX_TIMESTAMP_DIGITS
-    ):
-        raise AuthenticationFailed("malformed token (expected '<signature>.<timestamp>')")
-    issued_at = int(issued_text)
-    try:
-        signature = _b64decode(signature_text)
-    except ValueError as err:
-        raise AuthenticationFailed("malformed token signature") from err
+    signature, issued_at = _parse(token)
     if len(signature) != _SIGNATURE_BYTES:
         raise AuthenticationFailed("token not valid for this device")
     try:
@@ -166,4 +199,70 @@ def verify_token(
         raise AuthenticationFailed("token issued in the future")
     if now - issued_at > ttl_seconds:
         raise AuthenticationFailed("token expired")
+    return issued_at
+
+
+def _gateway_signature(secret: bytes, client_id: str | None, device_id: str, at: int) -> bytes:
+    return xinnan_hmac(secret, client_id or GATEWAY_DEFAULT_CLIENT_ID, device_id, str(at))
+
+
+def issue_gateway_token(
+    secret: bytes, *, client_id: str | None, device_id: str, issued_at: int
+) -> str:
+    """The token a gateway holding ``secret`` (its ``SERVER_SECRET``, UTF-8) sends for one
+    device's voice session: what tests and simulators put in ``Authorization: Bearer``.
+
+    Args:
+        secret: the shared secret.
+        client_id: the ``client-id`` header (the board's uuid); None or empty when the
+            gateway sends none, and it signs ``'default-client-id'`` instead.
+        device_id: the ``device-id`` header, the MAC as the gateway sends it.
+        issued_at: seconds since the epoch, from the caller's clock.
+    """
+    signature = _gateway_signature(secret, client_id, device_id, issued_at)
+    return f"{_b64encode(signature)}.{issued_at}"
+
+
+def verify_gateway_token(
+    secret: bytes,
+    token: str | None,
+    *,
+    client_id: str | None,
+    device_id: str,
+    now: int,
+    max_age_seconds: int = DEFAULT_GATEWAY_TOKEN_MAX_AGE_SECONDS,
+) -> int:
+    """Check a gateway's token (compared in constant time); return its issue time.
+
+    The issue time must be within ``max_age_seconds`` of ``now`` either way. Stricter than
+    the xinnan server, which takes any token up to 30 days old (its default) and any from the
+    future: the gateway mints a fresh one per connection, so an old token is a replayed one.
+
+    Raises:
+        AuthenticationFailed: missing, ``test-token`` (a gateway without ``SERVER_SECRET``),
+            malformed, signed with another secret or for another device or client id, too
+            old or too far ahead. The reason is safe to show the gateway.
+    """
+    if token == _GATEWAY_UNSET_TOKEN:
+        raise AuthenticationFailed(
+            "the gateway sent 'test-token': set its SERVER_SECRET (the edge's "
+            "XIAOZHI_GATEWAY_SECRET) so it signs its connections"
+        )
+    signature, issued_at = _parse(token)
+    expected = _gateway_signature(secret, client_id, device_id, issued_at)
+    if not hmac.compare_digest(signature, expected):
+        raise AuthenticationFailed(
+            "gateway token not valid for this device (another secret than "
+            "XIAOZHI_GATEWAY_SECRET, or signed for another device-id or client-id)"
+        )
+    if issued_at - now > max_age_seconds:
+        raise AuthenticationFailed(
+            f"gateway token issued {issued_at - now} s in the future (at most "
+            f"{max_age_seconds} s): set the gateway's and the edge's clocks right"
+        )
+    if now - issued_at > max_age_seconds:
+        raise AuthenticationFailed(
+            f"gateway token expired: {now - issued_at} s old, at most {max_age_seconds} s "
+            "(the gateway signs each connection; a clock off, or a token replayed)"
+        )
     return issued_at

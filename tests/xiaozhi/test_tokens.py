@@ -1,9 +1,11 @@
 """Device tokens: the reference server's text form, signed with Ed25519, bound to one device,
-expiring; and keys that travel as text."""
+expiring; and keys that travel as text. A xiaozhi-mqtt-gateway's HMAC tokens in that form."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import secrets
 
 import pytest
@@ -14,12 +16,15 @@ from hypothesis import strategies as st
 from xiaozhi.activation import activation_hmac, hmac_matches
 from xiaozhi.errors import AuthenticationFailed, ConfigurationError, ErrorCode
 from xiaozhi.tokens import (
+    DEFAULT_GATEWAY_TOKEN_MAX_AGE_SECONDS,
     DEFAULT_TOKEN_TTL_SECONDS,
     bearer_token,
+    issue_gateway_token,
     issue_token,
     private_key_from_text,
     public_key_from_text,
     public_key_text,
+    verify_gateway_token,
     verify_token,
 )
 
@@ -146,3 +151,77 @@ def test_activation_hmac_is_the_firmwares() -> None:
     assert not hmac_matches(key, "challenge-2", mac)
     assert not hmac_matches(b"other", "challenge-1", mac)
     assert not hmac_matches(key, "challenge-1", "é")
+
+
+# -- the xiaozhi-mqtt-gateway's token ---------------------------------------------------------
+
+SECRET = b"Te1st12134"  # the SERVER_SECRET of the xinnan gateway integration guide's example
+MAC = "aa:bb:cc:dd:ee:ff"
+MAX_AGE = DEFAULT_GATEWAY_TOKEN_MAX_AGE_SECONDS
+
+
+def app_js_token(secret: bytes, client_id: str, mac: str, timestamp: int) -> str:
+    """The gateway's ``WebSocketBridge.connect``, written out: ``createHmac('sha256',
+    SERVER_SECRET).update(`${clientId}|${username}|${timestamp}`)``, the digest as base64url
+    without padding, then ``.timestamp`` (seconds); ``username`` is the MAC."""
+    digest = hmac.new(secret, f"{client_id}|{mac}|{timestamp}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=") + f".{timestamp}"
+
+
+def test_the_gateways_own_token_verifies_within_the_age_either_way() -> None:
+    token = app_js_token(SECRET, "uuid-1", MAC, NOW)
+    assert issue_gateway_token(SECRET, client_id="uuid-1", device_id=MAC, issued_at=NOW) == token
+    for now in (NOW, NOW + MAX_AGE, NOW - MAX_AGE):
+        issued = verify_gateway_token(SECRET, token, client_id="uuid-1", device_id=MAC, now=now)
+        assert issued == NOW
+
+
+def test_a_device_without_a_uuid_is_signed_as_default_client_id() -> None:
+    """``const clientId = this.uuid || 'default-client-id'`` (a ``GID@@@mac`` client id); the
+    gateway then sends no ``client-id`` header."""
+    token = app_js_token(SECRET, "default-client-id", MAC, NOW)
+    for client_id in (None, ""):
+        assert issue_gateway_token(SECRET, client_id=client_id, device_id=MAC, issued_at=NOW) == (
+            token
+        )
+        verify_gateway_token(SECRET, token, client_id=client_id, device_id=MAC, now=NOW)
+
+
+GATEWAY_GOOD = app_js_token(SECRET, "uuid-1", MAC, NOW)
+_SIGNATURE, _, _ = GATEWAY_GOOD.partition(".")
+_TAMPERED = ("B" if _SIGNATURE[0] == "A" else "A") + _SIGNATURE[1:]
+
+
+@pytest.mark.parametrize(
+    ("token", "kwargs", "reason"),
+    [
+        (None, {}, "no token"),
+        ("test-token", {}, "the gateway sent 'test-token': set its SERVER_SECRET"),
+        ("abc", {}, "malformed token"),
+        ("a." + str(NOW), {}, "malformed token signature"),
+        (GATEWAY_GOOD, {"secret": b"another secret"}, "not valid for this device"),
+        (GATEWAY_GOOD, {"device_id": "aa:bb:cc:dd:ee:00"}, "not valid for this device"),
+        (GATEWAY_GOOD, {"client_id": "uuid-2"}, "not valid for this device"),
+        (GATEWAY_GOOD, {"client_id": None}, "not valid for this device"),
+        (f"{_SIGNATURE}.{NOW + 1}", {}, "not valid for this device"),  # its time moved
+        (f"{_TAMPERED}.{NOW}", {}, "not valid for this device"),
+        # the hub's device token for the same device is not the gateway's
+        (
+            issue_token(PRIVATE, client_id="uuid-1", device_id=MAC, issued_at=NOW),
+            {},
+            "not valid for this device",
+        ),
+        (GATEWAY_GOOD, {"now": NOW + MAX_AGE + 1}, f"expired: {MAX_AGE + 1} s old, at most"),
+        (GATEWAY_GOOD, {"now": NOW + 11, "max_age_seconds": 10}, "expired: 11 s old"),
+        (GATEWAY_GOOD, {"now": NOW - MAX_AGE - 1}, f"issued {MAX_AGE + 1} s in the future"),
+    ],
+)
+def test_a_gateway_token_that_does_not_verify_is_refused_with_a_reason(
+    token: str | None, kwargs: dict[str, object], reason: str
+) -> None:
+    args: dict[str, object] = {"client_id": "uuid-1", "device_id": MAC, "now": NOW, **kwargs}
+    secret = args.pop("secret", SECRET)
+    with pytest.raises(AuthenticationFailed) as info:
+        verify_gateway_token(secret, token, **args)  # type: ignore[arg-type]
+    assert info.value.code is ErrorCode.AUTHENTICATION_FAILED
+    assert reason in info.value.reason

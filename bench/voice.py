@@ -207,7 +207,8 @@ async def _run(
         mqtt_ms = await _mqtt_reference(mosquitto.url, samples)
         async with (
             procs.edge(workdir, mosquitto.url) as edge,
-            procs.hub(workdir, mosquitto.url) as hub,
+            # Typed commands: no recogniser building in the background while measured.
+            procs.hub(workdir, mosquitto.url, stt_engine="none") as hub,
         ):
             devices = await connect_devices(procs.HOST, edge.port, count)
             sessions = [

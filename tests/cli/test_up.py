@@ -32,6 +32,7 @@ def _env(**extra: str) -> dict[str, str]:
         XIAOZHI_EDGE_HOST="127.0.0.1",
         XIAOZHI_HUB_HOST="127.0.0.1",
         XIAOZHI_DEMO_DEVICES="false",
+        XIAOZHI_STT_ENGINE="none",  # nothing is spoken here: no recogniser to build
     )
     env.update(extra)
     return env

@@ -256,6 +256,9 @@ def up_env(state_dir: Path, **extra: str) -> dict[str, str]:
         XIAOZHI_HUB_PORT="0",
         XIAOZHI_EDGE_HOST="127.0.0.1",
         XIAOZHI_HUB_HOST="127.0.0.1",
+        # These tests type their commands: building the offline recogniser (10-14 s of CPU)
+        # would only slow the suite. Speech end to end: tests/e2e/test_spoken_commands.py.
+        XIAOZHI_STT_ENGINE="none",
     )
     env.update(extra)
     return env

@@ -34,6 +34,7 @@ def _hub_process(settings: HubSettings, tmp_path: Path) -> subprocess.Popen[str]
         XIAOZHI_API_KEYS="process-key",
         XIAOZHI_STATE_DIR=str(tmp_path / "process"),
         XIAOZHI_LOG_LEVEL="info",
+        XIAOZHI_STT_ENGINE="none",  # nothing is spoken here: no recogniser to build
     )
     xiaozhi = str(Path(sys.executable).with_name("xiaozhi"))
     return subprocess.Popen(

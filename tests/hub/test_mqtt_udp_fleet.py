@@ -124,11 +124,14 @@ async def test_200_mqtt_udp_devices_beside_200_websocket_devices(
         order = list(devices)
         headers = {"X-API-Key": WRITE_KEY}
 
+        in_flight = asyncio.Semaphore(50)  # under the client's pool of 100: no pool timeouts
+
         async def send(index: int, device_id: str) -> str:
             body = {"command": "set_volume", "parameters": {"volume": _volume(index)}}
-            answer = await client.post(
-                f"/api/v1/devices/{device_id}/command", headers=headers, json=body
-            )
+            async with in_flight:
+                answer = await client.post(
+                    f"/api/v1/devices/{device_id}/command", headers=headers, json=body
+                )
             assert answer.status_code == 202, answer.text
             data: dict[str, Any] = answer.json()["data"]
             assert data["connected"] is True

@@ -173,7 +173,7 @@ function table(rows) {
 
 function renderDevice(id) {
   const d = devices.get(id);
-  $("device-title").textContent = d ? `${d.name || id} (${id})` : `${id}: unknown device`;
+  $("device-title").textContent = !d ? `${id}: unknown device` : d.name && d.name !== id ? `${d.name} (${id})` : id;
   if (!d) { $("device-info").replaceChildren(); return; }
   $("device-info").replaceChildren(table([
     ["status", d.status || "never seen"], ["area", d.area_name || d.area], ["transport", d.transport],

@@ -1,0 +1,188 @@
+"""The dashboard in a real browser (issue 15, point 4): Playwright driving Debian's
+``chromium`` (scripts/ensure-system-packages.sh installs it; no browser is ever downloaded)
+on a real hub, edge, simulated device and Mosquitto. Every request to a host other than
+127.0.0.1 is aborted, as on a LAN without internet, and the page must still work.
+
+Screenshots of each page are written to the test's tmp dir (``dashboard-*.png``), or to
+``$XIAOZHI_DASHBOARD_SHOTS`` when set (``artifacts/`` is git-ignored), so that a person
+looks at them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.async_api import Browser, Page, Route, async_playwright, expect
+
+from tests.conftest import StartEdge
+from tests.hub.conftest import WRITE_KEY
+from tests.support import Recorder
+from xiaozhi_hub.http import RunningHub
+from xiaozhi_hub.settings import HubSettings
+from xiaozhi_sim.identity import make_identity
+from xiaozhi_sim.settings import SimSettings
+from xiaozhi_sim.ws_device import WsDevice
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = [
+    pytest.mark.integration,  # a real Mosquitto, hub, edge and simulator
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="no /usr/bin/chromium: run scripts/ensure-system-packages.sh (apt chromium)",
+    ),
+]
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("XIAOZHI_DASHBOARD_SHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        # --no-sandbox: CI and this machine run tests as root, where Chromium's sandbox refuses.
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh page whose requests to anything but 127.0.0.1 are aborted (and listed)."""
+    context = await browser.new_context(viewport={"width": 1200, "height": 800})
+    aborted: list[str] = []
+
+    async def offline(route: Route) -> None:
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            await route.continue_()
+        else:
+            aborted.append(route.request.url)
+            await route.abort()
+
+    await context.route("**/*", offline)
+    errors: list[str] = []
+    opened = await context.new_page()
+    opened.on("pageerror", lambda err: errors.append(str(err)))
+    yield opened
+    await context.close()
+    assert aborted == []  # the page never reached out of the LAN (no CDN)
+    assert errors == []  # no uncaught script error
+
+
+@pytest.fixture
+def sim_settings(hub_settings: HubSettings) -> SimSettings:
+    return SimSettings(
+        mqtt_url=hub_settings.mqtt_url,
+        base_topic=hub_settings.base_topic,
+        sim_ota_url="",
+        sim_token="",
+        sim_binary_version=1,
+        sim_seed=0,
+    )
+
+
+async def sign_in(page: Page, hub: RunningHub, shots: Path) -> None:
+    await page.goto(hub.url + "/")
+    await expect(page.locator("#signin")).to_be_visible()
+    await expect(page.locator("#signin")).to_contain_text("<state dir>/api_key")
+    await page.screenshot(path=shots / "dashboard-signin.png")
+    await page.fill("#key", WRITE_KEY)
+    await page.click("#signin-form button")
+    await expect(page.locator("#live")).to_contain_text("live V3")
+
+
+async def test_sign_in_and_a_device_that_connects_appears_without_reload(
+    running_hub: RunningHub,
+    hub_settings: HubSettings,
+    start_edge: StartEdge,
+    sim_settings: SimSettings,
+    page: Page,
+    shots: Path,
+) -> None:
+    await sign_in(page, running_hub, shots)
+    fleet = page.locator("#devices")
+    await expect(fleet.locator('tr[data-device="demo_kitchen"]')).to_contain_text("never seen")
+    await page.evaluate("window.notReloaded = true")
+
+    edge = await start_edge(base_topic=hub_settings.base_topic)
+    url = f"ws://127.0.0.1:{edge.port}/xiaozhi/v1/"
+    device = WsDevice(
+        make_identity(name="browser-live"), sim_settings.model_copy(update={"sim_ws_url": url})
+    )
+    await device.start()
+    try:
+        await device.wake()
+        connected_at = time.monotonic()
+        row = fleet.locator(f'tr[data-device="{device.device_id}"]')
+        await expect(row.locator("td.status")).to_have_text("connected", timeout=2000)
+        shown_after = time.monotonic() - connected_at
+        assert shown_after < 2.0
+        print(f"device row connected {shown_after * 1000:.0f} ms after its channel opened")
+        assert await page.evaluate("window.notReloaded") is True  # the stream, no reload
+        await expect(row).to_contain_text("websocket")
+        await page.screenshot(path=shots / "dashboard-fleet.png")
+
+        # search and filter
+        await page.fill("#search", device.device_id)
+        await expect(fleet.locator("tr")).to_have_count(1)
+        await page.fill("#search", "kitchen speaker")  # every word, in any column
+        await expect(fleet.locator("tr")).to_have_count(1)
+        await expect(fleet.locator("tr")).to_contain_text("demo_kitchen")
+        await page.fill("#search", "")
+        await page.select_option("#status-filter", "connected")
+        await expect(fleet.locator("tr")).to_have_count(1)
+        await page.select_option("#status-filter", "")
+
+        # the device page; a command sent from it reaches the device, whose edge reports it
+        await row.locator("a").click()
+        await expect(page.locator("#device-title")).to_contain_text(device.device_id)
+        await expect(page.locator("#device-info")).to_contain_text("connected")
+        await page.fill("#command-name", "set_volume")
+        await page.fill("#command-parameters", '{"volume": 35}')
+        await page.click("#command-form button")
+        await expect(page.locator("#command-result")).to_contain_text("command published")
+        await expect(page.locator("#device-events")).to_contain_text("command_result")
+        tools = page.locator("#device-tools")
+        await expect(tools).to_contain_text("self.audio_speaker.set_volume")  # its MCP tools
+        await page.screenshot(path=shots / "dashboard-device.png", full_page=True)
+    finally:
+        await device.stop()
+    await expect(page.locator("#device-info")).to_contain_text("disconnected")
+    await page.click('nav a[href="#/"]')
+    await expect(row.locator("td.status")).to_have_text("disconnected")
+    assert await page.evaluate("window.notReloaded") is True
+
+
+async def test_a_phrase_tried_shows_its_intent_and_runs_nothing(
+    running_hub: RunningHub, watcher: Recorder, page: Page, shots: Path
+) -> None:
+    await sign_in(page, running_hub, shots)
+    before = dict(running_hub.service.counters)
+    await page.click('nav a[href="#/try"]')
+    await page.fill("#phrase", "turn on the kitchen light")
+    await page.click("#try-form button")
+    result = page.locator("#try-result")
+    await expect(result).to_have_attribute("data-intent", "HassTurnOn")
+    await expect(result).to_contain_text("no: a test runs nothing")
+    await page.screenshot(path=shots / "dashboard-try.png")
+    assert dict(running_hub.service.counters) == before  # no voice command, no action ran
+
+
+async def test_the_api_docs_render_offline(
+    running_hub: RunningHub, page: Page, shots: Path
+) -> None:
+    await page.goto(running_hub.url + "/docs")
+    await expect(page.locator(".swagger-ui .info .title")).to_contain_text("xiaozhi hub")
+    await expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    await page.screenshot(path=shots / "dashboard-docs.png")

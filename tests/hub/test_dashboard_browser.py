@@ -22,6 +22,14 @@ from playwright.async_api import Browser, Page, Route, async_playwright, expect
 from tests.conftest import StartEdge
 from tests.hub.conftest import WRITE_KEY
 from tests.support import Recorder
+from xiaozhi.stream_frame import (
+    Flag,
+    MessageType,
+    StreamMessage,
+    StreamVersion,
+    decode_message,
+    encode_message,
+)
 from xiaozhi_hub.http import RunningHub
 from xiaozhi_hub.settings import HubSettings
 from xiaozhi_sim.identity import make_identity
@@ -29,6 +37,7 @@ from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.ws_device import WsDevice
 
 CHROMIUM = Path("/usr/bin/chromium")
+V3 = StreamVersion.V3
 
 pytestmark = [
     pytest.mark.integration,  # a real Mosquitto, hub, edge and simulator
@@ -186,3 +195,55 @@ async def test_the_api_docs_render_offline(
     await expect(page.locator(".swagger-ui .info .title")).to_contain_text("xiaozhi hub")
     await expect(page.locator(".opblock-summary-path").first).to_be_visible()
     await page.screenshot(path=shots / "dashboard-docs.png")
+
+
+async def test_the_page_codec_verifies_inflates_and_encodes_real_frames(
+    running_hub: RunningHub, page: Page
+) -> None:
+    """stream.js against the Python codec: a compressed V3 frame decodes, one flipped bit is
+    refused by the CRC32, and a frame the page encodes passes ``decode_message``."""
+    await page.goto(running_hub.url + "/")
+    data = {"seq": 7, "topic": "xiaozhi/status/a", "payload": {"blob": "x" * 5000, "n": [1, 2]}}
+    message = StreamMessage(MessageType.ECG_DATA, data, version=V3, timestamp_us=1)
+    frame = encode_message(message)
+    assert frame[2] & Flag.COMPRESSED  # over 1 KB packed: zlib, inflated by the browser
+    tampered = bytearray(frame)
+    tampered[-1] ^= 0x01
+    decoded = await page.evaluate(DECODE, [list(frame), list(tampered)])
+    assert decoded["good"] == {"version": 3, "type": 1, "flags": 1, "data": data}
+    assert decoded["bad"] == "CRC32 mismatch"
+    sent = bytes(await page.evaluate(ENCODE, {"versions": [3, 2, 1], "api_key": "k"}))
+    check = decode_message(sent)  # CRC32 and header checked by the hub's own codec
+    assert check.type is MessageType.VERSION_CHECK
+    assert check.data == {"versions": [3, 2, 1], "api_key": "k"}
+    assert check.timestamp_us is not None
+
+
+DECODE = """async ([good, bad]) => {
+  const { decodeFrame } = await import("/ui/stream.js");
+  const buffer = (bytes) => new Uint8Array(bytes).buffer;
+  const result = { good: await decodeFrame(buffer(good)) };
+  try {
+    await decodeFrame(buffer(bad));
+    result.bad = "decoded";
+  } catch (e) {
+    result.bad = e.message;
+  }
+  return result;
+}"""
+
+ENCODE = """async (data) => {
+  const { encodeFrame, T } = await import("/ui/stream.js");
+  return [...encodeFrame(3, T.VERSION_CHECK, data)];
+}"""
+
+
+async def test_a_wrong_key_is_refused_on_the_sign_in_page(
+    running_hub: RunningHub, page: Page
+) -> None:
+    await page.goto(running_hub.url + "/")
+    await page.fill("#key", "not-a-key")
+    await page.click("#signin-form button")
+    await expect(page.locator("#signin-error")).to_have_text("unknown API key")
+    await expect(page.locator("#fleet")).to_be_hidden()
+    assert await page.evaluate("localStorage.getItem('xiaozhi_api_key')") is None

@@ -77,7 +77,9 @@ function onData(msg) {
   const p = msg.payload;
   switch (msg.kind) {
     case "status": {
-      if (!p || !msg.device_id) break;
+      if (!msg.device_id) break;
+      if (p === null) { devices.delete(msg.device_id); break; } // retained status cleared: forgotten
+      if (!p) break;
       const d = device(msg.device_id);
       d.status = p.status;
       for (const f of ["transport", "edge_id", "firmware_version", "simulated"]) if (p[f] != null) d[f] = p[f];
@@ -216,20 +218,42 @@ function route() {
 }
 
 // ------------------------------------------------------------------ forms
-async function sendCommand(event) {
+function sendCommand(event) {
   event.preventDefault();
-  const [, id] = currentRoute();
-  const out = $("command-result");
   let parameters;
   try { parameters = JSON.parse($("command-parameters").value || "{}"); } catch (err) {
-    out.textContent = `parameters: not JSON (${err.message})`; out.className = "error"; return;
+    $("command-result").textContent = `parameters: not JSON (${err.message})`;
+    $("command-result").className = "error";
+    return;
   }
+  command($("command-name").value, parameters);
+}
+
+function restart() {
+  const [, id] = currentRoute();
+  if (confirm(`Restart ${id}?`)) command("reboot", {});
+}
+
+async function command(name, parameters) {
+  const [, id] = currentRoute();
+  const out = $("command-result");
   try {
     const body = await api(`/devices/${encodeURIComponent(id)}/command`,
-      { method: "POST", body: JSON.stringify({ command: $("command-name").value, parameters }) });
+      { method: "POST", body: JSON.stringify({ command: name, parameters }) });
     out.textContent = `${body.message}: ${body.data.command} on ${body.data.topic} (message ${body.data.message_id})`;
     out.className = "ok";
   } catch (err) { out.textContent = `${err.code}: ${err.message}`; out.className = "error"; }
+}
+
+async function removeDevices(filter, what) {
+  const out = $("remove-result");
+  if (!confirm(`Forget every learnt device that is ${what}? A device that comes back is learnt again.`)) return;
+  try {
+    const { data, message } = await api("/devices/remove", { method: "POST", body: JSON.stringify(filter) });
+    for (const id of data.removed) devices.delete(id);
+    out.textContent = message; out.className = "ok";
+  } catch (err) { out.textContent = `${err.code}: ${err.message}`; out.className = "error"; }
+  renderFleet();
 }
 
 async function tryPhrase(event) {
@@ -255,6 +279,12 @@ $("signout").onclick = () => { localStorage.removeItem(KEY); stream?.close(); st
 $("search").oninput = renderFleet;
 $("status-filter").onchange = renderFleet;
 $("command-form").onsubmit = sendCommand;
+$("restart").onclick = restart;
+$("remove-simulated").onclick = () => removeDevices({ simulated: true }, "simulated");
+$("remove-stale").onclick = () => {
+  const hours = Number($("stale-hours").value);
+  removeDevices({ not_seen_for_seconds: hours * 3600 }, `disconnected and not seen for ${hours} h`);
+};
 $("try-form").onsubmit = tryPhrase;
 window.onhashchange = route;
 // "5 s ago" ages on screen; the data itself only ever comes from the stream.

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.async_api import Browser, Page, Route, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Page, Route, async_playwright, expect
 
 from tests.conftest import StartEdge
 from tests.hub.conftest import WRITE_KEY
@@ -116,6 +116,7 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
     hub_settings: HubSettings,
     start_edge: StartEdge,
     sim_settings: SimSettings,
+    watcher: Recorder,
     page: Page,
     shots: Path,
 ) -> None:
@@ -141,6 +142,15 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
         assert await page.evaluate("window.notReloaded") is True  # the stream, no reload
         await expect(row).to_contain_text("websocket")
         await page.screenshot(path=shots / "dashboard-fleet.png")
+        # The hub watches a new device's events from its first status on, so the MCP tools
+        # it announced on connecting may have gone by (docs/protocols.md §3.9): reconnect it.
+        owner = running_hub.service.owner
+        events = running_hub.service.topics.device_events(device.device_id)
+        await watcher.wait_for(lambda: events in owner.subscriptions)
+        await device.close_channel()
+        await expect(row.locator("td.status")).to_have_text("disconnected")
+        await device.wake()
+        await expect(row.locator("td.status")).to_have_text("connected")
 
         # search and filter
         await page.fill("#search", device.device_id)
@@ -165,12 +175,30 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
         tools = page.locator("#device-tools")
         await expect(tools).to_contain_text("self.audio_speaker.set_volume")  # its MCP tools
         await page.screenshot(path=shots / "dashboard-device.png", full_page=True)
+
+        page.on("dialog", accept)  # "Restart ...?", then "Forget ...?"
+        await page.click("#restart")
+        await expect(page.locator("#command-result")).to_contain_text("reboot on")
+        await expect(page.locator("#device-events")).to_contain_text('"command":"reboot"')
     finally:
         await device.stop()
     await expect(page.locator("#device-info")).to_contain_text("disconnected")
     await page.click('nav a[href="#/"]')
     await expect(row.locator("td.status")).to_have_text("disconnected")
     assert await page.evaluate("window.notReloaded") is True
+
+    # bulk removal: the simulated device goes, the home file's devices stay
+    await page.click("#remove-stale")  # disconnected, but seen within 24 h: kept
+    await expect(page.locator("#remove-result")).to_have_text("0 devices removed")
+    await expect(row).to_have_count(1)
+    await page.click("#remove-simulated")
+    await expect(page.locator("#remove-result")).to_have_text("1 devices removed")
+    await expect(row).to_have_count(0)
+    await expect(fleet.locator("tr")).to_have_count(3)
+
+
+async def accept(dialog: Dialog) -> None:
+    await dialog.accept()
 
 
 async def test_a_phrase_tried_shows_its_intent_and_runs_nothing(

@@ -9,6 +9,8 @@ const $ = (id) => document.getElementById(id);
 const devices = new Map(); // id -> the REST shape of a device, kept up to date by the stream
 const events = new Map(); // id -> recent events, newest first
 const tools = new Map(); // id -> MCP tool names the device announced
+const history = new Map(); // id -> {telemetry field or sensor type: [numbers]}, since the page opened
+const MAX_POINTS = 60;
 let stream = null;
 let dirty = false;
 
@@ -83,13 +85,14 @@ function onData(msg) {
       const d = device(msg.device_id);
       d.status = p.status;
       for (const f of ["transport", "edge_id", "firmware_version", "simulated"]) if (p[f] != null) d[f] = p[f];
-      for (const f of TELEMETRY) if (p[f] != null) d.telemetry[f] = p[f];
+      for (const f of TELEMETRY) if (p[f] != null) { d.telemetry[f] = p[f]; record(d.id, f, p[f]); }
       d.last_seen = p.timestamp || new Date().toISOString();
       break;
     }
     case "sensor": {
       if (!p || !msg.device_id) break;
       device(msg.device_id).sensors[msg.sensor_type] = { value: p.value, unit: p.unit, timestamp: p.timestamp };
+      record(msg.device_id, msg.sensor_type, p.value);
       break;
     }
     case "device_connected":
@@ -112,6 +115,29 @@ function onData(msg) {
       return;
   }
   changed();
+}
+
+function record(id, name, value) {
+  if (typeof value !== "number") return;
+  const series = history.get(id) || {};
+  (series[name] ||= []).push(value);
+  if (series[name].length > MAX_POINTS) series[name].shift();
+  history.set(id, series);
+}
+
+/** A small line chart of a series (an SVG polyline), or nothing under two points. */
+function sparkline(values = []) {
+  if (values.length < 2) return "";
+  const w = 120, h = 24, min = Math.min(...values), span = Math.max(...values) - min || 1;
+  const points = values.map((v, i) => `${(i * w) / (values.length - 1)},${h - 2 - ((v - min) * (h - 4)) / span}`);
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+  svg.setAttribute("class", "spark");
+  svg.dataset.points = values.length;
+  const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+  line.setAttribute("points", points.join(" "));
+  svg.append(line);
+  return svg;
 }
 
 function remember(id, type, payload) {
@@ -183,8 +209,11 @@ function renderDevice(id) {
     ["last seen", `${ago(d.last_seen)} (${d.last_seen || "-"})`], ["simulated", d.simulated ? "yes" : "no"]]));
   const telemetry = Object.entries(d.telemetry || {});
   const sensors = Object.entries(d.sensors || {}).map(([k, r]) => [k, `${r.value}${r.unit ? " " + r.unit : ""}`]);
+  const series = history.get(id) || {};
   $("device-values").replaceChildren(telemetry.length + sensors.length
-    ? table([...telemetry, ...sensors]) : el("p", { class: "muted" }, "No telemetry or sensor reading yet."));
+    ? el("table", { class: "kv" }, ...[...telemetry, ...sensors].map(([k, v]) => el("tr", { "data-name": k },
+      el("th", {}, k), el("td", {}, String(v ?? "")), el("td", {}, sparkline(series[k])))))
+    : el("p", { class: "muted" }, "No telemetry or sensor reading yet."));
   const names = tools.get(id) || [];
   $("device-tools").replaceChildren(names.length
     ? el("ul", {}, ...names.map((t) => el("li", {}, el("code", {}, t))))

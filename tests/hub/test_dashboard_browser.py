@@ -275,3 +275,28 @@ async def test_a_wrong_key_is_refused_on_the_sign_in_page(
     await expect(page.locator("#signin-error")).to_have_text("unknown API key")
     await expect(page.locator("#fleet")).to_be_hidden()
     assert await page.evaluate("localStorage.getItem('xiaozhi_api_key')") is None
+
+
+async def test_a_device_page_charts_telemetry_and_sensors_as_they_come(
+    running_hub: RunningHub, watcher: Recorder, page: Page, shots: Path
+) -> None:
+    await sign_in(page, running_hub, shots)
+    await page.click('a[href="#/device/demo_kitchen"]')
+    await expect(page.locator("#device-title")).to_have_text("Kitchen speaker (demo_kitchen)")
+    t = running_hub.service.topics
+    for rssi in (-50, -62, -55):
+        status = {"status": "connected", "device_id": "demo_kitchen", "wifi_signal": rssi}
+        await watcher.publish(t.status("demo_kitchen"), status)
+    for value in (21.5, 22.0):
+        reading = {"sensor_type": "temperature", "value": value, "device_id": "demo_kitchen"}
+        await watcher.publish(t.sensor("demo_kitchen", "temperature"), dict(reading, unit="°C"))
+    values = page.locator("#device-values")
+    await expect(values.locator('tr[data-name="wifi_signal"]')).to_contain_text("-55")
+    await expect(values.locator('tr[data-name="wifi_signal"] svg.spark')).to_have_attribute(
+        "data-points", "3"
+    )
+    await expect(values.locator('tr[data-name="temperature"]')).to_contain_text("22 °C")
+    await expect(values.locator('tr[data-name="temperature"] svg.spark')).to_have_attribute(
+        "data-points", "2"
+    )
+    await page.screenshot(path=shots / "dashboard-device-telemetry.png", full_page=True)

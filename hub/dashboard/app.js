@@ -11,6 +11,9 @@ const events = new Map(); // id -> recent events, newest first
 const tools = new Map(); // id -> MCP tool names the device announced
 const history = new Map(); // id -> {telemetry field or sensor type: [numbers]}, since the page opened
 const MAX_POINTS = 60;
+const utterances = new Map(); // message_id -> {device_id, steps: [{step, at, payload}]}, oldest first
+const MAX_UTTERANCES = 100;
+const VOICE_STEPS = new Set(["voice_command", "action", "action_result", "response"]);
 let stream = null;
 let dirty = false;
 
@@ -46,7 +49,7 @@ async function signIn(key) {
 }
 
 function showSignIn(error = "") {
-  for (const id of ["fleet", "device", "try", "nav"]) $(id).hidden = true;
+  for (const id of ["fleet", "device", "voice", "try", "nav"]) $(id).hidden = true;
   $("signout").hidden = true;
   $("signin").hidden = false;
   $("signin-error").textContent = error;
@@ -105,8 +108,13 @@ function onData(msg) {
       remember(p.device_id, msg.kind, p);
       break;
     }
+    case "voice_command_events":
+    case "device_voice_command":
+      if (p?.device_id) step(p.device_id, "voice_command", p);
+      break;
     case "device_events": {
       if (!msg.device_id || !p) break;
+      if (VOICE_STEPS.has(msg.event_type)) step(msg.device_id, msg.event_type, p);
       if (msg.event_type === "mcp_tools" && Array.isArray(p.tools)) tools.set(msg.device_id, p.tools);
       remember(msg.device_id, msg.event_type, p);
       break;
@@ -115,6 +123,40 @@ function onData(msg) {
       return;
   }
   changed();
+}
+
+/** One step of an utterance: its steps share the voice command's message_id (the hub makes
+ * one when the command had none: then the device's latest utterance still waiting for its
+ * answer takes the step). */
+function step(deviceId, type, payload) {
+  let key = payload.message_id;
+  if (!key || (type !== "voice_command" && !utterances.has(key))) {
+    const open = [...utterances.entries()].reverse()
+      .find(([, u]) => u.device_id === deviceId && !u.steps.some((s) => s.step === "response"));
+    key = open ? open[0] : key || `${deviceId}-${Date.now()}-${Math.random()}`;
+  }
+  const utterance = utterances.get(key) || { device_id: deviceId, steps: [] };
+  utterance.steps.push({ step: type, at: Date.parse(payload.timestamp) || Date.now(), payload });
+  utterances.set(key, utterance);
+  if (utterances.size > MAX_UTTERANCES) utterances.delete(utterances.keys().next().value);
+}
+
+function renderVoice() {
+  const rows = [...utterances.values()].reverse().map((u) => {
+    const first = u.steps[0].at;
+    const of = (type) => u.steps.filter((s) => s.step === type).map((s) => s.payload);
+    const [heard] = of("voice_command"), [response] = of("response");
+    const results = of("action_result").map((r) => `${r.action?.action} ${r.action?.entity_id}: ${r.status}`);
+    return el("tr", {},
+      el("td", { class: "seen", title: new Date(first).toISOString() }, ago(new Date(first).toISOString())),
+      el("td", {}, el("a", { href: `#/device/${encodeURIComponent(u.device_id)}` }, u.device_id)),
+      el("td", { class: "heard" }, heard?.command ?? response?.stt ?? ""),
+      el("td", { class: "intent" }, response ? response.intent || "(not understood)" : "…"),
+      el("td", { class: "actions" }, results.join("\n") || (response ? "none" : "…")),
+      el("td", { class: "answer" }, response?.text ?? "…"),
+      el("td", { class: "steps" }, u.steps.map((s) => `${s.step} +${s.at - first} ms`).join("\n")));
+  });
+  $("utterances").replaceChildren(...rows);
 }
 
 function record(id, name, value) {
@@ -227,21 +269,23 @@ function renderDevice(id) {
 
 function render() {
   const [page, arg] = currentRoute();
-  if (page === "device") renderDevice(arg); else if (page === "fleet") renderFleet();
+  if (page === "device") renderDevice(arg);
+  else if (page === "fleet") renderFleet();
+  else if (page === "voice") renderVoice();
 }
 
 // ------------------------------------------------------------------ routes
 function currentRoute() {
   const hash = location.hash.replace(/^#\/?/, "");
   if (hash.startsWith("device/")) return ["device", decodeURIComponent(hash.slice(7))];
-  if (hash === "try") return ["try"];
+  if (hash === "try" || hash === "voice") return [hash];
   return ["fleet"];
 }
 
 function route() {
   if (!localStorage.getItem(KEY)) return showSignIn();
   const [page] = currentRoute();
-  for (const id of ["fleet", "device", "try"]) $(id).hidden = id !== page;
+  for (const id of ["fleet", "device", "voice", "try"]) $(id).hidden = id !== page;
   $("command-result").textContent = "";
   render();
 }

@@ -300,3 +300,38 @@ async def test_a_device_page_charts_telemetry_and_sensors_as_they_come(
         "data-points", "2"
     )
     await page.screenshot(path=shots / "dashboard-device-telemetry.png", full_page=True)
+
+
+async def test_an_utterance_shows_as_its_pipeline_with_the_time_of_each_step(
+    running_hub: RunningHub, watcher: Recorder, page: Page, shots: Path
+) -> None:
+    await sign_in(page, running_hub, shots)
+    await page.click('nav a[href="#/voice"]')
+    service = running_hub.service
+    events = service.topics.device_events("demo_kitchen")
+    await watcher.wait_for(lambda: events in service.owner.subscriptions)  # the stream watches
+    heard = {
+        "event_type": "voice_command",
+        "device_id": "demo_kitchen",
+        "command": "turn on the kitchen light",
+        "confidence": 0.93,
+        "language": "en",
+        "message_id": "utterance-1",
+    }
+    await watcher.publish(service.topics.voice_command_events(), heard)
+    row = page.locator("#utterances tr")
+    await expect(row.locator("td.answer")).to_have_text("Turning on the kitchen light.")
+    await expect(row).to_have_count(1)
+    await expect(row.locator("td.heard")).to_have_text("turn on the kitchen light")
+    await expect(row.locator("td.intent")).to_have_text("HassTurnOn")
+    await expect(row.locator("td.actions")).to_have_text("turn_on light.kitchen: ok")
+    steps = (await row.locator("td.steps").inner_text()).splitlines()
+    assert [s.split(" +")[0] for s in steps] == [
+        "voice_command",
+        "action",
+        "action_result",
+        "response",
+    ]
+    assert steps[0] == "voice_command +0 ms"
+    assert all(s.endswith(" ms") for s in steps)
+    await page.screenshot(path=shots / "dashboard-voice.png")

@@ -287,6 +287,7 @@ function route() {
   const [page] = currentRoute();
   for (const id of ["fleet", "device", "voice", "try"]) $(id).hidden = id !== page;
   $("command-result").textContent = "";
+  if (page === "fleet") loadPending();
   render();
 }
 
@@ -316,6 +317,34 @@ async function command(name, parameters) {
     out.textContent = `${body.message}: ${body.data.command} on ${body.data.topic} (message ${body.data.message_id})`;
     out.className = "ok";
   } catch (err) { out.textContent = `${err.code}: ${err.message}`; out.className = "error"; }
+}
+
+/** Pending activations (GET /activations): the hub publishes no event for them, so they are
+ * read when the fleet page opens and on "Refresh". */
+async function loadPending() {
+  let pending = [];
+  try { pending = (await api("/activations")).data; } catch (err) {
+    $("pending-result").textContent = `${err.code}: ${err.message}`;
+  }
+  $("pending").hidden = pending.length === 0;
+  $("pending-summary").textContent = pending.length
+    ? `${pending.length} device${pending.length > 1 ? "s" : ""}: approve the code it says or shows`
+    : "none";
+  $("pending-list").replaceChildren(...pending.map((p) => el("tr", { "data-code": p.code },
+    el("td", {}, el("strong", {}, p.code)), el("td", {}, p.device_id), el("td", {}, p.client_id),
+    el("td", {}, p.user_agent || ""), el("td", {}, `${Math.round(p.expires_in_seconds / 60)} min`),
+    el("td", {}, el("button", { type: "button", class: "approve", onclick: () => decide("approve", p) }, "Approve"),
+      " ", el("button", { type: "button", class: "reject", onclick: () => decide("reject", p) }, "Reject")))));
+}
+
+async function decide(verdict, pending) {
+  const out = $("pending-result");
+  try {
+    const { message } = await api(`/activations/${verdict}`,
+      { method: "POST", body: JSON.stringify({ code: pending.code }) });
+    out.textContent = `${pending.device_id}: ${message}`; out.className = "ok";
+  } catch (err) { out.textContent = `${err.code}: ${err.message}`; out.className = "error"; }
+  await loadPending();
 }
 
 async function removeDevices(filter, what) {
@@ -353,6 +382,7 @@ $("search").oninput = renderFleet;
 $("status-filter").onchange = renderFleet;
 $("command-form").onsubmit = sendCommand;
 $("restart").onclick = restart;
+$("pending-refresh").onclick = loadPending;
 $("remove-simulated").onclick = () => removeDevices({ simulated: true }, "simulated");
 $("remove-stale").onclick = () => {
   const hours = Number($("stale-hours").value);

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from playwright.async_api import Browser, Dialog, Page, Route, async_playwright, expect
 
 from tests.conftest import StartEdge
 from tests.hub.conftest import WRITE_KEY
+from tests.hub.test_activation import firmware_headers, new_mac, setup_call
 from tests.support import Recorder
 from xiaozhi.stream_frame import (
     Flag,
@@ -335,3 +338,35 @@ async def test_an_utterance_shows_as_its_pipeline_with_the_time_of_each_step(
     assert steps[0] == "voice_command +0 ms"
     assert all(s.endswith(" ms") for s in steps)
     await page.screenshot(path=shots / "dashboard-voice.png")
+
+
+async def test_a_device_waiting_for_approval_is_approved_from_the_fleet_page(
+    running_hub: RunningHub, page: Page, shots: Path
+) -> None:
+    await sign_in(page, running_hub, shots)
+    await expect(page.locator("#pending-summary")).to_have_text("none")
+    await expect(page.locator("#pending")).to_be_hidden()
+    mac, client_id = new_mac(), str(uuid.uuid4())
+    async with httpx.AsyncClient(base_url=running_hub.url, timeout=10) as http:
+        first = await setup_call(http, firmware_headers(mac, client_id))
+        code = first["activation"]["code"]
+        await page.click("#pending-refresh")
+        row = page.locator(f'#pending-list tr[data-code="{code}"]')
+        await expect(row).to_contain_text(mac.replace(":", "").lower())
+        await expect(row).to_contain_text("bread-compact-wifi/1.8.2")
+        await expect(page.locator("#pending-summary")).to_contain_text("1 device:")
+        await page.screenshot(path=shots / "dashboard-approval.png")
+        await row.locator("button.approve").click()
+        await expect(page.locator("#pending-result")).to_contain_text("device approved")
+        await expect(row).to_have_count(0)
+        await expect(page.locator("#pending-summary")).to_have_text("none")
+        second = await setup_call(http, firmware_headers(mac, client_id))
+
+        other = await setup_call(http, firmware_headers(new_mac(), str(uuid.uuid4())))
+        await page.click("#pending-refresh")
+        refused = page.locator(f'#pending-list tr[data-code="{other["activation"]["code"]}"]')
+        await refused.locator("button.reject").click()
+        await expect(page.locator("#pending-result")).to_contain_text("activation rejected")
+        await expect(refused).to_have_count(0)
+    assert "activation" not in second  # approved: the device's next setup gets its token
+    assert second["websocket"]["token"]

@@ -22,7 +22,7 @@ import pytest
 from playwright.async_api import Browser, Dialog, Page, Route, async_playwright, expect
 
 from tests.conftest import StartEdge
-from tests.hub.conftest import WRITE_KEY
+from tests.hub.conftest import READ_KEY, WRITE_KEY
 from tests.hub.test_activation import firmware_headers, new_mac, setup_call
 from tests.support import Recorder
 from xiaozhi.stream_frame import (
@@ -370,3 +370,20 @@ async def test_a_device_waiting_for_approval_is_approved_from_the_fleet_page(
         await expect(refused).to_have_count(0)
     assert "activation" not in second  # approved: the device's next setup gets its token
     assert second["websocket"]["token"]
+
+
+async def test_signed_in_once_a_read_only_key_watches_but_cannot_command(
+    running_hub: RunningHub, page: Page
+) -> None:
+    await page.goto(running_hub.url + "/#/device/demo_office")
+    await page.fill("#key", READ_KEY)
+    await page.click("#signin-form button")
+    await expect(page.locator("#live")).to_contain_text("live V3")
+    await page.reload()  # the key was kept: no second sign-in
+    await expect(page.locator("#live")).to_contain_text("live V3")
+    await expect(page.locator("#device-title")).to_have_text("Office speaker (demo_office)")
+    await page.click("#command-form button")
+    await expect(page.locator("#command-result")).to_contain_text("FORBIDDEN: this credential")
+    await page.click("#signout")
+    await expect(page.locator("#signin")).to_be_visible()
+    assert await page.evaluate("localStorage.getItem('xiaozhi_api_key')") is None

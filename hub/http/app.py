@@ -100,6 +100,10 @@ def create_app(
         description="Voice commands to Home Assistant-style actions for fleets of xiaozhi "
         "devices. REST answers use seed 003's envelopes; see docs/hub.md.",
         lifespan=lifespan,
+        # /docs is served from vendored files by add_dashboard_routes (offline LANs); ReDoc
+        # only loads from a CDN, so it is off.
+        docs_url=None,
+        redoc_url=None,
         # A hard guard for bodies without Content-Length (plain-text 413); the middleware below
         # answers bodies that announce more than MAX_BODY_BYTES with the error envelope.
         max_body_size=4 * MAX_BODY_BYTES,

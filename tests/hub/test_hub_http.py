@@ -4,6 +4,7 @@ the OTA setup endpoint, health, metrics, OpenAPI and the dashboard.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -337,13 +338,39 @@ async def test_health_metrics_openapi_and_dashboard(
     openapi = (await client.get("/openapi.json")).json()
     assert "/api/v1/devices/{device_id}/command" in openapi["paths"]
     assert {"APIKeyHeader", "HTTPBearer"} <= set(openapi["components"]["securitySchemes"])
-    assert (await client.get("/docs")).status_code == 200
     page = await client.get("/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert page.text == dashboard_html()  # the package's dashboard/index.html, as shipped
     assert page.text.startswith("<!doctype html>")
-    assert "/api/v1/devices" in page.text
+    await assert_only_local_assets(client, page.text, expected=3)  # css, msgpack, app.js
+
+
+async def assert_only_local_assets(client: httpx.AsyncClient, html: str, expected: int) -> None:
+    """Every ``src=``/``href=`` and quoted ``*_url`` of ``html`` is a path on the hub (no
+    scheme, no host: nothing from a CDN) and the hub answers it with 200."""
+    urls = set(re.findall(r'(?:src|href)="([^"#]+)"', html))
+    urls |= set(re.findall(r"url: *'([^']+)'", html))  # Swagger UI's spec URL
+    assert len(urls) >= expected, urls
+    for url in sorted(urls):
+        assert url.startswith("/"), url  # a path on the hub...
+        assert not url.startswith("//"), url  # ...not a scheme-relative URL to another host
+        answer = await client.get(url)
+        assert answer.status_code == 200, url
+        assert answer.content, url
+
+
+async def test_the_api_docs_need_no_internet(client: httpx.AsyncClient) -> None:
+    docs = await client.get("/docs")
+    assert docs.status_code == 200
+    assert "swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()
+    # the bundle, its css, the favicon and the OpenAPI document itself
+    await assert_only_local_assets(client, docs.text, expected=4)
+    bundle = await client.get("/ui/vendor/swagger-ui/swagger-ui-bundle.js")
+    assert bundle.headers["content-type"].startswith(("text/javascript", "application/javascript"))
+    assert len(bundle.content) > 1_000_000  # the real bundle, not a stub
+    assert (await client.get("/redoc")).status_code == 404  # CDN-only, so switched off
 
 
 async def test_a_lifespan_owned_service_goes_offline_on_shutdown(

@@ -1,0 +1,389 @@
+"""The dashboard in a real browser (issue 15, point 4): Playwright driving Debian's
+``chromium`` (scripts/ensure-system-packages.sh installs it; no browser is ever downloaded)
+on a real hub, edge, simulated device and Mosquitto. Every request to a host other than
+127.0.0.1 is aborted, as on a LAN without internet, and the page must still work.
+
+Screenshots of each page are written to the test's tmp dir (``dashboard-*.png``), or to
+``$XIAOZHI_DASHBOARD_SHOTS`` when set (``artifacts/`` is git-ignored), so that a person
+looks at them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Dialog, Page, Route, async_playwright, expect
+
+from tests.conftest import StartEdge
+from tests.hub.conftest import READ_KEY, WRITE_KEY
+from tests.hub.test_activation import firmware_headers, new_mac, setup_call
+from tests.support import Recorder
+from xiaozhi.stream_frame import (
+    Flag,
+    MessageType,
+    StreamMessage,
+    StreamVersion,
+    decode_message,
+    encode_message,
+)
+from xiaozhi_hub.http import RunningHub
+from xiaozhi_hub.settings import HubSettings
+from xiaozhi_sim.identity import make_identity
+from xiaozhi_sim.settings import SimSettings
+from xiaozhi_sim.ws_device import WsDevice
+
+CHROMIUM = Path("/usr/bin/chromium")
+V3 = StreamVersion.V3
+
+pytestmark = [
+    pytest.mark.integration,  # a real Mosquitto, hub, edge and simulator
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="no /usr/bin/chromium: run scripts/ensure-system-packages.sh (apt chromium)",
+    ),
+]
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("XIAOZHI_DASHBOARD_SHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        # --no-sandbox: CI and this machine run tests as root, where Chromium's sandbox refuses.
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh page whose requests to anything but 127.0.0.1 are aborted (and listed)."""
+    context = await browser.new_context(viewport={"width": 1200, "height": 800})
+    aborted: list[str] = []
+
+    async def offline(route: Route) -> None:
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            await route.continue_()
+        else:
+            aborted.append(route.request.url)
+            await route.abort()
+
+    await context.route("**/*", offline)
+    errors: list[str] = []
+    opened = await context.new_page()
+    opened.on("pageerror", lambda err: errors.append(str(err)))
+    yield opened
+    await context.close()
+    assert aborted == []  # the page never reached out of the LAN (no CDN)
+    assert errors == []  # no uncaught script error
+
+
+@pytest.fixture
+def sim_settings(hub_settings: HubSettings) -> SimSettings:
+    return SimSettings(
+        mqtt_url=hub_settings.mqtt_url,
+        base_topic=hub_settings.base_topic,
+        sim_ota_url="",
+        sim_token="",
+        sim_binary_version=1,
+        sim_seed=0,
+    )
+
+
+async def sign_in(page: Page, hub: RunningHub, shots: Path) -> None:
+    await page.goto(hub.url + "/")
+    await expect(page.locator("#signin")).to_be_visible()
+    await expect(page.locator("#signin")).to_contain_text("<state dir>/api_key")
+    await page.screenshot(path=shots / "dashboard-signin.png")
+    await page.fill("#key", WRITE_KEY)
+    await page.click("#signin-form button")
+    await expect(page.locator("#live")).to_contain_text("live V3")
+
+
+async def test_sign_in_and_a_device_that_connects_appears_without_reload(
+    running_hub: RunningHub,
+    hub_settings: HubSettings,
+    start_edge: StartEdge,
+    sim_settings: SimSettings,
+    watcher: Recorder,
+    page: Page,
+    shots: Path,
+) -> None:
+    await sign_in(page, running_hub, shots)
+    fleet = page.locator("#devices")
+    await expect(fleet.locator('tr[data-device="demo_kitchen"]')).to_contain_text("never seen")
+    await page.evaluate("window.notReloaded = true")
+
+    edge = await start_edge(base_topic=hub_settings.base_topic)
+    url = f"ws://127.0.0.1:{edge.port}/xiaozhi/v1/"
+    device = WsDevice(
+        make_identity(name="browser-live"), sim_settings.model_copy(update={"sim_ws_url": url})
+    )
+    await device.start()
+    try:
+        await device.wake()
+        connected_at = time.monotonic()
+        row = fleet.locator(f'tr[data-device="{device.device_id}"]')
+        await expect(row.locator("td.status")).to_have_text("connected", timeout=2000)
+        shown_after = time.monotonic() - connected_at
+        assert shown_after < 2.0
+        print(f"device row connected {shown_after * 1000:.0f} ms after its channel opened")
+        assert await page.evaluate("window.notReloaded") is True  # the stream, no reload
+        await expect(row).to_contain_text("websocket")
+        await page.screenshot(path=shots / "dashboard-fleet.png")
+        # The hub watches a new device's events from its first status on, so the MCP tools
+        # it announced on connecting may have gone by (docs/protocols.md §3.9): reconnect it.
+        owner = running_hub.service.owner
+        events = running_hub.service.topics.device_events(device.device_id)
+        await watcher.wait_for(lambda: events in owner.subscriptions)
+        await device.close_channel()
+        await expect(row.locator("td.status")).to_have_text("disconnected")
+        await device.wake()
+        await expect(row.locator("td.status")).to_have_text("connected")
+
+        # search and filter
+        await page.fill("#search", device.device_id)
+        await expect(fleet.locator("tr")).to_have_count(1)
+        await page.fill("#search", "kitchen speaker")  # every word, in any column
+        await expect(fleet.locator("tr")).to_have_count(1)
+        await expect(fleet.locator("tr")).to_contain_text("demo_kitchen")
+        await page.fill("#search", "")
+        await page.select_option("#status-filter", "connected")
+        await expect(fleet.locator("tr")).to_have_count(1)
+        await page.select_option("#status-filter", "")
+
+        # the device page; a command sent from it reaches the device, whose edge reports it
+        await row.locator("a").click()
+        await expect(page.locator("#device-title")).to_contain_text(device.device_id)
+        await expect(page.locator("#device-info")).to_contain_text("connected")
+        await page.fill("#command-name", "set_volume")
+        await page.fill("#command-parameters", '{"volume": 35}')
+        await page.click("#command-form button")
+        await expect(page.locator("#command-result")).to_contain_text("command published")
+        await expect(page.locator("#device-events")).to_contain_text("command_result")
+        tools = page.locator("#device-tools")
+        await expect(tools).to_contain_text("self.audio_speaker.set_volume")  # its MCP tools
+        await page.screenshot(path=shots / "dashboard-device.png", full_page=True)
+
+        page.on("dialog", accept)  # "Restart ...?", then "Forget ...?"
+        await page.click("#restart")
+        await expect(page.locator("#command-result")).to_contain_text("reboot on")
+        await expect(page.locator("#device-events")).to_contain_text('"command":"reboot"')
+    finally:
+        await device.stop()
+    await expect(page.locator("#device-info")).to_contain_text("disconnected")
+    await page.click('nav a[href="#/"]')
+    await expect(row.locator("td.status")).to_have_text("disconnected")
+    assert await page.evaluate("window.notReloaded") is True
+
+    # bulk removal: the simulated device goes, the home file's devices stay
+    await page.click("#remove-stale")  # disconnected, but seen within 24 h: kept
+    await expect(page.locator("#remove-result")).to_have_text("0 devices removed")
+    await expect(row).to_have_count(1)
+    await page.click("#remove-simulated")
+    await expect(page.locator("#remove-result")).to_have_text("1 devices removed")
+    await expect(row).to_have_count(0)
+    await expect(fleet.locator("tr")).to_have_count(3)
+
+
+async def accept(dialog: Dialog) -> None:
+    await dialog.accept()
+
+
+async def test_a_phrase_tried_shows_its_intent_and_runs_nothing(
+    running_hub: RunningHub, watcher: Recorder, page: Page, shots: Path
+) -> None:
+    await sign_in(page, running_hub, shots)
+    before = dict(running_hub.service.counters)
+    await page.click('nav a[href="#/try"]')
+    await page.fill("#phrase", "turn on the kitchen light")
+    await page.click("#try-form button")
+    result = page.locator("#try-result")
+    await expect(result).to_have_attribute("data-intent", "HassTurnOn")
+    await expect(result).to_contain_text("no: a test runs nothing")
+    await page.screenshot(path=shots / "dashboard-try.png")
+    assert dict(running_hub.service.counters) == before  # no voice command, no action ran
+
+
+async def test_the_api_docs_render_offline(
+    running_hub: RunningHub, page: Page, shots: Path
+) -> None:
+    await page.goto(running_hub.url + "/docs")
+    await expect(page.locator(".swagger-ui .info .title")).to_contain_text("xiaozhi hub")
+    await expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    await page.screenshot(path=shots / "dashboard-docs.png")
+
+
+async def test_the_page_codec_verifies_inflates_and_encodes_real_frames(
+    running_hub: RunningHub, page: Page
+) -> None:
+    """stream.js against the Python codec: a compressed V3 frame decodes, one flipped bit is
+    refused by the CRC32, and a frame the page encodes passes ``decode_message``."""
+    await page.goto(running_hub.url + "/")
+    data = {"seq": 7, "topic": "xiaozhi/status/a", "payload": {"blob": "x" * 5000, "n": [1, 2]}}
+    message = StreamMessage(MessageType.ECG_DATA, data, version=V3, timestamp_us=1)
+    frame = encode_message(message)
+    assert frame[2] & Flag.COMPRESSED  # over 1 KB packed: zlib, inflated by the browser
+    tampered = bytearray(frame)
+    tampered[-1] ^= 0x01
+    decoded = await page.evaluate(DECODE, [list(frame), list(tampered)])
+    assert decoded["good"] == {"version": 3, "type": 1, "flags": 1, "data": data}
+    assert decoded["bad"] == "CRC32 mismatch"
+    sent = bytes(await page.evaluate(ENCODE, {"versions": [3, 2, 1], "api_key": "k"}))
+    check = decode_message(sent)  # CRC32 and header checked by the hub's own codec
+    assert check.type is MessageType.VERSION_CHECK
+    assert check.data == {"versions": [3, 2, 1], "api_key": "k"}
+    assert check.timestamp_us is not None
+
+
+DECODE = """async ([good, bad]) => {
+  const { decodeFrame } = await import("/ui/stream.js");
+  const buffer = (bytes) => new Uint8Array(bytes).buffer;
+  const result = { good: await decodeFrame(buffer(good)) };
+  try {
+    await decodeFrame(buffer(bad));
+    result.bad = "decoded";
+  } catch (e) {
+    result.bad = e.message;
+  }
+  return result;
+}"""
+
+ENCODE = """async (data) => {
+  const { encodeFrame, T } = await import("/ui/stream.js");
+  return [...encodeFrame(3, T.VERSION_CHECK, data)];
+}"""
+
+
+async def test_a_wrong_key_is_refused_on_the_sign_in_page(
+    running_hub: RunningHub, page: Page
+) -> None:
+    await page.goto(running_hub.url + "/")
+    await page.fill("#key", "not-a-key")
+    await page.click("#signin-form button")
+    await expect(page.locator("#signin-error")).to_have_text("unknown API key")
+    await expect(page.locator("#fleet")).to_be_hidden()
+    assert await page.evaluate("localStorage.getItem('xiaozhi_api_key')") is None
+
+
+async def test_a_device_page_charts_telemetry_and_sensors_as_they_come(
+    running_hub: RunningHub, watcher: Recorder, page: Page, shots: Path
+) -> None:
+    await sign_in(page, running_hub, shots)
+    await page.click('a[href="#/device/demo_kitchen"]')
+    await expect(page.locator("#device-title")).to_have_text("Kitchen speaker (demo_kitchen)")
+    t = running_hub.service.topics
+    for rssi in (-50, -62, -55):
+        status = {"status": "connected", "device_id": "demo_kitchen", "wifi_signal": rssi}
+        await watcher.publish(t.status("demo_kitchen"), status)
+    for value in (21.5, 22.0):
+        reading = {"sensor_type": "temperature", "value": value, "device_id": "demo_kitchen"}
+        await watcher.publish(t.sensor("demo_kitchen", "temperature"), dict(reading, unit="°C"))
+    values = page.locator("#device-values")
+    await expect(values.locator('tr[data-name="wifi_signal"]')).to_contain_text("-55")
+    await expect(values.locator('tr[data-name="wifi_signal"] svg.spark')).to_have_attribute(
+        "data-points", "3"
+    )
+    await expect(values.locator('tr[data-name="temperature"]')).to_contain_text("22 °C")
+    await expect(values.locator('tr[data-name="temperature"] svg.spark')).to_have_attribute(
+        "data-points", "2"
+    )
+    await page.screenshot(path=shots / "dashboard-device-telemetry.png", full_page=True)
+
+
+async def test_an_utterance_shows_as_its_pipeline_with_the_time_of_each_step(
+    running_hub: RunningHub, watcher: Recorder, page: Page, shots: Path
+) -> None:
+    await sign_in(page, running_hub, shots)
+    await page.click('nav a[href="#/voice"]')
+    service = running_hub.service
+    events = service.topics.device_events("demo_kitchen")
+    await watcher.wait_for(lambda: events in service.owner.subscriptions)  # the stream watches
+    heard = {
+        "event_type": "voice_command",
+        "device_id": "demo_kitchen",
+        "command": "turn on the kitchen light",
+        "confidence": 0.93,
+        "language": "en",
+        "message_id": "utterance-1",
+    }
+    await watcher.publish(service.topics.voice_command_events(), heard)
+    row = page.locator("#utterances tr")
+    await expect(row.locator("td.answer")).to_have_text("Turning on the kitchen light.")
+    await expect(row).to_have_count(1)
+    await expect(row.locator("td.heard")).to_have_text("turn on the kitchen light")
+    await expect(row.locator("td.intent")).to_have_text("HassTurnOn")
+    await expect(row.locator("td.actions")).to_have_text("turn_on light.kitchen: ok")
+    steps = (await row.locator("td.steps").inner_text()).splitlines()
+    assert [s.split(" +")[0] for s in steps] == [
+        "voice_command",
+        "action",
+        "action_result",
+        "response",
+    ]
+    assert steps[0] == "voice_command +0 ms"
+    assert all(s.endswith(" ms") for s in steps)
+    await page.screenshot(path=shots / "dashboard-voice.png")
+
+
+async def test_a_device_waiting_for_approval_is_approved_from_the_fleet_page(
+    running_hub: RunningHub, page: Page, shots: Path
+) -> None:
+    await sign_in(page, running_hub, shots)
+    await expect(page.locator("#pending-summary")).to_have_text("none")
+    await expect(page.locator("#pending")).to_be_hidden()
+    mac, client_id = new_mac(), str(uuid.uuid4())
+    async with httpx.AsyncClient(base_url=running_hub.url, timeout=10) as http:
+        first = await setup_call(http, firmware_headers(mac, client_id))
+        code = first["activation"]["code"]
+        await page.click("#pending-refresh")
+        row = page.locator(f'#pending-list tr[data-code="{code}"]')
+        await expect(row).to_contain_text(mac.replace(":", "").lower())
+        await expect(row).to_contain_text("bread-compact-wifi/1.8.2")
+        await expect(page.locator("#pending-summary")).to_contain_text("1 device:")
+        await page.screenshot(path=shots / "dashboard-approval.png")
+        await row.locator("button.approve").click()
+        await expect(page.locator("#pending-result")).to_contain_text("device approved")
+        await expect(row).to_have_count(0)
+        await expect(page.locator("#pending-summary")).to_have_text("none")
+        second = await setup_call(http, firmware_headers(mac, client_id))
+
+        other = await setup_call(http, firmware_headers(new_mac(), str(uuid.uuid4())))
+        await page.click("#pending-refresh")
+        refused = page.locator(f'#pending-list tr[data-code="{other["activation"]["code"]}"]')
+        await refused.locator("button.reject").click()
+        await expect(page.locator("#pending-result")).to_contain_text("activation rejected")
+        await expect(refused).to_have_count(0)
+    assert "activation" not in second  # approved: the device's next setup gets its token
+    assert second["websocket"]["token"]
+
+
+async def test_signed_in_once_a_read_only_key_watches_but_cannot_command(
+    running_hub: RunningHub, page: Page
+) -> None:
+    await page.goto(running_hub.url + "/#/device/demo_office")
+    await page.fill("#key", READ_KEY)
+    await page.click("#signin-form button")
+    await expect(page.locator("#live")).to_contain_text("live V3")
+    await page.reload()  # the key was kept: no second sign-in
+    await expect(page.locator("#live")).to_contain_text("live V3")
+    await expect(page.locator("#device-title")).to_have_text("Office speaker (demo_office)")
+    await page.click("#command-form button")
+    await expect(page.locator("#command-result")).to_contain_text("FORBIDDEN: this credential")
+    await page.click("#signout")
+    await expect(page.locator("#signin")).to_be_visible()
+    assert await page.evaluate("localStorage.getItem('xiaozhi_api_key')") is None

@@ -17,6 +17,7 @@ from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.registry import Registry
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
+from xiaozhi_sim.settings import SimSettings
 
 
 @pytest.fixture(scope="session")
@@ -105,3 +106,16 @@ async def running_hub(
     """The whole hub: MQTT units and HTTP on a free port."""
     async with run_hub(hub_settings, home=engine.home, engine=engine) as running:
         yield running
+
+
+@pytest.fixture
+def sim_settings(hub_settings: HubSettings) -> SimSettings:
+    """Simulated devices on the hub's broker and base topic, set up from settings (no OTA)."""
+    return SimSettings(
+        mqtt_url=hub_settings.mqtt_url,
+        base_topic=hub_settings.base_topic,
+        sim_ota_url="",
+        sim_token="",
+        sim_binary_version=1,
+        sim_seed=0,
+    )

@@ -92,18 +92,6 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     assert errors == []  # no uncaught script error
 
 
-@pytest.fixture
-def sim_settings(hub_settings: HubSettings) -> SimSettings:
-    return SimSettings(
-        mqtt_url=hub_settings.mqtt_url,
-        base_topic=hub_settings.base_topic,
-        sim_ota_url="",
-        sim_token="",
-        sim_binary_version=1,
-        sim_seed=0,
-    )
-
-
 async def sign_in(page: Page, hub: RunningHub, shots: Path) -> None:
     await page.goto(hub.url + "/")
     await expect(page.locator("#signin")).to_be_visible()

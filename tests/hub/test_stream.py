@@ -66,18 +66,6 @@ def data_of(kind: str, device_id: str | None = None) -> Callable[[StreamMessage]
     return check
 
 
-@pytest.fixture
-def sim_settings(hub_settings: HubSettings) -> SimSettings:
-    return SimSettings(
-        mqtt_url=hub_settings.mqtt_url,
-        base_topic=hub_settings.base_topic,
-        sim_ota_url="",
-        sim_token="",
-        sim_binary_version=1,
-        sim_seed=0,
-    )
-
-
 async def test_a_device_that_connects_shows_up_with_its_events_and_voice_steps(
     running_hub: RunningHub,
     hub_settings: HubSettings,

@@ -89,6 +89,7 @@ _MONITOR_PING_SECONDS = 30.0  # seed 004's keep-alive
 _TICK_SECONDS = 1.0
 _SERVICE_RESTART = 1012
 _SUBACK_WAIT_SECONDS = 5.0  # longest a hello answer waits for its subscription's SUBACK
+_HEADERS_READ = Headers()  # stands for a device's handshake headers once they are read
 
 
 def _http_response(status: http.HTTPStatus, content_type: str, body: bytes) -> Response:
@@ -236,7 +237,13 @@ class _Listener:
 
 
 class DeviceConnection:
-    """One device WebSocket: its session, its output lock, its playback."""
+    """One device WebSocket: its session, its output lock, its playback.
+
+    Slotted, and its logger is bound when a line is written (connect, disconnect, a fault)
+    rather than held: an edge holds 10,000 of these, mostly idle.
+    """
+
+    __slots__ = ("announced", "lock", "playback", "remote", "server", "session", "ws")
 
     def __init__(self, server: EdgeServer, ws: ServerConnection, session: DeviceSession) -> None:
         self.server = server
@@ -244,11 +251,22 @@ class DeviceConnection:
         self.session = session
         self.lock = asyncio.Lock()  # outputs from the reader, MQTT and timers stay in order
         self.playback: asyncio.Task[None] | None = None
-        identity = session.identity
-        self.log = log.bind(
-            remote=_remote(ws), device_id=identity.device_id if identity is not None else None
-        )
+        self.remote = _remote(ws)  # kept: the peer's address may be gone by the disconnect
         self.announced = False  # device_connected logged
+
+    @property
+    def log(self) -> Any:
+        """The logger with this connection's context: its peer and device, and the session
+        once ``device_connected`` was logged."""
+        session = self.session
+        if self.announced:
+            return log.bind(
+                remote=self.remote, device_id=session.device_id, session_id=session.session_id
+            )
+        identity = session.identity
+        return log.bind(
+            remote=self.remote, device_id=identity.device_id if identity is not None else None
+        )
 
     def fault(self, exc: Exception) -> None:
         """The session caught a bug (called inside its ``except``): log it with its
@@ -346,7 +364,6 @@ class DeviceConnection:
         session = self.session
         identity = session.identity
         self.announced = True
-        self.log = self.log.bind(device_id=session.device_id, session_id=session.session_id)
         self.log.info(
             "device_connected",
             device_kind=str(session.kind),
@@ -662,13 +679,21 @@ class EdgeServer:
     # ------------------------------------------------------------------ connections
 
     async def _handle(self, ws: ServerConnection) -> None:
-        path = urlsplit(ws.request.path).path if ws.request else ""
+        request = ws.request
+        path = urlsplit(request.path).path if request else ""
         if path == MONITOR_PATH:
             await self._monitor(ws)
             return
         identity = self._identities.pop(ws, None)
         # A xiaozhi-mqtt-gateway bridging MQTT + UDP firmware (reference §2.6).
-        via_gateway = ws.request is not None and is_gateway_query(urlsplit(ws.request.path).query)
+        via_gateway = request is not None and is_gateway_query(urlsplit(request.path).query)
+        # The handshake is read (`_process_request` took the identity from it); websockets
+        # would keep its headers and our response's for the connection's life, about 3 KB
+        # per device. The request itself stays: websockets tells frames from it by its
+        # presence.
+        if request is not None:
+            request.headers = _HEADERS_READ
+        ws.response = None
         conn: DeviceConnection | None = None
 
         def on_fault(exc: Exception) -> None:  # the connection is made just below

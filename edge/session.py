@@ -434,7 +434,8 @@ class DeviceSession:
             once the ``utterance`` event is built.
         on_fault: Called with every internal fault (a bug) as it is caught, inside the
             ``except`` block, so the I/O layer logs it with its traceback; the session stays
-            alive and answers the device without details.
+            alive and answers the device without details. Also an attribute, set once the
+            I/O layer's connection exists.
         transport: what the device's status and connection events say it came by
             (``mqtt-udp`` for a session behind the edge's MQTT + UDP listener).
 
@@ -455,7 +456,6 @@ class DeviceSession:
         "_mcp",
         "_mcp_vision",
         "_message_id_factory",
-        "_on_fault",
         "_on_utterance",
         "_opened_at",
         "_rate_count",
@@ -485,6 +485,7 @@ class DeviceSession:
         "language",
         "last_fault",
         "limits",
+        "on_fault",
         "session_id",
         "state",
         "synthesizer",
@@ -533,7 +534,7 @@ class DeviceSession:
         self._session_id_factory = session_id_factory
         self._message_id_factory = message_id_factory
         self._on_utterance = on_utterance
-        self._on_fault = on_fault
+        self.on_fault = on_fault  # settable: the I/O layer's connection comes after us
 
         self.state = SessionState.AWAIT_HELLO
         self.kind: DeviceKind | None = None
@@ -837,8 +838,8 @@ class DeviceSession:
         """A bug: count it, hand it to the log, answer without details, stay alive."""
         self.counters.count_error(_INTERNAL_ERROR)
         self.last_fault = exc
-        if self._on_fault is not None:
-            self._on_fault(exc)
+        if self.on_fault is not None:
+            self.on_fault(exc)
         if reply and self.state in (SessionState.AWAIT_HELLO, SessionState.READY):
             data = ErrorData(
                 error_code=_INTERNAL_ERROR,

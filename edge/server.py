@@ -308,8 +308,12 @@ class DeviceConnection:
                     # executed, so order holds without taking the lock or a coroutine.
                     for output in outputs:
                         server.publish(cast(Publish, output))
+                    del output
                 else:
                     await self.execute(outputs)
+                # An idle device waits in the `async for` for minutes: what this message
+                # made (its status payload, the pong) must not wait there with it.
+                del message, outputs
                 if not owner.room.is_set():
                     await owner.room.wait()  # QoS 1 backpressure: pause this device's reads
         except ConnectionClosed:

@@ -29,7 +29,8 @@ __all__ = ["HEARTBEAT_SECONDS", "LEVELS", "run_connections", "wait_until"]
 LEVELS = (1_000, 5_000, 10_000)
 QUICK_LEVELS = (20, 50)
 HEARTBEAT_SECONDS = 30.0
-TARGET_KIB = 25
+TARGET_KIB = 20  # issue 14 (issue 6 asked for 25)
+TARGET_CONNECT_RATIO = 0.8  # of bare websockets' connect rate, issue 14
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,7 @@ async def _run(hold: float, levels: tuple[int, ...], workdir: Path, report: Repo
             )
         )
     for ours, bare in zip(edge_levels, bare_levels, strict=True):
+        last = ours.connections == max(levels)
         report.figures.append(
             Figure(
                 f"connect rate to {ours.connections:,}",
@@ -155,6 +157,7 @@ async def _run(hold: float, levels: tuple[int, ...], workdir: Path, report: Repo
                 "conn/s",
                 reference=bare.rate,
                 reference_name="bare websockets",
+                target=f">= {TARGET_CONNECT_RATIO} x bare" if last else "",
             )
         )
     report.figures.append(

@@ -141,7 +141,9 @@ class TokenBucket:
 class EventWindow:
     """Says when ``threshold`` events happened within ``window_seconds``.
 
-    Keeps at most ``threshold`` timestamps, so memory is bounded whatever the peer does.
+    Keeps at most ``threshold`` timestamps, so memory is bounded whatever the peer does; the
+    deque holding them is made by the first event (a well-behaved device never records one,
+    and an empty deque costs 760 B on each of 10,000 idle connections).
     """
 
     __slots__ = ("_times", "threshold", "window_seconds")
@@ -153,7 +155,7 @@ class EventWindow:
             )
         self.threshold = threshold
         self.window_seconds = window_seconds
-        self._times: deque[float] = deque(maxlen=threshold)
+        self._times: deque[float] | None = None
 
     def record(self, now: float) -> bool:
         """Record one event at ``now``.
@@ -161,9 +163,14 @@ class EventWindow:
         Returns:
             True when this event is the ``threshold``-th within the window (time to act).
         """
-        self._times.append(now)
-        return len(self._times) == self.threshold and now - self._times[0] <= self.window_seconds
+        times = self._times
+        if times is None:
+            times = self._times = deque(maxlen=self.threshold)
+        times.append(now)
+        return len(times) == self.threshold and now - times[0] <= self.window_seconds
 
     def count(self, now: float) -> int:
         """Events recorded within the window ending at ``now`` (at most ``threshold``)."""
+        if self._times is None:
+            return 0
         return sum(1 for t in self._times if now - t <= self.window_seconds)

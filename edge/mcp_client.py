@@ -213,6 +213,24 @@ class McpClient:
         client_name: ``clientInfo.name`` sent in ``initialize``.
     """
 
+    __slots__ = (
+        "_next_id",
+        "_pages",
+        "_pending",
+        "client_name",
+        "ignored",
+        "initialized",
+        "max_pages",
+        "max_pending_calls",
+        "max_tools",
+        "request_timeout_seconds",
+        "server_name",
+        "server_version",
+        "tools",
+        "tools_complete",
+        "vision",
+    )
+
     def __init__(
         self,
         *,

@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final, Protocol
 
 from xiaozhi import jsonutil
@@ -203,6 +205,7 @@ _SENSOR_OPTIONS: Final = publish_options(TopicKind.SENSOR)
 _STATUS_OPTIONS: Final = publish_options(TopicKind.STATUS)
 _MAX_SENSOR_TOPICS: Final = 32  # sensor topics remembered per session (a bound, not a limit)
 _STATUS_HEAD: Final = frozenset({"status", "device_id", "timestamp"})
+_NO_EXTRAS: Final[Mapping[str, Any]] = MappingProxyType({})  # until a device_register
 
 
 class SessionState(enum.StrEnum):
@@ -258,6 +261,13 @@ def _new_id() -> str:
 
 def _normalize_phrase(text: str) -> str:
     return " ".join(text.casefold().split()).strip(_WAKE_WORD_STRIP)
+
+
+@functools.lru_cache(maxsize=8)
+def _wake_word_set(words: tuple[str, ...]) -> frozenset[str]:
+    """The normalized wake words, one set for every session given the same words: built
+    for each session it cost 1 KB per idle connection (docs/benchmarks.md)."""
+    return frozenset(_normalize_phrase(w) for w in words)
 
 
 class SpeechSynthesizer(Protocol):
@@ -424,10 +434,66 @@ class DeviceSession:
             once the ``utterance`` event is built.
         on_fault: Called with every internal fault (a bug) as it is caught, inside the
             ``except`` block, so the I/O layer logs it with its traceback; the session stays
-            alive and answers the device without details.
+            alive and answers the device without details. Also an attribute, set once the
+            I/O layer's connection exists.
         transport: what the device's status and connection events say it came by
             (``mqtt-udp`` for a session behind the edge's MQTT + UDP listener).
+
+    Memory: an edge holds 10,000 idle sessions, so the class has ``__slots__`` and what only
+    some devices use (the utterance buffer, the MCP client, the duplicate-command window,
+    the chunk streams, the flood and garbage windows' timestamps) is made on first use.
     """
+
+    __slots__ = (
+        "_announced",
+        "_audio",
+        "_bucket",
+        "_downlink_ms",
+        "_flood",
+        "_garbage",
+        "_groups",
+        "_last_activity",
+        "_mcp",
+        "_mcp_vision",
+        "_message_id_factory",
+        "_on_utterance",
+        "_opened_at",
+        "_rate_count",
+        "_rate_previous",
+        "_rate_window_start",
+        "_recent_commands",
+        "_register_extras",
+        "_sensor_topics",
+        "_session_id_factory",
+        "_status_tail",
+        "_stream_bytes",
+        "_streams",
+        "_subscriptions",
+        "_superseded",
+        "_telemetry",
+        "binary_version",
+        "board",
+        "connected_at",
+        "counters",
+        "edge_id",
+        "features_mcp",
+        "firmware_version",
+        "forward_utterances",
+        "frame_duration_ms",
+        "identity",
+        "kind",
+        "language",
+        "last_fault",
+        "limits",
+        "on_fault",
+        "session_id",
+        "state",
+        "synthesizer",
+        "topics",
+        "transport",
+        "via_gateway",
+        "wake_words",
+    )
 
     def __init__(
         self,
@@ -462,13 +528,13 @@ class DeviceSession:
         self.counters = counters
         self.language = language
         self.forward_utterances = forward_utterances
-        self.wake_words = frozenset(_normalize_phrase(w) for w in wake_words)
+        self.wake_words = _wake_word_set(tuple(wake_words))
         self.synthesizer = synthesizer
         self.connected_at = wall
         self._session_id_factory = session_id_factory
         self._message_id_factory = message_id_factory
         self._on_utterance = on_utterance
-        self._on_fault = on_fault
+        self.on_fault = on_fault  # settable: the I/O layer's connection comes after us
 
         self.state = SessionState.AWAIT_HELLO
         self.kind: DeviceKind | None = None
@@ -486,12 +552,12 @@ class DeviceSession:
         self._superseded = False
         self._subscriptions: tuple[str, ...] = ()
         self._groups: tuple[str, ...] = ()
-        self._register_extras: dict[str, Any] = {}
+        self._register_extras = _NO_EXTRAS  # replaced, never mutated
         self._telemetry: dict[str, Any] = {}
         self._sensor_topics: dict[str, str] | None = None  # made on the first sensor
         self._status_tail: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._downlink_ms = 0
-        self._recent_commands = RecentIds(_DUPLICATE_WINDOW)
+        self._recent_commands: RecentIds | None = None  # made by the first command
 
         self._bucket = TokenBucket(limits.max_messages_per_second, limits.burst_messages, now)
         self._flood = EventWindow(limits.flood_close_after_violations, limits.flood_window_seconds)
@@ -502,20 +568,11 @@ class DeviceSession:
         self._rate_count = 0
         self._rate_previous = 0
 
-        self._audio = UtteranceBuffer(
-            max_utterance_seconds=limits.max_utterance_seconds,
-            silence_rms_threshold=limits.silence_rms_threshold,
-            silence_ms=limits.silence_ms,
-        )
-        self._streams: OrderedDict[str, _Stream] = OrderedDict()
+        self._audio: UtteranceBuffer | None = None  # made by the first listen start
+        self._streams: OrderedDict[str, _Stream] | None = None  # made by the first chunk
         self._stream_bytes = 0
-        self._mcp = McpClient(
-            vision=mcp_vision,
-            request_timeout_seconds=limits.mcp_call_timeout_seconds,
-            max_pending_calls=limits.max_pending_mcp_calls,
-            max_tools=limits.max_mcp_tools,
-            max_pages=limits.max_mcp_pages,
-        )
+        self._mcp_vision = mcp_vision
+        self._mcp: McpClient | None = None  # made on first use (hello with features.mcp)
 
     # -- public state ------------------------------------------------------------------
 
@@ -531,13 +588,35 @@ class DeviceSession:
 
     @property
     def mcp(self) -> McpClient:
-        """The MCP client (tools discovered so far, pending calls)."""
-        return self._mcp
+        """The MCP client (tools discovered so far, pending calls); made on first use."""
+        mcp = self._mcp
+        if mcp is None:
+            limits = self.limits
+            mcp = self._mcp = McpClient(
+                vision=self._mcp_vision,
+                request_timeout_seconds=limits.mcp_call_timeout_seconds,
+                max_pending_calls=limits.max_pending_mcp_calls,
+                max_tools=limits.max_mcp_tools,
+                max_pages=limits.max_mcp_pages,
+            )
+        return mcp
 
     @property
     def listening(self) -> bool:
         """True while the device is in a listen turn (audio frames are buffered)."""
-        return self._audio.listening
+        return self._audio is not None and self._audio.listening
+
+    def _utterance_buffer(self) -> UtteranceBuffer:
+        """The utterance buffer, made by the device's first ``listen start``."""
+        audio = self._audio
+        if audio is None:
+            limits = self.limits
+            audio = self._audio = UtteranceBuffer(
+                max_utterance_seconds=limits.max_utterance_seconds,
+                silence_rms_threshold=limits.silence_rms_threshold,
+                silence_ms=limits.silence_ms,
+            )
+        return audio
 
     def next_deadline(self) -> float | None:
         """When :meth:`on_timer` next has work (monotonic seconds); None when closing."""
@@ -545,7 +624,7 @@ class DeviceSession:
             return self._opened_at + self.limits.hello_timeout_seconds
         if self.state is SessionState.READY:
             idle = self._last_activity + self.limits.idle_timeout_seconds
-            mcp = self._mcp.next_deadline()
+            mcp = self._mcp.next_deadline() if self._mcp is not None else None
             return idle if mcp is None else min(idle, mcp)
         return None
 
@@ -609,8 +688,9 @@ class DeviceSession:
                 if now >= self._last_activity + self.limits.idle_timeout_seconds:
                     self._close(CloseCode.GOING_AWAY, "idle timeout", out)
                     return out
-                for event in self._mcp.expire(now):
-                    self._on_mcp_failure(event, wall, out, timed_out=True)
+                if self._mcp is not None:
+                    for event in self._mcp.expire(now):
+                        self._on_mcp_failure(event, wall, out, timed_out=True)
         except Exception as exc:
             self._fault(exc, wall, out, reply=False)
         return out
@@ -677,14 +757,16 @@ class DeviceSession:
             del now
             if previous is not SessionState.CLOSING:
                 self.counters.count_close("connection lost")
-            self._audio.release()
-            self._streams.clear()
+            if self._audio is not None:
+                self._audio.release()
+            self._streams = None
             self._stream_bytes = 0
             if not self._announced or self.device_id is None:
                 return out
             reason = "connection replaced" if self._superseded else "device disconnected"
-            for event in self._mcp.cancel_all(reason):
-                self._on_mcp_failure(event, wall, out, timed_out=False)
+            if self._mcp is not None:
+                for event in self._mcp.cancel_all(reason):
+                    self._on_mcp_failure(event, wall, out, timed_out=False)
             if self._subscriptions:
                 out.append(Unsubscribe(self._subscriptions))
                 self._subscriptions = ()
@@ -756,8 +838,8 @@ class DeviceSession:
         """A bug: count it, hand it to the log, answer without details, stay alive."""
         self.counters.count_error(_INTERNAL_ERROR)
         self.last_fault = exc
-        if self._on_fault is not None:
-            self._on_fault(exc)
+        if self.on_fault is not None:
+            self.on_fault(exc)
         if reply and self.state in (SessionState.AWAIT_HELLO, SessionState.READY):
             data = ErrorData(
                 error_code=_INTERNAL_ERROR,
@@ -786,15 +868,16 @@ class DeviceSession:
             message = parse_device_message(frame.payload, max_bytes=self.limits.max_frame_bytes)
             self._dispatch(message, now, wall, out)
             return
-        if not self._audio.listening:
+        audio = self._audio
+        if audio is None or not audio.listening:
             # e.g. the wake-word audio burst the firmware may send before listen start.
             self.counters.dropped_audio_frames += 1
             return
-        dropped_before = self._audio.dropped_frames_total
+        dropped_before = audio.dropped_frames_total
         try:
-            finished = self._audio.feed(frame.payload)
+            finished = audio.feed(frame.payload)
         finally:
-            self.counters.dropped_audio_frames += self._audio.dropped_frames_total - dropped_before
+            self.counters.dropped_audio_frames += audio.dropped_frames_total - dropped_before
         if finished is not None:
             self._finish_utterance(finished, wall, out)
 
@@ -893,7 +976,7 @@ class DeviceSession:
         self._become_ready(now)
         self._announce(self._server_hello(), wall, out)
         if self.features_mcp:
-            request = self._mcp.initialize(now)
+            request = self.mcp.initialize(now)
             out.append(SendText(mcp_message(request, self.session_id).to_text()))
 
     def _server_hello(self) -> str:
@@ -928,12 +1011,13 @@ class DeviceSession:
         self.binary_version = self.identity.protocol_version or 1
         self.kind = DeviceKind.SEED
         self.firmware_version = data.firmware_version
-        self._register_extras = {
+        extras: dict[str, Any] = {
             "device_type": data.device_type,
             "capabilities": list(data.capabilities),
         }
         if data.hardware_info is not None:
-            self._register_extras["hardware_info"] = data.hardware_info.to_json_dict()
+            extras["hardware_info"] = data.hardware_info.to_json_dict()
+        self._register_extras = extras
         self._become_ready(now)
         # Seed 003 says the server "confirms registration" without a shape: we answer with
         # its server→device `response` envelope, which every seed client already handles.
@@ -1016,7 +1100,7 @@ class DeviceSession:
             self.kind,
             self.board,
             self.firmware_version,
-            dict(self._register_extras),
+            self._register_extras,  # replaced, never mutated: no copy needed in the key
         )
         cached = self._status_tail
         if cached is None or cached[0] != key:
@@ -1072,11 +1156,11 @@ class DeviceSession:
 
     def _on_listen(self, message: Listen, wall: str, out: list[Output]) -> None:
         if message.state is ListenState.START:
-            finished = self._audio.start(message.mode or ListenMode.AUTO)
+            finished = self._utterance_buffer().start(message.mode or ListenMode.AUTO)
             if finished is not None:
                 self._finish_utterance(finished, wall, out)
         elif message.state is ListenState.STOP:
-            finished = self._audio.stop()
+            finished = self._audio.stop() if self._audio is not None else None
             if finished is not None:
                 self._finish_utterance(finished, wall, out)
         else:
@@ -1186,7 +1270,7 @@ class DeviceSession:
         self._publish_event(str(EventType.ABORT), wall, out, reason=message.reason)
 
     def _on_mcp(self, message: Mcp, now: float, wall: str, out: list[Output]) -> None:
-        event = self._mcp.on_response(message.payload, now)
+        event = self.mcp.on_response(message.payload, now)
         match event:
             case McpInitialized():
                 if event.server_name is not None:
@@ -1199,7 +1283,7 @@ class DeviceSession:
                 self._send_mcp(event.followup, out)
                 if event.complete:
                     self._publish_event(
-                        str(EventType.MCP_TOOLS), wall, out, tools=sorted(self._mcp.tools)
+                        str(EventType.MCP_TOOLS), wall, out, tools=sorted(self.mcp.tools)
                     )
             case McpCallResult() | McpRequestFailed():
                 self._on_mcp_failure(event, wall, out, timed_out=False)
@@ -1420,12 +1504,15 @@ class DeviceSession:
                 f"audio_data: chunk_number {number} is outside 0..{total}",
                 field="data.chunk_number",
             )
-        stream = self._streams.get(stream_id)
+        streams = self._streams
+        if streams is None:
+            streams = self._streams = OrderedDict()
+        stream = streams.get(stream_id)
         if stream is None:
-            while len(self._streams) >= limits.max_reassembly_streams:
-                _, evicted = self._streams.popitem(last=False)
+            while len(streams) >= limits.max_reassembly_streams:
+                _, evicted = streams.popitem(last=False)
                 self._stream_bytes -= evicted.size
-            stream = self._streams[stream_id] = _Stream(total)
+            stream = streams[stream_id] = _Stream(total)
         elif stream.total != total:
             self._drop_stream(stream_id)
             raise InvalidMessage(
@@ -1452,7 +1539,7 @@ class DeviceSession:
         return b"".join(stream.chunks[n] for n in sorted(numbers)), total
 
     def _drop_stream(self, stream_id: str) -> None:
-        stream = self._streams.pop(stream_id, None)
+        stream = self._streams.pop(stream_id, None) if self._streams is not None else None
         if stream is not None:
             self._stream_bytes -= stream.size
 
@@ -1474,7 +1561,10 @@ class DeviceSession:
                 error_message=str(err),
             )
             return
-        if self._recent_commands.seen(command.message_id):
+        recent = self._recent_commands
+        if recent is None and command.message_id is not None:
+            recent = self._recent_commands = RecentIds(_DUPLICATE_WINDOW)
+        if recent is not None and recent.seen(command.message_id):
             self.counters.duplicate_commands += 1
             return
         if self.state is not SessionState.READY:
@@ -1655,13 +1745,15 @@ class DeviceSession:
     def _device_tool(self, tool: McpTool, arguments: dict[str, Any]) -> str:
         """The device's own name for a stock firmware tool (:meth:`McpClient.resolve`); the
         stock name when it has none, so the refusal names what was looked for."""
+        if self._mcp is None:  # no tools listed yet: the stock name, as a new client says
+            return tool.value
         return self._mcp.resolve(tool.value, arguments) or tool.value
 
     def _tool_refusal(self, tool: str) -> str | None:
         """Why ``tool`` cannot be called, or None. Tools still being listed are tried."""
         if not self.features_mcp:
             return "device did not announce MCP (features.mcp)"
-        if self._mcp.has_tool(tool) is False:
+        if self.mcp.has_tool(tool) is False:
             return f"device has no MCP tool {tool!r}"
         return None
 
@@ -1684,7 +1776,7 @@ class DeviceSession:
         context = _CallContext(command.command, command.message_id)
         deadline = now + self.limits.mcp_call_timeout_seconds
         try:
-            request = self._mcp.call(tool, arguments, now, deadline, context)
+            request = self.mcp.call(tool, arguments, now, deadline, context)
         except McpBusy as err:
             self._command_result(
                 command.command, command.message_id, wall, out, ok=False, error=str(err)

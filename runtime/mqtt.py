@@ -48,7 +48,7 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiomqtt
@@ -213,9 +213,13 @@ class MqttOwner:
     def retain(self, message: OutMessage) -> bool:
         """Publish a retained message and remember it for re-publishing after reconnects.
 
-        An empty payload deletes the retained message at the broker and forgets it here.
+        An empty payload deletes the retained message at the broker and forgets it here. The
+        remembered payload is a copy of exact size: orjson's ``bytes`` keep its whole write
+        buffer (4 KiB for a device's 340-byte status), and an edge remembers one status per
+        device (docs/benchmarks.md).
         """
         if message.payload:
+            message = replace(message, payload=bytes(memoryview(message.payload)))
             self._retained[message.topic] = message
         else:
             self._retained.pop(message.topic, None)

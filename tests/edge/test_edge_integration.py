@@ -192,6 +192,65 @@ async def test_a_command_reaches_firmware_as_an_mcp_tool_call(
     await device.close()
 
 
+async def _seed_device(edge_port: int, inbox: Recorder) -> tuple[Device, str]:
+    """A seed client, registered and announced (seed clients send no handshake headers)."""
+    device_id = device_id_of(new_mac())
+    device = await Device.connect(edge_port, device_id=None)
+    await device.send_json({"type": "device_register", "data": {"device_id": device_id,
+                            "device_type": "esp32s3", "firmware_version": "1.0.0"}})  # fmt: skip
+    await _announced(inbox, device_id)
+    return device, device_id
+
+
+async def test_idle_devices_make_their_state_when_they_first_need_it(
+    start_edge: StartEdge, integrator: Recorder
+) -> None:
+    """An idle session holds no utterance buffer, duplicate window or set of command
+    holders (docs/benchmarks.md, connections): each is made on first use and works then,
+    long after the handshake whose headers were dropped."""
+    inbox = integrator
+    edge = await start_edge()
+    first, first_id = await _seed_device(edge.port, inbox)
+    second, second_id = await _seed_device(edge.port, inbox)
+    mac = new_mac()
+    talker = await Device.connect(edge.port, device_id=mac)
+    server_hello = await talker.hello()
+    await _announced(inbox, device_id_of(mac))  # named by its dropped Device-Id header
+
+    # The first listen turn makes the utterance buffer.
+    await talker.send_json({"session_id": server_hello["session_id"], "type": "listen",
+                            "state": "start", "mode": "manual"})  # fmt: skip
+    await talker.send_opus(opus_tone_frames(10), timestamp_ms=120)
+    await talker.send_json({"type": "listen", "state": "stop"})
+    await inbox.wait_for(lambda: _events(inbox, device_id_of(mac), "utterance"))
+    assert _events(inbox, device_id_of(mac), "utterance")[0]["duration_ms"] == 600
+
+    # The first command makes the duplicate window: a redelivered id is delivered once.
+    repeated = CommandPayload(command="set_volume", parameters={"volume": 10}, message_id="m-1")
+    fresh = CommandPayload(command="set_volume", parameters={"volume": 20}, message_id="m-2")
+    for payload in (repeated, repeated, fresh):
+        await integrator.publish(TOPICS.command(first_id), payload.to_wire())
+    await first.expect("command", message_id="m-2")  # after the repeat, on the same topic
+    volumes = [m["data"]["parameters"]["volume"] for m in first.texts if m["type"] == "command"]
+    assert volumes == [10, 20]
+    assert edge.counters.duplicate_commands == 1
+
+    # The broadcast filter, held by both seed devices, stays routed to the one left.
+    broadcast = TOPICS.broadcast_command()
+    assert set(edge.router.route(broadcast)) == edge.connections  # one filter, three holders
+    await second.close()
+    await inbox.wait_for(
+        lambda: inbox.json(TOPICS.status(second_id))[-1]["status"] == "disconnected"
+    )
+    to_all = CommandPayload(command="set_volume", parameters={"volume": 30}, message_id="m-3")
+    await integrator.publish(broadcast, to_all.to_wire())
+    await first.expect("command", message_id="m-3")
+    await first.close()
+    await talker.close()
+    await asyncio.wait_for(edge.idle.wait(), 10)
+    assert edge.router.route(broadcast) == ()
+
+
 async def test_a_response_is_spoken_with_paced_tts_audio(
     start_edge: StartEdge, integrator: Recorder
 ) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from xiaozhi.binary import encode_opus
 from xiaozhi_edge.limits import EdgeLimits
+from xiaozhi_edge.mcp_client import McpClient
 from xiaozhi_edge.outputs import Close
 from xiaozhi_edge.session import DeviceSession, EdgeCounters, SessionState
 
@@ -245,7 +246,7 @@ def test_a_bug_in_a_handler_gets_a_generic_reply_and_the_session_lives(
 ) -> None:
     counters = EdgeCounters()
     session = ready_session(1, counters=counters)
-    monkeypatch.setattr(session, "_on_listen", _boom)
+    monkeypatch.setattr(DeviceSession, "_on_listen", _boom)  # slots: patch the class
     outputs = session.on_text('{"type":"listen","state":"start"}', 1.0, WALL)
     (reply,) = sent(outputs)
     assert reply["data"]["error_code"] == "INTERNAL_ERROR"
@@ -264,8 +265,9 @@ def test_bugs_in_other_entry_points_do_not_escape(
     counters = EdgeCounters()
     session = ready_session(1, counters=counters)
     for name in ("_handle_binary", "_handle_command", "_status_publish", "_filters"):
-        monkeypatch.setattr(session, name, _boom)
-    session._mcp.expire = _boom  # type: ignore[method-assign]
+        monkeypatch.setattr(DeviceSession, name, _boom)  # slots: patch the class
+    assert session.mcp.pending_count == 1  # the hello's initialize: on_timer runs expire
+    monkeypatch.setattr(McpClient, "expire", _boom)
     session._last_activity = 0.0
     if method == "on_binary":
         outputs = session.on_binary(b"\x01", 1.0, WALL)
@@ -289,5 +291,5 @@ def test_a_bug_after_a_close_sends_no_reply(monkeypatch: pytest.MonkeyPatch) -> 
         session.state = SessionState.CLOSING
         raise RuntimeError("late bug")
 
-    monkeypatch.setattr(session, "_handle_binary", close_then_fail)
+    monkeypatch.setattr(DeviceSession, "_handle_binary", close_then_fail)
     assert session.on_binary(b"\x01", 1.0, WALL) == []

@@ -119,8 +119,10 @@ async def test_a_firmware_device_says_a_command_in_each_binary_version(
         assert conn.session.identity.raw_device_id == identity.mac
         assert conn.session.identity.client_id == identity.client_id
         assert conn.session.identity.protocol_version == version
-        assert conn.ws.request is not None
-        assert conn.ws.request.headers["Authorization"] == "Bearer opaque-token"
+        # what the device sent in its handshake (the edge drops the headers once read)
+        assert device._ws is not None
+        assert device._ws.request is not None
+        assert device._ws.request.headers["Authorization"] == "Bearer opaque-token"
         assert conn.session.binary_version == version
         assert conn.session.features_mcp is True
 

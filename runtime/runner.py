@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -36,7 +37,11 @@ def run_until_signal(
     """Run ``main(stop)`` in a new event loop until it returns; its result is the exit status.
 
     ``stop`` is set by the first SIGINT or SIGTERM; ``main`` must then finish on its own. A
-    second signal calls ``on_second_signal`` (to say so) and exits with status 1.
+    second signal calls ``on_second_signal`` (to say so) and exits with status 1 at once:
+    ``sys.exit`` would wait for every worker thread at interpreter exit (a recogniser still
+    sampling its corpus kept ``xiaozhi up`` alive 22 s after "exiting now"). Children that
+    must not outlive us are started to die with their parent (the managed broker, the
+    speech workers).
     """
 
     async def runner() -> int:
@@ -47,7 +52,9 @@ def run_until_signal(
             if stop.is_set():
                 if on_second_signal is not None:
                     on_second_signal()
-                sys.exit(1)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(1)
             stop.set()
 
         installed = []

@@ -334,6 +334,10 @@ async def _run(
             hub_recovery[index] = time.monotonic() - faults[-1]
         await asyncio.sleep(phase_seconds / 2)  # traffic after the fault
         await _until(lambda: all(d.ready for d in fleet.values()), 30, "every device back")
+        # The next fault must not cut this one's answers short: killing the hub while it
+        # still waits (XIAOZHI_COMMAND_ANSWER_TIMEOUT_SECONDS) to answer for a device that
+        # went away with its edge would count that command silent against this phase.
+        await _drain([s for s in sent if s.phase == index], fleet, monitor)
     phase = len(phases)  # commands sent from here on are not judged
     generations[len(phases)] = {d.device_id: d.generation for d in fleet.values()}
     await _drain([s for s in sent if s.phase < len(phases)], fleet, monitor)

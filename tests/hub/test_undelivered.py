@@ -4,6 +4,7 @@ silence. Whoever publishes on ``xiaozhi/commands/<id>`` (an integrator here) get
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -111,3 +112,34 @@ async def test_a_command_for_a_connected_device_is_left_to_its_edge(
     assert _result(watcher, hub, here, silent) is None
     for device in (here, gone):
         await watcher.publish(t.status(device), b"", retain=True)
+
+
+async def test_a_hub_that_stops_answers_for_absent_devices_at_once(
+    hub_settings: HubSettings,
+    engine: IntentEngine,
+    watcher: Recorder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What this replica took from the shared group nobody else will answer: a stop cuts
+    the wait short and answers, instead of holding the stop for the whole wait (or, killed
+    then, leaving the command unanswered)."""
+    settings = hub_settings.model_copy(update={"command_answer_timeout_seconds": 60})
+    hub = HubService(settings, home=engine.home, engine=engine)
+    await hub.start()
+    waiting, expect = asyncio.Event(), hub.command_results.expect
+
+    def expect_and_say(message_id: str) -> asyncio.Future[object]:  # nothing is published
+        future = expect(message_id)  # while the hub waits: see it here
+        waiting.set()
+        return future  # type: ignore[return-value]
+
+    monkeypatch.setattr(hub.command_results, "expect", expect_and_say)
+    t, device = hub.topics, uuid.uuid4().hex[:12]
+    await watcher.publish(t.status(device), {**status(device), "status": "disconnected"})
+    await snapshot_shows(watcher, hub, lambda d: d.get(device, {}).get("status") == "disconnected")
+    message_id = await _command(watcher, hub, device)
+    await asyncio.wait_for(waiting.wait(), 10)  # the hub waits for the device's answer
+    await asyncio.wait_for(hub.stop(), 10)  # far less than the 60 s wait
+    error = await watcher.wait_for(lambda: _result(watcher, hub, device, message_id), 10)
+    assert isinstance(error, dict)
+    assert (error["status"], error["reason"]) == ("error", "device_offline")

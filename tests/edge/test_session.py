@@ -17,6 +17,7 @@ from xiaozhi.errors import InvalidTopic, UnsupportedVersion
 from xiaozhi.payloads import AudioClip, UtterancePayload
 from xiaozhi.topics import TopicTree
 from xiaozhi.wav import UPLINK_FORMAT, WavFormat, decode_wav, encode_wav
+from xiaozhi_edge.counters import EdgeCounters
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.outputs import (
     Close,
@@ -31,7 +32,6 @@ from xiaozhi_edge.session import (
     ConnectionIdentity,
     DeviceKind,
     DeviceSession,
-    EdgeCounters,
     SessionState,
 )
 from xiaozhi_edge.utterances import ToneSynthesizer, Utterance

@@ -13,10 +13,11 @@ import orjson
 import pytest
 
 from xiaozhi.binary import encode_opus
+from xiaozhi_edge.counters import EdgeCounters
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.mcp_client import McpClient
 from xiaozhi_edge.outputs import Close
-from xiaozhi_edge.session import DeviceSession, EdgeCounters, SessionState
+from xiaozhi_edge.session import DeviceSession, SessionState
 
 from .helpers import (
     WALL,

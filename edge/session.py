@@ -38,9 +38,8 @@ import base64
 import enum
 import functools
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, Protocol
 
@@ -70,7 +69,6 @@ from xiaozhi.errors import (
     ErrorCode,
     InvalidMessage,
     InvalidTopic,
-    MissingField,
     PayloadTooLarge,
     RateLimited,
     UnsupportedVersion,
@@ -158,6 +156,7 @@ from xiaozhi_edge.outputs import (
     Subscribe,
     Unsubscribe,
 )
+from xiaozhi_edge.reassembly import ChunkReassembler
 from xiaozhi_edge.telemetry import (
     TELEMETRY_FIELDS,
     plain_ping,
@@ -334,15 +333,6 @@ class ConnectionIdentity:
         )
 
 
-@dataclass(slots=True)
-class _Stream:
-    """A seed ``audio_data`` stream being reassembled."""
-
-    total: int
-    chunks: dict[int, bytes] = field(default_factory=dict)
-    size: int = 0
-
-
 @dataclass(frozen=True, slots=True)
 class _CallContext:
     """What a pending MCP call answers: the command and its message_id."""
@@ -405,13 +395,12 @@ class DeviceSession:
         "_rate_count",
         "_rate_previous",
         "_rate_window_start",
+        "_reassembly",
         "_recent_commands",
         "_register_extras",
         "_sensor_topics",
         "_session_id_factory",
         "_status_tail",
-        "_stream_bytes",
-        "_streams",
         "_subscriptions",
         "_superseded",
         "_telemetry",
@@ -513,8 +502,7 @@ class DeviceSession:
         self._rate_previous = 0
 
         self._audio: UtteranceBuffer | None = None  # made by the first listen start
-        self._streams: OrderedDict[str, _Stream] | None = None  # made by the first chunk
-        self._stream_bytes = 0
+        self._reassembly: ChunkReassembler | None = None  # made by the first chunk
         self._mcp_vision = mcp_vision
         self._mcp: McpClient | None = None  # made on first use (hello with features.mcp)
 
@@ -703,8 +691,7 @@ class DeviceSession:
                 self.counters.count_close("connection lost")
             if self._audio is not None:
                 self._audio.release()
-            self._streams = None
-            self._stream_bytes = 0
+            self._reassembly = None
             if not self._announced or self.device_id is None:
                 return out
             reason = "connection replaced" if self._superseded else "device disconnected"
@@ -1390,7 +1377,10 @@ class DeviceSession:
         chunk = message.audio_bytes()
         chunks = 1
         if data.stream_id is not None:
-            assembled = self._reassemble(message, chunk)
+            reassembly = self._reassembly
+            if reassembly is None:
+                reassembly = self._reassembly = ChunkReassembler(self.limits)
+            assembled = reassembly.add(data.stream_id, data.total_chunks, data.chunk_number, chunk)
             if assembled is None:
                 return
             chunk, chunks = assembled
@@ -1420,72 +1410,6 @@ class DeviceSession:
             self._on_utterance(
                 Utterance(pcm, duration_ms, chunks, 0, UtteranceReason.STOP, ListenMode.MANUAL)
             )
-
-    def _reassemble(self, message: AudioDataMessage, chunk: bytes) -> tuple[bytes, int] | None:
-        """Add one chunk of a stream; the whole file and its chunk count once complete.
-
-        Chunks may come in any order and be numbered from 0 or from 1 (seed 003 numbers
-        its sample from 1). Bounded by ``max_reassembly_bytes`` over all streams of the
-        connection and ``max_reassembly_streams`` streams (the oldest is evicted).
-        """
-        data = message.data
-        stream_id = data.stream_id
-        assert stream_id is not None
-        limits = self.limits
-        if data.total_chunks is None:
-            raise MissingField(field="data.total_chunks", model="AudioData")
-        if data.chunk_number is None:
-            raise MissingField(field="data.chunk_number", model="AudioData")
-        total, number = data.total_chunks, data.chunk_number
-        if total > limits.max_chunks_per_stream:
-            raise InvalidMessage(
-                f"audio_data: total_chunks {total} is over the limit of "
-                f"{limits.max_chunks_per_stream}",
-                field="data.total_chunks",
-            )
-        if number > total:
-            raise InvalidMessage(
-                f"audio_data: chunk_number {number} is outside 0..{total}",
-                field="data.chunk_number",
-            )
-        streams = self._streams
-        if streams is None:
-            streams = self._streams = OrderedDict()
-        stream = streams.get(stream_id)
-        if stream is None:
-            while len(streams) >= limits.max_reassembly_streams:
-                _, evicted = streams.popitem(last=False)
-                self._stream_bytes -= evicted.size
-            stream = streams[stream_id] = _Stream(total)
-        elif stream.total != total:
-            self._drop_stream(stream_id)
-            raise InvalidMessage(
-                f"audio_data: total_chunks changed from {stream.total} to {total} "
-                f"in stream {stream_id!r}; the stream was dropped",
-                field="data.total_chunks",
-            )
-        previous = stream.chunks.get(number)
-        grow = len(chunk) - (len(previous) if previous is not None else 0)
-        if self._stream_bytes + grow > limits.max_reassembly_bytes:
-            size = self._stream_bytes + grow
-            self._drop_stream(stream_id)
-            raise PayloadTooLarge(size=size, limit=limits.max_reassembly_bytes, what="audio stream")
-        stream.chunks[number] = chunk
-        stream.size += grow
-        self._stream_bytes += grow
-        numbers = stream.chunks.keys()
-        if len(numbers) != total or (min(numbers), max(numbers)) not in (
-            (0, total - 1),
-            (1, total),
-        ):
-            return None
-        self._drop_stream(stream_id)
-        return b"".join(stream.chunks[n] for n in sorted(numbers)), total
-
-    def _drop_stream(self, stream_id: str) -> None:
-        stream = self._streams.pop(stream_id, None) if self._streams is not None else None
-        if stream is not None:
-            self._stream_bytes -= stream.size
 
     # -- commands ----------------------------------------------------------------------
 

@@ -69,7 +69,6 @@ from xiaozhi.errors import (
     ErrorCode,
     InvalidMessage,
     InvalidTopic,
-    PayloadTooLarge,
     RateLimited,
     UnsupportedVersion,
     WireError,
@@ -132,8 +131,9 @@ from xiaozhi.topics import (
     validate_id,
 )
 from xiaozhi.wav import UPLINK_FORMAT, decode_wav, encode_wav
+from xiaozhi_edge.admission import MALFORMED_STREAK, Admission
 from xiaozhi_edge.counters import EdgeCounters
-from xiaozhi_edge.limits import EdgeLimits, EventWindow, TokenBucket
+from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.mcp_client import (
     McpBusy,
     McpCallResult,
@@ -379,12 +379,10 @@ class DeviceSession:
     """
 
     __slots__ = (
+        "_admission",
         "_announced",
         "_audio",
-        "_bucket",
         "_downlink_ms",
-        "_flood",
-        "_garbage",
         "_groups",
         "_last_activity",
         "_mcp",
@@ -392,9 +390,6 @@ class DeviceSession:
         "_message_id_factory",
         "_on_utterance",
         "_opened_at",
-        "_rate_count",
-        "_rate_previous",
-        "_rate_window_start",
         "_reassembly",
         "_recent_commands",
         "_register_extras",
@@ -492,14 +487,7 @@ class DeviceSession:
         self._downlink_ms = 0
         self._recent_commands: RecentIds | None = None  # made by the first command
 
-        self._bucket = TokenBucket(limits.max_messages_per_second, limits.burst_messages, now)
-        self._flood = EventWindow(limits.flood_close_after_violations, limits.flood_window_seconds)
-        self._garbage = EventWindow(
-            limits.garbage_close_after_errors, limits.garbage_window_seconds
-        )
-        self._rate_window_start = now
-        self._rate_count = 0
-        self._rate_previous = 0
+        self._admission = Admission(limits, now)
 
         self._audio: UtteranceBuffer | None = None  # made by the first listen start
         self._reassembly: ChunkReassembler | None = None  # made by the first chunk
@@ -727,29 +715,20 @@ class DeviceSession:
     # -- admission, errors, closing ----------------------------------------------------
 
     def _admit(self, size: int, now: float, wall: str, out: list[Output]) -> bool:
-        """Count the frame, check its size and the rate; False when it must be dropped."""
+        """Count the frame and ask admission (edge/admission.py); False when it is dropped."""
         counters = self.counters
         counters.frames_received += 1
         counters.bytes_received += size
         self._last_activity = now
-        if now - self._rate_window_start >= 1.0:
-            self._rate_previous, self._rate_count = self._rate_count, 0
-            self._rate_window_start = now
-        self._rate_count += 1
-        if size > self.limits.max_frame_bytes:
-            err = PayloadTooLarge(size=size, limit=self.limits.max_frame_bytes, what="message")
-            self._reply_error(err, wall, out)
-            self._close(CloseCode.MESSAGE_TOO_BIG, "message too big", out)
-            return False
-        if not self._bucket.take(now):
+        refusal = self._admission.admit(size, now)
+        if refusal is None:
+            return True
+        if isinstance(refusal.error, RateLimited):
             counters.rate_limited += 1
-            observed = max(self._rate_count, self._rate_previous)
-            limit = self.limits.max_messages_per_second
-            self._reply_error(RateLimited(rate=observed, limit=limit), wall, out)
-            if self._flood.record(now):
-                self._close(CloseCode.POLICY_VIOLATION, "flood", out)
-            return False
-        return True
+        self._reply_error(refusal.error, wall, out)
+        if refusal.close is not None:
+            self._close(refusal.close[0], refusal.close[1], out)
+        return False
 
     def _reply_error(self, err: WireError, wall: str, out: list[Output]) -> None:
         self.counters.count_error(err.code.name)
@@ -762,8 +741,8 @@ class DeviceSession:
         rule = _close_for(err)
         if rule is not None:
             self._close(rule[0], rule[1], out)
-        elif self._garbage.record(now):
-            self._close(CloseCode.POLICY_VIOLATION, "too many malformed frames", out)
+        elif self._admission.garbage(now):
+            self._close(MALFORMED_STREAK[0], MALFORMED_STREAK[1], out)
 
     def _fault(self, exc: Exception, wall: str, out: list[Output], *, reply: bool) -> None:
         """A bug: count it, hand it to the log, answer without details, stay alive."""

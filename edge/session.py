@@ -34,11 +34,10 @@ from either; the family decides how commands are delivered.
 
 from __future__ import annotations
 
-import base64
 import enum
 import functools
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, Protocol
@@ -49,21 +48,7 @@ from xiaozhi.binary import (
     BinaryFrame,
     FrameType,
     decode_frame,
-    encode_opus,
 )
-from xiaozhi.commands import (
-    MCP_TOOL_FOR_COMMAND,
-    AlertParameters,
-    CommandResult,
-    DeviceCommand,
-    LedParameters,
-    McpCallParameters,
-    McpTool,
-    RespondParameters,
-    VolumeParameters,
-    parse_parameters,
-)
-from xiaozhi.dedup import RecentIds
 from xiaozhi.errors import (
     AuthenticationFailed,
     ErrorCode,
@@ -73,13 +58,11 @@ from xiaozhi.errors import (
     UnsupportedVersion,
     WireError,
 )
-from xiaozhi.gateway_audio import decode_gateway_audio, encode_gateway_downlink
+from xiaozhi.gateway_audio import decode_gateway_audio
 from xiaozhi.messages import (
     Abort,
-    Alert,
     AudioDataMessage,
     AudioParams,
-    CommandMessage,
     DeviceHello,
     DeviceMessage,
     DeviceRegisterMessage,
@@ -89,7 +72,6 @@ from xiaozhi.messages import (
     Listen,
     ListenMode,
     ListenState,
-    Llm,
     Mcp,
     PingMessage,
     PongMessage,
@@ -97,9 +79,6 @@ from xiaozhi.messages import (
     ResponseMessage,
     SensorMessage,
     ServerHello,
-    Stt,
-    System,
-    SystemCommand,
     Tts,
     TtsState,
     VoiceCommandMessage,
@@ -107,18 +86,14 @@ from xiaozhi.messages import (
     parse_device_message,
 )
 from xiaozhi.payloads import (
-    AudioClip,
-    CommandPayload,
     ConnectionEvent,
     DeviceKind,
     DeviceStatus,
     DeviceTransport,
     EventPayload,
     EventType,
-    ResponseStatus,
     SensorPayload,
     StatusPayload,
-    UtteranceEncoding,
     UtterancePayload,
     VoiceCommandEvent,
     is_simulator_user_agent,
@@ -130,12 +105,12 @@ from xiaozhi.topics import (
     publish_options,
     validate_id,
 )
-from xiaozhi.wav import UPLINK_FORMAT, decode_wav, encode_wav
+from xiaozhi.wav import UPLINK_FORMAT, decode_wav
 from xiaozhi_edge.admission import MALFORMED_STREAK, Admission
 from xiaozhi_edge.counters import EdgeCounters
+from xiaozhi_edge.delivery import CommandDelivery, call_outcome
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.mcp_client import (
-    McpBusy,
     McpCallResult,
     McpClient,
     McpIgnored,
@@ -149,7 +124,6 @@ from xiaozhi_edge.outputs import (
     Close,
     CloseCode,
     Output,
-    PlayAudio,
     Publish,
     SendText,
     StopAudio,
@@ -171,12 +145,10 @@ from xiaozhi_edge.utterances import (
     UtteranceBuffer,
     UtteranceReason,
 )
-from xiaozhi_runtime import opus
 
 __all__ = [
     "DEFAULT_FRAME_DURATION_MS",
     "DEFAULT_WAKE_WORDS",
-    "PREBUFFER_FRAMES",
     "ConnectionIdentity",
     "DeviceSession",
     "IdentityRefused",
@@ -189,17 +161,12 @@ __all__ = [
 DEFAULT_FRAME_DURATION_MS: Final = 60
 """The firmware's ``OPUS_FRAME_DURATION_MS`` (reference §1.3); used when a hello has none."""
 
-PREBUFFER_FRAMES: Final = 5
-"""TTS frames sent before pacing starts, as the reference server does (reference §5.2)."""
-
 DEFAULT_WAKE_WORDS: Final = ("你好小智", "ni hao xiao zhi", "nihaoxiaozhi", "hi esp", "hi lexin")
 """Wake words of the stock firmware models; a ``listen detect`` with one of these is a wake
 word, any other text a typed command (reference §1.5, §6.5)."""
 
 _INTERNAL_ERROR: Final = "INTERNAL_ERROR"
-_DUPLICATE_WINDOW: Final = 128  # recent command message_ids remembered (QoS 1 redelivery)
 _WAKE_WORD_STRIP: Final = " \t.,!?;:。，！？"
-_U32: Final = 2**32
 _SENSOR_OPTIONS: Final = publish_options(TopicKind.SENSOR)
 _STATUS_OPTIONS: Final = publish_options(TopicKind.STATUS)
 _MAX_SENSOR_TOPICS: Final = 32  # sensor topics remembered per session (a bound, not a limit)
@@ -333,14 +300,6 @@ class ConnectionIdentity:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _CallContext:
-    """What a pending MCP call answers: the command and its message_id."""
-
-    command: str
-    message_id: str | None
-
-
 class DeviceSession:
     """The logic of one device connection (module docstring for the I/O contract).
 
@@ -382,16 +341,14 @@ class DeviceSession:
         "_admission",
         "_announced",
         "_audio",
-        "_downlink_ms",
+        "_delivery",
         "_groups",
-        "_last_activity",
         "_mcp",
         "_mcp_vision",
         "_message_id_factory",
         "_on_utterance",
         "_opened_at",
         "_reassembly",
-        "_recent_commands",
         "_register_extras",
         "_sensor_topics",
         "_session_id_factory",
@@ -411,6 +368,7 @@ class DeviceSession:
         "identity",
         "kind",
         "language",
+        "last_activity",
         "last_fault",
         "limits",
         "on_fault",
@@ -475,7 +433,7 @@ class DeviceSession:
         self.last_fault: BaseException | None = None
 
         self._opened_at = now
-        self._last_activity = now
+        self.last_activity = now
         self._announced = False
         self._superseded = False
         self._subscriptions: tuple[str, ...] = ()
@@ -484,8 +442,7 @@ class DeviceSession:
         self._telemetry: dict[str, Any] = {}
         self._sensor_topics: dict[str, str] | None = None  # made on the first sensor
         self._status_tail: tuple[tuple[Any, ...], dict[str, Any]] | None = None
-        self._downlink_ms = 0
-        self._recent_commands: RecentIds | None = None  # made by the first command
+        self._delivery: CommandDelivery | None = None  # made by the first command
 
         self._admission = Admission(limits, now)
 
@@ -522,6 +479,16 @@ class DeviceSession:
         return mcp
 
     @property
+    def existing_mcp(self) -> McpClient | None:
+        """The MCP client if one was made (unlike :attr:`mcp`, never makes one)."""
+        return self._mcp
+
+    @property
+    def ready(self) -> bool:
+        """True in READY: the device is greeted and its commands are delivered."""
+        return self.state is SessionState.READY
+
+    @property
     def listening(self) -> bool:
         """True while the device is in a listen turn (audio frames are buffered)."""
         return self._audio is not None and self._audio.listening
@@ -543,7 +510,7 @@ class DeviceSession:
         if self.state is SessionState.AWAIT_HELLO:
             return self._opened_at + self.limits.hello_timeout_seconds
         if self.state is SessionState.READY:
-            idle = self._last_activity + self.limits.idle_timeout_seconds
+            idle = self.last_activity + self.limits.idle_timeout_seconds
             mcp = self._mcp.next_deadline() if self._mcp is not None else None
             return idle if mcp is None else min(idle, mcp)
         return None
@@ -592,7 +559,11 @@ class DeviceSession:
         """
         out: list[Output] = []
         try:
-            self._handle_command(payload, now, wall, out)
+            if self._announced and self.state is not SessionState.CLOSED:
+                delivery = self._delivery
+                if delivery is None:
+                    delivery = self._delivery = CommandDelivery()
+                delivery.on_command(self, payload, now, wall, out)
         except Exception as exc:
             self._fault(exc, wall, out, reply=False)
         return out
@@ -605,7 +576,7 @@ class DeviceSession:
                 if now >= self._opened_at + self.limits.hello_timeout_seconds:
                     self._close(CloseCode.POLICY_VIOLATION, "hello timeout", out)
             elif self.state is SessionState.READY:
-                if now >= self._last_activity + self.limits.idle_timeout_seconds:
+                if now >= self.last_activity + self.limits.idle_timeout_seconds:
                     self._close(CloseCode.GOING_AWAY, "idle timeout", out)
                     return out
                 if self._mcp is not None:
@@ -691,7 +662,7 @@ class DeviceSession:
                 self._subscriptions = ()
             if self._superseded:
                 return out
-            out.append(self._status_publish(DeviceStatus.DISCONNECTED, wall))
+            out.append(self.status_publish(DeviceStatus.DISCONNECTED, wall))
             disconnected = ConnectionEvent(
                 event_type="device_disconnected",
                 device_id=self.device_id,
@@ -719,7 +690,7 @@ class DeviceSession:
         counters = self.counters
         counters.frames_received += 1
         counters.bytes_received += size
-        self._last_activity = now
+        self.last_activity = now
         refusal = self._admission.admit(size, now)
         if refusal is None:
             return True
@@ -947,7 +918,7 @@ class DeviceSession:
     def _become_ready(self, now: float) -> None:
         self.session_id = self._session_id_factory()
         self.state = SessionState.READY
-        self._last_activity = now
+        self.last_activity = now
 
     def _filters(self, device_id: str) -> tuple[str, ...]:
         own = tuple(self.topics.all_commands_for(device_id))
@@ -965,7 +936,7 @@ class DeviceSession:
         self._subscriptions = self._filters(self.device_id)
         out.append(Subscribe(self._subscriptions))
         out.append(SendText(answer))
-        out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
+        out.append(self.status_publish(DeviceStatus.CONNECTED, wall))
         event = ConnectionEvent(
             event_type="device_connected",
             device_id=self.device_id,
@@ -987,7 +958,7 @@ class DeviceSession:
         """``simulated`` of the status and connection events: True, or absent (a real one)."""
         return True if self.identity is not None and self.identity.simulated else None
 
-    def _status_publish(self, status: DeviceStatus, wall: str) -> Publish:
+    def status_publish(self, status: DeviceStatus, wall: str) -> Publish:
         assert self.device_id is not None
         if status is DeviceStatus.CONNECTED:
             payload = self._connected_status(wall)
@@ -1050,7 +1021,7 @@ class DeviceSession:
             **extras,
         )
 
-    def _publish_event(self, event_type: str, wall: str, out: list[Output], **fields: Any) -> None:
+    def publish_event(self, event_type: str, wall: str, out: list[Output], **fields: Any) -> None:
         assert self.device_id is not None
         payload = EventPayload(
             event_type=event_type,
@@ -1078,7 +1049,7 @@ class DeviceSession:
             if not text:
                 return
             if _normalize_phrase(text) in self.wake_words:
-                self._publish_event(str(EventType.WAKE_WORD), wall, out, wake_word=text)
+                self.publish_event(str(EventType.WAKE_WORD), wall, out, wake_word=text)
             else:
                 # A typed command (reference §6.5): routed like recognised speech.
                 self._voice_command(
@@ -1126,7 +1097,7 @@ class DeviceSession:
 
     def _finish_utterance(self, utterance: Utterance, wall: str, out: list[Output]) -> None:
         self.counters.utterances += 1
-        self._publish_event(
+        self.publish_event(
             str(EventType.UTTERANCE),
             wall,
             out,
@@ -1177,7 +1148,7 @@ class DeviceSession:
         # Stop at once, then exactly one `tts stop` (reference §5.1, §6.4; outputs docstring).
         out.append(StopAudio())
         out.append(SendText(Tts(session_id=self.session_id, state=TtsState.STOP).to_text()))
-        self._publish_event(str(EventType.ABORT), wall, out, reason=message.reason)
+        self.publish_event(str(EventType.ABORT), wall, out, reason=message.reason)
 
     def _on_mcp(self, message: Mcp, now: float, wall: str, out: list[Output]) -> None:
         event = self.mcp.on_response(message.payload, now)
@@ -1187,12 +1158,12 @@ class DeviceSession:
                     self.board = event.server_name
                 if event.server_version is not None:
                     self.firmware_version = event.server_version
-                self._send_mcp(event.followup, out)
-                out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
+                self.send_mcp(event.followup, out)
+                out.append(self.status_publish(DeviceStatus.CONNECTED, wall))
             case McpToolsListed():
-                self._send_mcp(event.followup, out)
+                self.send_mcp(event.followup, out)
                 if event.complete:
-                    self._publish_event(
+                    self.publish_event(
                         str(EventType.MCP_TOOLS), wall, out, tools=sorted(self.mcp.tools)
                     )
             case McpCallResult() | McpRequestFailed():
@@ -1200,7 +1171,7 @@ class DeviceSession:
             case McpIgnored():
                 pass
 
-    def _send_mcp(self, request: dict[str, Any] | None, out: list[Output]) -> None:
+    def send_mcp(self, request: dict[str, Any] | None, out: list[Output]) -> None:
         if request is not None:
             out.append(SendText(mcp_message(request, self.session_id).to_text()))
 
@@ -1213,12 +1184,12 @@ class DeviceSession:
         timed_out: bool,
     ) -> None:
         """Publish what an MCP outcome means: a command result, or an ``error`` event."""
-        timeout = self.limits.mcp_call_timeout_seconds
         if timed_out:
             self.counters.mcp_timeouts += 1
         if isinstance(event, McpRequestFailed):
+            timeout = self.limits.mcp_call_timeout_seconds
             error = f"no answer within {timeout:g} s" if timed_out else event.error
-            self._publish_event(
+            self.publish_event(
                 str(EventType.ERROR),
                 wall,
                 out,
@@ -1227,20 +1198,7 @@ class DeviceSession:
                 error_message=error,
             )
             return
-        context = event.context
-        if not isinstance(context, _CallContext):
-            return
-        call_error = f"no answer to {event.name} within {timeout:g} s" if timed_out else event.error
-        self._command_result(
-            context.command,
-            context.message_id,
-            wall,
-            out,
-            ok=event.ok,
-            result=event.result,
-            error=call_error,
-            tool=event.name,
-        )
+        call_outcome(self, event, wall, out, timed_out=timed_out)
 
     def _telemetry_fast(self, obj: dict[str, Any], wall: str, out: list[Output]) -> bool:
         """``sensor`` and ``ping`` in their plain shape, with no model (edge/telemetry.py).
@@ -1267,7 +1225,7 @@ class DeviceSession:
                 return False
             telemetry, message_id = ping
             self._telemetry.update(telemetry)
-            out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
+            out.append(self.status_publish(DeviceStatus.CONNECTED, wall))
             out.append(SendText(pong_text(wall, self.device_id, message_id)))
             return True
         return False
@@ -1290,7 +1248,7 @@ class DeviceSession:
             value = getattr(data, name)
             if value is not None:
                 self._telemetry[name] = value
-        out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
+        out.append(self.status_publish(DeviceStatus.CONNECTED, wall))
         pong = PongMessage(timestamp=wall, device_id=self.device_id, message_id=message.message_id)
         out.append(SendText(pong.to_text()))
 
@@ -1329,7 +1287,7 @@ class DeviceSession:
 
     def _on_device_error(self, message: ErrorMessage, wall: str, out: list[Output]) -> None:
         data = message.data
-        self._publish_event(
+        self.publish_event(
             str(EventType.ERROR),
             wall,
             out,
@@ -1366,7 +1324,7 @@ class DeviceSession:
         fmt, pcm = decode_wav(chunk, max_bytes=self.limits.max_reassembly_bytes)
         duration_ms = len(pcm) * 1000 // fmt.byte_rate
         self.counters.utterances += 1
-        self._publish_event(
+        self.publish_event(
             str(EventType.UTTERANCE),
             wall,
             out,
@@ -1389,319 +1347,3 @@ class DeviceSession:
             self._on_utterance(
                 Utterance(pcm, duration_ms, chunks, 0, UtteranceReason.STOP, ListenMode.MANUAL)
             )
-
-    # -- commands ----------------------------------------------------------------------
-
-    def _handle_command(self, raw: bytes, now: float, wall: str, out: list[Output]) -> None:
-        if not self._announced or self.device_id is None or self.state is SessionState.CLOSED:
-            return
-        try:
-            command = CommandPayload.from_wire(raw, max_bytes=self.limits.max_frame_bytes)
-        except WireError as err:
-            self.counters.count_error(err.code.name)
-            self._publish_event(
-                str(EventType.ERROR),
-                wall,
-                out,
-                source="command",
-                error_code=err.code.name,
-                error_message=str(err),
-            )
-            return
-        recent = self._recent_commands
-        if recent is None and command.message_id is not None:
-            recent = self._recent_commands = RecentIds(_DUPLICATE_WINDOW)
-        if recent is not None and recent.seen(command.message_id):
-            self.counters.duplicate_commands += 1
-            return
-        if self.state is not SessionState.READY:
-            self._command_result(
-                command.command,
-                command.message_id,
-                wall,
-                out,
-                ok=False,
-                error="device is disconnecting",
-            )
-            return
-        try:
-            parsed = parse_parameters(command)
-        except WireError as err:
-            self.counters.count_error(err.code.name)
-            self._command_result(
-                command.command, command.message_id, wall, out, ok=False, error=str(err)
-            )
-            return
-        self._last_activity = now
-        if self.kind is DeviceKind.SEED:
-            self._deliver_seed(command, parsed, wall, out)
-        else:
-            self._deliver_firmware(command, parsed, now, wall, out)
-
-    def _command_result(
-        self,
-        command: str,
-        message_id: str | None,
-        wall: str,
-        out: list[Output],
-        *,
-        ok: bool,
-        result: Any = None,
-        error: str | None = None,
-        **extra: Any,
-    ) -> None:
-        assert self.device_id is not None
-        payload = CommandResult(
-            device_id=self.device_id,
-            command=command,
-            status=ResponseStatus.OK if ok else ResponseStatus.ERROR,
-            message_id=message_id,
-            result=result,
-            error=error,
-            timestamp=wall,
-            **extra,
-        )
-        topic = self.topics.device_events(self.device_id)
-        out.append(Publish.of(TopicKind.DEVICE_EVENTS, topic, payload.to_wire()))
-
-    def _delivered(self, command: CommandPayload, wall: str, out: list[Output]) -> None:
-        self.counters.commands_delivered += 1
-        self._command_result(
-            command.command, command.message_id, wall, out, ok=True, result="delivered"
-        )
-
-    def _deliver_seed(
-        self,
-        command: CommandPayload,
-        parsed: tuple[DeviceCommand, Any] | None,
-        wall: str,
-        out: list[Output],
-    ) -> None:
-        """Seed 003 devices get commands as JSON; ``respond`` as a ``response`` envelope."""
-        if parsed is not None and parsed[0] is DeviceCommand.RESPOND:
-            params: RespondParameters = parsed[1]
-            try:
-                audio_data = _seed_audio(params.audio)
-            except InvalidMessage as err:
-                self._command_result(
-                    command.command, command.message_id, wall, out, ok=False, error=str(err)
-                )
-                return
-            answer = ResponseData(
-                text=params.text,
-                device_id=self.device_id,
-                actions=params.actions,
-                audio_data=audio_data,
-            )
-            text = ResponseMessage(
-                data=answer, timestamp=wall, device_id=self.device_id, message_id=command.message_id
-            ).to_text()
-        else:
-            data = CommandPayload(
-                command=command.command,
-                parameters=command.parameters,
-                message_id=command.message_id,
-            )
-            text = CommandMessage(
-                data=data, timestamp=wall, device_id=self.device_id, message_id=command.message_id
-            ).to_text()
-        out.append(SendText(text))
-        self._delivered(command, wall, out)
-
-    def _deliver_firmware(
-        self,
-        command: CommandPayload,
-        parsed: tuple[DeviceCommand, Any] | None,
-        now: float,
-        wall: str,
-        out: list[Output],
-    ) -> None:
-        """Real firmware: respond → stt/tts/audio; device functions → MCP ``tools/call``."""
-        if parsed is None:
-            self._command_result(
-                command.command,
-                command.message_id,
-                wall,
-                out,
-                ok=False,
-                error=f"unsupported command {command.command!r} for a firmware device",
-            )
-            return
-        known, params = parsed
-        match known:
-            case DeviceCommand.RESPOND:
-                try:
-                    self._respond(params, out)
-                except InvalidMessage as err:
-                    self._command_result(
-                        command.command, command.message_id, wall, out, ok=False, error=str(err)
-                    )
-                    return
-                self._delivered(command, wall, out)
-            case DeviceCommand.ALERT:
-                alert: AlertParameters = params
-                message = Alert(
-                    session_id=self.session_id,
-                    status=alert.status,
-                    message=alert.message,
-                    emotion=alert.emotion,
-                )
-                out.append(SendText(message.to_text()))
-                self._delivered(command, wall, out)
-            case DeviceCommand.MCP_CALL:
-                call: McpCallParameters = params
-                self._tool_call(command, call.name, call.arguments, now=now, wall=wall, out=out)
-            case DeviceCommand.REBOOT:
-                tool = self._device_tool(MCP_TOOL_FOR_COMMAND[known], {})
-                if self._tool_refusal(tool) is None:
-                    self._tool_call(command, tool, {}, now=now, wall=wall, out=out)
-                else:
-                    out.append(
-                        SendText(
-                            System(
-                                session_id=self.session_id, command=SystemCommand.REBOOT
-                            ).to_text()
-                        )
-                    )
-                    self._delivered(command, wall, out)
-            case DeviceCommand.GET_STATUS:
-                tool = self._device_tool(MCP_TOOL_FOR_COMMAND[known], {})
-                if self._tool_refusal(tool) is None:
-                    self._tool_call(command, tool, {}, now=now, wall=wall, out=out)
-                else:
-                    # No tool to ask: publish what the edge knows now (commands.py).
-                    out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
-                    self._command_result(
-                        command.command,
-                        command.message_id,
-                        wall,
-                        out,
-                        ok=True,
-                        result="status published",
-                    )
-            case DeviceCommand.SET_VOLUME:
-                volume: VolumeParameters = params
-                arguments = {"volume": volume.volume}
-                tool = self._device_tool(MCP_TOOL_FOR_COMMAND[known], arguments)
-                self._tool_call(command, tool, arguments, now=now, wall=wall, out=out)
-            case DeviceCommand.LED:
-                led: LedParameters = params
-                tool = self._device_tool(McpTool.LIGHT_ON if led.on else McpTool.LIGHT_OFF, {})
-                self._tool_call(command, tool, {}, now=now, wall=wall, out=out)
-
-    def _device_tool(self, tool: McpTool, arguments: dict[str, Any]) -> str:
-        """The device's own name for a stock firmware tool (:meth:`McpClient.resolve`); the
-        stock name when it has none, so the refusal names what was looked for."""
-        if self._mcp is None:  # no tools listed yet: the stock name, as a new client says
-            return tool.value
-        return self._mcp.resolve(tool.value, arguments) or tool.value
-
-    def _tool_refusal(self, tool: str) -> str | None:
-        """Why ``tool`` cannot be called, or None. Tools still being listed are tried."""
-        if not self.features_mcp:
-            return "device did not announce MCP (features.mcp)"
-        if self.mcp.has_tool(tool) is False:
-            return f"device has no MCP tool {tool!r}"
-        return None
-
-    def _tool_call(
-        self,
-        command: CommandPayload,
-        tool: str,
-        arguments: dict[str, Any],
-        *,
-        now: float,
-        wall: str,
-        out: list[Output],
-    ) -> None:
-        refusal = self._tool_refusal(tool)
-        if refusal is not None:
-            self._command_result(
-                command.command, command.message_id, wall, out, ok=False, error=refusal
-            )
-            return
-        context = _CallContext(command.command, command.message_id)
-        deadline = now + self.limits.mcp_call_timeout_seconds
-        try:
-            request = self.mcp.call(tool, arguments, now, deadline, context)
-        except McpBusy as err:
-            self._command_result(
-                command.command, command.message_id, wall, out, ok=False, error=str(err)
-            )
-            return
-        self._send_mcp(request, out)
-        self.counters.commands_delivered += 1
-
-    def _answer_packets(self, params: RespondParameters) -> Sequence[bytes]:
-        """The answer's Opus packets in this device's frame duration: the hub's speech when
-        the command carries it (re-framed if the device asked for another duration), else
-        the stand-in chime.
-
-        Raises:
-            InvalidMessage: the audio does not decode (bad base64, a corrupt packet).
-        """
-        clip = params.audio
-        if clip is None:
-            return self.synthesizer.synthesize(params.text, self.frame_duration_ms)
-        if (
-            clip.encoding is UtteranceEncoding.OPUS
-            and clip.sample_rate == SAMPLE_RATE
-            and clip.frame_duration_ms == self.frame_duration_ms
-        ):
-            return clip.opus_packets()
-        return opus.encode(
-            _clip_pcm(clip), sample_rate=SAMPLE_RATE, frame_duration_ms=self.frame_duration_ms
-        )
-
-    def _respond(self, params: RespondParameters, out: list[Output]) -> None:
-        """stt echo, optional emotion, tts start / sentence_start, audio, then tts stop.
-
-        Raises:
-            InvalidMessage: the answer's audio does not decode; nothing is sent.
-        """
-        packets = self._answer_packets(params)
-        session_id = self.session_id
-        if params.stt:
-            out.append(SendText(Stt(session_id=session_id, text=params.stt).to_text()))
-        if params.emotion:
-            out.append(SendText(Llm(session_id=session_id, emotion=params.emotion).to_text()))
-        out.append(SendText(Tts(session_id=session_id, state=TtsState.START).to_text()))
-        sentence = Tts(session_id=session_id, state=TtsState.SENTENCE_START, text=params.text)
-        out.append(SendText(sentence.to_text()))
-        frames = []
-        for index, packet in enumerate(packets):
-            if self.via_gateway:  # the gateway stamps the device's datagrams with it
-                stamp = self._downlink_ms
-                frames.append(encode_gateway_downlink(packet, sequence=index, timestamp_ms=stamp))
-            else:
-                # v2 stamps the downlink clock; the device echoes it for server AEC (§1.7).
-                frames.append(
-                    encode_opus(packet, self.binary_version, timestamp_ms=self._downlink_ms)
-                )
-            self._downlink_ms = (self._downlink_ms + self.frame_duration_ms) % _U32
-        stop = SendText(Tts(session_id=session_id, state=TtsState.STOP).to_text())
-        out.append(PlayAudio(tuple(frames), self.frame_duration_ms, PREBUFFER_FRAMES, then=(stop,)))
-
-
-def _clip_pcm(clip: AudioClip) -> bytes:
-    """A clip's audio as 16 kHz PCM (Opus decodes at any rate; PCM must already be 16 kHz).
-
-    Raises:
-        InvalidMessage: undecodable audio, or PCM at another rate.
-    """
-    if clip.encoding is UtteranceEncoding.OPUS:
-        return opus.decode(clip.opus_packets(), sample_rate=SAMPLE_RATE)
-    if clip.sample_rate != SAMPLE_RATE:
-        raise InvalidMessage(
-            f"answer audio: pcm at {clip.sample_rate} Hz, the edge plays {SAMPLE_RATE} Hz",
-            field="parameters.audio.sample_rate",
-        )
-    return clip.pcm_bytes()
-
-
-def _seed_audio(clip: AudioClip | None) -> str | None:
-    """The answer as seed 003's ``audio_data``: a base64 WAV file (16 kHz mono 16-bit)."""
-    if clip is None:
-        return None
-    wav = encode_wav(_clip_pcm(clip), UPLINK_FORMAT)
-    return base64.b64encode(wav).decode("ascii")

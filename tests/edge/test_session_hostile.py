@@ -14,6 +14,7 @@ import pytest
 
 from xiaozhi.binary import encode_opus
 from xiaozhi_edge.counters import EdgeCounters
+from xiaozhi_edge.delivery import CommandDelivery
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.mcp_client import McpClient
 from xiaozhi_edge.outputs import Close
@@ -265,11 +266,12 @@ def test_bugs_in_other_entry_points_do_not_escape(
 ) -> None:
     counters = EdgeCounters()
     session = ready_session(1, counters=counters)
-    for name in ("_handle_binary", "_handle_command", "_status_publish", "_filters"):
+    for name in ("_handle_binary", "status_publish", "_filters"):
         monkeypatch.setattr(DeviceSession, name, _boom)  # slots: patch the class
+    monkeypatch.setattr(CommandDelivery, "on_command", _boom)
     assert session.mcp.pending_count == 1  # the hello's initialize: on_timer runs expire
     monkeypatch.setattr(McpClient, "expire", _boom)
-    session._last_activity = 0.0
+    session.last_activity = 0.0
     if method == "on_binary":
         outputs = session.on_binary(b"\x01", 1.0, WALL)
         assert sent(outputs)[0]["data"]["error_code"] == "INTERNAL_ERROR"

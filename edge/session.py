@@ -13,19 +13,33 @@ of outputs to execute in order. Rules the I/O layer must keep:
 * When a device id that already has a session connects again, call
   :meth:`~DeviceSession.supersede` on the older one (the device id is known once the new
   session is READY), so the old socket's end does not mark the device disconnected.
-* After a :class:`~xiaozhi_edge.outputs.Close` the session is CLOSING and every input
-  returns ``[]`` until ``on_close``.
-* ``on_*`` never raises. A :class:`~xiaozhi.errors.WireError` from a codec or model becomes
-  an ``error`` reply naming what was wrong; anything else is a bug: it is counted as
-  ``INTERNAL_ERROR``, handed to ``on_fault`` (the I/O layer logs it with its traceback) and
-  kept in :attr:`~DeviceSession.last_fault`, and answered with a generic error without
-  details (websockets' parse/fail pattern).
+* After a :class:`~xiaozhi_edge.outputs.Close` the session is CLOSING or ERROR and every
+  device frame returns ``[]`` until ``on_close``.
+* ``on_*`` never raises: each runs its body inside the one guard (``_guarded``). A
+  :class:`~xiaozhi.errors.WireError` from a device frame becomes an ``error`` reply naming
+  what was wrong; anything else is a bug: it is counted as ``INTERNAL_ERROR``, handed to
+  ``on_fault`` (the I/O layer logs it with its traceback) and kept in
+  :attr:`~DeviceSession.last_fault`, and answered with a generic error without details
+  (websockets' parse/fail pattern). A bug is ours, not the device's: it does not end the
+  connection.
 
 The state machine (all of it lives here, h11 style)::
 
-    AWAIT_HELLO --hello / device_register--> READY --Close output--> CLOSING
-         |  \\--hello timeout, hostile input (Close)-----------------^     |
-         \\---------------------------- on_close ----------------------> CLOSED
+    AWAIT_HELLO --hello / device_register--> READY --goodbye, idle, replaced--> CLOSING
+         |                                     |                                   |
+         +--hello timeout, refused identity,---+--> ERROR (error reply, then       |
+         |  too big, flood, garbage streak          close 1008/1009)               |
+         |                                            |                            |
+         +--------------------- on_close -------------+----------------------------+--> CLOSED
+
+What the session does around the machine lives beside it, one module per role:
+
+* ``admission.py``: size, rate, flood and garbage rules, before a frame is parsed;
+* ``reassembly.py``: seed ``audio_data`` chunks put back together, bounded;
+* ``delivery.py``: MQTT commands -> outputs, the duplicate-id window, MCP call outcomes;
+* ``counters.py``: the process's counters every session adds to;
+* ``telemetry.py``, ``utterances.py``, ``mcp_client.py``: the fast telemetry path, the
+  audio turn, the MCP client.
 
 Two device families share one socket (design.md §4): real firmware (``hello``, binary audio,
 MCP) and seed 003 clients (``device_register`` and the JSON envelope). Both are accepted
@@ -40,7 +54,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from xiaozhi import jsonutil
 from xiaozhi.binary import (
@@ -166,6 +180,7 @@ DEFAULT_WAKE_WORDS: Final = ("你好小智", "ni hao xiao zhi", "nihaoxiaozhi", 
 word, any other text a typed command (reference §1.5, §6.5)."""
 
 _INTERNAL_ERROR: Final = "INTERNAL_ERROR"
+_T = TypeVar("_T")
 _WAKE_WORD_STRIP: Final = " \t.,!?;:。，！？"
 _SENSOR_OPTIONS: Final = publish_options(TopicKind.SENSOR)
 _STATUS_OPTIONS: Final = publish_options(TopicKind.STATUS)
@@ -179,8 +194,16 @@ class SessionState(enum.StrEnum):
 
     AWAIT_HELLO = "await_hello"  # socket open, no device hello yet
     READY = "ready"  # hello answered; binary version fixed for life
-    CLOSING = "closing"  # close sent, waiting for the socket to end
+    CLOSING = "closing"  # close sent in order (goodbye, idle, replaced); socket ending
+    ERROR = "error"  # closed 1008/1009 for the device's violation; input refused
     CLOSED = "closed"  # on_close ran: disconnected status published
+
+
+_TAKES_INPUT: Final = frozenset({SessionState.AWAIT_HELLO, SessionState.READY})
+"""States that read the device's frames; any other returns ``[]`` for them."""
+
+_CLOSE_SENT: Final = frozenset({SessionState.CLOSING, SessionState.ERROR})
+"""States whose close the session sent: the socket's end is no ``connection lost``."""
 
 
 class UnexpectedMessage(InvalidMessage):
@@ -517,38 +540,20 @@ class DeviceSession:
 
     # -- inputs ------------------------------------------------------------------------
 
+    # Each entry point is the state gate and :meth:`_guarded` around its handler: the one
+    # place where a WireError becomes a reply and anything else a counted, logged fault.
+
     def on_text(self, text: str, now: float, wall: str) -> list[Output]:
         """One WebSocket text frame from the device."""
-        if self.state not in (SessionState.AWAIT_HELLO, SessionState.READY):
+        if self.state not in _TAKES_INPUT:
             return []
-        out: list[Output] = []
-        try:
-            self.counters.text_messages += 1
-            size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-            if self._admit(size, now, wall, out):
-                obj = jsonutil.loads_object(text, max_bytes=self.limits.max_frame_bytes)
-                if self.state is not SessionState.READY or not self._telemetry_fast(obj, wall, out):
-                    self._dispatch(device_message_from_obj(obj), now, wall, out)
-        except WireError as err:
-            self._reject(err, now, wall, out)
-        except Exception as exc:
-            self._fault(exc, wall, out, reply=True)
-        return out
+        return self._guarded(DeviceSession._text, text, now, wall, reply=True)
 
     def on_binary(self, data: bytes, now: float, wall: str) -> list[Output]:
         """One WebSocket binary frame from the device, in its fixed binary version."""
-        if self.state not in (SessionState.AWAIT_HELLO, SessionState.READY):
+        if self.state not in _TAKES_INPUT:
             return []
-        out: list[Output] = []
-        try:
-            self.counters.binary_frames += 1
-            if self._admit(len(data), now, wall, out):
-                self._handle_binary(data, now, wall, out)
-        except WireError as err:
-            self._reject(err, now, wall, out)
-        except Exception as exc:
-            self._fault(exc, wall, out, reply=True)
-        return out
+        return self._guarded(DeviceSession._binary, data, now, wall, reply=True)
 
     def on_command(self, payload: bytes, now: float, wall: str) -> list[Output]:
         """One MQTT message from the device's command, group or broadcast topic.
@@ -557,34 +562,11 @@ class DeviceSession:
         ``xiaozhi/events/{device_id}`` (an ``error`` or a failed ``command_result``), never
         on the socket.
         """
-        out: list[Output] = []
-        try:
-            if self._announced and self.state is not SessionState.CLOSED:
-                delivery = self._delivery
-                if delivery is None:
-                    delivery = self._delivery = CommandDelivery()
-                delivery.on_command(self, payload, now, wall, out)
-        except Exception as exc:
-            self._fault(exc, wall, out, reply=False)
-        return out
+        return self._guarded(DeviceSession._command, payload, now, wall, reply=False)
 
     def on_timer(self, now: float, wall: str) -> list[Output]:
         """Run the timers due at ``now``: hello timeout, idle timeout, MCP call timeouts."""
-        out: list[Output] = []
-        try:
-            if self.state is SessionState.AWAIT_HELLO:
-                if now >= self._opened_at + self.limits.hello_timeout_seconds:
-                    self._close(CloseCode.POLICY_VIOLATION, "hello timeout", out)
-            elif self.state is SessionState.READY:
-                if now >= self.last_activity + self.limits.idle_timeout_seconds:
-                    self._close(CloseCode.GOING_AWAY, "idle timeout", out)
-                    return out
-                if self._mcp is not None:
-                    for event in self._mcp.expire(now):
-                        self._on_mcp_failure(event, wall, out, timed_out=True)
-        except Exception as exc:
-            self._fault(exc, wall, out, reply=False)
-        return out
+        return self._guarded(DeviceSession._timer, None, now, wall, reply=False)
 
     def on_groups(self, group_ids: Iterable[str], now: float, wall: str) -> list[Output]:
         """The device's groups changed (e.g. from the hub's retained ``bridge/groups``).
@@ -597,28 +579,7 @@ class DeviceSession:
             Subscribe/Unsubscribe for the difference (nothing before the hello: the groups
             are used when the session subscribes).
         """
-        out: list[Output] = []
-        try:
-            del now
-            groups = []
-            for group in group_ids:
-                try:
-                    groups.append(validate_id(group, what="group id"))
-                except InvalidTopic:
-                    self.counters.count_error(ErrorCode.INVALID_DATA_FORMAT.name)
-            self._groups = tuple(dict.fromkeys(groups))
-            if self.state is SessionState.READY and self.device_id is not None:
-                wanted = self._filters(self.device_id)
-                added = tuple(f for f in wanted if f not in self._subscriptions)
-                removed = tuple(f for f in self._subscriptions if f not in wanted)
-                if removed:
-                    out.append(Unsubscribe(removed))
-                if added:
-                    out.append(Subscribe(added))
-                self._subscriptions = wanted
-        except Exception as exc:
-            self._fault(exc, wall, out, reply=False)
-        return out
+        return self._guarded(DeviceSession._groups_changed, group_ids, now, wall, reply=False)
 
     def supersede(self, now: float, wall: str) -> list[Output]:
         """The same device connected again (on this edge): close this older connection.
@@ -634,7 +595,7 @@ class DeviceSession:
         del now, wall
         self._superseded = True
         out: list[Output] = []
-        if self.state in (SessionState.AWAIT_HELLO, SessionState.READY):
+        if self.state in _TAKES_INPUT:
             self._close(CloseCode.NORMAL, "replaced by a new connection", out)
         return out
 
@@ -642,46 +603,132 @@ class DeviceSession:
         """The socket is gone. Publishes ``disconnected`` and unsubscribes; call once."""
         if self.state is SessionState.CLOSED:
             return []
-        previous, self.state = self.state, SessionState.CLOSED
+        return self._guarded(DeviceSession._socket_gone, None, now, wall, reply=False)
+
+    def _guarded(
+        self,
+        handler: Callable[[DeviceSession, _T, float, str, list[Output]], None],
+        arg: _T,
+        now: float,
+        wall: str,
+        *,
+        reply: bool,
+    ) -> list[Output]:
+        """Run one entry point's handler; the session's only ``try``/``except``.
+
+        Args:
+            handler: The entry point's body, a plain function of the class (looked up on
+                the class, so no bound method is made per message).
+            reply: True for the device's own frames: a :class:`~xiaozhi.errors.WireError`
+                is its fault and answered (:meth:`_reject`). False for everything else
+                (commands, timers, groups, the socket's end), where any exception is ours.
+
+        Returns:
+            The outputs, including what the handler appended before it raised.
+        """
         out: list[Output] = []
         try:
-            del now
-            if previous is not SessionState.CLOSING:
-                self.counters.count_close("connection lost")
-            if self._audio is not None:
-                self._audio.release()
-            self._reassembly = None
-            if not self._announced or self.device_id is None:
-                return out
-            reason = "connection replaced" if self._superseded else "device disconnected"
-            if self._mcp is not None:
-                for event in self._mcp.cancel_all(reason):
-                    self._on_mcp_failure(event, wall, out, timed_out=False)
-            if self._subscriptions:
-                out.append(Unsubscribe(self._subscriptions))
-                self._subscriptions = ()
-            if self._superseded:
-                return out
-            out.append(self.status_publish(DeviceStatus.DISCONNECTED, wall))
-            disconnected = ConnectionEvent(
-                event_type="device_disconnected",
-                device_id=self.device_id,
-                transport=self.transport,
-                edge_id=self.edge_id,
-                timestamp=wall,
-                session_id=self.session_id,
-                simulated=self._simulated,
-            )
-            out.append(
-                Publish.of(
-                    TopicKind.DEVICE_DISCONNECTED,
-                    self.topics.device_disconnected(),
-                    disconnected.to_wire(),
-                )
-            )
+            handler(self, arg, now, wall, out)
+        except WireError as err:
+            if reply:
+                self._reject(err, now, wall, out)
+            else:
+                self._fault(err, wall, out, reply=False)
         except Exception as exc:
-            self._fault(exc, wall, out, reply=False)
+            self._fault(exc, wall, out, reply=reply)
         return out
+
+    # -- entry point bodies ------------------------------------------------------------
+
+    def _text(self, text: str, now: float, wall: str, out: list[Output]) -> None:
+        self.counters.text_messages += 1
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        if self._admit(size, now, wall, out):
+            obj = jsonutil.loads_object(text, max_bytes=self.limits.max_frame_bytes)
+            if self.state is not SessionState.READY or not self._telemetry_fast(obj, wall, out):
+                self._dispatch(device_message_from_obj(obj), now, wall, out)
+
+    def _binary(self, data: bytes, now: float, wall: str, out: list[Output]) -> None:
+        self.counters.binary_frames += 1
+        if self._admit(len(data), now, wall, out):
+            self._handle_binary(data, now, wall, out)
+
+    def _command(self, payload: bytes, now: float, wall: str, out: list[Output]) -> None:
+        if self._announced and self.state is not SessionState.CLOSED:
+            delivery = self._delivery
+            if delivery is None:
+                delivery = self._delivery = CommandDelivery()
+            delivery.on_command(self, payload, now, wall, out)
+
+    def _timer(self, _: None, now: float, wall: str, out: list[Output]) -> None:
+        if self.state is SessionState.AWAIT_HELLO:
+            if now >= self._opened_at + self.limits.hello_timeout_seconds:
+                self._fail(CloseCode.POLICY_VIOLATION, "hello timeout", out)
+        elif self.state is SessionState.READY:
+            if now >= self.last_activity + self.limits.idle_timeout_seconds:
+                self._close(CloseCode.GOING_AWAY, "idle timeout", out)
+                return
+            if self._mcp is not None:
+                for event in self._mcp.expire(now):
+                    self._on_mcp_failure(event, wall, out, timed_out=True)
+
+    def _groups_changed(
+        self, group_ids: Iterable[str], now: float, wall: str, out: list[Output]
+    ) -> None:
+        del now, wall
+        groups = []
+        for group in group_ids:
+            try:
+                groups.append(validate_id(group, what="group id"))
+            except InvalidTopic:
+                self.counters.count_error(ErrorCode.INVALID_DATA_FORMAT.name)
+        self._groups = tuple(dict.fromkeys(groups))
+        if self.state is SessionState.READY and self.device_id is not None:
+            wanted = self._filters(self.device_id)
+            added = tuple(f for f in wanted if f not in self._subscriptions)
+            removed = tuple(f for f in self._subscriptions if f not in wanted)
+            if removed:
+                out.append(Unsubscribe(removed))
+            if added:
+                out.append(Subscribe(added))
+            self._subscriptions = wanted
+
+    def _socket_gone(self, _: None, now: float, wall: str, out: list[Output]) -> None:
+        del now
+        previous, self.state = self.state, SessionState.CLOSED
+        if previous not in _CLOSE_SENT:
+            self.counters.count_close("connection lost")
+        if self._audio is not None:
+            self._audio.release()
+        self._reassembly = None
+        if not self._announced or self.device_id is None:
+            return
+        reason = "connection replaced" if self._superseded else "device disconnected"
+        if self._mcp is not None:
+            for event in self._mcp.cancel_all(reason):
+                self._on_mcp_failure(event, wall, out, timed_out=False)
+        if self._subscriptions:
+            out.append(Unsubscribe(self._subscriptions))
+            self._subscriptions = ()
+        if self._superseded:
+            return
+        out.append(self.status_publish(DeviceStatus.DISCONNECTED, wall))
+        disconnected = ConnectionEvent(
+            event_type="device_disconnected",
+            device_id=self.device_id,
+            transport=self.transport,
+            edge_id=self.edge_id,
+            timestamp=wall,
+            session_id=self.session_id,
+            simulated=self._simulated,
+        )
+        out.append(
+            Publish.of(
+                TopicKind.DEVICE_DISCONNECTED,
+                self.topics.device_disconnected(),
+                disconnected.to_wire(),
+            )
+        )
 
     # -- admission, errors, closing ----------------------------------------------------
 
@@ -698,7 +745,7 @@ class DeviceSession:
             counters.rate_limited += 1
         self._reply_error(refusal.error, wall, out)
         if refusal.close is not None:
-            self._close(refusal.close[0], refusal.close[1], out)
+            self._fail(refusal.close[0], refusal.close[1], out)
         return False
 
     def _reply_error(self, err: WireError, wall: str, out: list[Output]) -> None:
@@ -711,9 +758,9 @@ class DeviceSession:
         self._reply_error(err, wall, out)
         rule = _close_for(err)
         if rule is not None:
-            self._close(rule[0], rule[1], out)
+            self._fail(rule[0], rule[1], out)
         elif self._admission.garbage(now):
-            self._close(MALFORMED_STREAK[0], MALFORMED_STREAK[1], out)
+            self._fail(MALFORMED_STREAK[0], MALFORMED_STREAK[1], out)
 
     def _fault(self, exc: Exception, wall: str, out: list[Output], *, reply: bool) -> None:
         """A bug: count it, hand it to the log, answer without details, stay alive."""
@@ -721,7 +768,7 @@ class DeviceSession:
         self.last_fault = exc
         if self.on_fault is not None:
             self.on_fault(exc)
-        if reply and self.state in (SessionState.AWAIT_HELLO, SessionState.READY):
+        if reply and self.state in _TAKES_INPUT:
             data = ErrorData(
                 error_code=_INTERNAL_ERROR,
                 error_message="internal error; the message was dropped",
@@ -732,8 +779,18 @@ class DeviceSession:
             out.append(SendText(message.to_text()))
 
     def _close(self, code: CloseCode, reason: str, out: list[Output]) -> None:
+        """End the connection in order (goodbye, idle, replaced): READY -> CLOSING."""
         out.append(Close(int(code), reason))
         self.state = SessionState.CLOSING
+        self.counters.count_close(reason)
+
+    def _fail(self, code: CloseCode, reason: str, out: list[Output]) -> None:
+        """End the connection for the device's violation (1008, 1009): -> ERROR.
+
+        The error reply is already in ``out``; after the close, input is refused.
+        """
+        out.append(Close(int(code), reason))
+        self.state = SessionState.ERROR
         self.counters.count_close(reason)
 
     # -- dispatch ----------------------------------------------------------------------

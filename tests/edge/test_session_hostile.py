@@ -171,7 +171,7 @@ def test_oversize_frame_closes_1009(kind: str) -> None:
     assert error_codes(outputs) == ["MESSAGE_TOO_LARGE"]
     assert "> limit 1024 B" in sent(outputs)[0]["data"]["error_message"]
     assert close_of(outputs) == Close(1009, "message too big")
-    assert session.state is SessionState.CLOSING
+    assert session.state is SessionState.ERROR
     assert session.on_text(hello_text(), 1.1, WALL) == []
     assert counters.closes == {"message too big": 1}
 

@@ -32,7 +32,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, assert_never, cast
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
@@ -376,6 +376,9 @@ class DeviceConnection:
             case Close(code=code, reason=reason):
                 self._stop_playback()
                 server.spawn(self.ws.close(code, reason))
+            case _:
+                # Exhaustive over outputs.Output: a new output kind fails mypy here.
+                assert_never(output)
 
     def _log_connected(self) -> None:
         session = self.session

@@ -248,7 +248,7 @@ class VoiceChannel:
         conn = self.conn
         if conn is None or self.ended:
             return
-        conn.server.tap_audio(conn, opus, now)
+        conn.server.monitor.tap(conn, opus, now)
         outputs = conn.session.on_binary(opus, now, wire_timestamp(time.time()))
         if outputs:
             conn.execute_soon(outputs)

@@ -505,6 +505,43 @@ async def test_the_audio_monitor_hears_a_device_held_by_another_edge(
     await device.close()
 
 
+async def test_the_monitor_wants_of_an_edge_that_died_are_dropped(
+    start_edge: StartEdge, integrator: Recorder
+) -> None:
+    holder = await start_edge()
+    mac = new_mac()
+    device_id = device_id_of(mac)
+    device = await Device.connect(holder.port, device_id=mac, version=2)
+    await device.hello()
+    await _announced(integrator, device_id)
+    await device.send_json({"type": "listen", "state": "start", "mode": "manual"})
+    ghost = f"edge-ghost-{uuid.uuid4().hex[:8]}"
+    want, audio = TOPICS.monitor_listeners(device_id, ghost), TOPICS.monitor_audio(device_id)
+    await integrator.publish(want, {"edge_id": ghost}, retain=True)
+    # The holder relays once it has the want: talk in real time until the audio shows.
+    for frame in opus_tone_frames(100):
+        await device.send_opus([frame])
+        with contextlib.suppress(AssertionError):
+            await integrator.wait_for(lambda: integrator.payloads(audio), within=0.06)
+            break
+    assert integrator.payloads(audio)
+    # The ghost edge's will: the holder drops its want and deletes it at the broker.
+    ghost_state = TOPICS.bridge_edge(ghost)
+    await integrator.publish(ghost_state, {"state": "offline", "edge_id": ghost}, retain=True)
+    await integrator.wait_for(lambda: b"" in integrator.payloads(want))
+    mark = integrator.mark()
+    await device.send_opus(opus_tone_frames(3))
+    sensor = {"type": "sensor", "data": {"sensor_type": "temp", "value": 21.5, "unit": "C"}}
+    await device.send_json(sensor)  # the barrier: same connection, same QoS 0, in order
+    await integrator.expect(TOPICS.sensor(device_id, "temp"), lambda r: r["value"] == 21.5)
+    assert integrator.payloads(audio, after=mark) == []
+    # A want it left behind and that comes again (a retained copy) is deleted too.
+    await integrator.publish(want, {"edge_id": ghost}, retain=True)
+    await integrator.wait_for(lambda: integrator.payloads(want, after=mark)[-1:] == [b""])
+    await integrator.publish(ghost_state, b"", retain=True)
+    await device.close()
+
+
 async def test_a_slow_monitor_listener_skips_ahead_and_never_slows_the_device(
     start_edge: StartEdge, integrator: Recorder
 ) -> None:

@@ -356,8 +356,9 @@ class DeviceSession:
             (``mqtt-udp`` for a session behind the edge's MQTT + UDP listener).
 
     Memory: an edge holds 10,000 idle sessions, so the class has ``__slots__`` and what only
-    some devices use (the utterance buffer, the MCP client, the duplicate-command window,
-    the chunk streams, the flood and garbage windows' timestamps) is made on first use.
+    some devices use (the utterance buffer, the MCP client, the command delivery with its
+    duplicate-id window, the chunk reassembler, admission's flood and garbage windows) is
+    made on first use.
     """
 
     __slots__ = (
@@ -1016,6 +1017,7 @@ class DeviceSession:
         return True if self.identity is not None and self.identity.simulated else None
 
     def status_publish(self, status: DeviceStatus, wall: str) -> Publish:
+        """The device's retained status (also for edge/delivery.py's ``get_status``)."""
         assert self.device_id is not None
         if status is DeviceStatus.CONNECTED:
             payload = self._connected_status(wall)
@@ -1079,6 +1081,7 @@ class DeviceSession:
         )
 
     def publish_event(self, event_type: str, wall: str, out: list[Output], **fields: Any) -> None:
+        """One event on ``xiaozhi/events/{device_id}`` (the session's and delivery.py's)."""
         assert self.device_id is not None
         payload = EventPayload(
             event_type=event_type,
@@ -1229,6 +1232,7 @@ class DeviceSession:
                 pass
 
     def send_mcp(self, request: dict[str, Any] | None, out: list[Output]) -> None:
+        """Send an MCP request to the device, if there is one (also a delivered command's)."""
         if request is not None:
             out.append(SendText(mcp_message(request, self.session_id).to_text()))
 

@@ -54,6 +54,7 @@ from xiaozhi.timestamps import wire_timestamp
 from xiaozhi.tokens import bearer_token, verify_gateway_token, verify_token
 from xiaozhi.topics import TopicKind, TopicTree, normalize_device_id, publish_options
 from xiaozhi_edge.counters import EdgeCounters
+from xiaozhi_edge.identity import ConnectionIdentity
 from xiaozhi_edge.monitor import MONITOR_PATH, AudioMonitor
 from xiaozhi_edge.outputs import (
     Close,
@@ -66,7 +67,7 @@ from xiaozhi_edge.outputs import (
     Subscribe,
     Unsubscribe,
 )
-from xiaozhi_edge.session import ConnectionIdentity, DeviceSession
+from xiaozhi_edge.session import DeviceSession
 from xiaozhi_edge.settings import DeviceAuth, EdgeSettings
 from xiaozhi_edge.utterances import ToneSynthesizer
 from xiaozhi_runtime.mqtt import MqttOwner, OutMessage

@@ -38,6 +38,7 @@ What the session does around the machine lives beside it, one module per role:
 * ``reassembly.py``: seed ``audio_data`` chunks put back together, bounded;
 * ``delivery.py``: MQTT commands -> outputs, the duplicate-id window, MCP call outcomes;
 * ``counters.py``: the process's counters every session adds to;
+* ``identity.py``: who is on the connection (the handshake's identity);
 * ``telemetry.py``, ``utterances.py``, ``mcp_client.py``: the fast telemetry path, the
   audio turn, the MCP client.
 
@@ -52,7 +53,6 @@ import enum
 import functools
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, Protocol, TypeVar
 
@@ -110,7 +110,6 @@ from xiaozhi.payloads import (
     StatusPayload,
     UtterancePayload,
     VoiceCommandEvent,
-    is_simulator_user_agent,
 )
 from xiaozhi.topics import (
     TopicKind,
@@ -123,6 +122,7 @@ from xiaozhi.wav import UPLINK_FORMAT, decode_wav
 from xiaozhi_edge.admission import MALFORMED_STREAK, Admission
 from xiaozhi_edge.counters import EdgeCounters
 from xiaozhi_edge.delivery import CommandDelivery, call_outcome
+from xiaozhi_edge.identity import ConnectionIdentity, IdentityRefused, MissingIdentity
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.mcp_client import (
     McpCallResult,
@@ -163,10 +163,7 @@ from xiaozhi_edge.utterances import (
 __all__ = [
     "DEFAULT_FRAME_DURATION_MS",
     "DEFAULT_WAKE_WORDS",
-    "ConnectionIdentity",
     "DeviceSession",
-    "IdentityRefused",
-    "MissingIdentity",
     "SessionState",
     "SpeechSynthesizer",
     "UnexpectedMessage",
@@ -215,18 +212,6 @@ class UnexpectedMessage(InvalidMessage):
         super().__init__(message, field="type")
 
 
-class IdentityRefused(WireError):
-    """The device claims an identity the connection does not have; closes with 1008."""
-
-    code = ErrorCode.PERMISSION_DENIED
-
-
-class MissingIdentity(IdentityRefused):
-    """A firmware ``hello`` on a connection without a ``Device-Id``; closes with 1008."""
-
-    code = ErrorCode.MISSING_REQUIRED_FIELDS
-
-
 # The one table from error class to close (style.md "How this project applies them").
 # Every other WireError is answered and counted; a streak of them closes 1008 (garbage).
 _CLOSE_FOR_ERROR: Final[dict[type[WireError], tuple[CloseCode, str]]] = {
@@ -263,64 +248,6 @@ class SpeechSynthesizer(Protocol):
     """What a session needs of a TTS: Opus packets (16 kHz) for a sentence."""
 
     def synthesize(self, text: str, frame_duration_ms: int) -> tuple[bytes, ...]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionIdentity:
-    """Who is on the connection, from the handshake (reference §1.2) or ``device_register``.
-
-    Attributes:
-        device_id: Normalized id (``aabbccddeeff`` for a MAC), used in every topic.
-        raw_device_id: The id exactly as the device sent it.
-        client_id: The ``Client-Id`` header (board UUID), if sent.
-        protocol_version: The ``Protocol-Version`` header (1/2/3); None if absent.
-        authenticated: True when the handshake verified a token or an allow-list entry.
-        simulated: the ``User-Agent`` carries our simulator's product token
-            (:func:`~xiaozhi.payloads.is_simulator_user_agent`): its status and connection
-            events say ``"simulated": true``.
-    """
-
-    device_id: str
-    raw_device_id: str
-    client_id: str | None = None
-    protocol_version: int | None = None
-    authenticated: bool = False
-    simulated: bool = False
-
-    @classmethod
-    def from_handshake(
-        cls,
-        device_id: str,
-        *,
-        client_id: str | None = None,
-        protocol_version: str | int | None = None,
-        authenticated: bool = False,
-        user_agent: str | None = None,
-    ) -> ConnectionIdentity:
-        """Build the identity from handshake headers (or their query-parameter twins).
-
-        ``Protocol-Version`` absent, empty or ``0`` means "not given" (the firmware treats
-        0 as its default, reference §1.1).
-
-        Raises:
-            InvalidTopic: the device id does not normalize to a valid id; refuse the
-                handshake (HTTP 400).
-            UnsupportedVersion: ``Protocol-Version`` is not 1, 2 or 3.
-        """
-        version: int | None = None
-        if protocol_version not in (None, "", 0, "0"):
-            text = str(protocol_version).strip()
-            version = int(text) if text.isdigit() else None
-            if isinstance(protocol_version, bool) or version not in SUPPORTED_VERSIONS:
-                raise UnsupportedVersion(version=protocol_version, supported=SUPPORTED_VERSIONS)
-        return cls(
-            device_id=normalize_device_id(device_id),
-            raw_device_id=device_id,
-            client_id=client_id or None,
-            protocol_version=version,
-            authenticated=authenticated,
-            simulated=is_simulator_user_agent(user_agent),
-        )
 
 
 class DeviceSession:

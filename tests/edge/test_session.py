@@ -18,6 +18,7 @@ from xiaozhi.payloads import AudioClip, UtterancePayload
 from xiaozhi.topics import TopicTree
 from xiaozhi.wav import UPLINK_FORMAT, WavFormat, decode_wav, encode_wav
 from xiaozhi_edge.counters import EdgeCounters
+from xiaozhi_edge.identity import ConnectionIdentity
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.outputs import (
     Close,
@@ -30,7 +31,6 @@ from xiaozhi_edge.outputs import (
     Unsubscribe,
 )
 from xiaozhi_edge.session import (
-    ConnectionIdentity,
     DeviceKind,
     DeviceSession,
     SessionState,

@@ -69,8 +69,8 @@ from xiaozhi.timestamps import wire_timestamp
 from xiaozhi.tokens import Ed25519PublicKey, verify_token
 from xiaozhi.topics import normalize_device_id
 from xiaozhi.udp_audio import HEADER, KEY_BYTES, AudioChannel
+from xiaozhi_edge.identity import ConnectionIdentity
 from xiaozhi_edge.server import DeviceConnection
-from xiaozhi_edge.session import ConnectionIdentity
 from xiaozhi_edge.settings import DeviceAuth, EdgeSettings
 
 if TYPE_CHECKING:
@@ -248,7 +248,7 @@ class VoiceChannel:
         conn = self.conn
         if conn is None or self.ended:
             return
-        conn.server.tap_audio(conn, opus, now)
+        conn.server.monitor.tap(conn, opus, now)
         outputs = conn.session.on_binary(opus, now, wire_timestamp(time.time()))
         if outputs:
             conn.execute_soon(outputs)

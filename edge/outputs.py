@@ -158,7 +158,7 @@ class StopAudio:
 
 @dataclass(frozen=True, slots=True)
 class Close:
-    """Close the WebSocket. The session has moved to CLOSING and ignores further input.
+    """Close the WebSocket. The session has moved to CLOSING or ERROR and ignores further input.
 
     The I/O layer still calls ``on_close`` when the socket is gone, which publishes the
     ``disconnected`` status.

@@ -13,8 +13,8 @@ module feeds it what arrives and executes the outputs it returns, in order:
 * one ticker for all sessions' timers (hello and idle timeouts, MCP deadlines), instead of a
   task per connection;
 * paced TTS playback, one task per speaking device only;
-* the audio monitor (`/api/ws/audio?device_id=...`, seed 004): listeners get a device's uplink
-  Opus as monitor packets; a slow listener skips ahead (lag counted), never slowing the device;
+* the audio monitor (`/api/ws/audio?device_id=...`, seed 004; edge/monitor.py): listeners get
+  a device's uplink Opus as monitor packets, whichever edge process holds the device;
 * `/health`, `/stats` (seed 000's fields) and `/metrics` (Prometheus) on the same port.
 
 Shutdown follows uvicorn: stop accepting, close every device with 1012 (service restart), let
@@ -24,15 +24,13 @@ their `disconnected` status flush, mark the edge offline, disconnect from the br
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import http
 import os
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, assert_never, cast
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
@@ -44,20 +42,20 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from xiaozhi import jsonutil
-from xiaozhi.audio_monitor import AudioPacket, encode_audio_packet
-from xiaozhi.binary import FrameType
 from xiaozhi.errors import (
     AddressInUse,
     AuthenticationFailed,
     InvalidTopic,
     UnsupportedVersion,
-    WireError,
 )
 from xiaozhi.gateway_audio import is_gateway_query
 from xiaozhi.payloads import Availability, DeviceTransport, EdgeState
 from xiaozhi.timestamps import wire_timestamp
 from xiaozhi.tokens import bearer_token, verify_gateway_token, verify_token
 from xiaozhi.topics import TopicKind, TopicTree, normalize_device_id, publish_options
+from xiaozhi_edge.counters import EdgeCounters
+from xiaozhi_edge.identity import ConnectionIdentity
+from xiaozhi_edge.monitor import MONITOR_PATH, AudioMonitor
 from xiaozhi_edge.outputs import (
     Close,
     Output,
@@ -69,7 +67,7 @@ from xiaozhi_edge.outputs import (
     Subscribe,
     Unsubscribe,
 )
-from xiaozhi_edge.session import ConnectionIdentity, DeviceSession, EdgeCounters, SessionState
+from xiaozhi_edge.session import DeviceSession
 from xiaozhi_edge.settings import DeviceAuth, EdgeSettings
 from xiaozhi_edge.utterances import ToneSynthesizer
 from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
@@ -83,9 +81,6 @@ log = structlog.get_logger("xiaozhi.edge")
 
 DEVICE_PATHS = ("/xiaozhi/v1/", "/xiaozhi/v1", "/")
 """Where devices connect; the reference server does not enforce the path (reference 5.1)."""
-MONITOR_PATH = "/api/ws/audio"
-_MONITOR_QUEUE_PACKETS = 50  # ~3 s of 60 ms frames buffered per listener before skipping
-_MONITOR_PING_SECONDS = 30.0  # seed 004's keep-alive
 _TICK_SECONDS = 1.0
 _SERVICE_RESTART = 1012
 _SUBACK_WAIT_SECONDS = 5.0  # longest a hello answer waits for its subscription's SUBACK
@@ -223,31 +218,6 @@ class _Router:
         return task
 
 
-@dataclass(eq=False)
-class _Listener:
-    """One audio-monitor listener: a bounded queue; when full the oldest packet goes."""
-
-    device_id: str
-    started: float
-    queue: collections.deque[bytes] = field(
-        default_factory=lambda: collections.deque(maxlen=_MONITOR_QUEUE_PACKETS)
-    )
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    sequence: int = 0
-    lagged: int = 0
-
-    def offer(self, opus: bytes, duration_ms: int, now: float) -> bool:
-        """Queue one packet; True when the oldest had to go (the listener skips ahead)."""
-        lagging = len(self.queue) == self.queue.maxlen
-        self.lagged += lagging
-        timestamp = int((now - self.started) * 1000) & 0xFFFFFFFF
-        packet = AudioPacket(timestamp, duration_ms, self.sequence & 0xFFFFFFFF, opus)
-        self.sequence += 1
-        self.queue.append(encode_audio_packet(packet))
-        self.ready.set()
-        return lagging
-
-
 class DeviceConnection:
     """One device WebSocket: its session, its output lock, its playback.
 
@@ -299,7 +269,7 @@ class DeviceConnection:
                 if isinstance(message, str):
                     outputs = session.on_text(message, now, wall)
                 else:
-                    server.tap_audio(self, message, now)
+                    server.monitor.tap(self, message, now)
                     outputs = session.on_binary(message, now, wall)
                 if not outputs:
                     pass
@@ -375,6 +345,9 @@ class DeviceConnection:
             case Close(code=code, reason=reason):
                 self._stop_playback()
                 server.spawn(self.ws.close(code, reason))
+            case _:
+                # Exhaustive over outputs.Output: a new output kind fails mypy here.
+                assert_never(output)
 
     def _log_connected(self) -> None:
         session = self.session
@@ -444,7 +417,7 @@ class EdgeServer:
         self.idle = asyncio.Event()  # set while no device is connected (shutdown, tests)
         self.idle.set()
         self.by_device: dict[str, DeviceConnection] = {}
-        self.monitors: dict[str, set[_Listener]] = collections.defaultdict(set)
+        self.monitor = AudioMonitor(self)  # seed 004, across edge processes
         # Who each upgrading connection said it was, from the handshake to its handler. Weak:
         # an upgrade that fails after the check (a bad Sec-WebSocket-Key) never reaches the
         # handler, and its entry must go with the connection, not stay forever.
@@ -497,6 +470,7 @@ class EdgeServer:
                 f"(set XIAOZHI_EDGE_PORT to another port, or 0 for any free one)"
             ) from err
         await self.owner.start()  # only once devices can be served: nothing to undo before
+        await self.monitor.start()
         self._ticker = asyncio.create_task(self._tick(), name="edge-ticker")
         self._ticker.add_done_callback(_log_failure)  # a dead ticker stops every timeout
         log.info("edge_listening", port=self.port, edge_id=self.settings.edge_id)
@@ -701,7 +675,7 @@ class EdgeServer:
         request = ws.request
         path = urlsplit(request.path).path if request else ""
         if path == MONITOR_PATH:
-            return self._monitor(ws)
+            return self.monitor.serve(ws)
         identity = self._identities.pop(ws, None)
         # A xiaozhi-mqtt-gateway bridging MQTT + UDP firmware (reference §2.6).
         via_gateway = request is not None and is_gateway_query(urlsplit(request.path).query)
@@ -770,8 +744,12 @@ class EdgeServer:
             self.owner.forget(self.topics.status(device_id))
 
     def _on_mqtt(self, topic: str, payload: bytes) -> None:
-        """A command for devices held here (their own, a group's or broadcast)."""
+        """A command for devices held here (their own, a group's or broadcast), or the audio
+        monitor's traffic between edges."""
         holders = self.router.route(topic)
+        if not holders and self.monitor.handles(topic):
+            self.monitor.on_mqtt(topic, payload, asyncio.get_running_loop().time())
+            return
         if not holders:
             # Its device left (the unsubscribe was on its way): nobody here to deliver to.
             self.counters.commands_unrouted += 1
@@ -780,63 +758,6 @@ class EdgeServer:
         now, wall = loop.time(), wire_timestamp(time.time())
         for conn in holders:
             conn.execute_soon(conn.session.on_command(payload, now, wall))
-
-    # ------------------------------------------------------------------ audio monitor
-
-    def tap_audio(self, conn: DeviceConnection, data: bytes, now: float) -> None:
-        """Copy a device's uplink Opus to its monitor listeners (only when someone listens)."""
-        device_id = conn.session.device_id
-        if device_id is None or device_id not in self.monitors:
-            return
-        session = conn.session
-        if session.state is not SessionState.READY:
-            return
-        try:
-            frame = session.decode_binary(data)
-        except WireError:
-            return  # the session reports the bad frame; listeners just skip it
-        if frame.type is not FrameType.OPUS:
-            return
-        for listener in self.monitors[device_id]:
-            if listener.offer(frame.payload, session.frame_duration_ms, now):
-                self.counters.monitor_lagged_packets += 1
-
-    async def _monitor(self, ws: ServerConnection) -> None:
-        assert ws.request is not None
-        raw = parse_qs(urlsplit(ws.request.path).query).get("device_id", [""])[-1]
-        device_id = normalize_device_id(raw)
-        loop = asyncio.get_running_loop()
-        listener = _Listener(device_id, loop.time())
-        self.monitors[device_id].add(listener)
-        reader = self.spawn(self._drain_listener_input(ws))
-        try:
-            # One text frame first, so a listener knows it is attached; then binary packets.
-            await ws.send(jsonutil.dumps_text({"type": "monitor", "device_id": device_id}))
-            last_ping = loop.time()
-            while not reader.done():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(listener.ready.wait(), _MONITOR_PING_SECONDS)
-                listener.ready.clear()
-                while listener.queue:
-                    await ws.send(listener.queue.popleft())
-                if loop.time() - last_ping >= _MONITOR_PING_SECONDS:
-                    await ws.ping()
-                    last_ping = loop.time()
-        except ConnectionClosed:
-            pass
-        finally:
-            reader.cancel()
-            listeners = self.monitors.get(device_id)
-            if listeners is not None:
-                listeners.discard(listener)
-                if not listeners:
-                    del self.monitors[device_id]
-
-    @staticmethod
-    async def _drain_listener_input(ws: ServerConnection) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for _ in ws:
-                pass  # listeners have nothing to say; this notices their close
 
     # ------------------------------------------------------------------ observability
 
@@ -863,7 +784,7 @@ class EdgeServer:
             "pid": os.getpid(),
             "connections": len(self.connections),
             "devices": len(self.by_device),
-            "monitor_listeners": sum(len(v) for v in self.monitors.values()),
+            "monitor_listeners": self.monitor.listener_count,
             "tasks": len(asyncio.all_tasks()),  # a leak shows here first (bench churn)
             "counters": counters,
             "mqtt": {

@@ -13,19 +13,34 @@ of outputs to execute in order. Rules the I/O layer must keep:
 * When a device id that already has a session connects again, call
   :meth:`~DeviceSession.supersede` on the older one (the device id is known once the new
   session is READY), so the old socket's end does not mark the device disconnected.
-* After a :class:`~xiaozhi_edge.outputs.Close` the session is CLOSING and every input
-  returns ``[]`` until ``on_close``.
-* ``on_*`` never raises. A :class:`~xiaozhi.errors.WireError` from a codec or model becomes
-  an ``error`` reply naming what was wrong; anything else is a bug: it is counted as
-  ``INTERNAL_ERROR``, handed to ``on_fault`` (the I/O layer logs it with its traceback) and
-  kept in :attr:`~DeviceSession.last_fault`, and answered with a generic error without
-  details (websockets' parse/fail pattern).
+* After a :class:`~xiaozhi_edge.outputs.Close` the session is CLOSING or ERROR and every
+  device frame returns ``[]`` until ``on_close``.
+* ``on_*`` never raises: each runs its body inside the one guard (``_guarded``). A
+  :class:`~xiaozhi.errors.WireError` from a device frame becomes an ``error`` reply naming
+  what was wrong; anything else is a bug: it is counted as ``INTERNAL_ERROR``, handed to
+  ``on_fault`` (the I/O layer logs it with its traceback) and kept in
+  :attr:`~DeviceSession.last_fault`, and answered with a generic error without details
+  (websockets' parse/fail pattern). A bug is ours, not the device's: it does not end the
+  connection.
 
 The state machine (all of it lives here, h11 style)::
 
-    AWAIT_HELLO --hello / device_register--> READY --Close output--> CLOSING
-         |  \\--hello timeout, hostile input (Close)-----------------^     |
-         \\---------------------------- on_close ----------------------> CLOSED
+    AWAIT_HELLO --hello / device_register--> READY --goodbye, idle, replaced--> CLOSING
+         |                                     |                                   |
+         +--hello timeout, refused identity,---+--> ERROR (error reply, then       |
+         |  too big, flood, garbage streak          close 1008/1009)               |
+         |                                            |                            |
+         +--------------------- on_close -------------+----------------------------+--> CLOSED
+
+What the session does around the machine lives beside it, one module per role:
+
+* ``admission.py``: size, rate, flood and garbage rules, before a frame is parsed;
+* ``reassembly.py``: seed ``audio_data`` chunks put back together, bounded;
+* ``delivery.py``: MQTT commands -> outputs, the duplicate-id window, MCP call outcomes;
+* ``counters.py``: the process's counters every session adds to;
+* ``identity.py``: who is on the connection (the handshake's identity);
+* ``telemetry.py``, ``utterances.py``, ``mcp_client.py``: the fast telemetry path, the
+  audio turn, the MCP client.
 
 Two device families share one socket (design.md §4): real firmware (``hello``, binary audio,
 MCP) and seed 003 clients (``device_register`` and the JSON envelope). Both are accepted
@@ -34,15 +49,12 @@ from either; the family decides how commands are delivered.
 
 from __future__ import annotations
 
-import base64
 import enum
 import functools
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from xiaozhi import jsonutil
 from xiaozhi.binary import (
@@ -50,39 +62,21 @@ from xiaozhi.binary import (
     BinaryFrame,
     FrameType,
     decode_frame,
-    encode_opus,
 )
-from xiaozhi.commands import (
-    MCP_TOOL_FOR_COMMAND,
-    AlertParameters,
-    CommandResult,
-    DeviceCommand,
-    LedParameters,
-    McpCallParameters,
-    McpTool,
-    RespondParameters,
-    VolumeParameters,
-    parse_parameters,
-)
-from xiaozhi.dedup import RecentIds
 from xiaozhi.errors import (
     AuthenticationFailed,
     ErrorCode,
     InvalidMessage,
     InvalidTopic,
-    MissingField,
-    PayloadTooLarge,
     RateLimited,
     UnsupportedVersion,
     WireError,
 )
-from xiaozhi.gateway_audio import decode_gateway_audio, encode_gateway_downlink
+from xiaozhi.gateway_audio import decode_gateway_audio
 from xiaozhi.messages import (
     Abort,
-    Alert,
     AudioDataMessage,
     AudioParams,
-    CommandMessage,
     DeviceHello,
     DeviceMessage,
     DeviceRegisterMessage,
@@ -92,7 +86,6 @@ from xiaozhi.messages import (
     Listen,
     ListenMode,
     ListenState,
-    Llm,
     Mcp,
     PingMessage,
     PongMessage,
@@ -100,9 +93,6 @@ from xiaozhi.messages import (
     ResponseMessage,
     SensorMessage,
     ServerHello,
-    Stt,
-    System,
-    SystemCommand,
     Tts,
     TtsState,
     VoiceCommandMessage,
@@ -110,21 +100,16 @@ from xiaozhi.messages import (
     parse_device_message,
 )
 from xiaozhi.payloads import (
-    AudioClip,
-    CommandPayload,
     ConnectionEvent,
     DeviceKind,
     DeviceStatus,
     DeviceTransport,
     EventPayload,
     EventType,
-    ResponseStatus,
     SensorPayload,
     StatusPayload,
-    UtteranceEncoding,
     UtterancePayload,
     VoiceCommandEvent,
-    is_simulator_user_agent,
 )
 from xiaozhi.topics import (
     TopicKind,
@@ -133,10 +118,13 @@ from xiaozhi.topics import (
     publish_options,
     validate_id,
 )
-from xiaozhi.wav import UPLINK_FORMAT, decode_wav, encode_wav
-from xiaozhi_edge.limits import EdgeLimits, EventWindow, TokenBucket
+from xiaozhi.wav import UPLINK_FORMAT, decode_wav
+from xiaozhi_edge.admission import MALFORMED_STREAK, Admission
+from xiaozhi_edge.counters import EdgeCounters
+from xiaozhi_edge.delivery import CommandDelivery, call_outcome
+from xiaozhi_edge.identity import ConnectionIdentity, IdentityRefused, MissingIdentity
+from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.mcp_client import (
-    McpBusy,
     McpCallResult,
     McpClient,
     McpIgnored,
@@ -150,13 +138,13 @@ from xiaozhi_edge.outputs import (
     Close,
     CloseCode,
     Output,
-    PlayAudio,
     Publish,
     SendText,
     StopAudio,
     Subscribe,
     Unsubscribe,
 )
+from xiaozhi_edge.reassembly import ChunkReassembler
 from xiaozhi_edge.telemetry import (
     TELEMETRY_FIELDS,
     plain_ping,
@@ -171,17 +159,11 @@ from xiaozhi_edge.utterances import (
     UtteranceBuffer,
     UtteranceReason,
 )
-from xiaozhi_runtime import opus
 
 __all__ = [
     "DEFAULT_FRAME_DURATION_MS",
     "DEFAULT_WAKE_WORDS",
-    "PREBUFFER_FRAMES",
-    "ConnectionIdentity",
     "DeviceSession",
-    "EdgeCounters",
-    "IdentityRefused",
-    "MissingIdentity",
     "SessionState",
     "SpeechSynthesizer",
     "UnexpectedMessage",
@@ -190,17 +172,13 @@ __all__ = [
 DEFAULT_FRAME_DURATION_MS: Final = 60
 """The firmware's ``OPUS_FRAME_DURATION_MS`` (reference §1.3); used when a hello has none."""
 
-PREBUFFER_FRAMES: Final = 5
-"""TTS frames sent before pacing starts, as the reference server does (reference §5.2)."""
-
 DEFAULT_WAKE_WORDS: Final = ("你好小智", "ni hao xiao zhi", "nihaoxiaozhi", "hi esp", "hi lexin")
 """Wake words of the stock firmware models; a ``listen detect`` with one of these is a wake
 word, any other text a typed command (reference §1.5, §6.5)."""
 
 _INTERNAL_ERROR: Final = "INTERNAL_ERROR"
-_DUPLICATE_WINDOW: Final = 128  # recent command message_ids remembered (QoS 1 redelivery)
+_T = TypeVar("_T")
 _WAKE_WORD_STRIP: Final = " \t.,!?;:。，！？"
-_U32: Final = 2**32
 _SENSOR_OPTIONS: Final = publish_options(TopicKind.SENSOR)
 _STATUS_OPTIONS: Final = publish_options(TopicKind.STATUS)
 _MAX_SENSOR_TOPICS: Final = 32  # sensor topics remembered per session (a bound, not a limit)
@@ -213,8 +191,16 @@ class SessionState(enum.StrEnum):
 
     AWAIT_HELLO = "await_hello"  # socket open, no device hello yet
     READY = "ready"  # hello answered; binary version fixed for life
-    CLOSING = "closing"  # close sent, waiting for the socket to end
+    CLOSING = "closing"  # close sent in order (goodbye, idle, replaced); socket ending
+    ERROR = "error"  # closed 1008/1009 for the device's violation; input refused
     CLOSED = "closed"  # on_close ran: disconnected status published
+
+
+_TAKES_INPUT: Final = frozenset({SessionState.AWAIT_HELLO, SessionState.READY})
+"""States that read the device's frames; any other returns ``[]`` for them."""
+
+_CLOSE_SENT: Final = frozenset({SessionState.CLOSING, SessionState.ERROR})
+"""States whose close the session sent: the socket's end is no ``connection lost``."""
 
 
 class UnexpectedMessage(InvalidMessage):
@@ -224,18 +210,6 @@ class UnexpectedMessage(InvalidMessage):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, field="type")
-
-
-class IdentityRefused(WireError):
-    """The device claims an identity the connection does not have; closes with 1008."""
-
-    code = ErrorCode.PERMISSION_DENIED
-
-
-class MissingIdentity(IdentityRefused):
-    """A firmware ``hello`` on a connection without a ``Device-Id``; closes with 1008."""
-
-    code = ErrorCode.MISSING_REQUIRED_FIELDS
 
 
 # The one table from error class to close (style.md "How this project applies them").
@@ -276,137 +250,6 @@ class SpeechSynthesizer(Protocol):
     def synthesize(self, text: str, frame_duration_ms: int) -> tuple[bytes, ...]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionIdentity:
-    """Who is on the connection, from the handshake (reference §1.2) or ``device_register``.
-
-    Attributes:
-        device_id: Normalized id (``aabbccddeeff`` for a MAC), used in every topic.
-        raw_device_id: The id exactly as the device sent it.
-        client_id: The ``Client-Id`` header (board UUID), if sent.
-        protocol_version: The ``Protocol-Version`` header (1/2/3); None if absent.
-        authenticated: True when the handshake verified a token or an allow-list entry.
-        simulated: the ``User-Agent`` carries our simulator's product token
-            (:func:`~xiaozhi.payloads.is_simulator_user_agent`): its status and connection
-            events say ``"simulated": true``.
-    """
-
-    device_id: str
-    raw_device_id: str
-    client_id: str | None = None
-    protocol_version: int | None = None
-    authenticated: bool = False
-    simulated: bool = False
-
-    @classmethod
-    def from_handshake(
-        cls,
-        device_id: str,
-        *,
-        client_id: str | None = None,
-        protocol_version: str | int | None = None,
-        authenticated: bool = False,
-        user_agent: str | None = None,
-    ) -> ConnectionIdentity:
-        """Build the identity from handshake headers (or their query-parameter twins).
-
-        ``Protocol-Version`` absent, empty or ``0`` means "not given" (the firmware treats
-        0 as its default, reference §1.1).
-
-        Raises:
-            InvalidTopic: the device id does not normalize to a valid id; refuse the
-                handshake (HTTP 400).
-            UnsupportedVersion: ``Protocol-Version`` is not 1, 2 or 3.
-        """
-        version: int | None = None
-        if protocol_version not in (None, "", 0, "0"):
-            text = str(protocol_version).strip()
-            version = int(text) if text.isdigit() else None
-            if isinstance(protocol_version, bool) or version not in SUPPORTED_VERSIONS:
-                raise UnsupportedVersion(version=protocol_version, supported=SUPPORTED_VERSIONS)
-        return cls(
-            device_id=normalize_device_id(device_id),
-            raw_device_id=device_id,
-            client_id=client_id or None,
-            protocol_version=version,
-            authenticated=authenticated,
-            simulated=is_simulator_user_agent(user_agent),
-        )
-
-
-@dataclass
-class EdgeCounters:
-    """Counters shared by every session of an edge process (``/stats``, ``/metrics``).
-
-    ``errors`` is keyed by the error code's name (``INVALID_DATA_FORMAT``…) plus
-    ``INTERNAL_ERROR`` for bugs; ``closes`` by the close reason the session gave.
-    """
-
-    frames_received: int = 0
-    bytes_received: int = 0
-    text_messages: int = 0
-    binary_frames: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    dropped_audio_frames: int = 0
-    utterances: int = 0
-    voice_commands: int = 0
-    commands_delivered: int = 0
-    rate_limited: int = 0
-    closes: dict[str, int] = field(default_factory=dict)
-    version_conflicts: int = 0  # hello version disagreed with the Protocol-Version header
-    duplicate_commands: int = 0  # a command message_id seen again (QoS 1 redelivery)
-    commands_unrouted: int = 0  # a command for a topic no session here holds any more
-    mcp_timeouts: int = 0
-    monitor_lagged_packets: int = 0  # audio-monitor packets a slow listener skipped
-
-    def count_error(self, code: str) -> None:
-        """One more error of ``code``."""
-        self.errors[code] = self.errors.get(code, 0) + 1
-
-    def count_close(self, reason: str) -> None:
-        """One more close for ``reason``."""
-        self.closes[reason] = self.closes.get(reason, 0) + 1
-
-    def snapshot(self) -> dict[str, Any]:
-        """A JSON-ready copy, with ``errors_total`` (seed 000's single ``errors`` figure)."""
-        return {
-            "frames_received": self.frames_received,
-            "bytes_received": self.bytes_received,
-            "text_messages": self.text_messages,
-            "binary_frames": self.binary_frames,
-            "errors": dict(self.errors),
-            "errors_total": sum(self.errors.values()),
-            "dropped_audio_frames": self.dropped_audio_frames,
-            "utterances": self.utterances,
-            "voice_commands": self.voice_commands,
-            "commands_delivered": self.commands_delivered,
-            "rate_limited": self.rate_limited,
-            "closes": dict(self.closes),
-            "version_conflicts": self.version_conflicts,
-            "duplicate_commands": self.duplicate_commands,
-            "commands_unrouted": self.commands_unrouted,
-            "mcp_timeouts": self.mcp_timeouts,
-            "monitor_lagged_packets": self.monitor_lagged_packets,
-        }
-
-
-@dataclass(slots=True)
-class _Stream:
-    """A seed ``audio_data`` stream being reassembled."""
-
-    total: int
-    chunks: dict[int, bytes] = field(default_factory=dict)
-    size: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _CallContext:
-    """What a pending MCP call answers: the command and its message_id."""
-
-    command: str
-    message_id: str | None
-
-
 class DeviceSession:
     """The logic of one device connection (module docstring for the I/O contract).
 
@@ -440,34 +283,27 @@ class DeviceSession:
             (``mqtt-udp`` for a session behind the edge's MQTT + UDP listener).
 
     Memory: an edge holds 10,000 idle sessions, so the class has ``__slots__`` and what only
-    some devices use (the utterance buffer, the MCP client, the duplicate-command window,
-    the chunk streams, the flood and garbage windows' timestamps) is made on first use.
+    some devices use (the utterance buffer, the MCP client, the command delivery with its
+    duplicate-id window, the chunk reassembler, admission's flood and garbage windows) is
+    made on first use.
     """
 
     __slots__ = (
+        "_admission",
         "_announced",
         "_audio",
-        "_bucket",
-        "_downlink_ms",
-        "_flood",
-        "_garbage",
+        "_delivery",
         "_groups",
-        "_last_activity",
         "_mcp",
         "_mcp_vision",
         "_message_id_factory",
         "_on_utterance",
         "_opened_at",
-        "_rate_count",
-        "_rate_previous",
-        "_rate_window_start",
-        "_recent_commands",
+        "_reassembly",
         "_register_extras",
         "_sensor_topics",
         "_session_id_factory",
         "_status_tail",
-        "_stream_bytes",
-        "_streams",
         "_subscriptions",
         "_superseded",
         "_telemetry",
@@ -483,6 +319,7 @@ class DeviceSession:
         "identity",
         "kind",
         "language",
+        "last_activity",
         "last_fault",
         "limits",
         "on_fault",
@@ -547,7 +384,7 @@ class DeviceSession:
         self.last_fault: BaseException | None = None
 
         self._opened_at = now
-        self._last_activity = now
+        self.last_activity = now
         self._announced = False
         self._superseded = False
         self._subscriptions: tuple[str, ...] = ()
@@ -556,21 +393,12 @@ class DeviceSession:
         self._telemetry: dict[str, Any] = {}
         self._sensor_topics: dict[str, str] | None = None  # made on the first sensor
         self._status_tail: tuple[tuple[Any, ...], dict[str, Any]] | None = None
-        self._downlink_ms = 0
-        self._recent_commands: RecentIds | None = None  # made by the first command
+        self._delivery: CommandDelivery | None = None  # made by the first command
 
-        self._bucket = TokenBucket(limits.max_messages_per_second, limits.burst_messages, now)
-        self._flood = EventWindow(limits.flood_close_after_violations, limits.flood_window_seconds)
-        self._garbage = EventWindow(
-            limits.garbage_close_after_errors, limits.garbage_window_seconds
-        )
-        self._rate_window_start = now
-        self._rate_count = 0
-        self._rate_previous = 0
+        self._admission = Admission(limits, now)
 
         self._audio: UtteranceBuffer | None = None  # made by the first listen start
-        self._streams: OrderedDict[str, _Stream] | None = None  # made by the first chunk
-        self._stream_bytes = 0
+        self._reassembly: ChunkReassembler | None = None  # made by the first chunk
         self._mcp_vision = mcp_vision
         self._mcp: McpClient | None = None  # made on first use (hello with features.mcp)
 
@@ -602,6 +430,16 @@ class DeviceSession:
         return mcp
 
     @property
+    def existing_mcp(self) -> McpClient | None:
+        """The MCP client if one was made (unlike :attr:`mcp`, never makes one)."""
+        return self._mcp
+
+    @property
+    def ready(self) -> bool:
+        """True in READY: the device is greeted and its commands are delivered."""
+        return self.state is SessionState.READY
+
+    @property
     def listening(self) -> bool:
         """True while the device is in a listen turn (audio frames are buffered)."""
         return self._audio is not None and self._audio.listening
@@ -623,45 +461,27 @@ class DeviceSession:
         if self.state is SessionState.AWAIT_HELLO:
             return self._opened_at + self.limits.hello_timeout_seconds
         if self.state is SessionState.READY:
-            idle = self._last_activity + self.limits.idle_timeout_seconds
+            idle = self.last_activity + self.limits.idle_timeout_seconds
             mcp = self._mcp.next_deadline() if self._mcp is not None else None
             return idle if mcp is None else min(idle, mcp)
         return None
 
     # -- inputs ------------------------------------------------------------------------
 
+    # Each entry point is the state gate and :meth:`_guarded` around its handler: the one
+    # place where a WireError becomes a reply and anything else a counted, logged fault.
+
     def on_text(self, text: str, now: float, wall: str) -> list[Output]:
         """One WebSocket text frame from the device."""
-        if self.state not in (SessionState.AWAIT_HELLO, SessionState.READY):
+        if self.state not in _TAKES_INPUT:
             return []
-        out: list[Output] = []
-        try:
-            self.counters.text_messages += 1
-            size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-            if self._admit(size, now, wall, out):
-                obj = jsonutil.loads_object(text, max_bytes=self.limits.max_frame_bytes)
-                if self.state is not SessionState.READY or not self._telemetry_fast(obj, wall, out):
-                    self._dispatch(device_message_from_obj(obj), now, wall, out)
-        except WireError as err:
-            self._reject(err, now, wall, out)
-        except Exception as exc:
-            self._fault(exc, wall, out, reply=True)
-        return out
+        return self._guarded(DeviceSession._text, text, now, wall, reply=True)
 
     def on_binary(self, data: bytes, now: float, wall: str) -> list[Output]:
         """One WebSocket binary frame from the device, in its fixed binary version."""
-        if self.state not in (SessionState.AWAIT_HELLO, SessionState.READY):
+        if self.state not in _TAKES_INPUT:
             return []
-        out: list[Output] = []
-        try:
-            self.counters.binary_frames += 1
-            if self._admit(len(data), now, wall, out):
-                self._handle_binary(data, now, wall, out)
-        except WireError as err:
-            self._reject(err, now, wall, out)
-        except Exception as exc:
-            self._fault(exc, wall, out, reply=True)
-        return out
+        return self._guarded(DeviceSession._binary, data, now, wall, reply=True)
 
     def on_command(self, payload: bytes, now: float, wall: str) -> list[Output]:
         """One MQTT message from the device's command, group or broadcast topic.
@@ -670,30 +490,11 @@ class DeviceSession:
         ``xiaozhi/events/{device_id}`` (an ``error`` or a failed ``command_result``), never
         on the socket.
         """
-        out: list[Output] = []
-        try:
-            self._handle_command(payload, now, wall, out)
-        except Exception as exc:
-            self._fault(exc, wall, out, reply=False)
-        return out
+        return self._guarded(DeviceSession._command, payload, now, wall, reply=False)
 
     def on_timer(self, now: float, wall: str) -> list[Output]:
         """Run the timers due at ``now``: hello timeout, idle timeout, MCP call timeouts."""
-        out: list[Output] = []
-        try:
-            if self.state is SessionState.AWAIT_HELLO:
-                if now >= self._opened_at + self.limits.hello_timeout_seconds:
-                    self._close(CloseCode.POLICY_VIOLATION, "hello timeout", out)
-            elif self.state is SessionState.READY:
-                if now >= self._last_activity + self.limits.idle_timeout_seconds:
-                    self._close(CloseCode.GOING_AWAY, "idle timeout", out)
-                    return out
-                if self._mcp is not None:
-                    for event in self._mcp.expire(now):
-                        self._on_mcp_failure(event, wall, out, timed_out=True)
-        except Exception as exc:
-            self._fault(exc, wall, out, reply=False)
-        return out
+        return self._guarded(DeviceSession._timer, None, now, wall, reply=False)
 
     def on_groups(self, group_ids: Iterable[str], now: float, wall: str) -> list[Output]:
         """The device's groups changed (e.g. from the hub's retained ``bridge/groups``).
@@ -706,28 +507,7 @@ class DeviceSession:
             Subscribe/Unsubscribe for the difference (nothing before the hello: the groups
             are used when the session subscribes).
         """
-        out: list[Output] = []
-        try:
-            del now
-            groups = []
-            for group in group_ids:
-                try:
-                    groups.append(validate_id(group, what="group id"))
-                except InvalidTopic:
-                    self.counters.count_error(ErrorCode.INVALID_DATA_FORMAT.name)
-            self._groups = tuple(dict.fromkeys(groups))
-            if self.state is SessionState.READY and self.device_id is not None:
-                wanted = self._filters(self.device_id)
-                added = tuple(f for f in wanted if f not in self._subscriptions)
-                removed = tuple(f for f in self._subscriptions if f not in wanted)
-                if removed:
-                    out.append(Unsubscribe(removed))
-                if added:
-                    out.append(Subscribe(added))
-                self._subscriptions = wanted
-        except Exception as exc:
-            self._fault(exc, wall, out, reply=False)
-        return out
+        return self._guarded(DeviceSession._groups_changed, group_ids, now, wall, reply=False)
 
     def supersede(self, now: float, wall: str) -> list[Output]:
         """The same device connected again (on this edge): close this older connection.
@@ -743,7 +523,7 @@ class DeviceSession:
         del now, wall
         self._superseded = True
         out: list[Output] = []
-        if self.state in (SessionState.AWAIT_HELLO, SessionState.READY):
+        if self.state in _TAKES_INPUT:
             self._close(CloseCode.NORMAL, "replaced by a new connection", out)
         return out
 
@@ -751,74 +531,150 @@ class DeviceSession:
         """The socket is gone. Publishes ``disconnected`` and unsubscribes; call once."""
         if self.state is SessionState.CLOSED:
             return []
-        previous, self.state = self.state, SessionState.CLOSED
+        return self._guarded(DeviceSession._socket_gone, None, now, wall, reply=False)
+
+    def _guarded(
+        self,
+        handler: Callable[[DeviceSession, _T, float, str, list[Output]], None],
+        arg: _T,
+        now: float,
+        wall: str,
+        *,
+        reply: bool,
+    ) -> list[Output]:
+        """Run one entry point's handler; the session's only ``try``/``except``.
+
+        Args:
+            handler: The entry point's body, a plain function of the class (looked up on
+                the class, so no bound method is made per message).
+            reply: True for the device's own frames: a :class:`~xiaozhi.errors.WireError`
+                is its fault and answered (:meth:`_reject`). False for everything else
+                (commands, timers, groups, the socket's end), where any exception is ours.
+
+        Returns:
+            The outputs, including what the handler appended before it raised.
+        """
         out: list[Output] = []
         try:
-            del now
-            if previous is not SessionState.CLOSING:
-                self.counters.count_close("connection lost")
-            if self._audio is not None:
-                self._audio.release()
-            self._streams = None
-            self._stream_bytes = 0
-            if not self._announced or self.device_id is None:
-                return out
-            reason = "connection replaced" if self._superseded else "device disconnected"
-            if self._mcp is not None:
-                for event in self._mcp.cancel_all(reason):
-                    self._on_mcp_failure(event, wall, out, timed_out=False)
-            if self._subscriptions:
-                out.append(Unsubscribe(self._subscriptions))
-                self._subscriptions = ()
-            if self._superseded:
-                return out
-            out.append(self._status_publish(DeviceStatus.DISCONNECTED, wall))
-            disconnected = ConnectionEvent(
-                event_type="device_disconnected",
-                device_id=self.device_id,
-                transport=self.transport,
-                edge_id=self.edge_id,
-                timestamp=wall,
-                session_id=self.session_id,
-                simulated=self._simulated,
-            )
-            out.append(
-                Publish.of(
-                    TopicKind.DEVICE_DISCONNECTED,
-                    self.topics.device_disconnected(),
-                    disconnected.to_wire(),
-                )
-            )
+            handler(self, arg, now, wall, out)
+        except WireError as err:
+            if reply:
+                self._reject(err, now, wall, out)
+            else:
+                self._fault(err, wall, out, reply=False)
         except Exception as exc:
-            self._fault(exc, wall, out, reply=False)
+            self._fault(exc, wall, out, reply=reply)
         return out
+
+    # -- entry point bodies ------------------------------------------------------------
+
+    def _text(self, text: str, now: float, wall: str, out: list[Output]) -> None:
+        self.counters.text_messages += 1
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        if self._admit(size, now, wall, out):
+            obj = jsonutil.loads_object(text, max_bytes=self.limits.max_frame_bytes)
+            if self.state is not SessionState.READY or not self._telemetry_fast(obj, wall, out):
+                self._dispatch(device_message_from_obj(obj), now, wall, out)
+
+    def _binary(self, data: bytes, now: float, wall: str, out: list[Output]) -> None:
+        self.counters.binary_frames += 1
+        if self._admit(len(data), now, wall, out):
+            self._handle_binary(data, now, wall, out)
+
+    def _command(self, payload: bytes, now: float, wall: str, out: list[Output]) -> None:
+        if self._announced and self.state is not SessionState.CLOSED:
+            delivery = self._delivery
+            if delivery is None:
+                delivery = self._delivery = CommandDelivery()
+            delivery.on_command(self, payload, now, wall, out)
+
+    def _timer(self, _: None, now: float, wall: str, out: list[Output]) -> None:
+        if self.state is SessionState.AWAIT_HELLO:
+            if now >= self._opened_at + self.limits.hello_timeout_seconds:
+                self._fail(CloseCode.POLICY_VIOLATION, "hello timeout", out)
+        elif self.state is SessionState.READY:
+            if now >= self.last_activity + self.limits.idle_timeout_seconds:
+                self._close(CloseCode.GOING_AWAY, "idle timeout", out)
+                return
+            if self._mcp is not None:
+                for event in self._mcp.expire(now):
+                    self._on_mcp_failure(event, wall, out, timed_out=True)
+
+    def _groups_changed(
+        self, group_ids: Iterable[str], now: float, wall: str, out: list[Output]
+    ) -> None:
+        del now, wall
+        groups = []
+        for group in group_ids:
+            try:
+                groups.append(validate_id(group, what="group id"))
+            except InvalidTopic:
+                self.counters.count_error(ErrorCode.INVALID_DATA_FORMAT.name)
+        self._groups = tuple(dict.fromkeys(groups))
+        if self.state is SessionState.READY and self.device_id is not None:
+            wanted = self._filters(self.device_id)
+            added = tuple(f for f in wanted if f not in self._subscriptions)
+            removed = tuple(f for f in self._subscriptions if f not in wanted)
+            if removed:
+                out.append(Unsubscribe(removed))
+            if added:
+                out.append(Subscribe(added))
+            self._subscriptions = wanted
+
+    def _socket_gone(self, _: None, now: float, wall: str, out: list[Output]) -> None:
+        del now
+        previous, self.state = self.state, SessionState.CLOSED
+        if previous not in _CLOSE_SENT:
+            self.counters.count_close("connection lost")
+        if self._audio is not None:
+            self._audio.release()
+        self._reassembly = None
+        if not self._announced or self.device_id is None:
+            return
+        reason = "connection replaced" if self._superseded else "device disconnected"
+        if self._mcp is not None:
+            for event in self._mcp.cancel_all(reason):
+                self._on_mcp_failure(event, wall, out, timed_out=False)
+        if self._subscriptions:
+            out.append(Unsubscribe(self._subscriptions))
+            self._subscriptions = ()
+        if self._superseded:
+            return
+        out.append(self.status_publish(DeviceStatus.DISCONNECTED, wall))
+        disconnected = ConnectionEvent(
+            event_type="device_disconnected",
+            device_id=self.device_id,
+            transport=self.transport,
+            edge_id=self.edge_id,
+            timestamp=wall,
+            session_id=self.session_id,
+            simulated=self._simulated,
+        )
+        out.append(
+            Publish.of(
+                TopicKind.DEVICE_DISCONNECTED,
+                self.topics.device_disconnected(),
+                disconnected.to_wire(),
+            )
+        )
 
     # -- admission, errors, closing ----------------------------------------------------
 
     def _admit(self, size: int, now: float, wall: str, out: list[Output]) -> bool:
-        """Count the frame, check its size and the rate; False when it must be dropped."""
+        """Count the frame and ask admission (edge/admission.py); False when it is dropped."""
         counters = self.counters
         counters.frames_received += 1
         counters.bytes_received += size
-        self._last_activity = now
-        if now - self._rate_window_start >= 1.0:
-            self._rate_previous, self._rate_count = self._rate_count, 0
-            self._rate_window_start = now
-        self._rate_count += 1
-        if size > self.limits.max_frame_bytes:
-            err = PayloadTooLarge(size=size, limit=self.limits.max_frame_bytes, what="message")
-            self._reply_error(err, wall, out)
-            self._close(CloseCode.MESSAGE_TOO_BIG, "message too big", out)
-            return False
-        if not self._bucket.take(now):
+        self.last_activity = now
+        refusal = self._admission.admit(size, now)
+        if refusal is None:
+            return True
+        if isinstance(refusal.error, RateLimited):
             counters.rate_limited += 1
-            observed = max(self._rate_count, self._rate_previous)
-            limit = self.limits.max_messages_per_second
-            self._reply_error(RateLimited(rate=observed, limit=limit), wall, out)
-            if self._flood.record(now):
-                self._close(CloseCode.POLICY_VIOLATION, "flood", out)
-            return False
-        return True
+        self._reply_error(refusal.error, wall, out)
+        if refusal.close is not None:
+            self._fail(refusal.close[0], refusal.close[1], out)
+        return False
 
     def _reply_error(self, err: WireError, wall: str, out: list[Output]) -> None:
         self.counters.count_error(err.code.name)
@@ -830,9 +686,9 @@ class DeviceSession:
         self._reply_error(err, wall, out)
         rule = _close_for(err)
         if rule is not None:
-            self._close(rule[0], rule[1], out)
-        elif self._garbage.record(now):
-            self._close(CloseCode.POLICY_VIOLATION, "too many malformed frames", out)
+            self._fail(rule[0], rule[1], out)
+        elif self._admission.garbage(now):
+            self._fail(MALFORMED_STREAK[0], MALFORMED_STREAK[1], out)
 
     def _fault(self, exc: Exception, wall: str, out: list[Output], *, reply: bool) -> None:
         """A bug: count it, hand it to the log, answer without details, stay alive."""
@@ -840,7 +696,7 @@ class DeviceSession:
         self.last_fault = exc
         if self.on_fault is not None:
             self.on_fault(exc)
-        if reply and self.state in (SessionState.AWAIT_HELLO, SessionState.READY):
+        if reply and self.state in _TAKES_INPUT:
             data = ErrorData(
                 error_code=_INTERNAL_ERROR,
                 error_message="internal error; the message was dropped",
@@ -851,8 +707,18 @@ class DeviceSession:
             out.append(SendText(message.to_text()))
 
     def _close(self, code: CloseCode, reason: str, out: list[Output]) -> None:
+        """End the connection in order (goodbye, idle, replaced): READY -> CLOSING."""
         out.append(Close(int(code), reason))
         self.state = SessionState.CLOSING
+        self.counters.count_close(reason)
+
+    def _fail(self, code: CloseCode, reason: str, out: list[Output]) -> None:
+        """End the connection for the device's violation (1008, 1009): -> ERROR.
+
+        The error reply is already in ``out``; after the close, input is refused.
+        """
+        out.append(Close(int(code), reason))
+        self.state = SessionState.ERROR
         self.counters.count_close(reason)
 
     # -- dispatch ----------------------------------------------------------------------
@@ -1037,7 +903,7 @@ class DeviceSession:
     def _become_ready(self, now: float) -> None:
         self.session_id = self._session_id_factory()
         self.state = SessionState.READY
-        self._last_activity = now
+        self.last_activity = now
 
     def _filters(self, device_id: str) -> tuple[str, ...]:
         own = tuple(self.topics.all_commands_for(device_id))
@@ -1055,7 +921,7 @@ class DeviceSession:
         self._subscriptions = self._filters(self.device_id)
         out.append(Subscribe(self._subscriptions))
         out.append(SendText(answer))
-        out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
+        out.append(self.status_publish(DeviceStatus.CONNECTED, wall))
         event = ConnectionEvent(
             event_type="device_connected",
             device_id=self.device_id,
@@ -1077,7 +943,8 @@ class DeviceSession:
         """``simulated`` of the status and connection events: True, or absent (a real one)."""
         return True if self.identity is not None and self.identity.simulated else None
 
-    def _status_publish(self, status: DeviceStatus, wall: str) -> Publish:
+    def status_publish(self, status: DeviceStatus, wall: str) -> Publish:
+        """The device's retained status (also for edge/delivery.py's ``get_status``)."""
         assert self.device_id is not None
         if status is DeviceStatus.CONNECTED:
             payload = self._connected_status(wall)
@@ -1140,7 +1007,8 @@ class DeviceSession:
             **extras,
         )
 
-    def _publish_event(self, event_type: str, wall: str, out: list[Output], **fields: Any) -> None:
+    def publish_event(self, event_type: str, wall: str, out: list[Output], **fields: Any) -> None:
+        """One event on ``xiaozhi/events/{device_id}`` (the session's and delivery.py's)."""
         assert self.device_id is not None
         payload = EventPayload(
             event_type=event_type,
@@ -1168,7 +1036,7 @@ class DeviceSession:
             if not text:
                 return
             if _normalize_phrase(text) in self.wake_words:
-                self._publish_event(str(EventType.WAKE_WORD), wall, out, wake_word=text)
+                self.publish_event(str(EventType.WAKE_WORD), wall, out, wake_word=text)
             else:
                 # A typed command (reference §6.5): routed like recognised speech.
                 self._voice_command(
@@ -1216,7 +1084,7 @@ class DeviceSession:
 
     def _finish_utterance(self, utterance: Utterance, wall: str, out: list[Output]) -> None:
         self.counters.utterances += 1
-        self._publish_event(
+        self.publish_event(
             str(EventType.UTTERANCE),
             wall,
             out,
@@ -1267,7 +1135,7 @@ class DeviceSession:
         # Stop at once, then exactly one `tts stop` (reference §5.1, §6.4; outputs docstring).
         out.append(StopAudio())
         out.append(SendText(Tts(session_id=self.session_id, state=TtsState.STOP).to_text()))
-        self._publish_event(str(EventType.ABORT), wall, out, reason=message.reason)
+        self.publish_event(str(EventType.ABORT), wall, out, reason=message.reason)
 
     def _on_mcp(self, message: Mcp, now: float, wall: str, out: list[Output]) -> None:
         event = self.mcp.on_response(message.payload, now)
@@ -1277,12 +1145,12 @@ class DeviceSession:
                     self.board = event.server_name
                 if event.server_version is not None:
                     self.firmware_version = event.server_version
-                self._send_mcp(event.followup, out)
-                out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
+                self.send_mcp(event.followup, out)
+                out.append(self.status_publish(DeviceStatus.CONNECTED, wall))
             case McpToolsListed():
-                self._send_mcp(event.followup, out)
+                self.send_mcp(event.followup, out)
                 if event.complete:
-                    self._publish_event(
+                    self.publish_event(
                         str(EventType.MCP_TOOLS), wall, out, tools=sorted(self.mcp.tools)
                     )
             case McpCallResult() | McpRequestFailed():
@@ -1290,7 +1158,8 @@ class DeviceSession:
             case McpIgnored():
                 pass
 
-    def _send_mcp(self, request: dict[str, Any] | None, out: list[Output]) -> None:
+    def send_mcp(self, request: dict[str, Any] | None, out: list[Output]) -> None:
+        """Send an MCP request to the device, if there is one (also a delivered command's)."""
         if request is not None:
             out.append(SendText(mcp_message(request, self.session_id).to_text()))
 
@@ -1303,12 +1172,12 @@ class DeviceSession:
         timed_out: bool,
     ) -> None:
         """Publish what an MCP outcome means: a command result, or an ``error`` event."""
-        timeout = self.limits.mcp_call_timeout_seconds
         if timed_out:
             self.counters.mcp_timeouts += 1
         if isinstance(event, McpRequestFailed):
+            timeout = self.limits.mcp_call_timeout_seconds
             error = f"no answer within {timeout:g} s" if timed_out else event.error
-            self._publish_event(
+            self.publish_event(
                 str(EventType.ERROR),
                 wall,
                 out,
@@ -1317,20 +1186,7 @@ class DeviceSession:
                 error_message=error,
             )
             return
-        context = event.context
-        if not isinstance(context, _CallContext):
-            return
-        call_error = f"no answer to {event.name} within {timeout:g} s" if timed_out else event.error
-        self._command_result(
-            context.command,
-            context.message_id,
-            wall,
-            out,
-            ok=event.ok,
-            result=event.result,
-            error=call_error,
-            tool=event.name,
-        )
+        call_outcome(self, event, wall, out, timed_out=timed_out)
 
     def _telemetry_fast(self, obj: dict[str, Any], wall: str, out: list[Output]) -> bool:
         """``sensor`` and ``ping`` in their plain shape, with no model (edge/telemetry.py).
@@ -1357,7 +1213,7 @@ class DeviceSession:
                 return False
             telemetry, message_id = ping
             self._telemetry.update(telemetry)
-            out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
+            out.append(self.status_publish(DeviceStatus.CONNECTED, wall))
             out.append(SendText(pong_text(wall, self.device_id, message_id)))
             return True
         return False
@@ -1380,7 +1236,7 @@ class DeviceSession:
             value = getattr(data, name)
             if value is not None:
                 self._telemetry[name] = value
-        out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
+        out.append(self.status_publish(DeviceStatus.CONNECTED, wall))
         pong = PongMessage(timestamp=wall, device_id=self.device_id, message_id=message.message_id)
         out.append(SendText(pong.to_text()))
 
@@ -1419,7 +1275,7 @@ class DeviceSession:
 
     def _on_device_error(self, message: ErrorMessage, wall: str, out: list[Output]) -> None:
         data = message.data
-        self._publish_event(
+        self.publish_event(
             str(EventType.ERROR),
             wall,
             out,
@@ -1446,14 +1302,17 @@ class DeviceSession:
         chunk = message.audio_bytes()
         chunks = 1
         if data.stream_id is not None:
-            assembled = self._reassemble(message, chunk)
+            reassembly = self._reassembly
+            if reassembly is None:
+                reassembly = self._reassembly = ChunkReassembler(self.limits)
+            assembled = reassembly.add(data.stream_id, data.total_chunks, data.chunk_number, chunk)
             if assembled is None:
                 return
             chunk, chunks = assembled
         fmt, pcm = decode_wav(chunk, max_bytes=self.limits.max_reassembly_bytes)
         duration_ms = len(pcm) * 1000 // fmt.byte_rate
         self.counters.utterances += 1
-        self._publish_event(
+        self.publish_event(
             str(EventType.UTTERANCE),
             wall,
             out,
@@ -1476,385 +1335,3 @@ class DeviceSession:
             self._on_utterance(
                 Utterance(pcm, duration_ms, chunks, 0, UtteranceReason.STOP, ListenMode.MANUAL)
             )
-
-    def _reassemble(self, message: AudioDataMessage, chunk: bytes) -> tuple[bytes, int] | None:
-        """Add one chunk of a stream; the whole file and its chunk count once complete.
-
-        Chunks may come in any order and be numbered from 0 or from 1 (seed 003 numbers
-        its sample from 1). Bounded by ``max_reassembly_bytes`` over all streams of the
-        connection and ``max_reassembly_streams`` streams (the oldest is evicted).
-        """
-        data = message.data
-        stream_id = data.stream_id
-        assert stream_id is not None
-        limits = self.limits
-        if data.total_chunks is None:
-            raise MissingField(field="data.total_chunks", model="AudioData")
-        if data.chunk_number is None:
-            raise MissingField(field="data.chunk_number", model="AudioData")
-        total, number = data.total_chunks, data.chunk_number
-        if total > limits.max_chunks_per_stream:
-            raise InvalidMessage(
-                f"audio_data: total_chunks {total} is over the limit of "
-                f"{limits.max_chunks_per_stream}",
-                field="data.total_chunks",
-            )
-        if number > total:
-            raise InvalidMessage(
-                f"audio_data: chunk_number {number} is outside 0..{total}",
-                field="data.chunk_number",
-            )
-        streams = self._streams
-        if streams is None:
-            streams = self._streams = OrderedDict()
-        stream = streams.get(stream_id)
-        if stream is None:
-            while len(streams) >= limits.max_reassembly_streams:
-                _, evicted = streams.popitem(last=False)
-                self._stream_bytes -= evicted.size
-            stream = streams[stream_id] = _Stream(total)
-        elif stream.total != total:
-            self._drop_stream(stream_id)
-            raise InvalidMessage(
-                f"audio_data: total_chunks changed from {stream.total} to {total} "
-                f"in stream {stream_id!r}; the stream was dropped",
-                field="data.total_chunks",
-            )
-        previous = stream.chunks.get(number)
-        grow = len(chunk) - (len(previous) if previous is not None else 0)
-        if self._stream_bytes + grow > limits.max_reassembly_bytes:
-            size = self._stream_bytes + grow
-            self._drop_stream(stream_id)
-            raise PayloadTooLarge(size=size, limit=limits.max_reassembly_bytes, what="audio stream")
-        stream.chunks[number] = chunk
-        stream.size += grow
-        self._stream_bytes += grow
-        numbers = stream.chunks.keys()
-        if len(numbers) != total or (min(numbers), max(numbers)) not in (
-            (0, total - 1),
-            (1, total),
-        ):
-            return None
-        self._drop_stream(stream_id)
-        return b"".join(stream.chunks[n] for n in sorted(numbers)), total
-
-    def _drop_stream(self, stream_id: str) -> None:
-        stream = self._streams.pop(stream_id, None) if self._streams is not None else None
-        if stream is not None:
-            self._stream_bytes -= stream.size
-
-    # -- commands ----------------------------------------------------------------------
-
-    def _handle_command(self, raw: bytes, now: float, wall: str, out: list[Output]) -> None:
-        if not self._announced or self.device_id is None or self.state is SessionState.CLOSED:
-            return
-        try:
-            command = CommandPayload.from_wire(raw, max_bytes=self.limits.max_frame_bytes)
-        except WireError as err:
-            self.counters.count_error(err.code.name)
-            self._publish_event(
-                str(EventType.ERROR),
-                wall,
-                out,
-                source="command",
-                error_code=err.code.name,
-                error_message=str(err),
-            )
-            return
-        recent = self._recent_commands
-        if recent is None and command.message_id is not None:
-            recent = self._recent_commands = RecentIds(_DUPLICATE_WINDOW)
-        if recent is not None and recent.seen(command.message_id):
-            self.counters.duplicate_commands += 1
-            return
-        if self.state is not SessionState.READY:
-            self._command_result(
-                command.command,
-                command.message_id,
-                wall,
-                out,
-                ok=False,
-                error="device is disconnecting",
-            )
-            return
-        try:
-            parsed = parse_parameters(command)
-        except WireError as err:
-            self.counters.count_error(err.code.name)
-            self._command_result(
-                command.command, command.message_id, wall, out, ok=False, error=str(err)
-            )
-            return
-        self._last_activity = now
-        if self.kind is DeviceKind.SEED:
-            self._deliver_seed(command, parsed, wall, out)
-        else:
-            self._deliver_firmware(command, parsed, now, wall, out)
-
-    def _command_result(
-        self,
-        command: str,
-        message_id: str | None,
-        wall: str,
-        out: list[Output],
-        *,
-        ok: bool,
-        result: Any = None,
-        error: str | None = None,
-        **extra: Any,
-    ) -> None:
-        assert self.device_id is not None
-        payload = CommandResult(
-            device_id=self.device_id,
-            command=command,
-            status=ResponseStatus.OK if ok else ResponseStatus.ERROR,
-            message_id=message_id,
-            result=result,
-            error=error,
-            timestamp=wall,
-            **extra,
-        )
-        topic = self.topics.device_events(self.device_id)
-        out.append(Publish.of(TopicKind.DEVICE_EVENTS, topic, payload.to_wire()))
-
-    def _delivered(self, command: CommandPayload, wall: str, out: list[Output]) -> None:
-        self.counters.commands_delivered += 1
-        self._command_result(
-            command.command, command.message_id, wall, out, ok=True, result="delivered"
-        )
-
-    def _deliver_seed(
-        self,
-        command: CommandPayload,
-        parsed: tuple[DeviceCommand, Any] | None,
-        wall: str,
-        out: list[Output],
-    ) -> None:
-        """Seed 003 devices get commands as JSON; ``respond`` as a ``response`` envelope."""
-        if parsed is not None and parsed[0] is DeviceCommand.RESPOND:
-            params: RespondParameters = parsed[1]
-            try:
-                audio_data = _seed_audio(params.audio)
-            except InvalidMessage as err:
-                self._command_result(
-                    command.command, command.message_id, wall, out, ok=False, error=str(err)
-                )
-                return
-            answer = ResponseData(
-                text=params.text,
-                device_id=self.device_id,
-                actions=params.actions,
-                audio_data=audio_data,
-            )
-            text = ResponseMessage(
-                data=answer, timestamp=wall, device_id=self.device_id, message_id=command.message_id
-            ).to_text()
-        else:
-            data = CommandPayload(
-                command=command.command,
-                parameters=command.parameters,
-                message_id=command.message_id,
-            )
-            text = CommandMessage(
-                data=data, timestamp=wall, device_id=self.device_id, message_id=command.message_id
-            ).to_text()
-        out.append(SendText(text))
-        self._delivered(command, wall, out)
-
-    def _deliver_firmware(
-        self,
-        command: CommandPayload,
-        parsed: tuple[DeviceCommand, Any] | None,
-        now: float,
-        wall: str,
-        out: list[Output],
-    ) -> None:
-        """Real firmware: respond → stt/tts/audio; device functions → MCP ``tools/call``."""
-        if parsed is None:
-            self._command_result(
-                command.command,
-                command.message_id,
-                wall,
-                out,
-                ok=False,
-                error=f"unsupported command {command.command!r} for a firmware device",
-            )
-            return
-        known, params = parsed
-        match known:
-            case DeviceCommand.RESPOND:
-                try:
-                    self._respond(params, out)
-                except InvalidMessage as err:
-                    self._command_result(
-                        command.command, command.message_id, wall, out, ok=False, error=str(err)
-                    )
-                    return
-                self._delivered(command, wall, out)
-            case DeviceCommand.ALERT:
-                alert: AlertParameters = params
-                message = Alert(
-                    session_id=self.session_id,
-                    status=alert.status,
-                    message=alert.message,
-                    emotion=alert.emotion,
-                )
-                out.append(SendText(message.to_text()))
-                self._delivered(command, wall, out)
-            case DeviceCommand.MCP_CALL:
-                call: McpCallParameters = params
-                self._tool_call(command, call.name, call.arguments, now=now, wall=wall, out=out)
-            case DeviceCommand.REBOOT:
-                tool = self._device_tool(MCP_TOOL_FOR_COMMAND[known], {})
-                if self._tool_refusal(tool) is None:
-                    self._tool_call(command, tool, {}, now=now, wall=wall, out=out)
-                else:
-                    out.append(
-                        SendText(
-                            System(
-                                session_id=self.session_id, command=SystemCommand.REBOOT
-                            ).to_text()
-                        )
-                    )
-                    self._delivered(command, wall, out)
-            case DeviceCommand.GET_STATUS:
-                tool = self._device_tool(MCP_TOOL_FOR_COMMAND[known], {})
-                if self._tool_refusal(tool) is None:
-                    self._tool_call(command, tool, {}, now=now, wall=wall, out=out)
-                else:
-                    # No tool to ask: publish what the edge knows now (commands.py).
-                    out.append(self._status_publish(DeviceStatus.CONNECTED, wall))
-                    self._command_result(
-                        command.command,
-                        command.message_id,
-                        wall,
-                        out,
-                        ok=True,
-                        result="status published",
-                    )
-            case DeviceCommand.SET_VOLUME:
-                volume: VolumeParameters = params
-                arguments = {"volume": volume.volume}
-                tool = self._device_tool(MCP_TOOL_FOR_COMMAND[known], arguments)
-                self._tool_call(command, tool, arguments, now=now, wall=wall, out=out)
-            case DeviceCommand.LED:
-                led: LedParameters = params
-                tool = self._device_tool(McpTool.LIGHT_ON if led.on else McpTool.LIGHT_OFF, {})
-                self._tool_call(command, tool, {}, now=now, wall=wall, out=out)
-
-    def _device_tool(self, tool: McpTool, arguments: dict[str, Any]) -> str:
-        """The device's own name for a stock firmware tool (:meth:`McpClient.resolve`); the
-        stock name when it has none, so the refusal names what was looked for."""
-        if self._mcp is None:  # no tools listed yet: the stock name, as a new client says
-            return tool.value
-        return self._mcp.resolve(tool.value, arguments) or tool.value
-
-    def _tool_refusal(self, tool: str) -> str | None:
-        """Why ``tool`` cannot be called, or None. Tools still being listed are tried."""
-        if not self.features_mcp:
-            return "device did not announce MCP (features.mcp)"
-        if self.mcp.has_tool(tool) is False:
-            return f"device has no MCP tool {tool!r}"
-        return None
-
-    def _tool_call(
-        self,
-        command: CommandPayload,
-        tool: str,
-        arguments: dict[str, Any],
-        *,
-        now: float,
-        wall: str,
-        out: list[Output],
-    ) -> None:
-        refusal = self._tool_refusal(tool)
-        if refusal is not None:
-            self._command_result(
-                command.command, command.message_id, wall, out, ok=False, error=refusal
-            )
-            return
-        context = _CallContext(command.command, command.message_id)
-        deadline = now + self.limits.mcp_call_timeout_seconds
-        try:
-            request = self.mcp.call(tool, arguments, now, deadline, context)
-        except McpBusy as err:
-            self._command_result(
-                command.command, command.message_id, wall, out, ok=False, error=str(err)
-            )
-            return
-        self._send_mcp(request, out)
-        self.counters.commands_delivered += 1
-
-    def _answer_packets(self, params: RespondParameters) -> Sequence[bytes]:
-        """The answer's Opus packets in this device's frame duration: the hub's speech when
-        the command carries it (re-framed if the device asked for another duration), else
-        the stand-in chime.
-
-        Raises:
-            InvalidMessage: the audio does not decode (bad base64, a corrupt packet).
-        """
-        clip = params.audio
-        if clip is None:
-            return self.synthesizer.synthesize(params.text, self.frame_duration_ms)
-        if (
-            clip.encoding is UtteranceEncoding.OPUS
-            and clip.sample_rate == SAMPLE_RATE
-            and clip.frame_duration_ms == self.frame_duration_ms
-        ):
-            return clip.opus_packets()
-        return opus.encode(
-            _clip_pcm(clip), sample_rate=SAMPLE_RATE, frame_duration_ms=self.frame_duration_ms
-        )
-
-    def _respond(self, params: RespondParameters, out: list[Output]) -> None:
-        """stt echo, optional emotion, tts start / sentence_start, audio, then tts stop.
-
-        Raises:
-            InvalidMessage: the answer's audio does not decode; nothing is sent.
-        """
-        packets = self._answer_packets(params)
-        session_id = self.session_id
-        if params.stt:
-            out.append(SendText(Stt(session_id=session_id, text=params.stt).to_text()))
-        if params.emotion:
-            out.append(SendText(Llm(session_id=session_id, emotion=params.emotion).to_text()))
-        out.append(SendText(Tts(session_id=session_id, state=TtsState.START).to_text()))
-        sentence = Tts(session_id=session_id, state=TtsState.SENTENCE_START, text=params.text)
-        out.append(SendText(sentence.to_text()))
-        frames = []
-        for index, packet in enumerate(packets):
-            if self.via_gateway:  # the gateway stamps the device's datagrams with it
-                stamp = self._downlink_ms
-                frames.append(encode_gateway_downlink(packet, sequence=index, timestamp_ms=stamp))
-            else:
-                # v2 stamps the downlink clock; the device echoes it for server AEC (§1.7).
-                frames.append(
-                    encode_opus(packet, self.binary_version, timestamp_ms=self._downlink_ms)
-                )
-            self._downlink_ms = (self._downlink_ms + self.frame_duration_ms) % _U32
-        stop = SendText(Tts(session_id=session_id, state=TtsState.STOP).to_text())
-        out.append(PlayAudio(tuple(frames), self.frame_duration_ms, PREBUFFER_FRAMES, then=(stop,)))
-
-
-def _clip_pcm(clip: AudioClip) -> bytes:
-    """A clip's audio as 16 kHz PCM (Opus decodes at any rate; PCM must already be 16 kHz).
-
-    Raises:
-        InvalidMessage: undecodable audio, or PCM at another rate.
-    """
-    if clip.encoding is UtteranceEncoding.OPUS:
-        return opus.decode(clip.opus_packets(), sample_rate=SAMPLE_RATE)
-    if clip.sample_rate != SAMPLE_RATE:
-        raise InvalidMessage(
-            f"answer audio: pcm at {clip.sample_rate} Hz, the edge plays {SAMPLE_RATE} Hz",
-            field="parameters.audio.sample_rate",
-        )
-    return clip.pcm_bytes()
-
-
-def _seed_audio(clip: AudioClip | None) -> str | None:
-    """The answer as seed 003's ``audio_data``: a base64 WAV file (16 kHz mono 16-bit)."""
-    if clip is None:
-        return None
-    wav = encode_wav(_clip_pcm(clip), UPLINK_FORMAT)
-    return base64.b64encode(wav).decode("ascii")

@@ -81,6 +81,8 @@ class TopicKind(enum.StrEnum):
     DEVICE_CONNECTED = "device_connected"  # events/device_connected
     DEVICE_DISCONNECTED = "device_disconnected"  # events/device_disconnected
     UTTERANCE = "utterance"  # utterances/{device_id}: one whole utterance's audio, for speech
+    MONITOR_AUDIO = "monitor_audio"  # monitor/{device_id}/audio: uplink Opus, while wanted
+    MONITOR_LISTENERS = "monitor_listeners"  # monitor/{device_id}/listeners/{edge_id}: who wants it
     BRIDGE_STATE = "bridge_state"  # bridge/state
     BRIDGE_EDGE = "bridge_edge"  # bridge/edges/{edge_id}
     BRIDGE_DEVICES = "bridge_devices"  # bridge/devices
@@ -126,6 +128,10 @@ _PUBLISH_OPTIONS: dict[TopicKind, PublishOptions] = {
     TopicKind.DEVICE_CONNECTED: PublishOptions(_LEAST, retain=False),
     TopicKind.DEVICE_DISCONNECTED: PublishOptions(_LEAST, retain=False),
     TopicKind.UTTERANCE: PublishOptions(_LEAST, retain=False),
+    # Live audio for a listener: a lost packet is a skipped frame, never worth a resend.
+    TopicKind.MONITOR_AUDIO: PublishOptions(_ONCE, retain=False),
+    # Retained, so the edge a device reaches later still learns that someone listens.
+    TopicKind.MONITOR_LISTENERS: PublishOptions(_LEAST, retain=True),
     TopicKind.BRIDGE_STATE: PublishOptions(_LEAST, retain=True),
     TopicKind.BRIDGE_EDGE: PublishOptions(_LEAST, retain=True),
     TopicKind.BRIDGE_DEVICES: PublishOptions(_LEAST, retain=True),
@@ -371,6 +377,24 @@ class TopicTree:
         """
         return f"{self.base}/utterances/{validate_device_id(device_id)}"
 
+    # -- audio monitor across edges (seed 004) --------------------------------------------
+
+    def monitor_audio(self, device_id: str) -> str:
+        """``xiaozhi/monitor/{device_id}/audio``: the device's uplink Opus, one seed 004 audio
+        monitor packet per message, published by the edge holding the device only while
+        some other edge has a listener for it (``monitor_listeners``)."""
+        return f"{self.base}/monitor/{validate_device_id(device_id)}/audio"
+
+    def monitor_listeners(self, device_id: str, edge_id: str) -> str:
+        """``xiaozhi/monitor/{device_id}/listeners/{edge_id}``: retained while ``edge_id``
+        has an audio monitor listener for the device; an empty payload clears it."""
+        edge = validate_id(edge_id, what="edge id")
+        return f"{self.base}/monitor/{validate_device_id(device_id)}/listeners/{edge}"
+
+    def all_monitor_listeners(self) -> str:
+        """``xiaozhi/monitor/+/listeners/+``: every edge watches who wants which device."""
+        return f"{self.base}/monitor/+/listeners/+"
+
     # -- bridge (zigbee2mqtt style) ------------------------------------------------------
 
     def entity_state(self, entity_id: str) -> str:
@@ -603,6 +627,14 @@ class TopicTree:
                 return ParsedTopic(TopicKind.DEVICE_EVENTS, device_id=validate_device_id(device))
             case ["utterances", device]:
                 return ParsedTopic(TopicKind.UTTERANCE, device_id=validate_device_id(device))
+            case ["monitor", device, "audio"]:
+                return ParsedTopic(TopicKind.MONITOR_AUDIO, device_id=validate_device_id(device))
+            case ["monitor", device, "listeners", edge]:
+                return ParsedTopic(
+                    TopicKind.MONITOR_LISTENERS,
+                    device_id=validate_device_id(device),
+                    edge_id=validate_id(edge, what="edge id"),
+                )
             case ["entities", entity]:
                 return ParsedTopic(TopicKind.ENTITY_STATE, entity_id=validate_entity_id(entity))
             case ["entities", entity, "set"]:

@@ -11,9 +11,11 @@ import orjson
 
 from tests.seed_samples import SEED_DEVICE_REGISTER
 from xiaozhi.topics import TopicTree
+from xiaozhi_edge.counters import EdgeCounters
+from xiaozhi_edge.identity import ConnectionIdentity
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.outputs import Close, Output, Publish, SendText
-from xiaozhi_edge.session import ConnectionIdentity, DeviceSession, EdgeCounters
+from xiaozhi_edge.session import DeviceSession
 from xiaozhi_edge.utterances import ToneSynthesizer
 
 T = TypeVar("T")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -458,6 +459,86 @@ async def test_the_audio_monitor_streams_a_devices_uplink_opus(start_edge: Start
     assert [p.opus for p in packets] == frames
     assert [p.sequence for p in packets] == [0, 1, 2, 3, 4]
     assert {p.duration_ms for p in packets} == {60}
+    await device.close()
+
+
+async def test_the_audio_monitor_hears_a_device_held_by_another_edge(
+    start_edge: StartEdge, integrator: Recorder
+) -> None:
+    holder, other = await start_edge(), await start_edge()
+    mac = new_mac()
+    device_id = device_id_of(mac)
+    device = await Device.connect(holder.port, device_id=mac, version=2)
+    await device.hello()
+    await _announced(integrator, device_id)
+    await device.send_json({"type": "listen", "state": "start", "mode": "manual"})
+    audio_topic = TOPICS.monitor_audio(device_id)
+    sensor = {"type": "sensor", "data": {"sensor_type": "temp", "value": 20.5, "unit": "C"}}
+    # Nobody listens anywhere: the holder publishes no audio. The reading sent after the
+    # frames is the barrier: the holder publishes both at QoS 0 on one connection, in order.
+    await device.send_opus(opus_tone_frames(3))
+    await device.send_json(sensor)
+    await integrator.expect(TOPICS.sensor(device_id, "temp"), lambda r: r["value"] == 20.5)
+    assert integrator.payloads(audio_topic) == []
+
+    url = f"ws://127.0.0.1:{other.port}/api/ws/audio?device_id={device_id}"
+    frames = opus_tone_frames(100)
+    heard = []
+    async with websockets.connect(url) as listener:
+        attached = json.loads(await asyncio.wait_for(listener.recv(), 10))
+        assert attached == {"type": "monitor", "device_id": device_id}
+        # The device talks in real time, one frame per 60 ms, until the listener on the
+        # other edge hears three (the holder learns of the listener through the broker).
+        for frame in frames:
+            await device.send_opus([frame])
+            with contextlib.suppress(TimeoutError):
+                heard.append(decode_audio_packet(await asyncio.wait_for(listener.recv(), 0.06)))
+            if len(heard) == 3:
+                break
+    assert len(heard) == 3
+    assert all(p.opus in frames for p in heard)
+    assert [p.sequence for p in heard] == [0, 1, 2]  # numbered per listener, as on the holder
+    assert {p.duration_ms for p in heard} == {60}
+    assert device_id not in other.by_device  # the audio crossed the broker
+    # Relayed as seed 004 packets on the device's monitor topic, while someone listened.
+    assert integrator.payloads(audio_topic)
+    await device.close()
+
+
+async def test_the_monitor_wants_of_an_edge_that_died_are_dropped(
+    start_edge: StartEdge, integrator: Recorder
+) -> None:
+    holder = await start_edge()
+    mac = new_mac()
+    device_id = device_id_of(mac)
+    device = await Device.connect(holder.port, device_id=mac, version=2)
+    await device.hello()
+    await _announced(integrator, device_id)
+    await device.send_json({"type": "listen", "state": "start", "mode": "manual"})
+    ghost = f"edge-ghost-{uuid.uuid4().hex[:8]}"
+    want, audio = TOPICS.monitor_listeners(device_id, ghost), TOPICS.monitor_audio(device_id)
+    await integrator.publish(want, {"edge_id": ghost}, retain=True)
+    # The holder relays once it has the want: talk in real time until the audio shows.
+    for frame in opus_tone_frames(100):
+        await device.send_opus([frame])
+        with contextlib.suppress(AssertionError):
+            await integrator.wait_for(lambda: integrator.payloads(audio), within=0.06)
+            break
+    assert integrator.payloads(audio)
+    # The ghost edge's will: the holder drops its want and deletes it at the broker.
+    ghost_state = TOPICS.bridge_edge(ghost)
+    await integrator.publish(ghost_state, {"state": "offline", "edge_id": ghost}, retain=True)
+    await integrator.wait_for(lambda: b"" in integrator.payloads(want))
+    mark = integrator.mark()
+    await device.send_opus(opus_tone_frames(3))
+    sensor = {"type": "sensor", "data": {"sensor_type": "temp", "value": 21.5, "unit": "C"}}
+    await device.send_json(sensor)  # the barrier: same connection, same QoS 0, in order
+    await integrator.expect(TOPICS.sensor(device_id, "temp"), lambda r: r["value"] == 21.5)
+    assert integrator.payloads(audio, after=mark) == []
+    # A want it left behind and that comes again (a retained copy) is deleted too.
+    await integrator.publish(want, {"edge_id": ghost}, retain=True)
+    await integrator.wait_for(lambda: integrator.payloads(want, after=mark)[-1:] == [b""])
+    await integrator.publish(ghost_state, b"", retain=True)
     await device.close()
 
 

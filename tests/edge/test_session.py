@@ -17,9 +17,12 @@ from xiaozhi.errors import InvalidTopic, UnsupportedVersion
 from xiaozhi.payloads import AudioClip, UtterancePayload
 from xiaozhi.topics import TopicTree
 from xiaozhi.wav import UPLINK_FORMAT, WavFormat, decode_wav, encode_wav
+from xiaozhi_edge.counters import EdgeCounters
+from xiaozhi_edge.identity import ConnectionIdentity
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.outputs import (
     Close,
+    Output,
     PlayAudio,
     Publish,
     SendText,
@@ -28,10 +31,8 @@ from xiaozhi_edge.outputs import (
     Unsubscribe,
 )
 from xiaozhi_edge.session import (
-    ConnectionIdentity,
     DeviceKind,
     DeviceSession,
-    EdgeCounters,
     SessionState,
 )
 from xiaozhi_edge.utterances import ToneSynthesizer, Utterance
@@ -258,7 +259,7 @@ def test_hello_without_device_id_closes_1008() -> None:
     outputs = session.on_text(hello_text(1), 0.5, WALL)
     assert error_codes(outputs) == ["MISSING_REQUIRED_FIELDS"]
     assert close_of(outputs) == Close(1008, "device id required")
-    assert session.state is SessionState.CLOSING
+    assert session.state is SessionState.ERROR
 
 
 def test_a_second_hello_gets_the_same_answer() -> None:
@@ -1189,7 +1190,7 @@ def test_hello_timeout_closes() -> None:
     assert session.next_deadline() == 110.0
     assert session.on_timer(109.9, WALL) == []
     assert session.on_timer(110.0, WALL) == [Close(1008, "hello timeout")]
-    assert session.state is SessionState.CLOSING
+    assert session.state is SessionState.ERROR
     assert session.next_deadline() is None
     assert counters.closes == {"hello timeout": 1}
 
@@ -1221,6 +1222,35 @@ def test_goodbye_closes_normally_and_later_input_is_ignored() -> None:
     assert session.on_timer(500.0, WALL) == []
     (result,) = published(command(session, "respond", text="late"), EVENTS)
     assert (result["status"], result["error"]) == ("error", "device is disconnecting")
+
+
+def test_a_device_that_breaks_the_rules_reaches_error_and_nothing_is_accepted_after() -> None:
+    counters = EdgeCounters()
+    session = ready_session(1, counters=counters)
+    outputs: list[Output] = []
+    for i in range(10):  # a garbage streak: 10 malformed frames within 10 s
+        outputs += session.on_text("not json", 1.0 + i * 0.1, WALL)
+    # What the device sees: an error reply for each frame, then the close, last.
+    assert error_codes(outputs) == ["INVALID_DATA_FORMAT"] * 10
+    assert outputs[-1] == Close(1008, "too many malformed frames")
+    assert session.state is SessionState.ERROR
+    assert session.next_deadline() is None
+    # Nothing is accepted after: frames, a hello, a timer make nothing...
+    assert session.on_text('{"type":"listen","state":"detect","text":"lights on"}', 2.0, WALL) == []
+    assert session.on_text(hello_text(), 2.0, WALL) == []
+    assert session.on_binary(b"\x00", 2.0, WALL) == []
+    assert session.on_timer(500.0, WALL) == []
+    # ...and a command is refused on the events topic, never sent on the socket.
+    late = command(session, "respond", now=2.0, text="late")
+    assert sent(late) == []
+    (result,) = published(late, EVENTS)
+    assert (result["status"], result["error"]) == ("error", "device is disconnecting")
+    assert counters.errors == {"INVALID_DATA_FORMAT": 10}
+    # The socket's end is the close the session sent, not a lost connection.
+    gone = session.on_close(3.0, WALL)
+    assert [p["status"] for p in published(gone, STATUS)] == ["disconnected"]
+    assert session.state is SessionState.CLOSED
+    assert counters.closes == {"too many malformed frames": 1}
 
 
 def test_on_close_publishes_disconnected_and_unsubscribes() -> None:

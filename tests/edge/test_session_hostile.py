@@ -13,10 +13,12 @@ import orjson
 import pytest
 
 from xiaozhi.binary import encode_opus
+from xiaozhi_edge.counters import EdgeCounters
+from xiaozhi_edge.delivery import CommandDelivery
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.mcp_client import McpClient
 from xiaozhi_edge.outputs import Close
-from xiaozhi_edge.session import DeviceSession, EdgeCounters, SessionState
+from xiaozhi_edge.session import DeviceSession, SessionState
 
 from .helpers import (
     WALL,
@@ -169,7 +171,7 @@ def test_oversize_frame_closes_1009(kind: str) -> None:
     assert error_codes(outputs) == ["MESSAGE_TOO_LARGE"]
     assert "> limit 1024 B" in sent(outputs)[0]["data"]["error_message"]
     assert close_of(outputs) == Close(1009, "message too big")
-    assert session.state is SessionState.CLOSING
+    assert session.state is SessionState.ERROR
     assert session.on_text(hello_text(), 1.1, WALL) == []
     assert counters.closes == {"message too big": 1}
 
@@ -264,11 +266,12 @@ def test_bugs_in_other_entry_points_do_not_escape(
 ) -> None:
     counters = EdgeCounters()
     session = ready_session(1, counters=counters)
-    for name in ("_handle_binary", "_handle_command", "_status_publish", "_filters"):
+    for name in ("_handle_binary", "status_publish", "_filters"):
         monkeypatch.setattr(DeviceSession, name, _boom)  # slots: patch the class
+    monkeypatch.setattr(CommandDelivery, "on_command", _boom)
     assert session.mcp.pending_count == 1  # the hello's initialize: on_timer runs expire
     monkeypatch.setattr(McpClient, "expire", _boom)
-    session._last_activity = 0.0
+    session.last_activity = 0.0
     if method == "on_binary":
         outputs = session.on_binary(b"\x01", 1.0, WALL)
         assert sent(outputs)[0]["data"]["error_code"] == "INTERNAL_ERROR"

@@ -130,6 +130,16 @@ GOLDEN = [
         ParsedTopic(K.HA_DISCOVERY, component="binary_sensor", node_id="Node-1", object_id="Obj_2"),
     ),
     (T.ha_status(), "homeassistant/status", ParsedTopic(K.HA_STATUS)),
+    (
+        T.monitor_audio("aabbccddeeff"),
+        "xiaozhi/monitor/aabbccddeeff/audio",
+        ParsedTopic(K.MONITOR_AUDIO, device_id="aabbccddeeff"),
+    ),
+    (
+        T.monitor_listeners("aabbccddeeff", "edge-2"),
+        "xiaozhi/monitor/aabbccddeeff/listeners/edge-2",
+        ParsedTopic(K.MONITOR_LISTENERS, device_id="aabbccddeeff", edge_id="edge-2"),
+    ),
 ]
 
 
@@ -172,6 +182,8 @@ def test_every_kind_has_a_golden_topic_and_publish_options() -> None:
         (K.HA_DISCOVERY, 1, True),
         (K.ENTITY_STATE, 1, True),
         (K.ENTITY_SET, 1, False),
+        (K.MONITOR_AUDIO, 0, False),
+        (K.MONITOR_LISTENERS, 1, True),
     ],
 )
 def test_publish_options_follow_design_table(kind: TopicKind, qos: int, retain: bool) -> None:
@@ -196,6 +208,7 @@ def test_subscription_filters() -> None:
     assert T.all_events() == "xiaozhi/events/+"
     assert T.all_edges() == "xiaozhi/bridge/edges/+"
     assert T.all_utterances() == "xiaozhi/utterances/+"
+    assert T.all_monitor_listeners() == "xiaozhi/monitor/+/listeners/+"
     assert T.all_entity_sets() == "xiaozhi/entities/+/set"
     assert T.all_device_voice_commands() == "xiaozhi/events/voice_command/+"
     assert T.bridge_requests() == "xiaozhi/bridge/request/#"

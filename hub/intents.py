@@ -43,6 +43,8 @@ Target resolution (name → entity, area + domain → entities) is not hassil's 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -231,7 +233,16 @@ class IntentEngine:
         self.language = language
         self.intents = Intents.from_dict(data)
         self.home = home
-        self.slot_lists = self._slot_lists(home)
+        values = self._slot_values(home)
+        self.slot_lists: dict[str, SlotList] = {
+            slot: TextSlotList.from_tuples(pairs, allow_template=False)
+            for slot, pairs in values.items()
+        }
+        self.fingerprint = hashlib.sha256(
+            json.dumps([language, data, values], sort_keys=True, default=str).encode()
+        ).hexdigest()
+        """Names everything the engine matches (its sentences and this home's lists): two
+        engines with the same fingerprint match the same sentences the same way."""
         # Recognition is a pure function of (text, area) for a loaded home, and costs 5-10 ms
         # (docs/benchmarks.md): a fleet repeats its phrases, so remember the recent ones.
         # lru_cache is thread-safe; the hub recognizes in worker threads.
@@ -239,14 +250,15 @@ class IntentEngine:
             self._recognize
         )
 
-    def _slot_lists(self, home: Home) -> dict[str, SlotList]:
-        names = [
+    def _slot_values(self, home: Home) -> dict[str, list[tuple[Any, ...]]]:
+        """The (text, value[, context]) of the ``name``, ``area`` and ``floor`` lists."""
+        names: list[tuple[Any, ...]] = [
             (name, entity.entity_id, {"domain": entity.domain})
             for entity in home.entities
             for name in entity.names
         ]
         if self.language == "en":
-            taken = {name.casefold() for name, _, _ in names}
+            taken = {name.casefold() for name, *_ in names}
             names += [
                 (word, f"{DEVICE_CLASS_PREFIX}{domain}", {"domain": domain})
                 for word, domain in DEVICE_CLASS_WORDS.items()
@@ -254,11 +266,7 @@ class IntentEngine:
             ]
         areas = [(name, area.id) for area in home.areas for name in (area.name, *area.aliases)]
         floors = [(name, f.id) for f in home.floors for name in (f.name, *f.aliases)]
-        return {
-            "name": TextSlotList.from_tuples(names, allow_template=False),
-            "area": TextSlotList.from_tuples(areas, allow_template=False),
-            "floor": TextSlotList.from_tuples(floors, allow_template=False),
-        }
+        return {"name": names, "area": areas, "floor": floors}
 
     def warm_up(self, phrases: Iterable[str] = WARM_UP_PHRASES) -> float:
         """Recognize a few phrases so templates are parsed before the first user; seconds spent."""

@@ -36,7 +36,12 @@ from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.languages import intent_language
 from xiaozhi_hub.registry import Registry
 from xiaozhi_hub.resolve import SUPPORTED_INTENTS, resolve
-from xiaozhi_speech import background_from_intents, corpus_from_intents
+from xiaozhi_speech import (
+    ModelFiles,
+    OfflineRecognizer,
+    background_from_intents,
+    corpus_from_intents,
+)
 
 __all__ = ["IntentsNotLoaded", "VoicePipeline"]
 
@@ -219,6 +224,22 @@ class VoicePipeline:
                 language=engine.language,
             )
         )
+
+    async def load_recognizer(self, recognizer: OfflineRecognizer) -> ModelFiles:
+        """Give ``recognizer`` this home's :meth:`sentences` and :meth:`background`, from its
+        cache when the same intents and home were built before (a restart, a second hub),
+        sampled and built otherwise.
+
+        Raises:
+            IntentsNotLoaded: before :meth:`start` finished, or after :meth:`close`.
+        """
+        engine = self._loaded_engine()
+        key = f"{engine.fingerprint} {SPEECH_CORPUS_LIMIT} {sorted(SUPPORTED_INTENTS)}"
+
+        async def inputs() -> tuple[list[str], list[str]]:
+            return await self.sentences(), await self.background()
+
+        return await recognizer.load_cached(key, inputs)
 
     def _loaded_engine(self) -> IntentEngine:
         engine = self.engine

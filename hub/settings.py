@@ -332,6 +332,12 @@ class HubSettings(BaseSettings, MqttTlsSettings):
     speech_workers: int = Field(
         default=1, ge=1, le=16, description="Processes decoding speech (offline engine)."
     )
+    speech_cache_dir: Path | None = Field(
+        default=None,
+        description="Where the offline recogniser keeps the models it built, by home and "
+        "intents (a restart reads them instead of building again, ~30 s). Unset: "
+        "<state_dir>/speech-cache.",
+    )
     speech_share_group: str = Field(
         default="speech",
         description="Shared-subscription group of the speech workers ($share/<group>/...).",
@@ -374,6 +380,11 @@ class HubSettings(BaseSettings, MqttTlsSettings):
     @classmethod
     def _check_share_group(cls, value: str) -> str:
         return validate_id(value, what="share group")
+
+    @property
+    def speech_cache(self) -> Path:
+        """Where built recognisers are kept: ``speech_cache_dir`` or its default."""
+        return self.speech_cache_dir or self.state_dir / "speech-cache"
 
     @field_validator("speech_share_group")
     @classmethod

@@ -56,17 +56,16 @@ async def serve_speech(
     settings = load_hub_settings(**({"config": config} if config else {}))
     home = load_home(settings.config or DEMO_HOME_PATH)
     pipeline = VoicePipeline(Registry(home), language=settings.language)
-    recognizer = OfflineRecognizer(workers=workers)
+    recognizer = OfflineRecognizer(workers=workers, cache_dir=settings.speech_cache)
     try:
         await pipeline.start()
-        sentences = await pipeline.sentences()
-        await recognizer.load(sentences, await pipeline.background())
+        model = await pipeline.load_recognizer(recognizer)
         server = WyomingSttServer(recognizer, host, port)
         bound = await server.start()
         home_name = settings.config or "the demo home"
         _say(
             f"speech    tcp://{host}:{bound} (Wyoming STT, {recognizer.language}, "
-            f"{len(sentences)} sentences of {home_name})"
+            f"{model.sentences} sentences of {home_name})"
         )
         try:
             await stop.wait()

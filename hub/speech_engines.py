@@ -28,7 +28,9 @@ def speech_to_text(settings: HubSettings) -> SpeechToText | None:
     spoken = settings.language.split("-", 1)[0]
     match settings.stt_engine:
         case SpeechToTextEngine.OFFLINE:
-            return OfflineRecognizer(workers=settings.speech_workers)
+            return OfflineRecognizer(
+                workers=settings.speech_workers, cache_dir=settings.speech_cache
+            )
         case SpeechToTextEngine.WYOMING:
             assert settings.stt_url is not None  # checked by the settings
             host, port = host_port(settings.stt_url)

@@ -96,10 +96,8 @@ class SpeechUnit:
         nothing. Call after the home model changed."""
         if not isinstance(self.stt, OfflineRecognizer):
             return
-        sentences = await self._pipeline.sentences()
-        background = await self._pipeline.background()
-        await self.stt.load(sentences, background)
-        log.info("speech_loaded", sentences=len(sentences), background=len(background))
+        model = await self._pipeline.load_recognizer(self.stt)
+        log.info("speech_loaded", sentences=model.sentences, words=model.words)
 
     async def stop(self) -> None:
         await self._ctx.owner.unsubscribe([self.filter])

@@ -13,7 +13,7 @@ from xiaozhi_speech.base import (
     Transcript,
 )
 from xiaozhi_speech.corpus import background_from_intents, corpus_from_intents, normalize_words
-from xiaozhi_speech.offline import OfflineRecognizer, RecognizerClosed
+from xiaozhi_speech.offline import ModelFiles, OfflineRecognizer, RecognizerClosed
 from xiaozhi_speech.openai import OpenAiSpeechToText
 from xiaozhi_speech.synthesis import EspeakVoice, FliteVoice, SynthesisFailed
 from xiaozhi_speech.wyoming import (
@@ -25,6 +25,7 @@ from xiaozhi_speech.wyoming import (
 __all__ = [
     "EspeakVoice",
     "FliteVoice",
+    "ModelFiles",
     "OfflineRecognizer",
     "OpenAiSpeechToText",
     "RecognizerClosed",

@@ -31,7 +31,11 @@ go through :class:`~xiaozhi_speech.wyoming.WyomingSpeechToText` or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
+import functools
+import hashlib
+import json
 import multiprocessing
 import os
 import shutil
@@ -39,11 +43,14 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from xiaozhi_speech import arpa, corpus
+from xiaozhi_speech import lexicon as lexicon_module
 from xiaozhi_speech.arpa import SENTENCE_END, SENTENCE_START, arpa_trigram
 from xiaozhi_speech.base import BYTES_PER_SAMPLE, Transcript, pcm_duration_ms
 from xiaozhi_speech.corpus import normalize_words
@@ -72,6 +79,13 @@ CHECK_ORDER = 4
 """Length of the word sequences a hypothesis must share with the corpus to be accepted. Four,
 not three: with triples, "turn on the xiaozhi lamp" (an unknown name) came out as "turn on the
 light on the led", every triple of which the demo home's sentences have."""
+
+
+CACHED_MODELS = 4
+"""Built models kept in a cache folder (the most recently used); older ones are deleted."""
+
+ModelInputs = Callable[[], Awaitable[tuple[Sequence[str], Sequence[str]]]]
+"""What :meth:`OfflineRecognizer.load_cached` awaits on a miss: (sentences, background)."""
 
 
 class RecognizerClosed(RuntimeError):
@@ -104,12 +118,16 @@ class OfflineRecognizer:
         workers: decoding processes; each decodes one utterance at a time (about 0.1 s of CPU
             per second of audio, so one worker serves several talking devices).
         language: ``en-US`` (or ``en``); the only language the bundled model speaks.
+        cache_dir: where :meth:`load_cached` keeps built models (created when needed);
+            None: models are built every time.
 
     Raises:
         ValueError: another language, or fewer than one worker.
     """
 
-    def __init__(self, *, workers: int = 1, language: str = "en-US") -> None:
+    def __init__(
+        self, *, workers: int = 1, language: str = "en-US", cache_dir: Path | None = None
+    ) -> None:
         if language not in _LANGUAGES:
             raise ValueError(
                 f"the offline recogniser speaks en-US only, not {language!r}: "
@@ -126,6 +144,7 @@ class OfflineRecognizer:
             initargs=(os.getpid(),),
         )
         self._folder = Path(tempfile.mkdtemp(prefix="xiaozhi-speech-"))
+        self._cache = cache_dir
         self._model: ModelFiles | None = None
         self._loaded = asyncio.Event()
         self._version = 0
@@ -159,10 +178,54 @@ class OfflineRecognizer:
         model = await loop.run_in_executor(
             self._pool, build_model, list(sentences), str(folder), self._version, list(background)
         )
+        self._switch(model)
+
+    async def load_cached(self, key: str, inputs: ModelInputs) -> ModelFiles:
+        """:meth:`load` the model of ``inputs``, from the cache folder when a model of the
+        same ``key`` was built before (by this process or an earlier one).
+
+        Building costs about 30 s for a home (sampling 150,000 sentences, the trigram model),
+        and a hub rebuilds on every start: the cache makes a restart, or a second hub of the
+        same home, take the decoder's load only. ``key`` must change whenever ``inputs``
+        would give other sentences (the hub's: its intents, home and corpus size); the
+        source of the model's builder (this module, the corpus, the ARPA writer, the
+        lexicon) is added to it here, so a changed builder never reads an old model. Without
+        a cache folder this is :meth:`load` of ``await inputs()``.
+
+        Raises:
+            ValueError: no usable sentence (no word with a pronunciation).
+            RecognizerClosed: after :meth:`aclose`.
+        """
+        if self._closed:
+            raise RecognizerClosed("the recogniser is closed")
+        if self._cache is None:
+            sentences, background = await inputs()
+            await self.load(sentences, background)
+            assert self._model is not None
+            return self._model
+        self._version += 1
+        version, entry = self._version, self._cache / _cache_name(key)
+        loop = asyncio.get_running_loop()
+        model = await loop.run_in_executor(None, _cached_model, entry, version)
+        if model is None:
+            sentences, background = await inputs()
+            model = await loop.run_in_executor(
+                self._pool, _build_into_cache, list(sentences), str(entry), version,
+                list(background),
+            )  # fmt: skip
+        self._switch(model)
+        return model
+
+    def _switch(self, model: ModelFiles) -> None:
+        """Make ``model`` the one new decodes use; delete our own model two versions back
+        (one back may still be decoding; a cached one is the cache's to keep)."""
         previous, self._model = self._model, model
         self._loaded.set()
-        if previous is not None and previous.version < model.version - 1:
-            shutil.rmtree(Path(previous.lm_path).parent, ignore_errors=True)
+        if previous is None or previous.version >= model.version - 1:
+            return
+        folder = Path(previous.lm_path).parent
+        if folder.parent == self._folder:
+            shutil.rmtree(folder, ignore_errors=True)
 
     async def transcribe(self, pcm: bytes, sample_rate: int) -> Transcript:
         """Recognise ``pcm`` (16-bit mono little-endian at ``sample_rate``).
@@ -282,6 +345,74 @@ def build_model(
         sentences=len(usable),
         words=len(words),
     )
+
+
+@functools.cache
+def _builder_digest() -> str:
+    """The source of everything that shapes a built model, hashed: part of each cache key."""
+    digest = hashlib.sha256()
+    for module in (arpa, corpus, lexicon_module, sys.modules[__name__]):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()
+
+
+def _cache_name(key: str) -> str:
+    return hashlib.sha256(f"{_builder_digest()}\n{key}".encode()).hexdigest()[:32]
+
+
+_META = "meta.json"
+"""Written last into a cache entry: an entry without it is incomplete and not read."""
+
+
+def _cached_model(entry: Path, version: int) -> ModelFiles | None:
+    """The model in cache ``entry`` as ``version``; None when it is not (completely) there."""
+    try:
+        meta = json.loads((entry / _META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(entry)  # recently used: pruned last
+    return ModelFiles(
+        version=version,
+        lm_path=str(entry / "home.arpa"),
+        dict_path=str(entry / "home.dict"),
+        corpus_path=str(entry / "corpus.txt"),
+        sentences=int(meta["sentences"]),
+        words=int(meta["words"]),
+    )
+
+
+def _build_into_cache(
+    sentences: list[str], entry: str, version: int, background: Sequence[str]
+) -> ModelFiles:
+    """:func:`build_model` into a private folder beside ``entry``, renamed to it when whole
+    (two processes building the same entry: the first rename wins, the other's is
+    dropped), then the cache pruned to :data:`CACHED_MODELS` entries."""
+    target = Path(entry)
+    building = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    model = build_model(sentences, str(building), version, background)
+    meta = {"sentences": model.sentences, "words": model.words}
+    (building / _META).write_text(json.dumps(meta), encoding="utf-8")
+    try:
+        building.rename(target)
+    except OSError:  # built meanwhile by another process
+        shutil.rmtree(building, ignore_errors=True)
+    cached = _cached_model(target, version)
+    if cached is None:
+        raise OSError(f"the speech model cache entry {target} is unreadable")
+    entries = sorted(
+        (p for p in target.parent.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in entries[CACHED_MODELS:]:
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
+    for left in target.parent.glob(".*"):  # builds of processes that died an hour ago
+        with contextlib.suppress(OSError):
+            if time.time() - left.stat().st_mtime > 3600:
+                shutil.rmtree(left, ignore_errors=True)
+    return cached
 
 
 class _WorkerState:

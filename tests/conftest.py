@@ -5,6 +5,7 @@ the check that every test using a real broker carries the `integration` marker."
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,22 @@ from xiaozhi_edge.server import EdgeServer
 from xiaozhi_edge.settings import load_edge_settings
 
 StartEdge = Callable[..., Awaitable[EdgeServer]]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_speech_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every hub of the session (tasks and child processes, which inherit the environment)
+    keeps its built recognisers in one cache, as the hubs of one installation would: each
+    home is built once (about 30 s), not once per test. A test about the cache passes its
+    own folder."""
+    folder = tmp_path_factory.mktemp("speech-cache")
+    before = os.environ.get("XIAOZHI_SPEECH_CACHE_DIR")
+    os.environ["XIAOZHI_SPEECH_CACHE_DIR"] = str(folder)
+    yield
+    if before is None:
+        del os.environ["XIAOZHI_SPEECH_CACHE_DIR"]
+    else:
+        os.environ["XIAOZHI_SPEECH_CACHE_DIR"] = before
 
 
 @pytest.fixture(scope="session")

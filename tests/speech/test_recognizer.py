@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -26,7 +28,7 @@ from xiaozhi_speech import (
     corpus_from_intents,
     serve_wyoming_stt,
 )
-from xiaozhi_speech.offline import RecognizerClosed
+from xiaozhi_speech.offline import ModelInputs, RecognizerClosed
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -65,13 +67,12 @@ async def recognizer() -> AsyncIterator[OfflineRecognizer]:
     """Loaded as the hub loads it: the acted-on intents' sentences, and the background."""
     pipeline = VoicePipeline(Registry(load_home(DEMO_HOME_PATH)), language="en")
     await pipeline.start()
+    engine = OfflineRecognizer(cache_dir=Path(os.environ["XIAOZHI_SPEECH_CACHE_DIR"]))
     try:
-        sentences, background = await pipeline.sentences(), await pipeline.background()
+        await pipeline.load_recognizer(engine)  # the session's cache (tests/conftest.py)
     finally:
         pipeline.close()
-    engine = OfflineRecognizer()
     try:
-        await engine.load(sentences, background)
         yield engine
     finally:
         await engine.aclose()
@@ -174,3 +175,54 @@ async def test_only_english_and_at_least_one_worker() -> None:
         OfflineRecognizer(language="zh-CN")
     with pytest.raises(ValueError, match="at least 1"):
         OfflineRecognizer(workers=0)
+
+
+def _on_disk(path: str) -> bool:
+    return Path(path).exists()
+
+
+def _cache_entries(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if not p.name.startswith(".")]
+
+
+async def test_a_built_model_is_read_back_from_the_cache(tmp_path: Path) -> None:
+    """A second recogniser (a restart, another hub) of the same inputs builds nothing and
+    hears with the cached files; other inputs are built; the cache keeps the newest four."""
+    built: list[str] = []
+
+    def inputs_of(*sentences: str) -> ModelInputs:
+        async def inputs() -> tuple[list[str], list[str]]:
+            built.append(sentences[0])
+            return list(sentences), []
+
+        return inputs
+
+    lights = inputs_of("turn on the light", "turn off the light")
+    speech = await spoken(VOICES["espeak-ng en-us"], "turn on the light")
+    first = OfflineRecognizer(cache_dir=tmp_path)
+    try:
+        model = await first.load_cached("lights", lights)
+    finally:
+        await first.aclose()
+    again = OfflineRecognizer(cache_dir=tmp_path)
+    try:
+        cached = await again.load_cached("lights", lights)
+        heard = await again.transcribe(speech, 16000)
+    finally:
+        await again.aclose()
+    assert built == ["turn on the light"]  # built once
+    assert (cached.lm_path, cached.sentences, cached.words) == (
+        model.lm_path, model.sentences, model.words,
+    )  # fmt: skip
+    assert (heard.accepted, heard.text) == (True, "turn on the light")
+    assert _on_disk(cached.lm_path)  # closing a recogniser leaves the cache alone
+
+    more = OfflineRecognizer(cache_dir=tmp_path)
+    try:
+        for number in ("one", "two", "three", "four"):
+            await more.load_cached(number, inputs_of(f"set volume to {number}"))
+    finally:
+        await more.aclose()
+    assert built[1:] == [f"set volume to {n}" for n in ("one", "two", "three", "four")]
+    assert len(_cache_entries(tmp_path)) == 4
+    assert not _on_disk(model.lm_path)  # the least recently used went

@@ -233,7 +233,7 @@ class HubService:
             self._ctx,
             self.bridge_api,
             self.snapshots,
-            self.discovery.device_changed,
+            self._device_edited,
             on_edit=lambda: save_registry_edits(self.registry, self._registry_edits),
         )
         self.stream = StreamUnit(self._ctx)
@@ -281,6 +281,12 @@ class HubService:
     def intents_loaded(self) -> bool:
         """True once the voice pipeline can plan (``/health``, ``/api/v1/stats``)."""
         return self.pipeline.ready
+
+    def _device_edited(self, device_id: str) -> None:
+        """A bridge request (or its REST equivalent) renamed, moved or removed a device: its
+        Home Assistant discovery and the live stream follow."""
+        self.discovery.device_changed(device_id)
+        self.stream.device_edited(device_id)
 
     def _device_online(self, device_id: str) -> bool | None:
         """False when the registry knows the device is not connected; None if never heard."""

@@ -34,7 +34,10 @@ A voice command an edge publishes twice (``events/voice_command`` and its copy o
 The hub's own log lines (what ``xiaozhi hub`` writes, at its level: the process's logging is
 configured by the command line, so a hub embedded elsewhere has none) are ``ANOMALY_ALERT``
 frames of kind ``log`` under ``{base}/bridge/hubs/{hub_id}/log``, a topic of the stream only
-(MQTT never carries it). ``PRIORITY``: connection events,
+(MQTT never carries it). A device renamed, moved to another area or removed by a bridge request
+(or ``PATCH /devices/{id}``) is a ``FEATURE_DATA`` frame of kind ``device_edit`` under
+``{base}/bridge/devices/{device_id}``, also of the stream only: ``{"id", "name", "area",
+"area_name"}``, or ``{"id", "removed": true}``. ``PRIORITY``: connection events,
 ``error`` events, bridge state. ``BROADCAST`` (to every
 session whatever its filters): the hub's own ``bridge/state``. Retained kinds are remembered
 (last message per topic, bounded by the fleet) and sent to a session when it subscribes.
@@ -278,6 +281,27 @@ class StreamUnit:
             priority=kind in _PRIORITY_KINDS or event_type == "error",
             broadcast=kind is TopicKind.BRIDGE_STATE,
         )
+
+    def device_edited(self, device_id: str) -> None:
+        """A bridge request renamed, moved or removed ``device_id``: tell every session (the
+        statuses do not carry the registry's name and area)."""
+        if not self._sinks:
+            return
+        record = self._ctx.registry.device(device_id)
+        payload: dict[str, Any] = {"id": device_id, "removed": True}
+        if record is not None:
+            payload = {
+                "id": device_id,
+                "name": record.name,
+                "area": record.area,
+                "area_name": self._ctx.registry.home.area_name(record.area),
+            }
+        topic = f"{self._ctx.topics.base}/bridge/devices/{device_id}"
+        data = {"topic": topic, "kind": "device_edit", "device_id": device_id, "payload": payload}
+        self.offered += 1
+        item = StreamItem(MessageType.FEATURE_DATA, topic, data)
+        for sink in list(self._sinks):
+            sink.offer(item)
 
     # -- the hub's log ---------------------------------------------------------------------
 

@@ -165,10 +165,49 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
         await expect(page.locator("#device-events")).to_contain_text("command_result")
         tools = page.locator("#device-tools")
         await expect(tools).to_contain_text("self.audio_speaker.set_volume")  # its MCP tools
+
+        # rename it and set its area from its page (PATCH /devices/{id})
+        await page.fill("#edit-name", "Hall speaker")
+        await page.select_option("#edit-area", "office")
+        await page.click("#edit-form button:text('Save')")
+        await expect(page.locator("#edit-result")).to_have_text("device updated")
+        await expect(page.locator("#device-title")).to_have_text(
+            f"Hall speaker ({device.device_id})"
+        )
+        await expect(page.locator("#device-info")).to_contain_text("Office")
+        record = running_hub.service.registry.device(device.device_id)
+        assert record is not None
+        assert (record.name, record.area) == ("Hall speaker", "office")
+        # an edit made elsewhere (a bridge request) reaches the open page over the stream
+        request = {"id": device.device_id, "area": "kitchen"}
+        await watcher.publish(running_hub.service.topics.bridge_request("device/area"), request)
+        await expect(page.locator("#device-info")).to_contain_text("Kitchen")
+        await expect(page.locator("#edit-area")).to_have_value("kitchen")
         await page.screenshot(path=shots / "dashboard-device.png", full_page=True)
 
+        # the home model: the device is in the kitchen, live; the bridge: its edge is online
+        await page.click('nav a[href="#/home"]')
+        kitchen = page.locator('#home-areas .area[data-area="kitchen"]')
+        await expect(kitchen.locator(f'li[data-device="{device.device_id}"]')).to_contain_text(
+            "Hall speaker connected"
+        )
+        await expect(kitchen.locator('tr[data-entity="light.kitchen"]')).to_contain_text("mqtt")
+        living = page.locator('#home-areas tr[data-entity="light.living_room"]')
+        await expect(living.locator("td.state")).to_have_text("off")
+        await page.screenshot(path=shots / "dashboard-home.png", full_page=True)
+        await page.click('nav a[href="#/bridge"]')
+        edge_row = page.locator(f'#bridge-edges tr[data-edge="{edge.settings.edge_id}"]')
+        await expect(edge_row).to_contain_text("online")
+        await expect(edge_row).to_contain_text("1 connected, 1 seen")
+        await expect(page.locator("#bridge-shared")).to_have_text("online")
+        hub_row = page.locator(f'#bridge-hub tr[data-hub="{hub_settings.hub_id}"]')
+        await expect(hub_row).to_contain_text("online")
+        await page.screenshot(path=shots / "dashboard-bridge.png", full_page=True)
+        await page.click('nav a[href="#/"]')
+        await row.locator("a").click()
+
         page.on("dialog", accept)  # "Restart ...?", then "Forget ...?"
-        await page.click("#restart")
+        await page.click("#restart")  # from its page: the reboot command
         await expect(page.locator("#command-result")).to_contain_text("reboot on")
         await expect(page.locator("#device-events")).to_contain_text('"command":"reboot"')
     finally:

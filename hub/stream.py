@@ -25,7 +25,8 @@ Message types (seed 002's table, as :class:`~xiaozhi.stream_frame.MessageType` d
 ``PREDICTION_RESULT``  the voice pipeline: ``voice_command``, ``action``,
                        ``action_result``, ``response`` events and voice commands
 ``FEATURE_DATA``       ``status/group/{id}``, ``status/broadcast``, ``bridge/state``,
-                       ``bridge/edges/{id}``, ``bridge/info``, ``entities/{id}``
+                       ``bridge/edges/{id}``, ``bridge/info``, ``entities/{id}``,
+                       ``device_edit`` (a rename, area or removal)
 =====================  =============================================================
 
 A voice command an edge publishes twice (``events/voice_command`` and its copy on

@@ -47,7 +47,7 @@ __all__ = ["run_stream"]
 
 SUBSCRIBERS = 50
 QUICK_SUBSCRIBERS = 5
-READINGS = 20_000
+READINGS = 10_000
 QUICK_READINGS = 500
 FLEET = 10_000
 QUICK_FLEET = 300
@@ -178,17 +178,15 @@ async def _mqtt_reference(workdir: Path, port: int, subscribers: int, readings: 
             )
             for n in range(subscribers)
         ]
-        stamps: list[list[int]] = [[] for _ in subs]
 
-        def count() -> int:
-            for kept, sub in zip(stamps, subs, strict=True):
-                kept.extend(t for t, _ in sub.take())
-            return sum(len(k) for k in stamps)
+        def size() -> int:  # bytes written by all: cheap to sample, nothing parsed meanwhile
+            return sum(sub.path.stat().st_size for sub in subs)
 
         flood = asyncio.create_task(_flood(port, readings))
-        received, _ = await _span(count, subscribers * readings, 60)
+        await _span(size, 1 << 62, 60)  # until the files stop growing
         await flood
-        arrivals = [t for kept in stamps for t in kept]
+        arrivals = [t for sub in subs for t, line in sub.take() if line.startswith(b'{"sensor')]
+        received = len(arrivals)
         seconds = (max(arrivals) - min(arrivals)) / 1e9 if arrivals else float("nan")
     return FanOut(received, seconds)
 
@@ -302,7 +300,7 @@ async def _render(workdir: Path, mqtt_url: str, port: int, fleet: int) -> Render
                 await _publish_fleet(port, fleet, "disconnected")
                 shown = "document.querySelectorAll('#devices td.status.disconnected').length"
                 shown += f" >= {fleet}"
-                await page.wait_for_function(shown, polling="raf", timeout=60_000)
+                await page.wait_for_function(shown, polling=50, timeout=60_000)
                 result.update_ms = (time.monotonic() - started) * 1000
                 await asyncio.sleep(0.5)  # a long task is reported once it has ended
                 durations = [float(d) for d in await page.evaluate("window.__long")]

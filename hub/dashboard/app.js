@@ -297,11 +297,12 @@ function fillRow(tr, d) {
   setText(c[7], d.simulated ? "simulated" : "");
 }
 
-function sameList(a, b) { return a.length === b.length && a.every((x, i) => x === b[i]); }
+const CHUNK = 1000; // rows built per frame: a big fleet fills in over a few frames, never freezing
 
 /** The fleet table: filtered and ordered again only when a device came or went or the
  * search changed (or, while a search is on, a device changed); otherwise only the rows of
- * the devices that changed since the last frame are touched. */
+ * the devices that changed since the last frame are touched. Rows are built at most CHUNK
+ * per frame; while some are missing, the next frame builds more. */
 function renderFleet() {
   const text = $("search").value.trim(), status = $("status-filter").value;
   const filtering = Boolean(text || status);
@@ -310,12 +311,23 @@ function renderFleet() {
     for (const d of devices.values()) if (matches(d, text, status)) ids.push(d.id);
     ids.sort();
     for (const id of rows.keys()) if (!devices.has(id)) rows.delete(id);
-    const fresh = [];
-    for (const id of ids) { if (!rows.has(id)) { fresh.push(id); fleetRow(id); } }
-    for (const id of fresh) fillRow(rows.get(id), devices.get(id));
-    if (!sameList(ids, shownIds)) $("devices").replaceChildren(...ids.map((id) => rows.get(id)));
-    shownIds = ids;
-    fleetStale = false;
+    let built = 0, ready = ids.length;
+    for (let i = 0; i < ids.length; i++) {
+      if (rows.has(ids[i])) continue;
+      if (built === CHUNK) { ready = i; break; }
+      fillRow(fleetRow(ids[i]), devices.get(ids[i]));
+      built++;
+    }
+    const shown = ids.slice(0, ready).filter((id) => rows.has(id));
+    const body = $("devices");
+    if (shownIds.length <= shown.length && shownIds.every((id, i) => id === shown[i])) {
+      body.append(...shown.slice(shownIds.length).map((id) => rows.get(id))); // only new rows
+    } else {
+      body.replaceChildren(...shown.map((id) => rows.get(id)));
+    }
+    shownIds = shown;
+    fleetStale = ready < ids.length;
+    if (fleetStale) changed(); // the rest, next frame
   }
   for (const id of touched) {
     const tr = rows.get(id), d = devices.get(id);

@@ -297,43 +297,50 @@ function fillRow(tr, d) {
   setText(c[7], d.simulated ? "simulated" : "");
 }
 
-const CHUNK = 1000; // rows built per frame: a big fleet fills in over a few frames, never freezing
+const OVERSCAN = 20; // rows built above and below the screen
+let rowHeight = 0; // measured on the first row shown
+let windowShown = ""; // "first:last:count" of the rows now in the table
 
-/** The fleet table: filtered and ordered again only when a device came or went or the
- * search changed (or, while a search is on, a device changed); otherwise only the rows of
- * the devices that changed since the last frame are touched. Rows are built at most CHUNK
- * per frame; while some are missing, the next frame builds more. */
+function spacer(rowsHidden) {
+  const tr = el("tr", { class: "spacer" }, el("td", { colspan: String(FLEET_COLUMNS) }));
+  tr.style.height = `${rowsHidden * rowHeight}px`;
+  return tr;
+}
+
+/** The fleet table, virtualised: it holds only the rows on screen (and OVERSCAN either side),
+ * with one spacer row above and below standing for the others, so 10,000 devices cost what a
+ * screenful does. The list is filtered and ordered again only when a device came or went or
+ * the search changed (or, while a search is on, a device changed); each frame then brings
+ * the rows on screen up to date, writing only the cells that changed. */
 function renderFleet() {
   const text = $("search").value.trim(), status = $("status-filter").value;
-  const filtering = Boolean(text || status);
-  if (fleetStale || (filtering && touched.size)) {
+  if (fleetStale || ((text || status) && touched.size)) {
     const ids = [];
     for (const d of devices.values()) if (matches(d, text, status)) ids.push(d.id);
     ids.sort();
     for (const id of rows.keys()) if (!devices.has(id)) rows.delete(id);
-    let built = 0, ready = ids.length;
-    for (let i = 0; i < ids.length; i++) {
-      if (rows.has(ids[i])) continue;
-      if (built === CHUNK) { ready = i; break; }
-      fillRow(fleetRow(ids[i]), devices.get(ids[i]));
-      built++;
-    }
-    const shown = ids.slice(0, ready).filter((id) => rows.has(id));
-    const body = $("devices");
-    if (shownIds.length <= shown.length && shownIds.every((id, i) => id === shown[i])) {
-      body.append(...shown.slice(shownIds.length).map((id) => rows.get(id))); // only new rows
-    } else {
-      body.replaceChildren(...shown.map((id) => rows.get(id)));
-    }
-    shownIds = shown;
-    fleetStale = ready < ids.length;
-    if (fleetStale) changed(); // the rest, next frame
-  }
-  for (const id of touched) {
-    const tr = rows.get(id), d = devices.get(id);
-    if (tr && d) fillRow(tr, d);
+    if (ids.length !== shownIds.length || ids.some((id, i) => id !== shownIds[i])) windowShown = "";
+    shownIds = ids;
+    fleetStale = false;
   }
   touched.clear();
+  const body = $("devices");
+  const height = rowHeight || 28;
+  const top = body.getBoundingClientRect().top;
+  const first = Math.max(0, Math.floor(-top / height) - OVERSCAN);
+  const last = Math.min(shownIds.length, first + Math.ceil(window.innerHeight / height) + 2 * OVERSCAN);
+  const key = `${first}:${last}:${shownIds.length}`;
+  if (key !== windowShown) {
+    const visible = shownIds.slice(first, last).map((id) => rows.get(id) || fleetRow(id));
+    body.replaceChildren(...(first ? [spacer(first)] : []), ...visible,
+      ...(last < shownIds.length ? [spacer(shownIds.length - last)] : []));
+    windowShown = key;
+  }
+  for (let i = first; i < last; i++) fillRow(rows.get(shownIds[i]), devices.get(shownIds[i]));
+  if (!rowHeight && last > first) {
+    rowHeight = rows.get(shownIds[first]).getBoundingClientRect().height || 0;
+    if (rowHeight && (first || last < shownIds.length)) { windowShown = ""; changed(); } // spacers at the real height
+  }
   let online = 0;
   for (const d of devices.values()) if (d.status === "connected") online++;
   $("count").textContent = `${shownIds.length} of ${devices.size} devices, ${online} connected`;
@@ -661,6 +668,8 @@ $("remove-stale").onclick = () => {
 };
 $("try-form").onsubmit = tryPhrase;
 window.onhashchange = route;
+window.addEventListener("scroll", () => { if (currentRoute()[0] === "fleet") changed(); }, { passive: true });
+window.addEventListener("resize", () => changed());
 // "5 s ago" ages on screen; the data itself only ever comes from the stream.
 setInterval(() => { for (const td of document.querySelectorAll("td.seen[title]")) td.textContent = ago(td.title); }, 5000);
 

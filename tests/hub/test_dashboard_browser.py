@@ -331,6 +331,20 @@ async def test_a_device_page_charts_telemetry_and_sensors_as_they_come(
     )
     await page.screenshot(path=shots / "dashboard-device-telemetry.png", full_page=True)
 
+    # a big fleet: the table holds a screenful of rows, and scrolling brings the others
+    for n in range(300):
+        device_id = f"many{n:03d}"
+        await watcher.publish(t.status(device_id), {"status": "connected", "device_id": device_id})
+    await page.click('nav a[href="#/"]')
+    connected = "303 of 303 devices, 301 connected"  # and demo_kitchen, by its statuses above
+    await expect(page.locator("#count")).to_have_text(connected)
+    shown = await page.locator("#devices tr[data-device]").count()
+    assert 0 < shown < 120
+    await page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    await expect(page.locator('#devices tr[data-device="many299"]')).to_contain_text("connected")
+    await expect(page.locator('#devices tr[data-device="demo_kitchen"]')).to_have_count(0)
+    await page.screenshot(path=shots / "dashboard-fleet-scrolled.png")
+
 
 async def test_an_utterance_shows_as_its_pipeline_with_the_time_of_each_step(
     running_hub: RunningHub, watcher: Recorder, page: Page, shots: Path

@@ -10,6 +10,7 @@ looks at them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -115,6 +116,9 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
     fleet = page.locator("#devices")
     await expect(fleet.locator('tr[data-device="demo_kitchen"]')).to_contain_text("never seen")
     await page.evaluate("window.notReloaded = true")
+    # the page's stream made the hub open its events/+ connection: the device's first events
+    # (the MCP tools it announces on connecting) reach the page
+    await asyncio.wait_for(running_hub.service.stream.events_subscribed.wait(), 10)
 
     edge = await start_edge(base_topic=hub_settings.base_topic)
     url = f"ws://127.0.0.1:{edge.port}/xiaozhi/v1/"
@@ -133,12 +137,7 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
         assert await page.evaluate("window.notReloaded") is True  # the stream, no reload
         await expect(row).to_contain_text("websocket")
         await page.screenshot(path=shots / "dashboard-fleet.png")
-        # The hub watches a new device's events from its first status on, so the MCP tools
-        # it announced on connecting may have gone by (docs/protocols.md §3.9): reconnect it.
-        owner = running_hub.service.owner
-        events = running_hub.service.topics.device_events(device.device_id)
-        await watcher.wait_for(lambda: events in owner.subscriptions)
-        await device.close_channel()
+        await device.close_channel()  # a reconnection shows live too
         await expect(row.locator("td.status")).to_have_text("disconnected")
         await device.wake()
         await expect(row.locator("td.status")).to_have_text("connected")
@@ -352,8 +351,7 @@ async def test_an_utterance_shows_as_its_pipeline_with_the_time_of_each_step(
     await sign_in(page, running_hub, shots)
     await page.click('nav a[href="#/voice"]')
     service = running_hub.service
-    events = service.topics.device_events("demo_kitchen")
-    await watcher.wait_for(lambda: events in service.owner.subscriptions)  # the stream watches
+    await asyncio.wait_for(service.stream.events_subscribed.wait(), 10)  # its events/+
     heard = {
         "event_type": "voice_command",
         "device_id": "demo_kitchen",

@@ -23,8 +23,8 @@ FanOutUnit          ``$share/hub/xiaozhi/commands/group/+``,          one comman
 (fan_out)           ``$share/hub/xiaozhi/commands/broadcast``         its own command topic
 BridgeRequestsUnit  ``bridge/request/#``                              answers on
 (bridge_requests)                                                     ``bridge/response/<path>``
-StreamUnit          ``events/{device_id}`` of every known device      offers what the hub hears
-(stream)            once a stream client came; sees every message     to live-stream sessions
+StreamUnit          ``events/+`` on a connection of its own, opened   offers what the hub hears
+(stream)            by the first stream client; sees every message    to live-stream sessions
 ==================  ================================================  ===========================
 
 What the units share is in :mod:`xiaozhi_hub.unit` (the context, retained publishing) and

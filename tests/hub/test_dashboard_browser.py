@@ -378,6 +378,14 @@ async def test_an_utterance_shows_as_its_pipeline_with_the_time_of_each_step(
     assert all(s.endswith(" ms") for s in steps)
     await page.screenshot(path=shots / "dashboard-voice.png")
 
+    # the home page shows an entity's state as a voice command changes it
+    await page.click('nav a[href="#/home"]')
+    state = page.locator('#home-areas tr[data-entity="light.living_room"] td.state')
+    await expect(state).to_have_text("off")
+    again = dict(heard, command="turn on the living room light", message_id="utterance-2")
+    await watcher.publish(service.topics.voice_command_events(), again)
+    await expect(state).to_have_text("on")
+
 
 async def test_a_device_waiting_for_approval_is_approved_from_the_fleet_page(
     running_hub: RunningHub, page: Page, shots: Path

@@ -23,8 +23,8 @@ FanOutUnit          ``$share/hub/xiaozhi/commands/group/+``,          one comman
 (fan_out)           ``$share/hub/xiaozhi/commands/broadcast``         its own command topic
 BridgeRequestsUnit  ``bridge/request/#``                              answers on
 (bridge_requests)                                                     ``bridge/response/<path>``
-StreamUnit          ``events/{device_id}`` of every known device      offers what the hub hears
-(stream)            once a stream client came; sees every message     to live-stream sessions
+StreamUnit          ``events/+`` on a connection of its own, opened   offers what the hub hears
+(stream)            by the first stream client; sees every message    to live-stream sessions
 ==================  ================================================  ===========================
 
 What the units share is in :mod:`xiaozhi_hub.unit` (the context, retained publishing) and
@@ -233,7 +233,7 @@ class HubService:
             self._ctx,
             self.bridge_api,
             self.snapshots,
-            self.discovery.device_changed,
+            self._device_edited,
             on_edit=lambda: save_registry_edits(self.registry, self._registry_edits),
         )
         self.stream = StreamUnit(self._ctx)
@@ -281,6 +281,12 @@ class HubService:
     def intents_loaded(self) -> bool:
         """True once the voice pipeline can plan (``/health``, ``/api/v1/stats``)."""
         return self.pipeline.ready
+
+    def _device_edited(self, device_id: str) -> None:
+        """A bridge request (or its REST equivalent) renamed, moved or removed a device: its
+        Home Assistant discovery and the live stream follow."""
+        self.discovery.device_changed(device_id)
+        self.stream.device_edited(device_id)
 
     def _device_online(self, device_id: str) -> bool | None:
         """False when the registry knows the device is not connected; None if never heard."""

@@ -9,13 +9,17 @@ connection of its own, and a slow one only fills its own bounded queue.
 What the hub already subscribes to brings statuses (telemetry), sensor readings, connection
 events, edge and hub bridge state, entity states and voice commands. Device events
 (``action``, ``action_result``, ``response``: the voice pipeline's steps; ``command_result``,
-``error``...) are on ``xiaozhi/events/{device_id}``, which the hub cannot subscribe to with a
-wildcard (``events/+`` also matches ``events/voice_command`` outside the shared group: every
-replica would execute every voice command). So once a first stream client connects (a hub
-nobody watches pays nothing), this unit subscribes to each known device's events topic: every
-device in the registry then, and each new one when its first status arrives (the first events
-of a brand-new device may come before that subscription is in place). The subscriptions stay
-until the hub stops: the command-results unit may share them.
+``error``, ``mcp_tools``...) are on ``xiaozhi/events/{device_id}``, which the hub's connection
+cannot subscribe to with a wildcard (``events/+`` also matches ``events/voice_command``, which
+every replica would then execute besides its shared subscription). So once a first stream
+client connects (a hub nobody watches pays nothing), this unit opens one MQTT connection of its
+own, subscribed to ``events/+``, whose messages only ever reach the stream: every device's
+events from its very first one, with no per-device subscription racing the device (the first
+version subscribed at a device's first status and could miss what came before the broker's
+SUBACK). From that connection it takes the device events and the fleet-wide voice commands
+(so each replica's stream shows every utterance, not only its share); everything else on it
+comes over the hub's own connection too and is left there. The connection stays until the hub
+stops.
 
 Message types (seed 002's table, as :class:`~xiaozhi.stream_frame.MessageType` documents):
 
@@ -25,7 +29,8 @@ Message types (seed 002's table, as :class:`~xiaozhi.stream_frame.MessageType` d
 ``PREDICTION_RESULT``  the voice pipeline: ``voice_command``, ``action``,
                        ``action_result``, ``response`` events and voice commands
 ``FEATURE_DATA``       ``status/group/{id}``, ``status/broadcast``, ``bridge/state``,
-                       ``bridge/edges/{id}``, ``bridge/info``, ``entities/{id}``
+                       ``bridge/edges/{id}``, ``bridge/info``, ``entities/{id}``,
+                       ``device_edit`` (a rename, area or removal)
 =====================  =============================================================
 
 A voice command an edge publishes twice (``events/voice_command`` and its copy on
@@ -34,7 +39,10 @@ A voice command an edge publishes twice (``events/voice_command`` and its copy o
 The hub's own log lines (what ``xiaozhi hub`` writes, at its level: the process's logging is
 configured by the command line, so a hub embedded elsewhere has none) are ``ANOMALY_ALERT``
 frames of kind ``log`` under ``{base}/bridge/hubs/{hub_id}/log``, a topic of the stream only
-(MQTT never carries it). ``PRIORITY``: connection events,
+(MQTT never carries it). A device renamed, moved to another area or removed by a bridge request
+(or ``PATCH /devices/{id}``) is a ``FEATURE_DATA`` frame of kind ``device_edit`` under
+``{base}/bridge/devices/{device_id}``, also of the stream only: ``{"id", "name", "area",
+"area_name"}``, or ``{"id", "removed": true}``. ``PRIORITY``: connection events,
 ``error`` events, bridge state. ``BROADCAST`` (to every
 session whatever its filters): the hub's own ``bridge/state``. Retained kinds are remembered
 (last message per topic, bounded by the fleet) and sent to a session when it subscribes.
@@ -43,6 +51,7 @@ session whatever its filters): the hub's own ``bridge/state``. Retained kinds ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import threading
@@ -52,11 +61,13 @@ from typing import Any, Protocol
 import structlog
 
 from xiaozhi.dedup import RecentIds
+from xiaozhi.errors import InvalidTopic
 from xiaozhi.stream_frame import MessageType
 from xiaozhi.stream_session import StreamItem, StreamSession, topic_matches
 from xiaozhi.topics import ParsedTopic, TopicKind
 from xiaozhi_hub.unit import HubContext, Route, UnitTasks
 from xiaozhi_runtime.logs import add_log_listener
+from xiaozhi_runtime.mqtt import MqttOwner
 
 __all__ = ["StreamSink", "StreamUnit"]
 
@@ -102,7 +113,9 @@ _PRIORITY_KINDS = frozenset(
     }
 )
 _VOICE_STEPS = frozenset({"voice_command", "action", "action_result", "response"})
-_SUBSCRIBE_BATCH = 200  # filters per SUBSCRIBE packet when a big fleet is watched at start
+_OWN_KINDS = frozenset({TopicKind.DEVICE_EVENTS, TopicKind.VOICE_COMMAND_EVENTS})
+"""Taken from the unit's own ``events/+`` connection only (module docstring)."""
+_CONNECT_SECONDS = 10.0
 
 
 class StreamSink(Protocol):
@@ -134,8 +147,11 @@ class StreamUnit:
         self._sinks: set[StreamSink] = set()
         # Raw, parsed only when a client subscribes: a hub nobody watches parses nothing more.
         self._retained: dict[str, tuple[ParsedTopic, bytes]] = {}
-        self._watched: set[str] = set()
-        self._tasks = UnitTasks("stream_watch", limit=1)
+        self._tasks = UnitTasks("stream_events", limit=1)
+        self.events_owner: MqttOwner | None = None
+        """The connection subscribed to ``events/+`` (module docstring); None until a first
+        client attaches."""
+        self.events_subscribed = asyncio.Event()  # its subscription acknowledged
         # An edge publishes what a device heard twice: on events/voice_command (for the hub)
         # and a copy on events/{device_id}; the stream shows it once.
         self._heard = RecentIds(64)
@@ -145,10 +161,10 @@ class StreamUnit:
         self._stop_logs: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
-        self._active = False  # device events watched (from the first client on)
+        self._active = False  # the events connection opened (from the first client on)
 
     async def start(self) -> None:
-        """Listen to the hub's log; device events are watched from the first client on."""
+        """Listen to the hub's log; device events are read from the first client on."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._stop_logs = add_log_listener(self._on_log)
@@ -158,20 +174,36 @@ class StreamUnit:
             self._stop_logs()
             self._stop_logs = None
         await self._tasks.drain()
-        filters = [self._ctx.topics.device_events(d) for d in sorted(self._watched)]
-        self._watched.clear()
-        if filters:
-            await self._ctx.owner.unsubscribe(filters)
+        owner, self.events_owner = self.events_owner, None
+        if owner is not None:
+            await owner.stop(flush_seconds=0)
 
-    async def _watch(self, device_ids: Iterable[str]) -> None:
-        new = [d for d in device_ids if d not in self._watched]
-        self._watched.update(new)
-        await self._subscribe(new)
+    async def _open_events(self) -> None:
+        """The ``events/+`` connection: connect, subscribe, and say so."""
+        ctx = self._ctx
+        settings = ctx.settings
+        owner = MqttOwner(
+            settings.mqtt_url,
+            client_id=f"{settings.hub_id}-stream",
+            on_message=self._on_event,
+            tls_context=settings.mqtt_tls(),
+        )
+        self.events_owner = owner
+        await owner.start()
+        with contextlib.suppress(TimeoutError):  # not up yet: it subscribes once connected
+            await asyncio.wait_for(owner.connected.wait(), _CONNECT_SECONDS)
+        await owner.subscribe([ctx.topics.all_events()])
+        if owner.connected.is_set():
+            self.events_subscribed.set()
 
-    async def _subscribe(self, device_ids: list[str]) -> None:
-        for start in range(0, len(device_ids), _SUBSCRIBE_BATCH):
-            batch = device_ids[start : start + _SUBSCRIBE_BATCH]
-            await self._ctx.owner.subscribe([self._ctx.topics.device_events(d) for d in batch])
+    def _on_event(self, topic: str, payload: bytes) -> None:
+        """A message of the ``events/+`` connection: device events and voice commands."""
+        try:
+            parsed = self._ctx.topics.parse(topic)
+        except InvalidTopic:
+            return  # the hub's own connection hears it too, and reports it
+        if parsed.kind in _OWN_KINDS:
+            self._offer(topic, parsed, payload)
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -183,7 +215,7 @@ class StreamUnit:
         """For ``/api/v1/stats``: messages offered, and each session's queue and drops."""
         return {
             "offered": self.offered,
-            "watched_devices": len(self._watched),
+            "events_connected": bool(self.events_owner and self.events_owner.connected.is_set()),
             "retained": len(self._retained),
             "sessions": [
                 {
@@ -202,8 +234,7 @@ class StreamUnit:
         self._ctx.metrics.stream_sessions.set(len(self._sinks))
         if not self._active:
             self._active = True
-            known = sorted(d.device_id for d in self._ctx.registry.devices())
-            self._tasks.spawn(self._watch(known), name="stream-watch-all", devices=len(known))
+            self._tasks.spawn(self._open_events(), name="stream-events")
 
     def detach(self, sink: StreamSink) -> None:
         self._sinks.discard(sink)
@@ -228,17 +259,16 @@ class StreamUnit:
     def tap(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
         """One message the hub received: remember it if retained, offer it to every session."""
         kind = parsed.kind
-        if kind not in _TYPES:
+        if kind not in _TYPES or kind in _OWN_KINDS:
             return
-        if self._active and kind is TopicKind.STATUS and parsed.device_id not in self._watched:
-            device_id = str(parsed.device_id)
-            self._watched.add(device_id)  # now, so a burst of statuses subscribes once
-            self._tasks.spawn(self._subscribe([device_id]), name="stream-watch", device=device_id)
         if kind in _RETAINED:
             if payload:
                 self._retained[topic] = (parsed, payload)
             else:
                 self._retained.pop(topic, None)
+        self._offer(topic, parsed, payload)
+
+    def _offer(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
         if not self._sinks:
             return
         item = self._item(topic, parsed, payload)
@@ -278,6 +308,27 @@ class StreamUnit:
             priority=kind in _PRIORITY_KINDS or event_type == "error",
             broadcast=kind is TopicKind.BRIDGE_STATE,
         )
+
+    def device_edited(self, device_id: str) -> None:
+        """A bridge request renamed, moved or removed ``device_id``: tell every session (the
+        statuses do not carry the registry's name and area)."""
+        if not self._sinks:
+            return
+        record = self._ctx.registry.device(device_id)
+        payload: dict[str, Any] = {"id": device_id, "removed": True}
+        if record is not None:
+            payload = {
+                "id": device_id,
+                "name": record.name,
+                "area": record.area,
+                "area_name": self._ctx.registry.home.area_name(record.area),
+            }
+        topic = f"{self._ctx.topics.base}/bridge/devices/{device_id}"
+        data = {"topic": topic, "kind": "device_edit", "device_id": device_id, "payload": payload}
+        self.offered += 1
+        item = StreamItem(MessageType.FEATURE_DATA, topic, data)
+        for sink in list(self._sinks):
+            sink.offer(item)
 
     # -- the hub's log ---------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 // The hub's dashboard: sign in once with an API key (kept in localStorage), read the fleet
 // once over REST, then follow it live over the stream (stream.js). Pages are hash routes:
-// #/ the fleet, #/device/<id> one device, #/try the phrase tester. No build step, no CDN.
+// #/ the fleet, #/device/<id> one device, #/voice, #/try the phrase tester, #/home the home
+// model, #/bridge the hub and its edges. No build step, no CDN.
 import { Stream } from "./stream.js";
 
 const KEY = "xiaozhi_api_key";
+const PAGES = ["fleet", "device", "voice", "try", "home", "bridge"];
 const MAX_EVENTS = 50;
 const $ = (id) => document.getElementById(id);
 const devices = new Map(); // id -> the REST shape of a device, kept up to date by the stream
@@ -16,6 +18,16 @@ const MAX_UTTERANCES = 100;
 const VOICE_STEPS = new Set(["voice_command", "action", "action_result", "response"]);
 let stream = null;
 let dirty = false;
+let home = null; // GET /home: floors, areas, entities with their state, groups
+let hubStats = null; // GET /stats: this hub
+let bridgeState = null; // the retained xiaozhi/bridge/state, from the stream
+const edges = new Map(); // edge id -> its retained bridge/edges/<id> payload, from the stream
+// The fleet table keeps one row per device and updates only the rows whose device changed:
+// a fleet of 10,000 is built once, not on every frame (docs/hub.md, the dashboard).
+const rows = new Map(); // id -> <tr>
+const touched = new Set(); // ids whose row must be refreshed
+let fleetStale = true; // a device came or went, or the search changed: re-filter and re-order
+let shownIds = [];
 
 // ------------------------------------------------------------------ REST
 async function api(path, init = {}) {
@@ -34,6 +46,7 @@ async function signIn(key) {
     const body = await api("/devices");
     devices.clear();
     for (const d of body.data) devices.set(d.id, d);
+    fleetStale = true;
   } catch (err) {
     if (err.status === 401) localStorage.removeItem(KEY);
     showSignIn(err.message);
@@ -49,7 +62,7 @@ async function signIn(key) {
 }
 
 function showSignIn(error = "") {
-  for (const id of ["fleet", "device", "voice", "try", "nav"]) $(id).hidden = true;
+  for (const id of [...PAGES, "nav"]) $(id).hidden = true;
   $("signout").hidden = true;
   $("signin").hidden = false;
   $("signin-error").textContent = error;
@@ -64,17 +77,19 @@ function onState(state, detail = "") {
 }
 
 // ------------------------------------------------------------------ the stream
-const TELEMETRY = ["uptime", "memory_usage", "cpu_usage", "wifi_signal", "free_heap"];
+const STATUS_FIELDS = new Set(["status", "device_id", "timestamp", "transport", "edge_id", "firmware_version", "simulated"]);
 
 function device(id) {
   let d = devices.get(id);
   if (!d) {
     d = { id, name: id, area: null, area_name: null, status: null, telemetry: {}, sensors: {} };
     devices.set(id, d);
+    fleetStale = true;
     api(`/devices/${encodeURIComponent(id)}`) // its name and area: the registry's
-      .then((body) => { Object.assign(d, body.data); changed(); })
+      .then((body) => { Object.assign(d, body.data); touch(id); changed(); })
       .catch(() => {});
   }
+  touched.add(id);
   return d;
 }
 
@@ -83,12 +98,14 @@ function onData(msg) {
   switch (msg.kind) {
     case "status": {
       if (!msg.device_id) break;
-      if (p === null) { devices.delete(msg.device_id); break; } // retained status cleared: forgotten
+      if (p === null) { forget(msg.device_id); break; } // retained status cleared: forgotten
       if (!p) break;
       const d = device(msg.device_id);
       d.status = p.status;
       for (const f of ["transport", "edge_id", "firmware_version", "simulated"]) if (p[f] != null) d[f] = p[f];
-      for (const f of TELEMETRY) if (p[f] != null) { d.telemetry[f] = p[f]; record(d.id, f, p[f]); }
+      // everything else a status carries is telemetry, merged as the registry merges it
+      // (GET /devices): no field read once over REST stays stale while statuses come
+      for (const [f, v] of Object.entries(p)) if (!STATUS_FIELDS.has(f) && v != null) { d.telemetry[f] = v; record(d.id, f, v); }
       d.last_seen = p.timestamp || new Date().toISOString();
       break;
     }
@@ -108,6 +125,24 @@ function onData(msg) {
       remember(p.device_id, msg.kind, p);
       break;
     }
+    case "device_edit": // renamed or moved (PATCH /devices/{id}, or a bridge request)
+      if (!p?.id || !devices.has(p.id)) break;
+      if (p.removed) { forget(p.id); break; }
+      Object.assign(device(p.id), p);
+      if (![$("edit-name"), $("edit-area")].includes(document.activeElement)) editing = null; // not while typing
+      break;
+    case "bridge_state":
+      bridgeState = p;
+      break;
+    case "bridge_edge":
+      if (msg.edge_id) { if (p) edges.set(msg.edge_id, p); else edges.delete(msg.edge_id); }
+      break;
+    case "entity_state":
+      if (home && msg.entity_id) {
+        const entity = home.entities.find((e) => e.entity_id === msg.entity_id);
+        if (entity) entity.state = p;
+      }
+      break;
     case "voice_command_events":
     case "device_voice_command":
       if (p?.device_id) step(p.device_id, "voice_command", p);
@@ -116,6 +151,7 @@ function onData(msg) {
       if (!msg.device_id || !p) break;
       if (VOICE_STEPS.has(msg.event_type)) step(msg.device_id, msg.event_type, p);
       if (msg.event_type === "mcp_tools" && Array.isArray(p.tools)) tools.set(msg.device_id, p.tools);
+      if (msg.event_type === "action_result") reloadHome(); // an entity's state may have changed
       remember(msg.device_id, msg.event_type, p);
       break;
     }
@@ -182,6 +218,13 @@ function sparkline(values = []) {
   return svg;
 }
 
+function touch(id) { touched.add(id); }
+
+function forget(id) {
+  devices.delete(id);
+  fleetStale = true;
+}
+
 function remember(id, type, payload) {
   const list = events.get(id) || [];
   list.unshift({ type, at: payload.timestamp || new Date().toISOString(), payload });
@@ -222,29 +265,101 @@ function matches(d, text, status) {
   return text.toLowerCase().split(/\s+/).every((word) => hay.includes(word));
 }
 
+const FLEET_COLUMNS = 8;
+
+function fleetRow(id) {
+  const tr = document.createElement("tr");
+  tr.dataset.device = id;
+  for (let i = 0; i < FLEET_COLUMNS; i++) tr.append(document.createElement("td"));
+  const link = document.createElement("a");
+  link.href = `#/device/${encodeURIComponent(id)}`;
+  link.textContent = id;
+  tr.cells[0].append(link);
+  tr.cells[6].className = "seen";
+  rows.set(id, tr);
+  return tr;
+}
+
+function setText(td, text) { if (td.textContent !== text) td.textContent = text; }
+
+/** One device's row brought up to date, cell by cell (only what changed is written). */
+function fillRow(tr, d) {
+  const c = tr.cells;
+  setText(c[1], d.name || "");
+  setText(c[2], d.area_name || d.area || "");
+  const status = `status ${d.status || "never"}`;
+  if (c[3].className !== status) c[3].className = status;
+  setText(c[3], d.status || "never seen");
+  setText(c[4], d.transport || "");
+  setText(c[5], d.firmware_version || "");
+  if (c[6].title !== (d.last_seen || "")) c[6].title = d.last_seen || "";
+  setText(c[6], ago(d.last_seen));
+  setText(c[7], d.simulated ? "simulated" : "");
+}
+
+const OVERSCAN = 20; // rows built above and below the screen
+let rowHeight = 0; // measured on the first row shown
+let windowShown = ""; // "first:last:count" of the rows now in the table
+
+function spacer(rowsHidden) {
+  const tr = el("tr", { class: "spacer" }, el("td", { colspan: String(FLEET_COLUMNS) }));
+  tr.style.height = `${rowsHidden * rowHeight}px`;
+  return tr;
+}
+
+/** The fleet table, virtualised: it holds only the rows on screen (and OVERSCAN either side),
+ * with one spacer row above and below standing for the others, so 10,000 devices cost what a
+ * screenful does. The list is filtered and ordered again only when a device came or went or
+ * the search changed (or, while a search is on, a device changed); each frame then brings
+ * the rows on screen up to date, writing only the cells that changed. */
 function renderFleet() {
   const text = $("search").value.trim(), status = $("status-filter").value;
-  const all = [...devices.values()].sort((a, b) => a.id.localeCompare(b.id));
-  const shown = all.filter((d) => matches(d, text, status));
-  const online = all.filter((d) => d.status === "connected").length;
-  $("count").textContent = `${shown.length} of ${all.length} devices, ${online} connected`;
-  $("devices").replaceChildren(...shown.map((d) => el("tr", { "data-device": d.id },
-    el("td", {}, el("a", { href: `#/device/${encodeURIComponent(d.id)}` }, d.id)),
-    el("td", {}, d.name), el("td", {}, d.area_name || d.area || ""),
-    el("td", { class: `status ${d.status || "never"}` }, d.status || "never seen"),
-    el("td", {}, d.transport || ""), el("td", {}, d.firmware_version || ""),
-    el("td", { class: "seen", title: d.last_seen || "" }, ago(d.last_seen)),
-    el("td", {}, d.simulated ? "simulated" : ""))));
+  if (fleetStale || ((text || status) && touched.size)) {
+    const ids = [];
+    for (const d of devices.values()) if (matches(d, text, status)) ids.push(d.id);
+    ids.sort();
+    for (const id of rows.keys()) if (!devices.has(id)) rows.delete(id);
+    if (ids.length !== shownIds.length || ids.some((id, i) => id !== shownIds[i])) windowShown = "";
+    shownIds = ids;
+    fleetStale = false;
+  }
+  touched.clear();
+  const body = $("devices");
+  const height = rowHeight || 28;
+  const top = body.getBoundingClientRect().top;
+  const first = Math.max(0, Math.floor(-top / height) - OVERSCAN);
+  const last = Math.min(shownIds.length, first + Math.ceil(window.innerHeight / height) + 2 * OVERSCAN);
+  const key = `${first}:${last}:${shownIds.length}`;
+  if (key !== windowShown) {
+    const visible = shownIds.slice(first, last).map((id) => rows.get(id) || fleetRow(id));
+    body.replaceChildren(...(first ? [spacer(first)] : []), ...visible,
+      ...(last < shownIds.length ? [spacer(shownIds.length - last)] : []));
+    windowShown = key;
+  }
+  for (let i = first; i < last; i++) fillRow(rows.get(shownIds[i]), devices.get(shownIds[i]));
+  if (!rowHeight && last > first) {
+    rowHeight = rows.get(shownIds[first]).getBoundingClientRect().height || 0;
+    if (rowHeight && (first || last < shownIds.length)) { windowShown = ""; changed(); } // spacers at the real height
+  }
+  let online = 0;
+  for (const d of devices.values()) if (d.status === "connected") online++;
+  $("count").textContent = `${shownIds.length} of ${devices.size} devices, ${online} connected`;
 }
+
+function searchChanged() { fleetStale = true; renderFleet(); }
 
 function table(rows) {
   return el("table", { class: "kv" }, ...rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, String(v ?? "")))));
 }
 
+let editing = null; // the device whose name and area the edit form holds
+
 function renderDevice(id) {
   const d = devices.get(id);
   $("device-title").textContent = !d ? `${id}: unknown device` : d.name && d.name !== id ? `${d.name} (${id})` : id;
+  $("edit-form").hidden = !d;
   if (!d) { $("device-info").replaceChildren(); return; }
+  fillEditForm(d);
   $("device-info").replaceChildren(table([
     ["status", d.status || "never seen"], ["area", d.area_name || d.area], ["transport", d.transport],
     ["firmware", d.firmware_version], ["edge", d.edge_id], ["model", d.model],
@@ -269,29 +384,190 @@ function renderDevice(id) {
 
 function render() {
   const [page, arg] = currentRoute();
-  if (page === "device") renderDevice(arg);
-  else if (page === "fleet") renderFleet();
+  if (page === "fleet") renderFleet(); // elsewhere, the rows touched wait until it is shown
+  else if (page === "device") renderDevice(arg);
   else if (page === "voice") renderVoice();
+  else if (page === "home") renderHome();
+  else if (page === "bridge") renderBridge();
 }
 
 // ------------------------------------------------------------------ routes
 function currentRoute() {
   const hash = location.hash.replace(/^#\/?/, "");
   if (hash.startsWith("device/")) return ["device", decodeURIComponent(hash.slice(7))];
-  if (hash === "try" || hash === "voice") return [hash];
+  if (["try", "voice", "home", "bridge"].includes(hash)) return [hash];
   return ["fleet"];
 }
 
 function route() {
   if (!localStorage.getItem(KEY)) return showSignIn();
   const [page] = currentRoute();
-  for (const id of ["fleet", "device", "voice", "try"]) $(id).hidden = id !== page;
+  for (const id of PAGES) $(id).hidden = id !== page;
   $("command-result").textContent = "";
+  $("edit-result").textContent = "";
+  editing = null;
   if (page === "fleet") loadPending();
+  if (page === "home" || page === "device") loadHome();
+  if (page === "bridge") loadStats();
   render();
 }
 
+// ------------------------------------------------------------------ the home model, the bridge
+/** The home model (GET /home): read when its page or a device page opens, and again after an
+ * action ran (an action_result event: a state may have changed) while its page is open. */
+async function loadHome() {
+  try { home = (await api("/home")).data; } catch (err) { home = null; $("home-areas").textContent = `${err.code}: ${err.message}`; return; }
+  editing = null; // the area list of the edit form may be new
+  render();
+}
+
+let homeTimer = 0;
+function reloadHome() {
+  if (currentRoute()[0] !== "home" || homeTimer) return;
+  homeTimer = setTimeout(() => { homeTimer = 0; loadHome(); }, 300);
+}
+
+function stateText(state) {
+  if (state == null) return "unknown";
+  if (typeof state !== "object") return String(state);
+  const { state: word, ...rest } = state;
+  const extra = Object.entries(rest).map(([k, v]) => `${k} ${v}`).join(", ");
+  return [word, extra].filter(Boolean).join(", ") || "{}";
+}
+
+function deviceLink(id) {
+  const d = devices.get(id);
+  const status = d?.status || "never";
+  return el("li", { "data-device": id }, el("a", { href: `#/device/${encodeURIComponent(id)}` }, d?.name || id),
+    " ", el("span", { class: `status ${status}` }, d?.status || "never seen"));
+}
+
+function entityTable(entities) {
+  return el("table", { class: "list entities" }, ...entities.map((e) => el("tr", { "data-entity": e.entity_id },
+    el("td", {}, el("code", {}, e.entity_id)), el("td", {}, e.name),
+    el("td", { class: "state" }, stateText(e.state)),
+    el("td", { class: "muted" }, `${e.binding.type}: ${e.binding.target}`))));
+}
+
+/** Floors, then their areas, each with its devices (live from the stream: an area set on a
+ * device page moves it at once) and its entities with their state and binding; then what is
+ * in no area, and the groups. */
+function renderHome() {
+  if (!home) return;
+  const byArea = new Map();
+  for (const d of devices.values()) {
+    const key = d.area || "";
+    if (!byArea.has(key)) byArea.set(key, []);
+    byArea.get(key).push(d.id);
+  }
+  const area = (a) => {
+    const ids = (byArea.get(a.id) || []).sort();
+    const entities = home.entities.filter((e) => e.area === a.id);
+    return el("div", { class: "area", "data-area": a.id }, el("h3", {}, a.name, " ", el("span", { class: "muted" }, a.id)),
+      ids.length ? el("ul", { class: "devices" }, ...ids.map(deviceLink)) : el("p", { class: "muted" }, "No xiaozhi device."),
+      entities.length ? entityTable(entities) : el("p", { class: "muted" }, "No entity."));
+  };
+  const floors = [...home.floors, { id: null, name: "No floor" }];
+  const sections = floors.map((f) => {
+    const areas = home.areas.filter((a) => (a.floor || null) === f.id);
+    return areas.length ? el("section", { class: "floor" }, el("h2", {}, f.name), el("div", { class: "areas" }, ...areas.map(area))) : null;
+  }).filter(Boolean);
+  const loose = home.entities.filter((e) => !e.area);
+  const homeless = (byArea.get("") || []).sort();
+  sections.push(el("section", { class: "floor" }, el("h2", {}, "In no area"),
+    el("div", { class: "areas" }, el("div", { class: "area", "data-area": "" },
+      homeless.length ? el("ul", { class: "devices" }, ...homeless.slice(0, 200).map(deviceLink)) : el("p", { class: "muted" }, "No device."),
+      homeless.length > 200 ? el("p", { class: "muted" }, `and ${homeless.length - 200} more (see the fleet)`) : "",
+      loose.length ? entityTable(loose) : ""))));
+  sections.push(el("section", {}, el("h2", {}, "Groups"), home.groups.length
+    ? el("table", { class: "list" }, ...home.groups.map((g) => el("tr", { "data-group": g.id },
+      el("td", {}, g.name), el("td", { class: "muted" }, g.id), el("td", {}, g.members.join(", ")))))
+    : el("p", { class: "muted" }, "No group.")));
+  $("home-areas").replaceChildren(...sections);
+}
+
+async function loadStats() {
+  try { hubStats = (await api("/stats")).data; } catch (err) { $("bridge-hub").textContent = `${err.code}: ${err.message}`; return; }
+  for (const [id, state] of Object.entries(hubStats.edges)) if (!edges.has(id)) edges.set(id, { state, edge_id: id });
+  render();
+}
+
+/** The hub (its /stats, read when the page opens and on Refresh) and every edge (their
+ * retained bridge/edges/<id>, live from the stream), with the devices each one carries. */
+function renderBridge() {
+  const shared = bridgeState?.state || "unknown";
+  const h = hubStats;
+  $("bridge-hub").replaceChildren(el("table", { class: "list" },
+    el("tr", {}, el("th", {}, "hub"), el("th", {}, "state"), el("th", {}, "version"), el("th", {}, "up"),
+      el("th", {}, "MQTT"), el("th", {}, "devices"), el("th", {}, "stream"), el("th", {}, "intents")),
+    el("tr", { "data-hub": h?.hub_id || "" },
+      el("td", {}, h?.hub_id || "…"), el("td", { class: `status ${h?.state === "online" ? "connected" : "disconnected"}` }, h?.state || "…"),
+      el("td", {}, h?.version || ""), el("td", {}, h ? duration(h.uptime_seconds) : ""),
+      el("td", {}, h ? (h.mqtt.connected ? `connected (${h.mqtt.connects} connects)` : "disconnected") : ""),
+      el("td", {}, h ? `${h.devices.connected} of ${h.devices.known} connected` : ""),
+      el("td", {}, h ? `${h.stream.sessions.length} sessions` : ""),
+      el("td", {}, h ? (h.intents_loaded ? "loaded" : "loading") : ""))));
+  $("bridge-shared").textContent = shared;
+  $("bridge-shared").className = `status ${shared === "online" ? "connected" : "disconnected"}`;
+  const carried = new Map();
+  for (const d of devices.values()) {
+    if (!d.edge_id) continue;
+    const c = carried.get(d.edge_id) || { connected: 0, known: 0 };
+    c.known++;
+    if (d.status === "connected") c.connected++;
+    carried.set(d.edge_id, c);
+  }
+  const ids = [...new Set([...edges.keys(), ...carried.keys()])].sort();
+  $("bridge-edges").replaceChildren(...ids.map((id) => {
+    const e = edges.get(id) || {}, c = carried.get(id) || { connected: 0, known: 0 };
+    const state = e.state || "unknown";
+    return el("tr", { "data-edge": id }, el("td", {}, id),
+      el("td", { class: `status ${state === "online" ? "connected" : "disconnected"}` }, state),
+      el("td", { class: "seen", title: e.timestamp || "" }, e.timestamp ? ago(e.timestamp) : ""),
+      el("td", {}, `${c.connected} connected, ${c.known} seen`));
+  }));
+  $("bridge-edges-none").hidden = ids.length > 0;
+}
+
+function duration(seconds) {
+  if (seconds < 120) return `${Math.round(seconds)} s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
 // ------------------------------------------------------------------ forms
+function fillEditForm(d) {
+  if (editing === d.id) return; // never overwrite what the operator is typing
+  editing = d.id;
+  $("edit-name").value = d.name || "";
+  const select = $("edit-area");
+  const areas = home?.areas || [];
+  select.replaceChildren(el("option", { value: "" }, "(no area)"),
+    ...areas.map((a) => el("option", { value: a.id }, a.name)));
+  if (d.area && !areas.some((a) => a.id === d.area)) select.append(el("option", { value: d.area }, d.area));
+  select.value = d.area || "";
+}
+
+/** Rename and/or move the device (PATCH /devices/{id}: the bridge's device/rename and
+ * device/area); only what the operator changed is sent. */
+async function editDevice(event) {
+  event.preventDefault();
+  const [, id] = currentRoute();
+  const d = devices.get(id), out = $("edit-result");
+  const body = {};
+  const name = $("edit-name").value.trim(), area = $("edit-area").value || null;
+  if (name && name !== d?.name) body.name = name;
+  if (area !== (d?.area || null)) body.area = area;
+  if (!Object.keys(body).length) { out.textContent = "nothing changed"; out.className = "muted"; return; }
+  try {
+    const { data, message } = await api(`/devices/${encodeURIComponent(id)}`, { method: "PATCH", body: JSON.stringify(body) });
+    Object.assign(device(id), data);
+    out.textContent = message; out.className = "ok";
+  } catch (err) { out.textContent = `${err.code}: ${err.message}`; out.className = "error"; }
+  editing = null;
+  changed();
+}
+
 function sendCommand(event) {
   event.preventDefault();
   let parameters;
@@ -352,7 +628,7 @@ async function removeDevices(filter, what) {
   if (!confirm(`Forget every learnt device that is ${what}? A device that comes back is learnt again.`)) return;
   try {
     const { data, message } = await api("/devices/remove", { method: "POST", body: JSON.stringify(filter) });
-    for (const id of data.removed) devices.delete(id);
+    for (const id of data.removed) forget(id);
     out.textContent = message; out.className = "ok";
   } catch (err) { out.textContent = `${err.code}: ${err.message}`; out.className = "error"; }
   renderFleet();
@@ -378,11 +654,13 @@ async function tryPhrase(event) {
 
 $("signin-form").onsubmit = (e) => { e.preventDefault(); signIn($("key").value.trim()); };
 $("signout").onclick = () => { localStorage.removeItem(KEY); stream?.close(); stream = null; onState("offline"); showSignIn(); };
-$("search").oninput = renderFleet;
-$("status-filter").onchange = renderFleet;
+$("search").oninput = searchChanged;
+$("status-filter").onchange = searchChanged;
+$("edit-form").onsubmit = editDevice;
 $("command-form").onsubmit = sendCommand;
 $("restart").onclick = restart;
 $("pending-refresh").onclick = loadPending;
+$("bridge-refresh").onclick = loadStats;
 $("remove-simulated").onclick = () => removeDevices({ simulated: true }, "simulated");
 $("remove-stale").onclick = () => {
   const hours = Number($("stale-hours").value);
@@ -390,6 +668,8 @@ $("remove-stale").onclick = () => {
 };
 $("try-form").onsubmit = tryPhrase;
 window.onhashchange = route;
+window.addEventListener("scroll", () => { if (currentRoute()[0] === "fleet") changed(); }, { passive: true });
+window.addEventListener("resize", () => changed());
 // "5 s ago" ages on screen; the data itself only ever comes from the stream.
 setInterval(() => { for (const td of document.querySelectorAll("td.seen[title]")) td.textContent = ago(td.title); }, 5000);
 

@@ -5,6 +5,8 @@ route                               what                                       r
 ==================================  =========================================  ======
 ``POST /auth/token``                a JWT for an API key                       read
 ``GET /devices``, ``/devices/{id}``  the registry's devices                     read
+``PATCH /devices/{id}``             rename and/or set its area (the bridge's    write
+                                    ``device/rename``, ``device/area``)
 ``POST /devices/{id}/command``      a command on the device's topic            write
 ``POST /devices/remove``            bulk removal: ``{"simulated": true}`` and  write
                                     /or ``{"not_seen_for_seconds": N}`` (the
@@ -15,6 +17,8 @@ route                               what                                       r
 ``POST /voice/test``                text → intent, actions, answer; nothing    read
                                     runs (the hub's one voice pipeline)
 ``GET /stats``                      the service's counters                     read
+``GET /home``                       floors, areas, entities (binding, state),  read
+                                    groups: the home model as the hub sees it
 ``GET /activations``                devices waiting for approval (their code)  read
 ``POST /activations/approve``       approve one (by ``code`` or ``device_id``)  write
 ``POST /activations/reject``        drop one; its next setup gets a new code   write
@@ -41,6 +45,8 @@ from xiaozhi.commands import parse_parameters
 from xiaozhi.errors import InvalidMessage
 from xiaozhi.payloads import CommandPayload
 from xiaozhi_hub.activations import ActivationNotFound
+from xiaozhi_hub.current_state import CurrentState
+from xiaozhi_hub.home import Binding, HomeAssistantBinding, MqttBinding, XiaozhiBinding
 from xiaozhi_hub.http.auth import Authenticator, Reader, Writer
 from xiaozhi_hub.http.envelopes import (
     API_PREFIX,
@@ -59,6 +65,7 @@ log = structlog.get_logger("xiaozhi.hub.http")
 __all__ = [
     "ActivationRequest",
     "CommandRequest",
+    "DeviceEditRequest",
     "RemoveDevicesRequest",
     "TokenRequest",
     "VoiceTestRequest",
@@ -79,6 +86,14 @@ class RemoveDevicesRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     simulated: bool | None = None
     not_seen_for_seconds: float | None = Field(default=None, ge=0)
+
+
+class DeviceEditRequest(BaseModel):
+    """``PATCH /devices/{id}``: a new display name and/or area (``null``: in no area)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=100, examples=["Desk"])
+    area: str | None = Field(default=None, max_length=64, examples=["kitchen"])
 
 
 class CommandRequest(BaseModel):
@@ -178,6 +193,7 @@ def add_rest_routes(app: FastAPI, auth: Authenticator) -> None:
         return ok(request, data, f"{len(data)} devices")
 
     _add_removal_route(app)
+    _add_edit_route(app)
 
     @app.get(
         f"{api}/devices/{{device_id}}",
@@ -292,12 +308,7 @@ def add_rest_routes(app: FastAPI, auth: Authenticator) -> None:
         return ok(request, data, result.response_text)
 
     _add_activation_routes(app)
-
-    @app.get(
-        f"{api}/stats", tags=["hub"], response_model=SuccessEnvelope, responses=ERROR_RESPONSES
-    )
-    async def stats(request: Request, _: Reader) -> JSONResponse:
-        return ok(request, service_of(request).stats())
+    _add_hub_routes(app)
 
 
 def _add_activation_routes(app: FastAPI) -> None:
@@ -399,3 +410,96 @@ def _add_removal_route(app: FastAPI) -> None:
             raise ApiError(422, "INVALID_FILTER", answer.error)
         removed = list(answer.data.get("removed", []))
         return ok(request, {"removed": removed}, f"{len(removed)} devices removed")
+
+
+def _add_edit_route(app: FastAPI) -> None:
+    @app.patch(
+        f"{API_PREFIX}/devices/{{device_id}}",
+        tags=["devices"],
+        response_model=SuccessEnvelope,
+        responses={**ERROR_RESPONSES, 404: {"model": ErrorEnvelope}},
+    )
+    async def edit_device(
+        request: Request, device_id: str, body: DeviceEditRequest, _: Writer
+    ) -> JSONResponse:
+        """Rename the device and/or put it in an area (``"area": null``: none): the bridge
+        requests ``device/rename`` and ``device/area``, saved across restarts like them."""
+        service = service_of(request)
+        _known_device(service.registry, device_id)
+        given = body.model_fields_set
+        if not given:
+            raise ApiError(422, "EDIT_REQUIRED", "give 'name' and/or 'area'")
+        if "area" in given and body.area is not None and service.home.area(body.area) is None:
+            known = [a.id for a in service.home.areas]
+            raise ApiError(422, "UNKNOWN_AREA", f"unknown area {body.area!r}", {"known": known})
+        edits = []
+        if "name" in given:
+            edits.append(("device/rename", {"id": device_id, "name": body.name}))
+        if "area" in given:
+            edits.append(("device/area", {"id": device_id, "area": body.area}))
+        for path, fields in edits:
+            answer = await service.bridge_requests.apply(path, jsonutil.dumps(fields))
+            if answer.error is not None:
+                raise ApiError(422, "INVALID_EDIT", answer.error, {"request": path})
+        return ok(request, _device_json(service.registry, device_id), "device updated")
+
+
+def _add_hub_routes(app: FastAPI) -> None:
+    @app.get(
+        f"{API_PREFIX}/stats",
+        tags=["hub"],
+        response_model=SuccessEnvelope,
+        responses=ERROR_RESPONSES,
+    )
+    async def stats(request: Request, _: Reader) -> JSONResponse:
+        return ok(request, service_of(request).stats())
+
+    @app.get(
+        f"{API_PREFIX}/home",
+        tags=["hub"],
+        response_model=SuccessEnvelope,
+        responses=ERROR_RESPONSES,
+    )
+    async def home_model(request: Request, _: Reader) -> JSONResponse:
+        """The home model: floors, areas (with their devices), entities with their binding
+        and current state (null when the hub cannot know it: an ``mqtt`` or
+        ``homeassistant`` entity is not read back), groups."""
+        service = service_of(request)
+        home, registry = service.home, service.registry
+        now = CurrentState(service.states, registry.device)
+        devices_in: dict[str | None, list[str]] = {}
+        for record in registry.devices():
+            devices_in.setdefault(record.area, []).append(record.device_id)
+        data = {
+            "floors": [f.model_dump() for f in home.floors],
+            "areas": [
+                {**a.model_dump(), "devices": sorted(devices_in.get(a.id, []))} for a in home.areas
+            ],
+            "entities": [
+                {
+                    "entity_id": e.entity_id,
+                    "name": e.name,
+                    "aliases": list(e.aliases),
+                    "domain": e.domain,
+                    "area": e.area,
+                    "binding": _binding_json(e.binding),
+                    "state": now.of(e),
+                }
+                for e in home.entities
+            ],
+            "groups": registry.snapshot_groups(),
+        }
+        counts = f"{len(home.areas)} areas, {len(home.entities)} entities"
+        return ok(request, data, counts)
+
+
+def _binding_json(binding: Binding) -> dict[str, Any]:
+    """What acts on an entity, without its payload templates: type and target."""
+    if isinstance(binding, XiaozhiBinding):
+        return {"type": binding.type, "target": binding.device_id}
+    if isinstance(binding, MqttBinding):
+        return {"type": binding.type, "target": binding.topic}
+    if isinstance(binding, HomeAssistantBinding):
+        target = f"{binding.base_url} {binding.entity_id or ''}".strip()
+        return {"type": binding.type, "target": target}
+    return {"type": binding.type, "target": "in the hub's memory"}

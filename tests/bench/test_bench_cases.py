@@ -29,6 +29,7 @@ EXPECTED = {
     ),
     "voice": ("p50 round trip at", "p99 round trip at", "answered/s at"),
     "churn": ("RSS growth over", "file descriptor growth", "asyncio task growth", "cycles/s"),
+    "stream": ("events/s pushed to", "dashboard first render", "longest main-thread task"),
 }
 _TIMEOUT = 150
 

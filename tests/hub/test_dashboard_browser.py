@@ -10,6 +10,7 @@ looks at them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -115,6 +116,9 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
     fleet = page.locator("#devices")
     await expect(fleet.locator('tr[data-device="demo_kitchen"]')).to_contain_text("never seen")
     await page.evaluate("window.notReloaded = true")
+    # the page's stream made the hub open its events/+ connection: the device's first events
+    # (the MCP tools it announces on connecting) reach the page
+    await asyncio.wait_for(running_hub.service.stream.events_subscribed.wait(), 10)
 
     edge = await start_edge(base_topic=hub_settings.base_topic)
     url = f"ws://127.0.0.1:{edge.port}/xiaozhi/v1/"
@@ -133,12 +137,7 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
         assert await page.evaluate("window.notReloaded") is True  # the stream, no reload
         await expect(row).to_contain_text("websocket")
         await page.screenshot(path=shots / "dashboard-fleet.png")
-        # The hub watches a new device's events from its first status on, so the MCP tools
-        # it announced on connecting may have gone by (docs/protocols.md §3.9): reconnect it.
-        owner = running_hub.service.owner
-        events = running_hub.service.topics.device_events(device.device_id)
-        await watcher.wait_for(lambda: events in owner.subscriptions)
-        await device.close_channel()
+        await device.close_channel()  # a reconnection shows live too
         await expect(row.locator("td.status")).to_have_text("disconnected")
         await device.wake()
         await expect(row.locator("td.status")).to_have_text("connected")
@@ -165,10 +164,49 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
         await expect(page.locator("#device-events")).to_contain_text("command_result")
         tools = page.locator("#device-tools")
         await expect(tools).to_contain_text("self.audio_speaker.set_volume")  # its MCP tools
+
+        # rename it and set its area from its page (PATCH /devices/{id})
+        await page.fill("#edit-name", "Hall speaker")
+        await page.select_option("#edit-area", "office")
+        await page.click("#edit-form button:text('Save')")
+        await expect(page.locator("#edit-result")).to_have_text("device updated")
+        await expect(page.locator("#device-title")).to_have_text(
+            f"Hall speaker ({device.device_id})"
+        )
+        await expect(page.locator("#device-info")).to_contain_text("Office")
+        record = running_hub.service.registry.device(device.device_id)
+        assert record is not None
+        assert (record.name, record.area) == ("Hall speaker", "office")
+        # an edit made elsewhere (a bridge request) reaches the open page over the stream
+        request = {"id": device.device_id, "area": "kitchen"}
+        await watcher.publish(running_hub.service.topics.bridge_request("device/area"), request)
+        await expect(page.locator("#device-info")).to_contain_text("Kitchen")
+        await expect(page.locator("#edit-area")).to_have_value("kitchen")
         await page.screenshot(path=shots / "dashboard-device.png", full_page=True)
 
+        # the home model: the device is in the kitchen, live; the bridge: its edge is online
+        await page.click('nav a[href="#/home"]')
+        kitchen = page.locator('#home-areas .area[data-area="kitchen"]')
+        await expect(kitchen.locator(f'li[data-device="{device.device_id}"]')).to_contain_text(
+            "Hall speaker connected"
+        )
+        await expect(kitchen.locator('tr[data-entity="light.kitchen"]')).to_contain_text("mqtt")
+        living = page.locator('#home-areas tr[data-entity="light.living_room"]')
+        await expect(living.locator("td.state")).to_have_text("off")
+        await page.screenshot(path=shots / "dashboard-home.png", full_page=True)
+        await page.click('nav a[href="#/bridge"]')
+        edge_row = page.locator(f'#bridge-edges tr[data-edge="{edge.settings.edge_id}"]')
+        await expect(edge_row).to_contain_text("online")
+        await expect(edge_row).to_contain_text("1 connected, 1 seen")
+        await expect(page.locator("#bridge-shared")).to_have_text("online")
+        hub_row = page.locator(f'#bridge-hub tr[data-hub="{hub_settings.hub_id}"]')
+        await expect(hub_row).to_contain_text("online")
+        await page.screenshot(path=shots / "dashboard-bridge.png", full_page=True)
+        await page.click('nav a[href="#/"]')
+        await row.locator("a").click()
+
         page.on("dialog", accept)  # "Restart ...?", then "Forget ...?"
-        await page.click("#restart")
+        await page.click("#restart")  # from its page: the reboot command
         await expect(page.locator("#command-result")).to_contain_text("reboot on")
         await expect(page.locator("#device-events")).to_contain_text('"command":"reboot"')
     finally:
@@ -292,6 +330,20 @@ async def test_a_device_page_charts_telemetry_and_sensors_as_they_come(
     )
     await page.screenshot(path=shots / "dashboard-device-telemetry.png", full_page=True)
 
+    # a big fleet: the table holds a screenful of rows, and scrolling brings the others
+    for n in range(300):
+        device_id = f"many{n:03d}"
+        await watcher.publish(t.status(device_id), {"status": "connected", "device_id": device_id})
+    await page.click('nav a[href="#/"]')
+    connected = "303 of 303 devices, 301 connected"  # and demo_kitchen, by its statuses above
+    await expect(page.locator("#count")).to_have_text(connected)
+    shown = await page.locator("#devices tr[data-device]").count()
+    assert 0 < shown < 120
+    await page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    await expect(page.locator('#devices tr[data-device="many299"]')).to_contain_text("connected")
+    await expect(page.locator('#devices tr[data-device="demo_kitchen"]')).to_have_count(0)
+    await page.screenshot(path=shots / "dashboard-fleet-scrolled.png")
+
 
 async def test_an_utterance_shows_as_its_pipeline_with_the_time_of_each_step(
     running_hub: RunningHub, watcher: Recorder, page: Page, shots: Path
@@ -299,8 +351,7 @@ async def test_an_utterance_shows_as_its_pipeline_with_the_time_of_each_step(
     await sign_in(page, running_hub, shots)
     await page.click('nav a[href="#/voice"]')
     service = running_hub.service
-    events = service.topics.device_events("demo_kitchen")
-    await watcher.wait_for(lambda: events in service.owner.subscriptions)  # the stream watches
+    await asyncio.wait_for(service.stream.events_subscribed.wait(), 10)  # its events/+
     heard = {
         "event_type": "voice_command",
         "device_id": "demo_kitchen",
@@ -326,6 +377,14 @@ async def test_an_utterance_shows_as_its_pipeline_with_the_time_of_each_step(
     assert steps[0] == "voice_command +0 ms"
     assert all(s.endswith(" ms") for s in steps)
     await page.screenshot(path=shots / "dashboard-voice.png")
+
+    # the home page shows an entity's state as a voice command changes it
+    await page.click('nav a[href="#/home"]')
+    state = page.locator('#home-areas tr[data-entity="light.living_room"] td.state')
+    await expect(state).to_have_text("off")
+    again = dict(heard, command="turn on the living room light", message_id="utterance-2")
+    await watcher.publish(service.topics.voice_command_events(), again)
+    await expect(state).to_have_text("on")
 
 
 async def test_a_device_waiting_for_approval_is_approved_from_the_fleet_page(

@@ -145,6 +145,77 @@ async def test_devices_and_a_command_that_reaches_the_device_topic(
     assert (command["message_id"], command["device_id"]) == ("rest-1", "demo_kitchen")
 
 
+async def test_a_device_renamed_and_moved_over_rest_is_edited_as_the_bridge_edits_it(
+    client: httpx.AsyncClient, running_hub: RunningHub, watcher: Recorder
+) -> None:
+    t = running_hub.service.topics
+    start = watcher.mark()
+    edit = {"name": "Cooking corner", "area": "office"}
+    response = await client.patch("/api/v1/devices/demo_kitchen", headers=WRITE, json=edit)
+    device = assert_ok(response)
+    assert (device["name"], device["area"], device["area_name"]) == (
+        "Cooking corner",
+        "office",
+        "Office",
+    )
+    # the bridge's retained list is re-published, as after the request device/rename
+    await watcher.first(
+        lambda m: m.topic == t.bridge_devices() and b'"Cooking corner"' in m.payload, after=start
+    )
+    saved = (running_hub.service.settings.state_dir / "registry.json").read_text()
+    assert "Cooking corner" in saved  # survives a restart, like a bridge edit
+    moved = {"area": None}
+    device = assert_ok(
+        await client.patch("/api/v1/devices/demo_kitchen", headers=WRITE, json=moved)
+    )
+    assert (device["name"], device["area"]) == ("Cooking corner", None)
+
+    assert_error(
+        await client.patch("/api/v1/devices/demo_kitchen", headers=READ, json=edit),
+        403,
+        "FORBIDDEN",
+    )
+    assert_error(
+        await client.patch("/api/v1/devices/nobody", headers=WRITE, json=edit),
+        404,
+        "DEVICE_NOT_FOUND",
+    )
+    assert_error(
+        await client.patch("/api/v1/devices/demo_kitchen", headers=WRITE, json={}),
+        422,
+        "EDIT_REQUIRED",
+    )
+    bad_area = await client.patch(
+        "/api/v1/devices/demo_kitchen", headers=WRITE, json={"area": "attic"}
+    )
+    assert "kitchen" in assert_error(bad_area, 422, "UNKNOWN_AREA")["details"]["known"]
+    long_name = await client.patch(
+        "/api/v1/devices/demo_kitchen", headers=WRITE, json={"name": "x" * 101}
+    )
+    assert_error(long_name, 422, "VALIDATION_ERROR")
+    device = assert_ok(await client.get("/api/v1/devices/demo_kitchen", headers=READ))
+    assert (device["name"], device["area"]) == ("Cooking corner", None)  # refusals changed nothing
+
+
+async def test_the_home_model_lists_areas_entities_with_their_state_and_bindings(
+    client: httpx.AsyncClient,
+) -> None:
+    home = assert_ok(await client.get("/api/v1/home", headers=READ))
+    areas = {a["id"]: a for a in home["areas"]}
+    assert areas["kitchen"]["name"] == "Kitchen"
+    assert areas["kitchen"]["devices"] == ["demo_kitchen"]
+    entities = {e["entity_id"]: e for e in home["entities"]}
+    living = entities["light.living_room"]
+    assert (living["domain"], living["area"], living["state"]) == (
+        "light",
+        "living_room",
+        {"state": "off"},
+    )
+    assert living["binding"] == {"type": "virtual", "target": "in the hub's memory"}
+    assert {g["id"] for g in home["groups"]} >= {"downstairs"}
+    assert_error(await client.get("/api/v1/home"), 401, "MISSING_CREDENTIALS")
+
+
 async def test_bad_commands_get_errors_and_nothing_is_published(
     client: httpx.AsyncClient, running_hub: RunningHub, watcher: Recorder
 ) -> None:

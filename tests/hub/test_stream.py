@@ -76,11 +76,14 @@ async def test_a_device_that_connects_shows_up_with_its_events_and_voice_steps(
     t = running_hub.service.topics
     base = hub_settings.base_topic
     edge = await start_edge(base_topic=base)
-    owner = running_hub.service.owner
-    known = t.device_events("demo_kitchen")  # in the home file: in the registry from the start
-    assert known not in owner.subscriptions  # nobody watches: the hub pays nothing
+    unit = running_hub.service.stream
+    assert unit.events_owner is None  # nobody watches: the hub pays nothing
     async with StreamClient(running_hub.url, api_key=READ_KEY, topics=[f"{base}/#"]) as stream:
-        await watcher.wait_for(lambda: known in owner.subscriptions)
+        # the first client opens the stream's own events/+ connection
+        await asyncio.wait_for(unit.events_subscribed.wait(), 10)
+        assert unit.events_owner is not None
+        assert t.all_events() in unit.events_owner.subscriptions
+        assert t.all_events() not in running_hub.service.owner.subscriptions  # never the hub's
         assert stream.version is StreamVersion.V3
         assert stream.hello["versions"] == [1, 2, 3]
         # The hub's own state is there from the start (retained), flagged BROADCAST.
@@ -105,10 +108,16 @@ async def test_a_device_that_connects_shows_up_with_its_events_and_voice_steps(
             assert connected.flags & Flag.PRIORITY
             assert connected.data["payload"]["device_id"] == device_id
 
-            # Its events come too, once the hub watches its events topic (one subscription
-            # on the hub's one MQTT connection, whoever streams).
+            # Its events come too, from the first one: the stream's events/+ connection
+            # was there before the device (its MCP tools, announced on connecting, included).
+            tools = await next_matching(
+                stream,
+                lambda m: (
+                    data_of("device_events", device_id)(m) and m.data["event_type"] == "mcp_tools"
+                ),
+            )
+            assert "self.audio_speaker.set_volume" in tools.data["payload"]["tools"]
             events = t.device_events(device_id)
-            await watcher.wait_for(lambda: events in running_hub.service.owner.subscriptions)
             step = {"event_type": "response", "device_id": device_id, "text": "Done."}
             await watcher.publish(events, step)
             answer = await next_matching(

@@ -52,7 +52,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import uvloop
@@ -60,6 +60,9 @@ import uvloop
 from xiaozhi_bench import procs
 from xiaozhi_bench.loadgen import percentile
 from xiaozhi_bench.runner import Figure, Report
+
+if TYPE_CHECKING:
+    from xiaozhi_speech import OfflineRecognizer
 
 __all__ = ["OUT_OF_DOMAIN", "Sentence", "home_sentences", "run_speech"]
 
@@ -324,14 +327,13 @@ def _bare_decode(model: Any, utterances: Sequence[Utterance], alone: Alone) -> N
 
 
 async def _recogniser_alone(
-    utterances: Sequence[Utterance], corpus: list[str], background: list[str], concurrent: int
+    utterances: Sequence[Utterance], recognizer: OfflineRecognizer, concurrent: int
 ) -> Alone:
-    from xiaozhi_speech import OfflineRecognizer
-
-    alone = Alone(corpus_sentences=len(corpus))
-    recognizer = OfflineRecognizer(workers=1)
+    """The loaded ``recognizer`` alone, one utterance at a time and ``concurrent`` at once;
+    closed at the end."""
+    assert recognizer.model is not None
+    alone = Alone(corpus_sentences=recognizer.model.sentences)
     try:
-        await recognizer.load(corpus, background)
         await recognizer.transcribe(utterances[0].decoded, RATE)  # the worker's decoder loads
         before, own = _children_cpu(), time.process_time()
         for utterance in utterances:
@@ -947,6 +949,7 @@ async def _run(quick: bool, workdir: Path) -> Measured:
     from xiaozhi_hub.home import DEMO_HOME_PATH, load_home
     from xiaozhi_hub.pipeline import VoicePipeline
     from xiaozhi_hub.registry import Registry
+    from xiaozhi_speech import OfflineRecognizer
 
     phases: dict[str, float] = {}
     started = time.perf_counter()
@@ -964,14 +967,18 @@ async def _run(quick: bool, workdir: Path) -> Measured:
     utterances = await _record(sentences, VOICES[:1] if quick else VOICES)
     random.Random(SEED).shuffle(utterances)  # conditions and voices mixed over the run
     lap("synthesis, noise and Opus")
+    # Built as the hub builds it, into the cache the system's hub then reads (its default
+    # under its state dir, or the one XIAOZHI_SPEECH_CACHE_DIR names): one build per run.
+    cache = Path(os.environ.get("XIAOZHI_SPEECH_CACHE_DIR") or workdir / "hub-state/speech-cache")
+    recognizer = OfflineRecognizer(workers=1, cache_dir=cache)
     pipeline = VoicePipeline(Registry(home), language="en")  # the hub's sentences, as built
     await pipeline.start()
     try:
-        corpus, background = await pipeline.sentences(), await pipeline.background()
+        await pipeline.load_recognizer(recognizer)
     finally:
         pipeline.close()
     concurrent = QUICK_CONCURRENT if quick else CONCURRENT
-    alone = await _recogniser_alone(utterances, corpus, background, concurrent)
+    alone = await _recogniser_alone(utterances, recognizer, concurrent)
     lap("recogniser alone (corpus, model, ours, bare)")
     frames = [p for u in utterances for p in u.packets][:EDGE_FRAMES]
     edge_us = _edge_frame_us(frames)

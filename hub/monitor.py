@@ -87,6 +87,13 @@ class MonitorUnit:
         await self._ctx.owner.unsubscribe([self._own_wants])
         await self._tasks.drain()
 
+    def stats(self) -> dict[str, int]:
+        """For ``/api/v1/stats``: the devices listened to and the listeners (pages)."""
+        return {
+            "devices": len(self.listeners),
+            "listeners": sum(len(v) for v in self.listeners.values()),
+        }
+
     def attach(self, listener: MonitorListener) -> None:
         """Add a listener; the first one for its device registers the hub's want."""
         device_id = listener.device_id

@@ -460,6 +460,7 @@ class HubService:
             "counters": dict(sorted(self.counters.items())),
             "intents_loaded": self.intents_loaded,
             "stream": self.stream.stats(),
+            "monitor": self.monitor.stats(),
             "mqtt": {
                 "connected": owner.connected,
                 "connects": owner.connects,

@@ -63,6 +63,7 @@ async def test_a_page_listens_through_the_hubs_want_and_the_want_goes_with_it(
                     continue
             assert packet is not None
             assert (packet.sequence, packet.duration_ms, packet.opus) == (0, 60, b"\xf8opus")
+            assert running.service.stats()["monitor"] == {"devices": 1, "listeners": 1}
         # the page left: the want is cleared, so the edge stops publishing
         await watcher.wait_for(lambda: watcher.payloads(want)[-1:] == [b""])
         assert running.service.monitor.listeners == {}

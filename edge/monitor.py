@@ -26,9 +26,7 @@ Each listener has a 50-packet queue; one that falls behind loses its oldest pack
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -36,7 +34,12 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from xiaozhi import jsonutil
-from xiaozhi.audio_monitor import AudioPacket, decode_audio_packet, encode_audio_packet
+from xiaozhi.audio_monitor import (
+    AudioPacket,
+    ListenerStream,
+    decode_audio_packet,
+    encode_audio_packet,
+)
 from xiaozhi.binary import FrameType
 from xiaozhi.errors import InvalidTopic, WireError
 from xiaozhi.payloads import Availability, EdgeState
@@ -56,27 +59,17 @@ _AUDIO_QOS, _AUDIO_RETAIN = publish_options(TopicKind.MONITOR_AUDIO)
 _WANT_QOS, _WANT_RETAIN = publish_options(TopicKind.MONITOR_LISTENERS)
 
 
-@dataclass(eq=False)
-class _Listener:
-    """One audio-monitor listener: a bounded queue; when full the oldest packet goes."""
+class _Listener(ListenerStream):
+    """One audio-monitor listener: its stream, the device it hears, and the event that wakes
+    its sender."""
 
-    device_id: str
-    started: float
-    queue: collections.deque[bytes] = field(
-        default_factory=lambda: collections.deque(maxlen=_QUEUE_PACKETS)
-    )
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    sequence: int = 0
-    lagged: int = 0
+    def __init__(self, device_id: str, started: float) -> None:
+        super().__init__(started, _QUEUE_PACKETS)
+        self.device_id = device_id
+        self.ready = asyncio.Event()
 
     def offer(self, opus: bytes, duration_ms: int, now: float) -> bool:
-        """Queue one packet; True when the oldest had to go (the listener skips ahead)."""
-        lagging = len(self.queue) == self.queue.maxlen
-        self.lagged += lagging
-        timestamp = int((now - self.started) * 1000) & _U32
-        packet = AudioPacket(timestamp, duration_ms, self.sequence & _U32, opus)
-        self.sequence += 1
-        self.queue.append(encode_audio_packet(packet))
+        lagging = super().offer(opus, duration_ms, now)
         self.ready.set()
         return lagging
 

@@ -23,6 +23,8 @@ FanOutUnit          ``$share/hub/xiaozhi/commands/group/+``,          one comman
 (fan_out)           ``$share/hub/xiaozhi/commands/broadcast``         its own command topic
 BridgeRequestsUnit  ``bridge/request/#``                              answers on
 (bridge_requests)                                                     ``bridge/response/<path>``
+MonitorUnit         ``monitor/+/listeners/<hub id>``; while a         a device's live audio for
+(monitor)           dashboard listens, ``monitor/{id}/audio``         ``/devices/{id}/listen``
 StreamUnit          ``events/+`` on a connection of its own, opened   offers what the hub hears
 (stream)            by the first stream client; sees every message    to live-stream sessions
 ==================  ================================================  ===========================
@@ -74,6 +76,7 @@ from xiaozhi_hub.fan_out import FanOutUnit
 from xiaozhi_hub.home import DEMO_HOME_PATH, Home, HomeAssistantBinding, VirtualBinding, load_home
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.metrics import HubMetrics
+from xiaozhi_hub.monitor import MonitorUnit
 from xiaozhi_hub.pipeline import VoicePipeline
 from xiaozhi_hub.registry import Registry
 from xiaozhi_hub.registry_edits import (
@@ -236,6 +239,7 @@ class HubService:
             self._device_edited,
             on_edit=lambda: save_registry_edits(self.registry, self._registry_edits),
         )
+        self.monitor = MonitorUnit(self._ctx)
         self.stream = StreamUnit(self._ctx)
         self.units: tuple[Unit, ...] = (
             self.bridge_state,
@@ -248,6 +252,7 @@ class HubService:
             self.undelivered,  # after the registry: it answers for devices known absent
             self.bridge_requests,
             self.virtual_entities,
+            self.monitor,
             self.stream,  # last: it taps what the others route
         )
         self._routes: dict[TopicKind, Route] = {}
@@ -455,6 +460,7 @@ class HubService:
             "counters": dict(sorted(self.counters.items())),
             "intents_loaded": self.intents_loaded,
             "stream": self.stream.stats(),
+            "monitor": self.monitor.stats(),
             "mqtt": {
                 "connected": owner.connected,
                 "connects": owner.connects,

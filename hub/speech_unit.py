@@ -18,6 +18,9 @@ engine did not accept (nothing heard, out of domain) executes nothing: the devic
 The offline recogniser hears only what this home can do: it is loaded from every sentence
 the intent engine matches (:func:`xiaozhi_speech.corpus_from_intents`), and reloaded by
 :meth:`SpeechUnit.reload` when the home changes.
+
+The decoded audio of the last utterances stays in memory, bounded
+(:class:`~xiaozhi_hub.utterance_audio.UtteranceAudio`), for the dashboard's play buttons.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from xiaozhi.topics import ParsedTopic, TopicKind
 from xiaozhi_hub.pipeline import VoicePipeline
 from xiaozhi_hub.responses import own_sentence
 from xiaozhi_hub.unit import HubContext, Route, UnitTasks
+from xiaozhi_hub.utterance_audio import UtteranceAudio
 from xiaozhi_runtime import opus
 from xiaozhi_speech import OfflineRecognizer, SpeechToText, Transcript
 
@@ -80,6 +84,7 @@ class SpeechUnit:
         self._answer = answer
         self._tasks = UnitTasks("utterance", ctx.settings.max_concurrent_voice_commands)
         self._recent = RecentIds(4096)
+        self.audio = UtteranceAudio()  # for GET /utterances/{message_id}/audio
         self.routes: Mapping[TopicKind, Route] = {TopicKind.UTTERANCE: self._on_utterance}
 
     @property
@@ -132,6 +137,7 @@ class SpeechUnit:
             ctx.metrics.utterances.labels("invalid").inc()
             ctx.invalid("utterance", ctx.topics.utterance(utterance.device_id), err)
             return
+        self.audio.keep(utterance.message_id, pcm, rate)
         transcript = await self.stt.transcribe(pcm, rate)
         log.info(
             "transcript",

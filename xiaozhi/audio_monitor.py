@@ -19,6 +19,7 @@ the bytes that actually follow. A zero-length Opus packet is valid: to an Opus d
 
 from __future__ import annotations
 
+import collections
 import enum
 import struct
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ __all__ = [
     "AUDIO_HEADER",
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "AudioPacket",
+    "ListenerStream",
     "MonitorPacketType",
     "decode_audio_packet",
     "encode_audio_packet",
@@ -142,3 +144,33 @@ def decode_audio_packet(
     if length != actual:
         raise LengthMismatch(declared=length, actual=actual, what="data length")
     return AudioPacket(timestamp_ms, duration_ms, sequence, bytes(data[AUDIO_HEADER.size :]))
+
+
+class ListenerStream:
+    """One listener's packets, numbered and timestamped for it (as seed 004 stamps them).
+
+    The edge's ``/api/ws/audio`` and the hub's ``/api/v1/devices/{id}/listen`` keep one per
+    listener: a bounded queue, so one that falls behind loses its oldest packets (a
+    ``sequence`` gap, seed 004's ``RecvError::Lagged``) and never slows the device or the
+    other listeners.
+
+    Args:
+        started: The listener's start, in the clock ``now`` is given in (seconds).
+        limit: Packets kept waiting at most.
+    """
+
+    def __init__(self, started: float, limit: int) -> None:
+        self.started = started
+        self.queue: collections.deque[bytes] = collections.deque(maxlen=limit)
+        self.sequence = 0
+        self.lagged = 0
+
+    def offer(self, opus: bytes, duration_ms: int, now: float) -> bool:
+        """Queue one packet; True when the oldest had to go (the listener skips ahead)."""
+        lagging = len(self.queue) == self.queue.maxlen
+        self.lagged += lagging
+        timestamp = int((now - self.started) * 1000) & _U32_MAX
+        packet = AudioPacket(timestamp, duration_ms, self.sequence & _U32_MAX, opus)
+        self.sequence += 1
+        self.queue.append(encode_audio_packet(packet))
+        return lagging

@@ -2,6 +2,7 @@
 // once over REST, then follow it live over the stream (stream.js). Pages are hash routes:
 // #/ the fleet, #/device/<id> one device, #/voice, #/try the phrase tester, #/home the home
 // model, #/bridge the hub and its edges. No build step, no CDN.
+import { Listener } from "./listen.js";
 import { Stream } from "./stream.js";
 
 const KEY = "xiaozhi_api_key";
@@ -17,6 +18,8 @@ const utterances = new Map(); // message_id -> {device_id, steps: [{step, at, pa
 const MAX_UTTERANCES = 100;
 const VOICE_STEPS = new Set(["voice_command", "action", "action_result", "response"]);
 let stream = null;
+let listener = null; // the device page's live audio (listen.js), while it listens
+const players = new Map(); // message_id -> its <audio> element, kept across re-renders
 let dirty = false;
 let home = null; // GET /home: floors, areas, entities with their state, groups
 let hubStats = null; // GET /stats: this hub
@@ -174,7 +177,12 @@ function step(deviceId, type, payload) {
   const utterance = utterances.get(key) || { device_id: deviceId, steps: [] };
   utterance.steps.push({ step: type, at: Date.parse(payload.timestamp) || Date.now(), payload });
   utterances.set(key, utterance);
-  if (utterances.size > MAX_UTTERANCES) utterances.delete(utterances.keys().next().value);
+  if (utterances.size > MAX_UTTERANCES) {
+    const oldest = utterances.keys().next().value;
+    utterances.delete(oldest);
+    const audio = players.get(oldest);
+    if (audio) { URL.revokeObjectURL(audio.src); players.delete(oldest); }
+  }
 }
 
 function renderVoice() {
@@ -190,9 +198,58 @@ function renderVoice() {
       el("td", { class: "intent" }, response ? response.intent || "(not understood)" : "…"),
       el("td", { class: "actions" }, results.join("\n") || (response ? "none" : "…")),
       el("td", { class: "answer" }, response?.text ?? "…"),
-      el("td", { class: "steps" }, u.steps.map((s) => `${s.step} +${s.at - first} ms`).join("\n")));
+      el("td", { class: "steps" }, u.steps.map((s) => `${s.step} +${s.at - first} ms`).join("\n")),
+      el("td", { class: "audio" }, heard?.message_id ? player(heard.message_id) : ""));
   });
   $("utterances").replaceChildren(...rows);
+}
+
+/** The play button of an utterance the hub transcribed; once pressed, its <audio> element (the
+ * hub's WAV, fetched with the key: an <audio src> cannot send a header). */
+function player(messageId) {
+  const kept = players.get(messageId);
+  if (kept) return kept;
+  return el("button", { type: "button", class: "play", onclick: async (e) => {
+    const cell = e.target.parentNode;
+    try {
+      const res = await fetch(`/api/v1/utterances/${encodeURIComponent(messageId)}/audio`,
+        { headers: { "X-API-Key": localStorage.getItem(KEY) || "" } });
+      if (!res.ok) throw new Error(res.status === 404 ? "not kept by this hub" : `HTTP ${res.status}`);
+      const audio = el("audio", { controls: "", src: URL.createObjectURL(await res.blob()) });
+      players.set(messageId, audio);
+      cell.replaceChildren(audio);
+      audio.play().catch(() => {}); // a browser may want a second click: the controls are there
+    } catch (err) { cell.replaceChildren(el("span", { class: "muted" }, err.message)); }
+  } }, "▶ play");
+}
+
+// ------------------------------------------------------------------ listen live (listen.js)
+function toggleListen() {
+  if (listener) { stopListening(); return; }
+  const [, id] = currentRoute();
+  listener = new Listener(id, localStorage.getItem(KEY) || "", showListener);
+  listener.start();
+  $("listen").textContent = "Stop";
+}
+
+function stopListening() {
+  if (!listener) return;
+  const done = listener;
+  listener = null;
+  done.stop();
+  showListener(done);
+}
+
+function showListener(l) {
+  if (listener && listener !== l) return; // a stopped one's late close
+  $("listen-state").textContent = l.state;
+  $("listen-packets").textContent = l.packets;
+  $("listen-decoded").textContent = l.decoded;
+  $("listen-lost").textContent = l.lost;
+  $("listen-level").value = Math.min(1, l.level * 4); // speech RMS is rarely above 0.25
+  $("listen-problem").textContent = l.problem || "";
+  if (l.state !== "listening" && l.state !== "connecting" && listener === l) listener = null;
+  if (!listener) $("listen").textContent = "Listen";
 }
 
 function record(id, name, value) {
@@ -405,6 +462,7 @@ function route() {
   for (const id of PAGES) $(id).hidden = id !== page;
   $("command-result").textContent = "";
   $("edit-result").textContent = "";
+  stopListening(); // another page, or another device
   editing = null;
   if (page === "fleet") loadPending();
   if (page === "home" || page === "device") loadHome();
@@ -659,6 +717,7 @@ $("status-filter").onchange = searchChanged;
 $("edit-form").onsubmit = editDevice;
 $("command-form").onsubmit = sendCommand;
 $("restart").onclick = restart;
+$("listen").onclick = toggleListen;
 $("pending-refresh").onclick = loadPending;
 $("bridge-refresh").onclick = loadStats;
 $("remove-simulated").onclick = () => removeDevices({ simulated: true }, "simulated");

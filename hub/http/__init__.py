@@ -4,6 +4,9 @@
 path                      what (module)                                               auth
 ========================  ==========================================================  =========
 ``/api/v1/...``           REST, seed 003's envelopes (:mod:`.rest`, :mod:`.envelopes`)  key / JWT
+``/api/v1/stream``        the live stream, seed 002 over a WebSocket (:mod:`.stream`)   key / JWT
+``/api/v1/devices/{id}/`` a device's live microphone, seed 004 packets over a           key / JWT
+``listen``                WebSocket (:mod:`.monitor`)
 ``/xiaozhi/ota/``         setup for real firmware (:mod:`.device_setup`)              none
 ``/xiaozhi/ota/activate`` activation poll: 202 pending, 200 once approved            none
 ``/health``               broker connected, hub state (503 unless online)             none

@@ -36,6 +36,7 @@ from xiaozhi_hub.http.envelopes import (
     error_response,
     request_id,
 )
+from xiaozhi_hub.http.monitor import add_monitor_routes
 from xiaozhi_hub.http.rest import add_rest_routes, service_of
 from xiaozhi_hub.http.stream import add_stream_routes
 from xiaozhi_hub.intents import IntentEngine
@@ -186,6 +187,7 @@ def create_app(
 
     add_rest_routes(app, auth)
     add_stream_routes(app, auth)
+    add_monitor_routes(app, auth)
     add_setup_routes(app, settings, signing_key)
     _add_probe_routes(app)
     add_dashboard_routes(app)

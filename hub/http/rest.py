@@ -19,6 +19,8 @@ route                               what                                       r
 ``GET /stats``                      the service's counters                     read
 ``GET /home``                       floors, areas, entities (binding, state),  read
                                     groups: the home model as the hub sees it
+``GET /utterances/{id}/audio``      one of the last utterances this hub        read
+                                    transcribed, as a WAV file (16-bit mono)
 ``GET /activations``                devices waiting for approval (their code)  read
 ``POST /activations/approve``       approve one (by ``code`` or ``device_id``)  write
 ``POST /activations/reject``        drop one; its next setup gets a new code   write
@@ -37,7 +39,7 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from xiaozhi import jsonutil
@@ -491,6 +493,26 @@ def _add_hub_routes(app: FastAPI) -> None:
         }
         counts = f"{len(home.areas)} areas, {len(home.entities)} entities"
         return ok(request, data, counts)
+
+    @app.get(
+        f"{API_PREFIX}/utterances/{{message_id}}/audio",
+        tags=["voice"],
+        response_class=Response,
+        responses={
+            200: {"content": {"audio/wav": {}}, "description": "The utterance as a WAV file"},
+            404: {"model": ErrorEnvelope, "description": "Not (or no longer) kept here"},
+            **ERROR_RESPONSES,
+        },
+    )
+    async def utterance_audio(request: Request, message_id: str, _: Reader) -> Response:
+        """The audio of one of the last utterances this hub transcribed (by the
+        ``message_id`` its pipeline steps share), as the recogniser heard it: 16-bit mono
+        PCM in a WAV file. The hub keeps the last 50 (8 MB at most), in memory."""
+        speech = service_of(request).speech
+        wav = None if speech is None else speech.audio.wav(message_id)
+        if wav is None:
+            raise ApiError(404, "UTTERANCE_NOT_FOUND", f"no audio kept for {message_id!r}")
+        return Response(wav, media_type="audio/wav", headers={"Cache-Control": "no-store"})
 
 
 def _binding_json(binding: Binding) -> dict[str, Any]:

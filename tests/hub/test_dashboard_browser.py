@@ -37,6 +37,7 @@ from xiaozhi.stream_frame import (
 from xiaozhi_hub.http import RunningHub
 from xiaozhi_hub.settings import HubSettings
 from xiaozhi_sim.identity import make_identity
+from xiaozhi_sim.mic_and_speaker import tone
 from xiaozhi_sim.settings import SimSettings
 from xiaozhi_sim.ws_device import WsDevice
 
@@ -165,6 +166,24 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
         tools = page.locator("#device-tools")
         await expect(tools).to_contain_text("self.audio_speaker.set_volume")  # its MCP tools
 
+        # listen live: the hub joins the edge's audio monitor over MQTT; while the device
+        # talks, the page counts its packets and WebCodecs decodes them
+        await page.click("#listen")
+        await expect(page.locator("#listen-state")).to_have_text("listening")
+        talking = asyncio.create_task(talk(device))
+        try:
+            await expect(page.locator("#listen-decoded")).not_to_have_text("0", timeout=5000)
+            await expect(page.locator("#listen-problem")).to_have_text("")  # WebCodecs here
+            assert int(await page.locator("#listen-packets").inner_text()) > 0
+            await page.screenshot(path=shots / "dashboard-listen.png")
+        finally:
+            talking.cancel()
+        level = await page.locator("#listen-level").get_attribute("value")
+        print(f"listened: {await page.locator('#listen-packets').inner_text()} packets")
+        await page.click("#listen")
+        await expect(page.locator("#listen-state")).to_have_text("stopped")
+        assert level is not None
+
         # rename it and set its area from its page (PATCH /devices/{id})
         await page.fill("#edit-name", "Hall speaker")
         await page.select_option("#edit-area", "office")
@@ -224,6 +243,12 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
     await expect(page.locator("#remove-result")).to_have_text("1 devices removed")
     await expect(row).to_have_count(0)
     await expect(fleet.locator("tr")).to_have_count(3)
+
+
+async def talk(device: WsDevice) -> None:
+    """The device speaks a tone, in real time, until cancelled."""
+    while True:
+        await device.speak_pcm(tone(0.6))
 
 
 async def accept(dialog: Dialog) -> None:
@@ -377,6 +402,10 @@ async def test_an_utterance_shows_as_its_pipeline_with_the_time_of_each_step(
     assert steps[0] == "voice_command +0 ms"
     assert all(s.endswith(" ms") for s in steps)
     await page.screenshot(path=shots / "dashboard-voice.png")
+    # its play button asks the hub for the audio, which it never had: this voice command
+    # came as text (tests/hub/test_hub_speech.py plays one the hub transcribed)
+    await row.locator("td.audio button.play").click()
+    await expect(row.locator("td.audio")).to_have_text("not kept by this hub")
 
     # the home page shows an entity's state as a voice command changes it
     await page.click('nav a[href="#/home"]')

@@ -10,13 +10,16 @@ import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.hub.conftest import WRITE_KEY
 from tests.support import Recorder
 from xiaozhi.payloads import UtterancePayload
+from xiaozhi.wav import decode_wav
 from xiaozhi_hub.home import load_home
+from xiaozhi_hub.http import run_hub
 from xiaozhi_hub.intents import IntentEngine
-from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings, HubSettingsError, load_hub_settings
 from xiaozhi_hub.spoken_answers import SpokenAnswers
 from xiaozhi_runtime import opus
@@ -53,9 +56,8 @@ async def test_utterances_become_voice_commands_and_bad_ones_are_refused(
     settings = hub_settings.model_copy(
         update={"stt_engine": "wyoming", "stt_url": wyoming_stt, "tts_engine": "espeak"}
     )
-    hub = HubService(settings)
-    await hub.start()
-    try:
+    async with run_hub(settings) as running:
+        hub = running.service
         topics = hub.topics
         device = "demo_living_room"
         pcm = await _said("turn on the living room light")
@@ -112,8 +114,23 @@ async def test_utterances_become_voice_commands_and_bad_ones_are_refused(
             e for e in watcher.json(topics.voice_command_events()) if e["message_id"] == "utt-1"
         ]
         assert len(commands) == 1
-    finally:
-        await hub.stop()
+
+        # the dashboard's play button: what the recogniser heard, as a WAV file
+        async with httpx.AsyncClient(base_url=running.url, timeout=10) as http:
+            headers = {"X-API-Key": WRITE_KEY}
+            wav = await http.get("/api/v1/utterances/utt-1/audio", headers=headers)
+            assert wav.headers["content-type"] == "audio/wav"
+            fmt, heard_pcm = decode_wav(wav.content)
+            assert (fmt.sample_rate, fmt.channels, fmt.bits_per_sample) == (16000, 1, 16)
+            frames = -(-len(pcm) // (960 * 2))  # whole 60 ms Opus frames
+            assert len(heard_pcm) == frames * 960 * 2
+            _, seed_pcm = decode_wav(
+                (await http.get("/api/v1/utterances/u2/audio", headers=headers)).content
+            )
+            assert seed_pcm == pcm  # a PCM utterance, as sent
+            missing = await http.get("/api/v1/utterances/utt-bad/audio", headers=headers)
+            assert missing.status_code == 404  # refused: nothing kept
+            assert (await http.get("/api/v1/utterances/utt-1/audio")).status_code == 401
 
 
 def test_remote_engines_need_their_address(tmp_path: Path) -> None:

@@ -26,6 +26,8 @@ LISTED = {
     TopicKind.DEVICE_CONNECTED: "`xiaozhi/events/device_connected`",
     TopicKind.DEVICE_DISCONNECTED: "`xiaozhi/events/device_disconnected`",
     TopicKind.UTTERANCE: "`xiaozhi/utterances/{device_id}`",
+    TopicKind.MONITOR_AUDIO: "`xiaozhi/monitor/{device_id}/audio`",
+    TopicKind.MONITOR_LISTENERS: "`xiaozhi/monitor/{device_id}/listeners/{edge_id}`",
     TopicKind.BRIDGE_STATE: "`xiaozhi/bridge/state`",
     TopicKind.BRIDGE_EDGE: "`xiaozhi/bridge/edges/{edge_id}`",
     TopicKind.BRIDGE_DEVICES: "`xiaozhi/bridge/devices`",

@@ -11,6 +11,7 @@ from xiaozhi.audio_monitor import (
     AUDIO_HEADER,
     DEFAULT_MAX_PAYLOAD_BYTES,
     AudioPacket,
+    ListenerStream,
     MonitorPacketType,
     decode_audio_packet,
     encode_audio_packet,
@@ -155,3 +156,16 @@ def test_arbitrary_bytes_decode_or_raise_a_wire_error(data: bytes) -> None:
     except WireError:
         return
     assert len(packet.opus) == len(data) - 15
+
+
+def test_a_listener_stream_numbers_stamps_and_skips_ahead_when_full() -> None:
+    stream = ListenerStream(started=100.0, limit=2)
+    assert stream.offer(b"a", 60, 100.0) is False
+    assert stream.offer(b"b", 60, 100.06) is False
+    assert stream.offer(b"c", 60, 100.12) is True  # full: "a" goes, the listener lags
+    packets = [decode_audio_packet(p) for p in stream.queue]
+    assert [(p.sequence, p.timestamp_ms, p.opus) for p in packets] == [
+        (1, 60, b"b"),
+        (2, 120, b"c"),
+    ]
+    assert stream.lagged == 1

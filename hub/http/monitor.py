@@ -1,0 +1,118 @@
+"""``/api/v1/devices/{device_id}/listen``: a device's live microphone audio, for the dashboard.
+
+The same seed 004 packets as an edge's ``/api/ws/audio`` (docs/protocols.md §4), served by
+the hub so that a browser needs only the hub (same origin, the API key): the hub gets them
+from the edge holding the device over MQTT (:class:`~xiaozhi_hub.monitor.MonitorUnit`).
+
+1. The client opens the WebSocket with ``X-API-Key`` or ``Authorization: Bearer <JWT>``, or,
+   as a browser must (it cannot set headers on a WebSocket), sends ``{"api_key": "..."}`` or
+   ``{"token": "..."}`` as its first text message within 10 s. A read-only key is enough.
+   Bad credentials or a bad device id: close code 1008 with the reason.
+2. The hub answers one text message, ``{"type": "monitor", "device_id": "..."}``, then one
+   binary message per Opus frame the device sends (16 kHz mono, usually 60 ms), numbered and
+   timestamped for this listener. A listener that falls 50 packets behind skips ahead (a
+   ``sequence`` gap). Nothing flows while the device is silent.
+
+The key is never taken from the query string, which ends up in access logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Final
+
+import structlog
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+
+from xiaozhi import jsonutil
+from xiaozhi.errors import InvalidTopic
+from xiaozhi.topics import normalize_device_id
+from xiaozhi_hub.http.auth import Authenticator
+from xiaozhi_hub.http.envelopes import API_PREFIX, ApiError
+from xiaozhi_hub.monitor import MonitorListener
+from xiaozhi_hub.service import HubService
+
+__all__ = ["LISTEN_PATH", "add_monitor_routes"]
+
+log = structlog.get_logger("xiaozhi.hub.monitor")
+
+LISTEN_PATH: Final = API_PREFIX + "/devices/{device_id}/listen"
+_POLICY_CLOSE: Final = 1008
+_SIGN_IN_SECONDS: Final = 10.0
+
+
+def add_monitor_routes(app: FastAPI, auth: Authenticator) -> None:
+    """Add the ``/api/v1/devices/{device_id}/listen`` WebSocket."""
+
+    async def signed_in(websocket: WebSocket) -> str | None:
+        """None when the client is authenticated; else why not."""
+        key = websocket.headers.get("x-api-key")
+        authorization = websocket.headers.get("authorization")
+        if key is None and not authorization:
+            try:
+                text = await asyncio.wait_for(websocket.receive_text(), _SIGN_IN_SECONDS)
+                first = json.loads(text)
+            except (TimeoutError, ValueError, KeyError):
+                return 'send {"api_key": ...} or {"token": ...} first'
+            if isinstance(first, dict):
+                key = first.get("api_key") if isinstance(first.get("api_key"), str) else None
+                token = first.get("token")
+                authorization = f"Bearer {token}" if isinstance(token, str) else None
+            if key is None and not authorization:
+                return "no credentials"
+        try:
+            auth.authenticate(key, authorization)
+        except ApiError as err:
+            return err.message
+        return None
+
+    @app.websocket(LISTEN_PATH)
+    async def listen(websocket: WebSocket, device_id: str) -> None:
+        service: HubService = websocket.app.state.service
+        await websocket.accept()
+        try:
+            device_id = normalize_device_id(device_id)
+            refused = await signed_in(websocket)
+        except InvalidTopic as err:
+            refused = str(err)
+        except WebSocketDisconnect:
+            return
+        if refused is not None:
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+                await websocket.close(code=_POLICY_CLOSE, reason=refused[:120])
+            return
+        await _serve(websocket, service, device_id)
+
+
+async def _serve(websocket: WebSocket, service: HubService, device_id: str) -> None:
+    """Send the device's packets until the client leaves."""
+    listener = MonitorListener(device_id, asyncio.get_running_loop().time())
+    service.monitor.attach(listener)
+    reader = asyncio.create_task(_drain(websocket), name="listen-reader")
+    sent = 0
+    try:
+        await websocket.send_text(jsonutil.dumps_text({"type": "monitor", "device_id": device_id}))
+        while not reader.done():
+            woken = asyncio.ensure_future(listener.ready.wait())
+            await asyncio.wait({woken, reader}, return_when="FIRST_COMPLETED")
+            woken.cancel()
+            listener.ready.clear()
+            while listener.queue:
+                await websocket.send_bytes(listener.queue.popleft())
+                sent += 1
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # the client went away while we were sending
+    finally:
+        service.monitor.detach(listener)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+        log.info("listen_closed", device_id=device_id, sent=sent, lagged=listener.lagged)
+
+
+async def _drain(websocket: WebSocket) -> None:
+    """Read (and ignore) what the client sends; returns when it closes."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass

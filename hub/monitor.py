@@ -1,0 +1,151 @@
+"""The monitor unit: a device's live uplink audio for the dashboard, from whichever edge holds it.
+
+The browser talks only to the hub (same origin, the API key), and the hub does not know the
+edges' HTTP addresses; it joins the edges' audio monitor on MQTT instead, as one more
+listening process (docs/topics.md §2.14). When a first listener for a device attaches
+(:meth:`MonitorUnit.attach`, from ``/api/v1/devices/{id}/listen``), the hub publishes the
+retained want ``xiaozhi/monitor/{device_id}/listeners/{hub_id}`` and subscribes to
+``xiaozhi/monitor/{device_id}/audio``; the edge holding the device then publishes each uplink
+Opus frame there as a seed 004 packet, which this unit hands to its listeners, re-numbered
+and re-stamped per listener (:class:`~xiaozhi.audio_monitor.ListenerStream`), as an edge's
+own ``/api/ws/audio`` does. When the last one leaves, the want is cleared and the
+subscription dropped: while nobody watches, no audio crosses the broker.
+
+A want left behind by a hub that stopped uncleanly would keep the edge publishing: at start
+the unit reads its own retained wants (``monitor/+/listeners/{hub_id}``) and clears those
+it has no listener for, and a clean stop clears all of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Final
+
+import structlog
+
+from xiaozhi import jsonutil
+from xiaozhi.audio_monitor import ListenerStream, decode_audio_packet
+from xiaozhi.errors import WireError
+from xiaozhi.topics import ParsedTopic, TopicKind, publish_options
+from xiaozhi_hub.unit import HubContext, Route, UnitTasks
+from xiaozhi_runtime.mqtt import OutMessage
+
+__all__ = ["LISTENER_QUEUE_PACKETS", "MonitorListener", "MonitorUnit"]
+
+log = structlog.get_logger("xiaozhi.hub.monitor")
+
+LISTENER_QUEUE_PACKETS: Final = 50
+"""Packets (~3 s of 60 ms frames) waiting per listener before its oldest are skipped."""
+
+_AUDIO_QOS, _ = publish_options(TopicKind.MONITOR_AUDIO)
+_WANT_QOS, _WANT_RETAIN = publish_options(TopicKind.MONITOR_LISTENERS)
+
+
+class MonitorListener(ListenerStream):
+    """One dashboard listener: its stream of packets and the event that wakes its sender."""
+
+    def __init__(self, device_id: str, started: float) -> None:
+        super().__init__(started, LISTENER_QUEUE_PACKETS)
+        self.device_id = device_id
+        self.ready = asyncio.Event()
+
+    def offer(self, opus: bytes, duration_ms: int, now: float) -> bool:
+        lagging = super().offer(opus, duration_ms, now)
+        self.ready.set()
+        return lagging
+
+
+class MonitorUnit:
+    """The hub as an audio-monitor listener (module docstring).
+
+    Args:
+        ctx: what the units share.
+    """
+
+    def __init__(self, ctx: HubContext) -> None:
+        self._ctx = ctx
+        self._want_id = ctx.settings.hub_id
+        self._tasks = UnitTasks("monitor_subscription")
+        self.listeners: dict[str, set[MonitorListener]] = {}  # device id -> listeners
+        self.routes: Mapping[TopicKind, Route] = {
+            TopicKind.MONITOR_AUDIO: self._on_audio,
+            TopicKind.MONITOR_LISTENERS: self._on_own_want,
+        }
+
+    @property
+    def _own_wants(self) -> str:
+        return f"{self._ctx.topics.base}/monitor/+/listeners/{self._want_id}"
+
+    async def start(self) -> None:
+        await self._ctx.owner.subscribe([self._own_wants], qos=_WANT_QOS)
+
+    async def stop(self) -> None:
+        for device_id in list(self.listeners):
+            self._want(device_id, wanted=False)
+        self.listeners.clear()
+        await self._ctx.owner.unsubscribe([self._own_wants])
+        await self._tasks.drain()
+
+    def stats(self) -> dict[str, int]:
+        """For ``/api/v1/stats``: the devices listened to and the listeners (pages)."""
+        return {
+            "devices": len(self.listeners),
+            "listeners": sum(len(v) for v in self.listeners.values()),
+        }
+
+    def attach(self, listener: MonitorListener) -> None:
+        """Add a listener; the first one for its device registers the hub's want."""
+        device_id = listener.device_id
+        listeners = self.listeners.get(device_id)
+        if listeners is not None:
+            listeners.add(listener)
+            return
+        self.listeners[device_id] = {listener}
+        self._want(device_id, wanted=True)
+        log.info("monitor_started", device_id=device_id)
+
+    def detach(self, listener: MonitorListener) -> None:
+        """Remove a listener; the last one for its device clears the want."""
+        device_id = listener.device_id
+        listeners = self.listeners.get(device_id)
+        if listeners is None:
+            return
+        listeners.discard(listener)
+        if not listeners:
+            del self.listeners[device_id]
+            self._want(device_id, wanted=False)
+            log.info("monitor_stopped", device_id=device_id)
+
+    def _want(self, device_id: str, *, wanted: bool) -> None:
+        ctx = self._ctx
+        topic = ctx.topics.monitor_listeners(device_id, self._want_id)
+        payload = jsonutil.dumps({"edge_id": self._want_id}) if wanted else b""
+        ctx.owner.retain(OutMessage(topic, payload, _WANT_QOS, _WANT_RETAIN))
+        audio = [ctx.topics.monitor_audio(device_id)]
+        subscription = (
+            ctx.owner.subscribe(audio, qos=_AUDIO_QOS) if wanted else ctx.owner.unsubscribe(audio)
+        )
+        self._tasks.spawn(subscription, name=f"monitor-{device_id}", device_id=device_id)
+
+    def _on_audio(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
+        device_id = parsed.device_id
+        listeners = self.listeners.get(device_id or "")
+        if not listeners:
+            return  # the edge's last packets after the want was cleared
+        try:
+            packet = decode_audio_packet(payload)
+        except WireError as err:
+            self._ctx.invalid("monitor_audio", topic, err)
+            return
+        now = asyncio.get_running_loop().time()
+        for listener in listeners:
+            if listener.offer(packet.opus, packet.duration_ms, now):
+                self._ctx.counters["monitor_lagged_packets"] += 1
+
+    def _on_own_want(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
+        device_id = parsed.device_id
+        mine = parsed.edge_id == self._want_id
+        if payload and device_id and mine and device_id not in self.listeners:
+            # left by this hub's last run (or an edit): nobody here listens
+            self._ctx.owner.retain(OutMessage(topic, b"", _WANT_QOS, _WANT_RETAIN))

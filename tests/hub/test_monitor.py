@@ -1,0 +1,87 @@
+"""The hub's live audio for the dashboard (``/api/v1/devices/{id}/listen``) against a real
+Mosquitto, with the test playing the edge's part on the monitor topics (docs/topics.md §2.14);
+tests/hub/test_dashboard_browser.py hears a real device through a real edge. And the bounds
+of the utterances' audio kept for the play buttons."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from tests.hub.conftest import READ_KEY
+from tests.support import Recorder
+from xiaozhi.audio_monitor import AudioPacket, decode_audio_packet, encode_audio_packet
+from xiaozhi.wav import decode_wav
+from xiaozhi_hub.http import run_hub
+from xiaozhi_hub.intents import IntentEngine
+from xiaozhi_hub.settings import HubSettings
+from xiaozhi_hub.utterance_audio import UtteranceAudio
+
+DEVICE = "demo_kitchen"
+
+
+@pytest.mark.integration
+async def test_a_page_listens_through_the_hubs_want_and_the_want_goes_with_it(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
+) -> None:
+    topics = hub_settings.topics
+    want = topics.monitor_listeners(DEVICE, hub_settings.hub_id)
+    stale = topics.monitor_listeners("demo_office", hub_settings.hub_id)
+    # a want left by this hub's last run (killed): the hub clears it when it starts
+    await watcher.publish(stale, {"edge_id": hub_settings.hub_id}, retain=True)
+    async with run_hub(hub_settings, home=engine.home, engine=engine) as running:
+        await watcher.wait_for(lambda: watcher.payloads(stale)[-1:] == [b""])
+        url = running.url.replace("http", "ws", 1) + f"/api/v1/devices/{DEVICE}/listen"
+
+        async with websockets.connect(url) as refused:
+            await refused.send(json.dumps({"api_key": "wrong"}))
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(refused.recv(), 10)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1008
+        assert watcher.payloads(want) == []  # nobody listened: no want
+
+        async with websockets.connect(url) as page:
+            await page.send(json.dumps({"api_key": READ_KEY}))  # as a browser does
+            attached = json.loads(await asyncio.wait_for(page.recv(), 10))
+            assert attached == {"type": "monitor", "device_id": DEVICE}
+            await watcher.expect(want, lambda w: w == {"edge_id": hub_settings.hub_id})
+            # the edge holding the device publishes its frames while the want is there;
+            # the hub's subscription may still be on its way: send until one comes back
+            frame = encode_audio_packet(AudioPacket(123456, 60, 77, b"\xf8opus"))
+            packet = None
+            for _ in range(50):
+                await watcher.publish(topics.monitor_audio(DEVICE), frame, qos=0)
+                try:
+                    packet = decode_audio_packet(await asyncio.wait_for(page.recv(), 0.2))
+                    break
+                except TimeoutError:
+                    continue
+            assert packet is not None
+            assert (packet.sequence, packet.duration_ms, packet.opus) == (0, 60, b"\xf8opus")
+            assert running.service.stats()["monitor"] == {"devices": 1, "listeners": 1}
+        # the page left: the want is cleared, so the edge stops publishing
+        await watcher.wait_for(lambda: watcher.payloads(want)[-1:] == [b""])
+        assert running.service.monitor.listeners == {}
+
+
+def test_utterance_audio_keeps_the_last_ones_within_its_bounds() -> None:
+    kept = UtteranceAudio(max_utterances=2, max_bytes=10)
+    kept.keep("a", b"\x01\x00" * 2, 16000)
+    kept.keep("b", b"\x02\x00" * 2, 16000)
+    kept.keep("c", b"\x03\x00" * 2, 16000)  # over the count: "a" goes
+    assert (kept.wav("a"), len(kept), kept.bytes) == (None, 2, 8)
+    kept.keep("d", b"\x04\x00" * 2, 16000)  # 12 bytes over 10: "b" goes
+    assert [m for m in "abcd" if kept.wav(m)] == ["c", "d"]
+    kept.keep("e", b"\x05\x00" * 3, 8000)  # 6 + 4 + 4 > 10: the oldest go until it fits
+    assert [m for m in "abcde" if kept.wav(m)] == ["d", "e"]
+    wav = kept.wav("e")
+    assert wav is not None
+    fmt, pcm = decode_wav(wav)
+    assert (fmt.sample_rate, pcm) == (8000, b"\x05\x00" * 3)
+    kept.keep("huge", b"\x00" * 12, 16000)  # alone over the bound: not kept, nothing lost
+    assert (kept.wav("huge"), len(kept)) == (None, 2)

@@ -175,7 +175,10 @@ function step(deviceId, type, payload) {
     key = open ? open[0] : key || `${deviceId}-${Date.now()}-${Math.random()}`;
   }
   const utterance = utterances.get(key) || { device_id: deviceId, steps: [] };
-  utterance.steps.push({ step: type, at: Date.parse(payload.timestamp) || Date.now(), payload });
+  // The hub's clock only: a step without a timestamp gets none (mixing in the browser's
+  // clock gave negative step times).
+  utterance.steps.push({ step: type, at: Date.parse(payload.timestamp) || null, payload });
+  if (utterance.seen === undefined) utterance.seen = Date.now();
   utterances.set(key, utterance);
   if (utterances.size > MAX_UTTERANCES) {
     const oldest = utterances.keys().next().value;
@@ -187,7 +190,9 @@ function step(deviceId, type, payload) {
 
 function renderVoice() {
   const rows = [...utterances.values()].reverse().map((u) => {
-    const first = u.steps[0].at;
+    const stamped = u.steps.map((s) => s.at).filter((at) => at !== null);
+    const first = stamped.length ? Math.min(...stamped) : u.seen;
+    const time = (s) => (s.at === null ? `${s.step} (no time)` : `${s.step} +${s.at - first} ms`);
     const of = (type) => u.steps.filter((s) => s.step === type).map((s) => s.payload);
     const [heard] = of("voice_command"), [response] = of("response");
     const results = of("action_result").map((r) => `${r.action?.action} ${r.action?.entity_id}: ${r.status}`);
@@ -198,7 +203,7 @@ function renderVoice() {
       el("td", { class: "intent" }, response ? response.intent || "(not understood)" : "…"),
       el("td", { class: "actions" }, results.join("\n") || (response ? "none" : "…")),
       el("td", { class: "answer" }, response?.text ?? "…"),
-      el("td", { class: "steps" }, u.steps.map((s) => `${s.step} +${s.at - first} ms`).join("\n")),
+      el("td", { class: "steps" }, u.steps.map(time).join("\n")),
       el("td", { class: "audio" }, heard?.message_id ? player(heard.message_id) : ""));
   });
   $("utterances").replaceChildren(...rows);

@@ -47,7 +47,7 @@ from hassil.expression import (
     Sequence,
     TextChunk,
 )
-from hassil.intents import Intent, RangeSlotList, TextSlotList, WildcardSlotList
+from hassil.intents import Intent, RangeSlotList, TextSlotList
 from hassil.numbers import get_rbnf_engine
 from hassil.util import normalize_for_matching
 

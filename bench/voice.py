@@ -1,26 +1,31 @@
 """`xiaozhi bench voice`: voice command in -> action on MQTT -> answer at the device.
 
-200 devices on one edge process (`xiaozhi edge`) type commands as the firmware does
-(``listen`` / ``detect`` with the text, reference §6.5). The edge publishes each as a voice
-command event; the hub (`xiaozhi hub`, the demo home) recognises the intent, executes the
-action (the kitchen light is an MQTT binding: its command appears on
-``zigbee2mqtt/kitchen_light/set``; the others are virtual and announced as ``action`` events)
-and sends ``respond`` to the device's command topic; the edge delivers ``stt``, ``tts`` and
-the tone audio. Round trip = the device's ``stt`` arrival minus its send (one clock: this
-process). Four phrases take turns, so an answer is matched to its command by device and
-phrase, in order.
+Two paths into one hub process (`xiaozhi hub`, the demo home, no spoken answers):
 
-Open loop, paced in 1 ms ticks across the devices: 100 commands/s for `seconds`, then
-1,000 commands/s for `seconds` / 5 (bounded so that a backlog drains inside the case's 60 s).
-Commands unanswered 20 s after a run ended are counted as such.
+* **edge**: 200 devices on one edge process (`xiaozhi edge`) type commands as the firmware
+  does (``listen`` / ``detect`` with the text, reference §6.5); the edge publishes each as a
+  voice command event. Round trip = the device's ``stt`` arrival minus its send, matched by
+  device and phrase, in order. 100 commands/s for `seconds`, then 1,000/s for `seconds` / 5.
+* **direct**: one lean MQTT client publishes the same events straight on the hub's input
+  topic (``xiaozhi/events/voice_command``, QoS 1, as an edge does) for 200 device ids, each
+  naming an area in turn; round trip = the hub's ``respond`` on the device's command topic,
+  matched by message id. 1,000/s, then 3,000/s, `seconds` / 5 each. This measures the hub
+  alone: one edge with 200 devices is not what limits it.
 
-References, measured in this process in the same run: the hub's intent recognition alone
-(``IntentEngine.recognize`` on the same phrases and demo home, warm) and an MQTT round trip
-alone (QoS 1 publish -> Mosquitto -> an echo client that republishes QoS 1 -> back: the two
-broker traversals of the voice path with nothing in between), both through
+The hub recognises the intent, executes the action (the kitchen light is an MQTT binding: its
+command appears on ``zigbee2mqtt/kitchen_light/set``; the others are virtual and announced as
+``action`` events) and sends ``respond``. Phrases (:func:`phrases`, 585 distinct) are drawn
+at random from what people say to the demo home; the hub caches recognitions by (text,
+area), so each run says how many commands its cache answered (the cache replayed here).
+
+Open loop, paced in 1 ms ticks. Commands unanswered 20 s after a run ended are counted.
+
+References, measured in this process in the same run: the hub's intent recognition alone on
+the same phrases and areas (demo home, warm, past the cache), with the template filter and
+with hassil alone (every template: the hub before it), and an MQTT round trip alone (QoS 1
+publish -> Mosquitto -> an echo client that republishes QoS 1 -> back: the two broker
+traversals of the voice path with nothing in between), through
 :class:`~xiaozhi_runtime.mqtt.MqttOwner` as the edge and hub use it (TCP_NODELAY on).
-Recognition is timed past the hub's cache of recent phrases: the cost of a phrase it has not
-seen; the hub itself answers repeated phrases from that cache.
 """
 
 from __future__ import annotations
@@ -412,36 +417,44 @@ async def _run(
     cache = _HubCache()
     async with procs.broker(workdir) as mosquitto:
         mqtt_ms = await _mqtt_reference(mosquitto.url, samples)
-        async with (
-            procs.edge(workdir, mosquitto.url) as edge,
-            # Typed commands: no recogniser building in the background while measured; no
-            # spoken answers (each new sentence is an espeak-ng run and an Opus encode: timed
-            # apart, _tts_reference).
-            procs.hub(workdir, mosquitto.url, stt_engine="none", tts_engine="none") as hub,
-        ):
-            devices = await connect_devices(procs.HOST, edge.port, count)
-            sessions = [
-                str(orjson.loads(d.server_hello or b"{}").get("session_id", "")).encode()
-                for d in devices
-            ]
-            runs = []
-            try:
-                for index, rate in enumerate(rates):
-                    duration = seconds if index == 0 else seconds / 5
+        started = time.perf_counter()
+        # Typed commands: no recogniser building in the background while measured; no
+        # spoken answers (each new answer sentence is an espeak-ng run and an Opus encode on
+        # the hub: docs/benchmarks.md).
+        async with procs.hub(workdir, mosquitto.url, stt_engine="none", tts_engine="none") as hub:
+            hub_start = {
+                "ready_s": time.perf_counter() - started,
+                "rss_kib": procs.rss_kib(hub.pid),
+            }
+            async with procs.edge(workdir, mosquitto.url) as edge:
+                devices = await connect_devices(procs.HOST, edge.port, count)
+                sessions = [
+                    str(orjson.loads(d.server_hello or b"{}").get("session_id", "")).encode()
+                    for d in devices
+                ]
+                runs = []
+                try:
+                    for index, rate in enumerate(rates):
+                        duration = seconds if index == 0 else seconds / 5
+                        runs.append(
+                            await _run_rate(devices, sessions, rate, duration, draw, cache, hub.pid)
+                        )
+                finally:
+                    for device in devices:
+                        device.abort()
+                for rate in direct_rates:
                     runs.append(
-                        await _run_rate(devices, sessions, rate, duration, draw, cache, hub.pid)
+                        await _direct_rate(mosquitto.url, rate, seconds / 5, draw, cache, hub.pid)
                     )
-            finally:
-                for device in devices:
-                    device.abort()
-            for rate in direct_rates:
-                runs.append(
-                    await _direct_rate(mosquitto.url, rate, seconds / 5, draw, cache, hub.pid)
-                )
-            status, body = await procs.http_json(hub.port, "/health")
-            hub_health = {"status": status, **(body or {})}
-            edge.kill()  # measured; their graceful stops are not part of this case
-            hub.kill()
+                status, body = await procs.http_json(hub.port, "/health")
+                hub_health = {
+                    "status": status,
+                    **(body or {}),
+                    **hub_start,
+                    "rss_end_kib": procs.rss_kib(hub.pid),
+                }
+                edge.kill()  # measured; their graceful stops are not part of this case
+                hub.kill()
     return runs, mqtt_ms, hub_health
 
 
@@ -510,6 +523,10 @@ def run_voice(seconds: float, *, quick: bool = False) -> Report:
             f"{percentile(run.latencies_ms, 99):.1f}/{percentile(run.latencies_ms, 100):.1f} ms"
         )
     with contextlib.suppress(KeyError, TypeError):
-        report.notes.append(f"hub health at the end: {hub_health['status']}")
+        report.notes.append(
+            f"hub ready (/health 200) {hub_health['ready_s']:.2f} s after its start, RSS "
+            f"{hub_health['rss_kib'] / 1024:.0f} MiB then, {hub_health['rss_end_kib'] / 1024:.0f} "
+            f"MiB at the end; health at the end: {hub_health['status']}"
+        )
     report.notes.append(f"load average at end: {procs.load_average()}")
     return report

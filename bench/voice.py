@@ -42,6 +42,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import uvloop
@@ -407,7 +408,7 @@ async def _mqtt_reference(url: str, samples: int) -> list[float]:
 
 async def _run(
     seconds: float, quick: bool, workdir: Path
-) -> tuple[list[RateRun], list[float], dict[str, object]]:
+) -> tuple[list[RateRun], list[float], dict[str, Any]]:
     procs.raise_nofile()
     count = QUICK_DEVICES if quick else DEVICES
     rates = QUICK_RATES if quick else RATES

@@ -135,7 +135,7 @@ class _Walker:
     def __init__(
         self,
         lists: Mapping[str, SlotList],
-        rules: Mapping[str, Sentence],
+        rules: dict[str, Sentence],
         language: str,
         shared: dict[int, _Pieces],
     ) -> None:
@@ -205,7 +205,7 @@ class _Walker:
         # Digits are never required of a text (words_of's callers drop them); the words
         # are every spelling hassil accepts (its range trie: each rule set's text).
         engine = get_rbnf_engine(ranged.words_language or self.language)
-        spelled = set()
+        spelled: set[str] = set()
         if ranged.words:
             for number in ranged.get_numbers():
                 spelled.update(engine.format_number(number).text_by_ruleset.values())

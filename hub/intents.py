@@ -59,7 +59,7 @@ from hassil.recognize import MISSING_ENTITY, RecognizeResult
 
 from xiaozhi_hub.home import Home
 from xiaozhi_hub.languages import intent_language
-from xiaozhi_hub.template_words import TemplateWords
+from xiaozhi_hub.template_words import NAMING_SLOTS, TemplateWords
 
 __all__ = [
     "BEST_METADATA_KEY",
@@ -352,9 +352,10 @@ class IntentEngine:
     def _best_unmatched(self, text: str, context: dict[str, Any] | None) -> RecognizeResult | None:
         """The likeliest reading with unknown names (Home Assistant's default agent, simplified)."""
         candidates: list[tuple[tuple[int, int, int], RecognizeResult]] = []
+        words = self.template_words
         for result in recognize_all(
             text,
-            self.intents,
+            words.restrict(text, unmatched=True) if words is not None else self.intents,
             slot_lists=self.slot_lists,
             intent_context=context,
             allow_unmatched_entities=True,
@@ -434,7 +435,7 @@ def _unmatched_words(entity: UnmatchedEntity) -> str:
     return "" if text == MISSING_ENTITY else _clean(text)
 
 
-_NAMING_SLOTS = frozenset({"name", "area", "floor"})
+_NAMING_SLOTS = NAMING_SLOTS
 """The slots whose words can be a name we do not know (Home Assistant's default agent)."""
 
 

@@ -24,8 +24,11 @@ Words are what is left between characters that are not letters or digits, case-f
 both sides; a template piece glued to its neighbour ("light[s]", "{brightness}%") is
 followed through the glue, so "lights" is a word of "light[s]".
 
-Only strict matching (``recognize_best`` without unmatched entities) may use the filter:
-with unmatched entities any word may fill a name.
+With unmatched entities (the engine's second pass, for names the home lacks) hassil may put
+any words in a slot it cannot fill. The engine keeps only readings whose unknown words are in
+a naming slot (``name``, ``area``, ``floor``) or are digits out of range, so for that pass
+(``restrict(text, unmatched=True)``) every template with a naming slot is kept, and the others
+still need every word of the text.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from hassil.intents import Intent, RangeSlotList, TextSlotList
 from hassil.numbers import get_rbnf_engine
 from hassil.util import normalize_for_matching
 
-__all__ = ["TemplateWords", "words_of"]
+__all__ = ["NAMING_SLOTS", "TemplateWords", "words_of"]
 
 _SEPARATOR = re.compile(r"[^\w]|_")
 """What separates words: anything but a letter or a digit (hassil breaks words at - and _)."""
@@ -64,6 +67,9 @@ _MAX_PERMUTED = 5
 
 _RESTRICTED_KEPT = 1024
 """Restricted ``Intents`` remembered, by the set of templates kept."""
+
+NAMING_SLOTS = frozenset({"name", "area", "floor"})
+"""Slots the unmatched pass lets hold unknown words (the engine's ``_plausibly_unknown``)."""
 
 
 def words_of(text: str) -> list[str]:
@@ -228,6 +234,7 @@ class TemplateWords:
         self._templates: list[tuple[str, int, int]] = []  # (intent, data index, sentence index)
         self._by_word: dict[str, int] = {}  # word -> bit mask of templates that have it
         self._always = 0  # templates kept whatever the text
+        self._naming = 0  # templates with a naming slot: kept for the unmatched pass
         self._skip = {word for skip in intents.skip_words for word in words_of(skip)}
         self._restricted: dict[int, Intents] = {}
         if self.enabled:
@@ -261,6 +268,8 @@ class TemplateWords:
                     try:
                         if wildcards & set(sentence.list_names(walker.rules)):
                             raise _Unbounded
+                        if _names_a_slot(sentence.expression, walker.rules):
+                            self._naming |= bit
                         words = walker.pieces(sentence.expression).all_words()
                     except _Unbounded:
                         self._always |= bit
@@ -279,15 +288,18 @@ class TemplateWords:
                 break
         return mask
 
-    def restrict(self, text: str) -> Intents:
+    def restrict(self, text: str, *, unmatched: bool = False) -> Intents:
         """``intents`` with only the templates that can match ``text``, in their order.
 
         Each kept intent data block keeps everything but its sentences, so hassil checks
         contexts, fills slots and ranks results exactly as it does with all of them.
+        ``unmatched``: for the pass with unmatched entities (module docstring).
         """
         if not self.enabled:
             return self.intents
         mask = self.candidates(text)
+        if unmatched:
+            mask |= self._naming
         restricted = self._restricted.get(mask)
         if restricted is None:
             restricted = self._build(mask)
@@ -315,3 +327,24 @@ class TemplateWords:
             if blocks:
                 intents[name] = Intent(name=name, data=blocks)
         return replace(self.intents, intents=intents)
+
+
+def _names_a_slot(expression: Expression, rules: Mapping[str, Sentence], depth: int = 0) -> bool:
+    """True when a list reference of ``expression`` (rules followed) fills, or reads from, a
+    naming slot: the unmatched pass may put unknown words there."""
+    if depth > 50:
+        raise _Unbounded
+    if isinstance(expression, ListReference):
+        try:
+            slot = expression.slot_name
+        except AssertionError:  # hassil sets it when parsing; keep the template otherwise
+            raise _Unbounded from None
+        return bool({expression.list_name, slot} & NAMING_SLOTS)
+    if isinstance(expression, RuleReference):
+        rule = rules.get(expression.rule_name)
+        if rule is None:
+            raise _Unbounded
+        return _names_a_slot(rule.expression, rules, depth + 1)
+    if isinstance(expression, (Alternative, Permutation, Sequence)):
+        return any(_names_a_slot(item, rules, depth + 1) for item in expression.items)
+    return False

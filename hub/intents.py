@@ -47,6 +47,7 @@ import hashlib
 import json
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,7 @@ from hassil.recognize import MISSING_ENTITY, RecognizeResult
 
 from xiaozhi_hub.home import Home
 from xiaozhi_hub.languages import intent_language
+from xiaozhi_hub.template_words import NAMING_SLOTS, TemplateWords
 
 __all__ = [
     "BEST_METADATA_KEY",
@@ -207,6 +209,9 @@ class IntentEngine:
             ``en-US`` are normalised: :func:`~xiaozhi_hub.languages.intent_language`).
         extra_intents: our hassil YAML files (:data:`XIAOZHI_INTENTS_PATHS`); each is merged
             only when its ``language`` matches.
+        filter_templates: try only the templates that can produce the text's words
+            (:class:`~xiaozhi_hub.template_words.TemplateWords`); False: every template, as
+            hassil alone does (the reference the filter is tested against).
 
     Raises:
         ValueError: home-assistant-intents has no sentences for ``language``.
@@ -221,6 +226,7 @@ class IntentEngine:
         language: str = "en",
         *,
         extra_intents: Path | Sequence[Path] | None = XIAOZHI_INTENTS_PATHS,
+        filter_templates: bool = True,
     ) -> None:
         language = intent_language(language)
         data = home_assistant_intents.get_intents(language)
@@ -243,12 +249,18 @@ class IntentEngine:
         ).hexdigest()
         """Names everything the engine matches (its sentences and this home's lists): two
         engines with the same fingerprint match the same sentences the same way."""
-        # Recognition is a pure function of (text, area) for a loaded home, and costs 5-10 ms
-        # (docs/benchmarks.md): a fleet repeats its phrases, so remember the recent ones.
-        # lru_cache is thread-safe; the hub recognizes in worker threads.
-        self._recognize_cached = functools.lru_cache(maxsize=RECOGNITION_CACHE_SIZE)(
-            self._recognize
+        # Strict matching only tries the templates that can produce every word of the text
+        # (:mod:`xiaozhi_hub.template_words`): the same result, a fraction of the work.
+        self.template_words = (
+            TemplateWords(self.intents, self.slot_lists, language) if filter_templates else None
         )
+        # Recognition is a pure function of (text, area) for a loaded home, and costs ~1-50 ms
+        # (docs/benchmarks.md): a fleet repeats its phrases, so remember the recent ones. The
+        # cache is one thread's: the pipeline reads and fills it on the event loop only, and
+        # only the uncached work (:meth:`recognize_uncached`) goes to its worker thread.
+        self._cache: OrderedDict[tuple[str, str | None], IntentMatch | NoMatch] = OrderedDict()
+        self._hits = 0
+        self._misses = 0
 
     def _slot_values(self, home: Home) -> dict[str, list[tuple[Any, ...]]]:
         """The (text, value[, context]) of the ``name``, ``area`` and ``floor`` lists."""
@@ -269,24 +281,58 @@ class IntentEngine:
         return {"name": names, "area": areas, "floor": floors}
 
     def warm_up(self, phrases: Iterable[str] = WARM_UP_PHRASES) -> float:
-        """Recognize a few phrases so templates are parsed before the first user; seconds spent."""
+        """Recognize a few phrases so hassil's lazy parts are ready before the first user;
+        seconds spent. Nothing is cached (warm-up runs on the pipeline's worker thread)."""
         started = time.perf_counter()
         area = self.home.areas[0].id if self.home.areas else None
         for phrase in phrases:
-            self.recognize(phrase, device_area=area)
+            self.recognize_uncached(phrase, device_area=area)
         return time.perf_counter() - started
 
     def recognize(self, text: str, *, device_area: str | None = None) -> IntentMatch | NoMatch:
         """The best intent for ``text`` said by a device in ``device_area`` (an area id).
 
         An area id the home does not know is ignored (as if the device had no area).
-        Results are shared between calls: treat them as read-only.
+        Results are shared between calls: treat them as read-only. Cached: call it from one
+        thread only (the pipeline's split of :meth:`cached`, :meth:`recognize_uncached` and
+        :meth:`remember` keeps the cache on the event loop).
         """
-        return self._recognize_cached(text.strip(), device_area)
+        found = self.cached(text, device_area=device_area)
+        if found is None:
+            found = self.recognize_uncached(text, device_area=device_area)
+            self.remember(text, found, device_area=device_area)
+        return found
+
+    def cached(self, text: str, *, device_area: str | None = None) -> IntentMatch | NoMatch | None:
+        """The remembered result for ``text`` in ``device_area``, or None (a miss, counted)."""
+        key = (text.strip(), device_area)
+        found = self._cache.get(key)
+        if found is None:
+            self._misses += 1
+            return None
+        self._hits += 1
+        self._cache.move_to_end(key)
+        return found
+
+    def remember(
+        self, text: str, result: IntentMatch | NoMatch, *, device_area: str | None = None
+    ) -> None:
+        """Keep ``result`` for ``text`` in ``device_area``; the least recently used goes."""
+        self._cache[(text.strip(), device_area)] = result
+        if len(self._cache) > RECOGNITION_CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    def recognize_uncached(
+        self, text: str, *, device_area: str | None = None
+    ) -> IntentMatch | NoMatch:
+        """:meth:`recognize` without the cache: pure, safe on a worker thread."""
+        return self._recognize(text.strip(), device_area)
 
     def cache_info(self) -> functools._CacheInfo:
         """Hits and misses of the recognition cache (for /metrics and tests)."""
-        return self._recognize_cached.cache_info()
+        return functools._CacheInfo(
+            self._hits, self._misses, RECOGNITION_CACHE_SIZE, len(self._cache)
+        )
 
     def _recognize(self, text: str, device_area: str | None) -> IntentMatch | NoMatch:
         if not text:
@@ -295,9 +341,10 @@ class IntentEngine:
             return NoMatch(text=text, language=self.language, reason="negated")
         area = self.home.area(device_area)
         context = {"area": {"value": area.id, "text": area.name}} if area else None
+        words = self.template_words
         result = recognize_best(
             text,
-            self.intents,
+            words.restrict(text) if words is not None else self.intents,
             slot_lists=self.slot_lists,
             intent_context=context,
             language=self.language,
@@ -313,9 +360,10 @@ class IntentEngine:
     def _best_unmatched(self, text: str, context: dict[str, Any] | None) -> RecognizeResult | None:
         """The likeliest reading with unknown names (Home Assistant's default agent, simplified)."""
         candidates: list[tuple[tuple[int, int, int], RecognizeResult]] = []
+        words = self.template_words
         for result in recognize_all(
             text,
-            self.intents,
+            words.restrict(text, unmatched=True) if words is not None else self.intents,
             slot_lists=self.slot_lists,
             intent_context=context,
             allow_unmatched_entities=True,
@@ -395,7 +443,7 @@ def _unmatched_words(entity: UnmatchedEntity) -> str:
     return "" if text == MISSING_ENTITY else _clean(text)
 
 
-_NAMING_SLOTS = frozenset({"name", "area", "floor"})
+_NAMING_SLOTS = NAMING_SLOTS
 """The slots whose words can be a name we do not know (Home Assistant's default agent)."""
 
 

@@ -4,13 +4,16 @@ One :class:`VoicePipeline` per hub serves every caller that turns words into a p
 voice unit (spoken and typed commands), the REST voice test (``POST /api/v1/voice/test``)
 and the bridge request ``intent/test``. Nothing here executes anything.
 
-Recognition is CPU work (about 2 ms warm, more while hassil still parses templates) that
-must never block the event loop, and hassil parses its templates lazily, so two threads
-recognising at once could race. Both are answered by one dedicated single-worker
-:class:`~concurrent.futures.ThreadPoolExecutor` owned by the pipeline: every recognition,
-and the engine's loading and warm-up, run on that one thread, one after the other, so no
-lock is needed (none is ever held across a thread hop) and the loop only awaits a future.
-Resolving and planning are pure and quick: they run on the loop.
+Recognition is CPU work (about 1 ms for a typical command, 20-50 ms for one that names
+something the home lacks: docs/benchmarks.md) that must never block the event loop, and
+hassil parses its templates lazily, so two threads recognising at once could race. Both are
+answered by one dedicated single-worker :class:`~concurrent.futures.ThreadPoolExecutor`
+owned by the pipeline: every uncached recognition, and the engine's loading and warm-up, run
+on that one thread, one after the other, so no lock is needed (none is ever held across a
+thread hop) and the loop only awaits a future. The engine's cache of recent results is the
+loop's alone: a repeated phrase is answered on the loop without a thread hop, and only the
+loop reads or fills the cache. Resolving and planning are pure and quick: they run on the
+loop.
 
 **Languages.** A command is understood and answered in its device's language: the device's
 ``language`` in the home file, else the home's (``XIAOZHI_LANGUAGE``, the pipeline's
@@ -168,7 +171,12 @@ class VoicePipeline:
         registry = self.registry
         device_area = area if area is not None else registry.area_of(device_id)
         started = time.perf_counter()
-        match = await self._run(partial(engine.recognize, text, device_area=device_area))
+        match = engine.cached(text, device_area=device_area)  # on the loop: no thread hop
+        if match is None:
+            match = await self._run(
+                partial(engine.recognize_uncached, text, device_area=device_area)
+            )
+            engine.remember(text, match, device_area=device_area)
         if self._observe_latency is not None:
             self._observe_latency(time.perf_counter() - started)
         resolution = resolve(

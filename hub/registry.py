@@ -15,7 +15,7 @@ folded in at start). ``members_of`` is the fan-out list for ``xiaozhi/commands/g
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,9 +187,10 @@ class Registry:
         """
         return list(self._require_group(group_id).members)
 
-    def device_areas(self) -> dict[str, str | None]:
-        """Device id → area id, for :func:`xiaozhi_hub.resolve.resolve`."""
-        return {d.device_id: d.area for d in self.devices()}
+    def device_areas(self) -> Mapping[str, str | None]:
+        """Device id → area id, for :func:`xiaozhi_hub.resolve.resolve`: a live read-only
+        view, not a copy (every voice command asks; a copy cost O(devices) each time)."""
+        return _DeviceAreas(self._devices)
 
     def area_of(self, device_id: str | None) -> str | None:
         """The device's area id; None for an unknown device or one without an area."""
@@ -639,3 +640,21 @@ class Registry:
             },
             "config": dict(config or {}),
         }
+
+
+class _DeviceAreas(Mapping[str, "str | None"]):
+    """:meth:`Registry.device_areas`: the registry's devices seen as id → area id."""
+
+    __slots__ = ("_devices",)
+
+    def __init__(self, devices: Mapping[str, DeviceRecord]) -> None:
+        self._devices = devices
+
+    def __getitem__(self, device_id: str) -> str | None:
+        return self._devices[device_id].area
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._devices)
+
+    def __len__(self) -> int:
+        return len(self._devices)

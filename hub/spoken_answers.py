@@ -12,7 +12,8 @@ file): espeak-ng picks its voice by it (Mandarin for ``zh-CN``, Vietnamese for `
 :func:`xiaozhi_speech.synthesis.espeak_voice_for`).
 
 Answers repeat ("Turning on the living room light."), so recent clips are kept in a small
-LRU, per language and sentence. An answer longer than :data:`MAX_ANSWER_SECONDS` is cut so
+LRU, per language and sentence. A new clip is encoded on a worker thread (20-50 ms of CPU):
+the event loop never waits for it. An answer longer than :data:`MAX_ANSWER_SECONDS` is cut so
 the command stays under the edge's 64 KiB message limit. A failing engine never costs the
 answer: the command goes without audio (the edge then plays its chime) and the failure is
 logged.
@@ -20,6 +21,7 @@ logged.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from typing import Final
 
@@ -81,7 +83,9 @@ class SpokenAnswers:
             self.failures += 1
             log.warning("tts_failed", text=text[:80], language=language, error=str(err)[:200])
             return None
-        clip = encode_answer(speech)
+        # Resampling and Opus encoding take 20-50 ms of CPU per answer (docs/benchmarks.md):
+        # on a worker thread, so the event loop goes on meanwhile (libopus releases the GIL).
+        clip = await asyncio.to_thread(encode_answer, speech)
         self._cache[key] = clip
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

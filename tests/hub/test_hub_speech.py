@@ -7,6 +7,7 @@ nothing for the next one."""
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,15 +16,22 @@ import pytest
 
 from tests.hub.conftest import WRITE_KEY
 from tests.support import Recorder
-from xiaozhi.payloads import UtterancePayload
+from xiaozhi.payloads import AudioClip, UtterancePayload
 from xiaozhi.wav import decode_wav
+from xiaozhi_hub import spoken_answers
 from xiaozhi_hub.home import load_home
 from xiaozhi_hub.http import run_hub
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.settings import HubSettings, HubSettingsError, load_hub_settings
-from xiaozhi_hub.spoken_answers import SpokenAnswers
+from xiaozhi_hub.spoken_answers import SpokenAnswers, encode_answer
 from xiaozhi_runtime import opus
-from xiaozhi_speech import EspeakVoice, OfflineRecognizer, corpus_from_intents, resample
+from xiaozhi_speech import (
+    EspeakVoice,
+    OfflineRecognizer,
+    Speech,
+    corpus_from_intents,
+    resample,
+)
 from xiaozhi_speech.wyoming import WyomingSttServer
 
 pytestmark = pytest.mark.integration  # a real Mosquitto
@@ -153,3 +161,18 @@ async def test_a_failing_voice_costs_the_audio_not_the_answer() -> None:
     assert clip.frame_duration_ms == 60
     assert await working.clip("Turning on the light.") is clip  # cached
     assert await working.clip("   ") is None
+
+
+async def test_a_new_clip_is_encoded_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Encoding an answer costs 20-50 ms of CPU: never on the loop's thread."""
+    threads: list[int] = []
+
+    def recording(speech: Speech) -> AudioClip:
+        threads.append(threading.get_ident())
+        return encode_answer(speech)
+
+    monkeypatch.setattr(spoken_answers, "encode_answer", recording)
+    answers = SpokenAnswers(EspeakVoice())
+    assert await answers.clip("The kitchen light is off.") is not None
+    assert len(threads) == 1
+    assert threads[0] != threading.get_ident()

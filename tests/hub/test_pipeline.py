@@ -16,8 +16,9 @@ from xiaozhi_hub.registry import Registry
 
 
 class GatedEngine:
-    """Wraps the real engine: each recognition records its thread, then blocks until the
-    test opens the gate, so the test sees what the event loop does meanwhile."""
+    """Wraps the real engine: each uncached recognition records its thread, then blocks
+    until the test opens the gate, so the test sees what the event loop does meanwhile. Its
+    cache starts empty (the shared engine's has seen other tests' phrases)."""
 
     def __init__(self, engine: IntentEngine) -> None:
         self.engine = engine
@@ -29,8 +30,22 @@ class GatedEngine:
         self.running = 0
         self.most_at_once = 0
         self._count = threading.Lock()
+        self._results: dict[tuple[str, str | None], IntentMatch | NoMatch] = {}
+        self.cache_threads: set[int] = set()
 
-    def recognize(self, text: str, *, device_area: str | None = None) -> IntentMatch | NoMatch:
+    def cached(self, text: str, *, device_area: str | None = None) -> IntentMatch | NoMatch | None:
+        self.cache_threads.add(threading.get_ident())
+        return self._results.get((text, device_area))
+
+    def remember(
+        self, text: str, result: IntentMatch | NoMatch, *, device_area: str | None = None
+    ) -> None:
+        self.cache_threads.add(threading.get_ident())
+        self._results[(text, device_area)] = result
+
+    def recognize_uncached(
+        self, text: str, *, device_area: str | None = None
+    ) -> IntentMatch | NoMatch:
         with self._count:
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
@@ -38,7 +53,7 @@ class GatedEngine:
         self.entered.release()
         try:
             assert self.gate.wait(10), "the test never opened the gate"
-            return self.engine.recognize(text, device_area=device_area)
+            return self.engine.recognize_uncached(text, device_area=device_area)
         finally:
             with self._count:
                 self.running -= 1
@@ -68,6 +83,23 @@ async def test_recognition_runs_off_the_loop_on_one_thread(
     assert len(set(gated.threads)) == 1  # one dedicated worker: hassil never runs twice at once
     assert gated.most_at_once == 1
     assert len(latencies) == 2
+
+
+async def test_a_repeated_phrase_is_answered_on_the_loop(
+    registry: Registry, engine: IntentEngine
+) -> None:
+    """The cache is the loop's: a phrase seen before never waits for the worker thread,
+    however busy it is (here: blocked), and the cache is never touched from that thread."""
+    gated = GatedEngine(engine)
+    gated.gate.set()
+    pipeline = VoicePipeline(registry, engine=gated)  # type: ignore[arg-type]
+    first = await pipeline.plan_text("lock the front door")
+    gated.gate.clear()  # the worker would now block: only the loop can answer
+    again = await asyncio.wait_for(pipeline.plan_text("lock the front door"), 5)
+    pipeline.close()
+    assert again.actions == first.actions
+    assert len(gated.threads) == 1
+    assert gated.cache_threads == {threading.get_ident()}
 
 
 async def test_start_loads_the_engine_on_the_pipeline_thread(home: Home) -> None:

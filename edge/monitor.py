@@ -220,6 +220,9 @@ class AudioMonitor:
         listener = _Listener(device_id, loop.time())
         self._join(listener)
         reader = self._server.spawn(_drain_input(ws))
+        # A listener that leaves wakes the loop at once: its want is cleared then, and an
+        # edge's stop does not wait a ping interval for this handler.
+        reader.add_done_callback(lambda _: listener.ready.set())
         try:
             # One text frame first, so a listener knows it is attached; then binary packets.
             await ws.send(jsonutil.dumps_text({"type": "monitor", "device_id": device_id}))

@@ -504,8 +504,13 @@ class EdgeServer:
         self._server.close(close_connections=False)
         if self.mqtt_udp is not None:
             await self.mqtt_udp.stop()
+        devices = set()
         for conn in list(self.connections):
+            devices.add(conn.ws)
             self.spawn(conn.ws.close(_SERVICE_RESTART, "edge restarting"))
+        for ws in list(self._server.connections):  # audio monitor listeners: they would hold
+            if ws not in devices:  # the stop for the whole shutdown timeout
+                self.spawn(ws.close(_SERVICE_RESTART, "edge restarting"))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 self._server.wait_closed(), self.settings.shutdown_timeout_seconds

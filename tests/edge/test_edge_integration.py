@@ -462,6 +462,20 @@ async def test_the_audio_monitor_streams_a_devices_uplink_opus(start_edge: Start
     await device.close()
 
 
+async def test_an_edge_that_stops_closes_its_monitor_listeners(start_edge: StartEdge) -> None:
+    """A listener still attached is told the edge is restarting (1012), like its devices,
+    instead of holding the stop for the whole shutdown timeout."""
+    edge = await start_edge(shutdown_timeout_seconds=30)
+    url = f"ws://127.0.0.1:{edge.port}/api/ws/audio?device_id={device_id_of(new_mac())}"
+    async with websockets.connect(url) as listener:
+        await asyncio.wait_for(listener.recv(), 10)  # attached
+        await asyncio.wait_for(edge.stop(), 10)  # far less than the 30 s timeout
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(listener.recv(), 10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1012
+
+
 async def test_the_audio_monitor_hears_a_device_held_by_another_edge(
     start_edge: StartEdge, integrator: Recorder
 ) -> None:

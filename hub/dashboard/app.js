@@ -188,6 +188,16 @@ function step(deviceId, type, payload) {
   }
 }
 
+/** The steps before the voice command, when the hub heard it as speech: how long the device
+ * spoke and how long speech recognition took (seed 003's fields of the voice_command). */
+function speechSteps(heard) {
+  if (!heard) return [];
+  const lines = [];
+  if (heard.audio_duration_ms != null) lines.push(`audio ${heard.audio_duration_ms} ms spoken`);
+  if (heard.processing_time_ms != null) lines.push(`speech to text ${heard.processing_time_ms} ms`);
+  return lines;
+}
+
 function renderVoice() {
   const rows = [...utterances.values()].reverse().map((u) => {
     const stamped = u.steps.map((s) => s.at).filter((at) => at !== null);
@@ -203,7 +213,7 @@ function renderVoice() {
       el("td", { class: "intent" }, response ? response.intent || "(not understood)" : "…"),
       el("td", { class: "actions" }, results.join("\n") || (response ? "none" : "…")),
       el("td", { class: "answer" }, response?.text ?? "…"),
-      el("td", { class: "steps" }, u.steps.map(time).join("\n")),
+      el("td", { class: "steps" }, [...speechSteps(heard), ...u.steps.map(time)].join("\n")),
       el("td", { class: "audio" }, heard?.message_id ? player(heard.message_id) : ""));
   });
   $("utterances").replaceChildren(...rows);

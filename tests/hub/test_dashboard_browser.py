@@ -385,6 +385,8 @@ async def test_an_utterance_shows_as_its_pipeline_with_the_time_of_each_step(
         "confidence": 0.93,
         "language": "en",
         "message_id": "utterance-1",  # and no timestamp: the optional field is left out
+        "audio_duration_ms": 1800,  # heard as speech: the audio -> text step
+        "processing_time_ms": 174,
     }
     await watcher.publish(service.topics.voice_command_events(), heard)
     row = page.locator("#utterances tr")
@@ -393,7 +395,9 @@ async def test_an_utterance_shows_as_its_pipeline_with_the_time_of_each_step(
     await expect(row.locator("td.heard")).to_have_text("turn on the kitchen light")
     await expect(row.locator("td.intent")).to_have_text("HassTurnOn")
     await expect(row.locator("td.actions")).to_have_text("turn_on light.kitchen: ok")
-    steps = (await row.locator("td.steps").inner_text()).splitlines()
+    lines = (await row.locator("td.steps").inner_text()).splitlines()
+    assert lines[:2] == ["audio 1800 ms spoken", "speech to text 174 ms"]
+    steps = lines[2:]
     assert [s.split(" ")[0] for s in steps] == [
         "voice_command",
         "action",

@@ -413,7 +413,8 @@ class DeviceLink:
             await conn.execute(outputs)
         owner = server.owner
         if not owner.room.is_set():
-            await owner.room.wait()  # QoS 1 backpressure: pause this device's reads
+            server.counters.reads_paused += 1
+            await owner.room.wait()  # backpressure: pause this device's reads
 
     async def _hello(self, message: dict[str, Any]) -> None:
         """A new voice session: new key and ssrc, sequences from 0 (reference §2.3)."""

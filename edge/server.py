@@ -285,7 +285,8 @@ class DeviceConnection:
                 # made (its status payload, the pong) must not wait there with it.
                 del message, outputs
                 if not owner.room.is_set():
-                    await owner.room.wait()  # QoS 1 backpressure: pause this device's reads
+                    server.counters.reads_paused += 1
+                    await owner.room.wait()  # backpressure: pause this device's reads
         except ConnectionClosed:
             pass
         finally:
@@ -406,6 +407,7 @@ class EdgeServer:
             birth=[OutMessage(edge_topic, self._edge_payload(Availability.ONLINE), qos, retain)],
             on_message=self._on_mqtt,
             max_queued_messages=settings.max_queued_mqtt_messages,
+            max_queued_bytes=settings.max_queued_mqtt_bytes,
             tls_context=settings.mqtt_tls(),
             # A persistent session: commands published while the broker restarts or this
             # edge reconnects wait at the broker for it, instead of going nowhere
@@ -792,6 +794,7 @@ class EdgeServer:
                 "published": mqtt.published,
                 "acknowledged": mqtt.acknowledged,
                 "queued": mqtt.queued,
+                "queued_bytes": mqtt.queued_bytes,
                 "inflight": mqtt.inflight,
                 "dropped_qos0": mqtt.dropped_qos0,
                 "dropped_qos1": mqtt.dropped_qos1,
@@ -817,7 +820,7 @@ class _EdgeCollector:
         for name in ("frames_received", "bytes_received", "text_messages", "binary_frames",
                      "utterances", "voice_commands", "commands_delivered", "rate_limited",
                      "dropped_audio_frames", "duplicate_commands",
-                     "commands_unrouted"):  # fmt: skip
+                     "commands_unrouted", "reads_paused"):  # fmt: skip
             if name in counters:
                 yield CounterMetricFamily(
                     f"xiaozhi_edge_{name}", name.replace("_", " "), counters[name]
@@ -837,6 +840,11 @@ class _EdgeCollector:
         )
         yield GaugeMetricFamily(
             "xiaozhi_edge_mqtt_queued", "messages waiting for the broker", mqtt["queued"]
+        )
+        yield GaugeMetricFamily(
+            "xiaozhi_edge_mqtt_queued_bytes",
+            "bytes waiting for the broker (queued and in flight, as bounded)",
+            mqtt["queued_bytes"],
         )
         dropped = CounterMetricFamily(
             "xiaozhi_edge_mqtt_dropped", "messages dropped, by QoS", labels=["qos"]

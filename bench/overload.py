@@ -19,11 +19,11 @@ rather than buffered without bound. One run:
 3. The reference: the bare bridge (:mod:`xiaozhi_bench.bare_server`) under the same offered
    rate from the same number of devices, its RSS sampled the same way.
 
-The bound is ``2 x idle RSS + the configured queue's worth``, the queue's worth being
-``XIAOZHI_MAX_QUEUED_MQTT_MESSAGES`` (the edge's default, 200,000) times the memory one queued
-message of this case takes, measured here with `tracemalloc` on the owner's own queue
-(:func:`queued_message_bytes`). Idle RSS is read with every device connected, before any
-traffic.
+The bound is ``2 x idle RSS + the configured queue's worth``. The queue's worth is the lesser
+of its two bounds (the edge's defaults): ``XIAOZHI_MAX_QUEUED_MQTT_MESSAGES`` (200,000) times
+the memory one queued message of this case takes, measured here with `tracemalloc` on the
+owner's own queue (:func:`queued_message_bytes`), and ``XIAOZHI_MAX_QUEUED_MQTT_BYTES``
+(64 MiB). Idle RSS is read with every device connected, before any traffic.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from xiaozhi_bench.telemetry import (
     _window,
     sensor_message,
 )
+from xiaozhi_edge.settings import EdgeSettings
 from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
 
 __all__ = ["queued_message_bytes", "run_overload"]
@@ -65,7 +66,9 @@ OVERLOAD = 3.0  # the issue's multiple of the edge's capacity
 CAPACITY_SECONDS = 5.0
 QUICK_CAPACITY_SECONDS = 1.0
 MAX_AHEAD = 20_000  # as the telemetry case: the flat-out generator never further ahead
-QUEUE_MESSAGES = 200_000  # the edge's default XIAOZHI_MAX_QUEUED_MQTT_MESSAGES
+_QUEUE = EdgeSettings.model_fields  # the edge runs with the default bounds
+QUEUE_MESSAGES = int(_QUEUE["max_queued_mqtt_messages"].default)
+QUEUE_BYTES = int(_QUEUE["max_queued_mqtt_bytes"].default)
 DEVICE_WRITE_BUFFER = 16 * 1024  # a device's own buffer before it counts as held back
 DRAIN_SECONDS = 60.0
 _EDGE_LIMITS = {"max_messages_per_second": 1_000_000, "burst_messages": 1_000_000}
@@ -73,7 +76,7 @@ _TOPICS = TopicTree()
 SENSOR = "bench"
 
 
-def queued_message_bytes(count: int = 10_000) -> float:
+def queued_message_bytes(count: int = 20_000) -> float:
     """Memory per message waiting in the MQTT owner's queue, as this case's edge queues them.
 
     The owner's own `publish_nowait` (never connected, so nothing leaves the queue) with a
@@ -85,8 +88,10 @@ def queued_message_bytes(count: int = 10_000) -> float:
     owner = MqttOwner("mqtt://127.0.0.1:1", client_id="measure", max_queued_messages=count)
     topics = [_TOPICS.sensor(f"02000000{i:04x}", SENSOR) for i in range(200)]
     tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
+    before = 0
     for index in range(count):
+        if index == count // 2:  # the queue is deep: what each waiting message costs
+            before = tracemalloc.get_traced_memory()[0]
         payload = orjson.dumps(
             {"sensor_type": SENSOR, "value": time.time_ns(), "device_id": "020000000000",
              "unit": "ns", "timestamp": "2026-12-07T21:00:00.000Z"}
@@ -95,7 +100,7 @@ def queued_message_bytes(count: int = 10_000) -> float:
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     assert owner.pending == count
-    return (after - before) / count
+    return (after - before) / (count - count // 2)
 
 
 @dataclass(slots=True)
@@ -328,11 +333,13 @@ def _figures(
     edge_idle, edge_sampled, edge_offered, edge_arrived = edge
     bare_idle, bare_sampled, bare_offered, bare_arrived = bare
     per_message = queued_message_bytes()
-    queue_kib = QUEUE_MESSAGES * per_message / 1024
+    queue_kib = min(QUEUE_MESSAGES * per_message, QUEUE_BYTES) / 1024
     bound = 2 * edge_idle + queue_kib
     report.notes.append(
-        f"bound = 2 x idle RSS {edge_idle:,} KiB + queue {QUEUE_MESSAGES:,} messages x "
-        f"{per_message:,.0f} bytes (tracemalloc, one queued sensor message) = {bound:,.0f} KiB"
+        f"bound = 2 x idle RSS {edge_idle:,} KiB + the queue's worth {queue_kib:,.0f} KiB "
+        f"= {bound:,.0f} KiB; the queue's worth is the lesser of its bounds: "
+        f"{QUEUE_MESSAGES:,} messages x {per_message:,.0f} bytes (one queued sensor "
+        f"message, tracemalloc) and {QUEUE_BYTES:,} bytes"
     )
     report.figures += [
         Figure("edge capacity, flat out", capacity, "msg/s", notes="as the telemetry case"),

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import tempfile
 import time
 import tracemalloc
@@ -70,6 +71,7 @@ _QUEUE = EdgeSettings.model_fields  # the edge runs with the default bounds
 QUEUE_MESSAGES = int(_QUEUE["max_queued_mqtt_messages"].default)
 QUEUE_BYTES = int(_QUEUE["max_queued_mqtt_bytes"].default)
 DEVICE_WRITE_BUFFER = 16 * 1024  # a device's own buffer before it counts as held back
+DEVICE_SEND_BUFFER = 16 * 1024  # SO_SNDBUF (Linux doubles it); an ESP32's lwIP has ~6 KiB
 DRAIN_SECONDS = 60.0
 _EDGE_LIMITS = {"max_messages_per_second": 1_000_000, "burst_messages": 1_000_000}
 _TOPICS = TopicTree()
@@ -148,6 +150,8 @@ async def _overload(devices: list[WsDevice], rate: float, seconds: float) -> Off
     for device in devices:
         assert device.transport is not None
         device.transport.set_write_buffer_limits(high=DEVICE_WRITE_BUFFER)
+        sock = device.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, DEVICE_SEND_BUFFER)
 
     def one(index: int) -> None:
         device = devices[index % count]

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import http
 import os
+import socket
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
@@ -85,6 +86,14 @@ _TICK_SECONDS = 1.0
 _SERVICE_RESTART = 1012
 _SUBACK_WAIT_SECONDS = 5.0  # longest a hello answer waits for its subscription's SUBACK
 _HEADERS_READ = Headers()  # stands for a device's handshake headers once they are read
+DEVICE_RECEIVE_BUFFER_BYTES = 32 * 1024
+"""SO_RCVBUF of each device socket (Linux doubles it: 64 KiB). Set, it stops the kernel's
+autotuning, which under overload grew an unread device socket's buffer towards
+``net.ipv4.tcp_rmem``'s maximum (32 MiB here): 750,000 messages waited in the edge's kernel
+buffers, unseen by its bounds and counters, and no device was ever slowed
+(docs/benchmarks.md, "Issue 14, point 4"). Fixed, a device whose reads pause fills its own
+send buffer within a few hundred messages and waits. 64 KiB still carries a device's whole
+uplink (a few KiB/s of Opus) at any round-trip time a device has."""
 
 
 def _http_response(status: http.HTTPStatus, content_type: str, body: bytes) -> Response:
@@ -137,6 +146,14 @@ def _close_fields(ws: ServerConnection) -> dict[str, Any]:
     else:
         return {"closed_by": "network", "close_code": 1006, "close_reason": ""}
     return {"closed_by": by, "close_code": frame.code, "close_reason": frame.reason}
+
+
+def _bound_receive_buffer(ws: ServerConnection) -> None:
+    """Fix the socket's receive buffer (:data:`DEVICE_RECEIVE_BUFFER_BYTES`)."""
+    sock = ws.transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, DEVICE_RECEIVE_BUFFER_BYTES)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
@@ -688,6 +705,7 @@ class EdgeServer:
         if request is not None:
             request.headers = _HEADERS_READ
         ws.response = None
+        _bound_receive_buffer(ws)
         session = self.new_session(identity, via_gateway=via_gateway)
         conn = DeviceConnection(self, ws, session)
         session.on_fault = conn.fault  # the connection logs its session's bugs

@@ -282,6 +282,7 @@ async def _run(seconds: float, quick: bool, workdir: Path, report: Report) -> No
 
                 drained = await _until(edge_drained, DRAIN_SECONDS)
                 sampler.cancel()
+                unwritten = [d.transport.get_write_buffer_size() for d in devices if d.transport]
                 after = await edge.stats(_STATS_WITHIN)
                 metrics_after = await _metrics(edge.port)
                 arrived = await _collect(
@@ -346,6 +347,8 @@ async def _run(seconds: float, quick: bool, workdir: Path, report: Report) -> No
         f"edge MQTT queue during overload (/stats, every 0.5 s): peak "
         f"{max(sampled.queued, default=0):,} of {stats0['mqtt'].get('queued', 0):,} at idle; "
         f"frames read {after['frames_received'] - before['frames_received']:,}",
+        f"devices after the drain: {sum(unwritten):,} bytes still in their own write buffers, "
+        f"on {sum(1 for u in unwritten if u):,} devices",
         f"edge after the drain: {after['connections']:,} connections of {count:,}, closes "
         f"{after['counters']['closes']}, reads paused for the MQTT queue "
         f"{after['counters']['reads_paused'] - before['counters']['reads_paused']:,} times, "

@@ -93,7 +93,11 @@ autotuning, which under overload grew an unread device socket's buffer towards
 buffers, unseen by its bounds and counters, and no device was ever slowed
 (docs/benchmarks.md, "Issue 14, point 4"). Fixed, a device whose reads pause fills its own
 send buffer within a few hundred messages and waits. 64 KiB still carries a device's whole
-uplink (a few KiB/s of Opus) at any round-trip time a device has."""
+uplink (a few KiB/s of Opus) at any round-trip time a device has.
+
+Set on the listening socket, so each accepted socket has it from its SYN on: set after the
+handshake, the window already offered was larger than the buffer, the kernel dropped what did
+not fit (``TcpExtTCPRcvQDrop``) and the devices' retransmissions backed off for seconds."""
 
 
 def _http_response(status: http.HTTPStatus, content_type: str, body: bytes) -> Response:
@@ -146,14 +150,6 @@ def _close_fields(ws: ServerConnection) -> dict[str, Any]:
     else:
         return {"closed_by": "network", "close_code": 1006, "close_reason": ""}
     return {"closed_by": by, "close_code": frame.code, "close_reason": frame.reason}
-
-
-def _bound_receive_buffer(ws: ServerConnection) -> None:
-    """Fix the socket's receive buffer (:data:`DEVICE_RECEIVE_BUFFER_BYTES`)."""
-    sock = ws.transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, DEVICE_RECEIVE_BUFFER_BYTES)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
@@ -501,7 +497,7 @@ class EdgeServer:
             await self.mqtt_udp.start(reuse_port=reuse_port)
 
     async def _serve(self, host: str, port: int, *, reuse_port: bool) -> Server:
-        return await serve(
+        server = await serve(
             self._handle,
             host,
             port,
@@ -515,6 +511,9 @@ class EdgeServer:
             ping_timeout=20,
             close_timeout=5,
         )
+        for sock in server.sockets:  # accepted sockets inherit it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, DEVICE_RECEIVE_BUFFER_BYTES)
+        return server
 
     async def stop(self) -> None:
         """Stop accepting, close devices with 1012, flush their status, go offline."""
@@ -705,7 +704,6 @@ class EdgeServer:
         if request is not None:
             request.headers = _HEADERS_READ
         ws.response = None
-        _bound_receive_buffer(ws)
         session = self.new_session(identity, via_gateway=via_gateway)
         conn = DeviceConnection(self, ws, session)
         session.on_fault = conn.fault  # the connection logs its session's bugs

@@ -689,10 +689,10 @@ async def test_a_flood_while_the_broker_stalls_is_held_back_and_every_loss_count
     """Devices sending as fast as TCP lets them while the broker is stalled (SIGSTOP): the
     edge stops reading them once its MQTT queue is three quarters full (here its byte bound),
     so its memory stays bounded and the devices are slowed (their sockets fill up). A calm
-    device on the same edge still has its message read: one too large for what is left of
-    the queue is dropped and counted in /stats and /metrics, its next one goes through. Once
+    device on the same edge still has its message read: one larger than the queue's bound is
+    dropped and counted in /stats and /metrics, its next one goes through. Once
     the broker is back, every message is published but the one counted."""
-    bound = 200_000  # bytes: about 550 queued sensor readings
+    bound = 60_000  # bytes: about 160 queued sensor readings
     with ManagedMosquitto(tmp_path / "broker") as broker:
         edge = await start_edge(
             broker, max_queued_mqtt_bytes=bound, max_messages_per_second=1_000_000,
@@ -729,8 +729,8 @@ async def test_a_flood_while_the_broker_stalls_is_held_back_and_every_loss_count
                 read = edge.counters.snapshot()["frames_received"] - frames
                 assert read < 50_000, f"the edge read {read} of 100,000 messages it cannot send"
                 assert _rss_kib() - rss < 64 * 1024, "the edge buffered the flood"
-                # The calm device: 60 KB does not fit in the queue's last quarter.
-                big = '{"type":"sensor","data":{"sensor_type":"big","value":"%s"}}' % ("x" * 60_000)
+                # The calm device: 61 KB is more than the whole queue holds.
+                big = '{"type":"sensor","data":{"sensor_type":"big","value":"%s"}}' % ("x" * 61_000)
                 calm.send_text(big.encode())
                 await _until(lambda: edge.stats()["mqtt"]["dropped_qos0"] == 1, within=15)
                 calm.send_text(b'{"type":"sensor","data":{"sensor_type":"calm","value":1}}')

@@ -170,11 +170,13 @@ async def _overload(devices: list[WsDevice], rate: float, seconds: float) -> Off
 
 
 async def _until(check: Callable[[], Awaitable[bool]], within: float) -> bool:
-    """Poll `check` every 0.2 s; whether it came true within `within` seconds."""
+    """Poll `check` every 0.2 s; whether it came true within `within` seconds. A server too
+    busy to answer (its /stats timed out) is not there yet."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if await check():
-            return True
+        with contextlib.suppress(TimeoutError, OSError):
+            if await check():
+                return True
         await asyncio.sleep(0.2)
     return False
 

@@ -35,6 +35,7 @@ import collections
 import contextlib
 import os
 import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -70,7 +71,7 @@ from xiaozhi.tokens import Ed25519PublicKey, verify_token
 from xiaozhi.topics import normalize_device_id
 from xiaozhi.udp_audio import HEADER, KEY_BYTES, AudioChannel
 from xiaozhi_edge.identity import ConnectionIdentity
-from xiaozhi_edge.server import DeviceConnection
+from xiaozhi_edge.server import DEVICE_RECEIVE_BUFFER_BYTES, DeviceConnection
 from xiaozhi_edge.settings import DeviceAuth, EdgeSettings
 
 if TYPE_CHECKING:
@@ -497,6 +498,8 @@ class MqttUdpListener:
         self._server = await asyncio.start_server(
             self._handle, host, port or 0, reuse_port=reuse_port or None
         )
+        for sock in self._server.sockets:  # as the WebSocket listener's, for the same reason
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, DEVICE_RECEIVE_BUFFER_BYTES)
         log.info("device_mqtt_listening", mqtt_port=self.mqtt_port, udp_port=self.udp_port)
 
     async def stop(self) -> None:

@@ -76,7 +76,7 @@ from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
 if TYPE_CHECKING:
     from xiaozhi_edge.mqtt_udp import MqttUdpListener
 
-__all__ = ["DEVICE_PATHS", "EdgeServer", "run_edge"]
+__all__ = ["DEVICE_PATHS", "DEVICE_RECEIVE_BUFFER_BYTES", "EdgeServer", "run_edge"]
 
 log = structlog.get_logger("xiaozhi.edge")
 

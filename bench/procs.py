@@ -172,8 +172,8 @@ class Child:
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
 
-    async def stats(self) -> dict[str, Any]:
-        status, body = await http_json(self.port, "/stats")
+    async def stats(self, within: float = 5.0) -> dict[str, Any]:
+        status, body = await http_json(self.port, "/stats", within)
         if status != 200:
             raise BenchProcessError(f"{self.name} /stats answered {status}")
         return dict(body)

@@ -230,6 +230,12 @@ def _stream(seconds: float, quick: bool) -> Report:
     return run_stream(seconds, quick=quick)
 
 
+def _overload(seconds: float, quick: bool) -> Report:
+    from xiaozhi_bench.overload import run_overload
+
+    return run_overload(seconds, quick=quick)
+
+
 CASES: dict[str, tuple[Callable[[float, bool], Report], float]] = {
     # name: (function taking the seconds per figure or phase and the quick flag, default
     # seconds). `--quick` runs a system case with tiny counts, to check it works (tests).
@@ -242,6 +248,7 @@ CASES: dict[str, tuple[Callable[[float, bool], Report], float]] = {
     "speech": (_speech, 0.0),  # counts, not seconds: the argument is unused
     "chaos": (_chaos, 3.0),  # seconds of traffic per phase (half before the fault)
     "stream": (_stream, 0.0),  # counts, not seconds: the argument is unused
+    "overload": (_overload, 20.0),  # seconds at 3x the edge's capacity, edge then bare bridge
 }
 
 

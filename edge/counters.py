@@ -38,6 +38,7 @@ class EdgeCounters:
     commands_unrouted: int = 0  # a command for a topic no session here holds any more
     mcp_timeouts: int = 0
     monitor_lagged_packets: int = 0  # audio-monitor packets a slow listener skipped
+    reads_paused: int = 0  # a device's reads waited for room in the MQTT queue (backpressure)
 
     def count_error(self, code: str) -> None:
         """One more error of ``code``."""
@@ -67,4 +68,5 @@ class EdgeCounters:
             "commands_unrouted": self.commands_unrouted,
             "mcp_timeouts": self.mcp_timeouts,
             "monitor_lagged_packets": self.monitor_lagged_packets,
+            "reads_paused": self.reads_paused,
         }

@@ -35,6 +35,7 @@ import collections
 import contextlib
 import os
 import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -70,7 +71,7 @@ from xiaozhi.tokens import Ed25519PublicKey, verify_token
 from xiaozhi.topics import normalize_device_id
 from xiaozhi.udp_audio import HEADER, KEY_BYTES, AudioChannel
 from xiaozhi_edge.identity import ConnectionIdentity
-from xiaozhi_edge.server import DeviceConnection
+from xiaozhi_edge.server import DEVICE_RECEIVE_BUFFER_BYTES, DeviceConnection
 from xiaozhi_edge.settings import DeviceAuth, EdgeSettings
 
 if TYPE_CHECKING:
@@ -413,7 +414,8 @@ class DeviceLink:
             await conn.execute(outputs)
         owner = server.owner
         if not owner.room.is_set():
-            await owner.room.wait()  # QoS 1 backpressure: pause this device's reads
+            server.counters.reads_paused += 1
+            await owner.room.wait()  # backpressure: pause this device's reads
 
     async def _hello(self, message: dict[str, Any]) -> None:
         """A new voice session: new key and ssrc, sequences from 0 (reference §2.3)."""
@@ -496,6 +498,8 @@ class MqttUdpListener:
         self._server = await asyncio.start_server(
             self._handle, host, port or 0, reuse_port=reuse_port or None
         )
+        for sock in self._server.sockets:  # as the WebSocket listener's, for the same reason
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, DEVICE_RECEIVE_BUFFER_BYTES)
         log.info("device_mqtt_listening", mqtt_port=self.mqtt_port, udp_port=self.udp_port)
 
     async def stop(self) -> None:

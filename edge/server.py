@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import http
 import os
+import socket
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
@@ -75,7 +76,7 @@ from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
 if TYPE_CHECKING:
     from xiaozhi_edge.mqtt_udp import MqttUdpListener
 
-__all__ = ["DEVICE_PATHS", "EdgeServer", "run_edge"]
+__all__ = ["DEVICE_PATHS", "DEVICE_RECEIVE_BUFFER_BYTES", "EdgeServer", "run_edge"]
 
 log = structlog.get_logger("xiaozhi.edge")
 
@@ -85,6 +86,18 @@ _TICK_SECONDS = 1.0
 _SERVICE_RESTART = 1012
 _SUBACK_WAIT_SECONDS = 5.0  # longest a hello answer waits for its subscription's SUBACK
 _HEADERS_READ = Headers()  # stands for a device's handshake headers once they are read
+DEVICE_RECEIVE_BUFFER_BYTES = 32 * 1024
+"""SO_RCVBUF of each device socket (Linux doubles it: 64 KiB). Set, it stops the kernel's
+autotuning, which under overload grew an unread device socket's buffer towards
+``net.ipv4.tcp_rmem``'s maximum (32 MiB here): 750,000 messages waited in the edge's kernel
+buffers, unseen by its bounds and counters, and no device was ever slowed
+(docs/benchmarks.md, "Issue 14, point 4"). Fixed, a device whose reads pause fills its own
+send buffer within a few hundred messages and waits. 64 KiB still carries a device's whole
+uplink (a few KiB/s of Opus) at any round-trip time a device has.
+
+Set on the listening socket, so each accepted socket has it from its SYN on: set after the
+handshake, the window already offered was larger than the buffer, the kernel dropped what did
+not fit (``TcpExtTCPRcvQDrop``) and the devices' retransmissions backed off for seconds."""
 
 
 def _http_response(status: http.HTTPStatus, content_type: str, body: bytes) -> Response:
@@ -285,7 +298,8 @@ class DeviceConnection:
                 # made (its status payload, the pong) must not wait there with it.
                 del message, outputs
                 if not owner.room.is_set():
-                    await owner.room.wait()  # QoS 1 backpressure: pause this device's reads
+                    server.counters.reads_paused += 1
+                    await owner.room.wait()  # backpressure: pause this device's reads
         except ConnectionClosed:
             pass
         finally:
@@ -406,6 +420,7 @@ class EdgeServer:
             birth=[OutMessage(edge_topic, self._edge_payload(Availability.ONLINE), qos, retain)],
             on_message=self._on_mqtt,
             max_queued_messages=settings.max_queued_mqtt_messages,
+            max_queued_bytes=settings.max_queued_mqtt_bytes,
             tls_context=settings.mqtt_tls(),
             # A persistent session: commands published while the broker restarts or this
             # edge reconnects wait at the broker for it, instead of going nowhere
@@ -482,7 +497,7 @@ class EdgeServer:
             await self.mqtt_udp.start(reuse_port=reuse_port)
 
     async def _serve(self, host: str, port: int, *, reuse_port: bool) -> Server:
-        return await serve(
+        server = await serve(
             self._handle,
             host,
             port,
@@ -496,6 +511,9 @@ class EdgeServer:
             ping_timeout=20,
             close_timeout=5,
         )
+        for sock in server.sockets:  # accepted sockets inherit it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, DEVICE_RECEIVE_BUFFER_BYTES)
+        return server
 
     async def stop(self) -> None:
         """Stop accepting, close devices with 1012, flush their status, go offline."""
@@ -797,6 +815,7 @@ class EdgeServer:
                 "published": mqtt.published,
                 "acknowledged": mqtt.acknowledged,
                 "queued": mqtt.queued,
+                "queued_bytes": mqtt.queued_bytes,
                 "inflight": mqtt.inflight,
                 "dropped_qos0": mqtt.dropped_qos0,
                 "dropped_qos1": mqtt.dropped_qos1,
@@ -822,7 +841,7 @@ class _EdgeCollector:
         for name in ("frames_received", "bytes_received", "text_messages", "binary_frames",
                      "utterances", "voice_commands", "commands_delivered", "rate_limited",
                      "dropped_audio_frames", "duplicate_commands",
-                     "commands_unrouted"):  # fmt: skip
+                     "commands_unrouted", "reads_paused"):  # fmt: skip
             if name in counters:
                 yield CounterMetricFamily(
                     f"xiaozhi_edge_{name}", name.replace("_", " "), counters[name]
@@ -842,6 +861,11 @@ class _EdgeCollector:
         )
         yield GaugeMetricFamily(
             "xiaozhi_edge_mqtt_queued", "messages waiting for the broker", mqtt["queued"]
+        )
+        yield GaugeMetricFamily(
+            "xiaozhi_edge_mqtt_queued_bytes",
+            "bytes waiting for the broker (queued and in flight, as bounded)",
+            mqtt["queued_bytes"],
         )
         dropped = CounterMetricFamily(
             "xiaozhi_edge_mqtt_dropped", "messages dropped, by QoS", labels=["qos"]

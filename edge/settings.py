@@ -144,6 +144,12 @@ class EdgeSettings(BaseSettings, MqttTlsSettings):
     max_utterance_seconds: float = Field(default=15.0, gt=0)
     mcp_call_timeout_seconds: float = Field(default=10.0, gt=0)
     max_queued_mqtt_messages: int = Field(default=200_000, gt=0)
+    max_queued_mqtt_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description="the same queue bounded in bytes (topic + payload + 200 per message), so "
+        "its memory is bounded whatever the size of the messages",
+    )
     shutdown_timeout_seconds: float = Field(default=5.0, ge=0)
 
     @field_validator("allowed_devices", mode="before")

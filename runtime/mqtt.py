@@ -20,6 +20,9 @@ QoS 1 messages still go through `publish`: paho keeps them until their PUBACK.
 
 Delivery rules, all counted in :class:`OwnerStats` (never a silent drop):
 
+* The queue is bounded twice: in messages and in bytes (each message's topic, payload and
+  :data:`MESSAGE_OVERHEAD_BYTES`), so a few large messages cannot hold more memory than
+  many small ones; ``/stats`` shows both (``queued``, ``queued_bytes``).
 * QoS 0 is at most once: when the queue is full the message is dropped and counted.
 * QoS 1 is at least once: a message stays ours until the broker's PUBACK. If the connection
   drops first, it is queued again, ahead of newer messages. Above the high watermark
@@ -59,7 +62,7 @@ from xiaozhi.backoff import Backoff
 from xiaozhi.config import parse_mqtt_url, redact_mqtt_url
 from xiaozhi.mqtt_packets import encode_publish
 
-__all__ = ["MqttOwner", "OutMessage", "OwnerStats"]
+__all__ = ["MESSAGE_OVERHEAD_BYTES", "MqttOwner", "OutMessage", "OwnerStats"]
 
 log = structlog.get_logger("xiaozhi.mqtt")
 
@@ -70,6 +73,11 @@ PAHO_BACKLOG_BYTES = 1 << 20
 a stalled broker fills *our* bounded queue (whose watermark pauses the devices' reads) rather
 than paho's unbounded one: under a flood with the broker stopped, the edge otherwise kept
 every message in paho's deque (hundreds of MB)."""
+
+MESSAGE_OVERHEAD_BYTES = 200
+"""What a queued message costs beyond its topic and payload: the `OutMessage`, the two
+objects' headers and the deque's slot (about 190 bytes measured with tracemalloc,
+``xiaozhi bench overload``)."""
 
 _BACKLOG_POLL_SECONDS = 0.005
 """How often the writer looks again while paho's backlog is over the bound (paho offers no
@@ -95,10 +103,11 @@ class OwnerStats:
     published: int = 0  # handed to the broker connection
     acknowledged: int = 0  # QoS 1 PUBACKs received
     received: int = 0
-    dropped_qos0: int = 0  # queue full
-    dropped_qos1: int = 0  # queue past its hard bound
+    dropped_qos0: int = 0  # queue full (in messages or in bytes)
+    dropped_qos1: int = 0  # queue past its hard bound (in messages or in bytes)
     requeued_qos1: int = 0  # sent, connection lost before PUBACK, queued again
     queued: int = 0
+    queued_bytes: int = 0  # queued and in flight, as counted against the byte bound
     inflight: int = 0
     retained_remembered: int = 0  # retained messages kept to publish again after a reconnect
     socket_backlog_bytes: int = 0  # handed to paho, not yet written to the socket
@@ -122,8 +131,10 @@ class MqttOwner:
         max_queued_messages: hard bound of messages waiting for the broker (queued and
             in flight); QoS 0 is dropped past it, QoS 1 is dropped past it too, and both
             are counted.
+        max_queued_bytes: the same bound in bytes (module docstring); None for none.
         high_watermark: above this many pending messages :attr:`room` is cleared (default
-            three quarters of the bound).
+            three quarters of the bound); likewise above three quarters of
+            ``max_queued_bytes``.
         keepalive_seconds: MQTT keepalive.
         reconnect_min_seconds, reconnect_max_seconds: backoff between connection attempts.
         clean_session: False keeps the broker-side session (subscriptions and queued QoS 1
@@ -144,6 +155,7 @@ class MqttOwner:
         on_message: Callable[[str, bytes], None] | None = None,
         drop_retained: Callable[[str], bool] | None = None,
         max_queued_messages: int = 200_000,
+        max_queued_bytes: int | None = None,
         high_watermark: int | None = None,
         keepalive_seconds: int = 30,
         reconnect_min_seconds: float = 0.1,
@@ -161,6 +173,9 @@ class MqttOwner:
         self._drop_retained = drop_retained
         self._max_queued = max_queued_messages
         self._high_watermark = high_watermark or (max_queued_messages * 3) // 4
+        self._max_bytes = max_queued_bytes or 1 << 62
+        self._high_bytes = (self._max_bytes * 3) // 4
+        self._bytes = 0  # of the messages in the queue and in flight
         self._keepalive = keepalive_seconds
         self._clean_session = clean_session
         self._backoff = Backoff(
@@ -189,16 +204,26 @@ class MqttOwner:
     # ------------------------------------------------------------------ producers
 
     def publish_nowait(self, message: OutMessage) -> bool:
-        """Queue a message without waiting; False when it was dropped (and counted)."""
+        """Queue a message without waiting; False when it was dropped (and counted).
+
+        A message that will wait (the queue is longer than the writer takes in one pass)
+        keeps a copy of its payload of exact size: orjson's ``bytes`` keep its whole 4 KiB
+        write buffer, so 200,000 queued sensor readings held 800 MB (docs/benchmarks.md,
+        "Issue 14, point 4"). A message that leaves in this pass is not copied.
+        """
         pending = len(self._queue) + len(self._inflight)
-        if pending >= self._max_queued:
+        size = len(message.topic) + len(message.payload) + MESSAGE_OVERHEAD_BYTES
+        if pending >= self._max_queued or self._bytes + size > self._max_bytes:
             if message.qos:
                 self._stats.dropped_qos1 += 1
             else:
                 self._stats.dropped_qos0 += 1
             return False
+        if pending >= _BATCH:
+            message = replace(message, payload=bytes(memoryview(message.payload)))
         self._queue.append(message)
-        if pending + 1 >= self._high_watermark:
+        self._bytes += size
+        if pending + 1 >= self._high_watermark or self._bytes >= self._high_bytes:
             self.room.clear()
         self._wake.set()
         return True
@@ -262,6 +287,7 @@ class MqttOwner:
     def stats(self) -> OwnerStats:
         self._reap_acks()
         self._stats.queued = len(self._queue)
+        self._stats.queued_bytes = self._bytes
         self._stats.inflight = len(self._inflight)
         self._stats.retained_remembered = len(self._retained)
         client = self._client
@@ -338,6 +364,7 @@ class MqttOwner:
         unacked = [m for info, m in self._inflight if not info.is_published()]
         self._inflight.clear()
         self._queue.extendleft(reversed(unacked))
+        self._bytes = sum(map(_size, self._queue))  # the acked ones left with the in-flight
         self._stats.requeued_qos1 += len(unacked)
         self._progress.set()
 
@@ -389,6 +416,7 @@ class MqttOwner:
             if reconnect:
                 replay += list(self._retained.values())
             self._queue.extendleft(reversed(replay))
+            self._bytes += sum(map(_size, replay))
             self.connected.set()
             self.disconnected.clear()
             log.info("mqtt_connected", broker=redact_mqtt_url(self.url), client_id=self.client_id)
@@ -444,12 +472,19 @@ class MqttOwner:
         inflight = self._inflight
         acked = 0
         while inflight and inflight[0][0].is_published():
-            inflight.popleft()
+            self._bytes -= _size(inflight.popleft()[1])
             acked += 1
         if acked:
             self._stats.acknowledged += acked
-            if len(self._queue) + len(inflight) < self._high_watermark:
-                self.room.set()
+            self._maybe_room()
+
+    def _maybe_room(self) -> None:
+        """Let paused producers go on once the queue is below both watermarks."""
+        if (
+            len(self._queue) + len(self._inflight) < self._high_watermark
+            and self._bytes < self._high_bytes
+        ):
+            self.room.set()
 
     async def _writer(self, client: aiomqtt.Client) -> None:
         """Move messages from the bounded queue to paho, at most
@@ -472,6 +507,7 @@ class MqttOwner:
             while queue and sent < _BATCH:
                 message = queue.popleft()
                 if not message.qos:
+                    self._bytes -= _size(message)
                     try:
                         packet = encode_publish(
                             message.topic, message.payload, retain=message.retain, mqtt5=mqtt5
@@ -496,9 +532,13 @@ class MqttOwner:
             self._stats.published += sent
             self._progress.set()
             self._reap_acks()
-            if len(queue) + len(self._inflight) < self._high_watermark:
-                self.room.set()
+            self._maybe_room()
             await asyncio.sleep(0)  # let the event loop write the socket
+
+
+def _size(message: OutMessage) -> int:
+    """What `message` counts against the byte bound."""
+    return len(message.topic) + len(message.payload) + MESSAGE_OVERHEAD_BYTES
 
 
 def _paho_backlog(paho_client: paho.Client) -> int:

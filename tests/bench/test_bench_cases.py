@@ -1,7 +1,7 @@
 """Every system bench case runs end to end with tiny counts (`--quick`) and reports its figures
 beside references, as a table and as JSON. Correctness only: no figure is compared with a speed.
 
-The five cases start their own Mosquitto, edge, hub and reference servers on free ports; they
+The six cases start their own Mosquitto, edge, hub and reference servers on free ports; they
 run at once, as separate `xiaozhi bench` processes, to keep the wall time short.
 """
 
@@ -30,6 +30,7 @@ EXPECTED = {
     "voice": ("p50 round trip at", "p99 round trip at", "answered/s at"),
     "churn": ("RSS growth over", "file descriptor growth", "asyncio task growth", "cycles/s"),
     "stream": ("events/s pushed to", "dashboard first render", "longest main-thread task"),
+    "overload": ("peak RSS at 3x capacity", "messages lost, counted by the edge"),
 }
 _TIMEOUT = 150
 

@@ -21,7 +21,7 @@ import websockets
 
 from tests.conftest import StartEdge
 from tests.edge.devices import Device, opus_tone_frames
-from tests.support import Recorder, device_token_keys
+from tests.support import Recorder, device_token_keys, record
 from xiaozhi.audio_monitor import decode_audio_packet
 from xiaozhi.binary import encode_opus
 from xiaozhi.payloads import CommandPayload
@@ -697,52 +697,74 @@ async def test_devices_gone_and_failed_upgrades_leave_nothing_behind(
     assert edge.stats()["handshakes_in_flight"] <= 1
 
 
-async def test_a_flood_while_the_broker_stalls_is_held_back_not_buffered(
+async def test_a_flood_while_the_broker_stalls_is_held_back_and_every_loss_counted(
     start_edge: StartEdge, tmp_path: Path
 ) -> None:
     """Devices sending as fast as TCP lets them while the broker is stalled (SIGSTOP): the
-    edge stops reading them once its MQTT queue is three quarters full, so its memory stays
-    bounded, the devices are slowed (their sockets fill up), and nothing it accepted is lost
-    once the broker is back."""
-    bound = 2_000
+    edge stops reading them once its MQTT queue is three quarters full (here its byte bound),
+    so its memory stays bounded and the devices are slowed (their sockets fill up). A calm
+    device on the same edge still has its message read: one larger than the queue's bound is
+    dropped and counted in /stats and /metrics, its next one goes through. Once
+    the broker is back, every message is published but the one counted."""
+    bound = 60_000  # bytes: about 160 queued sensor readings
     with ManagedMosquitto(tmp_path / "broker") as broker:
         edge = await start_edge(
-            broker,
-            max_queued_mqtt_messages=bound,
-            max_messages_per_second=1_000_000,
+            broker, max_queued_mqtt_bytes=bound, max_messages_per_second=1_000_000,
             burst_messages=1_000_000,
-        )
+        )  # fmt: skip
         devices = await connect_devices("127.0.0.1", edge.port, 20)
-        reading = ws_frame(
-            0x1,
-            b'{"type": "sensor", "data": {"sensor_type": "temp", "value": 20.5, "unit": "C"}}',
-        )
-        await asyncio.wait_for(edge.owner.wait_flushed(), 15)  # connected, nothing pending
-        published = edge.stats()["mqtt"]["published"]
-        frames = edge.counters.snapshot()["frames_received"]
-        rss = _rss_kib()
-        assert broker.pid is not None
-        os.kill(broker.pid, signal.SIGSTOP)
-        try:
-            # 20 devices x 5,000 readings = 100,000 messages, 50 times the queue bound.
-            for device in devices:
-                device.write(reading * 5_000)
-            await _until(lambda: edge.stats()["mqtt"]["queued"] >= bound * 3 // 4, within=30)
-            held = edge.stats()["mqtt"]
-            assert held["queued"] <= bound
-            # Nothing else holds the flood: paho has at most its bounded backlog.
-            assert held["socket_backlog_bytes"] <= 2 * PAHO_BACKLOG_BYTES, held
-            read = edge.counters.snapshot()["frames_received"] - frames
-            assert read < 50_000, f"the edge read {read} of 100,000 messages it cannot send"
-            assert _rss_kib() - rss < 64 * 1024, "the edge buffered the flood"
-        finally:
-            os.kill(broker.pid, signal.SIGCONT)
-        # Every reading was taken in turn, none dropped: the devices waited, not the edge.
-        await _until(lambda: edge.stats()["mqtt"]["published"] - published >= 100_000, within=60)
-        stats = edge.stats()["mqtt"]
-        assert stats["dropped_qos0"] + stats["dropped_qos1"] == 0
-        for device in devices:
-            device.abort()
+        [calm] = await connect_devices("127.0.0.1", edge.port, 1)
+        calm_id = device_id_of(calm.device_id)
+        calm_topics = (TOPICS.sensor(calm_id, "big"), TOPICS.sensor(calm_id, "calm"))
+        async with record(broker.url, *calm_topics, name="calm") as subscriber:
+            reading = ws_frame(
+                0x1,
+                b'{"type": "sensor", "data": {"sensor_type": "temp", "value": 20.5, "unit": "C"}}',
+            )
+            await asyncio.wait_for(edge.owner.wait_flushed(), 15)  # connected, nothing pending
+            frames = edge.counters.snapshot()["frames_received"]
+            published = edge.stats()["mqtt"]["published"]
+            rss = _rss_kib()
+            assert broker.pid is not None
+            os.kill(broker.pid, signal.SIGSTOP)
+            try:
+                # 20 devices x 5,000 readings = 100,000 messages (11 MB): more than the queue,
+                # paho's bounded backlog and the socket buffers to the stalled broker hold.
+                for device in devices:
+                    device.write(reading * 5_000)
+                await _until(
+                    lambda: edge.stats()["mqtt"]["queued_bytes"] >= bound * 3 // 4, within=30
+                )
+                held = edge.stats()["mqtt"]
+                assert held["queued_bytes"] <= bound, held
+                assert edge.counters.reads_paused > 0
+                # Nothing else holds the flood: paho has at most its bounded backlog.
+                assert held["socket_backlog_bytes"] <= 2 * PAHO_BACKLOG_BYTES, held
+                read = edge.counters.snapshot()["frames_received"] - frames
+                assert read < 50_000, f"the edge read {read} of 100,000 messages it cannot send"
+                assert _rss_kib() - rss < 64 * 1024, "the edge buffered the flood"
+                # The calm device: 61 KB is more than the whole queue holds.
+                big = '{"type":"sensor","data":{"sensor_type":"big","value":"%s"}}' % ("x" * 61_000)
+                calm.send_text(big.encode())
+                await _until(lambda: edge.stats()["mqtt"]["dropped_qos0"] == 1, within=15)
+                calm.send_text(b'{"type":"sensor","data":{"sensor_type":"calm","value":1}}')
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+            # Every reading taken in turn: the devices waited, not the edge.
+            await _until(
+                lambda: edge.stats()["mqtt"]["published"] - published >= 100_001, within=60
+            )
+            assert edge.stats()["mqtt"]["published"] - published == 100_001
+            await subscriber.first(lambda m: m.topic == calm_topics[1], within=30)
+            assert [m.topic for m in subscriber.messages] == [calm_topics[1]]
+            stats = edge.stats()["mqtt"]
+            assert (stats["dropped_qos0"], stats["dropped_qos1"]) == (1, 0)
+            async with httpx.AsyncClient() as http:
+                metrics = (await http.get(f"http://127.0.0.1:{edge.port}/metrics")).text
+            assert 'xiaozhi_edge_mqtt_dropped_total{qos="0"} 1.0' in metrics
+            assert "xiaozhi_edge_reads_paused_total" in metrics
+            for device in [*devices, calm]:
+                device.abort()
 
 
 async def _until(check: Callable[[], bool], *, within: float) -> None:

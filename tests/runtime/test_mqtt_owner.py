@@ -14,7 +14,7 @@ import pytest
 
 from tests.support import Recorder, record
 from xiaozhi_cli.broker import ManagedMosquitto
-from xiaozhi_runtime.mqtt import PAHO_BACKLOG_BYTES, MqttOwner, OutMessage
+from xiaozhi_runtime.mqtt import MESSAGE_OVERHEAD_BYTES, PAHO_BACKLOG_BYTES, MqttOwner, OutMessage
 
 pytestmark = pytest.mark.integration  # a real Mosquitto
 
@@ -127,6 +127,8 @@ async def test_a_broker_restart_mid_stream_loses_no_qos1_message(
     assert {int(p) for p in inbox.payloads("xiaozhi/events/dev1")} == set(range(total))
     assert pub.stats.dropped_qos1 == 0
     assert pub.stats.connects == 2
+    await asyncio.wait_for(pub.wait_flushed(), 15)
+    assert pub.stats.queued_bytes == 0, "the byte count follows requeues and acks"
 
 
 async def _reconnected(owner: MqttOwner) -> None:
@@ -193,11 +195,24 @@ async def test_a_full_queue_drops_and_counts_and_signals_backpressure(
     assert not pub.publish_nowait(OutMessage("xiaozhi/events/d", b"x", qos=1))
     stats = pub.stats
     assert (stats.dropped_qos0, stats.dropped_qos1, stats.queued) == (1, 1, 10)
+    size = len("xiaozhi/events/d") + 1 + MESSAGE_OVERHEAD_BYTES
+    assert stats.queued_bytes == 10 * size
+
+    # The same bound in bytes: three quarters of it pauses producers, past it drops.
+    by_bytes = MqttOwner(own_broker.url, client_id=_client_id("bytes"), max_queued_bytes=3 * size)
+    assert by_bytes.publish_nowait(OutMessage("xiaozhi/events/d", b"x", qos=1))
+    assert by_bytes.publish_nowait(OutMessage("xiaozhi/events/d", b"x", qos=1))
+    assert by_bytes.room.is_set()
+    assert by_bytes.publish_nowait(OutMessage("xiaozhi/events/d", b"x", qos=1))
+    assert not by_bytes.room.is_set()
+    assert not by_bytes.publish_nowait(OutMessage("xiaozhi/events/d", b"x", qos=1))
+    assert by_bytes.stats.dropped_qos1 == 1
 
     await asyncio.to_thread(own_broker.start)  # the backlog drains and producers resume
     await asyncio.wait_for(pub.room.wait(), 30)
     await asyncio.wait_for(pub.wait_flushed(), 30)
     assert pub.stats.acknowledged == 10
+    assert pub.stats.queued_bytes == 0
 
 
 async def test_a_failing_handler_does_not_take_the_connection_down(

@@ -272,9 +272,9 @@ class DeviceSession:
         session_id_factory: Makes the ``session_id`` (uuid4 hex by default).
         message_id_factory: Makes ``message_id``\\ s of published voice commands.
         mcp_vision: ``capabilities.vision`` offered in MCP ``initialize``.
-        on_utterance: Receives each finished 16 kHz mono 16-bit :class:`Utterance`. No speech
-            recogniser exists yet; this is where one plugs in. Without it the PCM is freed
-            once the ``utterance`` event is built.
+        on_utterance: Receives each finished :class:`Utterance` (its PCM decoded only if
+            asked for). Speech runs on the hub, from the forwarded Opus; this is where an
+            in-process consumer would plug in.
         on_fault: Called with every internal fault (a bug) as it is caught, inside the
             ``except`` block, so the I/O layer logs it with its traceback; the session stays
             alive and answers the device without details. Also an attribute, set once the
@@ -1333,5 +1333,11 @@ class DeviceSession:
             )
         if self._on_utterance is not None and fmt == UPLINK_FORMAT:
             self._on_utterance(
-                Utterance(pcm, duration_ms, chunks, 0, UtteranceReason.STOP, ListenMode.MANUAL)
+                Utterance(
+                    duration_ms=duration_ms,
+                    frames=chunks,
+                    dropped_frames=0,
+                    reason=UtteranceReason.STOP,
+                    raw_pcm=pcm,
+                )
             )

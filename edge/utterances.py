@@ -1,10 +1,14 @@
 """Audio on the edge: Opus uplink into utterances, and a stand-in TTS for the downlink.
 
 Uplink (reference §1.5, §1.7): the device streams one Opus packet per binary frame, 16 kHz
-mono, while listening. :class:`UtteranceBuffer` decodes each packet with opuslib into a
-bounded PCM buffer and cuts it into :class:`Utterance`\\ s:
+mono, while listening. :class:`UtteranceBuffer` keeps the packets as sent, bounded, and cuts
+them into :class:`Utterance`\\ s. Nothing at the edge consumes PCM (speech gets the Opus), so
+a packet is decoded only where the VAD needs its energy (docs/benchmarks.md, issue 14
+point 2):
 
-* ``manual`` mode (push to talk): from ``listen start`` to ``listen stop``;
+* ``manual`` mode (push to talk): from ``listen start`` to ``listen stop``. No packet is
+  decoded: libopus parses it (what makes ``opus_decode`` refuse a packet is its framing) and
+  its TOC gives its duration;
 * ``auto`` and ``realtime`` modes (server-side VAD ends the turn): an utterance begins with
   speech (frame energy over a threshold, with a short pre-roll kept) and ends after
   ``silence_ms`` of silence; the buffer keeps listening for the next one. The threshold
@@ -12,8 +16,9 @@ bounded PCM buffer and cuts it into :class:`Utterance`\\ s:
   :data:`SPEECH_OVER_NOISE` above the noise floor: the higher of a slow tracker (down at
   once to a quieter frame, up by :data:`NOISE_FLOOR_RISE` per frame) and the quietest frame
   of the last few seconds, so a fan or a street at 15 dB under the voice does not hold a
-  turn open. Cost: one sum of squares over the decoded frame and a few comparisons
-  (docs/benchmarks.md has the decode and VAD cost per frame);
+  turn open. Each packet is decoded by libopus, called through ctypes into the decoder's
+  own reused buffer (opuslib's wrapper copied the samples through a Python list, twice the
+  cost of the decode), and its energy is a sum of squares in C (``math.hypot``);
 * any mode: ``listen stop`` (or a new ``listen start``) ends the current one.
 
 The edge publishes each utterance's metadata as an ``utterance`` event and, for the speech
@@ -28,9 +33,9 @@ note per word) encoded as real Opus.
 from __future__ import annotations
 
 import array
+import ctypes
 import enum
 import math
-import operator
 import sys
 import zlib
 from collections import OrderedDict, deque
@@ -39,20 +44,24 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import opuslib
-import opuslib.api.info
+import opuslib.api
 
 from xiaozhi.errors import InvalidMessage
 from xiaozhi.messages import ListenMode
+from xiaozhi_runtime import opus
 
 __all__ = [
     "MAX_OPUS_FRAME_SAMPLES",
     "SAMPLE_RATE",
     "SUPPORTED_FRAME_DURATIONS_MS",
     "OpusDecodeError",
+    "OpusDecoder",
     "ToneSynthesizer",
     "Utterance",
     "UtteranceBuffer",
     "UtteranceReason",
+    "mean_square",
+    "packet_samples",
 ]
 
 SAMPLE_RATE: Final = 16000
@@ -81,13 +90,49 @@ SUPPORTED_FRAME_DURATIONS_MS: Final = (20, 40, 60)
 MAX_OPUS_FRAME_SAMPLES: Final = SAMPLE_RATE * 120 // 1000
 """Room given to the decoder: the longest Opus packet is 120 ms. A device whose packets are
 longer than the duration its hello announced still decodes; duration is counted from the
-samples actually decoded, not from the announced duration."""
+samples a packet holds, not from the announced duration."""
 
+_SAMPLES_PER_MS: Final = SAMPLE_RATE // 1000
 _BYTES_PER_SAMPLE: Final = 2
 _RMS_STRIDE: Final = 4  # energy from every 4th sample: a quarter of the work, same decision
 
 if sys.byteorder != "little":  # pragma: no cover - every supported target is little-endian
     raise ImportError("xiaozhi_edge.utterances assumes little-endian 16-bit PCM")
+
+# libopus, the library opuslib found, through a handle of our own: the argument types set
+# here do not change opuslib's. A CDLL call releases the GIL while libopus runs.
+_LIB: Final = ctypes.CDLL(opuslib.api.lib_location)
+_LIB.opus_decoder_create.restype = ctypes.c_void_p
+_LIB.opus_decoder_create.argtypes = (ctypes.c_int32, ctypes.c_int, ctypes.POINTER(ctypes.c_int))
+_LIB.opus_decoder_destroy.restype = None
+_LIB.opus_decoder_destroy.argtypes = (ctypes.c_void_p,)
+_OPUS_DECODE: Final = _LIB.opus_decode
+_OPUS_DECODE.restype = ctypes.c_int
+_OPUS_DECODE.argtypes = (
+    ctypes.c_void_p,  # decoder state
+    ctypes.c_char_p,  # packet
+    ctypes.c_int32,  # its length
+    ctypes.c_void_p,  # output samples
+    ctypes.c_int,  # room for samples
+    ctypes.c_int,  # decode_fec
+)
+_OPUS_PACKET_PARSE: Final = _LIB.opus_packet_parse
+_OPUS_PACKET_PARSE.restype = ctypes.c_int
+_OPUS_PACKET_PARSE.argtypes = (
+    ctypes.c_char_p,  # packet
+    ctypes.c_int32,  # its length
+    ctypes.c_void_p,  # out_toc (NULL)
+    ctypes.c_void_p,  # frames (NULL)
+    ctypes.c_void_p,  # frame sizes (48 int16)
+    ctypes.c_void_p,  # payload offset (NULL)
+)
+_OPUS_PACKET_SAMPLES: Final = _LIB.opus_packet_get_nb_samples
+_OPUS_PACKET_SAMPLES.restype = ctypes.c_int
+_OPUS_PACKET_SAMPLES.argtypes = (ctypes.c_char_p, ctypes.c_int32, ctypes.c_int32)
+_LIB.opus_strerror.restype = ctypes.c_char_p
+_LIB.opus_strerror.argtypes = (ctypes.c_int,)
+_OPUS_BUFFER_TOO_SMALL: Final = -2
+_PARSE_SIZES: Final = (ctypes.c_int16 * 48)()  # opus_packet_parse's required output, unread
 
 
 class OpusDecodeError(InvalidMessage):
@@ -108,22 +153,21 @@ class UtteranceReason(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Utterance:
-    """One finished utterance: the PCM a speech recogniser will consume.
+    """One finished utterance: the Opus the device sent, and its PCM on demand.
 
     Attributes:
-        pcm: 16 kHz mono signed 16-bit little-endian samples.
-        duration_ms: Length of ``pcm``.
-        packets: The Opus packets ``pcm`` was decoded from, as the device sent them (empty
-            for audio that did not come as Opus); what the edge forwards to speech.
-        frames: Opus frames decoded into ``pcm``.
+        duration_ms: Length of the audio.
+        frames: Opus frames in it.
         dropped_frames: Frames of this utterance that were not kept: in manual mode, frames
             after the buffer was full (``reason`` is then ``limit``).
         reason: Why it ended (:class:`UtteranceReason`).
         mode: The listen mode it was recorded in.
-        decode_errors: Frames of this utterance that did not decode (each also raised).
+        decode_errors: Frames of this utterance libopus refused (each also raised).
+        packets: The Opus packets as the device sent them (empty for audio that did not come
+            as Opus); what the edge forwards to speech.
+        raw_pcm: The PCM, for audio that came as PCM (a seed device's WAV); None for Opus.
     """
 
-    pcm: bytes
     duration_ms: int
     frames: int
     dropped_frames: int
@@ -131,38 +175,95 @@ class Utterance:
     mode: ListenMode = ListenMode.MANUAL
     decode_errors: int = 0
     packets: tuple[bytes, ...] = ()
+    raw_pcm: bytes | None = None
+
+    @property
+    def pcm(self) -> bytes:
+        """16 kHz mono signed 16-bit little-endian samples, decoded when asked (nothing on the
+        edge's own path asks): the packets through a fresh decoder, as the hub's speech unit
+        decodes the forwarded utterance."""
+        if self.raw_pcm is not None:
+            return self.raw_pcm
+        return opus.decode(self.packets, sample_rate=SAMPLE_RATE)
 
 
 class _Decoder(Protocol):
-    def decode(self, opus_data: bytes, frame_size: int) -> bytes: ...
+    """Decodes one packet into :attr:`samples` (valid until the next call)."""
+
+    samples: memoryview
+
+    def decode(self, packet: bytes) -> int:
+        """Samples decoded, or a negative libopus error code."""
+        ...
 
 
-def _default_decoder() -> _Decoder:
-    decoder: _Decoder = opuslib.Decoder(SAMPLE_RATE, 1)
-    return decoder
+class OpusDecoder:
+    """A 16 kHz mono libopus decoder writing into a buffer of its own, reused for every packet.
+
+    opuslib allocated a buffer per packet and copied the samples out through a Python list
+    (64 of its 116 us per frame, docs/benchmarks.md). Not thread-safe: one per device.
+    """
+
+    __slots__ = ("_buffer", "_state", "samples")
+
+    def __init__(self) -> None:
+        error = ctypes.c_int()
+        state = _LIB.opus_decoder_create(SAMPLE_RATE, 1, ctypes.byref(error))
+        if error.value or not state:  # pragma: no cover - out of memory
+            raise MemoryError(f"opus_decoder_create: {_opus_reason(error.value)}")
+        self._state: int = state
+        self._buffer = (ctypes.c_int16 * MAX_OPUS_FRAME_SAMPLES)()
+        self.samples = memoryview(self._buffer).cast("B").cast("h")
+        """The last packet's samples are ``samples[:n]``, ``n`` from :meth:`decode`."""
+
+    def decode(self, packet: bytes) -> int:
+        """Decode ``packet`` into :attr:`samples`: how many, or a negative libopus error code.
+        An empty packet is a lost one (libopus conceals the full buffer), as with opuslib."""
+        return int(
+            _OPUS_DECODE(self._state, packet, len(packet), self._buffer, MAX_OPUS_FRAME_SAMPLES, 0)
+        )
+
+    def __del__(self) -> None:
+        state, self._state = getattr(self, "_state", 0), 0
+        if state:
+            _LIB.opus_decoder_destroy(state)
 
 
-def _opus_reason(err: opuslib.OpusError) -> str:
-    """libopus's text for the error code (opuslib's ``str()`` shows it as a bytes repr)."""
-    code = getattr(err, "code", None)
-    try:
-        text = opuslib.api.info.strerror(code)
-    except Exception:  # a code ctypes cannot pass: say what we know
-        return f"libopus error {code!r}"
-    return text.decode("ascii", "replace") if isinstance(text, bytes) else str(text)
+def packet_samples(packet: bytes) -> int:
+    """The samples ``packet`` holds at 16 kHz without decoding it, or the negative libopus
+    error :class:`OpusDecoder` would return for it: libopus refuses a packet for its framing
+    (``opus_packet_parse``, the same check ``opus_decode`` starts with) or its length (more
+    than :data:`MAX_OPUS_FRAME_SAMPLES`). An empty packet is a lost one, concealed over the
+    whole buffer by a decoder."""
+    if not packet:
+        return MAX_OPUS_FRAME_SAMPLES
+    size = len(packet)
+    parsed = int(_OPUS_PACKET_PARSE(packet, size, None, None, _PARSE_SIZES, None))
+    if parsed < 0:
+        return parsed
+    samples = int(_OPUS_PACKET_SAMPLES(packet, size, SAMPLE_RATE))
+    return samples if samples <= MAX_OPUS_FRAME_SAMPLES else _OPUS_BUFFER_TOO_SMALL
 
 
-def _sum_of_squares(pcm: bytes) -> tuple[int, int]:
-    """Sum of squared samples over every ``_RMS_STRIDE``-th sample, and how many were used."""
-    samples = array.array("h", pcm)[::_RMS_STRIDE]
-    return sum(map(operator.mul, samples, samples)), len(samples)
+def _opus_reason(code: int) -> str:
+    """libopus's text for an error code."""
+    text: bytes | None = _LIB.opus_strerror(code)
+    return (text or b"unknown error").decode("ascii", "replace")
+
+
+def mean_square(samples: memoryview) -> float:
+    """Mean square of every ``_RMS_STRIDE``-th sample, summed in C (``math.hypot`` is
+    exact to a rounding; `array` and `sum(map(operator.mul, ...))` cost 15 us a frame, this 5)."""
+    strided = samples[::_RMS_STRIDE]
+    count = len(strided)
+    return math.hypot(*strided) ** 2 / count if count else 0.0
 
 
 class UtteranceBuffer:
-    """Decodes a device's Opus uplink into bounded utterances (module docstring).
+    """Cuts a device's Opus uplink into bounded utterances (module docstring).
 
     Args:
-        max_utterance_seconds: Largest utterance kept as PCM. Beyond it, in ``manual`` mode
+        max_utterance_seconds: Longest utterance kept. Beyond it, in ``manual`` mode
             further frames are counted as dropped until ``listen stop`` (the utterance then
             ends with reason ``limit``); in ``auto``/``realtime`` mode the utterance ends at
             once with reason ``limit`` and the next frames begin a new one. Memory never
@@ -172,8 +273,8 @@ class UtteranceBuffer:
         preroll_ms: Audio kept from before the first speech frame (auto/realtime), so the
             first syllable is not cut.
         min_speech_ms: Speech needed before an utterance counts as begun (auto/realtime).
-        decoder_factory: Builds the Opus decoder (opuslib's 16 kHz mono by default); called
-            on the first ``start`` so idle connections hold no decoder.
+        decoder_factory: Builds the Opus decoder (:class:`OpusDecoder` by default); called by
+            the first frame the VAD hears, so idle and push-to-talk devices hold no decoder.
 
     Every method is pure bookkeeping over what it is given; no clock is read.
     """
@@ -186,13 +287,13 @@ class UtteranceBuffer:
         silence_ms: int = 600,
         preroll_ms: int = 300,
         min_speech_ms: int = 60,
-        decoder_factory: Callable[[], _Decoder] = _default_decoder,
+        decoder_factory: Callable[[], _Decoder] = OpusDecoder,
     ) -> None:
-        self.max_pcm_bytes = int(max_utterance_seconds * SAMPLE_RATE) * _BYTES_PER_SAMPLE
+        self.max_samples = int(max_utterance_seconds * SAMPLE_RATE)
         self.silence_ms = silence_ms
         self.min_speech_ms = min_speech_ms
         self._threshold_sq = float(silence_rms_threshold) ** 2
-        self._preroll_bytes = preroll_ms * SAMPLE_RATE // 1000 * _BYTES_PER_SAMPLE
+        self._preroll_samples = preroll_ms * _SAMPLES_PER_MS
         self._decoder_factory = decoder_factory
         self._decoder: _Decoder | None = None
         self._mode: ListenMode | None = None
@@ -220,15 +321,13 @@ class UtteranceBuffer:
     @property
     def buffered_ms(self) -> int:
         """Audio held for the current utterance (pre-roll included)."""
-        held = len(self._pcm) + sum(len(chunk) for chunk, _ in self._preroll)
-        return held * 1000 // (SAMPLE_RATE * _BYTES_PER_SAMPLE)
+        return (self._samples + self._preroll_size) // _SAMPLES_PER_MS
 
     def _reset_segment(self) -> None:
-        self._pcm = bytearray()
+        self._samples = 0
         self._packets: list[bytes] = []
-        self._preroll: deque[tuple[bytes, bytes]] = deque()  # (pcm, packet) per frame
+        self._preroll: deque[tuple[int, bytes]] = deque()  # (samples, packet) per frame
         self._preroll_size = 0
-        self._frames = 0
         self._dropped = 0
         self._errors = 0
         self._speech_ms = 0
@@ -244,8 +343,6 @@ class UtteranceBuffer:
             The utterance that was in progress, ended with reason ``stop``, if any.
         """
         finished = self.stop() if self.listening else None
-        if self._decoder is None:
-            self._decoder = self._decoder_factory()
         self._mode = mode
         return finished
 
@@ -257,7 +354,7 @@ class UtteranceBuffer:
             nothing was said: no frame in manual mode, no speech in auto/realtime mode.
         """
         finished = None
-        if self._speech_started or (self._mode is ListenMode.MANUAL and self._frames):
+        if self._speech_started or (self._mode is ListenMode.MANUAL and self._packets):
             reason = UtteranceReason.LIMIT if self._dropped else UtteranceReason.STOP
             finished = self._complete(reason)
         self._mode = None
@@ -277,7 +374,7 @@ class UtteranceBuffer:
     # -- audio -------------------------------------------------------------------------
 
     def feed(self, packet: bytes) -> Utterance | None:
-        """Decode one Opus packet into the current utterance.
+        """Take one Opus packet into the current utterance.
 
         Returns:
             An utterance that this frame ended (silence or limit in auto/realtime mode),
@@ -285,45 +382,51 @@ class UtteranceBuffer:
 
         Raises:
             OpusDecodeError: libopus refused the packet. It is counted; nothing else is lost
-                and the next packet decodes normally.
+                and the next packet is taken normally.
         """
-        if self._mode is None or self._decoder is None:
+        mode = self._mode
+        if mode is None:
             self.dropped_frames_total += 1
             return None
-        try:
-            pcm = self._decoder.decode(packet, MAX_OPUS_FRAME_SAMPLES)
-        except opuslib.OpusError as err:
+        if mode is ListenMode.MANUAL:
+            self._feed_manual(packet, self._checked(packet, packet_samples(packet)))
+            return None
+        decoder = self._decoder
+        if decoder is None:
+            decoder = self._decoder = self._decoder_factory()
+        count = self._checked(packet, decoder.decode(packet))
+        return self._feed_vad(count, mean_square(decoder.samples[:count]), packet)
+
+    def _checked(self, packet: bytes, count: int) -> int:
+        if count < 0:
             self._errors += 1
             self.decode_errors_total += 1
-            raise OpusDecodeError(size=len(packet), reason=_opus_reason(err)) from err
-        if self._mode is ListenMode.MANUAL:
-            if len(self._pcm) + len(pcm) > self.max_pcm_bytes:
-                self._dropped += 1
-                self.dropped_frames_total += 1
-            else:
-                self._pcm += pcm
-                self._packets.append(packet)
-                self._frames += 1
-            return None
-        return self._feed_vad(pcm, packet)
+            raise OpusDecodeError(size=len(packet), reason=_opus_reason(count))
+        return count
 
-    def _feed_vad(self, pcm: bytes, packet: bytes) -> Utterance | None:
-        frame_ms = len(pcm) * 1000 // (SAMPLE_RATE * _BYTES_PER_SAMPLE)
-        squares, count = _sum_of_squares(pcm)
-        voiced = self._voiced(squares / count if count else 0.0, frame_ms)
+    def _feed_manual(self, packet: bytes, count: int) -> None:
+        if self._samples + count > self.max_samples:
+            self._dropped += 1
+            self.dropped_frames_total += 1
+        else:
+            self._samples += count
+            self._packets.append(packet)
+
+    def _feed_vad(self, count: int, mean_square: float, packet: bytes) -> Utterance | None:
+        frame_ms = count // _SAMPLES_PER_MS
+        voiced = self._voiced(mean_square, frame_ms)
         if not self._speech_started:
-            self._feed_before_speech(pcm, packet, frame_ms, voiced)
+            self._feed_before_speech(count, packet, frame_ms, voiced)
             return None
         finished = None
-        if len(self._pcm) + len(pcm) > self.max_pcm_bytes:
+        if self._samples + count > self.max_samples:
             finished = self._complete(UtteranceReason.LIMIT)
             self._reset_segment()
             # This frame opens the next utterance, as speech or as its pre-roll.
-            self._feed_before_speech(pcm, packet, frame_ms, voiced)
+            self._feed_before_speech(count, packet, frame_ms, voiced)
             return finished
-        self._pcm += pcm
+        self._samples += count
         self._packets.append(packet)
-        self._frames += 1
         self._silence_run_ms = 0 if voiced else self._silence_run_ms + frame_ms
         if self._silence_run_ms >= self.silence_ms:
             finished = self._complete(UtteranceReason.SILENCE)
@@ -354,30 +457,27 @@ class UtteranceBuffer:
             self._block_ms = 0
         return voiced
 
-    def _feed_before_speech(self, pcm: bytes, packet: bytes, frame_ms: int, voiced: bool) -> None:
-        """Keep ``pcm`` as pre-roll; begin the utterance once speech lasted long enough."""
-        self._keep_preroll(pcm, packet)
+    def _feed_before_speech(self, count: int, packet: bytes, frame_ms: int, voiced: bool) -> None:
+        """Keep ``packet`` as pre-roll; begin the utterance once speech lasted long enough."""
+        self._keep_preroll(count, packet)
         self._speech_ms = self._speech_ms + frame_ms if voiced else 0
         if self._speech_ms >= self.min_speech_ms:
             self._speech_started = True
-            self._pcm = bytearray(b"".join(chunk for chunk, _ in self._preroll))
+            self._samples = self._preroll_size
             self._packets = [kept for _, kept in self._preroll]
-            self._frames = len(self._preroll)
             self._preroll.clear()
             self._preroll_size = 0
 
-    def _keep_preroll(self, pcm: bytes, packet: bytes) -> None:
-        self._preroll.append((pcm, packet))
-        self._preroll_size += len(pcm)
-        while len(self._preroll) > 1 and self._preroll_size > self._preroll_bytes:
-            self._preroll_size -= len(self._preroll.popleft()[0])
+    def _keep_preroll(self, count: int, packet: bytes) -> None:
+        self._preroll.append((count, packet))
+        self._preroll_size += count
+        while len(self._preroll) > 1 and self._preroll_size > self._preroll_samples:
+            self._preroll_size -= self._preroll.popleft()[0]
 
     def _complete(self, reason: UtteranceReason) -> Utterance:
-        pcm = bytes(self._pcm)
         return Utterance(
-            pcm=pcm,
-            duration_ms=len(pcm) * 1000 // (SAMPLE_RATE * _BYTES_PER_SAMPLE),
-            frames=self._frames,
+            duration_ms=self._samples // _SAMPLES_PER_MS,
+            frames=len(self._packets),
             dropped_frames=self._dropped,
             reason=reason,
             mode=self._mode or ListenMode.MANUAL,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import operator
 import random
 
 import opuslib
@@ -12,10 +13,15 @@ from xiaozhi.messages import ListenMode
 from xiaozhi_edge.utterances import (
     MAX_OPUS_FRAME_SAMPLES,
     OpusDecodeError,
+    OpusDecoder,
     ToneSynthesizer,
     UtteranceBuffer,
     UtteranceReason,
+    mean_square,
+    packet_samples,
 )
+from xiaozhi_runtime import opus
+from xiaozhi_speech import EspeakVoice, Speech, opus_frames
 
 from .helpers import opus_packets, pcm_tone, silence_packets, tone_packets
 
@@ -105,8 +111,11 @@ def test_auto_mode_at_the_limit_ends_and_starts_the_next_one() -> None:
 class PcmDecoder:
     """Packets are raw PCM: VAD decisions without codec ringing."""
 
-    def decode(self, data: bytes, frame_size: int) -> bytes:
-        return data
+    samples = memoryview(b"").cast("h")
+
+    def decode(self, packet: bytes) -> int:
+        self.samples = memoryview(packet).cast("h")
+        return len(self.samples)
 
 
 LOUD = array.array("h", [8000, -8000] * 480).tobytes()  # 60 ms at 16 kHz
@@ -151,12 +160,14 @@ def test_decode_error_is_raised_counted_and_harmless() -> None:
 
 def test_decode_error_with_an_odd_code() -> None:
     class Broken:
-        def decode(self, data: bytes, frame_size: int) -> bytes:
-            raise opuslib.OpusError("odd")  # type: ignore[arg-type]
+        samples = memoryview(b"").cast("h")
+
+        def decode(self, packet: bytes) -> int:
+            return -999
 
     buffer = UtteranceBuffer(decoder_factory=Broken)
-    buffer.start(ListenMode.MANUAL)
-    with pytest.raises(OpusDecodeError, match="libopus error 'odd'"):
+    buffer.start(ListenMode.AUTO)
+    with pytest.raises(OpusDecodeError, match="unknown error"):
         buffer.feed(b"\x00")
 
 
@@ -253,3 +264,59 @@ def test_auto_mode_ends_the_turn_in_steady_noise_15_db_under_the_voice() -> None
     # The room's first second is taken for speech until one block of it is known, so the
     # utterance may start with it; it ends 600 ms after the voice, inside the noise.
     assert 900 <= utterance.duration_ms <= 600 + 900 + 600 + 120
+
+
+# -- the decode path against opuslib (issue 14 point 2) ----------------------------------
+
+
+async def _speech_packets() -> list[bytes]:
+    """Real speech (espeak-ng) with pauses, as a device sends it: 60 ms Opus packets."""
+    speech = await EspeakVoice().synthesize("turn on the kitchen light. and the fan, please")
+    pause = bytes(speech.sample_rate * 6 // 10 * 2)
+    return opus_frames(Speech(pause + speech.pcm + pause, speech.sample_rate), sample_rate=16000)
+
+
+def _old_mean_square(pcm: bytes) -> float:
+    """The VAD energy as the edge computed it before: a sum of squares in Python."""
+    samples = array.array("h", pcm)[::4]
+    return sum(map(operator.mul, samples, samples)) / len(samples) if samples else 0.0
+
+
+async def test_direct_libopus_decodes_and_weighs_as_opuslib_did() -> None:
+    """Same samples as opuslib, same energy, so the same VAD decisions frame by frame; and
+    without decoding, the same duration (manual mode) and the same refusals."""
+    streams = [
+        await _speech_packets(),
+        silence_packets(600) + tone_packets(900) + silence_packets(900),
+        tone_packets(200, 20) + silence_packets(200, 20) + tone_packets(200, 40),
+    ]
+    for packets in streams:
+        reference, ours = opuslib.Decoder(16000, 1), OpusDecoder()
+        old_vad, new_vad = UtteranceBuffer(), UtteranceBuffer()
+        for packet in packets:
+            pcm = reference.decode(packet, MAX_OPUS_FRAME_SAMPLES)
+            count = ours.decode(packet)
+            assert ours.samples[:count].tobytes() == pcm
+            assert packet_samples(packet) == count
+            old, new = _old_mean_square(pcm), mean_square(ours.samples[:count])
+            assert new == pytest.approx(old, rel=1e-12)
+            assert old_vad._voiced(old, count // 16) == new_vad._voiced(new, count // 16)
+    for garbage in (b"\xff\xff\xff", b"\x03\x00", b"\xfb" + bytes(50)):
+        with pytest.raises(opuslib.OpusError) as refused:
+            opuslib.Decoder(16000, 1).decode(garbage, MAX_OPUS_FRAME_SAMPLES)
+        assert packet_samples(garbage) == OpusDecoder().decode(garbage) == refused.value.code
+
+
+async def test_speech_in_auto_mode_is_cut_where_speech_pauses() -> None:
+    """The utterance forwarded is the packets as sent, pre-roll included, and its PCM (on
+    demand) is what the hub decodes from them."""
+    packets = await _speech_packets()
+    buffer = UtteranceBuffer()
+    buffer.start(ListenMode.AUTO)
+    done = feed_all(buffer, packets)
+    assert [u.reason for u in done] == ["silence"]
+    (utterance,) = done
+    runs = {tuple(packets[i : i + utterance.frames]) for i in range(len(packets))}
+    assert utterance.packets in runs  # contiguous, as sent
+    assert utterance.duration_ms == utterance.frames * 60
+    assert utterance.pcm == opus.decode(utterance.packets, sample_rate=16000)

@@ -213,6 +213,7 @@ def test_subscription_filters() -> None:
     assert T.device_sensors("d1") == "xiaozhi/sensors/d1/+"
     assert T.all_events() == "xiaozhi/events/+"
     assert T.all_edges() == "xiaozhi/bridge/edges/+"
+    assert T.all_hub_states() == "xiaozhi/bridge/hubs/+/state"
     assert T.all_utterances() == "xiaozhi/utterances/+"
     assert T.all_monitor_listeners() == "xiaozhi/monitor/+/listeners/+"
     assert T.all_entity_sets() == "xiaozhi/entities/+/set"

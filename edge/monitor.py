@@ -17,7 +17,9 @@ listeners, and the processes meet on two topics (docs/topics.md §2.14):
 
 A want whose edge has died would keep the audio flowing forever, so every edge also watches
 ``xiaozhi/bridge/edges/+``: an edge that goes ``offline`` (its will) loses its wants, and
-they are cleared at the broker.
+they are cleared at the broker. A hub that listens (for its dashboard) wants under its hub
+id, and its will is on ``xiaozhi/bridge/hubs/{hub_id}/state`` (``bridge/state`` is shared
+by every replica), so edges watch ``xiaozhi/bridge/hubs/+/state`` the same way.
 
 Each listener has a 50-packet queue; one that falls behind loses its oldest packets
 (``monitor_lagged_packets``), never slowing the device or the other listeners.
@@ -90,7 +92,7 @@ class AudioMonitor:
         self._offline: set[str] = set()  # edges whose last state was offline
         self._relayed: dict[str, int] = {}  # device id -> packets published (sequence)
         base = self._topics.base
-        self._prefixes = (f"{base}/monitor/", f"{base}/bridge/edges/")
+        self._prefixes = (f"{base}/monitor/", f"{base}/bridge/edges/", f"{base}/bridge/hubs/")
 
     @property
     def listener_count(self) -> int:
@@ -98,10 +100,10 @@ class AudioMonitor:
         return sum(len(v) for v in self.listeners.values())
 
     async def start(self) -> None:
-        """Learn who wants which device (retained), and which edges are gone."""
+        """Learn who wants which device (retained), and which edges and hubs are gone."""
         topics = self._topics
         await self._server.owner.subscribe(
-            [topics.all_monitor_listeners(), topics.all_edges()], qos=1
+            [topics.all_monitor_listeners(), topics.all_edges(), topics.all_hub_states()], qos=1
         )
 
     # ------------------------------------------------------------------ the device side
@@ -149,7 +151,7 @@ class AudioMonitor:
         return topic.startswith(self._prefixes)
 
     def on_mqtt(self, topic: str, payload: bytes, now: float) -> None:
-        """A want, a relayed packet or an edge's state."""
+        """A want, a relayed packet, or an edge's or a hub's state."""
         try:
             parsed = self._topics.parse(topic)
         except InvalidTopic:
@@ -159,12 +161,15 @@ class AudioMonitor:
             self._on_relayed(device_id, payload, now)
         elif parsed.kind is TopicKind.MONITOR_LISTENERS and device_id and edge_id:
             self._on_want(device_id, edge_id, wanted=bool(payload))
-        elif parsed.kind is TopicKind.BRIDGE_EDGE and edge_id is not None:
+        elif parsed.kind in (TopicKind.BRIDGE_EDGE, TopicKind.BRIDGE_HUB):
+            # A hub wants under its hub id: its state ends its wants as an edge's ends an edge's.
+            listener_id = edge_id or parsed.hub_id
             try:
                 state = EdgeState.from_wire(payload).state
             except WireError:
                 return
-            self._on_edge_state(edge_id, online=state is Availability.ONLINE)
+            if listener_id is not None:
+                self._on_edge_state(listener_id, online=state is Availability.ONLINE)
 
     def _on_relayed(self, device_id: str, payload: bytes, now: float) -> None:
         listeners = self.listeners.get(device_id)

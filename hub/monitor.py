@@ -11,9 +11,16 @@ and re-stamped per listener (:class:`~xiaozhi.audio_monitor.ListenerStream`), as
 own ``/api/ws/audio`` does. When the last one leaves, the want is cleared and the
 subscription dropped: while nobody watches, no audio crosses the broker.
 
-A want left behind by a hub that stopped uncleanly would keep the edge publishing: at start
-the unit reads its own retained wants (``monitor/+/listeners/{hub_id}``) and clears those
-it has no listener for, and a clean stop clears all of its own.
+A want left behind by a hub that stopped uncleanly would keep the edge publishing. The hub's
+own will is ``bridge/state``, shared by every replica, so the wants go over a connection of
+their own (``{hub_id}-monitor``, opened at the first want: a hub nobody listens through pays
+nothing) whose birth is ``xiaozhi/bridge/hubs/{hub_id}/state`` ``online`` and whose will is
+``offline`` there, retained: edges watch ``bridge/hubs/+/state`` and drop (and delete) the
+wants of a hub gone offline, as they do an edge's (:mod:`xiaozhi_edge.monitor`). The birth goes
+out before any want on that connection, so a hub started again under the same id is
+``online`` before its first want. Besides, at start the unit reads its own retained wants
+(``monitor/+/listeners/{hub_id}``) and clears those it has no listener for, and a clean stop
+clears all of its own and says ``offline``.
 """
 
 from __future__ import annotations
@@ -27,9 +34,10 @@ import structlog
 from xiaozhi import jsonutil
 from xiaozhi.audio_monitor import ListenerStream, decode_audio_packet
 from xiaozhi.errors import WireError
+from xiaozhi.payloads import Availability, EdgeState
 from xiaozhi.topics import ParsedTopic, TopicKind, publish_options
 from xiaozhi_hub.unit import HubContext, Route, UnitTasks
-from xiaozhi_runtime.mqtt import OutMessage
+from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
 
 __all__ = ["LISTENER_QUEUE_PACKETS", "MonitorListener", "MonitorUnit"]
 
@@ -40,6 +48,8 @@ LISTENER_QUEUE_PACKETS: Final = 50
 
 _AUDIO_QOS, _ = publish_options(TopicKind.MONITOR_AUDIO)
 _WANT_QOS, _WANT_RETAIN = publish_options(TopicKind.MONITOR_LISTENERS)
+_STATE_QOS, _STATE_RETAIN = publish_options(TopicKind.BRIDGE_HUB)
+_STOP_FLUSH_SECONDS = 5.0
 
 
 class MonitorListener(ListenerStream):
@@ -67,6 +77,9 @@ class MonitorUnit:
         self._ctx = ctx
         self._want_id = ctx.settings.hub_id
         self._tasks = UnitTasks("monitor_subscription")
+        self.wants_owner: MqttOwner | None = None
+        """The connection the wants go over, with this hub's state as its will (module
+        docstring); None until a first want."""
         self.listeners: dict[str, set[MonitorListener]] = {}  # device id -> listeners
         self.routes: Mapping[TopicKind, Route] = {
             TopicKind.MONITOR_AUDIO: self._on_audio,
@@ -86,6 +99,31 @@ class MonitorUnit:
         self.listeners.clear()
         await self._ctx.owner.unsubscribe([self._own_wants])
         await self._tasks.drain()
+        owner, self.wants_owner = self.wants_owner, None
+        if owner is not None:
+            # A clean disconnect does not fire the will: say offline ourselves, after the wants.
+            owner.retain(self._state(online=False))
+            await owner.stop(flush_seconds=_STOP_FLUSH_SECONDS)
+
+    def _state(self, *, online: bool) -> OutMessage:
+        state = EdgeState(state=Availability.ONLINE if online else Availability.OFFLINE)
+        topic = self._ctx.topics.hub_state(self._want_id)
+        return OutMessage(topic, state.to_wire(), _STATE_QOS, _STATE_RETAIN)
+
+    def _wants(self) -> MqttOwner:
+        """The wants' connection, opened (and its birth queued first) at the first want."""
+        owner = self.wants_owner
+        if owner is None:
+            settings = self._ctx.settings
+            owner = self.wants_owner = MqttOwner(
+                settings.mqtt_url,
+                client_id=f"{settings.hub_id}-monitor",
+                will=self._state(online=False),
+                birth=[self._state(online=True)],
+                tls_context=settings.mqtt_tls(),
+            )
+            self._tasks.spawn(owner.start(), name="monitor-wants")
+        return owner
 
     def stats(self) -> dict[str, int]:
         """For ``/api/v1/stats``: the devices listened to and the listeners (pages)."""
@@ -121,7 +159,7 @@ class MonitorUnit:
         ctx = self._ctx
         topic = ctx.topics.monitor_listeners(device_id, self._want_id)
         payload = jsonutil.dumps({"edge_id": self._want_id}) if wanted else b""
-        ctx.owner.retain(OutMessage(topic, payload, _WANT_QOS, _WANT_RETAIN))
+        self._wants().retain(OutMessage(topic, payload, _WANT_QOS, _WANT_RETAIN))
         audio = [ctx.topics.monitor_audio(device_id)]
         subscription = (
             ctx.owner.subscribe(audio, qos=_AUDIO_QOS) if wanted else ctx.owner.unsubscribe(audio)
@@ -148,4 +186,4 @@ class MonitorUnit:
         mine = parsed.edge_id == self._want_id
         if payload and device_id and mine and device_id not in self.listeners:
             # left by this hub's last run (or an edit): nobody here listens
-            self._ctx.owner.retain(OutMessage(topic, b"", _WANT_QOS, _WANT_RETAIN))
+            self._wants().retain(OutMessage(topic, b"", _WANT_QOS, _WANT_RETAIN))

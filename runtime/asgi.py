@@ -5,6 +5,10 @@ in one event loop, so uvicorn is embedded rather than run as the process: the pr
 embeds it owns the signals (:mod:`xiaozhi_runtime.runner`), and :func:`serve_app` returns
 once the server accepts connections, from uvicorn's own startup (a readiness event, no
 polling), and stops it when the block exits.
+
+:class:`MessageWriter` sends several binary WebSocket messages of one connection in one
+socket write (the live stream's fan-out, :mod:`xiaozhi_hub.http.stream`): ASGI has one
+``send`` per message, and uvicorn writes each to the socket at once.
 """
 
 from __future__ import annotations
@@ -20,7 +24,77 @@ import uvicorn
 
 from xiaozhi.errors import AddressInUse, StartupError
 
-__all__ = ["AddressInUse", "ServedApp", "listen", "serve_app"]
+__all__ = ["AddressInUse", "MessageWriter", "ServedApp", "listen", "serve_app"]
+
+_WS_IMPLEMENTATION = "websockets-sansio"
+"""uvicorn's WebSocket protocol, named rather than "auto" because :class:`MessageWriter`
+writes through it."""
+
+
+_PROTOCOL_ATTRIBUTES = ("conn", "transport", "writable", "disconnected", "close_sent")
+_STARLETTE_SENDER = "wrap_app_handling_exceptions.<locals>.wrapped_app.<locals>.sender"
+"""Starlette's route wrapper around ``send``: it only notes an HTTP response's start, so
+writing past it changes nothing for a WebSocket."""
+
+
+def _uvicorn_protocol(send: Any) -> Any:
+    """uvicorn's WebSocket protocol behind an ASGI ``send``, or None.
+
+    ``send`` is the protocol's bound method, or Starlette's route wrapper around it; any
+    other wrapper (a middleware's) is respected: None, and the caller sends through ASGI.
+    """
+    if getattr(send, "__qualname__", "").endswith(_STARLETTE_SENDER):
+        cells = [cell.cell_contents for cell in send.__closure__ or ()]
+        send = next((c for c in cells if hasattr(c, "__self__")), None)
+    protocol = getattr(send, "__self__", None)
+    if all(hasattr(protocol, name) for name in _PROTOCOL_ATTRIBUTES):
+        return protocol
+    return None
+
+
+class MessageWriter:
+    """Sends binary WebSocket messages of one ASGI connection, many in one socket write.
+
+    Each message stays its own WebSocket message; only the socket write is shared. This
+    reaches past ASGI into uvicorn's WebSocket protocol (the connection's ``send`` is its
+    bound method): its ``websockets`` connection frames the messages, its transport gets them
+    joined, and its flow control (the ``writable`` event, cleared while the transport's
+    buffer is over its high-water mark) is awaited first, as uvicorn's own ``send`` does. On
+    any other server (or protocol) :attr:`batched` is False and every message goes through
+    the ASGI ``send``, one at a time.
+    """
+
+    def __init__(self, websocket: Any) -> None:
+        self._websocket = websocket
+        self._protocol: Any = _uvicorn_protocol(getattr(websocket, "_send", None))
+
+    @property
+    def batched(self) -> bool:
+        """True when messages share socket writes (uvicorn's protocol was found)."""
+        return self._protocol is not None
+
+    async def send(self, messages: list[bytes]) -> None:
+        """Send ``messages``, in order, as binary WebSocket messages.
+
+        Raises:
+            ConnectionError: the client is gone (or the connection is closing); through
+                ASGI, what its ``send`` raises (Starlette's ``WebSocketDisconnect``).
+        """
+        protocol = self._protocol
+        if protocol is None:
+            for message in messages:
+                await self._websocket.send_bytes(message)
+            return
+        await protocol.writable.wait()
+        if protocol.disconnected or protocol.close_sent or protocol.transport.is_closing():
+            raise ConnectionError("the WebSocket client is gone")
+        conn = protocol.conn
+        try:
+            for message in messages:
+                conn.send_binary(message)
+        except Exception as err:  # websockets' InvalidState: the connection is closing
+            raise ConnectionError(f"the WebSocket is closing: {err}") from err
+        protocol.transport.write(b"".join(conn.data_to_send()))
 
 
 class _Server(uvicorn.Server):
@@ -122,6 +196,7 @@ async def serve_app(
         access_log=False,
         timeout_graceful_shutdown=int(graceful_seconds),
         lifespan="on",
+        ws=_WS_IMPLEMENTATION,
     )
     server = _Server(config)
     task = asyncio.create_task(_serve(server, sock), name=f"http-{actual_port}")

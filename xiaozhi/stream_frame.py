@@ -62,13 +62,16 @@ __all__ = [
     "Flag",
     "MessageType",
     "NDArray",
+    "PackedEntries",
     "StreamMessage",
     "StreamVersion",
     "decode_message",
+    "encode_entries",
     "encode_message",
     "error_message",
     "header_size",
     "negotiate_version",
+    "pack_entries",
 ]
 
 
@@ -389,23 +392,99 @@ def encode_message(
         TypeError: ``msg.data`` holds a value MessagePack cannot carry.
     """
     msg.check()
+    return _frame(
+        StreamVersion(msg.version),
+        msg.type,
+        msg.flags,
+        msg.timestamp_us,
+        _pack(msg.data),
+        compress_threshold_bytes,
+    )
+
+
+def _frame(
+    version: StreamVersion,
+    type: MessageType,
+    flags: Flag,
+    timestamp_us: int | None,
+    payload: bytes,
+    compress_threshold_bytes: int,
+) -> bytes:
+    """Header + payload: compression (V2+, above the threshold), length and CRC32 of what is
+    sent (seed 002, "Compression Flow" and "Checksum")."""
     if compress_threshold_bytes < 0:
         raise ValueError(f"compress_threshold_bytes must be >= 0, got {compress_threshold_bytes}")
-    version = StreamVersion(msg.version)
-    flags = int(msg.flags) & ~Flag.COMPRESSED
-    payload = _pack(msg.data)
+    wire_flags = int(flags) & ~Flag.COMPRESSED
     if version >= StreamVersion.V2 and len(payload) > compress_threshold_bytes:
         payload = zlib.compress(payload, COMPRESSION_LEVEL)
-        flags |= Flag.COMPRESSED
+        wire_flags |= Flag.COMPRESSED
     if len(payload) > _U32_MAX:
         raise ValueError(f"payload of {len(payload)} B does not fit the u32 length field")
     crc = zlib.crc32(payload)
-    fields = (int(version), int(msg.type), flags, len(payload), crc)
+    fields = (int(version), int(type), wire_flags, len(payload), crc)
     if version >= StreamVersion.V3:
-        header = HEADER_V3.pack(*fields, msg.timestamp_us)
+        header = HEADER_V3.pack(*fields, timestamp_us)
     else:
         header = HEADER_V1.pack(*fields)
     return header + payload
+
+
+@dataclass(frozen=True, slots=True)
+class PackedEntries:
+    """Key/value pairs of a MessagePack map, packed once, without the map's header.
+
+    A map's MessagePack is its header (the count of pairs) followed by the pairs in order, so
+    maps that share most of their pairs can be packed by joining pairs: the hub packs a fleet
+    message once and each session packs only its own ``seq`` in front
+    (:func:`encode_entries`, :mod:`xiaozhi.stream_session`).
+    """
+
+    count: int
+    raw: bytes
+
+
+def _map_header(count: int) -> bytes:
+    """MessagePack's map header for ``count`` pairs (fixmap, map 16 or map 32)."""
+    if count < 16:
+        return bytes((0x80 | count,))
+    if count < 1 << 16:
+        return b"\xde" + count.to_bytes(2, "big")
+    return b"\xdf" + count.to_bytes(4, "big")
+
+
+def pack_entries(data: dict[str, Any]) -> PackedEntries:
+    """The pairs of ``data``, packed as :func:`encode_message` packs them inside a map.
+
+    Raises:
+        TypeError: a value MessagePack cannot carry.
+    """
+    packed = _pack(data)
+    return PackedEntries(len(data), packed[len(_map_header(len(data))) :])
+
+
+def encode_entries(
+    type: MessageType,
+    parts: Iterable[PackedEntries],
+    *,
+    version: StreamVersion,
+    flags: Flag,
+    timestamp_us: int | None,
+    compress_threshold_bytes: int = COMPRESSION_THRESHOLD_BYTES,
+) -> bytes:
+    """One frame whose payload is the map made of ``parts``' pairs, in order.
+
+    Byte for byte the frame :func:`encode_message` gives for the message whose data is the
+    dict of all the parts' pairs, provided no key repeats (the caller sees to that): shared
+    parts are packed once for every session, and only joined here. Compression, length and
+    CRC32 are decided on the joined payload, exactly as :func:`encode_message` decides them.
+
+    Raises:
+        ValueError: as :func:`encode_message` (flags, version, timestamp, threshold).
+    """
+    StreamMessage(type, None, version, flags, timestamp_us).check()
+    chunks = list(parts)
+    payload = _map_header(sum(p.count for p in chunks)) + b"".join(p.raw for p in chunks)
+    return _frame(version, type, flags, timestamp_us, payload, compress_threshold_bytes)
 
 
 def decode_message(

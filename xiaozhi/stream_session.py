@@ -52,12 +52,15 @@ from xiaozhi.stream_frame import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Flag,
     MessageType,
+    PackedEntries,
     StreamMessage,
     StreamVersion,
     decode_message,
+    encode_entries,
     encode_message,
     error_message,
     negotiate_version,
+    pack_entries,
 )
 
 __all__ = [
@@ -85,6 +88,7 @@ DATA_TYPES: Final = frozenset(
 #: Most topic filters one session may hold (a bound on what a client makes us keep).
 MAX_FILTERS: Final = 64
 _MAX_FILTER_CHARS: Final = 512
+_RETAINED: Final = pack_entries({"retained": True})
 
 
 def valid_filter(topic_filter: object) -> bool:
@@ -155,7 +159,9 @@ class StreamPolicy:
 class StreamItem:
     """One fleet message to offer every session; built once, shared by all of them.
 
-    ``data`` is the frame's map without ``seq`` (the session adds it).
+    ``data`` is the frame's map without ``seq`` (the session adds it). It is packed once, at
+    the first session that sends it (:meth:`entries`): every session's frame is then its own
+    ``seq`` joined to the same bytes, not a MessagePack encoding of its own.
     """
 
     type: MessageType
@@ -163,6 +169,15 @@ class StreamItem:
     data: dict[str, Any]
     priority: bool = False
     broadcast: bool = False
+    _packed: PackedEntries | None = field(default=None, init=False, repr=False, compare=False)
+
+    def entries(self) -> PackedEntries:
+        """``data``'s pairs packed (once; the item is not changed otherwise)."""
+        packed = self._packed
+        if packed is None:
+            packed = pack_entries(self.data)
+            object.__setattr__(self, "_packed", packed)  # a cache, not state
+        return packed
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,9 +518,7 @@ class StreamSession:
         return self._last_sent is not None and now - self._last_sent >= self.heartbeat_seconds
 
     def _data_frame(self, seq: int, item: StreamItem, retained: bool, now: float) -> bytes:
-        data = {"seq": seq, **item.data}
-        if retained:
-            data["retained"] = True
+        """``{"seq": seq, **item.data}`` (+ ``"retained": True``), the item packed only once."""
         flags = Flag(0)
         if item.priority:
             flags |= Flag.PRIORITY
@@ -513,10 +526,28 @@ class StreamSession:
             flags |= Flag.BROADCAST
         if self.acks:
             flags |= Flag.ACK_REQUIRED
-        return self._encode(item.type, data, flags, now)
+        if "seq" in item.data or (retained and "retained" in item.data):
+            # A key of ours in the item's data: the dict merge decides which value wins.
+            data = {"seq": seq, **item.data}
+            if retained:
+                data["retained"] = True
+            return self._encode(item.type, data, flags, now)
+        parts = [pack_entries({"seq": seq}), item.entries()]
+        if retained:
+            parts.append(_RETAINED)
+        return encode_entries(
+            item.type,
+            parts,
+            version=self.version,
+            flags=flags & ALLOWED_FLAGS[self.version],
+            timestamp_us=self._timestamp(now),
+        )
+
+    def _timestamp(self, now: float) -> int | None:
+        return int(now * 1_000_000) if self.version >= StreamVersion.V3 else None
 
     def _encode(self, kind: MessageType, data: Any, flags: Flag, now: float) -> bytes:
-        ts = int(now * 1_000_000) if self.version >= StreamVersion.V3 else None
+        ts = self._timestamp(now)
         if kind is MessageType.ERROR:
             msg = error_message(
                 data["code"], data["message"], version=self.version, timestamp_us=ts

@@ -85,6 +85,7 @@ class TopicKind(enum.StrEnum):
     MONITOR_LISTENERS = "monitor_listeners"  # monitor/{device_id}/listeners/{edge_id}: who wants it
     BRIDGE_STATE = "bridge_state"  # bridge/state
     BRIDGE_EDGE = "bridge_edge"  # bridge/edges/{edge_id}
+    BRIDGE_HUB = "bridge_hub"  # bridge/hubs/{hub_id}/state: one hub replica's own availability
     BRIDGE_DEVICES = "bridge_devices"  # bridge/devices
     BRIDGE_GROUPS = "bridge_groups"  # bridge/groups
     BRIDGE_INFO = "bridge_info"  # bridge/info
@@ -134,6 +135,7 @@ _PUBLISH_OPTIONS: dict[TopicKind, PublishOptions] = {
     TopicKind.MONITOR_LISTENERS: PublishOptions(_LEAST, retain=True),
     TopicKind.BRIDGE_STATE: PublishOptions(_LEAST, retain=True),
     TopicKind.BRIDGE_EDGE: PublishOptions(_LEAST, retain=True),
+    TopicKind.BRIDGE_HUB: PublishOptions(_LEAST, retain=True),
     TopicKind.BRIDGE_DEVICES: PublishOptions(_LEAST, retain=True),
     TopicKind.BRIDGE_GROUPS: PublishOptions(_LEAST, retain=True),
     TopicKind.BRIDGE_INFO: PublishOptions(_LEAST, retain=True),
@@ -277,6 +279,7 @@ class ParsedTopic:
     node_id: str | None = None  # HA discovery (optional level)
     object_id: str | None = None  # HA discovery
     entity_id: str | None = None  # a home entity (light.living_room)
+    hub_id: str | None = None  # one hub replica (its own state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,6 +468,19 @@ class TopicTree:
         """``xiaozhi/bridge/edges/+``: the hub watches edges' LWTs here."""
         return f"{self.base}/bridge/edges/+"
 
+    def hub_state(self, hub_id: str) -> str:
+        """``xiaozhi/bridge/hubs/{hub_id}/state``: one hub replica's availability, retained.
+
+        ``bridge/state`` is shared by every replica (one replica's will would speak for all),
+        so what must end with one replica (its audio-monitor wants) is tied to this one: the
+        hub's monitor connection publishes ``online`` here and has ``offline`` as its will.
+        """
+        return f"{self.base}/bridge/hubs/{validate_id(hub_id, what='hub id')}/state"
+
+    def all_hub_states(self) -> str:
+        """``xiaozhi/bridge/hubs/+/state``: edges drop the monitor wants of a hub gone offline."""
+        return f"{self.base}/bridge/hubs/+/state"
+
     def all_commands_for(self, device_id: str) -> list[str]:
         """The filters an MQTT device subscribes to: its own commands and the broadcast.
 
@@ -643,6 +659,8 @@ class TopicTree:
                 return ParsedTopic(TopicKind.BRIDGE_STATE)
             case ["bridge", "edges", edge]:
                 return ParsedTopic(TopicKind.BRIDGE_EDGE, edge_id=validate_id(edge, what="edge id"))
+            case ["bridge", "hubs", hub, "state"]:
+                return ParsedTopic(TopicKind.BRIDGE_HUB, hub_id=validate_id(hub, what="hub id"))
             case ["bridge", "devices"]:
                 return ParsedTopic(TopicKind.BRIDGE_DEVICES)
             case ["bridge", "groups"]:

@@ -7,6 +7,13 @@ a frame received) or the session's next deadline (heartbeat, ack resend). What t
 comes from :class:`~xiaozhi_hub.stream.StreamUnit`, which offers it to every attached
 connection without waiting: a client that does not read fills only its own bounded queue.
 
+The fan-out's cost is per frame and per wake-up, so both are shared (docs/benchmarks.md,
+"Stream and dashboard"): the frames due at one pass go out in one socket write
+(:class:`~xiaozhi_runtime.asgi.MessageWriter`; each is still its own WebSocket message), and
+a writer that has just sent data lets a burst gather for :data:`_GATHER_SECONDS` before its
+next pass, rather than waking once per MQTT message (the hub's MQTT client reads one message
+per pass of the event loop). A message after a quiet spell goes out at once.
+
 Authentication, as the REST API's: ``X-API-Key`` or ``Authorization: Bearer <JWT>`` on the
 upgrade request (scripts, ``xiaozhi watch``), or ``"api_key"`` / ``"token"`` in the client's
 ``VERSION_CHECK`` (browsers cannot set headers on a WebSocket). A read-only key is enough.
@@ -39,6 +46,7 @@ from xiaozhi_hub.http.auth import Authenticator
 from xiaozhi_hub.http.envelopes import API_PREFIX, ApiError
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.stream import StreamUnit
+from xiaozhi_runtime.asgi import MessageWriter
 
 __all__ = ["STREAM_PATH", "add_stream_routes"]
 
@@ -46,22 +54,52 @@ log = structlog.get_logger("xiaozhi.hub.stream")
 
 STREAM_PATH = API_PREFIX + "/stream"
 _POLICY_CLOSE = 1008  # RFC 6455: the message violates the endpoint's policy (auth, version)
+_GATHER_SECONDS = 0.005
+"""How long a writer that just sent data lets the next ones gather: at most this much added
+latency during a burst, and one pass (one socket write) per subscriber per gathering."""
 
 
 class _Connection:
-    """One stream client: its session, and the event that wakes its writer."""
+    """One stream client: its session, and what wakes its writer.
+
+    Woken by a plain flag and a future created only while the writer waits: an offer costs
+    an attribute check when the writer is busy or already woken.
+    """
 
     def __init__(self, session: StreamSession, unit: StreamUnit) -> None:
         self.session = session
         self.unit = unit
-        self.wake = asyncio.Event()
+        self.woken = False
+        self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, item: StreamItem, *, retained: bool = False) -> None:
         before = self.session.dropped
         if self.session.offer(item, retained=retained):
-            self.wake.set()
+            self.wake()
             if self.session.dropped != before:
                 self.unit.dropped(self.session.dropped - before)
+
+    def wake(self) -> None:
+        self.woken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, within: float | None) -> None:
+        """Until :meth:`wake` (or was woken since the flag was cleared), at most ``within`` s."""
+        if self.woken:
+            return
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = None
+        if within is not None:
+            timer = loop.call_later(within, self.wake)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
 
 def add_stream_routes(app: FastAPI, auth: Authenticator) -> None:
@@ -115,20 +153,27 @@ async def _serve(websocket: WebSocket, session: StreamSession, unit: StreamUnit)
     session.start()
     unit.attach(connection)
     reader = asyncio.create_task(_read(websocket, connection, unit), name="stream-reader")
+    reader.add_done_callback(lambda _: connection.wake())
+    writer = MessageWriter(websocket)
     client = websocket.client
-    log.info("stream_opened", client=f"{client.host}:{client.port}" if client else None)
+    log.info(
+        "stream_opened",
+        client=f"{client.host}:{client.port}" if client else None,
+        batched=writer.batched,
+    )
     try:
         while True:
-            connection.wake.clear()
-            for frame in session.frames(time.time()):
-                await websocket.send_bytes(frame)
+            connection.woken = False
+            frames = session.frames(time.time())
+            if frames:
+                await writer.send(frames)
             if session.state is SessionState.CLOSED or reader.done():
                 break
+            if frames:
+                await asyncio.sleep(_GATHER_SECONDS)
+                continue
             deadline = session.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - time.time())
-            woken = asyncio.ensure_future(connection.wake.wait())
-            await asyncio.wait({woken, reader}, timeout=timeout, return_when="FIRST_COMPLETED")
-            woken.cancel()
+            await connection.wait(None if deadline is None else max(0.0, deadline - time.time()))
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass  # the client went away while we were sending
     finally:
@@ -168,4 +213,4 @@ async def _read(websocket: WebSocket, connection: _Connection, unit: StreamUnit)
                 if isinstance(result, Subscribed):
                     for item in unit.retained(result.filters):
                         connection.offer(item, retained=True)
-        connection.wake.set()
+        connection.wake()

@@ -519,9 +519,12 @@ async def test_the_audio_monitor_hears_a_device_held_by_another_edge(
     await device.close()
 
 
+@pytest.mark.parametrize("ghost_is", ["edge", "hub"])
 async def test_the_monitor_wants_of_an_edge_that_died_are_dropped(
-    start_edge: StartEdge, integrator: Recorder
+    start_edge: StartEdge, integrator: Recorder, ghost_is: str
 ) -> None:
+    """An edge's will is on ``bridge/edges/{id}``; a hub wants under its hub id, with its will
+    on ``bridge/hubs/{id}/state`` (its wants' connection): either way the want goes."""
     holder = await start_edge()
     mac = new_mac()
     device_id = device_id_of(mac)
@@ -540,8 +543,8 @@ async def test_the_monitor_wants_of_an_edge_that_died_are_dropped(
             break
     assert integrator.payloads(audio)
     # The ghost edge's will: the holder drops its want and deletes it at the broker.
-    ghost_state = TOPICS.bridge_edge(ghost)
-    await integrator.publish(ghost_state, {"state": "offline", "edge_id": ghost}, retain=True)
+    ghost_state = TOPICS.bridge_edge(ghost) if ghost_is == "edge" else TOPICS.hub_state(ghost)
+    await integrator.publish(ghost_state, {"state": "offline"}, retain=True)
     await integrator.wait_for(lambda: b"" in integrator.payloads(want))
     mark = integrator.mark()
     await device.send_opus(opus_tone_frames(3))

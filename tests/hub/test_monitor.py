@@ -31,6 +31,7 @@ async def test_a_page_listens_through_the_hubs_want_and_the_want_goes_with_it(
     topics = hub_settings.topics
     want = topics.monitor_listeners(DEVICE, hub_settings.hub_id)
     stale = topics.monitor_listeners("demo_office", hub_settings.hub_id)
+    state = topics.hub_state(hub_settings.hub_id)  # the wants' connection's birth and will
     # a want left by this hub's last run (killed): the hub clears it when it starts
     await watcher.publish(stale, {"edge_id": hub_settings.hub_id}, retain=True)
     async with run_hub(hub_settings, home=engine.home, engine=engine) as running:
@@ -50,6 +51,9 @@ async def test_a_page_listens_through_the_hubs_want_and_the_want_goes_with_it(
             attached = json.loads(await asyncio.wait_for(page.recv(), 10))
             assert attached == {"type": "monitor", "device_id": DEVICE}
             await watcher.expect(want, lambda w: w == {"edge_id": hub_settings.hub_id})
+            # online before the want, on the same connection: an edge never takes it for a
+            # want left by a dead hub
+            assert json.loads(watcher.payloads(state)[-1]) == {"state": "online"}
             # the edge holding the device publishes its frames while the want is there;
             # the hub's subscription may still be on its way: send until one comes back
             frame = encode_audio_packet(AudioPacket(123456, 60, 77, b"\xf8opus"))
@@ -67,6 +71,8 @@ async def test_a_page_listens_through_the_hubs_want_and_the_want_goes_with_it(
         # the page left: the want is cleared, so the edge stops publishing
         await watcher.wait_for(lambda: watcher.payloads(want)[-1:] == [b""])
         assert running.service.monitor.listeners == {}
+    # a clean stop says offline itself (a killed hub's will says it: edges drop its wants)
+    await watcher.expect(state, lambda s: s == {"state": "offline"})
 
 
 def test_utterance_audio_keeps_the_last_ones_within_its_bounds() -> None:

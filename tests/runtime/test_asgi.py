@@ -3,15 +3,18 @@ port raised to the caller, a failed startup reported, stopped when the block exi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from websockets.asyncio.client import connect
 
 from xiaozhi.errors import StartupError
-from xiaozhi_runtime.asgi import AddressInUse, ServedApp, serve_app
+from xiaozhi_runtime.asgi import AddressInUse, MessageWriter, ServedApp, serve_app
 
 
 def hello_app() -> FastAPI:
@@ -60,3 +63,52 @@ def test_urls_of_wildcard_and_ipv6_hosts() -> None:
     server = None  # the URL needs no server
     assert ServedApp(server, "0.0.0.0", 80).url == "http://127.0.0.1:80"  # type: ignore[arg-type]
     assert ServedApp(server, "::1", 81).url == "http://[::1]:81"  # type: ignore[arg-type]
+
+
+def writer_app(seen: dict[str, object], done: asyncio.Event) -> FastAPI:
+    """A WebSocket that sends three messages with one MessageWriter call, then waits for the
+    client to leave and sends again."""
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        writer = MessageWriter(websocket)
+        seen["batched"] = writer.batched
+        await writer.send([b"one", b"two" * 1000, b"three"])
+        await websocket.receive()  # the client's close
+        try:
+            await writer.send([b"late"])
+        except (ConnectionError, WebSocketDisconnect) as err:
+            seen["after_close"] = type(err)
+        done.set()
+
+    return app
+
+
+def wrapping_send(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware whose ``send`` is its own function, as many middlewares do."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        async def own_send(message: Message) -> None:
+            await send(message)
+
+        await app(scope, receive, own_send)
+
+    return wrapped
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+async def test_a_message_writer_sends_each_message_whole_and_in_order(wrapped: bool) -> None:
+    seen: dict[str, object] = {}
+    done = asyncio.Event()
+    app = writer_app(seen, done)
+    async with serve_app(wrapping_send(app) if wrapped else app) as served:
+        url = served.url.replace("http", "ws", 1) + "/ws"
+        async with connect(url) as client:
+            got = [await asyncio.wait_for(client.recv(), 5) for _ in range(3)]
+        assert got == [b"one", b"two" * 1000, b"three"]
+        await asyncio.wait_for(done.wait(), 5)
+    # uvicorn's protocol behind a bare app: one socket write; behind a middleware: ASGI sends.
+    assert seen["batched"] is not wrapped
+    assert seen["after_close"] is (WebSocketDisconnect if wrapped else ConnectionError)

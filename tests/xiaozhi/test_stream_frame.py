@@ -41,10 +41,12 @@ from xiaozhi.stream_frame import (
     StreamMessage,
     StreamVersion,
     decode_message,
+    encode_entries,
     encode_message,
     error_message,
     header_size,
     negotiate_version,
+    pack_entries,
 )
 
 V1, V2, V3 = StreamVersion.V1, StreamVersion.V2, StreamVersion.V3
@@ -617,3 +619,52 @@ def test_error_message_round_trips() -> None:
 def test_error_message_checks_the_timestamp() -> None:
     with pytest.raises(ValueError, match="timestamp"):
         error_message(ErrorCode.PERMISSION_DENIED, "no", version=V3)
+
+
+# --------------------------------------------------------------------------- packed once
+
+
+@pytest.mark.parametrize("pairs", [0, 3, 15, 16, 300, 70_000])
+@pytest.mark.parametrize("version", list(StreamVersion))
+def test_a_map_joined_from_packed_entries_is_the_frame_of_the_whole_dict(
+    pairs: int, version: StreamVersion
+) -> None:
+    """Fixmap, map 16 and map 32 headers; compressed or not: the same bytes as encode_message."""
+    head = {"seq": 70_000 + pairs}
+    body = {f"k{i}": i for i in range(pairs)}
+    tail = {"retained": True}
+    ts = 1_800_000_000_000_000 if version >= StreamVersion.V3 else None
+    flags = Flag.PRIORITY | Flag.ACK_REQUIRED if version >= StreamVersion.V3 else Flag(0)
+    whole = StreamMessage(MessageType.ECG_DATA, {**head, **body, **tail}, version, flags, ts)
+    joined = encode_entries(
+        MessageType.ECG_DATA,
+        [pack_entries(head), pack_entries(body), pack_entries(tail)],
+        version=version,
+        flags=flags,
+        timestamp_us=ts,
+    )
+    assert joined == encode_message(whole)
+    assert decode_message(joined, max_message_bytes=1 << 24).data == whole.data
+
+
+def test_packed_entries_refuse_what_encode_message_refuses() -> None:
+    entries = [pack_entries({"a": 1})]
+    with pytest.raises(ValueError, match="timestamp"):
+        encode_entries(
+            MessageType.ECG_DATA,
+            entries,
+            version=StreamVersion.V3,
+            flags=Flag(0),
+            timestamp_us=None,
+        )
+    with pytest.raises(ValueError, match="compress_threshold_bytes"):
+        encode_entries(
+            MessageType.ECG_DATA,
+            entries,
+            version=StreamVersion.V1,
+            flags=Flag(0),
+            timestamp_us=None,
+            compress_threshold_bytes=-1,
+        )
+    with pytest.raises(TypeError):
+        pack_entries({"a": object()})

@@ -10,6 +10,7 @@ import pytest
 
 from xiaozhi.errors import ErrorCode
 from xiaozhi.stream_frame import (
+    ALLOWED_FLAGS,
     Flag,
     MessageType,
     StreamMessage,
@@ -408,3 +409,52 @@ def test_the_documented_session_is_what_the_code_sends() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "protocols.md").read_text()
     for _, _, data in example_session():
         assert data.hex(" ") in doc
+
+
+@pytest.mark.parametrize(("version", "ack"), [(1, False), (2, False), (3, False), (3, True)])
+def test_data_frames_are_the_bytes_of_the_whole_map_with_the_item_packed_once(
+    version: int, ack: bool
+) -> None:
+    """Each session joins its seq to the item's bytes packed once: the frames are exactly the
+    encoding of ``{"seq", **data, "retained"}``, compressed (V2+) past 1 KB, one item or many."""
+    small = StreamItem(MessageType.ECG_DATA, "a/b", {"topic": "a/b", "payload": 1}, priority=True)
+    big = StreamItem(MessageType.ANOMALY_ALERT, "a/c", {"topic": "a/c", "payload": "x" * 3000})
+    sessions = [opened(version, ack=ack, topics=["a/#"]) for _ in range(2)]
+    sessions[1].offer(small)  # the second session's seqs run one ahead of the first's
+    sessions[1].frames(T0)
+    v = StreamVersion(version)
+    for session in sessions:
+        session.offer(small)
+        session.offer(big, retained=True)
+        first = session._seq - 1  # the seqs the session gave these two
+        flags = Flag.ACK_REQUIRED if ack else NO_FLAGS
+        ts = int(T0 * 1_000_000) if v >= StreamVersion.V3 else None
+        expected = [
+            StreamMessage(
+                MessageType.ECG_DATA,
+                {"seq": first, "topic": "a/b", "payload": 1},
+                v,
+                (Flag.PRIORITY | flags) & ALLOWED_FLAGS[v],
+                ts,
+            ),
+            StreamMessage(
+                MessageType.ANOMALY_ALERT,
+                {"seq": first + 1, "topic": "a/c", "payload": "x" * 3000, "retained": True},
+                v,
+                flags & ALLOWED_FLAGS[v],
+                ts,
+            ),
+        ]
+        assert session.frames(T0) == [encode_message(m) for m in expected]
+    assert small.entries() is small.entries()
+
+
+def test_an_item_whose_data_has_our_keys_is_merged_as_a_dict() -> None:
+    """Not what the hub offers, but the packed-once path must not change it: the item's value
+    of ``seq`` wins the merge, the session's ``retained`` overrides the item's."""
+    session = opened(topics=["a/#"])
+    session.offer(StreamItem(MessageType.ECG_DATA, "a/b", {"seq": "theirs", "retained": 0}))
+    session.offer(StreamItem(MessageType.ECG_DATA, "a/b", {"retained": 0}), retained=True)
+    first, second = sent(session)
+    assert first.data == {"seq": "theirs", "retained": 0}
+    assert second.data == {"seq": 2, "retained": True}

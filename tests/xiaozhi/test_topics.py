@@ -91,6 +91,11 @@ GOLDEN = [
         "xiaozhi/bridge/edges/edge-1",
         ParsedTopic(K.BRIDGE_EDGE, edge_id="edge-1"),
     ),
+    (
+        T.hub_state("hub-1"),
+        "xiaozhi/bridge/hubs/hub-1/state",
+        ParsedTopic(K.BRIDGE_HUB, hub_id="hub-1"),
+    ),
     (T.bridge_devices(), "xiaozhi/bridge/devices", ParsedTopic(K.BRIDGE_DEVICES)),
     (T.bridge_groups(), "xiaozhi/bridge/groups", ParsedTopic(K.BRIDGE_GROUPS)),
     (T.bridge_info(), "xiaozhi/bridge/info", ParsedTopic(K.BRIDGE_INFO)),
@@ -174,6 +179,7 @@ def test_every_kind_has_a_golden_topic_and_publish_options() -> None:
         (K.UTTERANCE, 1, False),
         (K.BRIDGE_STATE, 1, True),
         (K.BRIDGE_EDGE, 1, True),
+        (K.BRIDGE_HUB, 1, True),
         (K.BRIDGE_DEVICES, 1, True),
         (K.BRIDGE_GROUPS, 1, True),
         (K.BRIDGE_INFO, 1, True),
@@ -207,6 +213,7 @@ def test_subscription_filters() -> None:
     assert T.device_sensors("d1") == "xiaozhi/sensors/d1/+"
     assert T.all_events() == "xiaozhi/events/+"
     assert T.all_edges() == "xiaozhi/bridge/edges/+"
+    assert T.all_hub_states() == "xiaozhi/bridge/hubs/+/state"
     assert T.all_utterances() == "xiaozhi/utterances/+"
     assert T.all_monitor_listeners() == "xiaozhi/monitor/+/listeners/+"
     assert T.all_entity_sets() == "xiaozhi/entities/+/set"

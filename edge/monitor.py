@@ -38,7 +38,6 @@ from websockets.exceptions import ConnectionClosed
 from xiaozhi import jsonutil
 from xiaozhi.audio_monitor import (
     AudioPacket,
-    ListenerStream,
     decode_audio_packet,
     encode_audio_packet,
 )
@@ -46,6 +45,7 @@ from xiaozhi.binary import FrameType
 from xiaozhi.errors import InvalidTopic, WireError
 from xiaozhi.payloads import Availability, EdgeState
 from xiaozhi.topics import TopicKind, normalize_device_id, publish_options
+from xiaozhi_runtime.monitor_listener import MonitorListener
 from xiaozhi_runtime.mqtt import OutMessage
 
 if TYPE_CHECKING:
@@ -54,26 +54,10 @@ if TYPE_CHECKING:
 __all__ = ["MONITOR_PATH", "AudioMonitor"]
 
 MONITOR_PATH: Final = "/api/ws/audio"
-_QUEUE_PACKETS: Final = 50  # ~3 s of 60 ms frames buffered per listener before skipping
 _PING_SECONDS: Final = 30.0  # seed 004's keep-alive
 _U32: Final = 0xFFFFFFFF
 _AUDIO_QOS, _AUDIO_RETAIN = publish_options(TopicKind.MONITOR_AUDIO)
 _WANT_QOS, _WANT_RETAIN = publish_options(TopicKind.MONITOR_LISTENERS)
-
-
-class _Listener(ListenerStream):
-    """One audio-monitor listener: its stream, the device it hears, and the event that wakes
-    its sender."""
-
-    def __init__(self, device_id: str, started: float) -> None:
-        super().__init__(started, _QUEUE_PACKETS)
-        self.device_id = device_id
-        self.ready = asyncio.Event()
-
-    def offer(self, opus: bytes, duration_ms: int, now: float) -> bool:
-        lagging = super().offer(opus, duration_ms, now)
-        self.ready.set()
-        return lagging
 
 
 class AudioMonitor:
@@ -87,7 +71,7 @@ class AudioMonitor:
         self._server = server
         self._topics = server.topics
         self._edge_id = server.settings.edge_id
-        self.listeners: dict[str, set[_Listener]] = {}  # device id -> listeners here
+        self.listeners: dict[str, set[MonitorListener]] = {}  # device id -> listeners here
         self._wanted: dict[str, set[str]] = {}  # device id -> other edges with listeners
         self._offline: set[str] = set()  # edges whose last state was offline
         self._relayed: dict[str, int] = {}  # device id -> packets published (sequence)
@@ -139,7 +123,9 @@ class AudioMonitor:
             message = OutMessage(topic, encode_audio_packet(packet), _AUDIO_QOS, _AUDIO_RETAIN)
             self._server.owner.publish_nowait(message)
 
-    def _offer(self, listeners: set[_Listener], opus: bytes, duration_ms: int, now: float) -> None:
+    def _offer(
+        self, listeners: set[MonitorListener], opus: bytes, duration_ms: int, now: float
+    ) -> None:
         for listener in listeners:
             if listener.offer(opus, duration_ms, now):
                 self._server.counters.monitor_lagged_packets += 1
@@ -222,7 +208,7 @@ class AudioMonitor:
         raw = parse_qs(urlsplit(ws.request.path).query).get("device_id", [""])[-1]
         device_id = normalize_device_id(raw)  # checked in the handshake already
         loop = asyncio.get_running_loop()
-        listener = _Listener(device_id, loop.time())
+        listener = MonitorListener(device_id, loop.time())
         self._join(listener)
         reader = self._server.spawn(_drain_input(ws))
         # A listener that leaves wakes the loop at once: its want is cleared then, and an
@@ -247,7 +233,7 @@ class AudioMonitor:
             reader.cancel()
             self._leave(listener)
 
-    def _join(self, listener: _Listener) -> None:
+    def _join(self, listener: MonitorListener) -> None:
         device_id = listener.device_id
         listeners = self.listeners.get(device_id)
         if listeners is not None:
@@ -260,7 +246,7 @@ class AudioMonitor:
         owner.retain(OutMessage(topic, want, _WANT_QOS, _WANT_RETAIN))
         self._server.spawn(owner.subscribe([topics.monitor_audio(device_id)], qos=_AUDIO_QOS))
 
-    def _leave(self, listener: _Listener) -> None:
+    def _leave(self, listener: MonitorListener) -> None:
         device_id = listener.device_id
         listeners = self.listeners.get(device_id)
         if listeners is None:

@@ -27,43 +27,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Final
 
 import structlog
 
 from xiaozhi import jsonutil
-from xiaozhi.audio_monitor import ListenerStream, decode_audio_packet
+from xiaozhi.audio_monitor import decode_audio_packet
 from xiaozhi.errors import WireError
 from xiaozhi.payloads import Availability, EdgeState
 from xiaozhi.topics import ParsedTopic, TopicKind, publish_options
 from xiaozhi_hub.unit import HubContext, Route, UnitTasks
+from xiaozhi_runtime.monitor_listener import MonitorListener
 from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
 
-__all__ = ["LISTENER_QUEUE_PACKETS", "MonitorListener", "MonitorUnit"]
+__all__ = ["MonitorUnit"]
 
 log = structlog.get_logger("xiaozhi.hub.monitor")
-
-LISTENER_QUEUE_PACKETS: Final = 50
-"""Packets (~3 s of 60 ms frames) waiting per listener before its oldest are skipped."""
 
 _AUDIO_QOS, _ = publish_options(TopicKind.MONITOR_AUDIO)
 _WANT_QOS, _WANT_RETAIN = publish_options(TopicKind.MONITOR_LISTENERS)
 _STATE_QOS, _STATE_RETAIN = publish_options(TopicKind.BRIDGE_HUB)
 _STOP_FLUSH_SECONDS = 5.0
-
-
-class MonitorListener(ListenerStream):
-    """One dashboard listener: its stream of packets and the event that wakes its sender."""
-
-    def __init__(self, device_id: str, started: float) -> None:
-        super().__init__(started, LISTENER_QUEUE_PACKETS)
-        self.device_id = device_id
-        self.ready = asyncio.Event()
-
-    def offer(self, opus: bytes, duration_ms: int, now: float) -> bool:
-        lagging = super().offer(opus, duration_ms, now)
-        self.ready.set()
-        return lagging
 
 
 class MonitorUnit:

@@ -31,8 +31,8 @@ from xiaozhi.errors import InvalidTopic
 from xiaozhi.topics import normalize_device_id
 from xiaozhi_hub.http.auth import Authenticator
 from xiaozhi_hub.http.envelopes import API_PREFIX, ApiError
-from xiaozhi_hub.monitor import MonitorListener
 from xiaozhi_hub.service import HubService
+from xiaozhi_runtime.monitor_listener import MonitorListener
 
 __all__ = ["LISTEN_PATH", "add_monitor_routes"]
 

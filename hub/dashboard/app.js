@@ -96,8 +96,24 @@ function device(id) {
   return d;
 }
 
+/** The device was heard from at `timestamp` (the message's, else now). Real firmware sends
+ * its status only on connecting: without this a busy device showed its connect time. A
+ * replayed (retained) message older than what is known does not take last seen back. */
+function seen(d, timestamp) {
+  const at = timestamp || new Date().toISOString();
+  if (!d.last_seen || !(Date.parse(at) < Date.parse(d.last_seen))) d.last_seen = at;
+}
+
+/** Any message naming a known device refreshes its last seen; status, sensor and connect
+ * messages do it in their own case (they also make the device known). */
+const HEARD_KINDS = new Set(["device_events", "voice_command_events", "device_voice_command"]);
+
 function onData(msg) {
   const p = msg.payload;
+  if (HEARD_KINDS.has(msg.kind) && p && typeof p === "object") {
+    const id = msg.device_id || p.device_id;
+    if (id && devices.has(id)) { seen(devices.get(id), p.timestamp); touch(id); }
+  }
   switch (msg.kind) {
     case "status": {
       if (!msg.device_id) break;
@@ -109,13 +125,15 @@ function onData(msg) {
       // everything else a status carries is telemetry, merged as the registry merges it
       // (GET /devices): no field read once over REST stays stale while statuses come
       for (const [f, v] of Object.entries(p)) if (!STATUS_FIELDS.has(f) && v != null) { d.telemetry[f] = v; record(d.id, f, v); }
-      d.last_seen = p.timestamp || new Date().toISOString();
+      seen(d, p.timestamp);
       break;
     }
     case "sensor": {
       if (!p || !msg.device_id) break;
-      device(msg.device_id).sensors[msg.sensor_type] = { value: p.value, unit: p.unit, timestamp: p.timestamp };
+      const d = device(msg.device_id);
+      d.sensors[msg.sensor_type] = { value: p.value, unit: p.unit, timestamp: p.timestamp };
       record(msg.device_id, msg.sensor_type, p.value);
+      seen(d, p.timestamp);
       break;
     }
     case "device_connected":
@@ -124,7 +142,7 @@ function onData(msg) {
       const d = device(p.device_id);
       d.status = msg.kind === "device_connected" ? "connected" : "disconnected";
       if (p.transport) d.transport = p.transport;
-      d.last_seen = p.timestamp || new Date().toISOString();
+      seen(d, p.timestamp);
       remember(p.device_id, msg.kind, p);
       break;
     }

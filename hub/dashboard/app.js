@@ -25,6 +25,7 @@ let home = null; // GET /home: floors, areas, entities with their state, groups
 let hubStats = null; // GET /stats: this hub
 let bridgeState = null; // the retained xiaozhi/bridge/state, from the stream
 const edges = new Map(); // edge id -> its retained bridge/edges/<id> payload, from the stream
+const hubs = new Map(); // hub id -> its retained bridge/hubs/<id>/state payload, from the stream
 // The fleet table keeps one row per device and updates only the rows whose device changed:
 // a fleet of 10,000 is built once, not on every frame (docs/hub.md, the dashboard).
 const rows = new Map(); // id -> <tr>
@@ -157,6 +158,9 @@ function onData(msg) {
       break;
     case "bridge_edge":
       if (msg.edge_id) { if (p) edges.set(msg.edge_id, p); else edges.delete(msg.edge_id); }
+      break;
+    case "bridge_hub": // one replica's own state: its monitor connection's birth and will
+      if (msg.hub_id) { if (p) hubs.set(msg.hub_id, p); else hubs.delete(msg.hub_id); }
       break;
     case "entity_state":
       if (home && msg.entity_id) {
@@ -583,8 +587,9 @@ async function loadStats() {
   render();
 }
 
-/** The hub (its /stats, read when the page opens and on Refresh) and every edge (their
- * retained bridge/edges/<id>, live from the stream), with the devices each one carries. */
+/** The hub (its /stats, read when the page opens and on Refresh), every hub replica (their
+ * retained bridge/hubs/<id>/state, live from the stream) and every edge (their retained
+ * bridge/edges/<id>, live from the stream), with the devices each one carries. */
 function renderBridge() {
   const shared = bridgeState?.state || "unknown";
   const h = hubStats;
@@ -598,6 +603,12 @@ function renderBridge() {
       el("td", {}, h ? `${h.devices.connected} of ${h.devices.known} connected` : ""),
       el("td", {}, h ? `${h.stream.sessions.length} sessions` : ""),
       el("td", {}, h ? (h.intents_loaded ? "loaded" : "loading") : ""))));
+  const hubIds = [...new Set([...hubs.keys(), ...(h?.hub_id ? [h.hub_id] : [])])].sort();
+  $("bridge-hubs").replaceChildren(...hubIds.map((id) => {
+    const state = hubs.get(id)?.state || "unknown";
+    return el("tr", { "data-replica": id }, el("td", {}, id === h?.hub_id ? `${id} (this hub)` : id),
+      el("td", { class: `status ${state === "online" ? "connected" : "disconnected"}` }, state));
+  }));
   $("bridge-shared").textContent = shared;
   $("bridge-shared").className = `status ${shared === "online" ? "connected" : "disconnected"}`;
   const carried = new Map();

@@ -37,6 +37,8 @@ from xiaozhi.stream_frame import (
     encode_message,
 )
 from xiaozhi_hub.http import RunningHub
+from xiaozhi_hub.intents import IntentEngine
+from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
 from xiaozhi_sim.identity import make_identity
 from xiaozhi_sim.mic_and_speaker import tone
@@ -111,6 +113,7 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
     hub_settings: HubSettings,
     start_edge: StartEdge,
     sim_settings: SimSettings,
+    engine: IntentEngine,
     watcher: Recorder,
     page: Page,
     shots: Path,
@@ -224,7 +227,21 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
         await expect(page.locator("#bridge-shared")).to_have_text("online")
         hub_row = page.locator(f'#bridge-hub tr[data-hub="{hub_settings.hub_id}"]')
         await expect(hub_row).to_contain_text("online")
-        await page.screenshot(path=shots / "dashboard-bridge.png", full_page=True)
+        # one row per hub replica, from each one's own retained state: this hub's, and
+        # another replica's as it starts and as it stops
+        replicas = page.locator("#bridge-hubs")
+        mine = replicas.locator(f'tr[data-replica="{hub_settings.hub_id}"]')
+        await expect(mine).to_have_text(f"{hub_settings.hub_id} (this hub)online")
+        second = hub_settings.model_copy(update={"hub_id": hub_settings.hub_id + "-b"})
+        other = replicas.locator(f'tr[data-replica="{second.hub_id}"]')
+        replica = HubService(second, home=engine.home, engine=engine)
+        await replica.start()
+        try:
+            await expect(other).to_have_text(f"{second.hub_id}online")
+            await page.screenshot(path=shots / "dashboard-bridge.png", full_page=True)
+        finally:
+            await replica.stop()
+        await expect(other).to_have_text(f"{second.hub_id}offline")
         await page.click('nav a[href="#/"]')
         await row.locator("a").click()
 

@@ -20,18 +20,24 @@ class BridgeStateUnit:
     """Keeps ``bridge/state`` online while this replica runs.
 
     The will (and a clean stop) of *one* replica sets it offline although others still run;
-    any live replica that sees ``offline`` publishes ``online`` again.
+    any live replica that sees ``offline`` publishes ``online`` again. It also subscribes to
+    every replica's own state (``bridge/hubs/+/state``, published by each hub's monitor
+    connection) for the stream alone: the Bridge page shows one row per hub.
     """
 
     def __init__(self, ctx: HubContext) -> None:
         self._ctx = ctx
         self.routes: Mapping[TopicKind, Route] = {TopicKind.BRIDGE_STATE: self._on_state}
 
+    @property
+    def _topics(self) -> list[str]:
+        return [self._ctx.topics.bridge_state(), self._ctx.topics.all_hub_states()]
+
     async def start(self) -> None:
-        await self._ctx.owner.subscribe([self._ctx.topics.bridge_state()])
+        await self._ctx.owner.subscribe(self._topics)
 
     async def stop(self) -> None:
-        await self._ctx.owner.unsubscribe([self._ctx.topics.bridge_state()])
+        await self._ctx.owner.unsubscribe(self._topics)
 
     def online(self) -> None:
         ctx = self._ctx

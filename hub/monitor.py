@@ -13,14 +13,16 @@ subscription dropped: while nobody watches, no audio crosses the broker.
 
 A want left behind by a hub that stopped uncleanly would keep the edge publishing. The hub's
 own will is ``bridge/state``, shared by every replica, so the wants go over a connection of
-their own (``{hub_id}-monitor``, opened at the first want: a hub nobody listens through pays
-nothing) whose birth is ``xiaozhi/bridge/hubs/{hub_id}/state`` ``online`` and whose will is
-``offline`` there, retained: edges watch ``bridge/hubs/+/state`` and drop (and delete) the
-wants of a hub gone offline, as they do an edge's (:mod:`xiaozhi_edge.monitor`). The birth goes
-out before any want on that connection, so a hub started again under the same id is
-``online`` before its first want. Besides, at start the unit reads its own retained wants
-(``monitor/+/listeners/{hub_id}``) and clears those it has no listener for, and a clean stop
-clears all of its own and says ``offline``.
+their own (``{hub_id}-monitor``, opened when the unit starts) whose birth is
+``xiaozhi/bridge/hubs/{hub_id}/state`` ``online`` and whose will is ``offline`` there,
+retained: edges watch ``bridge/hubs/+/state`` and drop (and delete) the wants of a hub gone
+offline, as they do an edge's (:mod:`xiaozhi_edge.monitor`). The birth goes out before any
+want on that connection, so a hub started again under the same id is ``online`` before its
+first want. Opened at start, not at the first want, that state is also every replica's own
+availability, which the dashboard's Bridge page shows one row per hub (the stream carries it):
+a second connection per hub, because a will needs a connection of its own. Besides, at start
+the unit reads its own retained wants (``monitor/+/listeners/{hub_id}``) and clears those it
+has no listener for, and a clean stop clears all of its own and says ``offline``.
 """
 
 from __future__ import annotations
@@ -61,8 +63,8 @@ class MonitorUnit:
         self._want_id = ctx.settings.hub_id
         self._tasks = UnitTasks("monitor_subscription")
         self.wants_owner: MqttOwner | None = None
-        """The connection the wants go over, with this hub's state as its will (module
-        docstring); None until a first want."""
+        """The connection the wants go over, with this hub's state as its birth and will
+        (module docstring); None until the unit starts, and after it stops."""
         self.listeners: dict[str, set[MonitorListener]] = {}  # device id -> listeners
         self.routes: Mapping[TopicKind, Route] = {
             TopicKind.MONITOR_AUDIO: self._on_audio,
@@ -74,6 +76,7 @@ class MonitorUnit:
         return f"{self._ctx.topics.base}/monitor/+/listeners/{self._want_id}"
 
     async def start(self) -> None:
+        self._wants()  # this hub's state: online now, its will if it dies (module docstring)
         await self._ctx.owner.subscribe([self._own_wants], qos=_WANT_QOS)
 
     async def stop(self) -> None:
@@ -85,8 +88,11 @@ class MonitorUnit:
         owner, self.wants_owner = self.wants_owner, None
         if owner is not None:
             # A clean disconnect does not fire the will: say offline ourselves, after the wants.
+            # Not connected: the broker lost the connection and fired the will already, so
+            # the stop does not wait for a broker that may be down (open since start now).
             owner.retain(self._state(online=False))
-            await owner.stop(flush_seconds=_STOP_FLUSH_SECONDS)
+            connected = owner.connected.is_set()
+            await owner.stop(flush_seconds=_STOP_FLUSH_SECONDS if connected else 0)
 
     def _state(self, *, online: bool) -> OutMessage:
         state = EdgeState(state=Availability.ONLINE if online else Availability.OFFLINE)
@@ -94,7 +100,7 @@ class MonitorUnit:
         return OutMessage(topic, state.to_wire(), _STATE_QOS, _STATE_RETAIN)
 
     def _wants(self) -> MqttOwner:
-        """The wants' connection, opened (and its birth queued first) at the first want."""
+        """The wants' connection, opened (and its birth queued first) when the unit starts."""
         owner = self.wants_owner
         if owner is None:
             settings = self._ctx.settings

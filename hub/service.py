@@ -8,8 +8,8 @@ dependencies, ``start()`` subscribes, ``stop()`` undoes it.
 ==================  ================================================  ===========================
 unit (module)       subscribes to                                     does
 ==================  ================================================  ===========================
-BridgeStateUnit     ``bridge/state``                                  re-asserts ``online`` when
-(bridge_state)                                                        another replica's will or
+BridgeStateUnit     ``bridge/state``,                                 re-asserts ``online`` when
+(bridge_state)      ``bridge/hubs/+/state`` (for the stream)          another replica's will or
                                                                       clean stop said offline
 RegistryFeedUnit    ``status/+``, ``sensors/+/+``,                    feeds the registry; an
 (registry_feed)     ``events/device_connected|device_disconnected``,  edge's ``offline`` marks its
@@ -24,7 +24,10 @@ FanOutUnit          ``$share/hub/xiaozhi/commands/group/+``,          one comman
 BridgeRequestsUnit  ``bridge/request/#``                              answers on
 (bridge_requests)                                                     ``bridge/response/<path>``
 MonitorUnit         ``monitor/+/listeners/<hub id>``; while a         a device's live audio for
-(monitor)           dashboard listens, ``monitor/{id}/audio``         ``/devices/{id}/listen``
+(monitor)           dashboard listens, ``monitor/{id}/audio``         ``/devices/{id}/listen``;
+                                                                      its own connection's birth
+                                                                      and will are this hub's
+                                                                      ``bridge/hubs/<id>/state``
 StreamUnit          ``events/+`` on a connection of its own, opened   offers what the hub hears
 (stream)            by the first stream client; sees every message    to live-stream sessions
 ==================  ================================================  ===========================

@@ -86,6 +86,7 @@ _TYPES: dict[TopicKind, MessageType] = {
     TopicKind.BRIDGE_STATE: MessageType.FEATURE_DATA,
     TopicKind.BRIDGE_EDGE: MessageType.FEATURE_DATA,
     TopicKind.BRIDGE_INFO: MessageType.FEATURE_DATA,
+    TopicKind.BRIDGE_HUB: MessageType.FEATURE_DATA,
     TopicKind.ENTITY_STATE: MessageType.FEATURE_DATA,
 }
 """What the stream carries. Left out: commands, bridge requests and responses, utterance
@@ -101,6 +102,7 @@ _RETAINED = frozenset(
         TopicKind.BRIDGE_STATE,
         TopicKind.BRIDGE_EDGE,
         TopicKind.BRIDGE_INFO,
+        TopicKind.BRIDGE_HUB,
         TopicKind.ENTITY_STATE,
     }
 )
@@ -110,6 +112,7 @@ _PRIORITY_KINDS = frozenset(
         TopicKind.DEVICE_DISCONNECTED,
         TopicKind.BRIDGE_STATE,
         TopicKind.BRIDGE_EDGE,
+        TopicKind.BRIDGE_HUB,
     }
 )
 _VOICE_STEPS = frozenset({"voice_command", "action", "action_result", "response"})
@@ -295,7 +298,7 @@ class StreamUnit:
         if kind is TopicKind.DEVICE_EVENTS and event_type in _VOICE_STEPS:
             message_type = MessageType.PREDICTION_RESULT
         data: dict[str, Any] = {"topic": topic, "kind": kind.value, "payload": value}
-        for name in ("device_id", "sensor_type", "edge_id", "group_id", "entity_id"):
+        for name in ("device_id", "sensor_type", "edge_id", "hub_id", "group_id", "entity_id"):
             field = getattr(parsed, name)
             if field is not None:
                 data[name] = field

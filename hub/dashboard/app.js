@@ -25,6 +25,7 @@ let home = null; // GET /home: floors, areas, entities with their state, groups
 let hubStats = null; // GET /stats: this hub
 let bridgeState = null; // the retained xiaozhi/bridge/state, from the stream
 const edges = new Map(); // edge id -> its retained bridge/edges/<id> payload, from the stream
+const hubs = new Map(); // hub id -> its retained bridge/hubs/<id>/state payload, from the stream
 // The fleet table keeps one row per device and updates only the rows whose device changed:
 // a fleet of 10,000 is built once, not on every frame (docs/hub.md, the dashboard).
 const rows = new Map(); // id -> <tr>
@@ -96,8 +97,24 @@ function device(id) {
   return d;
 }
 
+/** The device was heard from at `timestamp` (the message's, else now). Real firmware sends
+ * its status only on connecting: without this a busy device showed its connect time. A
+ * replayed (retained) message older than what is known does not take last seen back. */
+function seen(d, timestamp) {
+  const at = timestamp || new Date().toISOString();
+  if (!d.last_seen || !(Date.parse(at) < Date.parse(d.last_seen))) d.last_seen = at;
+}
+
+/** Any message naming a known device refreshes its last seen; status, sensor and connect
+ * messages do it in their own case (they also make the device known). */
+const HEARD_KINDS = new Set(["device_events", "voice_command_events", "device_voice_command"]);
+
 function onData(msg) {
   const p = msg.payload;
+  if (HEARD_KINDS.has(msg.kind) && p && typeof p === "object") {
+    const id = msg.device_id || p.device_id;
+    if (id && devices.has(id)) { seen(devices.get(id), p.timestamp); touch(id); }
+  }
   switch (msg.kind) {
     case "status": {
       if (!msg.device_id) break;
@@ -109,13 +126,15 @@ function onData(msg) {
       // everything else a status carries is telemetry, merged as the registry merges it
       // (GET /devices): no field read once over REST stays stale while statuses come
       for (const [f, v] of Object.entries(p)) if (!STATUS_FIELDS.has(f) && v != null) { d.telemetry[f] = v; record(d.id, f, v); }
-      d.last_seen = p.timestamp || new Date().toISOString();
+      seen(d, p.timestamp);
       break;
     }
     case "sensor": {
       if (!p || !msg.device_id) break;
-      device(msg.device_id).sensors[msg.sensor_type] = { value: p.value, unit: p.unit, timestamp: p.timestamp };
+      const d = device(msg.device_id);
+      d.sensors[msg.sensor_type] = { value: p.value, unit: p.unit, timestamp: p.timestamp };
       record(msg.device_id, msg.sensor_type, p.value);
+      seen(d, p.timestamp);
       break;
     }
     case "device_connected":
@@ -124,7 +143,7 @@ function onData(msg) {
       const d = device(p.device_id);
       d.status = msg.kind === "device_connected" ? "connected" : "disconnected";
       if (p.transport) d.transport = p.transport;
-      d.last_seen = p.timestamp || new Date().toISOString();
+      seen(d, p.timestamp);
       remember(p.device_id, msg.kind, p);
       break;
     }
@@ -139,6 +158,9 @@ function onData(msg) {
       break;
     case "bridge_edge":
       if (msg.edge_id) { if (p) edges.set(msg.edge_id, p); else edges.delete(msg.edge_id); }
+      break;
+    case "bridge_hub": // one replica's own state: its monitor connection's birth and will
+      if (msg.hub_id) { if (p) hubs.set(msg.hub_id, p); else hubs.delete(msg.hub_id); }
       break;
     case "entity_state":
       if (home && msg.entity_id) {
@@ -565,8 +587,9 @@ async function loadStats() {
   render();
 }
 
-/** The hub (its /stats, read when the page opens and on Refresh) and every edge (their
- * retained bridge/edges/<id>, live from the stream), with the devices each one carries. */
+/** The hub (its /stats, read when the page opens and on Refresh), every hub replica (their
+ * retained bridge/hubs/<id>/state, live from the stream) and every edge (their retained
+ * bridge/edges/<id>, live from the stream), with the devices each one carries. */
 function renderBridge() {
   const shared = bridgeState?.state || "unknown";
   const h = hubStats;
@@ -580,6 +603,12 @@ function renderBridge() {
       el("td", {}, h ? `${h.devices.connected} of ${h.devices.known} connected` : ""),
       el("td", {}, h ? `${h.stream.sessions.length} sessions` : ""),
       el("td", {}, h ? (h.intents_loaded ? "loaded" : "loading") : ""))));
+  const hubIds = [...new Set([...hubs.keys(), ...(h?.hub_id ? [h.hub_id] : [])])].sort();
+  $("bridge-hubs").replaceChildren(...hubIds.map((id) => {
+    const state = hubs.get(id)?.state || "unknown";
+    return el("tr", { "data-replica": id }, el("td", {}, id === h?.hub_id ? `${id} (this hub)` : id),
+      el("td", { class: `status ${state === "online" ? "connected" : "disconnected"}` }, state));
+  }));
   $("bridge-shared").textContent = shared;
   $("bridge-shared").className = `status ${shared === "online" ? "connected" : "disconnected"}`;
   const carried = new Map();

@@ -16,6 +16,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -36,6 +37,8 @@ from xiaozhi.stream_frame import (
     encode_message,
 )
 from xiaozhi_hub.http import RunningHub
+from xiaozhi_hub.intents import IntentEngine
+from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
 from xiaozhi_sim.identity import make_identity
 from xiaozhi_sim.mic_and_speaker import tone
@@ -110,6 +113,7 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
     hub_settings: HubSettings,
     start_edge: StartEdge,
     sim_settings: SimSettings,
+    engine: IntentEngine,
     watcher: Recorder,
     page: Page,
     shots: Path,
@@ -163,7 +167,9 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
         await page.fill("#command-parameters", '{"volume": 35}')
         await page.click("#command-form button")
         await expect(page.locator("#command-result")).to_contain_text("command published")
-        await expect(page.locator("#device-events")).to_contain_text("command_result")
+        result = page.locator("#device-events tr", has_text="command_result")
+        await expect(result).to_contain_text('"status":"ok"')
+        assert device.model.volume == 35  # the simulated device really applied it
         tools = page.locator("#device-tools")
         await expect(tools).to_contain_text("self.audio_speaker.set_volume")  # its MCP tools
 
@@ -221,7 +227,21 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
         await expect(page.locator("#bridge-shared")).to_have_text("online")
         hub_row = page.locator(f'#bridge-hub tr[data-hub="{hub_settings.hub_id}"]')
         await expect(hub_row).to_contain_text("online")
-        await page.screenshot(path=shots / "dashboard-bridge.png", full_page=True)
+        # one row per hub replica, from each one's own retained state: this hub's, and
+        # another replica's as it starts and as it stops
+        replicas = page.locator("#bridge-hubs")
+        mine = replicas.locator(f'tr[data-replica="{hub_settings.hub_id}"]')
+        await expect(mine).to_have_text(f"{hub_settings.hub_id} (this hub)online")
+        second = hub_settings.model_copy(update={"hub_id": hub_settings.hub_id + "-b"})
+        other = replicas.locator(f'tr[data-replica="{second.hub_id}"]')
+        replica = HubService(second, home=engine.home, engine=engine)
+        await replica.start()
+        try:
+            await expect(other).to_have_text(f"{second.hub_id}online")
+            await page.screenshot(path=shots / "dashboard-bridge.png", full_page=True)
+        finally:
+            await replica.stop()
+        await expect(other).to_have_text(f"{second.hub_id}offline")
         await page.click('nav a[href="#/"]')
         await row.locator("a").click()
 
@@ -342,11 +362,16 @@ async def test_a_device_page_charts_telemetry_and_sensors_as_they_come(
     for rssi in (-50, -62, -55):
         status = {"status": "connected", "device_id": "demo_kitchen", "wifi_signal": rssi}
         await watcher.publish(t.status("demo_kitchen"), status)
-    for value in (21.5, 22.0):
-        reading = {"sensor_type": "temperature", "value": value, "device_id": "demo_kitchen"}
-        await watcher.publish(t.sensor("demo_kitchen", "temperature"), dict(reading, unit="°C"))
     values = page.locator("#device-values")
     await expect(values.locator('tr[data-name="wifi_signal"]')).to_contain_text("-55")
+    # a device that talks without a new status (real firmware sends one only on connecting)
+    # is seen at its last reading's time, not at its last status's
+    for value in (21.5, 22.0):
+        stamp = datetime.now(UTC).isoformat()
+        reading = {"sensor_type": "temperature", "value": value, "device_id": "demo_kitchen"}
+        await watcher.publish(
+            t.sensor("demo_kitchen", "temperature"), dict(reading, unit="°C", timestamp=stamp)
+        )
     await expect(values.locator('tr[data-name="wifi_signal"] svg.spark')).to_have_attribute(
         "data-points", "3"
     )
@@ -354,6 +379,7 @@ async def test_a_device_page_charts_telemetry_and_sensors_as_they_come(
     await expect(values.locator('tr[data-name="temperature"] svg.spark')).to_have_attribute(
         "data-points", "2"
     )
+    await expect(page.locator("#device-info")).to_contain_text(f"({stamp})")
     await page.screenshot(path=shots / "dashboard-device-telemetry.png", full_page=True)
 
     # a big fleet: the table holds a screenful of rows, and scrolling brings the others
@@ -363,6 +389,8 @@ async def test_a_device_page_charts_telemetry_and_sensors_as_they_come(
     await page.click('nav a[href="#/"]')
     connected = "303 of 303 devices, 301 connected"  # and demo_kitchen, by its statuses above
     await expect(page.locator("#count")).to_have_text(connected)
+    seen = page.locator('#devices tr[data-device="demo_kitchen"] td.seen')
+    await expect(seen).to_have_attribute("title", stamp)
     shown = await page.locator("#devices tr[data-device]").count()
     assert 0 < shown < 120
     await page.evaluate("window.scrollTo(0, document.body.scrollHeight)")

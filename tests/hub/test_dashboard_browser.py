@@ -3,9 +3,9 @@
 on a real hub, edge, simulated device and Mosquitto. Every request to a host other than
 127.0.0.1 is aborted, as on a LAN without internet, and the page must still work.
 
-Screenshots of each page are written to the test's tmp dir (``dashboard-*.png``), or to
-``$XIAOZHI_DASHBOARD_SHOTS`` when set (``artifacts/`` is git-ignored), so that a person
-looks at them.
+Screenshots of each page (``dashboard-*.png``) are written to ``artifacts/dashboard/`` at the
+top of the checkout (git-ignored; what CI keeps), or to ``$XIAOZHI_DASHBOARD_SHOTS`` when
+set, so that a person looks at them after every run.
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ pytestmark = [
 
 
 @pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("XIAOZHI_DASHBOARD_SHOTS") or tmp_path)
+def shots() -> Path:
+    default = Path(__file__).resolve().parents[2] / "artifacts" / "dashboard"
+    folder = Path(os.environ.get("XIAOZHI_DASHBOARD_SHOTS") or default)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

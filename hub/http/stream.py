@@ -79,6 +79,11 @@ class _Connection:
             if self.session.dropped != before:
                 self.unit.dropped(self.session.dropped - before)
 
+    def replay(self, items: list[StreamItem]) -> None:
+        """The retained state a new subscription starts with: kept whole, not queued."""
+        if self.session.replay(items):
+            self.wake()
+
     def wake(self) -> None:
         self.woken = True
         waiter = self._waiter
@@ -211,6 +216,9 @@ async def _read(websocket: WebSocket, connection: _Connection, unit: StreamUnit)
         else:
             for result in session.receive(data, time.time()):
                 if isinstance(result, Subscribed):
-                    for item in unit.retained(result.filters):
-                        connection.offer(item, retained=True)
+                    connection.replay(unit.retained(result.filters))
         connection.wake()
+        if session.state is SessionState.CLOSED:
+            # Cut off (a client that sends but does not read, bad credentials...): read no
+            # more from it; its last frame (the ERROR) goes out, then the socket closes.
+            return

@@ -33,7 +33,13 @@ from starlette.websockets import WebSocketState
 
 from xiaozhi import __version__
 from xiaozhi.errors import ErrorCode
-from xiaozhi.stream_frame import StreamVersion, encode_message, error_message
+from xiaozhi.stream_frame import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    HEADER_V3,
+    StreamVersion,
+    encode_message,
+    error_message,
+)
 from xiaozhi.stream_session import (
     Credentials,
     SessionState,
@@ -48,11 +54,15 @@ from xiaozhi_hub.service import HubService
 from xiaozhi_hub.stream import StreamUnit
 from xiaozhi_runtime.asgi import MessageWriter
 
-__all__ = ["STREAM_PATH", "add_stream_routes"]
+__all__ = ["STREAM_PATH", "WS_MAX_SIZE", "add_stream_routes"]
 
 log = structlog.get_logger("xiaozhi.hub.stream")
 
 STREAM_PATH = API_PREFIX + "/stream"
+WS_MAX_SIZE = DEFAULT_MAX_MESSAGE_BYTES + HEADER_V3.size
+"""The largest WebSocket message the hub takes (uvicorn's ``ws_max_size``): a stream frame
+at the session's payload limit and the longest header. uvicorn's default (16 MiB) would
+have a message 16 times the limit read whole before the session refuses it."""
 _POLICY_CLOSE = 1008  # RFC 6455: the message violates the endpoint's policy (auth, version)
 _GATHER_SECONDS = 0.005
 """How long a writer that just sent data lets the next ones gather: at most this much added

@@ -31,6 +31,7 @@ from xiaozhi.stream_frame import (
     encode_message,
 )
 from xiaozhi_hub.http import RunningHub, run_hub
+from xiaozhi_hub.http.stream import WS_MAX_SIZE
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.settings import HubSettings
 from xiaozhi_runtime.stream_client import DATA_TYPES, StreamClient, StreamClosed, stream_url
@@ -171,6 +172,21 @@ async def test_a_bad_crc_gets_an_error_frame_and_the_connection_survives(
         assert refused.value.code == ErrorCode.INVALID_DATA_FORMAT
         assert await stream.subscribe(["x/+"]) == ["x/+"]
         assert await stream.unsubscribe(["x/+"]) == []
+
+
+async def test_a_message_over_the_frame_limit_is_refused_by_the_server(
+    running_hub: RunningHub,
+) -> None:
+    """uvicorn's ws_max_size is the largest stream frame, not its default 16 MiB."""
+    url = stream_url(running_hub.url)
+    async with connect(
+        url, additional_headers={"X-API-Key": READ_KEY}, max_size=None, compression=None
+    ) as ws:
+        assert decode_message(await ws.recv()).type is MessageType.PROTOCOL_NEGOTIATION
+        await ws.send(bytes(WS_MAX_SIZE + 1))
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 15)
+    assert ws.close_code == 1009  # RFC 6455: message too big
 
 
 async def test_credentials_in_the_header_or_the_version_check(running_hub: RunningHub) -> None:

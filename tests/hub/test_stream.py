@@ -337,6 +337,31 @@ async def test_a_slow_client_is_skipped_ahead_not_buffered(
         assert after.flags & Flag.COMPRESSED  # 60 KB of reading: zlib above 1 KB
 
 
+async def test_a_fleet_larger_than_the_queue_is_replayed_whole(
+    small_queue_hub: RunningHub, watcher: Recorder
+) -> None:
+    """The retained statuses a subscription starts with skip the drop-oldest queue (8 here)."""
+    hub = small_queue_hub
+    t = hub.service.topics
+    fleet = [t.status(f"fleet-{n}") for n in range(40)]
+    for n, topic in enumerate(fleet):
+        status = {"device_id": f"fleet-{n}", "status": "connected"}
+        await watcher.publish(topic, status, retain=True)
+    await watcher.wait_for(lambda: hub.service.stream.stats()["retained"] >= len(fleet), 15)
+    async with StreamClient(hub.url, api_key=READ_KEY, topics=[f"{t.base}/status/+"]) as stream:
+        seen: set[str] = set()
+
+        def replayed(msg: StreamMessage) -> bool:
+            if msg.type in DATA_TYPES and msg.data.get("retained"):
+                seen.add(msg.data["topic"])
+            return seen >= set(fleet)
+
+        await next_matching(stream, replayed)
+        assert stream.dropped == 0
+        (session,) = hub.service.stream.stats()["sessions"]
+        assert session["dropped"] == session["replaying"] == 0
+
+
 async def test_a_hub_that_stops_ends_its_streams(
     hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
 ) -> None:

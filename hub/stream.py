@@ -226,6 +226,7 @@ class StreamUnit:
                     "filters": len(s.session.filters),
                     "queued": s.session.queued,
                     "unacked": s.session.unacked,
+                    "replaying": s.session.replaying,
                     "dropped": s.session.dropped,
                 }
                 for s in self._sinks

@@ -171,6 +171,7 @@ async def serve_app(
     graceful_seconds: float = 5.0,
     port_setting: str | None = None,
     listener: socket.socket | None = None,
+    ws_max_size: int = 16 * 1024 * 1024,
 ) -> AsyncIterator[ServedApp]:
     """Serve an ASGI app with uvicorn in this event loop until the block exits.
 
@@ -183,6 +184,8 @@ async def serve_app(
             error when it is taken.
         listener: a socket from :func:`listen`, served instead of binding ``host:port``;
             closed with the server.
+        ws_max_size: the largest WebSocket message a client may send (uvicorn's default,
+            16 MiB): larger ones close the connection (1009) before any of it is kept.
 
     Raises:
         AddressInUse: the address cannot be bound (a taken port); also an ``OSError``.
@@ -197,6 +200,7 @@ async def serve_app(
         timeout_graceful_shutdown=int(graceful_seconds),
         lifespan="on",
         ws=_WS_IMPLEMENTATION,
+        ws_max_size=ws_max_size,
     )
     server = _Server(config)
     task = asyncio.create_task(_serve(server, sock), name=f"http-{actual_port}")

@@ -24,10 +24,18 @@ from 1 at the offer, so a gap shows what a slow client was skipped.
 
 What this class guarantees:
 
-- **Bounded memory.** At most ``queue_limit`` data messages wait; past it the oldest normal
-  one is dropped (a priority one only when nothing else is left), counted in
+- **Bounded memory.** At most ``queue_limit`` live data messages wait; past it the oldest
+  normal one is dropped (a priority one only when nothing else is left), counted in
   :attr:`StreamSession.dropped`, and the client is told by a ``HEARTBEAT``
-  ``{"dropped": total, "queued": n}`` sent ahead of the next data.
+  ``{"dropped": total, "queued": n}`` sent ahead of the next data. At most ``queue_limit``
+  control frames (``PONG``, ``ERROR``, acks) wait: one more and the client, which sends but
+  does not read, is cut off with ``ERROR`` 0x204.
+- **The retained replay is whole.** The state a new subscription starts with
+  (:meth:`StreamSession.replay`) is not queued with the live messages, so none of it is
+  dropped: it waits as one entry per topic (the hub's retained state bounds it), and at most
+  ``queue_limit`` of it goes out per :meth:`StreamSession.frames`, after the live messages
+  due. A live message on a topic still waiting there replaces its entry (the newest state,
+  sent once, in the replay's place).
 - **Every frame is verified** (CRC32 and the rest, :func:`~xiaozhi.stream_frame.decode_message`):
   a bad one is answered with an ``ERROR`` carrying the seed's code, and the session goes on.
 - **Flags** (V3): ``PRIORITY`` messages are sent before queued normal ones; ``BROADCAST``
@@ -262,6 +270,7 @@ class StreamSession:
         self._control: collections.deque[tuple[MessageType, Any, Flag]] = collections.deque()
         self._priority: collections.deque[_Queued] = collections.deque()
         self._normal: collections.deque[_Queued] = collections.deque()
+        self._replay: dict[str, StreamItem] = {}
         self._inflight: dict[int, _InFlight] = {}
         self._seq = 0
         self._reported_drops = 0
@@ -298,6 +307,11 @@ class StreamSession:
         return len(self._priority) + len(self._normal)
 
     @property
+    def replaying(self) -> int:
+        """Retained messages of a new subscription still to send (never dropped)."""
+        return len(self._replay)
+
+    @property
     def unacked(self) -> int:
         return len(self._inflight)
 
@@ -313,6 +327,9 @@ class StreamSession:
         """Queue ``item`` if :meth:`wants` it; the oldest is dropped past ``queue_limit``."""
         if not self.wants(item):
             return False
+        if item.topic in self._replay:
+            self._replay[item.topic] = item  # newer than the state waiting: sent in its place
+            return True
         self._seq += 1
         queued = _Queued(self._seq, item, retained)
         (self._priority if item.priority else self._normal).append(queued)
@@ -320,6 +337,20 @@ class StreamSession:
             (self._normal or self._priority).popleft()
             self.dropped += 1
         return True
+
+    def replay(self, items: Iterable[StreamItem]) -> int:
+        """Keep the retained ``items`` this session :meth:`wants` for sending, none dropped.
+
+        For the state a new subscription starts with: unlike :meth:`offer`, these wait outside
+        the bounded queue (one entry per topic, so their number is bounded by the retained
+        state they come from) and get their ``seq`` when they are sent. Returns how many.
+        """
+        kept = 0
+        for item in items:
+            if self.wants(item):
+                self._replay[item.topic] = item
+                kept += 1
+        return kept
 
     # ------------------------------------------------------------------ client → server
 
@@ -354,7 +385,7 @@ class StreamSession:
             if type(seq) is not int:
                 self._error(ErrorCode.MISSING_REQUIRED_FIELDS, "ACK_REQUIRED needs an int 'seq'")
                 return []
-            self._control.append((MessageType.HEARTBEAT, {"ack": seq}, Flag.PRIORITY))
+            self._say(MessageType.HEARTBEAT, {"ack": seq}, Flag.PRIORITY)
         return self._handle(msg, now)
 
     def _negotiate(self, msg: StreamMessage) -> list[Subscribed | Credentials]:
@@ -391,7 +422,7 @@ class StreamSession:
         self.version = version
         self.acks = bool(data.get("ack")) and version >= StreamVersion.V3
         self.state = SessionState.OPEN
-        self._control.append((MessageType.VERSION_CHECK, self._version_data(), Flag(0)))
+        self._say(MessageType.VERSION_CHECK, self._version_data(), Flag(0))
         return result
 
     def _version_data(self) -> dict[str, Any]:
@@ -406,7 +437,7 @@ class StreamSession:
     def _handle(self, msg: StreamMessage, now: float) -> list[Subscribed | Credentials]:
         kind = msg.type
         if kind is MessageType.PING:
-            self._control.append((MessageType.PONG, msg.data, Flag.PRIORITY))
+            self._say(MessageType.PONG, msg.data, Flag.PRIORITY)
         elif kind is MessageType.HEARTBEAT:
             ack = msg.data.get("ack") if isinstance(msg.data, dict) else None
             if type(ack) is int:
@@ -414,7 +445,7 @@ class StreamSession:
         elif kind in (MessageType.SUBSCRIBE, MessageType.UNSUBSCRIBE):
             return self._subscription(msg)
         elif kind in (MessageType.VERSION_CHECK, MessageType.PROTOCOL_NEGOTIATION):
-            self._control.append((MessageType.VERSION_CHECK, self._version_data(), Flag(0)))
+            self._say(MessageType.VERSION_CHECK, self._version_data(), Flag(0))
         elif kind in DATA_TYPES or kind is MessageType.SUBSCRIPTION_ACK:
             self._error(
                 ErrorCode.PERMISSION_DENIED,
@@ -436,6 +467,7 @@ class StreamSession:
         if msg.type is MessageType.UNSUBSCRIBE:
             removed = [t for t in dict.fromkeys(topics) if t in self.filters]
             self.filters = [f for f in self.filters if f not in removed]
+            self._replay = {t: i for t, i in self._replay.items() if self.wants(i)}
             self._ack_subscription(removed=removed)
             return []
         added = [t for t in dict.fromkeys(topics) if t not in self.filters]
@@ -447,19 +479,36 @@ class StreamSession:
         return [Subscribed(tuple(added))] if added else []
 
     def _ack_subscription(self, **change: list[str]) -> None:
-        self._control.append(
-            (MessageType.SUBSCRIPTION_ACK, {"topics": list(self.filters), **change}, Flag(0))
-        )
+        self._say(MessageType.SUBSCRIPTION_ACK, {"topics": list(self.filters), **change}, Flag(0))
 
     def refuse(self, code: ErrorCode, message: str) -> None:
         """Answer something the I/O layer refused itself (a text frame) with an ``ERROR``."""
         if self.state is not SessionState.CLOSED:
             self._error(code, message)
 
+    def _say(self, kind: MessageType, data: Any, flags: Flag) -> None:
+        """Queue a control frame; past ``queue_limit`` unsent, cut the client off (0x204).
+
+        A client that sends but never reads would otherwise make us keep every answer (a
+        ``PONG`` holds its ``PING``'s data): what it left unread is dropped, and the one
+        frame left is the fatal ``ERROR``.
+        """
+        if self.state is SessionState.CLOSED:
+            return  # the session's last frame (a fatal ERROR) is queued already
+        if len(self._control) < self.queue_limit:
+            self._control.append((kind, data, flags))
+            return
+        self._control.clear()
+        self._error(
+            ErrorCode.RATE_LIMIT_EXCEEDED,
+            f"more than {self.queue_limit} replies unread: the client sends but does not read",
+            fatal=True,
+        )
+
     def _error(self, code: ErrorCode, message: str, *, fatal: bool = False) -> None:
         self.stats.errors += 1
-        self._control.append((MessageType.ERROR, {"code": code, "message": message}, Flag(0)))
-        if fatal:
+        self._say(MessageType.ERROR, {"code": code, "message": message}, Flag(0))
+        if fatal and self.state is not SessionState.CLOSED:
             self.state = SessionState.CLOSED
             self.close_reason = f"{ErrorCode(code).name}: {message}"
 
@@ -509,9 +558,26 @@ class StreamSession:
                 self._inflight[queued.seq] = _InFlight(
                     queued.seq, queued.item, queued.retained, now
                 )
+        out.extend(self._replay_frames(now))
         if not out and self._heartbeat_due(now):
             data = {"dropped": self.dropped, "queued": self.queued}
             out.append(self._encode(MessageType.HEARTBEAT, data, Flag(0), now))
+        return out
+
+    def _replay_frames(self, now: float) -> list[bytes]:
+        """Up to ``queue_limit`` of the replay, once the live queue is empty (acks allowing)."""
+        out: list[bytes] = []
+        if self._priority or self._normal:
+            return out  # acks hold the live queue back: the replay waits behind it
+        while self._replay and len(out) < self.queue_limit:
+            if self.acks and len(self._inflight) >= self.max_unacked:
+                break
+            topic = next(iter(self._replay))
+            item = self._replay.pop(topic)
+            self._seq += 1
+            out.append(self._data_frame(self._seq, item, True, now))
+            if self.acks:
+                self._inflight[self._seq] = _InFlight(self._seq, item, True, now)
         return out
 
     def _heartbeat_due(self, now: float) -> bool:

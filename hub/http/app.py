@@ -38,7 +38,7 @@ from xiaozhi_hub.http.envelopes import (
 )
 from xiaozhi_hub.http.monitor import add_monitor_routes
 from xiaozhi_hub.http.rest import add_rest_routes, service_of
-from xiaozhi_hub.http.stream import add_stream_routes
+from xiaozhi_hub.http.stream import WS_MAX_SIZE, add_stream_routes
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.metrics import CONTENT_TYPE
 from xiaozhi_hub.service import HubService, HubState
@@ -276,7 +276,7 @@ async def run_hub(
         raise
     try:
         app = create_app(settings, service=service, secret=secret, signing_key=signing_key)
-        async with serve_app(app, listener=listener) as served:
+        async with serve_app(app, listener=listener, ws_max_size=WS_MAX_SIZE) as served:
             yield RunningHub(service, app, served)
     finally:
         listener.close()

@@ -33,7 +33,13 @@ from starlette.websockets import WebSocketState
 
 from xiaozhi import __version__
 from xiaozhi.errors import ErrorCode
-from xiaozhi.stream_frame import StreamVersion, encode_message, error_message
+from xiaozhi.stream_frame import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    HEADER_V3,
+    StreamVersion,
+    encode_message,
+    error_message,
+)
 from xiaozhi.stream_session import (
     Credentials,
     SessionState,
@@ -48,11 +54,15 @@ from xiaozhi_hub.service import HubService
 from xiaozhi_hub.stream import StreamUnit
 from xiaozhi_runtime.asgi import MessageWriter
 
-__all__ = ["STREAM_PATH", "add_stream_routes"]
+__all__ = ["STREAM_PATH", "WS_MAX_SIZE", "add_stream_routes"]
 
 log = structlog.get_logger("xiaozhi.hub.stream")
 
 STREAM_PATH = API_PREFIX + "/stream"
+WS_MAX_SIZE = DEFAULT_MAX_MESSAGE_BYTES + HEADER_V3.size
+"""The largest WebSocket message the hub takes (uvicorn's ``ws_max_size``): a stream frame
+at the session's payload limit and the longest header. uvicorn's default (16 MiB) would
+have a message 16 times the limit read whole before the session refuses it."""
 _POLICY_CLOSE = 1008  # RFC 6455: the message violates the endpoint's policy (auth, version)
 _GATHER_SECONDS = 0.005
 """How long a writer that just sent data lets the next ones gather: at most this much added
@@ -78,6 +88,11 @@ class _Connection:
             self.wake()
             if self.session.dropped != before:
                 self.unit.dropped(self.session.dropped - before)
+
+    def replay(self, items: list[StreamItem]) -> None:
+        """The retained state a new subscription starts with: kept whole, not queued."""
+        if self.session.replay(items):
+            self.wake()
 
     def wake(self) -> None:
         self.woken = True
@@ -211,6 +226,9 @@ async def _read(websocket: WebSocket, connection: _Connection, unit: StreamUnit)
         else:
             for result in session.receive(data, time.time()):
                 if isinstance(result, Subscribed):
-                    for item in unit.retained(result.filters):
-                        connection.offer(item, retained=True)
+                    connection.replay(unit.retained(result.filters))
         connection.wake()
+        if session.state is SessionState.CLOSED:
+            # Cut off (a client that sends but does not read, bad credentials...): read no
+            # more from it; its last frame (the ERROR) goes out, then the socket closes.
+            return

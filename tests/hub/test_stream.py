@@ -31,6 +31,7 @@ from xiaozhi.stream_frame import (
     encode_message,
 )
 from xiaozhi_hub.http import RunningHub, run_hub
+from xiaozhi_hub.http.stream import WS_MAX_SIZE
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.settings import HubSettings
 from xiaozhi_runtime.stream_client import DATA_TYPES, StreamClient, StreamClosed, stream_url
@@ -171,6 +172,21 @@ async def test_a_bad_crc_gets_an_error_frame_and_the_connection_survives(
         assert refused.value.code == ErrorCode.INVALID_DATA_FORMAT
         assert await stream.subscribe(["x/+"]) == ["x/+"]
         assert await stream.unsubscribe(["x/+"]) == []
+
+
+async def test_a_message_over_the_frame_limit_is_refused_by_the_server(
+    running_hub: RunningHub,
+) -> None:
+    """uvicorn's ws_max_size is the largest stream frame, not its default 16 MiB."""
+    url = stream_url(running_hub.url)
+    async with connect(
+        url, additional_headers={"X-API-Key": READ_KEY}, max_size=None, compression=None
+    ) as ws:
+        assert decode_message(await ws.recv()).type is MessageType.PROTOCOL_NEGOTIATION
+        await ws.send(bytes(WS_MAX_SIZE + 1))
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 15)
+    assert ws.close_code == 1009  # RFC 6455: message too big
 
 
 async def test_credentials_in_the_header_or_the_version_check(running_hub: RunningHub) -> None:
@@ -319,6 +335,31 @@ async def test_a_slow_client_is_skipped_ahead_not_buffered(
         after = await next_matching(stream, lambda m: m.type in DATA_TYPES, within=60)
         assert after.data["seq"] > seqs[-1] + 1  # skipped ahead
         assert after.flags & Flag.COMPRESSED  # 60 KB of reading: zlib above 1 KB
+
+
+async def test_a_fleet_larger_than_the_queue_is_replayed_whole(
+    small_queue_hub: RunningHub, watcher: Recorder
+) -> None:
+    """The retained statuses a subscription starts with skip the drop-oldest queue (8 here)."""
+    hub = small_queue_hub
+    t = hub.service.topics
+    fleet = [t.status(f"fleet-{n}") for n in range(40)]
+    for n, topic in enumerate(fleet):
+        status = {"device_id": f"fleet-{n}", "status": "connected"}
+        await watcher.publish(topic, status, retain=True)
+    await watcher.wait_for(lambda: hub.service.stream.stats()["retained"] >= len(fleet), 15)
+    async with StreamClient(hub.url, api_key=READ_KEY, topics=[f"{t.base}/status/+"]) as stream:
+        seen: set[str] = set()
+
+        def replayed(msg: StreamMessage) -> bool:
+            if msg.type in DATA_TYPES and msg.data.get("retained"):
+                seen.add(msg.data["topic"])
+            return seen >= set(fleet)
+
+        await next_matching(stream, replayed)
+        assert stream.dropped == 0
+        (session,) = hub.service.stream.stats()["sessions"]
+        assert session["dropped"] == session["replaying"] == 0
 
 
 async def test_a_hub_that_stops_ends_its_streams(

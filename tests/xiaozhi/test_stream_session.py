@@ -458,3 +458,62 @@ def test_an_item_whose_data_has_our_keys_is_merged_as_a_dict() -> None:
     first, second = sent(session)
     assert first.data == {"seq": "theirs", "retained": 0}
     assert second.data == {"seq": 2, "retained": True}
+
+
+def test_the_retained_replay_is_whole_whatever_the_queue_limit() -> None:
+    session = opened(topics=["xiaozhi/status/+"], queue_limit=256)
+    retained = [item(f"xiaozhi/status/d{n}") for n in range(1000)]
+    assert session.replay([*retained, item("elsewhere")]) == 1000  # only what it wants
+    assert session.replaying == 1000
+    # Live traffic meanwhile: a new topic, and a newer state of a topic still waiting.
+    assert session.offer(item("xiaozhi/status/live"))
+    newer = StreamItem(
+        MessageType.ECG_DATA, "xiaozhi/status/d999", {"topic": "xiaozhi/status/d999", "v": 2}
+    )
+    assert session.offer(newer)
+    got: list[StreamMessage] = []
+    while batch := sent(session):
+        assert len(batch) <= 1 + 256  # the live message, then at most queue_limit replayed
+        got.extend(batch)
+        if session.replaying:
+            session.offer(item("xiaozhi/status/live"))  # live goes on between passes
+    assert session.dropped == 0
+    assert [m.data["seq"] for m in got] == list(range(1, len(got) + 1))
+    replayed = [m.data for m in got if m.data.get("retained")]
+    assert len(replayed) == 1000
+    assert len({d["topic"] for d in replayed}) == 1000
+    assert replayed[-1] == {"seq": replayed[-1]["seq"], **newer.data, "retained": True}
+    assert sum(1 for m in got if not m.data.get("retained")) == 4  # one before each pass
+    assert session.replaying == 0
+
+
+def test_the_replay_waits_for_acks_and_unsubscribing_drops_it() -> None:
+    session = opened(ack=True, topics=["a/+", "b/+"], max_unacked=2)
+    session.replay([item("a/1"), item("a/2"), item("b/1")])
+    session.offer(item("a/live"))
+    live, first = sent(session)
+    assert (live.data["topic"], first.data["topic"]) == ("a/live", "a/1")
+    assert sent(session) == []  # two unacked: the replay waits
+    session.offer(item("b/live"))
+    session.receive(frame(MessageType.HEARTBEAT, {"ack": live.data["seq"]}), T0)
+    assert [m.data["topic"] for m in sent(session)] == ["b/live"]  # live first
+    session.receive(frame(MessageType.HEARTBEAT, {"ack": first.data["seq"]}), T0)
+    session.receive(frame(MessageType.UNSUBSCRIBE, {"topics": ["a/+"]}), T0)
+    ack, b1 = sent(session)
+    assert ack.type is MessageType.SUBSCRIPTION_ACK
+    assert b1.data["topic"] == "b/1"  # a/2 went with its filter
+    assert session.replaying == 0
+
+
+def test_a_client_that_sends_but_does_not_read_is_cut_off() -> None:
+    session = opened(topics=["#"], queue_limit=8)
+    for n in range(100):  # each PING asks for an ack too: two replies a frame
+        ping = frame(MessageType.PING, {"seq": n, "pad": "x" * 100}, flags=Flag.ACK_REQUIRED)
+        session.receive(ping, T0)
+        assert len(session._control) <= 8
+    assert session.state is SessionState.CLOSED
+    assert session.close_reason.startswith("RATE_LIMIT_EXCEEDED")
+    (err,) = sent(session)  # the unread PONGs are not kept: only the fatal ERROR is left
+    assert err.data["code"] == ErrorCode.RATE_LIMIT_EXCEEDED
+    session.refuse(ErrorCode.INVALID_DATA_FORMAT, "closed: not answered")
+    assert sent(session) == []

@@ -39,6 +39,8 @@ class EdgeCounters:
     mcp_timeouts: int = 0
     monitor_lagged_packets: int = 0  # audio-monitor packets a slow listener skipped
     reads_paused: int = 0  # a device's reads waited for room in the MQTT queue (backpressure)
+    logs_published: int = 0  # warning+ log lines on bridge/edges/{edge_id}/log
+    logs_dropped: int = 0  # log lines over the feed's rate limit (a log storm)
 
     def count_error(self, code: str) -> None:
         """One more error of ``code``."""
@@ -69,4 +71,6 @@ class EdgeCounters:
             "mcp_timeouts": self.mcp_timeouts,
             "monitor_lagged_packets": self.monitor_lagged_packets,
             "reads_paused": self.reads_paused,
+            "logs_published": self.logs_published,
+            "logs_dropped": self.logs_dropped,
         }

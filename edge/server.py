@@ -56,6 +56,7 @@ from xiaozhi.tokens import bearer_token, verify_gateway_token, verify_token
 from xiaozhi.topics import TopicKind, TopicTree, normalize_device_id, publish_options
 from xiaozhi_edge.counters import EdgeCounters
 from xiaozhi_edge.identity import ConnectionIdentity
+from xiaozhi_edge.logfeed import EdgeLogFeed
 from xiaozhi_edge.monitor import MONITOR_PATH, AudioMonitor
 from xiaozhi_edge.outputs import (
     Close,
@@ -433,6 +434,9 @@ class EdgeServer:
         self.idle.set()
         self.by_device: dict[str, DeviceConnection] = {}
         self.monitor = AudioMonitor(self)  # seed 004, across edge processes
+        # Its warnings and errors, for the hub's live stream (edge/logfeed.py).
+        log_topic = self.topics.bridge_edge_log(settings.edge_id)
+        self.log_feed = EdgeLogFeed(self.owner, log_topic, settings.edge_id, self.counters)
         # Who each upgrading connection said it was, from the handshake to its handler. Weak:
         # an upgrade that fails after the check (a bad Sec-WebSocket-Key) never reaches the
         # handler, and its entry must go with the connection, not stay forever.
@@ -468,6 +472,7 @@ class EdgeServer:
     # ------------------------------------------------------------------ lifetime
 
     async def start(self, *, reuse_port: bool = False) -> None:
+        self.log_feed.start()  # first: the warnings below are queued until the broker is up
         if self.settings.device_auth is DeviceAuth.OPEN:
             log.warning("device_auth_open", hint="any device may connect; use token in production")
         if self.settings.gateway_secret is not None and self._token_key is None:
@@ -480,6 +485,7 @@ class EdgeServer:
         try:
             self._server = await self._serve(host, port, reuse_port=reuse_port)
         except OSError as err:
+            self.log_feed.stop()
             raise AddressInUse(
                 f"cannot listen on {host}:{port}: {err.strerror or err} "
                 f"(set XIAOZHI_EDGE_PORT to another port, or 0 for any free one)"
@@ -535,6 +541,7 @@ class EdgeServer:
             )
         if self._ticker is not None:
             self._ticker.cancel()
+        self.log_feed.stop()
         topic, qos, retain = self._edge_state
         self.owner.retain(OutMessage(topic, self._edge_payload(Availability.OFFLINE), qos, retain))
         await self.owner.stop(flush_seconds=self.settings.shutdown_timeout_seconds)
@@ -841,7 +848,8 @@ class _EdgeCollector:
         for name in ("frames_received", "bytes_received", "text_messages", "binary_frames",
                      "utterances", "voice_commands", "commands_delivered", "rate_limited",
                      "dropped_audio_frames", "duplicate_commands",
-                     "commands_unrouted", "reads_paused"):  # fmt: skip
+                     "commands_unrouted", "reads_paused", "logs_published",
+                     "logs_dropped"):  # fmt: skip
             if name in counters:
                 yield CounterMetricFamily(
                     f"xiaozhi_edge_{name}", name.replace("_", " "), counters[name]

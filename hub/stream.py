@@ -39,7 +39,10 @@ A voice command an edge publishes twice (``events/voice_command`` and its copy o
 The hub's own log lines (what ``xiaozhi hub`` writes, at its level: the process's logging is
 configured by the command line, so a hub embedded elsewhere has none) are ``ANOMALY_ALERT``
 frames of kind ``log`` under ``{base}/bridge/hubs/{hub_id}/log``, a topic of the stream only
-(MQTT never carries it). A device renamed, moved to another area or removed by a bridge request
+(MQTT never carries it). Each edge's warning and error lines come the same way, kind ``log``
+with its ``edge_id``, from ``{base}/bridge/edges/{edge_id}/log`` (QoS 0, rate-limited by the
+edge), read by the stream's own connection from the first client on.
+A device renamed, moved to another area or removed by a bridge request
 (or ``PATCH /devices/{id}``) is a ``FEATURE_DATA`` frame of kind ``device_edit`` under
 ``{base}/bridge/devices/{device_id}``, also of the stream only: ``{"id", "name", "area",
 "area_name"}``, or ``{"id", "removed": true}``. ``PRIORITY``: connection events,
@@ -79,6 +82,7 @@ _TYPES: dict[TopicKind, MessageType] = {
     TopicKind.DEVICE_EVENTS: MessageType.ANOMALY_ALERT,
     TopicKind.DEVICE_CONNECTED: MessageType.ANOMALY_ALERT,
     TopicKind.DEVICE_DISCONNECTED: MessageType.ANOMALY_ALERT,
+    TopicKind.BRIDGE_EDGE_LOG: MessageType.ANOMALY_ALERT,
     TopicKind.VOICE_COMMAND_EVENTS: MessageType.PREDICTION_RESULT,
     TopicKind.DEVICE_VOICE_COMMAND: MessageType.PREDICTION_RESULT,
     TopicKind.GROUP_STATUS: MessageType.FEATURE_DATA,
@@ -116,7 +120,9 @@ _PRIORITY_KINDS = frozenset(
     }
 )
 _VOICE_STEPS = frozenset({"voice_command", "action", "action_result", "response"})
-_OWN_KINDS = frozenset({TopicKind.DEVICE_EVENTS, TopicKind.VOICE_COMMAND_EVENTS})
+_OWN_KINDS = frozenset(
+    {TopicKind.DEVICE_EVENTS, TopicKind.VOICE_COMMAND_EVENTS, TopicKind.BRIDGE_EDGE_LOG}
+)
 """Taken from the unit's own ``events/+`` connection only (module docstring)."""
 _CONNECT_SECONDS = 10.0
 
@@ -195,12 +201,13 @@ class StreamUnit:
         await owner.start()
         with contextlib.suppress(TimeoutError):  # not up yet: it subscribes once connected
             await asyncio.wait_for(owner.connected.wait(), _CONNECT_SECONDS)
-        await owner.subscribe([ctx.topics.all_events()])
+        await owner.subscribe([ctx.topics.all_events(), ctx.topics.all_edge_logs()])
         if owner.connected.is_set():
             self.events_subscribed.set()
 
     def _on_event(self, topic: str, payload: bytes) -> None:
-        """A message of the ``events/+`` connection: device events and voice commands."""
+        """A message of the stream's own connection: device events, voice commands and
+        edges' log lines."""
         try:
             parsed = self._ctx.topics.parse(topic)
         except InvalidTopic:
@@ -298,6 +305,10 @@ class StreamUnit:
         message_type = _TYPES[kind]
         if kind is TopicKind.DEVICE_EVENTS and event_type in _VOICE_STEPS:
             message_type = MessageType.PREDICTION_RESULT
+        if kind is TopicKind.BRIDGE_EDGE_LOG:  # a log line, like the hub's own
+            level = value.get("level") if isinstance(value, dict) else None
+            line = {"topic": topic, "kind": "log", "edge_id": parsed.edge_id, "payload": value}
+            return StreamItem(message_type, topic, line, priority=level in ("error", "critical"))
         data: dict[str, Any] = {"topic": topic, "kind": kind.value, "payload": value}
         for name in ("device_id", "sensor_type", "edge_id", "hub_id", "group_id", "entity_id"):
             field = getattr(parsed, name)

@@ -85,6 +85,7 @@ class TopicKind(enum.StrEnum):
     MONITOR_LISTENERS = "monitor_listeners"  # monitor/{device_id}/listeners/{edge_id}: who wants it
     BRIDGE_STATE = "bridge_state"  # bridge/state
     BRIDGE_EDGE = "bridge_edge"  # bridge/edges/{edge_id}
+    BRIDGE_EDGE_LOG = "bridge_edge_log"  # bridge/edges/{edge_id}/log: its warnings, for the stream
     BRIDGE_HUB = "bridge_hub"  # bridge/hubs/{hub_id}/state: one hub replica's own availability
     BRIDGE_DEVICES = "bridge_devices"  # bridge/devices
     BRIDGE_GROUPS = "bridge_groups"  # bridge/groups
@@ -135,6 +136,7 @@ _PUBLISH_OPTIONS: dict[TopicKind, PublishOptions] = {
     TopicKind.MONITOR_LISTENERS: PublishOptions(_LEAST, retain=True),
     TopicKind.BRIDGE_STATE: PublishOptions(_LEAST, retain=True),
     TopicKind.BRIDGE_EDGE: PublishOptions(_LEAST, retain=True),
+    TopicKind.BRIDGE_EDGE_LOG: PublishOptions(_ONCE, retain=False),
     TopicKind.BRIDGE_HUB: PublishOptions(_LEAST, retain=True),
     TopicKind.BRIDGE_DEVICES: PublishOptions(_LEAST, retain=True),
     TopicKind.BRIDGE_GROUPS: PublishOptions(_LEAST, retain=True),
@@ -422,6 +424,14 @@ class TopicTree:
         """``xiaozhi/bridge/edges/{edge_id}``: one edge's availability (its LWT)."""
         return f"{self.base}/bridge/edges/{validate_id(edge_id, what='edge id')}"
 
+    def bridge_edge_log(self, edge_id: str) -> str:
+        """``xiaozhi/bridge/edges/{edge_id}/log``: one edge's warning and error log lines.
+
+        QoS 0, never retained: a live view for the hub's stream, not a log archive (the
+        edge's own log file or stderr keeps every line).
+        """
+        return f"{self.bridge_edge(edge_id)}/log"
+
     def bridge_devices(self) -> str:
         """``xiaozhi/bridge/devices``."""
         return f"{self.base}/bridge/devices"
@@ -467,6 +477,10 @@ class TopicTree:
     def all_edges(self) -> str:
         """``xiaozhi/bridge/edges/+``: the hub watches edges' LWTs here."""
         return f"{self.base}/bridge/edges/+"
+
+    def all_edge_logs(self) -> str:
+        """``xiaozhi/bridge/edges/+/log``: every edge's log lines (the hub's live stream)."""
+        return f"{self.base}/bridge/edges/+/log"
 
     def hub_state(self, hub_id: str) -> str:
         """``xiaozhi/bridge/hubs/{hub_id}/state``: one hub replica's availability, retained.
@@ -659,6 +673,10 @@ class TopicTree:
                 return ParsedTopic(TopicKind.BRIDGE_STATE)
             case ["bridge", "edges", edge]:
                 return ParsedTopic(TopicKind.BRIDGE_EDGE, edge_id=validate_id(edge, what="edge id"))
+            case ["bridge", "edges", edge, "log"]:
+                return ParsedTopic(
+                    TopicKind.BRIDGE_EDGE_LOG, edge_id=validate_id(edge, what="edge id")
+                )
             case ["bridge", "hubs", hub, "state"]:
                 return ParsedTopic(TopicKind.BRIDGE_HUB, hub_id=validate_id(hub, what="hub id"))
             case ["bridge", "devices"]:

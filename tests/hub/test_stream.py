@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -30,10 +32,12 @@ from xiaozhi.stream_frame import (
     decode_message,
     encode_message,
 )
+from xiaozhi_edge.logfeed import LOG_BURST
 from xiaozhi_hub.http import RunningHub, run_hub
 from xiaozhi_hub.http.stream import WS_MAX_SIZE
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.settings import HubSettings
+from xiaozhi_runtime.logs import configure_logging
 from xiaozhi_runtime.stream_client import DATA_TYPES, StreamClient, StreamClosed, stream_url
 from xiaozhi_sim.identity import make_identity
 from xiaozhi_sim.settings import SimSettings
@@ -407,3 +411,68 @@ async def test_a_hub_process_streams_its_own_log(
     finally:
         process.terminate()
         process.wait(30)
+
+
+@pytest.fixture
+def logging_to_listeners() -> Iterator[None]:
+    """The production logging chain (log listeners included), as ``xiaozhi edge`` configures
+    it, for one test: nothing cached past it, the defaults restored after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging(level="warning", json=True)
+    structlog.configure(cache_logger_on_first_use=False)  # no logger keeps this chain after
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+async def test_an_edges_warnings_reach_the_stream_and_a_storm_is_dropped_and_counted(
+    running_hub: RunningHub,
+    hub_settings: HubSettings,
+    start_edge: StartEdge,
+    logging_to_listeners: None,
+) -> None:
+    base = hub_settings.base_topic
+    unit = running_hub.service.stream
+    logs = f"{base}/bridge/edges/+/log"
+    async with StreamClient(running_hub.url, api_key=READ_KEY, topics=[logs]) as stream:
+        await asyncio.wait_for(unit.events_subscribed.wait(), 10)
+        # Open device auth: a warning the edge logs at start, on a setting its user chose.
+        edge = await start_edge(base_topic=base, device_auth="open")
+        edge_id = edge.settings.edge_id
+
+        def edge_line(event: str) -> Callable[[StreamMessage], bool]:
+            return lambda m: (
+                m.data.get("kind") == "log"
+                and m.data.get("edge_id") == edge_id
+                and m.data["payload"]["event"] == event
+            )
+
+        line = await next_matching(stream, edge_line("device_auth_open"))
+        assert line.type is MessageType.ANOMALY_ALERT
+        assert line.data["topic"] == f"{base}/bridge/edges/{edge_id}/log"
+        payload = line.data["payload"]
+        assert (payload["level"], payload["edge_id"]) == ("warning", edge_id)
+        assert "use token in production" in payload["hint"]
+        assert payload["timestamp"].endswith("Z")
+
+        # A storm: 200 warnings at once. About a burst's worth is published, the rest are
+        # dropped and counted.
+        before = edge.stats()["counters"]
+        storm = structlog.get_logger("xiaozhi.edge")
+        for i in range(200):
+            storm.warning("storm_line", n=i, blob="x" * 10_000)  # each cut to a bounded size
+        after = edge.stats()["counters"]
+        published = after["logs_published"] - before["logs_published"]
+        dropped = after["logs_dropped"] - before["logs_dropped"]
+        assert published + dropped == 200
+        assert LOG_BURST - 1 <= published < 100 < dropped
+        # Every line let through arrives (the bucket refills while the storm is written,
+        # so which ones is not fixed), each cut to a bounded size.
+        arrived = [await next_matching(stream, edge_line("storm_line")) for _ in range(published)]
+        assert all(m.data["payload"]["truncated"] is True for m in arrived)
+        assert all(len(m.data["payload"]["blob"]) < 1000 for m in arrived)
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"http://127.0.0.1:{edge.port}/metrics")).text
+        assert f"xiaozhi_edge_logs_dropped_total {float(after['logs_dropped'])}" in metrics

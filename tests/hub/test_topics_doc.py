@@ -30,6 +30,7 @@ LISTED = {
     TopicKind.MONITOR_LISTENERS: "`xiaozhi/monitor/{device_id}/listeners/{edge_id}`",
     TopicKind.BRIDGE_STATE: "`xiaozhi/bridge/state`",
     TopicKind.BRIDGE_EDGE: "`xiaozhi/bridge/edges/{edge_id}`",
+    TopicKind.BRIDGE_EDGE_LOG: "`xiaozhi/bridge/edges/{edge_id}/log`",
     TopicKind.BRIDGE_HUB: "`xiaozhi/bridge/hubs/{hub_id}/state`",
     TopicKind.BRIDGE_DEVICES: "`xiaozhi/bridge/devices`",
     TopicKind.BRIDGE_GROUPS: "`xiaozhi/bridge/groups`",

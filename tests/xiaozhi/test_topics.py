@@ -92,6 +92,11 @@ GOLDEN = [
         ParsedTopic(K.BRIDGE_EDGE, edge_id="edge-1"),
     ),
     (
+        T.bridge_edge_log("edge-1"),
+        "xiaozhi/bridge/edges/edge-1/log",
+        ParsedTopic(K.BRIDGE_EDGE_LOG, edge_id="edge-1"),
+    ),
+    (
         T.hub_state("hub-1"),
         "xiaozhi/bridge/hubs/hub-1/state",
         ParsedTopic(K.BRIDGE_HUB, hub_id="hub-1"),
@@ -179,6 +184,7 @@ def test_every_kind_has_a_golden_topic_and_publish_options() -> None:
         (K.UTTERANCE, 1, False),
         (K.BRIDGE_STATE, 1, True),
         (K.BRIDGE_EDGE, 1, True),
+        (K.BRIDGE_EDGE_LOG, 0, False),
         (K.BRIDGE_HUB, 1, True),
         (K.BRIDGE_DEVICES, 1, True),
         (K.BRIDGE_GROUPS, 1, True),
@@ -213,6 +219,7 @@ def test_subscription_filters() -> None:
     assert T.device_sensors("d1") == "xiaozhi/sensors/d1/+"
     assert T.all_events() == "xiaozhi/events/+"
     assert T.all_edges() == "xiaozhi/bridge/edges/+"
+    assert T.all_edge_logs() == "xiaozhi/bridge/edges/+/log"
     assert T.all_hub_states() == "xiaozhi/bridge/hubs/+/state"
     assert T.all_utterances() == "xiaozhi/utterances/+"
     assert T.all_monitor_listeners() == "xiaozhi/monitor/+/listeners/+"
@@ -485,6 +492,7 @@ def test_build_then_parse_gives_the_ids_back(
         tree.group_command(group): ParsedTopic(K.GROUP_COMMAND, group_id=group),
         tree.group_status(group): ParsedTopic(K.GROUP_STATUS, group_id=group),
         tree.bridge_edge(edge): ParsedTopic(K.BRIDGE_EDGE, edge_id=edge),
+        tree.bridge_edge_log(edge): ParsedTopic(K.BRIDGE_EDGE_LOG, edge_id=edge),
         tree.bridge_request(path): ParsedTopic(K.BRIDGE_REQUEST, path=path),
         tree.bridge_response(path): ParsedTopic(K.BRIDGE_RESPONSE, path=path),
         tree.discovery_config("sensor", device, sensor): ParsedTopic(

@@ -17,6 +17,7 @@ Who spoke comes from what the broker enforces, never from the payload alone (des
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 
 import structlog
@@ -197,9 +198,11 @@ class VoiceUnit:
         ctx = self._ctx
         device_id = event.device_id
         base_id = event.message_id or new_id()
+        started = time.perf_counter()
         result = await self.pipeline.plan_text(
             event.command, device_id=device_id, area=self._area_of(event)
         )
+        intent_ms = round((time.perf_counter() - started) * 1000, 1)  # the intent step's time
         log.info(
             "voice_command",
             device_id=device_id,
@@ -249,6 +252,7 @@ class VoiceUnit:
             text=text,
             stt=event.command,
             intent=result.intent,
+            intent_ms=intent_ms,
             executed=result.executed,
             actions=[a.to_json_dict() for a in result.actions],
             **({"error": result.error} if result.error else {}),

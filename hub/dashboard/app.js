@@ -220,6 +220,12 @@ function speechSteps(heard) {
   return lines;
 }
 
+/** The intent step: how long the hub took to recognise the intent and plan (its response's
+ * intent_ms). */
+function intentStep(response) {
+  return response?.intent_ms != null ? [`intent ${response.intent_ms} ms`] : [];
+}
+
 function renderVoice() {
   const rows = [...utterances.values()].reverse().map((u) => {
     const stamped = u.steps.map((s) => s.at).filter((at) => at !== null);
@@ -235,7 +241,7 @@ function renderVoice() {
       el("td", { class: "intent" }, response ? response.intent || "(not understood)" : "…"),
       el("td", { class: "actions" }, results.join("\n") || (response ? "none" : "…")),
       el("td", { class: "answer" }, response?.text ?? "…"),
-      el("td", { class: "steps" }, [...speechSteps(heard), ...u.steps.map(time)].join("\n")),
+      el("td", { class: "steps" }, [...speechSteps(heard), ...intentStep(response), ...u.steps.map(time)].join("\n")),
       el("td", { class: "audio" }, heard?.message_id ? player(heard.message_id) : ""));
   });
   $("utterances").replaceChildren(...rows);

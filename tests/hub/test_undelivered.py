@@ -40,6 +40,20 @@ async def _command(watcher: Recorder, hub: HubService, device_id: str) -> str:
     return message_id
 
 
+def _hub_waits(hub: HubService, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set once the hub waits for a command's answer: nothing is published then, so the test
+    sees it here (a device answers after delivery, never before the hub listens)."""
+    waiting, expect = asyncio.Event(), hub.command_results.expect
+
+    def expect_and_say(message_id: str) -> asyncio.Future[object]:
+        future = expect(message_id)
+        waiting.set()
+        return future  # type: ignore[return-value]
+
+    monkeypatch.setattr(hub.command_results, "expect", expect_and_say)
+    return waiting
+
+
 def _result(watcher: Recorder, hub: HubService, device_id: str, message_id: str) -> object:
     return next(
         (
@@ -75,13 +89,15 @@ async def test_a_command_for_a_disconnected_device_is_answered_with_an_error(
 
 
 async def test_a_device_that_answers_within_the_wait_gets_no_error_from_the_hub(
-    quick_hub: HubService, watcher: Recorder
+    quick_hub: HubService, watcher: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The edge of a device that was away a moment (a broker restart) may still deliver the
     command from its session: the device's answer stands, the hub adds nothing."""
     hub, t = quick_hub, quick_hub.topics
+    waiting = _hub_waits(hub, monkeypatch)
     device = uuid.uuid4().hex[:12]  # never heard of
     answered = await _command(watcher, hub, device)
+    await asyncio.wait_for(waiting.wait(), 10)
     ok = {"event_type": "command_result", "device_id": device, "command": "alert",
           "status": "ok", "message_id": answered, "result": "delivered"}  # fmt: skip
     await watcher.publish(t.device_events(device), ok)
@@ -126,14 +142,7 @@ async def test_a_hub_that_stops_answers_for_absent_devices_at_once(
     settings = hub_settings.model_copy(update={"command_answer_timeout_seconds": 60})
     hub = HubService(settings, home=engine.home, engine=engine)
     await hub.start()
-    waiting, expect = asyncio.Event(), hub.command_results.expect
-
-    def expect_and_say(message_id: str) -> asyncio.Future[object]:  # nothing is published
-        future = expect(message_id)  # while the hub waits: see it here
-        waiting.set()
-        return future  # type: ignore[return-value]
-
-    monkeypatch.setattr(hub.command_results, "expect", expect_and_say)
+    waiting = _hub_waits(hub, monkeypatch)
     t, device = hub.topics, uuid.uuid4().hex[:12]
     await watcher.publish(t.status(device), {**status(device), "status": "disconnected"})
     await snapshot_shows(watcher, hub, lambda d: d.get(device, {}).get("status") == "disconnected")

@@ -8,7 +8,9 @@ polling), and stops it when the block exits.
 
 :class:`MessageWriter` sends several binary WebSocket messages of one connection in one
 socket write (the live stream's fan-out, :mod:`xiaozhi_hub.http.stream`): ASGI has one
-``send`` per message, and uvicorn writes each to the socket at once.
+``send`` per message, and uvicorn writes each to the socket at once. It also ends a
+connection the app gave up on (:meth:`MessageWriter.drop_within`), which ASGI cannot: a
+``websocket.close`` waits for room in a socket a client that never reads keeps full.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +70,7 @@ class MessageWriter:
     def __init__(self, websocket: Any) -> None:
         self._websocket = websocket
         self._protocol: Any = _uvicorn_protocol(getattr(websocket, "_send", None))
+        self._drop: asyncio.TimerHandle | None = None
 
     @property
     def batched(self) -> bool:
@@ -95,6 +99,32 @@ class MessageWriter:
         except Exception as err:  # websockets' InvalidState: the connection is closing
             raise ConnectionError(f"the WebSocket is closing: {err}") from err
         protocol.transport.write(b"".join(conn.data_to_send()))
+
+    def drop_within(self, seconds: float) -> None:
+        """Abort the connection unless the client is gone within ``seconds``.
+
+        For a connection the app is ending: a client that reads answers the close frame in
+        time and this does nothing. One that never reads keeps the socket's buffers full, so
+        neither the close frame nor anything before it leaves: uvicorn's ``send`` (the ASGI
+        close included) waits for room, and a transport's ``close()`` waits for its buffer
+        to drain, until uvicorn's keepalive gives up (ping interval + timeout, ~40 s). The
+        abort resets the TCP connection (``SO_LINGER`` 0, so the kernel keeps nothing of it
+        either) and wakes every waiting ``send`` with the client gone. Once per connection;
+        on another server (:attr:`batched` False) it does nothing.
+        """
+        if self._protocol is None or self._drop is not None:
+            return
+        self._drop = asyncio.get_running_loop().call_later(seconds, _abort, self._protocol)
+
+
+def _abort(protocol: Any) -> None:
+    """Reset ``protocol``'s connection now, unless it is gone already."""
+    if protocol.disconnected:
+        return
+    sock = protocol.transport.get_extra_info("socket")
+    with contextlib.suppress(OSError, AttributeError):  # a transport without one: abort alone
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    protocol.transport.abort()
 
 
 class _Server(uvicorn.Server):

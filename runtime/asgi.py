@@ -21,6 +21,7 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -150,13 +151,14 @@ class ServedApp:
     server: uvicorn.Server
     host: str
     port: int
+    tls: bool = False
 
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
 
 def listen(host: str, port: int, *, setting: str | None = None) -> socket.socket:
@@ -202,6 +204,7 @@ async def serve_app(
     port_setting: str | None = None,
     listener: socket.socket | None = None,
     ws_max_size: int = 16 * 1024 * 1024,
+    certificate: tuple[Path, Path] | None = None,
 ) -> AsyncIterator[ServedApp]:
     """Serve an ASGI app with uvicorn in this event loop until the block exits.
 
@@ -216,6 +219,8 @@ async def serve_app(
             closed with the server.
         ws_max_size: the largest WebSocket message a client may send (uvicorn's default,
             16 MiB): larger ones close the connection (1009) before any of it is kept.
+        certificate: PEM certificate chain and key files: serve https (and ``wss://``)
+            rather than plain http.
 
     Raises:
         AddressInUse: the address cannot be bound (a taken port); also an ``OSError``.
@@ -231,6 +236,8 @@ async def serve_app(
         lifespan="on",
         ws=_WS_IMPLEMENTATION,
         ws_max_size=ws_max_size,
+        ssl_certfile=str(certificate[0]) if certificate else None,
+        ssl_keyfile=str(certificate[1]) if certificate else None,
     )
     server = _Server(config)
     task = asyncio.create_task(_serve(server, sock), name=f"http-{actual_port}")
@@ -243,7 +250,7 @@ async def serve_app(
             task.exception() if task.done() and not task.cancelled() else None
         )
     try:
-        yield ServedApp(server, host, actual_port)
+        yield ServedApp(server, host, actual_port, tls=certificate is not None)
     finally:
         server.should_exit = True
         await task

@@ -39,7 +39,7 @@ from xiaozhi.stream_frame import (
     decode_message,
     encode_message,
 )
-from xiaozhi_hub.http import RunningHub
+from xiaozhi_hub.http import RunningHub, run_hub
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
@@ -339,6 +339,27 @@ async def test_a_page_without_webcodecs_plays_the_pcm_the_hub_decodes(
         await page.screenshot(path=shots / "dashboard-listen-pcm.png")
         await page.click("#listen")
         await expect(page.locator("#listen-state")).to_have_text("stopped")
+
+
+async def test_over_the_hubs_own_https_the_page_decodes_with_webcodecs(
+    hub_settings: HubSettings,
+    engine: IntentEngine,
+    watcher: Recorder,
+    browser: Browser,
+    shots: Path,
+) -> None:
+    """``XIAOZHI_HUB_TLS_SELF_SIGNED``: the page is a secure context (the browser told to
+    accept the self-signed certificate, as a person does once), so WebCodecs decodes."""
+    settings = hub_settings.model_copy(update={"hub_tls_self_signed": True})
+    async with (
+        run_hub(settings, home=engine.home, engine=engine) as hub,
+        open_page(browser, ignore_https_errors=True) as page,
+    ):
+        assert hub.url.startswith("https://")
+        await sign_in(page, hub, shots)  # the stream over wss://
+        assert await page.evaluate("window.isSecureContext && 'AudioDecoder' in window") is True
+        await hears(page, hub, watcher, "decoded in this browser (WebCodecs)")
+        await page.screenshot(path=shots / "dashboard-listen-https.png")
 
 
 async def accept(dialog: Dialog) -> None:

@@ -58,7 +58,5 @@ async def test_a_hub_with_a_self_signed_certificate_answers_https(
 
 def test_xiaozhi_hub_self_signed_flag_sets_the_setting() -> None:
     parser = build_parser()
-    assert _overrides(parser.parse_args(["hub", "--self-signed"])) == {
-        "hub_tls_self_signed": True
-    }
+    assert _overrides(parser.parse_args(["hub", "--self-signed"])) == {"hub_tls_self_signed": True}
     assert _overrides(parser.parse_args(["hub"])) == {}  # the environment decides

@@ -244,6 +244,7 @@ class HubService:
         )
         self.monitor = MonitorUnit(self._ctx)
         self.stream = StreamUnit(self._ctx)
+        self.activations.on_change = self.stream.activation_changed
         self.units: tuple[Unit, ...] = (
             self.bridge_state,
             self.registry_feed,

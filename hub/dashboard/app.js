@@ -26,6 +26,9 @@ let hubStats = null; // GET /stats: this hub
 let bridgeState = null; // the retained xiaozhi/bridge/state, from the stream
 const edges = new Map(); // edge id -> its retained bridge/edges/<id> payload, from the stream
 const hubs = new Map(); // hub id -> its retained bridge/hubs/<id>/state payload, from the stream
+// Pending activations: read once (GET /activations) when the fleet page opens, then kept live
+// by the stream's activation frames (pending, approved, rejected, expired).
+const pending = new Map(); // "device_id client_id" -> the listing's entry, plus expires_at (ms)
 // The fleet table keeps one row per device and updates only the rows whose device changed:
 // a fleet of 10,000 is built once, not on every frame (docs/hub.md, the dashboard).
 const rows = new Map(); // id -> <tr>
@@ -161,6 +164,9 @@ function onData(msg) {
       break;
     case "bridge_hub": // one replica's own state: its monitor connection's birth and will
       if (msg.hub_id) { if (p) hubs.set(msg.hub_id, p); else hubs.delete(msg.hub_id); }
+      break;
+    case "activation": // a device's setup call made it pending; approved, rejected, expired
+      if (p?.device_id) activation(p);
       break;
     case "entity_state":
       if (home && msg.entity_id) {
@@ -703,32 +709,53 @@ async function command(name, parameters) {
   } catch (err) { out.textContent = `${err.code}: ${err.message}`; out.className = "error"; }
 }
 
-/** Pending activations (GET /activations): the hub publishes no event for them, so they are
- * read when the fleet page opens and on "Refresh". */
+/** Pending activations: the list (GET /activations) read when the fleet page opens; from
+ * then on the stream's activation frames add and remove entries as they happen. */
 async function loadPending() {
-  let pending = [];
-  try { pending = (await api("/activations")).data; } catch (err) {
+  let listed;
+  try { listed = (await api("/activations")).data; } catch (err) {
     $("pending-result").textContent = `${err.code}: ${err.message}`;
+    return;
   }
-  $("pending").hidden = pending.length === 0;
-  $("pending-summary").textContent = pending.length
-    ? `${pending.length} device${pending.length > 1 ? "s" : ""}: approve the code it says or shows`
+  pending.clear();
+  for (const p of listed) keepPending(p);
+  renderPending();
+}
+
+function keepPending(p) {
+  pending.set(`${p.device_id} ${p.client_id}`, { ...p, expires_at: Date.now() + p.expires_in_seconds * 1000 });
+}
+
+/** One activation frame: a new pending device is listed, any other change removes it. */
+function activation(p) {
+  if (p.change === "pending") keepPending(p);
+  else pending.delete(`${p.device_id} ${p.client_id}`);
+  renderPending();
+}
+
+function renderPending() {
+  const now = Date.now();
+  for (const [key, p] of pending) if (p.expires_at <= now) pending.delete(key); // the hub expires it too
+  const list = [...pending.values()].sort((a, b) => a.created_at - b.created_at);
+  $("pending").hidden = list.length === 0;
+  $("pending-summary").textContent = list.length
+    ? `${list.length} device${list.length > 1 ? "s" : ""}: approve the code it says or shows`
     : "none";
-  $("pending-list").replaceChildren(...pending.map((p) => el("tr", { "data-code": p.code },
+  $("pending-list").replaceChildren(...list.map((p) => el("tr", { "data-code": p.code },
     el("td", {}, el("strong", {}, p.code)), el("td", {}, p.device_id), el("td", {}, p.client_id),
-    el("td", {}, p.user_agent || ""), el("td", {}, `${Math.round(p.expires_in_seconds / 60)} min`),
+    el("td", {}, p.user_agent || ""), el("td", {}, `${Math.max(0, Math.round((p.expires_at - now) / 60000))} min`),
     el("td", {}, el("button", { type: "button", class: "approve", onclick: () => decide("approve", p) }, "Approve"),
       " ", el("button", { type: "button", class: "reject", onclick: () => decide("reject", p) }, "Reject")))));
 }
 
-async function decide(verdict, pending) {
+async function decide(verdict, p) {
   const out = $("pending-result");
   try {
     const { message } = await api(`/activations/${verdict}`,
-      { method: "POST", body: JSON.stringify({ code: pending.code }) });
-    out.textContent = `${pending.device_id}: ${message}`; out.className = "ok";
+      { method: "POST", body: JSON.stringify({ code: p.code }) });
+    out.textContent = `${p.device_id}: ${message}`; out.className = "ok";
+    activation({ ...p, change: verdict === "approve" ? "approved" : "rejected" }); // its frame follows
   } catch (err) { out.textContent = `${err.code}: ${err.message}`; out.className = "error"; }
-  await loadPending();
 }
 
 async function removeDevices(filter, what) {
@@ -768,7 +795,6 @@ $("edit-form").onsubmit = editDevice;
 $("command-form").onsubmit = sendCommand;
 $("restart").onclick = restart;
 $("listen").onclick = toggleListen;
-$("pending-refresh").onclick = loadPending;
 $("bridge-refresh").onclick = loadStats;
 $("remove-simulated").onclick = () => removeDevices({ simulated: true }, "simulated");
 $("remove-stale").onclick = () => {
@@ -780,7 +806,10 @@ window.onhashchange = route;
 window.addEventListener("scroll", () => { if (currentRoute()[0] === "fleet") changed(); }, { passive: true });
 window.addEventListener("resize", () => changed());
 // "5 s ago" ages on screen; the data itself only ever comes from the stream.
-setInterval(() => { for (const td of document.querySelectorAll("td.seen[title]")) td.textContent = ago(td.title); }, 5000);
+setInterval(() => {
+  for (const td of document.querySelectorAll("td.seen[title]")) td.textContent = ago(td.title);
+  if ([...pending.values()].some((p) => p.expires_at <= Date.now())) renderPending(); // a code ran out
+}, 5000);
 
 const saved = localStorage.getItem(KEY);
 if (saved) signIn(saved); else showSignIn();

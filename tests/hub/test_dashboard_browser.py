@@ -454,19 +454,25 @@ async def test_an_utterance_shows_as_its_pipeline_with_the_time_of_each_step(
     await expect(state).to_have_text("on")
 
 
-async def test_a_device_waiting_for_approval_is_approved_from_the_fleet_page(
+async def test_a_device_waiting_for_approval_appears_live_and_is_approved_from_the_page(
     running_hub: RunningHub, page: Page, shots: Path
 ) -> None:
+    """The approvals list follows the stream's activation frames: a device that asks appears
+    within 2 s without reload, and an approval or a rejection made anywhere removes it."""
     await sign_in(page, running_hub, shots)
     await expect(page.locator("#pending-summary")).to_have_text("none")
     await expect(page.locator("#pending")).to_be_hidden()
+    await page.evaluate("window.notReloaded = true")
     mac, client_id = new_mac(), str(uuid.uuid4())
     async with httpx.AsyncClient(base_url=running_hub.url, timeout=10) as http:
+        asked_at = time.monotonic()
         first = await setup_call(http, firmware_headers(mac, client_id))
         code = first["activation"]["code"]
-        await page.click("#pending-refresh")
         row = page.locator(f'#pending-list tr[data-code="{code}"]')
-        await expect(row).to_contain_text(mac.replace(":", "").lower())
+        await expect(row).to_contain_text(mac.replace(":", "").lower(), timeout=2000)
+        shown_after = time.monotonic() - asked_at
+        assert shown_after < 2.0
+        print(f"pending device listed {shown_after * 1000:.0f} ms after its setup call")
         await expect(row).to_contain_text("bread-compact-wifi/1.8.2")
         await expect(page.locator("#pending-summary")).to_contain_text("1 device:")
         await page.screenshot(path=shots / "dashboard-approval.png")
@@ -477,13 +483,25 @@ async def test_a_device_waiting_for_approval_is_approved_from_the_fleet_page(
         second = await setup_call(http, firmware_headers(mac, client_id))
 
         other = await setup_call(http, firmware_headers(new_mac(), str(uuid.uuid4())))
-        await page.click("#pending-refresh")
         refused = page.locator(f'#pending-list tr[data-code="{other["activation"]["code"]}"]')
         await refused.locator("button.reject").click()
         await expect(page.locator("#pending-result")).to_contain_text("activation rejected")
         await expect(refused).to_have_count(0)
+
+        # approved elsewhere (the REST API, as a script would): the row goes, live
+        third = await setup_call(http, firmware_headers(new_mac(), str(uuid.uuid4())))
+        elsewhere = page.locator(f'#pending-list tr[data-code="{third["activation"]["code"]}"]')
+        await expect(elsewhere).to_have_count(1)
+        approved = await http.post(
+            "/api/v1/activations/approve",
+            json={"code": third["activation"]["code"]},
+            headers={"X-API-Key": WRITE_KEY},
+        )
+        assert approved.status_code == 200
+        await expect(elsewhere).to_have_count(0)
     assert "activation" not in second  # approved: the device's next setup gets its token
     assert second["websocket"]["token"]
+    assert await page.evaluate("window.notReloaded") is True
 
 
 async def test_signed_in_once_a_read_only_key_watches_but_cannot_command(

@@ -181,7 +181,9 @@ class StreamUnit:
         """Listen to the hub's log; device events are read from the first client on."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._stop_logs = add_log_listener(self._on_log)
+        # The hub's own lines, and those of shared code (``xiaozhi.mqtt``...): under
+        # ``xiaozhi up`` the edge's lines are the edge's log feed's, so each comes once.
+        self._stop_logs = add_log_listener(self._on_log, component="xiaozhi.hub", rest=True)
 
     async def stop(self) -> None:
         if self._stop_logs is not None:

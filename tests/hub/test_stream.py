@@ -476,3 +476,43 @@ async def test_an_edges_warnings_reach_the_stream_and_a_storm_is_dropped_and_cou
         async with httpx.AsyncClient() as http:
             metrics = (await http.get(f"http://127.0.0.1:{edge.port}/metrics")).text
         assert f"xiaozhi_edge_logs_dropped_total {float(after['logs_dropped'])}" in metrics
+
+
+async def test_in_one_process_each_line_reaches_the_stream_once(
+    running_hub: RunningHub,
+    hub_settings: HubSettings,
+    start_edge: StartEdge,
+    logging_to_listeners: None,
+) -> None:
+    """``xiaozhi up``: hub and edge in one process, one log. A hub line comes on the hub's log
+    topic only, an edge line on the edge's only, shared code's (``xiaozhi.mqtt``) on the
+    hub's, never twice. Hub lines are offered as they are logged, edge lines go through MQTT:
+    once the edge's last line has arrived, any copy of the earlier lines would have too."""
+    base = hub_settings.base_topic
+    unit = running_hub.service.stream
+    async with StreamClient(
+        running_hub.url, api_key=READ_KEY, topics=[f"{base}/bridge/+/+/log"]
+    ) as stream:
+        await asyncio.wait_for(unit.events_subscribed.wait(), 10)
+        edge = await start_edge(base_topic=base)
+        edge_id = edge.settings.edge_id
+        mark = os.urandom(4).hex()
+        structlog.get_logger("xiaozhi.hub").warning("hub_line", mark=mark)
+        structlog.get_logger("xiaozhi.mqtt").warning("shared_line", mark=mark)
+        structlog.get_logger("xiaozhi.edge").warning("edge_line", mark=mark)
+        structlog.get_logger("xiaozhi.edge").warning("edge_last", mark=mark)
+        seen: list[tuple[str, str]] = []
+        async for msg in stream:
+            payload = msg.data.get("payload")
+            if msg.data.get("kind") != "log" or payload.get("mark") != mark:
+                continue
+            source = "edge" if msg.data.get("edge_id") == edge_id else "hub"
+            seen.append((source, payload["event"]))
+            if payload["event"] == "edge_last" and source == "edge":
+                break
+    assert sorted(seen) == [
+        ("edge", "edge_last"),
+        ("edge", "edge_line"),
+        ("hub", "hub_line"),
+        ("hub", "shared_line"),
+    ]

@@ -1,12 +1,13 @@
 // The hub's dashboard: sign in once with an API key (kept in localStorage), read the fleet
 // once over REST, then follow it live over the stream (stream.js). Pages are hash routes:
 // #/ the fleet, #/device/<id> one device, #/voice, #/try the phrase tester, #/home the home
-// model, #/bridge the hub and its edges. No build step, no CDN.
+// model, #/bridge the hub and its edges, #/logs the hub's and edges' log lines. No build step,
+// no CDN.
 import { Listener } from "./listen.js";
 import { Stream } from "./stream.js";
 
 const KEY = "xiaozhi_api_key";
-const PAGES = ["fleet", "device", "voice", "try", "home", "bridge"];
+const PAGES = ["fleet", "device", "voice", "try", "home", "bridge", "logs"];
 const MAX_EVENTS = 50;
 const $ = (id) => document.getElementById(id);
 const devices = new Map(); // id -> the REST shape of a device, kept up to date by the stream
@@ -29,6 +30,14 @@ const hubs = new Map(); // hub id -> its retained bridge/hubs/<id>/state payload
 // Pending activations: read once (GET /activations) when the fleet page opens, then kept live
 // by the stream's activation frames (pending, approved, rejected, expired).
 const pending = new Map(); // "device_id client_id" -> the listing's entry, plus expires_at (ms)
+// Log lines from the stream (the hub's bridge/hubs/<id>/log, each edge's bridge/edges/<id>/log),
+// oldest first, at most MAX_LOG_LINES: a busy hub never grows the page's memory.
+const MAX_LOG_LINES = 1000;
+const logLines = [];
+const logSources = new Set(); // "hub <id>", "edge <id>": the source filter's choices
+const LEVELS = { debug: 0, info: 1, warning: 2, error: 3, exception: 3, critical: 4 };
+const LOG_TOPIC = /\/bridge\/(hubs|edges)\/([^/]+)\/log$/;
+const LOG_OWN_FIELDS = new Set(["level", "event", "timestamp", "edge_id"]);
 // The fleet table keeps one row per device and updates only the rows whose device changed:
 // a fleet of 10,000 is built once, not on every frame (docs/hub.md, the dashboard).
 const rows = new Map(); // id -> <tr>
@@ -167,6 +176,10 @@ function onData(msg) {
       break;
     case "activation": // a device's setup call made it pending; approved, rejected, expired
       if (p?.device_id) activation(p);
+      break;
+    case "log":
+      keepLog(msg.topic, p);
+      if (currentRoute()[0] !== "logs") return; // nothing else on screen shows it
       break;
     case "entity_state":
       if (home && msg.entity_id) {
@@ -488,6 +501,45 @@ function renderDevice(id) {
     : el("p", { class: "muted" }, "No event since this page opened."));
 }
 
+// ------------------------------------------------------------------ logs
+function keepLog(topic, p) {
+  const m = LOG_TOPIC.exec(topic || "");
+  if (!m || !p || typeof p !== "object") return;
+  const source = `${m[1] === "hubs" ? "hub" : "edge"} ${m[2]}`;
+  const details = Object.entries(p).filter(([k]) => !LOG_OWN_FIELDS.has(k))
+    .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(" ");
+  const level = String(p.level || "info");
+  const line = { at: p.timestamp || new Date().toISOString(), level, source, event: String(p.event || ""), details };
+  line.text = `${line.event} ${details} ${source}`.toLowerCase();
+  logLines.push(line);
+  if (logLines.length > MAX_LOG_LINES) logLines.shift();
+  if (!logSources.has(source)) {
+    logSources.add(source);
+    const select = $("log-source"), chosen = select.value;
+    select.replaceChildren(el("option", { value: "" }, "every source"),
+      ...[...logSources].sort().map((s) => el("option", { value: s }, s)));
+    select.value = chosen;
+  }
+}
+
+/** The lines kept, newest first, through the level, source and search filters. */
+function renderLogs() {
+  const least = LEVELS[$("log-level").value] ?? 0, source = $("log-source").value;
+  const words = $("log-search").value.toLowerCase().split(/\s+/).filter(Boolean);
+  const shown = [];
+  for (let i = logLines.length - 1; i >= 0; i--) {
+    const l = logLines[i];
+    if ((LEVELS[l.level] ?? 1) < least || (source && l.source !== source)) continue;
+    if (words.length && !words.every((w) => l.text.includes(w))) continue;
+    shown.push(el("tr", { class: `level-${l.level}`, "data-level": l.level, "data-source": l.source },
+      el("td", { class: "time", title: l.at }, l.at.replace("T", " ").replace(/\.\d+Z?$|Z$/, "")),
+      el("td", { class: "level" }, l.level), el("td", {}, l.source), el("td", { class: "event" }, l.event),
+      el("td", { class: "details" }, l.details)));
+  }
+  $("log-lines").replaceChildren(...shown);
+  $("log-count").textContent = `${shown.length} of ${logLines.length} lines`;
+}
+
 function render() {
   const [page, arg] = currentRoute();
   if (page === "fleet") renderFleet(); // elsewhere, the rows touched wait until it is shown
@@ -495,13 +547,14 @@ function render() {
   else if (page === "voice") renderVoice();
   else if (page === "home") renderHome();
   else if (page === "bridge") renderBridge();
+  else if (page === "logs") renderLogs();
 }
 
 // ------------------------------------------------------------------ routes
 function currentRoute() {
   const hash = location.hash.replace(/^#\/?/, "");
   if (hash.startsWith("device/")) return ["device", decodeURIComponent(hash.slice(7))];
-  if (["try", "voice", "home", "bridge"].includes(hash)) return [hash];
+  if (["try", "voice", "home", "bridge", "logs"].includes(hash)) return [hash];
   return ["fleet"];
 }
 
@@ -802,6 +855,9 @@ $("remove-stale").onclick = () => {
   removeDevices({ not_seen_for_seconds: hours * 3600 }, `disconnected and not seen for ${hours} h`);
 };
 $("try-form").onsubmit = tryPhrase;
+for (const id of ["log-level", "log-source"]) $(id).onchange = renderLogs;
+$("log-search").oninput = renderLogs;
+$("log-clear").onclick = () => { logLines.length = 0; renderLogs(); };
 window.onhashchange = route;
 window.addEventListener("scroll", () => { if (currentRoute()[0] === "fleet") changed(); }, { passive: true });
 window.addEventListener("resize", () => changed());

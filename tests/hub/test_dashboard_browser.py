@@ -504,6 +504,60 @@ async def test_a_device_waiting_for_approval_appears_live_and_is_approved_from_t
     assert await page.evaluate("window.notReloaded") is True
 
 
+async def test_the_logs_page_shows_an_edges_warning_live_with_filters(
+    running_hub: RunningHub,
+    hub_settings: HubSettings,
+    start_edge: StartEdge,
+    watcher: Recorder,
+    logging_to_listeners: None,
+    page: Page,
+    shots: Path,
+) -> None:
+    """The hub's and the edges' log lines on the Logs page, newest first, filtered by level,
+    source and text, from the stream (the production logging chain: warnings and above)."""
+    await sign_in(page, running_hub, shots)
+    await asyncio.wait_for(running_hub.service.stream.events_subscribed.wait(), 10)
+    await page.click('nav a[href="#/logs"]')
+    edge = await start_edge(base_topic=hub_settings.base_topic, device_auth="open")
+    source = f"edge {edge.settings.edge_id}"
+    lines = page.locator("#log-lines tr")
+    warned = page.locator(f'#log-lines tr[data-source="{source}"]', has_text="device_auth_open")
+    await expect(warned).to_have_count(1)  # the edge's warning at its start, once
+    await expect(warned.locator("td.level")).to_have_text("warning")
+    await expect(warned.locator("td.details")).to_contain_text("use token in production")
+    # the hub's own warning: a status that is not JSON, refused
+    await watcher.publish(f"{hub_settings.base_topic}/status/noisy", b"not json")
+    hub_line = page.locator(f'#log-lines tr[data-source="hub {hub_settings.hub_id}"]')
+    await expect(hub_line.filter(has_text="mqtt_message_refused")).to_have_count(1)
+    await expect(lines.first).to_contain_text("mqtt_message_refused")  # newest first
+    await page.screenshot(path=shots / "dashboard-logs.png", full_page=True)
+
+    await page.select_option("#log-source", source)
+    await expect(lines.filter(has_text="mqtt_message_refused")).to_have_count(0)
+    await expect(warned).to_have_count(1)
+    await page.fill("#log-search", "auth_open production")  # every word, event or fields
+    await expect(lines).to_have_count(1)
+    await page.fill("#log-search", "no such words")
+    await expect(lines).to_have_count(0)
+    await page.fill("#log-search", "")
+    await page.select_option("#log-source", "")
+    await page.select_option("#log-level", "error")
+    await expect(warned).to_have_count(0)
+    await page.select_option("#log-level", "debug")
+    await expect(warned).to_have_count(1)
+    # bounded: 1,200 lines more (another edge's, as MQTT brings them) leave the last 1,000 in
+    # the page, the newest on top. Sent 200 at a time, each lot shown before the next: fewer
+    # than the stream's queue limit (256) wait at once, so the hub skips none of them ahead.
+    flood = f"{hub_settings.base_topic}/bridge/edges/flood/log"
+    for lot in range(6):
+        for n in range(lot * 200, lot * 200 + 200):
+            line = {"level": "warning", "event": "flood_line", "edge_id": "flood", "n": n}
+            await watcher.publish(flood, line, qos=0)
+        await expect(lines.first).to_contain_text(f"n={lot * 200 + 199}")
+    count = await page.locator("#log-count").inner_text()
+    assert count == "1000 of 1000 lines", count
+
+
 async def test_signed_in_once_a_read_only_key_watches_but_cannot_command(
     running_hub: RunningHub, page: Page
 ) -> None:

@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -37,7 +36,6 @@ from xiaozhi_hub.http import RunningHub, run_hub
 from xiaozhi_hub.http.stream import WS_MAX_SIZE
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.settings import HubSettings
-from xiaozhi_runtime.logs import configure_logging
 from xiaozhi_runtime.stream_client import DATA_TYPES, StreamClient, StreamClosed, stream_url
 from xiaozhi_sim.identity import make_identity
 from xiaozhi_sim.settings import SimSettings
@@ -411,20 +409,6 @@ async def test_a_hub_process_streams_its_own_log(
     finally:
         process.terminate()
         process.wait(30)
-
-
-@pytest.fixture
-def logging_to_listeners() -> Iterator[None]:
-    """The production logging chain (log listeners included), as ``xiaozhi edge`` configures
-    it, for one test: nothing cached past it, the defaults restored after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    configure_logging(level="warning", json=True)
-    structlog.configure(cache_logger_on_first_use=False)  # no logger keeps this chain after
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
 
 
 async def test_an_edges_warnings_reach_the_stream_and_a_storm_is_dropped_and_counted(

@@ -670,9 +670,16 @@ function renderBridge() {
       el("td", {}, h ? (h.intents_loaded ? "loaded" : "loading") : ""))));
   const hubIds = [...new Set([...hubs.keys(), ...(h?.hub_id ? [h.hub_id] : [])])].sort();
   $("bridge-hubs").replaceChildren(...hubIds.map((id) => {
-    const state = hubs.get(id)?.state || "unknown";
+    const r = hubs.get(id) || {}, state = r.state || "unknown", online = state === "online";
+    const started = Date.parse(r.started_at);
     return el("tr", { "data-replica": id }, el("td", {}, id === h?.hub_id ? `${id} (this hub)` : id),
-      el("td", { class: `status ${state === "online" ? "connected" : "disconnected"}` }, state));
+      el("td", { class: `status ${online ? "connected" : "disconnected"}` }, state),
+      el("td", { class: "version" }, r.version || ""),
+      el("td", { class: "up" }, online && started ? duration((Date.now() - started) / 1000) : ""),
+      el("td", { class: "devices" }, online && r.devices ? `${r.devices.connected} of ${r.devices.known} connected` : ""),
+      el("td", {}, online && r.stream_sessions != null ? `${r.stream_sessions} sessions` : ""),
+      el("td", {}, online && r.mqtt_connects != null ? String(r.mqtt_connects) : ""),
+      el("td", { class: "seen", title: r.timestamp || "" }, r.timestamp ? ago(r.timestamp) : ""));
   }));
   $("bridge-shared").textContent = shared;
   $("bridge-shared").className = `status ${shared === "online" ? "connected" : "disconnected"}`;

@@ -28,6 +28,7 @@ from tests.conftest import StartEdge
 from tests.hub.conftest import READ_KEY, WRITE_KEY
 from tests.hub.test_activation import firmware_headers, new_mac, setup_call
 from tests.support import Recorder
+from xiaozhi import __version__
 from xiaozhi.stream_frame import (
     Flag,
     MessageType,
@@ -232,17 +233,28 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
         # another replica's as it starts and as it stops
         replicas = page.locator("#bridge-hubs")
         mine = replicas.locator(f'tr[data-replica="{hub_settings.hub_id}"]')
-        await expect(mine).to_have_text(f"{hub_settings.hub_id} (this hub)online")
+        await expect(mine.locator("td").nth(0)).to_have_text(f"{hub_settings.hub_id} (this hub)")
+        await expect(mine.locator("td").nth(1)).to_have_text("online")
+        await expect(mine.locator("td.version")).to_have_text(__version__)
+        # its figures as its state re-publishes them (every 30 s when changed; now here)
+        assert running_hub.service.monitor.refresh_state()
+        await expect(mine.locator("td.devices")).to_contain_text("1 of")
         second = hub_settings.model_copy(update={"hub_id": hub_settings.hub_id + "-b"})
         other = replicas.locator(f'tr[data-replica="{second.hub_id}"]')
         replica = HubService(second, home=engine.home, engine=engine)
         await replica.start()
         try:
-            await expect(other).to_have_text(f"{second.hub_id}online")
+            # another replica's figures too, from its own retained state
+            await expect(other.locator("td").nth(1)).to_have_text("online")
+            await expect(other.locator("td.version")).to_have_text(__version__)
+            await expect(other.locator("td.devices")).to_contain_text("connected")
+            await expect(other.locator("td.up")).to_contain_text(" s")
             await page.screenshot(path=shots / "dashboard-bridge.png", full_page=True)
         finally:
             await replica.stop()
-        await expect(other).to_have_text(f"{second.hub_id}offline")
+        await expect(other.locator("td").nth(1)).to_have_text("offline")
+        await expect(other.locator("td.version")).to_have_text(__version__)  # as it stopped
+        await expect(other.locator("td.devices")).to_have_text("")
         await page.click('nav a[href="#/"]')
         await row.locator("a").click()
 

@@ -191,6 +191,26 @@ async def test_a_message_over_the_frame_limit_is_refused_by_the_server(
     assert ws.close_code == 1009  # RFC 6455: message too big
 
 
+async def test_an_acked_version_check_is_acked_first_through_the_real_endpoint(
+    running_hub: RunningHub,
+) -> None:
+    """The ack rule on the wire: a VERSION_CHECK sent with ACK_REQUIRED (and the key, as a
+    browser sends it) gets HEARTBEAT {"ack": seq} in V1 framing, then the V3 answer."""
+    async with connect(stream_url(running_hub.url)) as ws:
+        hello = decode_message(await asyncio.wait_for(ws.recv(), 10))
+        assert hello.data["auth"] == "required"
+        check = {"versions": [3], "api_key": READ_KEY, "seq": 41}
+        await ws.send(
+            encode_message(
+                StreamMessage(MessageType.VERSION_CHECK, check, V3, Flag.ACK_REQUIRED, 1)
+            )
+        )
+        ack = decode_message(await asyncio.wait_for(ws.recv(), 10))
+        answer = decode_message(await asyncio.wait_for(ws.recv(), 10))
+    assert (ack.type, ack.data, ack.version) == (MessageType.HEARTBEAT, {"ack": 41}, 1)
+    assert (answer.type, answer.data["version"]) == (MessageType.VERSION_CHECK, 3)
+
+
 async def test_credentials_in_the_header_or_the_version_check(running_hub: RunningHub) -> None:
     url = running_hub.url
     with pytest.raises(StreamClosed) as bad:

@@ -382,6 +382,8 @@ class StreamSession:
         self.stats.counts[msg.type.name] += 1
         if msg.flags & Flag.ACK_REQUIRED and not self._acknowledge(msg):
             return []
+        if self.state is SessionState.CLOSED:
+            return []  # the ack was one reply too many (0x204): a closed session stays closed
         if msg.flags & Flag.BROADCAST:
             self._error(ErrorCode.PERMISSION_DENIED, "clients may not broadcast on the stream")
             return []
@@ -516,10 +518,9 @@ class StreamSession:
 
         A client that sends but never reads would otherwise make us keep every answer (a
         ``PONG`` holds its ``PING``'s data): what it left unread is dropped, and the one
-        frame left is the fatal ``ERROR``.
+        frame left is the fatal ``ERROR``. Never called on a closed session (:meth:`receive`
+        and :meth:`refuse` stop first), so that ``ERROR`` stays the last frame.
         """
-        if self.state is SessionState.CLOSED:
-            return  # the session's last frame (a fatal ERROR) is queued already
         if len(self._control) < self.queue_limit:
             self._control.append((kind, data, flags, self.version))
             return

@@ -340,6 +340,21 @@ def test_refused_frames_are_acked_before_their_error_and_closed_sessions_ack_not
     assert sent(session) == []
 
 
+def test_an_ack_that_overflows_the_replies_closes_and_nothing_reopens() -> None:
+    """A client that never read the hub's first frame: the ack of its version check is one
+    reply too many (queue_limit 1), so it is cut off, and the version check opens nothing."""
+    session = StreamSession(
+        check_credentials=lambda c: True, authenticated=True, policy=StreamPolicy(queue_limit=1)
+    )
+    session.start()  # PROTOCOL_NEGOTIATION waits, unread
+    check = {**_VERSIONS, "seq": 1}
+    assert (
+        session.receive(frame(MessageType.VERSION_CHECK, check, flags=Flag.ACK_REQUIRED), T0) == []
+    )
+    assert session.state is SessionState.CLOSED
+    assert error_code(sent(session)) == ErrorCode.RATE_LIMIT_EXCEEDED
+
+
 def test_subscribe_and_unsubscribe() -> None:
     session = opened()
     for data, code in [

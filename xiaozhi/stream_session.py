@@ -382,8 +382,6 @@ class StreamSession:
         self.stats.counts[msg.type.name] += 1
         if msg.flags & Flag.ACK_REQUIRED and not self._acknowledge(msg):
             return []
-        if self.state is SessionState.CLOSED:
-            return []  # the ack was one reply too many (0x204): a closed session stays closed
         if msg.flags & Flag.BROADCAST:
             self._error(ErrorCode.PERMISSION_DENIED, "clients may not broadcast on the stream")
             return []
@@ -404,16 +402,18 @@ class StreamSession:
         queued before anything else the frame is answered with, refusals included: it says
         the frame arrived intact, not that it was accepted (an ``ERROR`` follows it then).
         Before the version is agreed it goes out in V1 framing, like everything else then.
-        False when the frame has no int ``seq`` to acknowledge: it is refused with 0x201 and
-        not handled at all, in either state, so a client never waits for an ack that cannot
-        come. (A frame that fails verification never gets here: its flags are not trusted.)
+        False when the frame is not to be handled: it has no int ``seq`` to acknowledge
+        (refused with 0x201, in either state, so a client never waits for an ack that cannot
+        come), or its ack was one reply too many and cut the client off (0x204): a closed
+        session stays closed, a version check does not reopen it. (A frame that fails
+        verification never gets here: its flags are not trusted.)
         """
         seq = msg.data.get("seq") if isinstance(msg.data, dict) else None
         if type(seq) is not int:
             self._error(ErrorCode.MISSING_REQUIRED_FIELDS, "ACK_REQUIRED needs an int 'seq'")
             return False
         self._say(MessageType.HEARTBEAT, {"ack": seq}, Flag.PRIORITY)
-        return True
+        return self.state is not SessionState.CLOSED
 
     def _negotiate(self, msg: StreamMessage) -> list[Subscribed | Credentials]:
         if msg.type not in (MessageType.VERSION_CHECK, MessageType.PROTOCOL_NEGOTIATION):

@@ -101,6 +101,20 @@ def _event_gist(event_type: str, body: dict[str, Any]) -> str:
     return _short(rest, 80)
 
 
+def _hub_line(what: str, body: dict[str, Any]) -> tuple[str, str]:
+    """What and gist of a line of the hub's own: a log line, or an activation that changed."""
+    if what == "log":
+        rest = {k: v for k, v in body.items() if k not in ("level", "event", "timestamp")}
+        return (
+            f"log {body.get('level', '')}",
+            f"{body.get('event', '')} {_short(rest, 80) if rest else ''}",
+        )
+    gist = f"{body.get('change', '')} client {body.get('client_id', '')}"  # an activation
+    if body.get("code"):
+        gist += f" code {body['code']} ({body.get('user_agent') or 'unknown board'})"
+    return what, gist
+
+
 def describe(msg: StreamMessage) -> str:
     """One line for a stream message: time, what, who, the gist."""
     data = msg.data if isinstance(msg.data, dict) else {}
@@ -130,10 +144,8 @@ def describe(msg: StreamMessage) -> str:
     elif what in _CONNECTION_KINDS:
         who = str(body.get("device_id", who))
         gist = " ".join(str(body[k]) for k in ("transport", "edge_id", "reason") if body.get(k))
-    elif what == "log":
-        what = f"log {body.get('level', '')}"
-        rest = {k: v for k, v in body.items() if k not in ("level", "event", "timestamp")}
-        gist = f"{body.get('event', '')} {_short(rest, 80) if rest else ''}"
+    elif what in ("log", "activation"):
+        what, gist = _hub_line(what, body)
     elif "event_type" in data:
         what = str(data["event_type"])
         who = who or str(body.get("device_id", ""))

@@ -60,7 +60,9 @@ class EdgeLogFeed:
         """Listen to the process's log from now on (on the running event loop)."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._remove = add_log_listener(self._on_log)
+        # The edge's lines only (``xiaozhi.edge...``), and shared code's when no hub listens
+        # in this process: under ``xiaozhi up`` the hub's stream has those (runtime/logs.py).
+        self._remove = add_log_listener(self._on_log, component="xiaozhi.edge")
 
     def stop(self) -> None:
         if self._remove is not None:

@@ -12,6 +12,11 @@ directory see each other's approvals (each re-reads the file when its modificati
 changed). Pending entries expire after ``ttl_seconds``; their number is capped, so a flood of
 made-up device ids fills neither memory nor the disk. Every method takes ``now`` (seconds
 since the epoch) from the caller, so expiry is tested without waiting.
+
+Each change this process makes is told to :attr:`Activations.on_change` (the live stream's
+``activation`` frames, so the dashboard's approvals list is live): ``pending`` (a new code),
+``approved``, ``rejected``, ``expired``. A change another replica made to the shared file is
+not told here: that replica's own stream carries it.
 """
 
 from __future__ import annotations
@@ -133,6 +138,9 @@ class Activations:
         self._random_code = random_code or _random_code
         self._state = _State()
         self._mtime: int | None = None
+        self.on_change: Callable[[str, dict[str, Any]], None] | None = None
+        """Told ``(change, entry)`` after each change (module docstring): the entry as the
+        listing shows it, ``device_id`` and ``client_id`` always among its keys."""
         self._reload()
 
     # -- reading -------------------------------------------------------------------------------
@@ -204,6 +212,7 @@ class Activations:
         )
         self._state.pending[key] = entry
         self._save()
+        self._changed("pending", entry.to_json_dict(now))
         return entry
 
     def approve(
@@ -231,6 +240,7 @@ class Activations:
         approved = Approved(device_id, client_id, now, by)
         self._state.approved[(device_id, client_id)] = approved
         self._save()
+        self._changed("approved", approved.to_json_dict())
         return approved
 
     def reject(
@@ -249,6 +259,7 @@ class Activations:
         entry = self._match(now, code=code, device_id=device_id, client_id=client_id)
         del self._state.pending[(entry.device_id, entry.client_id)]
         self._save()
+        self._changed("rejected", entry.to_json_dict(now))
         return entry
 
     def forget(self, device_id: str) -> int:
@@ -300,6 +311,12 @@ class Activations:
             log.info("activation_expired", device_id=entry.device_id, client_id=entry.client_id)
         if gone:
             self._save()
+        for key in gone:
+            self._changed("expired", {"device_id": key[0], "client_id": key[1]})
+
+    def _changed(self, change: str, entry: dict[str, Any]) -> None:
+        if self.on_change is not None:
+            self.on_change(change, entry)
 
     def _reload(self) -> None:
         """Read the file again when another process (a replica) changed it."""

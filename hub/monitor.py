@@ -23,25 +23,37 @@ availability, which the dashboard's Bridge page shows one row per hub (the strea
 a second connection per hub, because a will needs a connection of its own. Besides, at start
 the unit reads its own retained wants (``monitor/+/listeners/{hub_id}``) and clears those it
 has no listener for, and a clean stop clears all of its own and says ``offline``.
+
+That state carries more than ``online``/``offline``, so the Bridge page shows every replica's
+figures, not only those of the hub it talks to: ``hub_id``, ``version`` and ``started_at``
+(fixed for a run, so the will and the ``offline`` of a clean stop carry them too) and, while
+online, a few figures that change (:data:`STATE_FIELDS`: devices known and connected, stream
+sessions, MQTT connects), re-published retained when they changed, looked at every
+:data:`STATE_REFRESH_SECONDS`. It stays cheap: one retained message of about 210 bytes per
+replica, at most every 30 s, and the connection re-publishes the latest after a reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import structlog
 
-from xiaozhi import jsonutil
+from xiaozhi import __version__, jsonutil
 from xiaozhi.audio_monitor import decode_audio_packet
 from xiaozhi.errors import WireError
 from xiaozhi.payloads import Availability, EdgeState
+from xiaozhi.timestamps import wire_timestamp
 from xiaozhi.topics import ParsedTopic, TopicKind, publish_options
 from xiaozhi_hub.unit import HubContext, Route, UnitTasks
 from xiaozhi_runtime.monitor_listener import MonitorListener
 from xiaozhi_runtime.mqtt import MqttOwner, OutMessage
 
-__all__ = ["MonitorUnit"]
+__all__ = ["STATE_FIELDS", "STATE_REFRESH_SECONDS", "MonitorUnit"]
 
 log = structlog.get_logger("xiaozhi.hub.monitor")
 
@@ -49,6 +61,10 @@ _AUDIO_QOS, _ = publish_options(TopicKind.MONITOR_AUDIO)
 _WANT_QOS, _WANT_RETAIN = publish_options(TopicKind.MONITOR_LISTENERS)
 _STATE_QOS, _STATE_RETAIN = publish_options(TopicKind.BRIDGE_HUB)
 _STOP_FLUSH_SECONDS = 5.0
+STATE_REFRESH_SECONDS = 30.0
+"""How often the figures of this hub's state are looked at (re-published only when changed)."""
+STATE_FIELDS = ("devices", "stream_sessions", "mqtt_connects")
+"""The changing figures an online state carries (module docstring)."""
 
 
 class MonitorUnit:
@@ -56,10 +72,16 @@ class MonitorUnit:
 
     Args:
         ctx: what the units share.
+        figures: the changing figures of this hub's state (:data:`STATE_FIELDS`), from the
+            service, which knows them all.
     """
 
-    def __init__(self, ctx: HubContext) -> None:
+    def __init__(self, ctx: HubContext, figures: Callable[[], dict[str, Any]]) -> None:
         self._ctx = ctx
+        self._figures = figures
+        self._started_at = time.time()
+        self._published: dict[str, Any] = {}
+        self._refresher: asyncio.Task[None] | None = None
         self._want_id = ctx.settings.hub_id
         self._tasks = UnitTasks("monitor_subscription")
         self.wants_owner: MqttOwner | None = None
@@ -76,10 +98,29 @@ class MonitorUnit:
         return f"{self._ctx.topics.base}/monitor/+/listeners/{self._want_id}"
 
     async def start(self) -> None:
+        self._started_at = time.time()
         self._wants()  # this hub's state: online now, its will if it dies (module docstring)
         await self._ctx.owner.subscribe([self._own_wants], qos=_WANT_QOS)
+        self._refresher = asyncio.create_task(self._refresh_every(), name="hub-state")
+
+    async def _refresh_every(self) -> None:
+        while True:
+            await asyncio.sleep(STATE_REFRESH_SECONDS)
+            self.refresh_state()
+
+    def refresh_state(self) -> bool:
+        """Re-publish this hub's online state when its figures changed; True if it did."""
+        owner = self.wants_owner
+        if owner is None or self._figures() == self._published:
+            return False
+        return owner.retain(self._state(online=True))
 
     async def stop(self) -> None:
+        refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
         for device_id in list(self.listeners):
             self._want(device_id, wanted=False)
         self.listeners.clear()
@@ -95,7 +136,19 @@ class MonitorUnit:
             await owner.stop(flush_seconds=_STOP_FLUSH_SECONDS if connected else 0)
 
     def _state(self, *, online: bool) -> OutMessage:
-        state = EdgeState(state=Availability.ONLINE if online else Availability.OFFLINE)
+        """This hub's state: who and what it is (static), and online its figures now."""
+        figures: dict[str, Any] = {}
+        if online:
+            figures = self._published = self._figures()
+        now = time.time()
+        state = EdgeState(
+            state=Availability.ONLINE if online else Availability.OFFLINE,
+            hub_id=self._want_id,
+            version=__version__,
+            started_at=wire_timestamp(self._started_at),
+            timestamp=wire_timestamp(now),
+            **figures,
+        )
         topic = self._ctx.topics.hub_state(self._want_id)
         return OutMessage(topic, state.to_wire(), _STATE_QOS, _STATE_RETAIN)
 

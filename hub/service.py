@@ -242,8 +242,9 @@ class HubService:
             self._device_edited,
             on_edit=lambda: save_registry_edits(self.registry, self._registry_edits),
         )
-        self.monitor = MonitorUnit(self._ctx)
+        self.monitor = MonitorUnit(self._ctx, self._state_figures)
         self.stream = StreamUnit(self._ctx)
+        self.activations.on_change = self.stream.activation_changed
         self.units: tuple[Unit, ...] = (
             self.bridge_state,
             self.registry_feed,
@@ -447,6 +448,16 @@ class HubService:
     def publish_command(self, topic: str, command: CommandPayload) -> bool:
         """Publish a command (QoS 1, never retained); False when the queue dropped it."""
         return self._ctx.publish(topic, command.to_wire(), qos=1)
+
+    def _state_figures(self) -> dict[str, Any]:
+        """What this hub's retained ``bridge/hubs/{id}/state`` carries besides who it is, so
+        every replica's Bridge page shows it (:mod:`xiaozhi_hub.monitor`)."""
+        devices = self.registry.devices()
+        return {
+            "devices": {"known": len(devices), "connected": sum(d.connected for d in devices)},
+            "stream_sessions": self.stream.sessions,
+            "mqtt_connects": self.owner.stats.connects,
+        }
 
     def stats(self) -> dict[str, Any]:
         """Counters for ``/api/v1/stats``."""

@@ -30,7 +30,8 @@ Message types (seed 002's table, as :class:`~xiaozhi.stream_frame.MessageType` d
                        ``action_result``, ``response`` events and voice commands
 ``FEATURE_DATA``       ``status/group/{id}``, ``status/broadcast``, ``bridge/state``,
                        ``bridge/edges/{id}``, ``bridge/info``, ``entities/{id}``,
-                       ``device_edit`` (a rename, area or removal)
+                       ``device_edit`` (a rename, area or removal),
+                       ``activation`` (a device pending, approved, rejected, expired)
 =====================  =============================================================
 
 A voice command an edge publishes twice (``events/voice_command`` and its copy on
@@ -45,7 +46,11 @@ edge), read by the stream's own connection from the first client on.
 A device renamed, moved to another area or removed by a bridge request
 (or ``PATCH /devices/{id}``) is a ``FEATURE_DATA`` frame of kind ``device_edit`` under
 ``{base}/bridge/devices/{device_id}``, also of the stream only: ``{"id", "name", "area",
-"area_name"}``, or ``{"id", "removed": true}``. ``PRIORITY``: connection events,
+"area_name"}``, or ``{"id", "removed": true}``. An activation that changed (a device's setup call
+made it pending; an operator approved or rejected it; its code expired) is a ``FEATURE_DATA``
+frame of kind ``activation`` under ``{base}/bridge/activations/{device_id}``, of the stream
+only: ``{"change", "device_id", "client_id", ...}`` (:meth:`StreamUnit.activation_changed`).
+``PRIORITY``: connection events, a new pending activation,
 ``error`` events, bridge state. ``BROADCAST`` (to every
 session whatever its filters): the hub's own ``bridge/state``. Retained kinds are remembered
 (last message per topic, bounded by the fleet) and sent to a session when it subscribes.
@@ -176,7 +181,9 @@ class StreamUnit:
         """Listen to the hub's log; device events are read from the first client on."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._stop_logs = add_log_listener(self._on_log)
+        # The hub's own lines, and those of shared code (``xiaozhi.mqtt``...): under
+        # ``xiaozhi up`` the edge's lines are the edge's log feed's, so each comes once.
+        self._stop_logs = add_log_listener(self._on_log, component="xiaozhi.hub", rest=True)
 
     async def stop(self) -> None:
         if self._stop_logs is not None:
@@ -342,6 +349,26 @@ class StreamUnit:
         data = {"topic": topic, "kind": "device_edit", "device_id": device_id, "payload": payload}
         self.offered += 1
         item = StreamItem(MessageType.FEATURE_DATA, topic, data)
+        for sink in list(self._sinks):
+            sink.offer(item)
+
+    def activation_changed(self, change: str, entry: dict[str, Any]) -> None:
+        """A device became pending, was approved, rejected, or its code expired
+        (:attr:`~xiaozhi_hub.activations.Activations.on_change`): tell every session, so the
+        dashboard's approvals list follows without polling. ``PRIORITY`` for a new pending
+        one: someone is waiting at that device for an operator."""
+        if not self._sinks:
+            return
+        device_id = entry["device_id"]
+        topic = f"{self._ctx.topics.base}/bridge/activations/{device_id}"
+        data = {
+            "topic": topic,
+            "kind": "activation",
+            "device_id": device_id,
+            "payload": {"change": change, **entry},
+        }
+        self.offered += 1
+        item = StreamItem(MessageType.FEATURE_DATA, topic, data, priority=change == "pending")
         for sink in list(self._sinks):
             sink.offer(item)
 

@@ -7,11 +7,22 @@ configures nothing). Event names are stable snake_case (`device_connected`); log
 :func:`add_log_listener` lets a component see its own process's log events as they are
 written (the hub's live stream carries them): a listener is called with a copy of each event
 that passes the level, on the thread that logged it, and must neither block nor log.
+
+Under ``xiaozhi up`` an edge and a hub share one process, so one log, and both forward lines
+(the edge to ``bridge/edges/{id}/log``, the hub to its stream's log topic, which also carries
+the edge's topic): each line would reach the stream twice. So a listener names the component
+it speaks for, as a logger-name prefix (``xiaozhi.hub``, ``xiaozhi.edge``: every logger is
+named ``xiaozhi.<component>...``), and each line goes to exactly one component: the one whose
+prefix its logger's name has; a line of no listening component (shared code such as
+``xiaozhi.mqtt``, the simulator) goes to the listeners that take the rest (``rest=True``,
+the hub's), or, with none, to every component's (a lone edge keeps its MQTT warnings). A
+listener with no component (a test's) sees every line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import logging.handlers
 import sys
@@ -21,32 +32,92 @@ from typing import Any
 
 import structlog
 
-__all__ = ["LogListener", "add_log_listener", "configure_logging"]
+__all__ = ["LogListener", "add_log_listener", "configure_logging", "logger_of"]
 
 LogListener = Callable[[dict[str, Any]], None]
-_listeners: list[LogListener] = []
 
 
-def add_log_listener(listener: LogListener) -> Callable[[], None]:
-    """Call ``listener`` with every log event this process writes; returns the remover."""
-    _listeners.append(listener)
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Registered:
+    listener: LogListener
+    component: str | None
+    rest: bool
+
+    def owns(self, name: str) -> bool:
+        c = self.component
+        return c is not None and (name == c or name.startswith(c + "."))
+
+
+_listeners: list[_Registered] = []
+
+
+def add_log_listener(
+    listener: LogListener, *, component: str | None = None, rest: bool = False
+) -> Callable[[], None]:
+    """Call ``listener`` with the log events of its component; returns the remover.
+
+    Args:
+        listener: called with a copy of each event (module docstring: never blocks, never logs).
+        component: the logger-name prefix it speaks for (``xiaozhi.edge``); None: every line.
+        rest: it also takes the lines no listening component owns (shared code, libraries).
+    """
+    registered = _Registered(listener, component, rest)
+    _listeners.append(registered)
 
     def remove() -> None:
-        if listener in _listeners:
-            _listeners.remove(listener)
+        if registered in _listeners:
+            _listeners.remove(registered)
 
     return remove
+
+
+def _chosen(name: str) -> list[_Registered]:
+    """The listeners a line of logger ``name`` goes to: one component's, never two."""
+    everyone = [r for r in _listeners if r.component is None]
+    components = [r for r in _listeners if r.component is not None]
+    owners = [r for r in components if r.owns(name)]
+    if owners:
+        # The longest prefix owns it (``xiaozhi.hub.x`` under ``xiaozhi.hub`` and ``xiaozhi``).
+        longest = max(len(r.component or "") for r in owners)
+        owners = [r for r in owners if len(r.component or "") == longest]
+    else:
+        owners = [r for r in components if r.rest] or components
+    return everyone + owners
+
+
+def logger_of(logger: Any) -> str:
+    """The name a line's logger was made with (``structlog.get_logger("xiaozhi.edge")``)."""
+    return str(getattr(logger, "name", "") or "")
 
 
 def _to_listeners(
     logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """A structlog processor: hand a copy of the event to each listener (none: free)."""
-    for listener in tuple(_listeners):
+    """A structlog processor: hand a copy of the event to each listener it goes to."""
+    if not _listeners:
+        return event_dict
+    for registered in _chosen(logger_of(logger)):
         # A listener's failure must never break logging, nor log itself.
         with contextlib.suppress(Exception):
-            listener(dict(event_dict))
+            registered.listener(dict(event_dict))
     return event_dict
+
+
+class _NamedPrintLogger(structlog.PrintLogger):
+    """structlog's print logger, keeping the name it was asked for (the stdlib's have one):
+    :func:`_to_listeners` routes each line by it."""
+
+    def __init__(self, file: Any = None, name: str = "") -> None:
+        super().__init__(file)
+        self.name = name
+
+
+class _NamedPrintLoggerFactory:
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> _NamedPrintLogger:
+        return _NamedPrintLogger(self._file, str(args[0]) if args else "")
 
 
 LOG_FILE_BYTES = 10 * 1024 * 1024
@@ -86,7 +157,7 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_NamedPrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
     # The standard library's records (aiomqtt, websockets, uvicorn) are rendered by the same

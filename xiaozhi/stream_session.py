@@ -17,7 +17,9 @@ The conversation (every payload is a MessagePack map):
    no common version: ``ERROR`` 0x100 and the session closes; bad credentials: 0x202, closes;
 4. client → ``SUBSCRIBE`` / ``UNSUBSCRIBE`` ``{"topics": [MQTT filters]}``, answered by
    ``SUBSCRIPTION_ACK`` ``{"topics": every filter now held, "added"|"removed": [...]}``;
-   ``PING`` → ``PONG`` (same data); ``HEARTBEAT`` ``{"ack": seq}`` acknowledges a data frame.
+   ``PING`` → ``PONG`` (same data); ``HEARTBEAT`` ``{"ack": seq}`` acknowledges a data frame;
+5. any client frame with ``ACK_REQUIRED`` and an int ``seq`` (step 2's included) is acked by
+   the server's ``HEARTBEAT`` ``{"ack": seq}`` ahead of its answer or refusal (one rule).
 
 Data frames carry ``{"seq", "topic", "kind", "payload", ...}``: ``seq`` counts per session
 from 1 at the offer, so a gap shows what a slow client was skipped.
@@ -40,7 +42,8 @@ What this class guarantees:
   a bad one is answered with an ``ERROR`` carrying the seed's code, and the session goes on.
 - **Flags** (V3): ``PRIORITY`` messages are sent before queued normal ones; ``BROADCAST``
   ones reach a session whatever its filters (a client may not send one: 0x203);
-  ``ACK_REQUIRED`` from the client is answered by ``HEARTBEAT`` ``{"ack": its seq}``; on data
+  ``ACK_REQUIRED`` from the client, on any frame in any state, is answered by ``HEARTBEAT``
+  ``{"ack": its seq}`` before anything else (:meth:`StreamSession._acknowledge`); on data
   frames (``"ack": true``) at most ``max_unacked`` wait for an ack, each is sent again after
   ``ack_timeout_seconds`` up to ``ack_retries`` times, then the session closes.
 - V1 and V2 sessions get the same messages without the flags their version lacks.
@@ -203,6 +206,10 @@ class Subscribed:
     filters: tuple[str, ...]
 
 
+_Control = tuple[MessageType, Any, Flag, StreamVersion]
+"""A control frame waiting: type, data, flags, and the version it is framed in."""
+
+
 @dataclass(slots=True)
 class _InFlight:
     seq: int
@@ -267,7 +274,10 @@ class StreamSession:
         self.dropped = 0
         self.close_reason = ""
         self.stats = _Stats()
-        self._control: collections.deque[tuple[MessageType, Any, Flag]] = collections.deque()
+        # Control frames, each with the version in force when it was queued: a reply is
+        # framed as the session spoke when it was due (V1 until the version is agreed), not
+        # as it speaks by the time the writer sends it.
+        self._control: collections.deque[_Control] = collections.deque()
         self._priority: collections.deque[_Queued] = collections.deque()
         self._normal: collections.deque[_Queued] = collections.deque()
         self._replay: dict[str, StreamItem] = {}
@@ -292,6 +302,7 @@ class StreamSession:
                     "max_message_bytes": self.max_message_bytes,
                 },
                 Flag(0),
+                StreamVersion.V1,
             )
         )
 
@@ -369,6 +380,8 @@ class StreamSession:
             self._error(err.code, str(err))
             return []
         self.stats.counts[msg.type.name] += 1
+        if msg.flags & Flag.ACK_REQUIRED and not self._acknowledge(msg):
+            return []
         if msg.flags & Flag.BROADCAST:
             self._error(ErrorCode.PERMISSION_DENIED, "clients may not broadcast on the stream")
             return []
@@ -380,13 +393,27 @@ class StreamSession:
                 f"this session speaks V{int(self.version)}, the frame is V{int(msg.version)}",
             )
             return []
-        if msg.flags & Flag.ACK_REQUIRED:
-            seq = msg.data.get("seq") if isinstance(msg.data, dict) else None
-            if type(seq) is not int:
-                self._error(ErrorCode.MISSING_REQUIRED_FIELDS, "ACK_REQUIRED needs an int 'seq'")
-                return []
-            self._say(MessageType.HEARTBEAT, {"ack": seq}, Flag.PRIORITY)
         return self._handle(msg, now)
+
+    def _acknowledge(self, msg: StreamMessage) -> bool:
+        """The one ack rule: ``HEARTBEAT {"ack": seq}`` for a verified ``ACK_REQUIRED`` frame.
+
+        Whatever the frame's type and the session's state (negotiating or open), the ack is
+        queued before anything else the frame is answered with, refusals included: it says
+        the frame arrived intact, not that it was accepted (an ``ERROR`` follows it then).
+        Before the version is agreed it goes out in V1 framing, like everything else then.
+        False when the frame is not to be handled: it has no int ``seq`` to acknowledge
+        (refused with 0x201, in either state, so a client never waits for an ack that cannot
+        come), or its ack was one reply too many and cut the client off (0x204): a closed
+        session stays closed, a version check does not reopen it. (A frame that fails
+        verification never gets here: its flags are not trusted.)
+        """
+        seq = msg.data.get("seq") if isinstance(msg.data, dict) else None
+        if type(seq) is not int:
+            self._error(ErrorCode.MISSING_REQUIRED_FIELDS, "ACK_REQUIRED needs an int 'seq'")
+            return False
+        self._say(MessageType.HEARTBEAT, {"ack": seq}, Flag.PRIORITY)
+        return self.state is not SessionState.CLOSED
 
     def _negotiate(self, msg: StreamMessage) -> list[Subscribed | Credentials]:
         if msg.type not in (MessageType.VERSION_CHECK, MessageType.PROTOCOL_NEGOTIATION):
@@ -491,12 +518,11 @@ class StreamSession:
 
         A client that sends but never reads would otherwise make us keep every answer (a
         ``PONG`` holds its ``PING``'s data): what it left unread is dropped, and the one
-        frame left is the fatal ``ERROR``.
+        frame left is the fatal ``ERROR``. Never called on a closed session (:meth:`receive`
+        and :meth:`refuse` stop first), so that ``ERROR`` stays the last frame.
         """
-        if self.state is SessionState.CLOSED:
-            return  # the session's last frame (a fatal ERROR) is queued already
         if len(self._control) < self.queue_limit:
-            self._control.append((kind, data, flags))
+            self._control.append((kind, data, flags, self.version))
             return
         self._control.clear()
         self._error(
@@ -516,12 +542,12 @@ class StreamSession:
 
     def frames(self, now: float) -> list[bytes]:
         """Every frame due now, in order: control, drop notice, resends, priority, normal."""
-        out = [self._encode(kind, data, flags, now) for kind, data, flags in self._control]
+        out = [self._encode(k, d, f, now, v) for k, d, f, v in self._control]
         self._control.clear()
         if self.state is SessionState.OPEN:
             out.extend(self._data_frames(now))
             # Acks ran out: the ERROR that says so goes out too.
-            out.extend(self._encode(k, d, f, now) for k, d, f in self._control)
+            out.extend(self._encode(k, d, f, now, v) for k, d, f, v in self._control)
             self._control.clear()
         if out:
             self._last_sent = now
@@ -609,18 +635,25 @@ class StreamSession:
             timestamp_us=self._timestamp(now),
         )
 
-    def _timestamp(self, now: float) -> int | None:
-        return int(now * 1_000_000) if self.version >= StreamVersion.V3 else None
+    def _timestamp(self, now: float, version: StreamVersion | None = None) -> int | None:
+        version = self.version if version is None else version
+        return int(now * 1_000_000) if version >= StreamVersion.V3 else None
 
-    def _encode(self, kind: MessageType, data: Any, flags: Flag, now: float) -> bytes:
-        ts = self._timestamp(now)
+    def _encode(
+        self,
+        kind: MessageType,
+        data: Any,
+        flags: Flag,
+        now: float,
+        version: StreamVersion | None = None,
+    ) -> bytes:
+        version = self.version if version is None else version
+        ts = self._timestamp(now, version)
         if kind is MessageType.ERROR:
-            msg = error_message(
-                data["code"], data["message"], version=self.version, timestamp_us=ts
-            )
+            msg = error_message(data["code"], data["message"], version=version, timestamp_us=ts)
         else:
-            allowed = flags & ALLOWED_FLAGS[self.version]
-            msg = StreamMessage(kind, data, self.version, Flag(allowed), ts)
+            allowed = flags & ALLOWED_FLAGS[version]
+            msg = StreamMessage(kind, data, version, Flag(allowed), ts)
         return encode_message(msg)
 
     def next_deadline(self) -> float | None:

@@ -1,12 +1,13 @@
 // The hub's dashboard: sign in once with an API key (kept in localStorage), read the fleet
 // once over REST, then follow it live over the stream (stream.js). Pages are hash routes:
 // #/ the fleet, #/device/<id> one device, #/voice, #/try the phrase tester, #/home the home
-// model, #/bridge the hub and its edges. No build step, no CDN.
+// model, #/bridge the hub and its edges, #/logs the hub's and edges' log lines. No build step,
+// no CDN.
 import { Listener } from "./listen.js";
 import { Stream } from "./stream.js";
 
 const KEY = "xiaozhi_api_key";
-const PAGES = ["fleet", "device", "voice", "try", "home", "bridge"];
+const PAGES = ["fleet", "device", "voice", "try", "home", "bridge", "logs"];
 const MAX_EVENTS = 50;
 const $ = (id) => document.getElementById(id);
 const devices = new Map(); // id -> the REST shape of a device, kept up to date by the stream
@@ -26,6 +27,17 @@ let hubStats = null; // GET /stats: this hub
 let bridgeState = null; // the retained xiaozhi/bridge/state, from the stream
 const edges = new Map(); // edge id -> its retained bridge/edges/<id> payload, from the stream
 const hubs = new Map(); // hub id -> its retained bridge/hubs/<id>/state payload, from the stream
+// Pending activations: read once (GET /activations) when the fleet page opens, then kept live
+// by the stream's activation frames (pending, approved, rejected, expired).
+const pending = new Map(); // "device_id client_id" -> the listing's entry, plus expires_at (ms)
+// Log lines from the stream (the hub's bridge/hubs/<id>/log, each edge's bridge/edges/<id>/log),
+// oldest first, at most MAX_LOG_LINES: a busy hub never grows the page's memory.
+const MAX_LOG_LINES = 1000;
+const logLines = [];
+const logSources = new Set(); // "hub <id>", "edge <id>": the source filter's choices
+const LEVELS = { debug: 0, info: 1, warning: 2, error: 3, exception: 3, critical: 4 };
+const LOG_TOPIC = /\/bridge\/(hubs|edges)\/([^/]+)\/log$/;
+const LOG_OWN_FIELDS = new Set(["level", "event", "timestamp", "edge_id"]);
 // The fleet table keeps one row per device and updates only the rows whose device changed:
 // a fleet of 10,000 is built once, not on every frame (docs/hub.md, the dashboard).
 const rows = new Map(); // id -> <tr>
@@ -161,6 +173,13 @@ function onData(msg) {
       break;
     case "bridge_hub": // one replica's own state: its monitor connection's birth and will
       if (msg.hub_id) { if (p) hubs.set(msg.hub_id, p); else hubs.delete(msg.hub_id); }
+      break;
+    case "activation": // a device's setup call made it pending; approved, rejected, expired
+      if (p?.device_id) activation(p);
+      break;
+    case "log":
+      keepLog(msg.topic, p);
+      if (currentRoute()[0] !== "logs") return; // nothing else on screen shows it
       break;
     case "entity_state":
       if (home && msg.entity_id) {
@@ -483,6 +502,45 @@ function renderDevice(id) {
     : el("p", { class: "muted" }, "No event since this page opened."));
 }
 
+// ------------------------------------------------------------------ logs
+function keepLog(topic, p) {
+  const m = LOG_TOPIC.exec(topic || "");
+  if (!m || !p || typeof p !== "object") return;
+  const source = `${m[1] === "hubs" ? "hub" : "edge"} ${m[2]}`;
+  const details = Object.entries(p).filter(([k]) => !LOG_OWN_FIELDS.has(k))
+    .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(" ");
+  const level = String(p.level || "info");
+  const line = { at: p.timestamp || new Date().toISOString(), level, source, event: String(p.event || ""), details };
+  line.text = `${line.event} ${details} ${source}`.toLowerCase();
+  logLines.push(line);
+  if (logLines.length > MAX_LOG_LINES) logLines.shift();
+  if (!logSources.has(source)) {
+    logSources.add(source);
+    const select = $("log-source"), chosen = select.value;
+    select.replaceChildren(el("option", { value: "" }, "every source"),
+      ...[...logSources].sort().map((s) => el("option", { value: s }, s)));
+    select.value = chosen;
+  }
+}
+
+/** The lines kept, newest first, through the level, source and search filters. */
+function renderLogs() {
+  const least = LEVELS[$("log-level").value] ?? 0, source = $("log-source").value;
+  const words = $("log-search").value.toLowerCase().split(/\s+/).filter(Boolean);
+  const shown = [];
+  for (let i = logLines.length - 1; i >= 0; i--) {
+    const l = logLines[i];
+    if ((LEVELS[l.level] ?? 1) < least || (source && l.source !== source)) continue;
+    if (words.length && !words.every((w) => l.text.includes(w))) continue;
+    shown.push(el("tr", { class: `level-${l.level}`, "data-level": l.level, "data-source": l.source },
+      el("td", { class: "time", title: l.at }, l.at.replace("T", " ").replace(/\.\d+Z?$|Z$/, "")),
+      el("td", { class: "level" }, l.level), el("td", {}, l.source), el("td", { class: "event" }, l.event),
+      el("td", { class: "details" }, l.details)));
+  }
+  $("log-lines").replaceChildren(...shown);
+  $("log-count").textContent = `${shown.length} of ${logLines.length} lines`;
+}
+
 function render() {
   const [page, arg] = currentRoute();
   if (page === "fleet") renderFleet(); // elsewhere, the rows touched wait until it is shown
@@ -490,13 +548,14 @@ function render() {
   else if (page === "voice") renderVoice();
   else if (page === "home") renderHome();
   else if (page === "bridge") renderBridge();
+  else if (page === "logs") renderLogs();
 }
 
 // ------------------------------------------------------------------ routes
 function currentRoute() {
   const hash = location.hash.replace(/^#\/?/, "");
   if (hash.startsWith("device/")) return ["device", decodeURIComponent(hash.slice(7))];
-  if (["try", "voice", "home", "bridge"].includes(hash)) return [hash];
+  if (["try", "voice", "home", "bridge", "logs"].includes(hash)) return [hash];
   return ["fleet"];
 }
 
@@ -612,9 +671,16 @@ function renderBridge() {
       el("td", {}, h ? (h.intents_loaded ? "loaded" : "loading") : ""))));
   const hubIds = [...new Set([...hubs.keys(), ...(h?.hub_id ? [h.hub_id] : [])])].sort();
   $("bridge-hubs").replaceChildren(...hubIds.map((id) => {
-    const state = hubs.get(id)?.state || "unknown";
+    const r = hubs.get(id) || {}, state = r.state || "unknown", online = state === "online";
+    const started = Date.parse(r.started_at);
     return el("tr", { "data-replica": id }, el("td", {}, id === h?.hub_id ? `${id} (this hub)` : id),
-      el("td", { class: `status ${state === "online" ? "connected" : "disconnected"}` }, state));
+      el("td", { class: `status ${online ? "connected" : "disconnected"}` }, state),
+      el("td", { class: "version" }, r.version || ""),
+      el("td", { class: "up" }, online && started ? duration((Date.now() - started) / 1000) : ""),
+      el("td", { class: "devices" }, online && r.devices ? `${r.devices.connected} of ${r.devices.known} connected` : ""),
+      el("td", {}, online && r.stream_sessions != null ? `${r.stream_sessions} sessions` : ""),
+      el("td", {}, online && r.mqtt_connects != null ? String(r.mqtt_connects) : ""),
+      el("td", { class: "seen", title: r.timestamp || "" }, r.timestamp ? ago(r.timestamp) : ""));
   }));
   $("bridge-shared").textContent = shared;
   $("bridge-shared").className = `status ${shared === "online" ? "connected" : "disconnected"}`;
@@ -704,32 +770,53 @@ async function command(name, parameters) {
   } catch (err) { out.textContent = `${err.code}: ${err.message}`; out.className = "error"; }
 }
 
-/** Pending activations (GET /activations): the hub publishes no event for them, so they are
- * read when the fleet page opens and on "Refresh". */
+/** Pending activations: the list (GET /activations) read when the fleet page opens; from
+ * then on the stream's activation frames add and remove entries as they happen. */
 async function loadPending() {
-  let pending = [];
-  try { pending = (await api("/activations")).data; } catch (err) {
+  let listed;
+  try { listed = (await api("/activations")).data; } catch (err) {
     $("pending-result").textContent = `${err.code}: ${err.message}`;
+    return;
   }
-  $("pending").hidden = pending.length === 0;
-  $("pending-summary").textContent = pending.length
-    ? `${pending.length} device${pending.length > 1 ? "s" : ""}: approve the code it says or shows`
+  pending.clear();
+  for (const p of listed) keepPending(p);
+  renderPending();
+}
+
+function keepPending(p) {
+  pending.set(`${p.device_id} ${p.client_id}`, { ...p, expires_at: Date.now() + p.expires_in_seconds * 1000 });
+}
+
+/** One activation frame: a new pending device is listed, any other change removes it. */
+function activation(p) {
+  if (p.change === "pending") keepPending(p);
+  else pending.delete(`${p.device_id} ${p.client_id}`);
+  renderPending();
+}
+
+function renderPending() {
+  const now = Date.now();
+  for (const [key, p] of pending) if (p.expires_at <= now) pending.delete(key); // the hub expires it too
+  const list = [...pending.values()].sort((a, b) => a.created_at - b.created_at);
+  $("pending").hidden = list.length === 0;
+  $("pending-summary").textContent = list.length
+    ? `${list.length} device${list.length > 1 ? "s" : ""}: approve the code it says or shows`
     : "none";
-  $("pending-list").replaceChildren(...pending.map((p) => el("tr", { "data-code": p.code },
+  $("pending-list").replaceChildren(...list.map((p) => el("tr", { "data-code": p.code },
     el("td", {}, el("strong", {}, p.code)), el("td", {}, p.device_id), el("td", {}, p.client_id),
-    el("td", {}, p.user_agent || ""), el("td", {}, `${Math.round(p.expires_in_seconds / 60)} min`),
+    el("td", {}, p.user_agent || ""), el("td", {}, `${Math.max(0, Math.round((p.expires_at - now) / 60000))} min`),
     el("td", {}, el("button", { type: "button", class: "approve", onclick: () => decide("approve", p) }, "Approve"),
       " ", el("button", { type: "button", class: "reject", onclick: () => decide("reject", p) }, "Reject")))));
 }
 
-async function decide(verdict, pending) {
+async function decide(verdict, p) {
   const out = $("pending-result");
   try {
     const { message } = await api(`/activations/${verdict}`,
-      { method: "POST", body: JSON.stringify({ code: pending.code }) });
-    out.textContent = `${pending.device_id}: ${message}`; out.className = "ok";
+      { method: "POST", body: JSON.stringify({ code: p.code }) });
+    out.textContent = `${p.device_id}: ${message}`; out.className = "ok";
+    activation({ ...p, change: verdict === "approve" ? "approved" : "rejected" }); // its frame follows
   } catch (err) { out.textContent = `${err.code}: ${err.message}`; out.className = "error"; }
-  await loadPending();
 }
 
 async function removeDevices(filter, what) {
@@ -769,7 +856,6 @@ $("edit-form").onsubmit = editDevice;
 $("command-form").onsubmit = sendCommand;
 $("restart").onclick = restart;
 $("listen").onclick = toggleListen;
-$("pending-refresh").onclick = loadPending;
 $("bridge-refresh").onclick = loadStats;
 $("remove-simulated").onclick = () => removeDevices({ simulated: true }, "simulated");
 $("remove-stale").onclick = () => {
@@ -777,11 +863,17 @@ $("remove-stale").onclick = () => {
   removeDevices({ not_seen_for_seconds: hours * 3600 }, `disconnected and not seen for ${hours} h`);
 };
 $("try-form").onsubmit = tryPhrase;
+for (const id of ["log-level", "log-source"]) $(id).onchange = renderLogs;
+$("log-search").oninput = renderLogs;
+$("log-clear").onclick = () => { logLines.length = 0; renderLogs(); };
 window.onhashchange = route;
 window.addEventListener("scroll", () => { if (currentRoute()[0] === "fleet") changed(); }, { passive: true });
 window.addEventListener("resize", () => changed());
 // "5 s ago" ages on screen; the data itself only ever comes from the stream.
-setInterval(() => { for (const td of document.querySelectorAll("td.seen[title]")) td.textContent = ago(td.title); }, 5000);
+setInterval(() => {
+  for (const td of document.querySelectorAll("td.seen[title]")) td.textContent = ago(td.title);
+  if ([...pending.values()].some((p) => p.expires_at <= Date.now())) renderPending(); // a code ran out
+}, 5000);
 
 const saved = localStorage.getItem(KEY);
 if (saved) signIn(saved); else showSignIn();

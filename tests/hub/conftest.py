@@ -3,11 +3,13 @@ integration tests a hub on the session's real Mosquitto with a watching MQTT cli
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from tests.support import Recorder, record
 from xiaozhi_cli.broker import ManagedMosquitto
@@ -17,6 +19,7 @@ from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.registry import Registry
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
+from xiaozhi_runtime.logs import configure_logging
 from xiaozhi_sim.settings import SimSettings
 
 
@@ -119,3 +122,17 @@ def sim_settings(hub_settings: HubSettings) -> SimSettings:
         sim_binary_version=1,
         sim_seed=0,
     )
+
+
+@pytest.fixture
+def logging_to_listeners() -> Iterator[None]:
+    """The production logging chain (log listeners included), as ``xiaozhi edge`` configures
+    it, for one test: nothing cached past it, the defaults restored after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging(level="warning", json=True)
+    structlog.configure(cache_logger_on_first_use=False)  # no logger keeps this chain after
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()

@@ -84,3 +84,30 @@ def test_an_unreadable_file_keeps_what_was_known(tmp_path: Path) -> None:
     path.write_text("{not json")
     assert [p.code for p in activations.pending(T0)] == [entry.code]
     assert store(path).pending(T0) == []  # a new process starts empty, and says so in the log
+
+
+def test_every_change_is_told_to_the_listener() -> None:
+    """What the live stream's activation frames carry: pending (a new code only), approved,
+    rejected, expired; each with the pair it is about."""
+    activations = store(None)
+    told: list[tuple[str, dict[str, object]]] = []
+    activations.on_change = lambda change, entry: told.append((change, entry))
+    a = activations.request("dev1", "c1", T0)
+    activations.request("dev1", "c1", T0 + 1)  # asked again: the same code, nothing new
+    activations.request("dev2", "c2", T0)
+    activations.request("dev3", "c3", T0 + 300)
+    activations.approve(T0 + 2, by="test", code=a.code)
+    activations.reject(T0 + 3, device_id="dev2")
+    assert activations.pending(T0 + 900) == []  # dev3's code ran out
+    assert [(change, e["device_id"], e["client_id"]) for change, e in told] == [
+        ("pending", "dev1", "c1"),
+        ("pending", "dev2", "c2"),
+        ("pending", "dev3", "c3"),
+        ("approved", "dev1", "c1"),
+        ("rejected", "dev2", "c2"),
+        ("expired", "dev3", "c3"),
+    ]
+    assert told[0][1]["code"] == a.code
+    assert told[0][1]["expires_in_seconds"] == 600
+    assert "challenge" not in told[0][1]  # the device's secret, never the operator's
+    assert told[3][1]["by"] == "test"

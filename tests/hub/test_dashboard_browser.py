@@ -30,6 +30,7 @@ from tests.edge.helpers import tone_packets
 from tests.hub.conftest import READ_KEY, WRITE_KEY
 from tests.hub.test_activation import firmware_headers, new_mac, setup_call
 from tests.support import Recorder
+from xiaozhi import __version__
 from xiaozhi.audio_monitor import AudioPacket, encode_audio_packet
 from xiaozhi.stream_frame import (
     Flag,
@@ -250,17 +251,28 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
         # another replica's as it starts and as it stops
         replicas = page.locator("#bridge-hubs")
         mine = replicas.locator(f'tr[data-replica="{hub_settings.hub_id}"]')
-        await expect(mine).to_have_text(f"{hub_settings.hub_id} (this hub)online")
+        await expect(mine.locator("td").nth(0)).to_have_text(f"{hub_settings.hub_id} (this hub)")
+        await expect(mine.locator("td").nth(1)).to_have_text("online")
+        await expect(mine.locator("td.version")).to_have_text(__version__)
+        # its figures as its state re-publishes them (every 30 s when changed; now here)
+        assert running_hub.service.monitor.refresh_state()
+        await expect(mine.locator("td.devices")).to_contain_text("1 of")
         second = hub_settings.model_copy(update={"hub_id": hub_settings.hub_id + "-b"})
         other = replicas.locator(f'tr[data-replica="{second.hub_id}"]')
         replica = HubService(second, home=engine.home, engine=engine)
         await replica.start()
         try:
-            await expect(other).to_have_text(f"{second.hub_id}online")
+            # another replica's figures too, from its own retained state
+            await expect(other.locator("td").nth(1)).to_have_text("online")
+            await expect(other.locator("td.version")).to_have_text(__version__)
+            await expect(other.locator("td.devices")).to_contain_text("connected")
+            await expect(other.locator("td.up")).to_contain_text(" s")
             await page.screenshot(path=shots / "dashboard-bridge.png", full_page=True)
         finally:
             await replica.stop()
-        await expect(other).to_have_text(f"{second.hub_id}offline")
+        await expect(other.locator("td").nth(1)).to_have_text("offline")
+        await expect(other.locator("td.version")).to_have_text(__version__)  # as it stopped
+        await expect(other.locator("td.devices")).to_have_text("")
         await page.click('nav a[href="#/"]')
         await row.locator("a").click()
 
@@ -543,19 +555,25 @@ async def test_an_utterance_shows_as_its_pipeline_with_the_time_of_each_step(
     await expect(state).to_have_text("on")
 
 
-async def test_a_device_waiting_for_approval_is_approved_from_the_fleet_page(
+async def test_a_device_waiting_for_approval_appears_live_and_is_approved_from_the_page(
     running_hub: RunningHub, page: Page, shots: Path
 ) -> None:
+    """The approvals list follows the stream's activation frames: a device that asks appears
+    within 2 s without reload, and an approval or a rejection made anywhere removes it."""
     await sign_in(page, running_hub, shots)
     await expect(page.locator("#pending-summary")).to_have_text("none")
     await expect(page.locator("#pending")).to_be_hidden()
+    await page.evaluate("window.notReloaded = true")
     mac, client_id = new_mac(), str(uuid.uuid4())
     async with httpx.AsyncClient(base_url=running_hub.url, timeout=10) as http:
+        asked_at = time.monotonic()
         first = await setup_call(http, firmware_headers(mac, client_id))
         code = first["activation"]["code"]
-        await page.click("#pending-refresh")
         row = page.locator(f'#pending-list tr[data-code="{code}"]')
-        await expect(row).to_contain_text(mac.replace(":", "").lower())
+        await expect(row).to_contain_text(mac.replace(":", "").lower(), timeout=2000)
+        shown_after = time.monotonic() - asked_at
+        assert shown_after < 2.0
+        print(f"pending device listed {shown_after * 1000:.0f} ms after its setup call")
         await expect(row).to_contain_text("bread-compact-wifi/1.8.2")
         await expect(page.locator("#pending-summary")).to_contain_text("1 device:")
         await page.screenshot(path=shots / "dashboard-approval.png")
@@ -566,13 +584,79 @@ async def test_a_device_waiting_for_approval_is_approved_from_the_fleet_page(
         second = await setup_call(http, firmware_headers(mac, client_id))
 
         other = await setup_call(http, firmware_headers(new_mac(), str(uuid.uuid4())))
-        await page.click("#pending-refresh")
         refused = page.locator(f'#pending-list tr[data-code="{other["activation"]["code"]}"]')
         await refused.locator("button.reject").click()
         await expect(page.locator("#pending-result")).to_contain_text("activation rejected")
         await expect(refused).to_have_count(0)
+
+        # approved elsewhere (the REST API, as a script would): the row goes, live
+        third = await setup_call(http, firmware_headers(new_mac(), str(uuid.uuid4())))
+        elsewhere = page.locator(f'#pending-list tr[data-code="{third["activation"]["code"]}"]')
+        await expect(elsewhere).to_have_count(1)
+        approved = await http.post(
+            "/api/v1/activations/approve",
+            json={"code": third["activation"]["code"]},
+            headers={"X-API-Key": WRITE_KEY},
+        )
+        assert approved.status_code == 200
+        await expect(elsewhere).to_have_count(0)
     assert "activation" not in second  # approved: the device's next setup gets its token
     assert second["websocket"]["token"]
+    assert await page.evaluate("window.notReloaded") is True
+
+
+async def test_the_logs_page_shows_an_edges_warning_live_with_filters(
+    running_hub: RunningHub,
+    hub_settings: HubSettings,
+    start_edge: StartEdge,
+    watcher: Recorder,
+    logging_to_listeners: None,
+    page: Page,
+    shots: Path,
+) -> None:
+    """The hub's and the edges' log lines on the Logs page, newest first, filtered by level,
+    source and text, from the stream (the production logging chain: warnings and above)."""
+    await sign_in(page, running_hub, shots)
+    await asyncio.wait_for(running_hub.service.stream.events_subscribed.wait(), 10)
+    await page.click('nav a[href="#/logs"]')
+    edge = await start_edge(base_topic=hub_settings.base_topic, device_auth="open")
+    source = f"edge {edge.settings.edge_id}"
+    lines = page.locator("#log-lines tr")
+    warned = page.locator(f'#log-lines tr[data-source="{source}"]', has_text="device_auth_open")
+    await expect(warned).to_have_count(1)  # the edge's warning at its start, once
+    await expect(warned.locator("td.level")).to_have_text("warning")
+    await expect(warned.locator("td.details")).to_contain_text("use token in production")
+    # the hub's own warning: a status that is not JSON, refused
+    await watcher.publish(f"{hub_settings.base_topic}/status/noisy", b"not json")
+    hub_line = page.locator(f'#log-lines tr[data-source="hub {hub_settings.hub_id}"]')
+    await expect(hub_line.filter(has_text="mqtt_message_refused")).to_have_count(1)
+    await expect(lines.first).to_contain_text("mqtt_message_refused")  # newest first
+    await page.screenshot(path=shots / "dashboard-logs.png", full_page=True)
+
+    await page.select_option("#log-source", source)
+    await expect(lines.filter(has_text="mqtt_message_refused")).to_have_count(0)
+    await expect(warned).to_have_count(1)
+    await page.fill("#log-search", "auth_open production")  # every word, event or fields
+    await expect(lines).to_have_count(1)
+    await page.fill("#log-search", "no such words")
+    await expect(lines).to_have_count(0)
+    await page.fill("#log-search", "")
+    await page.select_option("#log-source", "")
+    await page.select_option("#log-level", "error")
+    await expect(warned).to_have_count(0)
+    await page.select_option("#log-level", "debug")
+    await expect(warned).to_have_count(1)
+    # bounded: 1,200 lines more (another edge's, as MQTT brings them) leave the last 1,000 in
+    # the page, the newest on top. Sent 200 at a time, each lot shown before the next: fewer
+    # than the stream's queue limit (256) wait at once, so the hub skips none of them ahead.
+    flood = f"{hub_settings.base_topic}/bridge/edges/flood/log"
+    for lot in range(6):
+        for n in range(lot * 200, lot * 200 + 200):
+            line = {"level": "warning", "event": "flood_line", "edge_id": "flood", "n": n}
+            await watcher.publish(flood, line, qos=0)
+        await expect(lines.first).to_contain_text(f"n={lot * 200 + 199}")
+    count = await page.locator("#log-count").inner_text()
+    assert count == "1000 of 1000 lines", count
 
 
 async def test_signed_in_once_a_read_only_key_watches_but_cannot_command(

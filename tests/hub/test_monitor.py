@@ -16,10 +16,12 @@ from websockets.exceptions import ConnectionClosed
 from tests.edge.helpers import tone_packets
 from tests.hub.conftest import READ_KEY
 from tests.support import Recorder
+from xiaozhi import __version__
 from xiaozhi.audio_monitor import AudioPacket, decode_audio_packet, encode_audio_packet
 from xiaozhi.wav import decode_wav
 from xiaozhi_hub.http import run_hub
 from xiaozhi_hub.intents import IntentEngine
+from xiaozhi_hub.monitor import STATE_FIELDS
 from xiaozhi_hub.settings import HubSettings
 from xiaozhi_hub.utterance_audio import UtteranceAudio
 from xiaozhi_runtime import opus
@@ -56,7 +58,7 @@ async def test_a_page_listens_through_the_hubs_want_and_the_want_goes_with_it(
             await watcher.expect(want, lambda w: w == {"edge_id": hub_settings.hub_id})
             # online before the want, on the same connection: an edge never takes it for a
             # want left by a dead hub
-            assert json.loads(watcher.payloads(state)[-1]) == {"state": "online"}
+            assert json.loads(watcher.payloads(state)[-1])["state"] == "online"
             # the edge holding the device publishes its frames while the want is there;
             # the hub's subscription may still be on its way: send until one comes back
             frame = encode_audio_packet(AudioPacket(123456, 60, 77, b"\xf8opus"))
@@ -75,7 +77,41 @@ async def test_a_page_listens_through_the_hubs_want_and_the_want_goes_with_it(
         await watcher.wait_for(lambda: watcher.payloads(want)[-1:] == [b""])
         assert running.service.monitor.listeners == {}
     # a clean stop says offline itself (a killed hub's will says it: edges drop its wants)
-    await watcher.expect(state, lambda s: s == {"state": "offline"})
+    await watcher.expect(state, lambda s: s["state"] == "offline")
+
+
+@pytest.mark.integration
+async def test_the_hubs_state_carries_who_it_is_and_its_figures_for_every_replica(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
+) -> None:
+    """``bridge/hubs/{id}/state``: version and start time in the birth, the will and the clean
+    stop; while online, the figures, re-published (retained) only when they changed."""
+    topics = hub_settings.topics
+    state = topics.hub_state(hub_settings.hub_id)
+    async with run_hub(hub_settings, home=engine.home, engine=engine) as running:
+        born = await watcher.expect(state, lambda s: s["state"] == "online")
+        assert born["hub_id"] == hub_settings.hub_id
+        assert born["version"] == __version__
+        assert born["started_at"] <= born["timestamp"]
+        known = born["devices"]["known"]
+        assert born["devices"] == {"known": known, "connected": 0}
+        assert (born["stream_sessions"], born["mqtt_connects"]) == (0, 1)
+        monitor = running.service.monitor
+        assert not monitor.refresh_state()  # nothing changed: nothing published
+        status = {"status": "connected", "device_id": "figures1"}
+        await watcher.publish(topics.status("figures1"), status)
+        await watcher.wait_for(lambda: running.service.registry.device("figures1") is not None)
+        assert monitor.refresh_state()
+        now = await watcher.expect(state, lambda s: s["devices"]["known"] == known + 1)
+        assert now["devices"]["connected"] == 1
+        assert now["started_at"] == born["started_at"]
+        assert set(now) == {"state", "hub_id", "version", "started_at", "timestamp", *STATE_FIELDS}
+        size = len(watcher.payloads(state)[-1])
+        print(f"the state with its figures: {size} B")
+        assert size < 300  # cheap: a few figures
+    gone = await watcher.expect(state, lambda s: s["state"] == "offline")
+    assert (gone["version"], gone["started_at"]) == (__version__, born["started_at"])
+    assert "devices" not in gone  # figures of a hub that is gone would be stale
 
 
 @pytest.mark.integration

@@ -8,10 +8,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -38,7 +37,6 @@ from xiaozhi_hub.http import RunningHub, run_hub
 from xiaozhi_hub.http.stream import WS_MAX_SIZE
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.settings import HubSettings
-from xiaozhi_runtime.logs import configure_logging
 from xiaozhi_runtime.stream_client import DATA_TYPES, StreamClient, StreamClosed, stream_url
 from xiaozhi_sim.identity import make_identity
 from xiaozhi_sim.settings import SimSettings
@@ -192,6 +190,26 @@ async def test_a_message_over_the_frame_limit_is_refused_by_the_server(
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 15)
     assert ws.close_code == 1009  # RFC 6455: message too big
+
+
+async def test_an_acked_version_check_is_acked_first_through_the_real_endpoint(
+    running_hub: RunningHub,
+) -> None:
+    """The ack rule on the wire: a VERSION_CHECK sent with ACK_REQUIRED (and the key, as a
+    browser sends it) gets HEARTBEAT {"ack": seq} in V1 framing, then the V3 answer."""
+    async with connect(stream_url(running_hub.url)) as ws:
+        hello = decode_message(await asyncio.wait_for(ws.recv(), 10))
+        assert hello.data["auth"] == "required"
+        check = {"versions": [3], "api_key": READ_KEY, "seq": 41}
+        await ws.send(
+            encode_message(
+                StreamMessage(MessageType.VERSION_CHECK, check, V3, Flag.ACK_REQUIRED, 1)
+            )
+        )
+        ack = decode_message(await asyncio.wait_for(ws.recv(), 10))
+        answer = decode_message(await asyncio.wait_for(ws.recv(), 10))
+    assert (ack.type, ack.data, ack.version) == (MessageType.HEARTBEAT, {"ack": 41}, 1)
+    assert (answer.type, answer.data["version"]) == (MessageType.VERSION_CHECK, 3)
 
 
 async def test_credentials_in_the_header_or_the_version_check(running_hub: RunningHub) -> None:
@@ -453,20 +471,6 @@ async def test_a_hub_process_streams_its_own_log(
         process.wait(30)
 
 
-@pytest.fixture
-def logging_to_listeners() -> Iterator[None]:
-    """The production logging chain (log listeners included), as ``xiaozhi edge`` configures
-    it, for one test: nothing cached past it, the defaults restored after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    configure_logging(level="warning", json=True)
-    structlog.configure(cache_logger_on_first_use=False)  # no logger keeps this chain after
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
-
-
 async def test_an_edges_warnings_reach_the_stream_and_a_storm_is_dropped_and_counted(
     running_hub: RunningHub,
     hub_settings: HubSettings,
@@ -516,3 +520,43 @@ async def test_an_edges_warnings_reach_the_stream_and_a_storm_is_dropped_and_cou
         async with httpx.AsyncClient() as http:
             metrics = (await http.get(f"http://127.0.0.1:{edge.port}/metrics")).text
         assert f"xiaozhi_edge_logs_dropped_total {float(after['logs_dropped'])}" in metrics
+
+
+async def test_in_one_process_each_line_reaches_the_stream_once(
+    running_hub: RunningHub,
+    hub_settings: HubSettings,
+    start_edge: StartEdge,
+    logging_to_listeners: None,
+) -> None:
+    """``xiaozhi up``: hub and edge in one process, one log. A hub line comes on the hub's log
+    topic only, an edge line on the edge's only, shared code's (``xiaozhi.mqtt``) on the
+    hub's, never twice. Hub lines are offered as they are logged, edge lines go through MQTT:
+    once the edge's last line has arrived, any copy of the earlier lines would have too."""
+    base = hub_settings.base_topic
+    unit = running_hub.service.stream
+    async with StreamClient(
+        running_hub.url, api_key=READ_KEY, topics=[f"{base}/bridge/+/+/log"]
+    ) as stream:
+        await asyncio.wait_for(unit.events_subscribed.wait(), 10)
+        edge = await start_edge(base_topic=base)
+        edge_id = edge.settings.edge_id
+        mark = os.urandom(4).hex()
+        structlog.get_logger("xiaozhi.hub").warning("hub_line", mark=mark)
+        structlog.get_logger("xiaozhi.mqtt").warning("shared_line", mark=mark)
+        structlog.get_logger("xiaozhi.edge").warning("edge_line", mark=mark)
+        structlog.get_logger("xiaozhi.edge").warning("edge_last", mark=mark)
+        seen: list[tuple[str, str]] = []
+        async for msg in stream:
+            payload = msg.data.get("payload")
+            if msg.data.get("kind") != "log" or payload.get("mark") != mark:
+                continue
+            source = "edge" if msg.data.get("edge_id") == edge_id else "hub"
+            seen.append((source, payload["event"]))
+            if payload["event"] == "edge_last" and source == "edge":
+                break
+    assert sorted(seen) == [
+        ("edge", "edge_last"),
+        ("edge", "edge_line"),
+        ("hub", "hub_line"),
+        ("hub", "shared_line"),
+    ]

@@ -163,6 +163,14 @@ def test_lines_and_the_fleet_table() -> None:
     assert describe(log).endswith(
         'log warning                       mqtt_message_refused {"kind": "status"}'
     )
+    pending = {"change": "pending", "device_id": "aabb", "client_id": "c1", "code": "402719"}
+    activation = message({"kind": "activation", "device_id": "aabb", "payload": pending})
+    assert describe(activation).endswith(
+        "activation       aabb             pending client c1 code 402719 (unknown board)"
+    )
+    approved = {"change": "approved", "device_id": "aabb", "client_id": "c1", "by": "rest:x"}
+    activation = message({"kind": "activation", "device_id": "aabb", "payload": approved})
+    assert describe(activation).endswith("activation       aabb             approved client c1")
     fleet = Fleet()
     fleet.apply(status, describe(status))
     fleet.apply(event, describe(event))

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
 
-from xiaozhi_runtime.logs import configure_logging
+from xiaozhi_runtime.logs import LogListener, add_log_listener, configure_logging
 
 
 @pytest.fixture(autouse=True)
@@ -62,3 +63,41 @@ def test_a_librarys_exception_is_one_json_line_with_its_traceback(
 def test_an_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         configure_logging(level="loud")
+
+
+@pytest.mark.parametrize("to_file", [False, True])
+def test_each_line_goes_to_one_component_in_a_shared_process(
+    to_file: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``xiaozhi up``: a hub and an edge listen in one process. Each line goes to the
+    component its logger is named for; shared code's to the one taking the rest; a listener
+    of no component sees all; and a lone component keeps the shared lines."""
+    if to_file:
+        configure_logging(level="info", file=tmp_path / "x.log")
+    else:
+        configure_logging(level="info", json=True)
+    structlog.configure(cache_logger_on_first_use=False)
+    heard: dict[str, list[str]] = {"hub": [], "edge": [], "all": []}
+
+    def listen(who: str) -> LogListener:
+        return lambda event: heard[who].append(event["event"])
+
+    stop_edge = add_log_listener(listen("edge"), component="xiaozhi.edge")
+    stop_all = add_log_listener(listen("all"))
+    stop_hub = add_log_listener(listen("hub"), component="xiaozhi.hub", rest=True)
+    for name in ("xiaozhi.hub", "xiaozhi.hub.stream", "xiaozhi.edge", "xiaozhi.edge.mqtt_udp"):
+        structlog.get_logger(name).warning(name)
+    structlog.get_logger("xiaozhi.mqtt").warning("shared")
+    structlog.get_logger("xiaozhi.hubbub").info("not the hub's")  # a prefix is a whole level
+    assert heard["hub"] == ["xiaozhi.hub", "xiaozhi.hub.stream", "shared", "not the hub's"]
+    assert heard["edge"] == ["xiaozhi.edge", "xiaozhi.edge.mqtt_udp"]
+    assert len(heard["all"]) == 6
+    stop_hub()
+    structlog.get_logger("xiaozhi.mqtt").warning("shared, no hub")
+    assert heard["edge"][-1] == "shared, no hub"  # a lone edge keeps its MQTT warnings
+    stop_edge()
+    stop_all()
+    stop_all()  # removing twice is harmless
+    structlog.get_logger("xiaozhi.edge").warning("nobody listens")
+    assert len(heard["all"]) == 7
+    capsys.readouterr()

@@ -238,6 +238,123 @@ def test_ack_required_from_the_client_is_acknowledged() -> None:
     assert pong.type is MessageType.PONG
 
 
+def negotiating() -> StreamSession:
+    session = StreamSession(check_credentials=lambda c: True, authenticated=True)
+    session.start()
+    sent(session)
+    return session
+
+
+_VERSIONS = {"versions": [3]}
+_TOPICS = {"topics": ["a/#"]}
+#: Every client frame type with ACK_REQUIRED: its payload (a "seq" is added), and what follows
+#: the ack, while negotiating and once open (an ERROR's code, or the answer's type, or nothing).
+ACK_CASES: list[tuple[MessageType, dict[str, Any], object, object]] = [
+    (MessageType.VERSION_CHECK, _VERSIONS, MessageType.VERSION_CHECK, MessageType.VERSION_CHECK),
+    (
+        MessageType.PROTOCOL_NEGOTIATION,
+        _VERSIONS,
+        MessageType.VERSION_CHECK,
+        MessageType.VERSION_CHECK,
+    ),
+    (MessageType.SUBSCRIBE, _TOPICS, 0x104, MessageType.SUBSCRIPTION_ACK),
+    (MessageType.UNSUBSCRIBE, _TOPICS, 0x104, MessageType.SUBSCRIPTION_ACK),
+    (MessageType.PING, {}, 0x104, MessageType.PONG),
+    (MessageType.HEARTBEAT, {}, 0x104, None),
+    (MessageType.PONG, {}, 0x104, None),
+    (MessageType.ERROR, {"code": 1}, 0x104, None),
+    (MessageType.SUBSCRIPTION_ACK, {}, 0x104, 0x203),
+    (MessageType.ECG_DATA, {}, 0x104, 0x203),
+    (MessageType.ANOMALY_ALERT, {}, 0x104, 0x203),
+    (MessageType.PREDICTION_RESULT, {}, 0x104, 0x203),
+    (MessageType.FEATURE_DATA, {}, 0x104, 0x203),
+]
+
+
+def test_the_ack_cases_cover_every_message_type() -> None:
+    assert {case[0] for case in ACK_CASES} == set(MessageType)
+
+
+@pytest.mark.parametrize("state", ["negotiating", "open"])
+@pytest.mark.parametrize(("kind", "data", "while_negotiating", "once_open"), ACK_CASES)
+def test_every_frame_with_ack_required_is_acked_first_in_every_state(
+    state: str,
+    kind: MessageType,
+    data: dict[str, Any],
+    while_negotiating: object,
+    once_open: object,
+) -> None:
+    """One rule: a verified ACK_REQUIRED frame gets HEARTBEAT {"ack": seq} before anything
+    else it is answered with, refusals included; without an int seq, 0x201 and nothing else."""
+    session = negotiating() if state == "negotiating" else opened()
+    expected = while_negotiating if state == "negotiating" else once_open
+    session.receive(frame(kind, {**data, "seq": 9}, flags=Flag.ACK_REQUIRED), T0)
+    ack, *rest = sent(session)
+    assert ack.type is MessageType.HEARTBEAT
+    assert ack.data == {"ack": 9}
+    assert ack.version == (1 if state == "negotiating" else 3)  # the framing of the moment
+    if expected is None:
+        assert rest == []
+    elif isinstance(expected, MessageType):
+        assert [m.type for m in rest] == [expected]
+    else:
+        assert error_code(rest) == expected
+    # No seq to acknowledge: refused with 0x201, and the frame is not handled at all.
+    before = session.state
+    session.receive(frame(kind, data, flags=Flag.ACK_REQUIRED), T0)
+    assert error_code(sent(session)) == ErrorCode.MISSING_REQUIRED_FIELDS
+    assert session.state is before
+
+
+def test_refused_frames_are_acked_before_their_error_and_closed_sessions_ack_nothing() -> None:
+    session = opened(2)
+    # A V3 frame on a V2 session: intact, so acked (in V2 framing), then refused with 0x100.
+    session.receive(frame(MessageType.PING, {"seq": 1}, flags=Flag.ACK_REQUIRED), T0)
+    ack, err = sent(session)
+    assert (ack.data, ack.version, ack.flags) == ({"ack": 1}, 2, NO_FLAGS)
+    assert err.data["code"] == ErrorCode.INVALID_PROTOCOL_VERSION
+    # ACK_REQUIRED in a V2 frame is not a V2 flag: refused by the codec (0x200), no ack.
+    v2 = StreamMessage(MessageType.PING, {"seq": 2}, StreamVersion.V2, Flag.ACK_REQUIRED)
+    raw = bytearray(encode_message(StreamMessage(MessageType.PING, {"seq": 2}, StreamVersion.V2)))
+    raw[2] = int(v2.flags)
+    session.receive(bytes(raw), T0)
+    assert error_code(sent(session)) == ErrorCode.INVALID_DATA_FORMAT
+    session = opened()
+    flags = Flag.ACK_REQUIRED | Flag.BROADCAST
+    session.receive(frame(MessageType.PING, {"seq": 3}, flags=flags), T0)
+    ack, err = sent(session)
+    assert ack.data == {"ack": 3}
+    assert err.data["code"] == ErrorCode.PERMISSION_DENIED
+    # Bad credentials in an acked VERSION_CHECK: the ack, then the fatal 0x202.
+    session = StreamSession(check_credentials=lambda c: False, authenticated=False)
+    session.start()
+    sent(session)
+    session.receive(
+        frame(MessageType.VERSION_CHECK, {**_VERSIONS, "seq": 4}, flags=Flag.ACK_REQUIRED), T0
+    )
+    ack, err = sent(session)
+    assert ack.data == {"ack": 4}
+    assert err.data["code"] == ErrorCode.AUTHENTICATION_FAILED
+    assert session.state is SessionState.CLOSED
+    session.receive(frame(MessageType.PING, {"seq": 5}, flags=Flag.ACK_REQUIRED), T0)
+    assert sent(session) == []
+
+
+def test_an_ack_that_overflows_the_replies_closes_and_nothing_reopens() -> None:
+    """A client that never read the hub's first frame: the ack of its version check is one
+    reply too many (queue_limit 1), so it is cut off, and the version check opens nothing."""
+    session = StreamSession(
+        check_credentials=lambda c: True, authenticated=True, policy=StreamPolicy(queue_limit=1)
+    )
+    session.start()  # PROTOCOL_NEGOTIATION waits, unread
+    check = {**_VERSIONS, "seq": 1}
+    assert (
+        session.receive(frame(MessageType.VERSION_CHECK, check, flags=Flag.ACK_REQUIRED), T0) == []
+    )
+    assert session.state is SessionState.CLOSED
+    assert error_code(sent(session)) == ErrorCode.RATE_LIMIT_EXCEEDED
+
+
 def test_subscribe_and_unsubscribe() -> None:
     session = opened()
     for data, code in [

@@ -30,6 +30,7 @@ from xiaozhi_runtime.secrets_file import read_or_create_secret
 
 if TYPE_CHECKING:
     from xiaozhi_edge.server import EdgeServer
+    from xiaozhi_hub.http import RunningHub
 
 __all__ = ["main"]
 
@@ -144,8 +145,7 @@ async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
         # the setup endpoint hands devices the edge's real port
         hub_settings = hub_settings.model_copy(update=_edge_ports(edge))
         hub = await stack.enter_async_context(run_hub(hub_settings))
-        hub_url = f"http://127.0.0.1:{hub.port}"
-        _say(f"hub       {hub_url}/ (dashboard), {hub_url}/api/v1/ (REST, X-API-Key: {api_key})")
+        hub_url = _say_hub(hub, api_key)
         _say(f"setup     {hub_url}/xiaozhi/ota/ (point a real device's OTA URL here)")
         if hub_settings.device_approval is DeviceApproval.AUTO:
             _say("approval  auto: every device that runs setup is approved (a lab setting)")
@@ -174,6 +174,16 @@ async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
         _say("stopping")
     _say("stopped")
     return 0
+
+
+def _say_hub(hub: RunningHub, api_key: str) -> str:
+    """Say where the hub is (and what it serves https with); returns its URL."""
+    from xiaozhi_hub.cli import describe_certificate
+
+    _say(f"hub       {hub.url}/ (dashboard), {hub.url}/api/v1/ (REST, X-API-Key: {api_key})")
+    if hub.tls is not None:
+        _say(f"hub       {describe_certificate(hub.tls)}")
+    return hub.url
 
 
 def _cmd_up(args: argparse.Namespace) -> int:

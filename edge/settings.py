@@ -26,7 +26,7 @@ from xiaozhi.tokens import (
 )
 from xiaozhi_edge.limits import EdgeLimits
 from xiaozhi_edge.session import DEFAULT_WAKE_WORDS
-from xiaozhi_runtime.tls import MqttTlsSettings, device_tls_context
+from xiaozhi_runtime.tls import MqttTlsSettings, server_tls_context
 
 __all__ = [
     "PUBLIC_KEY_FILE_NAME",
@@ -185,7 +185,7 @@ class EdgeSettings(BaseSettings, MqttTlsSettings):
         """The device port's TLS context (wss://), or None (ws://)."""
         if self.edge_tls_cert_file is None or self.edge_tls_key_file is None:
             return None
-        return device_tls_context(self.edge_tls_cert_file, self.edge_tls_key_file)
+        return server_tls_context(self.edge_tls_cert_file, self.edge_tls_key_file)
 
     def limits(self) -> EdgeLimits:
         return EdgeLimits(

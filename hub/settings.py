@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -46,10 +47,16 @@ from xiaozhi.topics import TopicTree, validate_id
 from xiaozhi_hub.activations import DeviceApproval
 from xiaozhi_hub.languages import intent_language
 from xiaozhi_runtime.secrets_file import read_or_create_secret
-from xiaozhi_runtime.tls import MqttTlsSettings
+from xiaozhi_runtime.tls import (
+    MqttTlsSettings,
+    machine_names,
+    self_signed_certificate,
+    server_tls_context,
+)
 
 __all__ = [
     "ApiRole",
+    "HubCertificate",
     "HubSettings",
     "HubSettingsError",
     "SpeechToTextEngine",
@@ -61,6 +68,7 @@ __all__ = [
     "parse_api_keys",
     "parse_hmac_keys",
     "resolve_device_token_key",
+    "resolve_hub_tls",
     "resolve_secret",
 ]
 
@@ -158,6 +166,20 @@ class HubSettings(BaseSettings, MqttTlsSettings):
     )
     hub_host: str = Field(default="0.0.0.0", description="HTTP listen address.")
     hub_port: int = Field(default=8003, ge=0, le=65535, description="HTTP port (0: any free).")
+    hub_tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate chain: the HTTP port serves https (the dashboard then "
+        "is a secure context on a LAN address), with XIAOZHI_HUB_TLS_KEY_FILE",
+    )
+    hub_tls_key_file: Path | None = Field(
+        default=None, description="the private key of XIAOZHI_HUB_TLS_CERT_FILE"
+    )
+    hub_tls_self_signed: bool = Field(
+        default=False,
+        description="serve https with a self-signed certificate made into <state_dir> "
+        "(hub-tls-cert.pem) for localhost, this machine's names and LAN addresses, kept "
+        "from one start to the next",
+    )
     config: Path | None = Field(
         default=None, description="The home-model YAML. Unset: the shipped demo home."
     )
@@ -386,6 +408,16 @@ class HubSettings(BaseSettings, MqttTlsSettings):
         """Where built recognisers are kept: ``speech_cache_dir`` or its default."""
         return self.speech_cache_dir or self.state_dir / "speech-cache"
 
+    @model_validator(mode="after")
+    def _check_hub_tls(self) -> HubSettings:
+        if (self.hub_tls_cert_file is None) != (self.hub_tls_key_file is None):
+            raise ValueError("XIAOZHI_HUB_TLS_CERT_FILE and XIAOZHI_HUB_TLS_KEY_FILE go together")
+        if self.hub_tls_self_signed and self.hub_tls_cert_file is not None:
+            raise ValueError(
+                "XIAOZHI_HUB_TLS_SELF_SIGNED or XIAOZHI_HUB_TLS_CERT_FILE: one certificate"
+            )
+        return self
+
     @field_validator("speech_share_group")
     @classmethod
     def _check_speech_group(cls, value: str) -> str:
@@ -471,9 +503,46 @@ def load_hub_settings(**overrides: object) -> HubSettings:
         raise HubSettingsError(describe_invalid_settings(err)) from err
     try:
         settings.mqtt_tls()  # a missing or unreadable certificate is a setting error, now
+        if settings.hub_tls_cert_file is not None and settings.hub_tls_key_file is not None:
+            server_tls_context(
+                settings.hub_tls_cert_file, settings.hub_tls_key_file, setting="XIAOZHI_HUB_TLS"
+            )
     except ConfigurationError as err:
         raise HubSettingsError(f"invalid settings:\n  {err}") from err
     return settings
+
+
+def resolve_hub_tls(settings: HubSettings) -> HubCertificate | None:
+    """The certificate the HTTP port serves https with, None for plain http (the default).
+
+    ``XIAOZHI_HUB_TLS_CERT_FILE``/``_KEY_FILE`` as given; with ``XIAOZHI_HUB_TLS_SELF_SIGNED``
+    the one :func:`~xiaozhi_runtime.tls.self_signed_certificate` keeps in the state dir, for
+    :func:`~xiaozhi_runtime.tls.machine_names` (made again when a name is new).
+
+    Raises:
+        HubSettingsError: the self-signed certificate cannot be written.
+    """
+    if settings.hub_tls_cert_file is not None and settings.hub_tls_key_file is not None:
+        return HubCertificate(settings.hub_tls_cert_file, settings.hub_tls_key_file, made=False)
+    if not settings.hub_tls_self_signed:
+        return None
+    names = machine_names(settings.hub_host)
+    try:
+        cert, key, made = self_signed_certificate(settings.state_dir, names)
+    except OSError as err:
+        raise HubSettingsError(f"cannot write the self-signed certificate: {err}") from err
+    return HubCertificate(cert, key, made=made, names=tuple(names))
+
+
+@dataclass(frozen=True, slots=True)
+class HubCertificate:
+    """The HTTP port's certificate and key files; ``made`` when generated at this start."""
+
+    cert_file: Path
+    key_file: Path
+    made: bool
+    names: tuple[str, ...] = ()
+    """What a self-signed one names (empty for the operator's own)."""
 
 
 def resolve_secret(settings: HubSettings) -> bytes:

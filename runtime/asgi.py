@@ -8,7 +8,9 @@ polling), and stops it when the block exits.
 
 :class:`MessageWriter` sends several binary WebSocket messages of one connection in one
 socket write (the live stream's fan-out, :mod:`xiaozhi_hub.http.stream`): ASGI has one
-``send`` per message, and uvicorn writes each to the socket at once.
+``send`` per message, and uvicorn writes each to the socket at once. It also ends a
+connection the app gave up on (:meth:`MessageWriter.drop_within`), which ASGI cannot: a
+``websocket.close`` waits for room in a socket a client that never reads keeps full.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -67,6 +71,7 @@ class MessageWriter:
     def __init__(self, websocket: Any) -> None:
         self._websocket = websocket
         self._protocol: Any = _uvicorn_protocol(getattr(websocket, "_send", None))
+        self._drop: asyncio.TimerHandle | None = None
 
     @property
     def batched(self) -> bool:
@@ -96,6 +101,32 @@ class MessageWriter:
             raise ConnectionError(f"the WebSocket is closing: {err}") from err
         protocol.transport.write(b"".join(conn.data_to_send()))
 
+    def drop_within(self, seconds: float) -> None:
+        """Abort the connection unless the client is gone within ``seconds``.
+
+        For a connection the app is ending: a client that reads answers the close frame in
+        time and this does nothing. One that never reads keeps the socket's buffers full, so
+        neither the close frame nor anything before it leaves: uvicorn's ``send`` (the ASGI
+        close included) waits for room, and a transport's ``close()`` waits for its buffer
+        to drain, until uvicorn's keepalive gives up (ping interval + timeout, ~40 s). The
+        abort resets the TCP connection (``SO_LINGER`` 0, so the kernel keeps nothing of it
+        either) and wakes every waiting ``send`` with the client gone. Once per connection;
+        on another server (:attr:`batched` False) it does nothing.
+        """
+        if self._protocol is None or self._drop is not None:
+            return
+        self._drop = asyncio.get_running_loop().call_later(seconds, _abort, self._protocol)
+
+
+def _abort(protocol: Any) -> None:
+    """Reset ``protocol``'s connection now, unless it is gone already."""
+    if protocol.disconnected:
+        return
+    sock = protocol.transport.get_extra_info("socket")
+    with contextlib.suppress(OSError, AttributeError):  # a transport without one: abort alone
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    protocol.transport.abort()
+
 
 class _Server(uvicorn.Server):
     """uvicorn's server with a readiness event and, when embedded, no signal handlers."""
@@ -120,13 +151,14 @@ class ServedApp:
     server: uvicorn.Server
     host: str
     port: int
+    tls: bool = False
 
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
 
 def listen(host: str, port: int, *, setting: str | None = None) -> socket.socket:
@@ -172,6 +204,7 @@ async def serve_app(
     port_setting: str | None = None,
     listener: socket.socket | None = None,
     ws_max_size: int = 16 * 1024 * 1024,
+    certificate: tuple[Path, Path] | None = None,
 ) -> AsyncIterator[ServedApp]:
     """Serve an ASGI app with uvicorn in this event loop until the block exits.
 
@@ -186,6 +219,8 @@ async def serve_app(
             closed with the server.
         ws_max_size: the largest WebSocket message a client may send (uvicorn's default,
             16 MiB): larger ones close the connection (1009) before any of it is kept.
+        certificate: PEM certificate chain and key files: serve https (and ``wss://``)
+            rather than plain http.
 
     Raises:
         AddressInUse: the address cannot be bound (a taken port); also an ``OSError``.
@@ -201,6 +236,8 @@ async def serve_app(
         lifespan="on",
         ws=_WS_IMPLEMENTATION,
         ws_max_size=ws_max_size,
+        ssl_certfile=str(certificate[0]) if certificate else None,
+        ssl_keyfile=str(certificate[1]) if certificate else None,
     )
     server = _Server(config)
     task = asyncio.create_task(_serve(server, sock), name=f"http-{actual_port}")
@@ -213,7 +250,7 @@ async def serve_app(
             task.exception() if task.done() and not task.cancelled() else None
         )
     try:
-        yield ServedApp(server, host, actual_port)
+        yield ServedApp(server, host, actual_port, tls=certificate is not None)
     finally:
         server.should_exit = True
         await task

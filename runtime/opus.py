@@ -19,7 +19,7 @@ import opuslib
 
 from xiaozhi.errors import InvalidMessage
 
-__all__ = ["OPUS_RATES", "OpusError", "decode", "encode", "opus_rate", "reframe"]
+__all__ = ["OPUS_RATES", "Decoder", "OpusError", "decode", "encode", "opus_rate", "reframe"]
 
 OPUS_RATES: Final = (8000, 12000, 16000, 24000, 48000)
 """The sample rates libopus encodes and decodes at."""
@@ -76,6 +76,34 @@ def encode(
     ]
 
 
+class Decoder:
+    """One stream's Opus decoder: packet by packet, as they come (a live listener's audio).
+
+    Opus carries state from one packet to the next, so a stream keeps one decoder; a fresh one
+    per packet would click at every frame boundary.
+
+    Raises:
+        ValueError: not an Opus rate (caller misuse).
+    """
+
+    def __init__(self, sample_rate: int) -> None:
+        _check(sample_rate)
+        self.sample_rate = sample_rate
+        self._decoder: Any = opuslib.Decoder(sample_rate, 1)
+        self._max_samples = sample_rate * _MAX_PACKET_MS // 1000
+
+    def decode(self, packet: bytes) -> bytes:
+        """``packet`` (any frame duration up to 120 ms) as 16-bit mono PCM.
+
+        Raises:
+            OpusError: libopus cannot decode it (why); the decoder goes on with the next.
+        """
+        try:
+            return bytes(self._decoder.decode(packet, self._max_samples))
+        except opuslib.OpusError as err:
+            raise OpusError(str(err)) from err
+
+
 def decode(packets: Iterable[bytes], *, sample_rate: int) -> bytes:
     """Opus packets (any frame duration up to 120 ms each) as 16-bit mono PCM at ``sample_rate``.
 
@@ -83,14 +111,12 @@ def decode(packets: Iterable[bytes], *, sample_rate: int) -> bytes:
         OpusError: a packet libopus cannot decode (which one, and why).
         ValueError: not an Opus rate (caller misuse).
     """
-    _check(sample_rate)
-    decoder: Any = opuslib.Decoder(sample_rate, 1)
-    max_samples = sample_rate * _MAX_PACKET_MS // 1000
+    decoder = Decoder(sample_rate)
     pcm = bytearray()
     for index, packet in enumerate(packets):
         try:
-            pcm += decoder.decode(packet, max_samples)
-        except opuslib.OpusError as err:
+            pcm += decoder.decode(packet)
+        except OpusError as err:
             raise OpusError(f"opus packet {index} does not decode: {err}") from err
     return bytes(pcm)
 

@@ -310,6 +310,7 @@ function showListener(l) {
   $("listen-lost").textContent = l.lost;
   $("listen-level").value = Math.min(1, l.level * 4); // speech RMS is rarely above 0.25
   $("listen-problem").textContent = l.problem || "";
+  $("listen-how").textContent = l.how;
   if (l.state !== "listening" && l.state !== "connecting" && listener === l) listener = null;
   if (!listener) $("listen").textContent = "Listen";
 }

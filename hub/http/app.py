@@ -43,10 +43,12 @@ from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.metrics import CONTENT_TYPE
 from xiaozhi_hub.service import HubService, HubState
 from xiaozhi_hub.settings import (
+    HubCertificate,
     HubSettings,
     derive_jwt_secret,
     load_hub_settings,
     resolve_device_token_key,
+    resolve_hub_tls,
     resolve_secret,
 )
 from xiaozhi_runtime.asgi import ServedApp, listen, serve_app
@@ -225,10 +227,13 @@ class RunningHub:
     service: HubService
     app: FastAPI
     served: ServedApp
+    tls: HubCertificate | None = None
+    """The certificate it serves https with; None: plain http."""
 
     @property
     def url(self) -> str:
-        """``http://host:port`` of the REST API, OTA endpoint and dashboard."""
+        """``http://host:port`` (``https://`` with TLS) of the REST API, OTA endpoint and
+        dashboard."""
         return self.served.url
 
     @property
@@ -255,7 +260,7 @@ async def run_hub(
         home, engine, environ, http_transport: see :class:`~xiaozhi_hub.service.HubService`.
 
     Raises:
-        HubSettingsError: the secret or key files cannot be created.
+        HubSettingsError: the secret, key or self-signed certificate files cannot be created.
         HomeConfigError: the home file does not validate.
         HubStartError: the broker is unreachable or a unit failed.
         OSError: the HTTP port is taken.
@@ -264,6 +269,7 @@ async def run_hub(
         settings = settings.model_copy(update={"mqtt_url": mqtt_url})
     secret = resolve_secret(settings)
     signing_key = resolve_device_token_key(settings)
+    tls = resolve_hub_tls(settings)
     # The port first: a taken one fails before the hub is online on the broker.
     listener = listen(settings.hub_host, settings.hub_port, setting="XIAOZHI_HUB_PORT")
     try:
@@ -276,8 +282,11 @@ async def run_hub(
         raise
     try:
         app = create_app(settings, service=service, secret=secret, signing_key=signing_key)
-        async with serve_app(app, listener=listener, ws_max_size=WS_MAX_SIZE) as served:
-            yield RunningHub(service, app, served)
+        certificate = (tls.cert_file, tls.key_file) if tls is not None else None
+        async with serve_app(
+            app, listener=listener, ws_max_size=WS_MAX_SIZE, certificate=certificate
+        ) as served:
+            yield RunningHub(service, app, served, tls)
     finally:
         listener.close()
         await service.stop()

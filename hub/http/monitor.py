@@ -8,10 +8,16 @@ from the edge holding the device over MQTT (:class:`~xiaozhi_hub.monitor.Monitor
    as a browser must (it cannot set headers on a WebSocket), sends ``{"api_key": "..."}`` or
    ``{"token": "..."}`` as its first text message within 10 s. A read-only key is enough.
    Bad credentials or a bad device id: close code 1008 with the reason.
-2. The hub answers one text message, ``{"type": "monitor", "device_id": "..."}``, then one
-   binary message per Opus frame the device sends (16 kHz mono, usually 60 ms), numbered and
-   timestamped for this listener. A listener that falls 50 packets behind skips ahead (a
-   ``sequence`` gap). Nothing flows while the device is silent.
+2. The hub answers one text message, ``{"type": "monitor", "device_id": "...", "format":
+   "opus"}``, then one binary message per Opus frame the device sends (16 kHz mono, usually
+   60 ms), numbered and timestamped for this listener. A listener that falls 50 packets
+   behind skips ahead (a ``sequence`` gap). Nothing flows while the device is silent.
+3. With ``?format=pcm`` the hub decodes the frames itself, for a page that cannot (WebCodecs
+   exists only in a secure context: a dashboard opened at ``http://<LAN address>``): the
+   answer says ``"format": "pcm", "sample_rate": 16000``, and each message has the same
+   header with 16-bit mono little-endian PCM as its data (an empty one for a lost frame or
+   one libopus refused). One decoder per listener, run on the packets as they are sent: a
+   slow page skips packets in the queue above, never costs decoding it does not receive.
 
 The key is never taken from the query string, which ends up in access logs.
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from typing import Final
 
@@ -27,20 +34,25 @@ import structlog
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
 from xiaozhi import jsonutil
+from xiaozhi.audio_monitor import decode_audio_packet, encode_audio_packet
 from xiaozhi.errors import InvalidTopic
 from xiaozhi.topics import normalize_device_id
 from xiaozhi_hub.http.auth import Authenticator
 from xiaozhi_hub.http.envelopes import API_PREFIX, ApiError
 from xiaozhi_hub.service import HubService
+from xiaozhi_runtime import opus
 from xiaozhi_runtime.monitor_listener import MonitorListener
 
-__all__ = ["LISTEN_PATH", "add_monitor_routes"]
+__all__ = ["LISTEN_PATH", "PCM_RATE", "add_monitor_routes"]
 
 log = structlog.get_logger("xiaozhi.hub.monitor")
 
 LISTEN_PATH: Final = API_PREFIX + "/devices/{device_id}/listen"
 _POLICY_CLOSE: Final = 1008
 _SIGN_IN_SECONDS: Final = 10.0
+_FORMATS: Final = ("opus", "pcm")
+PCM_RATE: Final = 16000
+"""The rate PCM listeners get: the devices' uplink rate (libopus decodes any stream to it)."""
 
 
 def add_monitor_routes(app: FastAPI, auth: Authenticator) -> None:
@@ -72,6 +84,7 @@ def add_monitor_routes(app: FastAPI, auth: Authenticator) -> None:
     async def listen(websocket: WebSocket, device_id: str) -> None:
         service: HubService = websocket.app.state.service
         await websocket.accept()
+        wanted = websocket.query_params.get("format", "opus")
         try:
             device_id = normalize_device_id(device_id)
             refused = await signed_in(websocket)
@@ -79,28 +92,40 @@ def add_monitor_routes(app: FastAPI, auth: Authenticator) -> None:
             refused = str(err)
         except WebSocketDisconnect:
             return
+        if refused is None and wanted not in _FORMATS:
+            refused = f"format {wanted[:20]!r}: expected opus or pcm"
         if refused is not None:
             with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
                 await websocket.close(code=_POLICY_CLOSE, reason=refused[:120])
             return
-        await _serve(websocket, service, device_id)
+        decoder = opus.Decoder(PCM_RATE) if wanted == "pcm" else None
+        await _serve(websocket, service, device_id, decoder)
 
 
-async def _serve(websocket: WebSocket, service: HubService, device_id: str) -> None:
-    """Send the device's packets until the client leaves."""
+async def _serve(
+    websocket: WebSocket, service: HubService, device_id: str, decoder: opus.Decoder | None
+) -> None:
+    """Send the device's packets (or, with ``decoder``, their PCM) until the client leaves."""
     listener = MonitorListener(device_id, asyncio.get_running_loop().time())
     service.monitor.attach(listener)
     reader = asyncio.create_task(_drain(websocket), name="listen-reader")
-    sent = 0
+    sent = refused = 0
+    hello: dict[str, object] = {"type": "monitor", "device_id": device_id, "format": "opus"}
+    if decoder is not None:
+        hello.update(format="pcm", sample_rate=decoder.sample_rate)
     try:
-        await websocket.send_text(jsonutil.dumps_text({"type": "monitor", "device_id": device_id}))
+        await websocket.send_text(jsonutil.dumps_text(hello))
         while not reader.done():
             woken = asyncio.ensure_future(listener.ready.wait())
             await asyncio.wait({woken, reader}, return_when="FIRST_COMPLETED")
             woken.cancel()
             listener.ready.clear()
             while listener.queue:
-                await websocket.send_bytes(listener.queue.popleft())
+                packet = listener.queue.popleft()
+                if decoder is not None:
+                    packet, failed = _as_pcm(packet, decoder)
+                    refused += failed
+                await websocket.send_bytes(packet)
                 sent += 1
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass  # the client went away while we were sending
@@ -109,7 +134,28 @@ async def _serve(websocket: WebSocket, service: HubService, device_id: str) -> N
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
-        log.info("listen_closed", device_id=device_id, sent=sent, lagged=listener.lagged)
+        log.info(
+            "listen_closed",
+            device_id=device_id,
+            format="opus" if decoder is None else "pcm",
+            sent=sent,
+            lagged=listener.lagged,
+            undecodable=refused,
+        )
+
+
+def _as_pcm(packet: bytes, decoder: opus.Decoder) -> tuple[bytes, bool]:
+    """``packet`` with its Opus data decoded (the same header); True when libopus refused
+    it (sent empty, as a lost frame is)."""
+    parsed = decode_audio_packet(packet)
+    pcm, failed = b"", False
+    if parsed.opus:  # an empty packet is a lost frame: nothing to decode
+        try:
+            pcm = decoder.decode(parsed.opus)
+        except opus.OpusError:
+            failed = True
+    # AudioPacket's data field is named for Opus; the layout is the same for PCM
+    return encode_audio_packet(dataclasses.replace(parsed, opus=pcm)), failed
 
 
 async def _drain(websocket: WebSocket) -> None:

@@ -64,6 +64,9 @@ WS_MAX_SIZE = DEFAULT_MAX_MESSAGE_BYTES + HEADER_V3.size
 at the session's payload limit and the longest header. uvicorn's default (16 MiB) would
 have a message 16 times the limit read whole before the session refuses it."""
 _POLICY_CLOSE = 1008  # RFC 6455: the message violates the endpoint's policy (auth, version)
+_DROP_SECONDS = 2.0
+"""How long a connection the hub ends has to go (its close handshake) before it is aborted:
+a client cut off for not reading never would (:meth:`MessageWriter.drop_within`)."""
 _GATHER_SECONDS = 0.005
 """How long a writer that just sent data lets the next ones gather: at most this much added
 latency during a burst, and one pass (one socket write) per subscriber per gathering."""
@@ -167,9 +170,16 @@ async def _serve(websocket: WebSocket, session: StreamSession, unit: StreamUnit)
     connection = _Connection(session, unit)
     session.start()
     unit.attach(connection)
-    reader = asyncio.create_task(_read(websocket, connection, unit), name="stream-reader")
-    reader.add_done_callback(lambda _: connection.wake())
     writer = MessageWriter(websocket)
+
+    def read_done(_: asyncio.Task[None]) -> None:
+        # The session is over (cut off, or the client closed): the writer may be waiting for
+        # room in a socket the client never drains, so the socket goes by force if need be.
+        connection.wake()
+        writer.drop_within(_DROP_SECONDS)
+
+    reader = asyncio.create_task(_read(websocket, connection, unit), name="stream-reader")
+    reader.add_done_callback(read_done)
     client = websocket.client
     log.info(
         "stream_opened",
@@ -204,6 +214,7 @@ async def _serve(websocket: WebSocket, session: StreamSession, unit: StreamUnit)
             sent=session.stats.sent,
             errors=session.stats.errors,
         )
+        writer.drop_within(_DROP_SECONDS)  # the close handshake, if it comes, or the abort
         if websocket.application_state is WebSocketState.CONNECTED and (
             websocket.client_state is WebSocketState.CONNECTED
         ):

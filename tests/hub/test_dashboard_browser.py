@@ -11,6 +11,7 @@ set, so that a person looks at them after every run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import time
@@ -25,10 +26,12 @@ import pytest
 from playwright.async_api import Browser, Dialog, Page, Route, async_playwright, expect
 
 from tests.conftest import StartEdge
+from tests.edge.helpers import tone_packets
 from tests.hub.conftest import READ_KEY, WRITE_KEY
 from tests.hub.test_activation import firmware_headers, new_mac, setup_call
 from tests.support import Recorder
 from xiaozhi import __version__
+from xiaozhi.audio_monitor import AudioPacket, encode_audio_packet
 from xiaozhi.stream_frame import (
     Flag,
     MessageType,
@@ -37,7 +40,7 @@ from xiaozhi.stream_frame import (
     decode_message,
     encode_message,
 )
-from xiaozhi_hub.http import RunningHub
+from xiaozhi_hub.http import RunningHub, run_hub
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
@@ -79,8 +82,20 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def page(browser: Browser) -> AsyncIterator[Page]:
+    async with open_page(browser) as opened:
+        yield opened
+
+
+@contextlib.asynccontextmanager
+async def open_page(
+    browser: Browser, *, init_script: str | None = None, ignore_https_errors: bool = False
+) -> AsyncIterator[Page]:
     """A fresh page whose requests to anything but 127.0.0.1 are aborted (and listed)."""
-    context = await browser.new_context(viewport={"width": 1200, "height": 800})
+    context = await browser.new_context(
+        viewport={"width": 1200, "height": 800}, ignore_https_errors=ignore_https_errors
+    )
+    if init_script is not None:
+        await context.add_init_script(init_script)
     aborted: list[str] = []
 
     async def offline(route: Route) -> None:
@@ -182,7 +197,10 @@ async def test_sign_in_and_a_device_that_connects_appears_without_reload(
         talking = asyncio.create_task(talk(device))
         try:
             await expect(page.locator("#listen-decoded")).not_to_have_text("0", timeout=5000)
-            await expect(page.locator("#listen-problem")).to_have_text("")  # WebCodecs here
+            await expect(page.locator("#listen-problem")).to_have_text("")
+            await expect(page.locator("#listen-how")).to_have_text(
+                "decoded in this browser (WebCodecs)"  # on 127.0.0.1: a secure context
+            )
             assert int(await page.locator("#listen-packets").inner_text()) > 0
             await page.screenshot(path=shots / "dashboard-listen.png")
         finally:
@@ -283,6 +301,77 @@ async def talk(device: WsDevice) -> None:
     """The device speaks a tone, in real time, until cancelled."""
     while True:
         await device.speak_pcm(tone(0.6))
+
+
+INSECURE = """
+Object.defineProperty(window, "isSecureContext", { value: false });
+delete window.AudioDecoder;
+"""
+"""What a page at http://<LAN address>:8003 is: no secure context, so no WebCodecs."""
+
+
+async def edge_talks(watcher: Recorder, hub: RunningHub, device_id: str) -> None:
+    """The edge's part (topics.md §2.14): a device's real Opus frames on its monitor topic,
+    in real time, until cancelled."""
+    topic = hub.service.topics.monitor_audio(device_id)
+    frames = [encode_audio_packet(AudioPacket(0, 60, 0, f)) for f in tone_packets(600)]
+    while True:
+        for frame in frames:
+            await watcher.publish(topic, frame, qos=0)
+            await asyncio.sleep(0.06)  # a talking device's pace, not a wait for anything
+
+
+async def hears(page: Page, hub: RunningHub, watcher: Recorder, how: str) -> None:
+    """On demo_kitchen's page, Listen plays what the device says, decoded ``how``."""
+    await page.click('a[href="#/device/demo_kitchen"]')
+    await page.click("#listen")
+    await expect(page.locator("#listen-state")).to_have_text("listening")
+    await expect(page.locator("#listen-how")).to_contain_text(how)
+    talking = asyncio.create_task(edge_talks(watcher, hub, "demo_kitchen"))
+    try:
+        five = re.compile(r"^([5-9]|\d\d+)$")  # frames decoded and scheduled, one after another
+        await expect(page.locator("#listen-decoded")).to_have_text(five, timeout=5000)
+        await expect(page.locator("#listen-level")).not_to_have_attribute("value", "0")
+    finally:
+        talking.cancel()
+    await expect(page.locator("#listen-problem")).to_have_text("")
+    assert int(await page.locator("#listen-packets").inner_text()) > 0
+
+
+async def test_a_page_without_webcodecs_plays_the_pcm_the_hub_decodes(
+    running_hub: RunningHub, watcher: Recorder, browser: Browser, shots: Path
+) -> None:
+    """The dashboard on a plain-http LAN address: the page asks for ``?format=pcm`` and
+    schedules the hub's PCM frames with Web Audio."""
+    async with open_page(browser, init_script=INSECURE) as page:
+        await sign_in(page, running_hub, shots)
+        assert await page.evaluate("window.isSecureContext || 'AudioDecoder' in window") is False
+        await hears(page, running_hub, watcher, "decoded by the hub (16-bit PCM)")
+        await expect(page.locator("#listen-how")).to_contain_text("needs https or localhost")
+        await page.screenshot(path=shots / "dashboard-listen-pcm.png")
+        await page.click("#listen")
+        await expect(page.locator("#listen-state")).to_have_text("stopped")
+
+
+async def test_over_the_hubs_own_https_the_page_decodes_with_webcodecs(
+    hub_settings: HubSettings,
+    engine: IntentEngine,
+    watcher: Recorder,
+    browser: Browser,
+    shots: Path,
+) -> None:
+    """``XIAOZHI_HUB_TLS_SELF_SIGNED``: the page is a secure context (the browser told to
+    accept the self-signed certificate, as a person does once), so WebCodecs decodes."""
+    settings = hub_settings.model_copy(update={"hub_tls_self_signed": True})
+    async with (
+        run_hub(settings, home=engine.home, engine=engine) as hub,
+        open_page(browser, ignore_https_errors=True) as page,
+    ):
+        assert hub.url.startswith("https://")
+        await sign_in(page, hub, shots)  # the stream over wss://
+        assert await page.evaluate("window.isSecureContext && 'AudioDecoder' in window") is True
+        await hears(page, hub, watcher, "decoded in this browser (WebCodecs)")
+        await page.screenshot(path=shots / "dashboard-listen-https.png")
 
 
 async def accept(dialog: Dialog) -> None:

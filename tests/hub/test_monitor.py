@@ -6,12 +6,14 @@ of the utterances' audio kept for the play buttons."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from tests.edge.helpers import tone_packets
 from tests.hub.conftest import READ_KEY
 from tests.support import Recorder
 from xiaozhi import __version__
@@ -22,6 +24,7 @@ from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.monitor import STATE_FIELDS
 from xiaozhi_hub.settings import HubSettings
 from xiaozhi_hub.utterance_audio import UtteranceAudio
+from xiaozhi_runtime import opus
 
 DEVICE = "demo_kitchen"
 
@@ -51,7 +54,7 @@ async def test_a_page_listens_through_the_hubs_want_and_the_want_goes_with_it(
         async with websockets.connect(url) as page:
             await page.send(json.dumps({"api_key": READ_KEY}))  # as a browser does
             attached = json.loads(await asyncio.wait_for(page.recv(), 10))
-            assert attached == {"type": "monitor", "device_id": DEVICE}
+            assert attached == {"type": "monitor", "device_id": DEVICE, "format": "opus"}
             await watcher.expect(want, lambda w: w == {"edge_id": hub_settings.hub_id})
             # online before the want, on the same connection: an edge never takes it for a
             # want left by a dead hub
@@ -109,6 +112,60 @@ async def test_the_hubs_state_carries_who_it_is_and_its_figures_for_every_replic
     gone = await watcher.expect(state, lambda s: s["state"] == "offline")
     assert (gone["version"], gone["started_at"]) == (__version__, born["started_at"])
     assert "devices" not in gone  # figures of a hub that is gone would be stale
+
+
+@pytest.mark.integration
+async def test_a_page_that_cannot_decode_opus_gets_the_hubs_pcm_of_the_devices_frames(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
+) -> None:
+    """``?format=pcm`` (the dashboard on a plain-http LAN address): each frame is the
+    device's real Opus packet decoded by the hub's one decoder for this listener."""
+    topics = hub_settings.topics
+    marker = tone_packets(20, frame_ms=20)[0]  # sent until the hub hears: 20 ms, told apart
+    speech = tone_packets(600)  # 10 frames of 60 ms
+
+    def published(opus_packet: bytes, duration_ms: int) -> bytes:
+        return encode_audio_packet(AudioPacket(0, duration_ms, 0, opus_packet))
+
+    async with run_hub(hub_settings, home=engine.home, engine=engine) as running:
+        url = running.url.replace("http", "ws", 1) + f"/api/v1/devices/{DEVICE}/listen"
+        async with websockets.connect(url + "?format=wav") as refused:
+            await refused.send(json.dumps({"api_key": READ_KEY}))
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(refused.recv(), 10)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1008
+        assert "expected opus or pcm" in closed.value.rcvd.reason
+
+        async with websockets.connect(url + "?format=pcm") as page:
+            await page.send(json.dumps({"api_key": READ_KEY}))
+            hello = json.loads(await asyncio.wait_for(page.recv(), 10))
+            assert hello == {
+                "type": "monitor",
+                "device_id": DEVICE,
+                "format": "pcm",
+                "sample_rate": 16000,
+            }
+            # the hub's subscription may still be on its way: the marker until one comes back
+            received: list[AudioPacket] = []
+            while not received:
+                await watcher.publish(topics.monitor_audio(DEVICE), published(marker, 20), qos=0)
+                with contextlib.suppress(TimeoutError):
+                    received.append(decode_audio_packet(await asyncio.wait_for(page.recv(), 0.2)))
+            for frame in speech:
+                await watcher.publish(topics.monitor_audio(DEVICE), published(frame, 60), qos=0)
+            while sum(p.duration_ms == 60 for p in received) < len(speech):
+                received.append(decode_audio_packet(await asyncio.wait_for(page.recv(), 10)))
+        # the same decoding, from a fresh decoder, of the frames the hub heard (markers that
+        # were on their way still arrived before the speech)
+        markers = sum(p.duration_ms == 20 for p in received)
+        reference = opus.Decoder(16000)
+        expected = [reference.decode(marker) for _ in range(markers)]
+        expected += [reference.decode(frame) for frame in speech]
+        assert [p.opus for p in received] == expected
+        assert [p.sequence for p in received] == list(range(len(received)))
+        assert {len(pcm) for pcm in expected[markers:]} == {960 * 2}  # 60 ms at 16 kHz
+        assert max(abs(s) for s in memoryview(expected[-1]).cast("h")) > 1000  # a tone
 
 
 def test_utterance_audio_keeps_the_last_ones_within_its_bounds() -> None:

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -357,6 +358,45 @@ async def test_a_slow_client_is_skipped_ahead_not_buffered(
         after = await next_matching(stream, lambda m: m.type in DATA_TYPES, within=60)
         assert after.data["seq"] > seqs[-1] + 1  # skipped ahead
         assert after.flags & Flag.COMPRESSED  # 60 KB of reading: zlib above 1 KB
+
+
+async def test_a_client_that_sends_but_never_reads_is_cut_off_and_its_socket_aborted(
+    small_queue_hub: RunningHub, watcher: Recorder
+) -> None:
+    """A raw client (small receive buffer) subscribes, then reads nothing: readings fill the
+    socket's buffers on the way, so the hub's writer waits for room, then the client's PINGs
+    pile up unanswered and the session cuts it off (0x204). Its buffer never drains: the hub
+    aborts the socket within seconds rather than at uvicorn's keepalive (~40 s)."""
+    hub = small_queue_hub
+    t = hub.service.topics
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", hub.port))
+    headers = {"X-API-Key": READ_KEY}
+    url = stream_url(hub.url)
+    async with connect(url, sock=sock, additional_headers=headers, ping_interval=None) as ws:
+        assert decode_message(await ws.recv()).type is MessageType.PROTOCOL_NEGOTIATION
+        check = StreamMessage(MessageType.VERSION_CHECK, {"versions": [1]}, V1)
+        await ws.send(encode_message(check))
+        assert decode_message(await ws.recv()).type is MessageType.VERSION_CHECK
+        subscribe = {"topics": [f"{t.base}/sensors/#"]}
+        await ws.send(encode_message(StreamMessage(MessageType.SUBSCRIBE, subscribe, V1)))
+        assert decode_message(await ws.recv()).type is MessageType.SUBSCRIPTION_ACK
+        # 5 MB of incompressible readings: more than the kernel's buffers on the way hold
+        blob = base64.b64encode(os.urandom(45_000)).decode()
+        for n in range(80):
+            reading = {"device_id": "deaf-dev", "sensor_type": "blob", "value": blob, "n": n}
+            await watcher.publish(t.sensor("deaf-dev", "blob"), reading, qos=0)
+        ping = encode_message(StreamMessage(MessageType.PING, blob.encode(), V1))
+
+        async def flood() -> None:
+            while True:  # the hub stops reading once it cut the client off: then sends wait
+                await ws.send(ping)
+
+        with pytest.raises(ConnectionClosed):  # the hub's reset ends the waiting send
+            await asyncio.wait_for(flood(), 10)
+        assert hub.service.stream.sessions == 0
 
 
 async def test_a_fleet_larger_than_the_queue_is_replayed_whole(

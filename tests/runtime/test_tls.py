@@ -3,14 +3,26 @@ and the file, never discovered later as a connection that silently is not encryp
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from tests.production_broker import make_certificate
 from xiaozhi_edge.settings import EdgeSettingsError, load_edge_settings
-from xiaozhi_hub.settings import HubSettingsError, load_hub_settings
-from xiaozhi_runtime.tls import device_tls_context, mqtt_tls_context
+from xiaozhi_hub.settings import (
+    HubCertificate,
+    HubSettingsError,
+    load_hub_settings,
+    resolve_hub_tls,
+)
+from xiaozhi_runtime.tls import (
+    machine_names,
+    mqtt_tls_context,
+    self_signed_certificate,
+    server_tls_context,
+)
 
 OPEN = {"device_auth": "open"}
 
@@ -48,5 +60,47 @@ def test_contexts_are_made_only_for_tls(tmp_path: Path) -> None:
         "mqtts://broker", cert_file=certificate, key_file=tmp_path / "server.key"
     )
     assert with_client_cert is not None
-    assert device_tls_context(certificate, tmp_path / "server.key") is not None
+    assert server_tls_context(certificate, tmp_path / "server.key") is not None
     assert load_edge_settings(**OPEN).device_tls() is None
+
+
+def test_the_hubs_https_settings_are_checked_at_load(tmp_path: Path) -> None:
+    with pytest.raises(HubSettingsError, match="XIAOZHI_HUB_TLS_CERT_FILE and XIAOZHI_HUB_TLS"):
+        load_hub_settings(hub_tls_cert_file="hub.crt")
+    certificate = make_certificate(tmp_path)
+    key = tmp_path / "server.key"
+    with pytest.raises(HubSettingsError, match="XIAOZHI_HUB_TLS_SELF_SIGNED or XIAOZHI_HUB_TLS"):
+        load_hub_settings(
+            hub_tls_self_signed=True, hub_tls_cert_file=certificate, hub_tls_key_file=key
+        )
+    missing = tmp_path / "nowhere.crt"
+    with pytest.raises(HubSettingsError, match=f"XIAOZHI_HUB_TLS_CERT_FILE='{missing}'"):
+        load_hub_settings(hub_tls_cert_file=missing, hub_tls_key_file=key)
+    settings = load_hub_settings(hub_tls_cert_file=certificate, hub_tls_key_file=key)
+    assert resolve_hub_tls(settings) == HubCertificate(certificate, key, made=False)
+    assert resolve_hub_tls(load_hub_settings()) is None  # plain http by default
+
+
+def test_a_self_signed_certificate_is_kept_until_a_name_is_new(tmp_path: Path) -> None:
+    names = machine_names()
+    assert names[:3] == ["localhost", "127.0.0.1", "::1"]
+    cert_file, key_file, made = self_signed_certificate(tmp_path, names)
+    assert made
+    assert key_file.stat().st_mode & 0o077 == 0  # the key: the owner's alone
+    first = cert_file.read_bytes()
+    cert = x509.load_pem_x509_certificate(first)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert ipaddress.ip_address("127.0.0.1") in san.get_values_for_type(x509.IPAddress)
+    assert server_tls_context(cert_file, key_file) is not None  # a usable pair
+
+    assert self_signed_certificate(tmp_path, names) == (cert_file, key_file, False)
+    assert cert_file.read_bytes() == first
+    # a new LAN address (or host name): made again, naming it
+    _, _, made = self_signed_certificate(tmp_path, [*names, "192.168.77.5"])
+    assert made
+    again = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    san = again.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("192.168.77.5") in san.get_values_for_type(x509.IPAddress)
+    key_file.write_text("damaged")  # an unreadable key: made again too
+    assert self_signed_certificate(tmp_path, names)[2]

@@ -147,6 +147,10 @@ class StreamPolicy:
         ack_retries: sends after the first; one more timeout closes the session.
         max_unacked: data frames awaiting an ack at once; the rest wait in the queue.
         max_message_bytes: cap on a received frame's payload (seed 002 size limits).
+        negotiate_seconds: how long a client has from :meth:`StreamSession.start` to agree a
+            version (and sign in): past it the session closes with ``ERROR`` 0x202 (0x100
+            when the upgrade request was authenticated). An idle socket costs the server
+            memory and is not yet anyone's: it may not hold it open for free.
 
     Raises:
         ValueError: a bound below 1 (``ack_retries`` below 0) or a timer not above 0.
@@ -158,11 +162,13 @@ class StreamPolicy:
     ack_retries: int = 2
     max_unacked: int = 64
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    negotiate_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if min(self.queue_limit, self.max_unacked, self.max_message_bytes) < 1:
             raise ValueError("queue_limit, max_unacked and max_message_bytes must be >= 1")
-        if self.ack_retries < 0 or min(self.heartbeat_seconds, self.ack_timeout_seconds) <= 0:
+        timers = (self.heartbeat_seconds, self.ack_timeout_seconds, self.negotiate_seconds)
+        if self.ack_retries < 0 or min(timers) <= 0:
             raise ValueError("ack_retries must be >= 0, the timers > 0")
 
 
@@ -285,11 +291,15 @@ class StreamSession:
         self._seq = 0
         self._reported_drops = 0
         self._last_sent: float | None = None
+        self._negotiate_by = 0.0
+        self.timed_out = False  # closed for not negotiating within negotiate_seconds
 
     # ------------------------------------------------------------------ lifetime
 
-    def start(self) -> None:
-        """Queue the server's ``PROTOCOL_NEGOTIATION``, the first frame of the connection."""
+    def start(self, now: float) -> None:
+        """Queue the server's ``PROTOCOL_NEGOTIATION``, the first frame of the connection;
+        the client has ``negotiate_seconds`` from ``now`` to answer it."""
+        self._negotiate_by = now + self.policy.negotiate_seconds
         self._control.append(
             (
                 MessageType.PROTOCOL_NEGOTIATION,
@@ -542,6 +552,8 @@ class StreamSession:
 
     def frames(self, now: float) -> list[bytes]:
         """Every frame due now, in order: control, drop notice, resends, priority, normal."""
+        if self.state is SessionState.NEGOTIATING and now >= self._negotiate_by:
+            self._negotiation_expired()
         out = [self._encode(k, d, f, now, v) for k, d, f, v in self._control]
         self._control.clear()
         if self.state is SessionState.OPEN:
@@ -656,8 +668,28 @@ class StreamSession:
             msg = StreamMessage(kind, data, version, Flag(allowed), ts)
         return encode_message(msg)
 
+    def _negotiation_expired(self) -> None:
+        self.timed_out = True
+        seconds = f"{self.policy.negotiate_seconds:g}"
+        if self._authenticated:
+            self._error(
+                ErrorCode.INVALID_PROTOCOL_VERSION,
+                f"no VERSION_CHECK within {seconds} s of the connection",
+                fatal=True,
+            )
+        else:
+            self._error(
+                ErrorCode.AUTHENTICATION_FAILED,
+                f"not signed in within {seconds} s: send X-API-Key or 'Authorization: "
+                "Bearer' on the upgrade request, or 'api_key' / 'token' in VERSION_CHECK",
+                fatal=True,
+            )
+
     def next_deadline(self) -> float | None:
-        """When :meth:`frames` has something to send without new input (heartbeat, resend)."""
+        """When :meth:`frames` has something to send without new input (heartbeat, resend,
+        the end of the time allowed to negotiate)."""
+        if self.state is SessionState.NEGOTIATING:
+            return self._negotiate_by
         if self.state is not SessionState.OPEN or self._last_sent is None:
             return None
         deadline = self._last_sent + self.heartbeat_seconds

@@ -54,7 +54,7 @@ def opened(
     session = StreamSession(
         check_credentials=lambda c: False, authenticated=True, policy=StreamPolicy(**kwargs)
     )
-    session.start()
+    session.start(T0)
     (hello,) = sent(session)
     assert hello.type is MessageType.PROTOCOL_NEGOTIATION
     assert hello.version == 1
@@ -152,7 +152,7 @@ def test_negotiation_picks_the_highest_common_version_and_fixes_it() -> None:
 
 def test_no_common_version_closes_with_0x100() -> None:
     session = StreamSession(check_credentials=lambda c: True, authenticated=True, versions=[3])
-    session.start()
+    session.start(T0)
     sent(session)
     session.receive(frame(MessageType.VERSION_CHECK, {"version": 1}, StreamVersion.V1), T0)
     (err,) = sent(session)
@@ -167,12 +167,40 @@ def test_no_common_version_closes_with_0x100() -> None:
 
 def test_anything_before_the_version_check_is_refused_but_not_fatal() -> None:
     session = StreamSession(check_credentials=lambda c: True, authenticated=True)
-    session.start()
+    session.start(T0)
     sent(session)
     session.receive(frame(MessageType.SUBSCRIBE, {"topics": ["#"]}), T0)
     assert error_code(sent(session)) == ErrorCode.INVALID_MESSAGE_TYPE
     assert session.state is SessionState.NEGOTIATING
     assert not session.offer(item())  # not open: nothing queued
+
+
+@pytest.mark.parametrize(
+    ("authenticated", "code"),
+    [(False, ErrorCode.AUTHENTICATION_FAILED), (True, ErrorCode.INVALID_PROTOCOL_VERSION)],
+)
+def test_a_client_that_does_not_negotiate_in_time_is_closed(
+    authenticated: bool, code: ErrorCode
+) -> None:
+    """An idle socket may not stay open for free: the deadline is the session's own timer."""
+    policy = StreamPolicy(negotiate_seconds=2)
+    session = StreamSession(
+        check_credentials=lambda c: True, authenticated=authenticated, policy=policy
+    )
+    session.start(T0)
+    assert session.next_deadline() == T0 + 2
+    sent(session)
+    assert sent(session, T0 + 1.9) == []
+    assert error_code(sent(session, T0 + 2)) == code
+    assert session.state is SessionState.CLOSED
+    assert session.timed_out
+    assert session.next_deadline() is None
+    # In time, the deadline is gone with the negotiation.
+    session = StreamSession(check_credentials=lambda c: True, authenticated=True, policy=policy)
+    session.start(T0)
+    session.receive(frame(MessageType.VERSION_CHECK, {"versions": [3]}), T0 + 1)
+    sent(session, T0 + 5)
+    assert session.state is SessionState.OPEN
 
 
 @pytest.mark.parametrize(
@@ -187,7 +215,7 @@ def test_credentials_in_the_version_check(data: dict[str, Any], accepted: bool) 
         return credentials.api_key == "good" or credentials.token == "jwt"
 
     session = StreamSession(check_credentials=check, authenticated=False)
-    session.start()
+    session.start(T0)
     assert sent(session)[0].data["auth"] == "required"
     result = session.receive(frame(MessageType.VERSION_CHECK, {"versions": [3], **data}), T0)
     if accepted:
@@ -240,7 +268,7 @@ def test_ack_required_from_the_client_is_acknowledged() -> None:
 
 def negotiating() -> StreamSession:
     session = StreamSession(check_credentials=lambda c: True, authenticated=True)
-    session.start()
+    session.start(T0)
     sent(session)
     return session
 
@@ -327,7 +355,7 @@ def test_refused_frames_are_acked_before_their_error_and_closed_sessions_ack_not
     assert err.data["code"] == ErrorCode.PERMISSION_DENIED
     # Bad credentials in an acked VERSION_CHECK: the ack, then the fatal 0x202.
     session = StreamSession(check_credentials=lambda c: False, authenticated=False)
-    session.start()
+    session.start(T0)
     sent(session)
     session.receive(
         frame(MessageType.VERSION_CHECK, {**_VERSIONS, "seq": 4}, flags=Flag.ACK_REQUIRED), T0
@@ -346,7 +374,7 @@ def test_an_ack_that_overflows_the_replies_closes_and_nothing_reopens() -> None:
     session = StreamSession(
         check_credentials=lambda c: True, authenticated=True, policy=StreamPolicy(queue_limit=1)
     )
-    session.start()  # PROTOCOL_NEGOTIATION waits, unread
+    session.start(T0)  # PROTOCOL_NEGOTIATION waits, unread
     check = {**_VERSIONS, "seq": 1}
     assert (
         session.receive(frame(MessageType.VERSION_CHECK, check, flags=Flag.ACK_REQUIRED), T0) == []
@@ -475,7 +503,7 @@ def example_session() -> list[tuple[str, str, bytes]]:
     produced by the codec and this session, at a fixed clock."""
     now = 1_800_000_000.0
     session = StreamSession(check_credentials=lambda c: False, authenticated=True)
-    session.start()
+    session.start(T0)
     out: list[tuple[str, str, bytes]] = []
 
     def server(what: str) -> None:

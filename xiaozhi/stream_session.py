@@ -17,7 +17,9 @@ The conversation (every payload is a MessagePack map):
    no common version: ``ERROR`` 0x100 and the session closes; bad credentials: 0x202, closes;
 4. client → ``SUBSCRIBE`` / ``UNSUBSCRIBE`` ``{"topics": [MQTT filters]}``, answered by
    ``SUBSCRIPTION_ACK`` ``{"topics": every filter now held, "added"|"removed": [...]}``;
-   ``PING`` → ``PONG`` (same data); ``HEARTBEAT`` ``{"ack": seq}`` acknowledges a data frame;
+   ``PING`` → ``PONG`` (same data); ``HEARTBEAT`` ``{"ack": seq}`` acknowledges a data frame
+   (an ``"ack"`` that is not an int: ``ERROR`` 0x200); a second ``VERSION_CHECK`` gets
+   ``ERROR`` 0x100, the version stays as agreed;
 5. any client frame with ``ACK_REQUIRED`` and an int ``seq`` (step 2's included) is acked by
    the server's ``HEARTBEAT`` ``{"ack": seq}`` ahead of its answer or refusal (one rule).
 
@@ -476,13 +478,26 @@ class StreamSession:
         if kind is MessageType.PING:
             self._say(MessageType.PONG, msg.data, Flag.PRIORITY)
         elif kind is MessageType.HEARTBEAT:
-            ack = msg.data.get("ack") if isinstance(msg.data, dict) else None
+            data = msg.data if isinstance(msg.data, dict) else {}
+            ack = data.get("ack")
             if type(ack) is int:
                 self._inflight.pop(ack, None)
+            elif "ack" in data:  # a HEARTBEAT without "ack" is only a keepalive
+                self._error(
+                    ErrorCode.INVALID_DATA_FORMAT,
+                    "HEARTBEAT 'ack' must be the int seq of a data frame, not "
+                    f"{type(ack).__name__}",
+                )
         elif kind in (MessageType.SUBSCRIBE, MessageType.UNSUBSCRIBE):
             return self._subscription(msg)
         elif kind in (MessageType.VERSION_CHECK, MessageType.PROTOCOL_NEGOTIATION):
-            self._say(MessageType.VERSION_CHECK, self._version_data(), Flag(0))
+            # The version (and the ack mode) is fixed for the connection: a second check is
+            # refused, whatever it offers, and the session goes on as agreed.
+            self._error(
+                ErrorCode.INVALID_PROTOCOL_VERSION,
+                f"the version is agreed (V{int(self.version)}) and fixed for the connection: "
+                "reconnect to negotiate another",
+            )
         elif kind in DATA_TYPES or kind is MessageType.SUBSCRIPTION_ACK:
             self._error(
                 ErrorCode.PERMISSION_DENIED,

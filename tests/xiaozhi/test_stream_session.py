@@ -141,13 +141,19 @@ def test_negotiation_picks_the_highest_common_version_and_fixes_it() -> None:
     # A V3 frame on a V2 session is refused, and the session goes on.
     session.receive(frame(MessageType.PING, {}), T0)
     assert error_code(sent(session)) == ErrorCode.INVALID_PROTOCOL_VERSION
-    # Asking again answers with the fixed version.
-    session.receive(
-        frame(MessageType.PROTOCOL_NEGOTIATION, {"versions": [3]}, StreamVersion.V2), T0
-    )
-    (again,) = sent(session)
-    assert again.data["version"] == 2
+    # Renegotiating is refused with the seed's version error; the session keeps its version.
+    for kind in (MessageType.PROTOCOL_NEGOTIATION, MessageType.VERSION_CHECK):
+        session.receive(frame(kind, {"versions": [1]}, StreamVersion.V2), T0)
+        (again,) = sent(session)
+        assert again.data["code"] == ErrorCode.INVALID_PROTOCOL_VERSION
+        assert "agreed (V2)" in again.data["message"]
     assert session.state is SessionState.OPEN
+    assert session.version is StreamVersion.V2
+    # A HEARTBEAT's "ack" is a data frame's int seq; without one it is only a keepalive.
+    session.receive(frame(MessageType.HEARTBEAT, {"ack": "x"}, StreamVersion.V2), T0)
+    assert error_code(sent(session)) == ErrorCode.INVALID_DATA_FORMAT
+    session.receive(frame(MessageType.HEARTBEAT, {}, StreamVersion.V2), T0)
+    assert sent(session) == []
 
 
 def test_no_common_version_closes_with_0x100() -> None:
@@ -278,13 +284,8 @@ _TOPICS = {"topics": ["a/#"]}
 #: Every client frame type with ACK_REQUIRED: its payload (a "seq" is added), and what follows
 #: the ack, while negotiating and once open (an ERROR's code, or the answer's type, or nothing).
 ACK_CASES: list[tuple[MessageType, dict[str, Any], object, object]] = [
-    (MessageType.VERSION_CHECK, _VERSIONS, MessageType.VERSION_CHECK, MessageType.VERSION_CHECK),
-    (
-        MessageType.PROTOCOL_NEGOTIATION,
-        _VERSIONS,
-        MessageType.VERSION_CHECK,
-        MessageType.VERSION_CHECK,
-    ),
+    (MessageType.VERSION_CHECK, _VERSIONS, MessageType.VERSION_CHECK, 0x100),
+    (MessageType.PROTOCOL_NEGOTIATION, _VERSIONS, MessageType.VERSION_CHECK, 0x100),
     (MessageType.SUBSCRIBE, _TOPICS, 0x104, MessageType.SUBSCRIPTION_ACK),
     (MessageType.UNSUBSCRIBE, _TOPICS, 0x104, MessageType.SUBSCRIPTION_ACK),
     (MessageType.PING, {}, 0x104, MessageType.PONG),

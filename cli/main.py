@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shlex
 import socket
 import sys
 from collections.abc import Sequence
@@ -56,9 +57,22 @@ def _api_key(settings: UpSettings) -> str:
     return read_or_create_secret(settings.state_dir / "api_key", nbytes=24)
 
 
-def _say_how_to_watch(hub_url: str, broker_url: str) -> None:
+def _watch_command(hub_url: str, settings: UpSettings) -> str:
+    """``xiaozhi watch`` as it works pasted anywhere: in another directory, another
+    terminal, with ``up``'s state dir not the default one. ``watch`` reads the key from
+    ``XIAOZHI_STATE_DIR`` (absolute here), or, when ``up`` was given XIAOZHI_API_KEYS (no
+    key file then), from XIAOZHI_API_KEY: the key the banner prints already."""
+    keys = os.environ.get("XIAOZHI_API_KEYS")
+    if keys:
+        where = f"XIAOZHI_API_KEY={shlex.quote(keys.split(',')[0].split(':')[0].strip())}"
+    else:
+        where = f"XIAOZHI_STATE_DIR={shlex.quote(str(settings.state_dir.resolve()))}"
+    return f"{where} xiaozhi watch --url {hub_url}"
+
+
+def _say_how_to_watch(hub_url: str, broker_url: str, settings: UpSettings) -> None:
     """The two ways to watch: the hub's stream, and the topic tree itself."""
-    _say(f"live      xiaozhi watch --url {hub_url} (the fleet and its events, live)")
+    _say(f"live      {_watch_command(hub_url, settings)} (the fleet and its events, live)")
     _say("watch     mosquitto_sub -v -t 'xiaozhi/#' " + f"-p {broker_url.rsplit(':', 1)[-1]}")
 
 
@@ -168,7 +182,7 @@ async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
             )
         else:
             _say("devices   no simulated ones (XIAOZHI_DEMO_DEVICES=true starts three)")
-        _say_how_to_watch(hub_url, url)
+        _say_how_to_watch(hub_url, url, settings)
         _say("ready     press Ctrl-C to stop")
         await stop.wait()
         _say("stopping")

@@ -349,7 +349,7 @@ class MqttDevice(SimulatedDevice):
     @property
     def audio_path_missing(self) -> str | None:
         return (
-            "MQTT devices have no audio path (audio never travels over MQTT); "
+            "MQTT devices have no audio path (a device never sends audio over MQTT); "
             "use a WebSocket device to speak"
         )
 

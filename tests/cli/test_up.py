@@ -65,7 +65,23 @@ def test_up_runs_a_broker_clients_can_use_and_ctrl_c_stops_it(
     assert found, line
     port, broker_pid = int(found.group(1)), int(found.group(2))
     assert port != 0, "port 0 asks for any free port; `up` says which one it got"
+    live = reader.wait_for("live      ")
     reader.wait_for("ready     press Ctrl-C")
+
+    # The banner's watch command works as printed: another directory, a shell without the
+    # state dir `up` was given (the key is found through what the command says).
+    command = live.split("live", 1)[1].split(" (the fleet", 1)[0].strip()
+    env = _env()
+    env["PATH"] = f"{Path(XIAOZHI).parent}{os.pathsep}{env.get('PATH', '')}"
+    watched = subprocess.run(
+        ["sh", "-c", f"{command} --count 1 --plain"],
+        cwd=Path(XIAOZHI).anchor,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert watched.returncode == 0, watched.stderr
 
     # An integrator's view: the real CLI clients publish a retained message and read it back.
     subprocess.run(

@@ -13,7 +13,9 @@ QoS and retain from :func:`xiaozhi.topics.publish_options`):
 * ``say``: publishes a ``voice_command`` event (seed 003 "Voice Command Processing") on its own
   ``xiaozhi/events/voice_command/{device_id}``;
 * a clean stop publishes the retained ``disconnected`` status itself, then DISCONNECTs (after
-  which the broker drops the will);
+  which the broker drops the will); a reboot too, and comes back as a fresh MQTT client (RAM
+  does not survive a reboot: nothing of the old connection is resent after the new one's
+  ``connected`` status);
 * losing the broker: reconnect with capped exponential back-off and jitter (seed 003: 5 s,
   10 attempts), then ``FatalError``.
 
@@ -103,6 +105,7 @@ class MqttDevice(SimulatedDevice):
         self._disconnected = asyncio.Event()
         self._stopping = False
         self._rebooting = False
+        self._booted = False  # rebooted: the next connection is a fresh client's
         self._supervisor: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.client = self._new_client()
@@ -153,6 +156,14 @@ class MqttDevice(SimulatedDevice):
                 await asyncio.sleep(delay)
                 if self._stopping:
                     return
+            if self._booted:
+                # A reboot clears RAM: paho's messages still unacknowledged by the broker
+                # (the offline status and the reboot's command_result, published just before
+                # the DISCONNECT) would otherwise be resent after the new connection's
+                # status: a stale retained "disconnected" while the device is live, and the
+                # command_result twice. They reached the broker before the DISCONNECT.
+                self._booted = False
+                self.client = self._new_client()
             self.model.machine.go(DeviceState.CONNECTING, "broker connect")
             self._disconnected.clear()
             try:
@@ -175,6 +186,7 @@ class MqttDevice(SimulatedDevice):
         """Reboot: the boot time. Otherwise back-off; None after the last attempt (fatal)."""
         if self._rebooting:
             self._rebooting = False
+            self._booted = True
             self.backoff.reset()
             return REBOOT_SECONDS
         if self._stopping:

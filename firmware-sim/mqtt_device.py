@@ -218,6 +218,7 @@ class MqttDevice(SimulatedDevice):
         if self._connected:
             self._rebooting = True
             self._publish(self.topics.status(self.device_id), self.model.last_will())
+            self._announce("device_disconnected")  # as a clean stop does: it comes back
             self.client.disconnect()
         self.model.reboot(self.now())
 

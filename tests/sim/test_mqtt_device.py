@@ -154,10 +154,12 @@ async def test_a_reboot_command_goes_offline_and_back(
 ) -> None:
     async with running(sim_settings, device_name) as device:
         did = device.device_id
-        async with record(mosquitto.url, T.status(did), T.device_events(did)) as obs:
+        gone = T.device_disconnected()
+        async with record(mosquitto.url, T.status(did), T.device_events(did), gone) as obs:
             await obs.publish(T.command(did), {"command": "reboot", "message_id": "r"})
             await obs.first(lambda m: m.obj.get("message_id") == "r")
             await obs.first(lambda m: m.obj.get("status") == "disconnected")
+            await obs.first(lambda m: m.topic == gone and m.obj.get("device_id") == did)
             back = await obs.first(lambda m: m.obj.get("status") == "connected" and not m.retain)
             assert back.obj["uptime"] == 0
             # A fence: one connection, in order, so whatever the rebooted device still sends

@@ -62,6 +62,8 @@ from xiaozhi_sim.stats import SimStats
 __all__ = ["MqttDevice"]
 
 _OVERSIZE_BYTES = 3 * 1024 * 1024  # over mosquitto/dev.conf's max_packet_size (2 MiB)
+_GOODBYE_SECONDS = 2.0
+"""Longest a clean stop or reboot waits for the broker to acknowledge its goodbye."""
 
 
 class MqttDevice(SimulatedDevice):
@@ -123,6 +125,7 @@ class MqttDevice(SimulatedDevice):
             will_topic, self.model.last_will().to_wire(), qos=int(options.qos), retain=True
         )
         client.on_connect = self._on_connect
+        client.on_publish = self._on_publish
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         self._paho.attach(client)
@@ -202,9 +205,7 @@ class MqttDevice(SimulatedDevice):
         """Publish the retained ``disconnected`` status, DISCONNECT, and stop every task."""
         self._stopping = True
         if self._connected:
-            self._publish(self.topics.status(self.device_id), self.model.last_will())
-            self._announce("device_disconnected")
-            self.client.disconnect()
+            await self._say_goodbye()
             await self.wait_until(lambda: not self._connected, 5.0)
         else:
             self.client.disconnect()  # also ends a connection still waiting for its CONNACK
@@ -217,10 +218,25 @@ class MqttDevice(SimulatedDevice):
         self.log.info("device_reboot")
         if self._connected:
             self._rebooting = True
-            self._publish(self.topics.status(self.device_id), self.model.last_will())
-            self._announce("device_disconnected")  # as a clean stop does: it comes back
-            self.client.disconnect()
+            await self._say_goodbye()
         self.model.reboot(self.now())
+
+    async def _say_goodbye(self) -> None:
+        """A clean stop's or reboot's end: the retained ``disconnected`` status and
+        ``device_disconnected``, acknowledged by the broker (at most
+        :data:`_GOODBYE_SECONDS`), then DISCONNECT.
+
+        Disconnecting at once lost them: the socket closed with the broker's PUBACKs for
+        earlier messages unread in it, so the kernel reset the connection (RST rather than
+        FIN) and the broker dropped what it had not read yet, the goodbye and the DISCONNECT
+        included, and published the will instead.
+        """
+        sent = [
+            self._publish(self.topics.status(self.device_id), self.model.last_will()),
+            self._announce("device_disconnected"),
+        ]
+        await self.wait_until(lambda: all(i.is_published() for i in sent), _GOODBYE_SECONDS)
+        self.client.disconnect()
 
     # -- paho callbacks ---------------------------------------------------------------------
 
@@ -258,6 +274,9 @@ class MqttDevice(SimulatedDevice):
         self._disconnected.set()
         self._notify()
 
+    def _on_publish(self, *_args: Any) -> None:
+        self._notify()  # a QoS 1 message acknowledged: a goodbye may be waiting for it
+
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.stats.messages_in += 1
         try:
@@ -280,7 +299,7 @@ class MqttDevice(SimulatedDevice):
 
     # -- publishing ---------------------------------------------------------------------------
 
-    def _publish(self, topic: str, payload: WireModel | bytes) -> None:
+    def _publish(self, topic: str, payload: WireModel | bytes) -> mqtt.MQTTMessageInfo:
         """Publish with the topic's QoS and retain flag from the tree (design.md section 5)."""
         options = self.topics.publish_options(topic)
         data = payload if isinstance(payload, bytes) else payload.to_wire()
@@ -288,6 +307,7 @@ class MqttDevice(SimulatedDevice):
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self.stats.error("publish")
         self.stats.messages_out += 1
+        return info
 
     def publish_status(self) -> None:
         """A fresh ``connected`` status with telemetry (retained)."""
@@ -296,7 +316,9 @@ class MqttDevice(SimulatedDevice):
         )
         self._publish(self.topics.status(self.device_id), status)
 
-    def _announce(self, event_type: Literal["device_connected", "device_disconnected"]) -> None:
+    def _announce(
+        self, event_type: Literal["device_connected", "device_disconnected"]
+    ) -> mqtt.MQTTMessageInfo:
         """``xiaozhi/events/device_connected|disconnected``: an MQTT device has no edge to say
         it for it (docs/topics.md). A crash sends only the will, the retained status."""
         event = ConnectionEvent(
@@ -311,7 +333,7 @@ class MqttDevice(SimulatedDevice):
             if event_type == "device_connected"
             else self.topics.device_disconnected()
         )
-        self._publish(topic, event)
+        return self._publish(topic, event)
 
     def publish_sensors(self) -> None:
         """One retained reading per sensor."""

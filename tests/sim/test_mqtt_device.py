@@ -169,6 +169,12 @@ async def test_a_reboot_command_goes_offline_and_back(
             await obs.first(lambda m: m.obj.get("message_id") == "fence")
             since = obs.messages[obs.messages.index(back) :]
             assert [m.obj for m in since if m.obj.get("status") == "disconnected"] == []
+            # The goodbye came whole (no will: the broker had the DISCONNECT).
+            assert [m.obj.get("status") for m in obs.messages if m.topic == T.status(did)][:3] == [
+                "connected",
+                "disconnected",
+                "connected",
+            ]
             assert len([m for m in obs.messages if m.obj.get("message_id") == "r"]) == 1
         async with record(mosquitto.url, T.status(did)) as late:
             retained = await late.first(lambda m: m.retain)

@@ -17,6 +17,7 @@ import pytest
 
 from tests.support import LineReader, pid_alive, refused_port
 from xiaozhi_cli.broker import ManagedMosquitto
+from xiaozhi_cli.main import _watch_command
 
 XIAOZHI = shutil.which("xiaozhi") or str(Path(sys.executable).with_name("xiaozhi"))
 
@@ -234,3 +235,18 @@ def test_up_keeps_log_lines_in_a_file_unless_verbose(tmp_path: Path, verbose: bo
         assert f"logs      {log_file} (xiaozhi up --verbose shows them here)" in output
         events = [json.loads(line)["event"] for line in log_file.read_text().splitlines()]
         assert {"edge_listening", "mqtt_connected"} <= set(events)
+
+
+def test_the_banners_watch_command_carries_the_key_given_and_a_self_signed_certificate(
+    tmp_path: Path,
+) -> None:
+    """Under XIAOZHI_API_KEYS there is no key file: the command names the (first) key; a
+    certificate the hub made itself is trusted through SSL_CERT_FILE. (The key file case
+    runs for real above.)"""
+    cert = tmp_path / "hub-tls-cert.pem"
+    command = _watch_command(
+        "https://127.0.0.1:8003", tmp_path, api_keys="k1:read,k2", self_signed=cert
+    )
+    assert command == (
+        f"XIAOZHI_API_KEY=k1 SSL_CERT_FILE={cert} xiaozhi watch --url https://127.0.0.1:8003"
+    )

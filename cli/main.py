@@ -14,9 +14,11 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shlex
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xiaozhi import __version__
@@ -56,9 +58,33 @@ def _api_key(settings: UpSettings) -> str:
     return read_or_create_secret(settings.state_dir / "api_key", nbytes=24)
 
 
-def _say_how_to_watch(hub_url: str, broker_url: str) -> None:
+def _watch_command(
+    hub_url: str, state_dir: Path, *, api_keys: str | None, self_signed: Path | None
+) -> str:
+    """``xiaozhi watch`` as it works pasted anywhere: in another directory, another
+    terminal, with ``up``'s state dir not the default one. ``watch`` reads the key from
+    ``XIAOZHI_STATE_DIR`` (absolute here), or, when ``up`` was given XIAOZHI_API_KEYS (no
+    key file then), from XIAOZHI_API_KEY: the key the banner prints already. A hub serving
+    https with a certificate it made itself is trusted through ``SSL_CERT_FILE`` (Python's
+    ``ssl`` reads it)."""
+    if api_keys:
+        words = [f"XIAOZHI_API_KEY={shlex.quote(api_keys.split(',')[0].split(':')[0].strip())}"]
+    else:
+        words = [f"XIAOZHI_STATE_DIR={shlex.quote(str(state_dir.resolve()))}"]
+    if self_signed is not None:
+        words.append(f"SSL_CERT_FILE={shlex.quote(str(self_signed.resolve()))}")
+    return " ".join([*words, "xiaozhi watch --url", hub_url])
+
+
+def _say_how_to_watch(hub: RunningHub, broker_url: str, settings: UpSettings) -> None:
     """The two ways to watch: the hub's stream, and the topic tree itself."""
-    _say(f"live      xiaozhi watch --url {hub_url} (the fleet and its events, live)")
+    command = _watch_command(
+        hub.url,
+        settings.state_dir,
+        api_keys=os.environ.get("XIAOZHI_API_KEYS"),
+        self_signed=hub.tls.cert_file if hub.tls is not None and hub.tls.names else None,
+    )
+    _say(f"live      {command} (the fleet and its events, live)")
     _say("watch     mosquitto_sub -v -t 'xiaozhi/#' " + f"-p {broker_url.rsplit(':', 1)[-1]}")
 
 
@@ -168,7 +194,7 @@ async def _run_up(settings: UpSettings, stop: asyncio.Event) -> int:
             )
         else:
             _say("devices   no simulated ones (XIAOZHI_DEMO_DEVICES=true starts three)")
-        _say_how_to_watch(hub_url, url)
+        _say_how_to_watch(hub, url, settings)
         _say("ready     press Ctrl-C to stop")
         await stop.wait()
         _say("stopping")

@@ -13,7 +13,9 @@ QoS and retain from :func:`xiaozhi.topics.publish_options`):
 * ``say``: publishes a ``voice_command`` event (seed 003 "Voice Command Processing") on its own
   ``xiaozhi/events/voice_command/{device_id}``;
 * a clean stop publishes the retained ``disconnected`` status itself, then DISCONNECTs (after
-  which the broker drops the will);
+  which the broker drops the will); a reboot too, and comes back as a fresh MQTT client (RAM
+  does not survive a reboot: nothing of the old connection is resent after the new one's
+  ``connected`` status);
 * losing the broker: reconnect with capped exponential back-off and jitter (seed 003: 5 s,
   10 attempts), then ``FatalError``.
 
@@ -60,6 +62,8 @@ from xiaozhi_sim.stats import SimStats
 __all__ = ["MqttDevice"]
 
 _OVERSIZE_BYTES = 3 * 1024 * 1024  # over mosquitto/dev.conf's max_packet_size (2 MiB)
+_GOODBYE_SECONDS = 2.0
+"""Longest a clean stop or reboot waits for the broker to acknowledge its goodbye."""
 
 
 class MqttDevice(SimulatedDevice):
@@ -103,6 +107,7 @@ class MqttDevice(SimulatedDevice):
         self._disconnected = asyncio.Event()
         self._stopping = False
         self._rebooting = False
+        self._booted = False  # rebooted: the next connection is a fresh client's
         self._supervisor: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.client = self._new_client()
@@ -120,6 +125,7 @@ class MqttDevice(SimulatedDevice):
             will_topic, self.model.last_will().to_wire(), qos=int(options.qos), retain=True
         )
         client.on_connect = self._on_connect
+        client.on_publish = self._on_publish
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         self._paho.attach(client)
@@ -153,6 +159,14 @@ class MqttDevice(SimulatedDevice):
                 await asyncio.sleep(delay)
                 if self._stopping:
                     return
+            if self._booted:
+                # A reboot clears RAM: paho's messages still unacknowledged by the broker
+                # (the offline status and the reboot's command_result, published just before
+                # the DISCONNECT) would otherwise be resent after the new connection's
+                # status: a stale retained "disconnected" while the device is live, and the
+                # command_result twice. They reached the broker before the DISCONNECT.
+                self._booted = False
+                self.client = self._new_client()
             self.model.machine.go(DeviceState.CONNECTING, "broker connect")
             self._disconnected.clear()
             try:
@@ -175,6 +189,7 @@ class MqttDevice(SimulatedDevice):
         """Reboot: the boot time. Otherwise back-off; None after the last attempt (fatal)."""
         if self._rebooting:
             self._rebooting = False
+            self._booted = True
             self.backoff.reset()
             return REBOOT_SECONDS
         if self._stopping:
@@ -190,9 +205,7 @@ class MqttDevice(SimulatedDevice):
         """Publish the retained ``disconnected`` status, DISCONNECT, and stop every task."""
         self._stopping = True
         if self._connected:
-            self._publish(self.topics.status(self.device_id), self.model.last_will())
-            self._announce("device_disconnected")
-            self.client.disconnect()
+            await self._say_goodbye()
             await self.wait_until(lambda: not self._connected, 5.0)
         else:
             self.client.disconnect()  # also ends a connection still waiting for its CONNACK
@@ -205,9 +218,25 @@ class MqttDevice(SimulatedDevice):
         self.log.info("device_reboot")
         if self._connected:
             self._rebooting = True
-            self._publish(self.topics.status(self.device_id), self.model.last_will())
-            self.client.disconnect()
+            await self._say_goodbye()
         self.model.reboot(self.now())
+
+    async def _say_goodbye(self) -> None:
+        """A clean stop's or reboot's end: the retained ``disconnected`` status and
+        ``device_disconnected``, acknowledged by the broker (at most
+        :data:`_GOODBYE_SECONDS`), then DISCONNECT.
+
+        Disconnecting at once lost them: the socket closed with the broker's PUBACKs for
+        earlier messages unread in it, so the kernel reset the connection (RST rather than
+        FIN) and the broker dropped what it had not read yet, the goodbye and the DISCONNECT
+        included, and published the will instead.
+        """
+        sent = [
+            self._publish(self.topics.status(self.device_id), self.model.last_will()),
+            self._announce("device_disconnected"),
+        ]
+        await self.wait_until(lambda: all(i.is_published() for i in sent), _GOODBYE_SECONDS)
+        self.client.disconnect()
 
     # -- paho callbacks ---------------------------------------------------------------------
 
@@ -245,6 +274,9 @@ class MqttDevice(SimulatedDevice):
         self._disconnected.set()
         self._notify()
 
+    def _on_publish(self, *_args: Any) -> None:
+        self._notify()  # a QoS 1 message acknowledged: a goodbye may be waiting for it
+
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.stats.messages_in += 1
         try:
@@ -267,7 +299,7 @@ class MqttDevice(SimulatedDevice):
 
     # -- publishing ---------------------------------------------------------------------------
 
-    def _publish(self, topic: str, payload: WireModel | bytes) -> None:
+    def _publish(self, topic: str, payload: WireModel | bytes) -> mqtt.MQTTMessageInfo:
         """Publish with the topic's QoS and retain flag from the tree (design.md section 5)."""
         options = self.topics.publish_options(topic)
         data = payload if isinstance(payload, bytes) else payload.to_wire()
@@ -275,6 +307,7 @@ class MqttDevice(SimulatedDevice):
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self.stats.error("publish")
         self.stats.messages_out += 1
+        return info
 
     def publish_status(self) -> None:
         """A fresh ``connected`` status with telemetry (retained)."""
@@ -283,7 +316,9 @@ class MqttDevice(SimulatedDevice):
         )
         self._publish(self.topics.status(self.device_id), status)
 
-    def _announce(self, event_type: Literal["device_connected", "device_disconnected"]) -> None:
+    def _announce(
+        self, event_type: Literal["device_connected", "device_disconnected"]
+    ) -> mqtt.MQTTMessageInfo:
         """``xiaozhi/events/device_connected|disconnected``: an MQTT device has no edge to say
         it for it (docs/topics.md). A crash sends only the will, the retained status."""
         event = ConnectionEvent(
@@ -298,7 +333,7 @@ class MqttDevice(SimulatedDevice):
             if event_type == "device_connected"
             else self.topics.device_disconnected()
         )
-        self._publish(topic, event)
+        return self._publish(topic, event)
 
     def publish_sensors(self) -> None:
         """One retained reading per sensor."""
@@ -349,7 +384,7 @@ class MqttDevice(SimulatedDevice):
     @property
     def audio_path_missing(self) -> str | None:
         return (
-            "MQTT devices have no audio path (audio never travels over MQTT); "
+            "MQTT devices have no audio path (a device never sends audio over MQTT); "
             "use a WebSocket device to speak"
         )
 

@@ -132,6 +132,19 @@ class HubMetrics:
             "Live stream (/api/v1/stream) connections open",
             registry=self.registry,
         )
+        self.stream_signing_in = Gauge(
+            "xiaozhi_hub_stream_signing_in",
+            "Live stream connections open without credentials yet (bounded by "
+            "XIAOZHI_STREAM_MAX_SIGNING_IN)",
+            registry=self.registry,
+        )
+        self.stream_refused = Counter(
+            "xiaozhi_hub_stream_refused",
+            "Live stream connections refused before they signed in: busy (too many signing "
+            "in at once), timeout (not signed in within XIAOZHI_SIGN_IN_SECONDS)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.stream_dropped = Counter(
             "xiaozhi_hub_stream_dropped",
             "Live stream messages dropped for clients that read too slowly (skipped ahead)",

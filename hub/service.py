@@ -449,6 +449,20 @@ class HubService:
         """Publish a command (QoS 1, never retained); False when the queue dropped it."""
         return self._ctx.publish(topic, command.to_wire(), qos=1)
 
+    async def command_device(self, device_id: str, command: CommandPayload) -> bool:
+        """Publish ``command`` on ``device_id``'s command topic, subscribed to its events
+        first (the broker's SUBACK awaited); False when the queue dropped it.
+
+        The hub follows a command it reads until the device's ``command_result``
+        (:class:`~xiaozhi_hub.undelivered.UndeliveredUnit`), and subscribes to a device's
+        events only once it has commanded it. Subscribing after the command went out races
+        the device: a reboot answers within a millisecond and disconnects, so its answer
+        came before the SUBACK and the hub then reported the command "disconnected before it
+        answered" too (two results for one command).
+        """
+        await self.command_results.watch(device_id)
+        return self.publish_command(self.topics.command(device_id), command)
+
     def _state_figures(self) -> dict[str, Any]:
         """What this hub's retained ``bridge/hubs/{id}/state`` carries besides who it is, so
         every replica's Bridge page shows it (:mod:`xiaozhi_hub.monitor`)."""

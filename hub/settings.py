@@ -277,6 +277,21 @@ class HubSettings(BaseSettings, MqttTlsSettings):
         description="Live stream: how long a frame sent with ACK_REQUIRED waits for its ack "
         "before it is sent again (twice), then the connection is closed.",
     )
+    sign_in_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="WebSockets (/api/v1/stream, /api/v1/devices/{id}/listen): how long a "
+        "client has to sign in (and, on the stream, agree a version) before it is closed "
+        "(1008; the stream says ERROR 0x202 first).",
+    )
+    stream_max_signing_in: int = Field(
+        default=64,
+        ge=1,
+        description="Live stream: most connections open without credentials yet (those that "
+        "sign in in their VERSION_CHECK, as browsers do); more are refused at once with ERROR "
+        "0x204 and close code 1013 (try again later). Credentials on the upgrade request "
+        "(X-API-Key, Bearer) are not counted.",
+    )
     hub_id: str = Field(
         default_factory=default_hub_id,
         description="MQTT client id of this replica; unique per process.",

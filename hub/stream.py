@@ -59,6 +59,7 @@ session whatever its filters): the hub's own ``bridge/state``. Retained kinds ar
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import json
@@ -176,6 +177,10 @@ class StreamUnit:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._active = False  # the events connection opened (from the first client on)
+        self.signing_in = 0
+        """Connections open without credentials yet (:meth:`begin_sign_in`)."""
+        self.refused: collections.Counter[str] = collections.Counter()
+        """Connections refused before they signed in, by reason (``busy``, ``timeout``)."""
 
     async def start(self) -> None:
         """Listen to the hub's log; device events are read from the first client on."""
@@ -234,6 +239,8 @@ class StreamUnit:
             "offered": self.offered,
             "events_connected": bool(self.events_owner and self.events_owner.connected.is_set()),
             "retained": len(self._retained),
+            "signing_in": self.signing_in,
+            "refused": dict(self.refused),
             "sessions": [
                 {
                     "version": int(s.session.version),
@@ -246,6 +253,28 @@ class StreamUnit:
                 for s in self._sinks
             ],
         }
+
+    def begin_sign_in(self) -> bool:
+        """A connection without credentials on its upgrade request opens: False (and counted
+        as refused, ``busy``) when ``stream_max_signing_in`` of them are open already. An
+        unauthenticated socket is not yet anyone's: without this bound (and the sign-in
+        deadline) anyone who can reach the port holds as many open as they like."""
+        if self.signing_in >= self._ctx.settings.stream_max_signing_in:
+            self.refuse("busy")
+            return False
+        self.signing_in += 1
+        self._ctx.metrics.stream_signing_in.set(self.signing_in)
+        return True
+
+    def end_sign_in(self) -> None:
+        """A connection counted by :meth:`begin_sign_in` signed in, or ended."""
+        self.signing_in -= 1
+        self._ctx.metrics.stream_signing_in.set(self.signing_in)
+
+    def refuse(self, reason: str) -> None:
+        """A connection refused before it signed in (``/api/v1/stats``, ``/metrics``)."""
+        self.refused[reason] += 1
+        self._ctx.metrics.stream_refused.labels(reason=reason).inc()
 
     def attach(self, sink: StreamSink) -> None:
         self._sinks.add(sink)

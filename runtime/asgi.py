@@ -25,14 +25,34 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 from xiaozhi.errors import AddressInUse, StartupError
 
 __all__ = ["AddressInUse", "MessageWriter", "ServedApp", "listen", "serve_app"]
 
-_WS_IMPLEMENTATION = "websockets-sansio"
-"""uvicorn's WebSocket protocol, named rather than "auto" because :class:`MessageWriter`
-writes through it."""
+
+class _WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's ``websockets-sansio`` WebSocket protocol (named rather than "auto" because
+    :class:`MessageWriter` writes through it), whose server stop survives connections
+    already closing.
+
+    uvicorn's stop calls :meth:`shutdown` on every connection still open, and that sends a
+    close frame (1012) unless uvicorn itself sent one. A connection whose client sent its
+    close frame (answered at once by ``websockets``), or that failed, is closing though: the
+    connection is still there while its answer waits to be written (a client that does not
+    read, a TLS close handshake), and ``websockets`` refuses a second close with
+    ``InvalidState``, raised out of the server's stop (the hub's stop ended in a traceback).
+    Such a connection only has its transport closed, as uvicorn does for one it closed.
+    """
+
+    def shutdown(self) -> None:
+        if self.handshake_complete and not self.close_sent and self.conn.state is not State.OPEN:
+            self.stop_keepalive()
+            self.transport.close()
+            return
+        super().shutdown()
 
 
 _PROTOCOL_ATTRIBUTES = ("conn", "transport", "writable", "disconnected", "close_sent")
@@ -234,7 +254,7 @@ async def serve_app(
         access_log=False,
         timeout_graceful_shutdown=int(graceful_seconds),
         lifespan="on",
-        ws=_WS_IMPLEMENTATION,
+        ws=_WebSocketProtocol,
         ws_max_size=ws_max_size,
         ssl_certfile=str(certificate[0]) if certificate else None,
         ssl_keyfile=str(certificate[1]) if certificate else None,

@@ -232,7 +232,7 @@ class StreamMessage:
         # COMPRESSED is the encoder's to decide, so it is never the caller's error.
         extra = flags & ~int(ALLOWED_FLAGS[version]) & ~Flag.COMPRESSED
         if extra:
-            raise ValueError(f"flags {Flag(extra)!r} are not allowed in {version.name}")
+            raise ValueError(f"{_flags_text(extra)} not allowed in {version.name}")
         if flags & Flag.ENCRYPTED:
             raise ValueError("encryption not supported (a placeholder in seed 002)")
         if version >= StreamVersion.V3:
@@ -556,6 +556,15 @@ def decode_message(
     )
 
 
+def _flags_text(bits: int) -> str:
+    """``bits`` as a person reads them (the message goes to clients in an ``ERROR``): "flag
+    PRIORITY is", "flags PRIORITY, BROADCAST are"; never a Python repr."""
+    names = [str(flag.name) for flag in Flag if bits & flag]
+    if len(names) == 1:
+        return f"flag {names[0]} is"
+    return f"flags {', '.join(names)} are"
+
+
 def _check_wire_flags(raw_flags: int, version: StreamVersion) -> None:
     """Refuse flags seed 002 ("Flags") does not allow for ``version``, and ENCRYPTED."""
     reserved = raw_flags & ~_KNOWN_FLAG_BITS
@@ -563,9 +572,7 @@ def _check_wire_flags(raw_flags: int, version: StreamVersion) -> None:
         raise InvalidMessage(f"reserved flag bits set: {reserved:#04x}", field="flags")
     extra = raw_flags & ~int(ALLOWED_FLAGS[version])
     if extra:
-        raise InvalidMessage(
-            f"flags {Flag(extra)!r} are not allowed in {version.name}", field="flags"
-        )
+        raise InvalidMessage(f"{_flags_text(extra)} not allowed in {version.name}", field="flags")
     if raw_flags & Flag.ENCRYPTED:
         # A placeholder in seed 002 ("Future Enhancements"): never hand ciphertext on as data.
         raise InvalidMessage("encryption not supported (ENCRYPTED flag set)", field="flags")

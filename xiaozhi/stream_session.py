@@ -17,7 +17,9 @@ The conversation (every payload is a MessagePack map):
    no common version: ``ERROR`` 0x100 and the session closes; bad credentials: 0x202, closes;
 4. client → ``SUBSCRIBE`` / ``UNSUBSCRIBE`` ``{"topics": [MQTT filters]}``, answered by
    ``SUBSCRIPTION_ACK`` ``{"topics": every filter now held, "added"|"removed": [...]}``;
-   ``PING`` → ``PONG`` (same data); ``HEARTBEAT`` ``{"ack": seq}`` acknowledges a data frame;
+   ``PING`` → ``PONG`` (same data); ``HEARTBEAT`` ``{"ack": seq}`` acknowledges a data frame
+   (an ``"ack"`` that is not an int: ``ERROR`` 0x200); a second ``VERSION_CHECK`` gets
+   ``ERROR`` 0x100, the version stays as agreed;
 5. any client frame with ``ACK_REQUIRED`` and an int ``seq`` (step 2's included) is acked by
    the server's ``HEARTBEAT`` ``{"ack": seq}`` ahead of its answer or refusal (one rule).
 
@@ -147,6 +149,10 @@ class StreamPolicy:
         ack_retries: sends after the first; one more timeout closes the session.
         max_unacked: data frames awaiting an ack at once; the rest wait in the queue.
         max_message_bytes: cap on a received frame's payload (seed 002 size limits).
+        negotiate_seconds: how long a client has from :meth:`StreamSession.start` to agree a
+            version (and sign in): past it the session closes with ``ERROR`` 0x202 (0x100
+            when the upgrade request was authenticated). An idle socket costs the server
+            memory and is not yet anyone's: it may not hold it open for free.
 
     Raises:
         ValueError: a bound below 1 (``ack_retries`` below 0) or a timer not above 0.
@@ -158,11 +164,13 @@ class StreamPolicy:
     ack_retries: int = 2
     max_unacked: int = 64
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    negotiate_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if min(self.queue_limit, self.max_unacked, self.max_message_bytes) < 1:
             raise ValueError("queue_limit, max_unacked and max_message_bytes must be >= 1")
-        if self.ack_retries < 0 or min(self.heartbeat_seconds, self.ack_timeout_seconds) <= 0:
+        timers = (self.heartbeat_seconds, self.ack_timeout_seconds, self.negotiate_seconds)
+        if self.ack_retries < 0 or min(timers) <= 0:
             raise ValueError("ack_retries must be >= 0, the timers > 0")
 
 
@@ -285,11 +293,15 @@ class StreamSession:
         self._seq = 0
         self._reported_drops = 0
         self._last_sent: float | None = None
+        self._negotiate_by = 0.0
+        self.timed_out = False  # closed for not negotiating within negotiate_seconds
 
     # ------------------------------------------------------------------ lifetime
 
-    def start(self) -> None:
-        """Queue the server's ``PROTOCOL_NEGOTIATION``, the first frame of the connection."""
+    def start(self, now: float) -> None:
+        """Queue the server's ``PROTOCOL_NEGOTIATION``, the first frame of the connection;
+        the client has ``negotiate_seconds`` from ``now`` to answer it."""
+        self._negotiate_by = now + self.policy.negotiate_seconds
         self._control.append(
             (
                 MessageType.PROTOCOL_NEGOTIATION,
@@ -466,13 +478,26 @@ class StreamSession:
         if kind is MessageType.PING:
             self._say(MessageType.PONG, msg.data, Flag.PRIORITY)
         elif kind is MessageType.HEARTBEAT:
-            ack = msg.data.get("ack") if isinstance(msg.data, dict) else None
+            data = msg.data if isinstance(msg.data, dict) else {}
+            ack = data.get("ack")
             if type(ack) is int:
                 self._inflight.pop(ack, None)
+            elif "ack" in data:  # a HEARTBEAT without "ack" is only a keepalive
+                self._error(
+                    ErrorCode.INVALID_DATA_FORMAT,
+                    "HEARTBEAT 'ack' must be the int seq of a data frame, not "
+                    f"{type(ack).__name__}",
+                )
         elif kind in (MessageType.SUBSCRIBE, MessageType.UNSUBSCRIBE):
             return self._subscription(msg)
         elif kind in (MessageType.VERSION_CHECK, MessageType.PROTOCOL_NEGOTIATION):
-            self._say(MessageType.VERSION_CHECK, self._version_data(), Flag(0))
+            # The version (and the ack mode) is fixed for the connection: a second check is
+            # refused, whatever it offers, and the session goes on as agreed.
+            self._error(
+                ErrorCode.INVALID_PROTOCOL_VERSION,
+                f"the version is agreed (V{int(self.version)}) and fixed for the connection: "
+                "reconnect to negotiate another",
+            )
         elif kind in DATA_TYPES or kind is MessageType.SUBSCRIPTION_ACK:
             self._error(
                 ErrorCode.PERMISSION_DENIED,
@@ -542,6 +567,8 @@ class StreamSession:
 
     def frames(self, now: float) -> list[bytes]:
         """Every frame due now, in order: control, drop notice, resends, priority, normal."""
+        if self.state is SessionState.NEGOTIATING and now >= self._negotiate_by:
+            self._negotiation_expired()
         out = [self._encode(k, d, f, now, v) for k, d, f, v in self._control]
         self._control.clear()
         if self.state is SessionState.OPEN:
@@ -656,8 +683,28 @@ class StreamSession:
             msg = StreamMessage(kind, data, version, Flag(allowed), ts)
         return encode_message(msg)
 
+    def _negotiation_expired(self) -> None:
+        self.timed_out = True
+        seconds = f"{self.policy.negotiate_seconds:g}"
+        if self._authenticated:
+            self._error(
+                ErrorCode.INVALID_PROTOCOL_VERSION,
+                f"no VERSION_CHECK within {seconds} s of the connection",
+                fatal=True,
+            )
+        else:
+            self._error(
+                ErrorCode.AUTHENTICATION_FAILED,
+                f"not signed in within {seconds} s: send X-API-Key or 'Authorization: "
+                "Bearer' on the upgrade request, or 'api_key' / 'token' in VERSION_CHECK",
+                fatal=True,
+            )
+
     def next_deadline(self) -> float | None:
-        """When :meth:`frames` has something to send without new input (heartbeat, resend)."""
+        """When :meth:`frames` has something to send without new input (heartbeat, resend,
+        the end of the time allowed to negotiate)."""
+        if self.state is SessionState.NEGOTIATING:
+            return self._negotiate_by
         if self.state is not SessionState.OPEN or self._last_sent is None:
             return None
         deadline = self._last_sent + self.heartbeat_seconds

@@ -6,7 +6,8 @@ from the edge holding the device over MQTT (:class:`~xiaozhi_hub.monitor.Monitor
 
 1. The client opens the WebSocket with ``X-API-Key`` or ``Authorization: Bearer <JWT>``, or,
    as a browser must (it cannot set headers on a WebSocket), sends ``{"api_key": "..."}`` or
-   ``{"token": "..."}`` as its first text message within 10 s. A read-only key is enough.
+   ``{"token": "..."}`` as its first text message within ``XIAOZHI_SIGN_IN_SECONDS`` (10 s,
+   as on the live stream). A read-only key is enough.
    Bad credentials or a bad device id: close code 1008 with the reason.
 2. The hub answers one text message, ``{"type": "monitor", "device_id": "...", "format":
    "opus"}``, then one binary message per Opus frame the device sends (16 kHz mono, usually
@@ -49,7 +50,6 @@ log = structlog.get_logger("xiaozhi.hub.monitor")
 
 LISTEN_PATH: Final = API_PREFIX + "/devices/{device_id}/listen"
 _POLICY_CLOSE: Final = 1008
-_SIGN_IN_SECONDS: Final = 10.0
 _FORMATS: Final = ("opus", "pcm")
 PCM_RATE: Final = 16000
 """The rate PCM listeners get: the devices' uplink rate (libopus decodes any stream to it)."""
@@ -58,13 +58,13 @@ PCM_RATE: Final = 16000
 def add_monitor_routes(app: FastAPI, auth: Authenticator) -> None:
     """Add the ``/api/v1/devices/{device_id}/listen`` WebSocket."""
 
-    async def signed_in(websocket: WebSocket) -> str | None:
-        """None when the client is authenticated; else why not."""
+    async def signed_in(websocket: WebSocket, within: float) -> str | None:
+        """None when the client is authenticated (within ``within`` s); else why not."""
         key = websocket.headers.get("x-api-key")
         authorization = websocket.headers.get("authorization")
         if key is None and not authorization:
             try:
-                text = await asyncio.wait_for(websocket.receive_text(), _SIGN_IN_SECONDS)
+                text = await asyncio.wait_for(websocket.receive_text(), within)
                 first = json.loads(text)
             except (TimeoutError, ValueError, KeyError):
                 return 'send {"api_key": ...} or {"token": ...} first'
@@ -87,7 +87,7 @@ def add_monitor_routes(app: FastAPI, auth: Authenticator) -> None:
         wanted = websocket.query_params.get("format", "opus")
         try:
             device_id = normalize_device_id(device_id)
-            refused = await signed_in(websocket)
+            refused = await signed_in(websocket, service.settings.sign_in_seconds)
         except InvalidTopic as err:
             refused = str(err)
         except WebSocketDisconnect:

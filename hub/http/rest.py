@@ -223,7 +223,7 @@ def add_rest_routes(app: FastAPI, auth: Authenticator) -> None:
         _known_device(service.registry, device_id)
         command = _command(body, device_id)
         topic = service.topics.command(device_id)
-        _published(service.publish_command(topic, command))
+        _published(await service.command_device(device_id, command))
         record = service.registry.device(device_id)
         data = {
             "device_id": device_id,

@@ -19,6 +19,12 @@ upgrade request (scripts, ``xiaozhi watch``), or ``"api_key"`` / ``"token"`` in 
 ``VERSION_CHECK`` (browsers cannot set headers on a WebSocket). A read-only key is enough.
 Bad credentials get an ``ERROR`` 0x202 frame and close code 1008. The key is never taken
 from the query string, which ends up in access logs.
+
+A connection has ``XIAOZHI_SIGN_IN_SECONDS`` (10) to sign in and agree a version, else
+``ERROR`` 0x202 (0x100 when its upgrade request was authenticated) and 1008; at most
+``XIAOZHI_STREAM_MAX_SIGNING_IN`` are open without credentials at once, one more is refused
+at once (``ERROR`` 0x204, close 1013 "try again later"). Both counted in ``/api/v1/stats``
+and ``/metrics``: an unauthenticated socket may not be held open for free.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ WS_MAX_SIZE = DEFAULT_MAX_MESSAGE_BYTES + HEADER_V3.size
 at the session's payload limit and the longest header. uvicorn's default (16 MiB) would
 have a message 16 times the limit read whole before the session refuses it."""
 _POLICY_CLOSE = 1008  # RFC 6455: the message violates the endpoint's policy (auth, version)
+_TRY_AGAIN_LATER = 1013  # RFC 6455 registry: the server is overloaded, try again later
 _DROP_SECONDS = 2.0
 """How long a connection the hub ends has to go (its close handshake) before it is aborted:
 a client cut off for not reading never would (:meth:`MessageWriter.drop_within`)."""
@@ -84,6 +91,13 @@ class _Connection:
         self.unit = unit
         self.woken = False
         self._waiter: asyncio.Future[None] | None = None
+        self.signing_in = False  # counted by the unit's begin_sign_in until signed_in()
+
+    def signed_in(self) -> None:
+        """The session left negotiation (or the connection ended): no longer counted."""
+        if self.signing_in:
+            self.signing_in = False
+            self.unit.end_sign_in()
 
     def offer(self, item: StreamItem, *, retained: bool = False) -> None:
         before = self.session.dropped
@@ -151,6 +165,18 @@ def add_stream_routes(app: FastAPI, auth: Authenticator) -> None:
                 await websocket.close(code=_POLICY_CLOSE, reason=err.code)
                 return
             authenticated = True
+        elif not service.stream.begin_sign_in():
+            limit = service.settings.stream_max_signing_in
+            busy = error_message(
+                ErrorCode.RATE_LIMIT_EXCEEDED,
+                f"{limit} connections are signing in already: try again later, or send "
+                "X-API-Key or 'Authorization: Bearer' on the upgrade request",
+                version=StreamVersion.V1,
+            )
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+                await websocket.send_bytes(encode_message(busy))
+                await websocket.close(code=_TRY_AGAIN_LATER, reason="too many signing in")
+            return
         settings = service.settings
         session = StreamSession(
             check_credentials=check,
@@ -159,16 +185,21 @@ def add_stream_routes(app: FastAPI, auth: Authenticator) -> None:
                 queue_limit=settings.stream_queue_limit,
                 heartbeat_seconds=settings.stream_heartbeat_seconds,
                 ack_timeout_seconds=settings.stream_ack_timeout_seconds,
+                negotiate_seconds=settings.sign_in_seconds,
             ),
             server=f"xiaozhi-hub {__version__}",
         )
-        await _serve(websocket, session, service.stream)
+        await _serve(websocket, session, service.stream, signing_in=not authenticated)
 
 
-async def _serve(websocket: WebSocket, session: StreamSession, unit: StreamUnit) -> None:
-    """Run one connection until either side ends it."""
+async def _serve(
+    websocket: WebSocket, session: StreamSession, unit: StreamUnit, *, signing_in: bool
+) -> None:
+    """Run one connection until either side ends it; ``signing_in``: counted by
+    :meth:`StreamUnit.begin_sign_in` until the session opens or ends."""
     connection = _Connection(session, unit)
-    session.start()
+    connection.signing_in = signing_in
+    session.start(time.time())
     unit.attach(connection)
     writer = MessageWriter(websocket)
 
@@ -202,6 +233,9 @@ async def _serve(websocket: WebSocket, session: StreamSession, unit: StreamUnit)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass  # the client went away while we were sending
     finally:
+        connection.signed_in()
+        if session.timed_out:
+            unit.refuse("timeout")
         unit.detach(connection)
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -238,6 +272,8 @@ async def _read(websocket: WebSocket, connection: _Connection, unit: StreamUnit)
             for result in session.receive(data, time.time()):
                 if isinstance(result, Subscribed):
                     connection.replay(unit.retained(result.filters))
+        if session.state is not SessionState.NEGOTIATING:
+            connection.signed_in()
         connection.wake()
         if session.state is SessionState.CLOSED:
             # Cut off (a client that sends but does not read, bad credentials...): read no

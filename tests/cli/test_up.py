@@ -17,6 +17,7 @@ import pytest
 
 from tests.support import LineReader, pid_alive, refused_port
 from xiaozhi_cli.broker import ManagedMosquitto
+from xiaozhi_cli.main import _watch_command
 
 XIAOZHI = shutil.which("xiaozhi") or str(Path(sys.executable).with_name("xiaozhi"))
 
@@ -65,7 +66,23 @@ def test_up_runs_a_broker_clients_can_use_and_ctrl_c_stops_it(
     assert found, line
     port, broker_pid = int(found.group(1)), int(found.group(2))
     assert port != 0, "port 0 asks for any free port; `up` says which one it got"
+    live = reader.wait_for("live      ")
     reader.wait_for("ready     press Ctrl-C")
+
+    # The banner's watch command works as printed: another directory, a shell without the
+    # state dir `up` was given (the key is found through what the command says).
+    command = live.split("live", 1)[1].split(" (the fleet", 1)[0].strip()
+    env = _env()
+    env["PATH"] = f"{Path(XIAOZHI).parent}{os.pathsep}{env.get('PATH', '')}"
+    watched = subprocess.run(
+        ["sh", "-c", f"{command} --count 1 --plain"],
+        cwd=Path(XIAOZHI).anchor,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert watched.returncode == 0, watched.stderr
 
     # An integrator's view: the real CLI clients publish a retained message and read it back.
     subprocess.run(
@@ -218,3 +235,18 @@ def test_up_keeps_log_lines_in_a_file_unless_verbose(tmp_path: Path, verbose: bo
         assert f"logs      {log_file} (xiaozhi up --verbose shows them here)" in output
         events = [json.loads(line)["event"] for line in log_file.read_text().splitlines()]
         assert {"edge_listening", "mqtt_connected"} <= set(events)
+
+
+def test_the_banners_watch_command_carries_the_key_given_and_a_self_signed_certificate(
+    tmp_path: Path,
+) -> None:
+    """Under XIAOZHI_API_KEYS there is no key file: the command names the (first) key; a
+    certificate the hub made itself is trusted through SSL_CERT_FILE. (The key file case
+    runs for real above.)"""
+    cert = tmp_path / "hub-tls-cert.pem"
+    command = _watch_command(
+        "https://127.0.0.1:8003", tmp_path, api_keys="k1:read,k2", self_signed=cert
+    )
+    assert command == (
+        f"XIAOZHI_API_KEY=k1 SSL_CERT_FILE={cert} xiaozhi watch --url https://127.0.0.1:8003"
+    )

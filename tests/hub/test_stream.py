@@ -243,6 +243,52 @@ async def test_credentials_in_the_header_or_the_version_check(running_hub: Runni
     assert unsupported.value.code == ErrorCode.INVALID_PROTOCOL_VERSION
 
 
+@pytest.fixture
+async def guarded_hub(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
+) -> AsyncIterator[RunningHub]:
+    update = {"sign_in_seconds": 1.5, "stream_max_signing_in": 2}
+    async with run_hub(hub_settings.model_copy(update=update), home=engine.home) as running:
+        yield running
+
+
+async def test_sockets_that_never_sign_in_are_capped_then_closed_at_the_deadline(
+    guarded_hub: RunningHub,
+) -> None:
+    """Opened, the first frame read, nothing sent: such sockets were held open for free."""
+    hub = guarded_hub
+    url = stream_url(hub.url)
+    async with contextlib.AsyncExitStack() as stack:
+        idle = [await stack.enter_async_context(connect(url)) for _ in range(2)]
+        for ws in idle:
+            assert decode_message(await ws.recv()).data["auth"] == "required"
+        assert hub.service.stream.signing_in == 2
+        # One more without credentials is refused at once, and says why.
+        async with connect(url) as busy:
+            refusal = decode_message(await asyncio.wait_for(busy.recv(), 10))
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(busy.recv(), 10)
+        assert refusal.data["code"] == ErrorCode.RATE_LIMIT_EXCEEDED
+        assert busy.close_code == 1013
+        # Credentials on the upgrade request are not counted: it gets in.
+        async with StreamClient(hub.url, api_key=READ_KEY, topics=[]) as stream:
+            assert (await stream.ping({"n": 1})).data == {"n": 1}
+        # The idle ones are closed at the deadline: ERROR 0x202, then 1008.
+        for ws in idle:
+            error = decode_message(await asyncio.wait_for(ws.recv(), 10))
+            assert error.data["code"] == ErrorCode.AUTHENTICATION_FAILED
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 1008
+    async with httpx.AsyncClient(base_url=hub.url, headers={"X-API-Key": READ_KEY}) as http:
+        stats = (await http.get("/api/v1/stats")).json()["data"]["stream"]
+        metrics = (await http.get("/metrics")).text
+    assert stats["signing_in"] == 0
+    assert stats["refused"] == {"busy": 1, "timeout": 2}
+    assert 'xiaozhi_hub_stream_refused_total{reason="timeout"} 2.0' in metrics
+    assert "xiaozhi_hub_stream_signing_in 0.0" in metrics
+
+
 async def test_acknowledged_delivery(running_hub: RunningHub, watcher: Recorder) -> None:
     t = running_hub.service.topics
     async with StreamClient(

@@ -8,14 +8,21 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
+from tests.hub.conftest import WRITE_KEY
 from tests.hub.test_hub_mqtt import snapshot_shows, status
 from tests.support import Recorder
 from xiaozhi.payloads import CommandPayload
+from xiaozhi_hub.http import run_hub
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
+from xiaozhi_sim.identity import make_identity
+from xiaozhi_sim.mqtt_device import MqttDevice
+from xiaozhi_sim.paho_loop import PahoAsyncio
+from xiaozhi_sim.settings import SimSettings
 
 pytestmark = pytest.mark.integration  # a real Mosquitto
 
@@ -152,3 +159,47 @@ async def test_a_hub_that_stops_answers_for_absent_devices_at_once(
     error = await watcher.wait_for(lambda: _result(watcher, hub, device, message_id), 10)
     assert isinstance(error, dict)
     assert (error["status"], error["reason"]) == ("error", "device_offline")
+
+
+async def test_a_reboot_answered_then_gone_is_not_reported_undelivered(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder, sim_settings: SimSettings
+) -> None:
+    """A reboot is answered, then the device disconnects at once: the hub, which subscribes
+    to a device's events when it first follows one of its commands, used to miss that answer
+    (it came before the SUBACK) and then publish "disconnected before it answered" as well.
+    The REST API subscribes before it publishes the command, so the answer cannot be missed."""
+    settings = hub_settings.model_copy(update={"command_answer_timeout_seconds": _WAIT})
+    paho = PahoAsyncio()
+    device = MqttDevice(
+        make_identity(name=f"reboot-{uuid.uuid4().hex[:6]}"), sim_settings, paho=paho
+    )
+    did = device.device_id
+    async with run_hub(settings, home=engine.home, engine=engine) as running:
+        hub = running.service
+        try:
+            await device.start()
+            await snapshot_shows(
+                watcher, hub, lambda d: d.get(did, {}).get("status") == "connected"
+            )
+            async with httpx.AsyncClient(base_url=running.url) as http:
+                answer = await http.post(
+                    f"/api/v1/devices/{did}/command",
+                    json={"command": "reboot"},
+                    headers={"X-API-Key": WRITE_KEY},
+                )
+            message_id = answer.json()["data"]["message_id"]
+            assert await device.wait_until(lambda: device.stats.connects == 2, 10)
+            # A fence: the hub answers for a device it never heard of after the same wait,
+            # in order, so an error for the reboot would have come first.
+            absent = uuid.uuid4().hex[:12]
+            marker = await _command(watcher, hub, absent)
+            await watcher.wait_for(lambda: _result(watcher, hub, absent, marker), 10)
+            results = [
+                e["status"]
+                for e in watcher.json(hub.topics.device_events(did))
+                if e.get("message_id") == message_id
+            ]
+            assert results == ["ok"]
+        finally:
+            await device.stop()
+            await paho.close()

@@ -4,7 +4,10 @@ port raised to the caller, a failed startup reported, stopped when the block exi
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator
 
 import httpx
@@ -14,7 +17,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from websockets.asyncio.client import connect
 
 from xiaozhi.errors import StartupError
-from xiaozhi_runtime.asgi import AddressInUse, MessageWriter, ServedApp, serve_app
+from xiaozhi_runtime.asgi import (
+    AddressInUse,
+    MessageWriter,
+    ServedApp,
+    _uvicorn_protocol,
+    serve_app,
+)
 
 
 def hello_app() -> FastAPI:
@@ -112,3 +121,51 @@ async def test_a_message_writer_sends_each_message_whole_and_in_order(wrapped: b
     # uvicorn's protocol behind a bare app: one socket write; behind a middleware: ASGI sends.
     assert seen["batched"] is not wrapped
     assert seen["after_close"] is (WebSocketDisconnect if wrapped else ConnectionError)
+
+
+def stuck_closing_app(full: asyncio.Event, closing: asyncio.Event) -> FastAPI:
+    """A WebSocket that sends until the client, which reads nothing, has the socket's
+    buffers full, then waits for the client's close frame."""
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        protocol = _uvicorn_protocol(websocket._send)
+        while protocol.writable.is_set():  # cleared once the transport's buffer is full
+            await websocket.send_bytes(bytes(256 * 1024))
+        full.set()
+        await websocket.receive()  # the client's close frame: uvicorn answers it
+        closing.set()
+
+    return app
+
+
+async def test_a_server_stops_cleanly_while_a_client_is_mid_close() -> None:
+    """The client has sent its close frame; the server's answer is stuck behind data the
+    client does not read, so the connection is still open when the server stops. uvicorn
+    would send its own close (1012) on a closing connection: InvalidState out of the stop."""
+    full, closing = asyncio.Event(), asyncio.Event()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting
+    sock.setblocking(False)
+    async with serve_app(stuck_closing_app(full, closing), graceful_seconds=1) as served:
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", served.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        assert b" 101 " in await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        await asyncio.wait_for(full.wait(), 10)
+        # A masked close frame (code 1000), and nothing read from here on.
+        mask = os.urandom(4)
+        writer.write(
+            bytes([0x88, 0x82])
+            + mask
+            + bytes(b ^ m for b, m in zip(b"\x03\xe8", mask[:2], strict=True))
+        )
+        await asyncio.wait_for(closing.wait(), 10)
+    writer.close()

@@ -154,12 +154,31 @@ async def test_a_reboot_command_goes_offline_and_back(
 ) -> None:
     async with running(sim_settings, device_name) as device:
         did = device.device_id
-        async with record(mosquitto.url, T.status(did), T.device_events(did)) as obs:
+        gone = T.device_disconnected()
+        async with record(mosquitto.url, T.status(did), T.device_events(did), gone) as obs:
             await obs.publish(T.command(did), {"command": "reboot", "message_id": "r"})
             await obs.first(lambda m: m.obj.get("message_id") == "r")
             await obs.first(lambda m: m.obj.get("status") == "disconnected")
+            await obs.first(lambda m: m.topic == gone and m.obj.get("device_id") == did)
             back = await obs.first(lambda m: m.obj.get("status") == "connected" and not m.retain)
             assert back.obj["uptime"] == 0
+            # A fence: one connection, in order, so whatever the rebooted device still sends
+            # of its life before (paho resends unacknowledged QoS 1 after a reconnect) comes
+            # before the answer to a command sent now.
+            await obs.publish(T.command(did), {"command": "get_status", "message_id": "fence"})
+            await obs.first(lambda m: m.obj.get("message_id") == "fence")
+            since = obs.messages[obs.messages.index(back) :]
+            assert [m.obj for m in since if m.obj.get("status") == "disconnected"] == []
+            # The goodbye came whole (no will: the broker had the DISCONNECT).
+            assert [m.obj.get("status") for m in obs.messages if m.topic == T.status(did)][:3] == [
+                "connected",
+                "disconnected",
+                "connected",
+            ]
+            assert len([m for m in obs.messages if m.obj.get("message_id") == "r"]) == 1
+        async with record(mosquitto.url, T.status(did)) as late:
+            retained = await late.first(lambda m: m.retain)
+            assert retained.obj["status"] == "connected"
         assert device.model.reboots == 1
 
 

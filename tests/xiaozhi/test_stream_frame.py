@@ -538,8 +538,14 @@ def test_decode_refuses_a_non_positive_limit() -> None:
         (StreamMessage(MessageType.PING, 1, timestamp_us=2**64), "timestamp_us must be"),
         (StreamMessage(MessageType.PING, 1, timestamp_us=True), "timestamp_us must be"),
         (StreamMessage(MessageType.PING, 1, flags=Flag(0x20), timestamp_us=1), "reserved"),
-        (StreamMessage(MessageType.PING, 1, version=V1, flags=Flag.PRIORITY), "not allowed"),
-        (StreamMessage(MessageType.PING, 1, version=V2, flags=Flag.ENCRYPTED), "not allowed"),
+        (
+            StreamMessage(MessageType.PING, 1, version=V1, flags=Flag.PRIORITY),
+            "^flag PRIORITY is not allowed in V1$",
+        ),
+        (
+            StreamMessage(MessageType.PING, 1, version=V2, flags=Flag.ENCRYPTED | Flag.BROADCAST),
+            "^flags ENCRYPTED, BROADCAST are not allowed in V2$",
+        ),
         (StreamMessage(MessageType.PING, 1, flags=Flag.ENCRYPTED, timestamp_us=1), "encryption"),
         (StreamMessage(0x05, 1, version=V1), "MessageType"),  # type: ignore[arg-type]
         (StreamMessage(MessageType.PING, 1, version=4), "StreamVersion"),  # type: ignore[arg-type]
@@ -668,3 +674,11 @@ def test_packed_entries_refuse_what_encode_message_refuses() -> None:
         )
     with pytest.raises(TypeError):
         pack_entries({"a": object()})
+
+
+def test_a_refused_flag_is_named_as_a_person_reads_it() -> None:
+    """The message goes to a client in an ERROR frame: no Python repr."""
+    with pytest.raises(InvalidMessage) as refused:
+        decode_message(raw_frame(1, 0x11, 0x01, _zlib(_PING)))
+    assert str(refused.value).startswith("flag COMPRESSED is not allowed in V1")
+    assert "<" not in str(refused.value)

@@ -54,7 +54,7 @@ def opened(
     session = StreamSession(
         check_credentials=lambda c: False, authenticated=True, policy=StreamPolicy(**kwargs)
     )
-    session.start()
+    session.start(T0)
     (hello,) = sent(session)
     assert hello.type is MessageType.PROTOCOL_NEGOTIATION
     assert hello.version == 1
@@ -141,18 +141,24 @@ def test_negotiation_picks_the_highest_common_version_and_fixes_it() -> None:
     # A V3 frame on a V2 session is refused, and the session goes on.
     session.receive(frame(MessageType.PING, {}), T0)
     assert error_code(sent(session)) == ErrorCode.INVALID_PROTOCOL_VERSION
-    # Asking again answers with the fixed version.
-    session.receive(
-        frame(MessageType.PROTOCOL_NEGOTIATION, {"versions": [3]}, StreamVersion.V2), T0
-    )
-    (again,) = sent(session)
-    assert again.data["version"] == 2
+    # Renegotiating is refused with the seed's version error; the session keeps its version.
+    for kind in (MessageType.PROTOCOL_NEGOTIATION, MessageType.VERSION_CHECK):
+        session.receive(frame(kind, {"versions": [1]}, StreamVersion.V2), T0)
+        (again,) = sent(session)
+        assert again.data["code"] == ErrorCode.INVALID_PROTOCOL_VERSION
+        assert "agreed (V2)" in again.data["message"]
     assert session.state is SessionState.OPEN
+    assert session.version is StreamVersion.V2
+    # A HEARTBEAT's "ack" is a data frame's int seq; without one it is only a keepalive.
+    session.receive(frame(MessageType.HEARTBEAT, {"ack": "x"}, StreamVersion.V2), T0)
+    assert error_code(sent(session)) == ErrorCode.INVALID_DATA_FORMAT
+    session.receive(frame(MessageType.HEARTBEAT, {}, StreamVersion.V2), T0)
+    assert sent(session) == []
 
 
 def test_no_common_version_closes_with_0x100() -> None:
     session = StreamSession(check_credentials=lambda c: True, authenticated=True, versions=[3])
-    session.start()
+    session.start(T0)
     sent(session)
     session.receive(frame(MessageType.VERSION_CHECK, {"version": 1}, StreamVersion.V1), T0)
     (err,) = sent(session)
@@ -167,12 +173,40 @@ def test_no_common_version_closes_with_0x100() -> None:
 
 def test_anything_before_the_version_check_is_refused_but_not_fatal() -> None:
     session = StreamSession(check_credentials=lambda c: True, authenticated=True)
-    session.start()
+    session.start(T0)
     sent(session)
     session.receive(frame(MessageType.SUBSCRIBE, {"topics": ["#"]}), T0)
     assert error_code(sent(session)) == ErrorCode.INVALID_MESSAGE_TYPE
     assert session.state is SessionState.NEGOTIATING
     assert not session.offer(item())  # not open: nothing queued
+
+
+@pytest.mark.parametrize(
+    ("authenticated", "code"),
+    [(False, ErrorCode.AUTHENTICATION_FAILED), (True, ErrorCode.INVALID_PROTOCOL_VERSION)],
+)
+def test_a_client_that_does_not_negotiate_in_time_is_closed(
+    authenticated: bool, code: ErrorCode
+) -> None:
+    """An idle socket may not stay open for free: the deadline is the session's own timer."""
+    policy = StreamPolicy(negotiate_seconds=2)
+    session = StreamSession(
+        check_credentials=lambda c: True, authenticated=authenticated, policy=policy
+    )
+    session.start(T0)
+    assert session.next_deadline() == T0 + 2
+    sent(session)
+    assert sent(session, T0 + 1.9) == []
+    assert error_code(sent(session, T0 + 2)) == code
+    assert session.state is SessionState.CLOSED
+    assert session.timed_out
+    assert session.next_deadline() is None
+    # In time, the deadline is gone with the negotiation.
+    session = StreamSession(check_credentials=lambda c: True, authenticated=True, policy=policy)
+    session.start(T0)
+    session.receive(frame(MessageType.VERSION_CHECK, {"versions": [3]}), T0 + 1)
+    sent(session, T0 + 5)
+    assert session.state is SessionState.OPEN
 
 
 @pytest.mark.parametrize(
@@ -187,7 +221,7 @@ def test_credentials_in_the_version_check(data: dict[str, Any], accepted: bool) 
         return credentials.api_key == "good" or credentials.token == "jwt"
 
     session = StreamSession(check_credentials=check, authenticated=False)
-    session.start()
+    session.start(T0)
     assert sent(session)[0].data["auth"] == "required"
     result = session.receive(frame(MessageType.VERSION_CHECK, {"versions": [3], **data}), T0)
     if accepted:
@@ -240,7 +274,7 @@ def test_ack_required_from_the_client_is_acknowledged() -> None:
 
 def negotiating() -> StreamSession:
     session = StreamSession(check_credentials=lambda c: True, authenticated=True)
-    session.start()
+    session.start(T0)
     sent(session)
     return session
 
@@ -250,13 +284,8 @@ _TOPICS = {"topics": ["a/#"]}
 #: Every client frame type with ACK_REQUIRED: its payload (a "seq" is added), and what follows
 #: the ack, while negotiating and once open (an ERROR's code, or the answer's type, or nothing).
 ACK_CASES: list[tuple[MessageType, dict[str, Any], object, object]] = [
-    (MessageType.VERSION_CHECK, _VERSIONS, MessageType.VERSION_CHECK, MessageType.VERSION_CHECK),
-    (
-        MessageType.PROTOCOL_NEGOTIATION,
-        _VERSIONS,
-        MessageType.VERSION_CHECK,
-        MessageType.VERSION_CHECK,
-    ),
+    (MessageType.VERSION_CHECK, _VERSIONS, MessageType.VERSION_CHECK, 0x100),
+    (MessageType.PROTOCOL_NEGOTIATION, _VERSIONS, MessageType.VERSION_CHECK, 0x100),
     (MessageType.SUBSCRIBE, _TOPICS, 0x104, MessageType.SUBSCRIPTION_ACK),
     (MessageType.UNSUBSCRIBE, _TOPICS, 0x104, MessageType.SUBSCRIPTION_ACK),
     (MessageType.PING, {}, 0x104, MessageType.PONG),
@@ -327,7 +356,7 @@ def test_refused_frames_are_acked_before_their_error_and_closed_sessions_ack_not
     assert err.data["code"] == ErrorCode.PERMISSION_DENIED
     # Bad credentials in an acked VERSION_CHECK: the ack, then the fatal 0x202.
     session = StreamSession(check_credentials=lambda c: False, authenticated=False)
-    session.start()
+    session.start(T0)
     sent(session)
     session.receive(
         frame(MessageType.VERSION_CHECK, {**_VERSIONS, "seq": 4}, flags=Flag.ACK_REQUIRED), T0
@@ -346,7 +375,7 @@ def test_an_ack_that_overflows_the_replies_closes_and_nothing_reopens() -> None:
     session = StreamSession(
         check_credentials=lambda c: True, authenticated=True, policy=StreamPolicy(queue_limit=1)
     )
-    session.start()  # PROTOCOL_NEGOTIATION waits, unread
+    session.start(T0)  # PROTOCOL_NEGOTIATION waits, unread
     check = {**_VERSIONS, "seq": 1}
     assert (
         session.receive(frame(MessageType.VERSION_CHECK, check, flags=Flag.ACK_REQUIRED), T0) == []
@@ -475,7 +504,7 @@ def example_session() -> list[tuple[str, str, bytes]]:
     produced by the codec and this session, at a fixed clock."""
     now = 1_800_000_000.0
     session = StreamSession(check_credentials=lambda c: False, authenticated=True)
-    session.start()
+    session.start(T0)
     out: list[tuple[str, str, bytes]] = []
 
     def server(what: str) -> None:

@@ -19,7 +19,7 @@ import opuslib
 
 from xiaozhi.errors import InvalidMessage
 
-__all__ = ["OPUS_RATES", "OpusError", "decode", "encode", "opus_rate", "reframe"]
+__all__ = ["OPUS_RATES", "OpusError", "StreamDecoder", "decode", "encode", "opus_rate", "reframe"]
 
 OPUS_RATES: Final = (8000, 12000, 16000, 24000, 48000)
 """The sample rates libopus encodes and decodes at."""
@@ -83,16 +83,37 @@ def decode(packets: Iterable[bytes], *, sample_rate: int) -> bytes:
         OpusError: a packet libopus cannot decode (which one, and why).
         ValueError: not an Opus rate (caller misuse).
     """
-    _check(sample_rate)
-    decoder: Any = opuslib.Decoder(sample_rate, 1)
-    max_samples = sample_rate * _MAX_PACKET_MS // 1000
-    pcm = bytearray()
-    for index, packet in enumerate(packets):
-        try:
-            pcm += decoder.decode(packet, max_samples)
-        except opuslib.OpusError as err:
-            raise OpusError(f"opus packet {index} does not decode: {err}") from err
-    return bytes(pcm)
+    return StreamDecoder(sample_rate).decode(packets)
+
+
+class StreamDecoder:
+    """One stream's decoder: packets decoded batch after batch give the same PCM as
+    :func:`decode` of all of them (libopus keeps state from one packet to the next).
+
+    Raises:
+        ValueError: not an Opus rate (caller misuse).
+    """
+
+    def __init__(self, sample_rate: int) -> None:
+        _check(sample_rate)
+        self._decoder: Any = opuslib.Decoder(sample_rate, 1)
+        self._max_samples = sample_rate * _MAX_PACKET_MS // 1000
+        self._index = 0
+
+    def decode(self, packets: Iterable[bytes]) -> bytes:
+        """The next packets as PCM.
+
+        Raises:
+            OpusError: a packet libopus cannot decode (which one of the stream, and why).
+        """
+        pcm = bytearray()
+        for packet in packets:
+            try:
+                pcm += self._decoder.decode(packet, self._max_samples)
+            except opuslib.OpusError as err:
+                raise OpusError(f"opus packet {self._index} does not decode: {err}") from err
+            self._index += 1
+        return bytes(pcm)
 
 
 def reframe(packets: Iterable[bytes], *, sample_rate: int, frame_duration_ms: int) -> list[bytes]:

@@ -140,6 +140,11 @@ async def test_a_spoken_command_is_executed_and_answered_out_loud(
         assert heard["processing_time_ms"] > 0
         assert heard["audio_duration_ms"] > 1000
         assert _voiced(device)
+        # Decoded while spoken: the edge offered it, this hub claimed it and got its frames.
+        assert hub.stats()["counters"]["utterances_streamed"] == 1
+        topics, device_id = hub.topics, device.device_id
+        assert recorder.json(topics.utterance_stream(device_id, hub.settings.hub_id))[-1]["final"]
+        assert recorder.json(topics.utterance(device_id)) == []  # never sent whole
     finally:
         await device.stop()
 

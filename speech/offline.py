@@ -11,7 +11,7 @@ How it works (docs/speech.md has the measurements):
    acoustic model and that language model. :meth:`OfflineRecognizer.open_stream` decodes an
    utterance *while it is spoken* (:class:`RecognizerStream`: audio fed as it arrives, so at
    the end only the last frames and the final search remain). The two differ in one thing:
-   a whole utterance is normalised by its own cepstral mean, a stream by its first second's
+   a whole utterance is normalised by its own cepstral mean, a stream by its first 1.4 s'
    (:data:`CMN_PREFIX_MS`), so a stream hears most utterances as the whole decode does, not
    all (docs/speech.md has the figures); the acceptance rules are the same.
 3. The hypothesis is **accepted only if every sequence of four words of it (sentence ends
@@ -656,14 +656,17 @@ class _Stream:
     prefix: bytearray | None  # audio kept until :data:`CMN_PREFIX_MS`; None once decoding
 
 
-CMN_PREFIX_MS = 1000
+CMN_PREFIX_MS = 1400
 """A stream is decoded from this much audio on, with the cepstral mean of that audio.
 
 A whole utterance is decoded with its own mean (pocketsphinx's batch mode: every frame, then
-the search); a stream cannot wait for every frame, and pocketsphinx's live mean (the last
-utterances', updated slowly) heard 18 instead of 33 of 44 clean commands exactly and 0
-instead of 10 at 15 dB SNR on the bench's audio (docs/benchmarks.md, 2026-12-08). The first
-second's mean (measured by a search-less pass) is close to the whole utterance's."""
+the search); a stream cannot wait for every frame. On the bench's 174 utterances (one
+decoder, docs/benchmarks.md 2026-12-08), commands heard exactly, clean / 25 / 15 dB SNR of
+44 each, against the whole decode's 33 / 34 / 10: pocketsphinx's live mean (carried over
+from the previous utterances) 27 / 30 / 5, reset to the model's at each utterance 18 / 5 /
+0; the mean of the first 0.6 s 23 / 27 / 9, of 1.0 s 32 / 32 / 9, of 1.4 s 33 / 34 / 15
+(out-of-domain accepted 0 / 0 / 5 against 0 / 1 / 4). The first 1.4 s, measured by a
+search-less batch pass, is close enough to the whole utterance's."""
 
 _PREFIX_BYTES = DECODE_RATE * BYTES_PER_SAMPLE * CMN_PREFIX_MS // 1000
 
@@ -677,11 +680,11 @@ def _ngrams(words: list[str]) -> list[tuple[str, ...]]:
     return [tuple(padded[i : i + size]) for i in range(len(padded) - size + 1)]
 
 
-def _new_decoder(model: ModelFiles) -> object:
+def _new_decoder(model: ModelFiles, **options: object) -> object:
     import pocketsphinx
 
     return pocketsphinx.Decoder(
-        lm=model.lm_path, dict=model.dict_path, loglevel="FATAL", samprate=DECODE_RATE
+        lm=model.lm_path, dict=model.dict_path, loglevel="FATAL", samprate=DECODE_RATE, **options
     )
 
 
@@ -737,10 +740,13 @@ def stream_feed(model: ModelFiles, stream_id: str, pcm: bytes) -> None:
 
 
 def _stream_begin(held: _Stream, model: ModelFiles) -> None:
-    """Start the stream's utterance with its first second's cepstral mean (a search-less
-    batch pass of the scratch decoder), and decode that second."""
-    if _STATE.scratch is None:
-        _STATE.scratch = _new_decoder(model)
+    """Start the stream's utterance with the cepstral mean of its first
+    :data:`CMN_PREFIX_MS` (a batch pass of the scratch decoder; pocketsphinx blends it with
+    the previous streams' as it does for whole utterances, so it follows the room), and
+    decode them. The scratch's search is wasted (about 40 ms for 1.4 s; ending an utterance
+    runs it), but comes while the user still speaks."""
+    if _STATE.scratch is None:  # its words are never read: the first pass only (40 % less)
+        _STATE.scratch = _new_decoder(model, fwdflat=False, bestpath=False)
     scratch, prefix = _STATE.scratch, bytes(held.prefix or b"")
     scratch.start_utt()  # type: ignore[attr-defined]
     scratch.process_raw(prefix, True, True)  # type: ignore[attr-defined]

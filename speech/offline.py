@@ -56,7 +56,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -636,19 +636,24 @@ def _build_into_cache(
 class _WorkerState:
     """A worker's decoders and the n-grams of its corpus; rebuilt when the version changes.
 
-    ``decoder`` decodes whole utterances; ``streams`` holds each open stream's decoder."""
+    ``decoder`` decodes whole utterances, ``scratch`` measures a stream's cepstral mean
+    (:func:`_stream_begin`); ``streams`` holds each open stream, ``idle`` the current
+    version's decoders free for the next stream (at most as many as streams were open at
+    once)."""
 
     version = -1
     decoder: object = None
+    scratch: object = None
     ngrams: frozenset[tuple[str, ...]] = frozenset()
     streams: dict[str, _Stream] = {}  # noqa: RUF012 (one per process)
+    idle: list[object] = []  # noqa: RUF012
 
 
 @dataclass(slots=True)
 class _Stream:
+    version: int
     decoder: object
     prefix: bytearray | None  # audio kept until :data:`CMN_PREFIX_MS`; None once decoding
-    pending: bytearray = field(default_factory=bytearray)  # under one :data:`_BLOCK_BYTES`
 
 
 CMN_PREFIX_MS = 1400
@@ -659,14 +664,11 @@ the search); a stream cannot wait for every frame. On the bench's 174 utterances
 decoder, docs/benchmarks.md 2026-12-08), commands heard exactly, clean / 25 / 15 dB SNR of
 44 each, against the whole decode's 33 / 34 / 10: pocketsphinx's live mean (carried over
 from the previous utterances) 27 / 30 / 5, reset to the model's at each utterance 18 / 5 /
-0; the mean of the first 0.6 s 23 / 27 / 9, of 1.0 s 32 / 32 / 9, of 1.4 s 33 / 34 / 15."""
+0; the mean of the first 0.6 s 23 / 27 / 9, of 1.0 s 32 / 32 / 9, of 1.4 s 33 / 34 / 15
+(out-of-domain accepted 0 / 0 / 5 against 0 / 1 / 4). The first 1.4 s, measured by a batch
+pass whose words are not read, is close enough to the whole utterance's."""
 
 _PREFIX_BYTES = DECODE_RATE * BYTES_PER_SAMPLE * CMN_PREFIX_MS // 1000
-
-_BLOCK_BYTES = DECODE_RATE * BYTES_PER_SAMPLE * 240 // 1000
-"""A stream's audio reaches its decoder in blocks of 240 ms, however it was batched on the
-way: pocketsphinx's live search depends on how the audio is cut, so a fixed cut gives one
-transcript per audio."""
 
 _STATE = _WorkerState()
 
@@ -689,9 +691,11 @@ def _new_decoder(model: ModelFiles, **options: object) -> object:
 def _ensure(model: ModelFiles) -> object:
     if _STATE.version != model.version:
         _STATE.decoder = _new_decoder(model)
+        _STATE.scratch = None
         corpus = Path(model.corpus_path).read_text(encoding="utf-8").split("\n")
         _STATE.ngrams = frozenset(t for line in corpus if line for t in _ngrams(line.split()))
         _STATE.version = model.version
+        _STATE.idle = []
     return _STATE.decoder
 
 
@@ -721,17 +725,14 @@ def decode(model: ModelFiles, pcm: bytes, sample_rate: int) -> tuple[_Heard, flo
 
 def stream_feed(model: ModelFiles, stream_id: str, pcm: bytes) -> None:
     """Feed a stream's next audio (16 kHz): kept until :data:`CMN_PREFIX_MS`, then decoded
-    in :data:`_BLOCK_BYTES` blocks as it comes.
-
-    Its decoder is made on the first call (about 70 ms, while the user speaks) and never
-    reused: a decoder carries state from one utterance to the next beyond its cepstral mean
-    (its noise estimate), and a fresh one makes a stream's words a function of its audio."""
+    as it comes. Its decoder is made (or taken idle) on the first call."""
     held = _STATE.streams.get(stream_id)
     if held is None:
         _ensure(model)
-        held = _STATE.streams[stream_id] = _Stream(_new_decoder(model), bytearray())
+        decoder = _STATE.idle.pop() if _STATE.idle else _new_decoder(model)
+        held = _STATE.streams[stream_id] = _Stream(model.version, decoder, bytearray())
     if held.prefix is None:
-        _blocks(held, pcm)
+        held.decoder.process_raw(pcm, False, False)  # type: ignore[attr-defined]
         return
     held.prefix += pcm
     if len(held.prefix) >= _PREFIX_BYTES:
@@ -739,52 +740,46 @@ def stream_feed(model: ModelFiles, stream_id: str, pcm: bytes) -> None:
 
 
 def _stream_begin(held: _Stream, model: ModelFiles) -> None:
-    """Start the stream's utterance with the cepstral mean of exactly its first
-    :data:`CMN_PREFIX_MS`, and decode all it has.
-
-    The mean comes from a batch pass of a decoder made for it and dropped (its words are never
-    read: the first pass only). A kept one carries its noise estimate from one stream to the
-    next, and the bench's audio fed in another order and other batches came out as other words
-    for 30 of 174 utterances; made afresh, for none. It costs about 70 ms to make and 40 ms to
-    search 1.4 s (ending an utterance runs the search), while the user still speaks."""
-    scratch = _new_decoder(model, fwdflat=False, bestpath=False)
-    audio = bytes(held.prefix or b"")
+    """Start the stream's utterance with the cepstral mean of its first
+    :data:`CMN_PREFIX_MS` (a batch pass of the scratch decoder; pocketsphinx blends it with
+    the previous streams' as it does for whole utterances, so it follows the room), and
+    decode them. The scratch's search is wasted (about 40 ms for 1.4 s; ending an utterance
+    runs it), but comes while the user still speaks."""
+    if _STATE.scratch is None:  # its words are never read: the first pass only (40 % less)
+        _STATE.scratch = _new_decoder(model, fwdflat=False, bestpath=False)
+    scratch, prefix = _STATE.scratch, bytes(held.prefix or b"")
     scratch.start_utt()  # type: ignore[attr-defined]
-    scratch.process_raw(audio[:_PREFIX_BYTES], True, True)  # type: ignore[attr-defined]
+    scratch.process_raw(prefix, True, True)  # type: ignore[attr-defined]
     scratch.end_utt()  # type: ignore[attr-defined]
     held.decoder.set_cmn(scratch.get_cmn(False))  # type: ignore[attr-defined]
     held.decoder.start_utt()  # type: ignore[attr-defined]
+    held.decoder.process_raw(prefix, False, False)  # type: ignore[attr-defined]
     held.prefix = None
-    _blocks(held, audio)
-
-
-def _blocks(held: _Stream, pcm: bytes, *, last: bool = False) -> None:
-    """Feed the decoder whole :data:`_BLOCK_BYTES` blocks (and the rest, when ``last``)."""
-    pending = held.pending
-    pending += pcm
-    whole = len(pending) if last else len(pending) - len(pending) % _BLOCK_BYTES
-    for start in range(0, whole, _BLOCK_BYTES):
-        block = bytes(pending[start : min(start + _BLOCK_BYTES, whole)])
-        held.decoder.process_raw(block, False, False)  # type: ignore[attr-defined]
-    del pending[:whole]
 
 
 def stream_end(model: ModelFiles, stream_id: str) -> tuple[_Heard, float]:
     """End a stream's utterance (:func:`_heard`, checked against the n-grams of the model
-    this process has now); its decoder is dropped. An utterance shorter than
+    this process has now) and free its decoder. An utterance shorter than
     :data:`CMN_PREFIX_MS` was only kept: it is decoded whole (:func:`decode`)."""
     held = _STATE.streams.pop(stream_id, None)
     if held is None:  # nothing was fed
         return _Heard("", 0), 0.0
+    if held.version == _STATE.version:
+        _STATE.idle.append(held.decoder)
     if held.prefix is not None:
         return decode(model, bytes(held.prefix), DECODE_RATE)
-    _blocks(held, b"", last=True)
     return _heard(held.decoder)
 
 
 def stream_drop(stream_id: str) -> None:
-    """Forget a stream (cancelled, or too short to decode) and its decoder."""
-    _STATE.streams.pop(stream_id, None)
+    """Forget a stream (cancelled, or too short to decode); its decoder is free again."""
+    held = _STATE.streams.pop(stream_id, None)
+    if held is None:
+        return
+    if held.prefix is None:
+        held.decoder.end_utt()  # type: ignore[attr-defined]
+    if held.version == _STATE.version:
+        _STATE.idle.append(held.decoder)
 
 
 def _resample(pcm: bytes, sample_rate: int) -> bytes:

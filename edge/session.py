@@ -40,7 +40,8 @@ What the session does around the machine lives beside it, one module per role:
 * ``counters.py``: the process's counters every session adds to;
 * ``identity.py``: who is on the connection (the handshake's identity);
 * ``telemetry.py``, ``utterances.py``, ``mcp_client.py``: the fast telemetry path, the
-  audio turn, the MCP client.
+  audio turn, the MCP client;
+* ``streaming.py``: an utterance streamed to the speech worker that claims it.
 
 Two device families share one socket (design.md §4): real firmware (``hello``, binary audio,
 MCP) and seed 003 clients (``device_register`` and the JSON envelope). Both are accepted

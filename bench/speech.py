@@ -302,6 +302,8 @@ class Alone:
     bare_cpu_s: float = math.nan
     bare_texts: list[str] = field(default_factory=list)
     corpus_sentences: int = 0
+    stream_ms: list[float] = field(default_factory=list)  # finish() -> transcript, streamed
+    stream_texts: list[str] = field(default_factory=list)  # accepted text, streamed
 
 
 def _bare_decode(model: Any, utterances: Sequence[Utterance], alone: Alone) -> None:
@@ -348,11 +350,34 @@ async def _recogniser_alone(
         alone.batch_wall_s = time.perf_counter() - started
         alone.batch, alone.batch_audio_s = len(batch), sum(u.seconds for u in batch)
         alone.batch_ms = sorted(h.processing_time_ms for h in heard_all)
+        await _streamed(utterances, recognizer, alone)
         assert recognizer.model is not None
         _bare_decode(recognizer.model, utterances, alone)
     finally:
         await recognizer.aclose()
     return alone
+
+
+STREAM_CHUNK = RATE * 2 * 240 // 1000
+"""Bytes of audio per stream batch: 240 ms (four 60 ms frames), as an edge would batch them."""
+
+
+async def _streamed(
+    utterances: Sequence[Utterance], recognizer: OfflineRecognizer, alone: Alone
+) -> None:
+    """Each utterance decoded while spoken (:meth:`OfflineRecognizer.open_stream`): fed in
+    240 ms batches, each taken by the decoder before the next (the process keeps up with a
+    speaker), then the time from the end of the audio to the transcript."""
+    for utterance in utterances:
+        stream = await recognizer.open_stream()
+        assert stream is not None
+        pcm = utterance.decoded
+        for start in range(0, len(pcm), STREAM_CHUNK):
+            stream.feed(pcm[start : start + STREAM_CHUNK])
+            await stream.drained()
+        heard = await stream.finish()
+        alone.stream_ms.append(heard.processing_time_ms)
+        alone.stream_texts.append(heard.text if heard.accepted else "")
 
 
 # -- phase 2: the edge's VAD and Opus decode per frame ----------------------------------------
@@ -838,10 +863,19 @@ def _alone_notes(alone: Alone, utterances: Sequence[Utterance]) -> list[str]:
         bare = sum(alone.bare_texts[i] == said[i] for i in picked)
         ood = sum(bool(alone.texts[i]) for i in picked if not utterances[i].sentence.in_domain)
         count_in = sum(utterances[i].sentence.in_domain for i in picked)
+        streamed = sum(
+            alone.stream_texts[i] == said[i] for i in picked if utterances[i].sentence.in_domain
+        )
+        streamed_ood = sum(
+            bool(alone.stream_texts[i]) for i in picked if not utterances[i].sentence.in_domain
+        )
+        same = sum(alone.stream_texts[i] == alone.texts[i] for i in picked)
         notes.append(
             f"recogniser alone, {condition}: exact words accepted {ours}/{count_in} in-domain, "
             f"out-of-domain accepted {ood}/{len(picked) - count_in}; bare pocketsphinx's "
-            f"hypothesis exact {bare}/{len(picked)}"
+            f"hypothesis exact {bare}/{len(picked)}; streamed: exact {streamed}/{count_in}, "
+            f"out-of-domain accepted {streamed_ood}, same transcript as whole {same}/"
+            f"{len(picked)}"
         )
     wall = sorted(alone.wall_ms)
     notes.append(
@@ -850,6 +884,12 @@ def _alone_notes(alone: Alone, utterances: Sequence[Utterance]) -> list[str]:
         f"{percentile(wall, 50):.0f}/{percentile(wall, 95):.0f} ms; {alone.batch} at once: "
         f"{alone.batch_audio_s:.1f} s of audio in {alone.batch_wall_s:.2f} s, each answered in "
         f"p50/max {percentile(alone.batch_ms, 50):.0f}/{percentile(alone.batch_ms, 100):.0f} ms"
+    )
+    tail = sorted(alone.stream_ms)
+    notes.append(
+        f"recogniser alone, streamed (240 ms batches, decoded as they come): end of audio -> "
+        f"transcript p50/p95 {percentile(tail, 50):.0f}/{percentile(tail, 95):.0f} ms "
+        f"(whole, one at a time: {percentile(wall, 50):.0f}/{percentile(wall, 95):.0f} ms)"
     )
     return notes
 

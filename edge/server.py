@@ -742,6 +742,7 @@ class EdgeServer:
             counters=self.counters,
             language=self.settings.language,
             forward_utterances=self.settings.forward_utterances,
+            stream_utterances=self.settings.stream_utterances,
             wake_words=self.settings.wake_words,
             synthesizer=self.synthesizer,
             now=now,
@@ -786,6 +787,10 @@ class EdgeServer:
             return
         loop = asyncio.get_running_loop()
         now, wall = loop.time(), wire_timestamp(time.time())
+        if topic.endswith("/claim") and self.topics.parse(topic).kind is TopicKind.UTTERANCE_CLAIM:
+            for conn in holders:
+                conn.execute_soon(conn.session.on_claim(payload, now, wall))
+            return
         for conn in holders:
             conn.execute_soon(conn.session.on_command(payload, now, wall))
 

@@ -40,7 +40,8 @@ What the session does around the machine lives beside it, one module per role:
 * ``counters.py``: the process's counters every session adds to;
 * ``identity.py``: who is on the connection (the handshake's identity);
 * ``telemetry.py``, ``utterances.py``, ``mcp_client.py``: the fast telemetry path, the
-  audio turn, the MCP client.
+  audio turn, the MCP client;
+* ``streaming.py``: an utterance streamed to the speech worker that claims it.
 
 Two device families share one socket (design.md §4): real firmware (``hello``, binary audio,
 MCP) and seed 003 clients (``device_register`` and the JSON envelope). Both are accepted
@@ -108,7 +109,9 @@ from xiaozhi.payloads import (
     EventType,
     SensorPayload,
     StatusPayload,
+    UtteranceClaim,
     UtterancePayload,
+    UtteranceStart,
     VoiceCommandEvent,
 )
 from xiaozhi.topics import (
@@ -145,6 +148,7 @@ from xiaozhi_edge.outputs import (
     Unsubscribe,
 )
 from xiaozhi_edge.reassembly import ChunkReassembler
+from xiaozhi_edge.streaming import UtteranceStreamer
 from xiaozhi_edge.telemetry import (
     TELEMETRY_FIELDS,
     plain_ping,
@@ -265,6 +269,9 @@ class DeviceSession:
         forward_utterances: Publish each finished utterance's audio as one
             :class:`~xiaozhi.payloads.UtterancePayload` on ``xiaozhi/utterances/{device_id}``
             for the speech workers (design.md section 10).
+        stream_utterances: With ``forward_utterances``, offer each utterance to the speech
+            workers as it begins and stream it to the one that claims it
+            (:mod:`~xiaozhi_edge.streaming`); unclaimed, it is still sent whole.
         wake_words: ``listen detect`` texts that are wake words, not commands.
         synthesizer: The TTS (:class:`~xiaozhi_edge.utterances.ToneSynthesizer` stands in).
         now: Monotonic seconds at connect; the hello timeout runs from here.
@@ -304,6 +311,7 @@ class DeviceSession:
         "_sensor_topics",
         "_session_id_factory",
         "_status_tail",
+        "_streamer",
         "_subscriptions",
         "_superseded",
         "_telemetry",
@@ -325,6 +333,7 @@ class DeviceSession:
         "on_fault",
         "session_id",
         "state",
+        "stream_utterances",
         "synthesizer",
         "topics",
         "transport",
@@ -342,6 +351,7 @@ class DeviceSession:
         counters: EdgeCounters,
         language: str = "en",
         forward_utterances: bool = False,
+        stream_utterances: bool = False,
         wake_words: Iterable[str] = DEFAULT_WAKE_WORDS,
         synthesizer: SpeechSynthesizer,
         now: float,
@@ -365,6 +375,8 @@ class DeviceSession:
         self.counters = counters
         self.language = language
         self.forward_utterances = forward_utterances
+        self.stream_utterances = forward_utterances and stream_utterances
+        self._streamer: UtteranceStreamer | None = None  # made by the first streamed utterance
         self.wake_words = _wake_word_set(tuple(wake_words))
         self.synthesizer = synthesizer
         self.connected_at = wall
@@ -463,7 +475,8 @@ class DeviceSession:
         if self.state is SessionState.READY:
             idle = self.last_activity + self.limits.idle_timeout_seconds
             mcp = self._mcp.next_deadline() if self._mcp is not None else None
-            return idle if mcp is None else min(idle, mcp)
+            streamed = self._streamer.next_deadline() if self._streamer is not None else None
+            return min(d for d in (idle, mcp, streamed) if d is not None)
         return None
 
     # -- inputs ------------------------------------------------------------------------
@@ -491,6 +504,11 @@ class DeviceSession:
         on the socket.
         """
         return self._guarded(DeviceSession._command, payload, now, wall, reply=False)
+
+    def on_claim(self, payload: bytes, now: float, wall: str) -> list[Output]:
+        """A speech worker's message on ``xiaozhi/utterances/{device_id}/claim``
+        (:mod:`~xiaozhi_edge.streaming`)."""
+        return self._guarded(DeviceSession._claim, payload, now, wall, reply=False)
 
     def on_timer(self, now: float, wall: str) -> list[Output]:
         """Run the timers due at ``now``: hello timeout, idle timeout, MCP call timeouts."""
@@ -588,6 +606,17 @@ class DeviceSession:
                 delivery = self._delivery = CommandDelivery()
             delivery.on_command(self, payload, now, wall, out)
 
+    def _claim(self, payload: bytes, now: float, wall: str, out: list[Output]) -> None:
+        del wall
+        streamer = self._streamer
+        if streamer is None or self.state is SessionState.CLOSED:
+            return
+        claim = UtteranceClaim.from_wire(payload)
+        if claim.device_id != self.device_id:
+            return
+        packets = self._audio.current_packets if self._audio is not None else []
+        out.extend(streamer.on_claim(claim, packets, now))
+
     def _timer(self, _: None, now: float, wall: str, out: list[Output]) -> None:
         if self.state is SessionState.AWAIT_HELLO:
             if now >= self._opened_at + self.limits.hello_timeout_seconds:
@@ -599,6 +628,8 @@ class DeviceSession:
             if self._mcp is not None:
                 for event in self._mcp.expire(now):
                     self._on_mcp_failure(event, wall, out, timed_out=True)
+            if self._streamer is not None:
+                out.extend(self._streamer.expire(now))
 
     def _groups_changed(
         self, group_ids: Iterable[str], now: float, wall: str, out: list[Output]
@@ -628,6 +659,8 @@ class DeviceSession:
             self.counters.count_close("connection lost")
         if self._audio is not None:
             self._audio.release()
+        if self._streamer is not None:
+            out.extend(self._streamer.cancel())
         self._reassembly = None
         if not self._announced or self.device_id is None:
             return
@@ -746,6 +779,32 @@ class DeviceSession:
             self.counters.dropped_audio_frames += audio.dropped_frames_total - dropped_before
         if finished is not None:
             self._finish_utterance(finished, wall, out)
+        if self.stream_utterances:
+            self._stream(audio.current_packets, wall, out)
+
+    def _stream(self, packets: list[bytes], wall: str, out: list[Output]) -> None:
+        """The utterance in progress: offered at its first frame, then its batches."""
+        if not packets:
+            return
+        streamer = self._streamer
+        if streamer is None:
+            assert self.device_id is not None
+            streamer = self._streamer = UtteranceStreamer(
+                self.topics, self.device_id, self.frame_duration_ms
+            )
+        if streamer.message_id is None:
+            fields = self._utterance_fields(None, None, wall)
+            out.append(
+                streamer.begin(
+                    UtteranceStart(
+                        sample_rate=SAMPLE_RATE,
+                        frame_duration_ms=self.frame_duration_ms,
+                        **fields,
+                    )
+                )
+            )
+            return
+        out.extend(streamer.frames(packets))
 
     def decode_binary(self, data: bytes) -> BinaryFrame:
         """One binary frame of this connection: the gateway's header or the binary version's.
@@ -907,7 +966,8 @@ class DeviceSession:
 
     def _filters(self, device_id: str) -> tuple[str, ...]:
         own = tuple(self.topics.all_commands_for(device_id))
-        return own + tuple(self.topics.group_command(g) for g in self._groups)
+        claims = (self.topics.utterance_claim(device_id),) if self.stream_utterances else ()
+        return own + claims + tuple(self.topics.group_command(g) for g in self._groups)
 
     def _announce(self, answer: str, wall: str, out: list[Output]) -> None:
         """Subscribe to the device's commands, then send ``answer`` (the server hello or the
@@ -1098,27 +1158,36 @@ class DeviceSession:
             sample_rate=SAMPLE_RATE,
         )
         if self.forward_utterances and utterance.packets:
-            self._forward_utterance(
-                UtterancePayload.from_opus(
-                    utterance.packets,
-                    sample_rate=SAMPLE_RATE,
-                    frame_duration_ms=self.frame_duration_ms,
-                    **self._utterance_fields(utterance.reason, utterance.mode, wall),
-                ),
-                out,
+            streamer = self._streamer
+            fields = self._utterance_fields(utterance.reason, utterance.mode, wall)
+            if streamer is not None and streamer.message_id is not None:
+                fields["message_id"] = streamer.message_id
+            whole = UtterancePayload.from_opus(
+                utterance.packets,
+                sample_rate=SAMPLE_RATE,
+                frame_duration_ms=self.frame_duration_ms,
+                **fields,
             )
+            if streamer is not None:
+                out.extend(streamer.end(whole, self.last_activity))
+            else:
+                self._forward_utterance(whole, out)
         if self._on_utterance is not None:
             self._on_utterance(utterance)
 
     def _utterance_fields(
-        self, reason: UtteranceReason, mode: ListenMode, wall: str
+        self, reason: UtteranceReason | None, mode: ListenMode | None, wall: str
     ) -> dict[str, Any]:
+        """An utterance's fields; without ``reason`` (its start: the end is not known yet),
+        the mode is the buffer's."""
+        if mode is None:
+            mode = self._audio.mode if self._audio is not None else None
         return {
             "device_id": self.device_id,
             "message_id": self._message_id_factory(),
             "session_id": self.session_id,
-            "mode": str(mode),
-            "reason": str(reason),
+            "mode": str(mode) if mode is not None else None,
+            **({"reason": str(reason)} if reason is not None else {}),
             "language": self.language,
             "transport": self.transport,
             "edge_id": self.edge_id,

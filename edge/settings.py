@@ -108,6 +108,12 @@ class EdgeSettings(BaseSettings, MqttTlsSettings):
         description="publish each finished utterance's audio on xiaozhi/utterances/{id} for "
         "speech workers (the hub transcribes them); off: only the utterance event",
     )
+    stream_utterances: bool = Field(
+        default=True,
+        description="offer each utterance to the speech workers as it begins and stream its "
+        "frames to the one that claims it, so it is decoded while the user speaks; "
+        "unclaimed, it is sent whole at the end (with forward_utterances)",
+    )
     wake_words: Annotated[tuple[str, ...], NoDecode] = DEFAULT_WAKE_WORDS
     monitor_api_key: str | None = Field(
         default=None, description="required on /api/ws/audio when set (query key=...)"

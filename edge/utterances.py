@@ -323,6 +323,14 @@ class UtteranceBuffer:
         """Audio held for the current utterance (pre-roll included)."""
         return (self._samples + self._preroll_size) // _SAMPLES_PER_MS
 
+    @property
+    def current_packets(self) -> list[bytes]:
+        """The frames of the utterance in progress, in order (the buffer's own list: read,
+        do not keep); none in auto mode before speech began."""
+        if self._mode is ListenMode.MANUAL or self._speech_started:
+            return self._packets
+        return []
+
     def _reset_segment(self) -> None:
         self._samples = 0
         self._packets: list[bytes] = []

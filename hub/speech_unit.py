@@ -19,27 +19,58 @@ The offline recogniser hears only what this home can do: it is loaded from every
 the intent engine matches (:func:`xiaozhi_speech.corpus_from_intents`), and reloaded by
 :meth:`SpeechUnit.reload` when the home changes.
 
+**Decoding while the user speaks** (docs/speech.md, "Streaming"): an edge announces each
+utterance as it begins (``xiaozhi/utterances/{device_id}/start``, through the same shared
+group). With the offline recogniser and a free stream, this unit claims it
+(``…/claim``, naming this hub as the worker); the edge then sends the utterance's Opus
+frames in batches to this hub alone (``…/stream/{hub_id}``, numbered), which feeds them to
+a :class:`~xiaozhi_speech.RecognizerStream` as they come; at the final batch it answers
+``received`` and only the last frames and the search remain. A batch missing, a bad one, or
+a stream the hub does not know is answered ``refused``: the edge sends the utterance whole.
+A decoding process that dies mid-stream costs nothing either: this unit has the audio and
+transcribes it whole. Unclaimed (another engine, every stream busy, an old hub), the edge
+sends the whole utterance at the end as before.
+
 The decoded audio of the last utterances stays in memory, bounded
 (:class:`~xiaozhi_hub.utterance_audio.UtteranceAudio`), for the dashboard's play buttons.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Final
 
 import structlog
 
 from xiaozhi.dedup import RecentIds
 from xiaozhi.errors import WireError
-from xiaozhi.payloads import EventType, UtteranceEncoding, UtterancePayload, VoiceCommandEvent
+from xiaozhi.payloads import (
+    ClaimState,
+    EventType,
+    UtteranceChunk,
+    UtteranceClaim,
+    UtteranceEncoding,
+    UtterancePayload,
+    UtteranceStart,
+    VoiceCommandEvent,
+)
 from xiaozhi.topics import ParsedTopic, TopicKind
 from xiaozhi_hub.pipeline import VoicePipeline
 from xiaozhi_hub.responses import own_sentence
 from xiaozhi_hub.unit import HubContext, Route, UnitTasks
 from xiaozhi_hub.utterance_audio import UtteranceAudio
 from xiaozhi_runtime import opus
-from xiaozhi_speech import OfflineRecognizer, SpeechToText, Transcript
+from xiaozhi_speech import (
+    OfflineRecognizer,
+    RecognizerStream,
+    SpeechToText,
+    StreamLost,
+    Transcript,
+)
 
 __all__ = ["MAX_UTTERANCE_BYTES", "NOT_HEARD", "SpeechUnit"]
 
@@ -53,6 +84,10 @@ NOT_HEARD: Final = "Sorry, I didn't catch that."
 
 _DECODE_RATE: Final = 16000
 """Opus utterances are decoded at the recogniser's rate (libopus resamples for free)."""
+
+STREAM_IDLE_SECONDS: Final = 5.0
+"""A claimed stream with no batch for this long is dropped (its edge went away, or gave up
+waiting for the claim and sent the utterance whole)."""
 
 Answer = Callable[..., Awaitable[None]]
 """The voice unit's ``answer(device_id, text, *, stt, message_id, session_id, error,
@@ -85,16 +120,34 @@ class SpeechUnit:
         self._tasks = UnitTasks("utterance", ctx.settings.max_concurrent_voice_commands)
         self._recent = RecentIds(4096)
         self.audio = UtteranceAudio()  # for GET /utterances/{message_id}/audio
-        self.routes: Mapping[TopicKind, Route] = {TopicKind.UTTERANCE: self._on_utterance}
+        self.worker_id = ctx.settings.hub_id
+        self._streams: dict[tuple[str, str], _Streaming] = {}  # (device_id, message_id)
+        self._sweeper: asyncio.Task[None] | None = None
+        self.routes: Mapping[TopicKind, Route] = {
+            TopicKind.UTTERANCE: self._on_utterance,
+            TopicKind.UTTERANCE_START: self._on_start,
+            TopicKind.UTTERANCE_STREAM: self._on_chunk,
+        }
 
     @property
-    def filter(self) -> str:
-        topics = self._ctx.topics
-        return topics.shared(self._ctx.settings.speech_share_group, topics.all_utterances())
+    def streams(self) -> bool:
+        """Whether this hub decodes utterances as they are spoken (the offline engine)."""
+        return isinstance(self.stt, OfflineRecognizer) and self.stt.streams_per_worker > 0
+
+    @property
+    def filters(self) -> list[str]:
+        topics, group = self._ctx.topics, self._ctx.settings.speech_share_group
+        whole = [topics.shared(group, topics.all_utterances())]
+        if not self.streams:
+            return whole
+        starts = topics.shared(group, topics.all_utterance_starts())
+        return [*whole, starts, topics.worker_streams(self.worker_id)]
 
     async def start(self) -> None:
         await self.reload()
-        await self._ctx.owner.subscribe([self.filter])
+        await self._ctx.owner.subscribe(self.filters)
+        if self.streams:
+            self._sweeper = asyncio.create_task(self._sweep(), name="speech-streams-sweep")
 
     async def reload(self) -> None:
         """(Re)build an offline recogniser from the home's sentences; other engines need
@@ -105,8 +158,112 @@ class SpeechUnit:
         log.info("speech_loaded", sentences=model.sentences, words=model.words)
 
     async def stop(self) -> None:
-        await self._ctx.owner.unsubscribe([self.filter])
+        await self._ctx.owner.unsubscribe(self.filters)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for streaming in self._streams.values():
+            streaming.stream.cancel()
+        self._streams.clear()
         await self._tasks.drain()
+
+    # -- streamed utterances ----------------------------------------------------------
+
+    def _on_start(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
+        ctx = self._ctx
+        try:
+            start = UtteranceStart.from_wire(payload)
+        except WireError as err:
+            ctx.invalid("utterance_start", topic, err)
+            return
+        if start.device_id != parsed.device_id:
+            ctx.invalid("utterance_start", topic, "device_id differs from the topic's")
+            return
+        if (start.device_id, start.message_id) in self._streams:
+            return  # the broker's redelivery of a start already claimed
+        self._tasks.spawn(self._claim(start), name=f"claim-{start.device_id}")
+
+    async def _claim(self, start: UtteranceStart) -> None:
+        """Claim ``start``'s utterance if a stream is free; else say nothing (the edge sends
+        it whole)."""
+        assert isinstance(self.stt, OfflineRecognizer)
+        stream = await self.stt.open_stream()
+        if stream is None:
+            self._ctx.counters["utterance_streams_busy"] += 1
+            return
+        self._streams[(start.device_id, start.message_id)] = _Streaming(start, stream)
+        self._ctx.counters["utterance_streams_claimed"] += 1
+        self._tell(start.device_id, start.message_id, ClaimState.CLAIMED)
+
+    def _tell(self, device_id: str, message_id: str, state: ClaimState) -> None:
+        claim = UtteranceClaim(
+            device_id=device_id, message_id=message_id, worker_id=self.worker_id, state=state
+        )
+        self._ctx.publish(self._ctx.topics.utterance_claim(device_id), claim.to_wire())
+
+    def _on_chunk(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
+        ctx = self._ctx
+        try:
+            chunk = UtteranceChunk.from_wire(payload)
+        except WireError as err:
+            ctx.invalid("utterance_chunk", topic, err)
+            return
+        if chunk.device_id != parsed.device_id:
+            ctx.invalid("utterance_chunk", topic, "device_id differs from the topic's")
+            return
+        key = (chunk.device_id, chunk.message_id)
+        streaming = self._streams.get(key)
+        if streaming is not None and chunk.seq < streaming.seq:
+            return  # the broker's redelivery of a batch already fed
+        try:
+            if streaming is None or chunk.seq != streaming.seq:
+                raise WireError("a batch of a stream this worker does not hold, or out of order")
+            pcm = b"".join(streaming.decoder.decode(packet) for packet in chunk.opus_packets())
+        except WireError as err:
+            log.warning("utterance_stream_refused", device_id=chunk.device_id, error=str(err))
+            self._drop(key)
+            ctx.counters["utterance_streams_refused"] += 1
+            self._tell(chunk.device_id, chunk.message_id, ClaimState.REFUSED)
+            return
+        streaming.seq += 1
+        streaming.seen = time.monotonic()
+        streaming.stream.feed(pcm)
+        if not chunk.final:
+            return
+        del self._streams[key]
+        self._recent.seen(chunk.message_id)  # a late whole copy is a duplicate
+        self._tell(chunk.device_id, chunk.message_id, ClaimState.RECEIVED)
+        self._tasks.spawn(
+            self._finish(streaming), name=f"speech-{chunk.device_id}", device_id=chunk.device_id
+        )
+
+    async def _finish(self, streaming: _Streaming) -> None:
+        start, stream = streaming.start, streaming.stream
+        try:
+            transcript = await stream.finish()
+            self._ctx.counters["utterances_streamed"] += 1
+        except StreamLost:
+            self._ctx.counters["utterance_streams_lost"] += 1
+            transcript = await self.stt.transcribe(stream.pcm, _DECODE_RATE)
+        self.audio.keep(start.message_id, stream.pcm, _DECODE_RATE)
+        await self._heard(start, transcript)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        streaming = self._streams.pop(key, None)
+        if streaming is not None:
+            streaming.stream.cancel()
+
+    async def _sweep(self) -> None:
+        """Drop streams whose edge stopped sending (:data:`STREAM_IDLE_SECONDS`)."""
+        while True:
+            await asyncio.sleep(1.0)
+            stale = time.monotonic() - STREAM_IDLE_SECONDS
+            for key in [k for k, s in self._streams.items() if s.seen < stale]:
+                self._drop(key)
+                self._ctx.counters["utterance_streams_expired"] += 1
+
+    # -- whole utterances -------------------------------------------------------------
 
     def _on_utterance(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
         ctx = self._ctx
@@ -138,7 +295,13 @@ class SpeechUnit:
             ctx.invalid("utterance", ctx.topics.utterance(utterance.device_id), err)
             return
         self.audio.keep(utterance.message_id, pcm, rate)
-        transcript = await self.stt.transcribe(pcm, rate)
+        await self._heard(utterance, await self.stt.transcribe(pcm, rate))
+
+    async def _heard(
+        self, utterance: UtterancePayload | UtteranceStart, transcript: Transcript
+    ) -> None:
+        """A ``voice_command`` of what was heard, or "didn't catch that"."""
+        ctx = self._ctx
         log.info(
             "transcript",
             device_id=utterance.device_id,
@@ -177,7 +340,19 @@ def _pcm_of(utterance: UtterancePayload) -> tuple[bytes, int]:
     return utterance.pcm_bytes(), utterance.sample_rate
 
 
-def _voice_command(utterance: UtterancePayload, transcript: Transcript) -> bytes:
+@dataclass(slots=True)
+class _Streaming:
+    """A claimed utterance: its start, its recogniser stream, its Opus decoder, the next
+    batch number expected and when the last came (monotonic)."""
+
+    start: UtteranceStart
+    stream: RecognizerStream
+    decoder: opus.Decoder = field(default_factory=lambda: opus.Decoder(_DECODE_RATE))
+    seq: int = 0
+    seen: float = field(default_factory=time.monotonic)
+
+
+def _voice_command(utterance: UtterancePayload | UtteranceStart, transcript: Transcript) -> bytes:
     event = VoiceCommandEvent(
         event_type=EventType.VOICE_COMMAND.value,
         device_id=utterance.device_id,

@@ -13,7 +13,13 @@ from xiaozhi_speech.base import (
     Transcript,
 )
 from xiaozhi_speech.corpus import background_from_intents, corpus_from_intents, normalize_words
-from xiaozhi_speech.offline import ModelFiles, OfflineRecognizer, RecognizerClosed
+from xiaozhi_speech.offline import (
+    ModelFiles,
+    OfflineRecognizer,
+    RecognizerClosed,
+    RecognizerStream,
+    StreamLost,
+)
 from xiaozhi_speech.openai import OpenAiSpeechToText
 from xiaozhi_speech.synthesis import EspeakVoice, FliteVoice, SynthesisFailed
 from xiaozhi_speech.wyoming import (
@@ -29,9 +35,11 @@ __all__ = [
     "OfflineRecognizer",
     "OpenAiSpeechToText",
     "RecognizerClosed",
+    "RecognizerStream",
     "Speech",
     "SpeechEngineError",
     "SpeechToText",
+    "StreamLost",
     "SynthesisFailed",
     "TextToSpeech",
     "Transcript",

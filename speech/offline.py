@@ -8,7 +8,12 @@ How it works (docs/speech.md has the measurements):
    called again whenever the home model changes; recognitions already running finish on the
    model they started with.
 2. :meth:`OfflineRecognizer.transcribe` decodes the audio with pocketsphinx's bundled en-US
-   acoustic model and that language model.
+   acoustic model and that language model. :meth:`OfflineRecognizer.open_stream` decodes an
+   utterance *while it is spoken* (:class:`RecognizerStream`: audio fed as it arrives, so at
+   the end only the last frames and the final search remain). The two differ in one thing:
+   a whole utterance is normalised by its own cepstral mean, a stream by its first 1.4 s'
+   (:data:`CMN_PREFIX_MS`), so a stream hears most utterances as the whole decode does, not
+   all (docs/speech.md has the figures); the acceptance rules are the same.
 3. The hypothesis is **accepted only if every sequence of four words of it (sentence ends
    included, :data:`CHECK_ORDER`) occurs in the home's sentences**. A closed-vocabulary
    decoder always outputs words of the domain, even for "tell me a joke"; out-of-domain audio
@@ -20,8 +25,12 @@ How it works (docs/speech.md has the measurements):
 pocketsphinx holds the GIL while it decodes (100-250 ms per utterance on this machine), so
 every decode, and every model build (about a second of pure Python), runs in a
 :class:`~concurrent.futures.ProcessPoolExecutor` of ``workers`` processes (spawned, not
-forked: the parent runs an event loop and threads). Each worker keeps one decoder and reloads
-it when a newer model version is handed to it.
+forked: the parent runs an event loop and threads). Each process is its own single-worker
+executor, so a stream's calls all reach the process that holds its decoder, in order. A
+process keeps one decoder for whole utterances and one per open stream (about 10 MB and
+70 ms to make each; at most ``streams_per_worker`` open streams per process), and makes new
+ones when a newer model version is handed to it. A process that dies is replaced; the
+streams it held fail with :class:`StreamLost` (their audio is still the caller's).
 
 English (en-US) only: the bundled acoustic model and dictionary are English. Other languages
 go through :class:`~xiaozhi_speech.wyoming.WyomingSpeechToText` or
@@ -45,9 +54,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from xiaozhi_speech import arpa, corpus
 from xiaozhi_speech import lexicon as lexicon_module
@@ -62,6 +73,8 @@ __all__ = [
     "ModelFiles",
     "OfflineRecognizer",
     "RecognizerClosed",
+    "RecognizerStream",
+    "StreamLost",
 ]
 
 DECODE_RATE = 16_000
@@ -93,6 +106,11 @@ class RecognizerClosed(RuntimeError):
     :meth:`~OfflineRecognizer.aclose`."""
 
 
+class StreamLost(RuntimeError):
+    """The process decoding a :class:`RecognizerStream` died (killed, out of memory): its
+    decoder state is gone. The caller still has the audio: transcribe it whole."""
+
+
 @dataclass(frozen=True, slots=True)
 class ModelFiles:
     """One built model version, on disk: what a worker needs to (re)load its decoder."""
@@ -120,13 +138,20 @@ class OfflineRecognizer:
         language: ``en-US`` (or ``en``); the only language the bundled model speaks.
         cache_dir: where :meth:`load_cached` keeps built models (created when needed);
             None: models are built every time.
+        streams_per_worker: streams (:meth:`open_stream`) one process decodes at once; each
+            holds a decoder (about 10 MB) while its utterance is spoken.
 
     Raises:
-        ValueError: another language, or fewer than one worker.
+        ValueError: another language, fewer than one worker, or a negative stream bound.
     """
 
     def __init__(
-        self, *, workers: int = 1, language: str = "en-US", cache_dir: Path | None = None
+        self,
+        *,
+        workers: int = 1,
+        language: str = "en-US",
+        cache_dir: Path | None = None,
+        streams_per_worker: int = 4,
     ) -> None:
         if language not in _LANGUAGES:
             raise ValueError(
@@ -135,20 +160,59 @@ class OfflineRecognizer:
             )
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
+        if streams_per_worker < 0:
+            raise ValueError(f"streams_per_worker must be 0 or more, not {streams_per_worker}")
         self.language = "en-US"
         self.workers = workers
-        self._pool = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_started,
-            initargs=(os.getpid(),),
-        )
+        self.streams_per_worker = streams_per_worker
+        self._pools = [_process() for _ in range(workers)]
+        self._busy = [0] * workers  # calls in flight, per process
+        self._streams = [0] * workers  # open streams, per process
+        self._generation = [0] * workers  # bumped when a dead process is replaced
         self._folder = Path(tempfile.mkdtemp(prefix="xiaozhi-speech-"))
         self._cache = cache_dir
         self._model: ModelFiles | None = None
         self._loaded = asyncio.Event()
         self._version = 0
         self._closed = False
+
+    @property
+    def open_streams(self) -> int:
+        """Streams opened and not yet finished or cancelled."""
+        return sum(self._streams)
+
+    def pids(self) -> list[int]:
+        """The decoding processes running now (for monitoring, and tests that kill one)."""
+        return [pid for pool in self._pools for pid in (pool._processes or {})]
+
+    async def _call(
+        self, index: int, fn: Callable[..., _T], *args: object, replace: bool = True
+    ) -> _T:
+        """Run ``fn(*args)`` in process ``index`` (:meth:`_submit`)."""
+        self._busy[index] += 1
+        try:
+            return await asyncio.wrap_future(self._submit(index, fn, *args, replace=replace))
+        finally:
+            self._busy[index] -= 1
+
+    def _submit(
+        self, index: int, fn: Callable[..., _T], *args: object, replace: bool = True
+    ) -> Future[_T]:
+        """Queue ``fn(*args)`` on process ``index``. A dead process is replaced first
+        (``replace``; its open streams are lost: their generation is over), or the call
+        raises :class:`BrokenProcessPool` (a stream's call: its decoder died with it)."""
+        try:
+            return self._pools[index].submit(fn, *args)
+        except BrokenProcessPool:
+            if not replace:
+                raise
+            self._pools[index].shutdown(wait=False)
+            self._pools[index] = _process()
+            self._generation[index] += 1
+            return self._pools[index].submit(fn, *args)
+
+    def _idlest(self) -> int:
+        return min(range(self.workers), key=lambda i: (self._busy[i], self._streams[i]))
 
     @property
     def model(self) -> ModelFiles | None:
@@ -174,10 +238,10 @@ class OfflineRecognizer:
             raise RecognizerClosed("the recogniser is closed")
         self._version += 1
         folder = self._folder / f"v{self._version}"
-        loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(
-            self._pool, build_model, list(sentences), str(folder), self._version, list(background)
-        )
+        model = await self._call(
+            self._idlest(), build_model, list(sentences), str(folder), self._version,
+            list(background),
+        )  # fmt: skip
         self._switch(model)
 
     async def load_cached(self, key: str, inputs: ModelInputs) -> ModelFiles:
@@ -209,8 +273,8 @@ class OfflineRecognizer:
         model = await loop.run_in_executor(None, _cached_model, entry, version)
         if model is None:
             sentences, background = await inputs()
-            model = await loop.run_in_executor(
-                self._pool, _build_into_cache, list(sentences), str(entry), version,
+            model = await self._call(
+                self._idlest(), _build_into_cache, list(sentences), str(entry), version,
                 list(background),
             )  # fmt: skip
         self._switch(model)
@@ -245,13 +309,45 @@ class OfflineRecognizer:
         assert model is not None  # set before _loaded
         if duration < MIN_SPEECH_MS or _rms(pcm) < _SILENCE_RMS:
             return self._transcript("", 0.0, started, duration, "no_speech")
-        loop = asyncio.get_running_loop()
-        heard, confidence = await loop.run_in_executor(self._pool, decode, model, pcm, sample_rate)
+        index = self._idlest()
+        try:
+            heard, confidence = await self._call(index, decode, model, pcm, sample_rate)
+        except BrokenProcessPool:  # the process died under it: once more, on its successor
+            heard, confidence = await self._call(index, decode, model, pcm, sample_rate)
+        return self._judged(heard, confidence, started, duration)
+
+    def _judged(
+        self, heard: _Heard, confidence: float, started: float, duration: float
+    ) -> Transcript:
+        """The acceptance rules (module docstring), the same for whole utterances and streams."""
         if not heard.text:
             return self._transcript("", 0.0, started, duration, "no_speech")
         if confidence < 1.0:
             return self._transcript("", confidence, started, duration, "out_of_domain")
         return self._transcript(heard.text, confidence, started, duration, None)
+
+    async def open_stream(self) -> RecognizerStream | None:
+        """Start decoding an utterance as it is spoken (16 kHz, 16-bit mono): None when every
+        process already decodes ``streams_per_worker`` streams (then transcribe it whole).
+
+        Waits for the first :meth:`load`.
+
+        Raises:
+            RecognizerClosed: after :meth:`aclose`.
+        """
+        if self._closed:
+            raise RecognizerClosed("the recogniser is closed")
+        await self._loaded.wait()
+        free = [i for i in range(self.workers) if self._streams[i] < self.streams_per_worker]
+        if not free:
+            return None
+        index = min(free, key=lambda i: (self._streams[i], self._busy[i]))
+        self._streams[index] += 1
+        assert self._model is not None  # set before _loaded
+        return RecognizerStream(self, index, self._model)
+
+    def _stream_closed(self, index: int) -> None:
+        self._streams[index] -= 1
 
     def _transcript(
         self, text: str, confidence: float, started: float, duration: float, reason: str | None
@@ -271,8 +367,130 @@ class OfflineRecognizer:
         if self._closed:
             return
         self._closed = True
-        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
+        loop = asyncio.get_running_loop()
+        for pool in self._pools:
+            await loop.run_in_executor(None, pool.shutdown, True)
         shutil.rmtree(self._folder, ignore_errors=True)
+
+
+class RecognizerStream:
+    """One utterance decoded while it is spoken (:meth:`OfflineRecognizer.open_stream`).
+
+    :meth:`feed` the audio as it arrives, then :meth:`finish` for the transcript (its
+    ``processing_time_ms`` is what was left after the end: the last audio and the final
+    search), or :meth:`cancel`. All of a stream's calls go to the one process that holds its
+    decoder, in order. The same audio gives the same transcript as
+    :meth:`OfflineRecognizer.transcribe`: the same decoding, the same acceptance rules.
+    """
+
+    def __init__(self, owner: OfflineRecognizer, index: int, model: ModelFiles) -> None:
+        self._owner = owner
+        self._index = index
+        self._model = model
+        self._generation = owner._generation[index]
+        self.stream_id = uuid.uuid4().hex
+        self._pending: list[Future[None]] = []
+        self._chunks: list[bytes] = []
+        self._open = True
+
+    @property
+    def pcm(self) -> bytes:
+        """The audio fed so far (the caller's to transcribe whole if the stream is lost)."""
+        return b"".join(self._chunks)
+
+    def feed(self, pcm: bytes) -> None:
+        """Queue ``pcm`` (16 kHz, 16-bit mono) for the stream's decoder; returns at once.
+
+        Raises:
+            RuntimeError: after :meth:`finish` or :meth:`cancel`.
+        """
+        if not self._open:
+            raise RuntimeError("the stream is finished")
+        if not pcm:
+            return
+        self._chunks.append(pcm)
+        if self._lost():
+            return  # finish() says so; the audio is kept for the caller
+        try:
+            self._pending.append(
+                self._owner._submit(
+                    self._index, stream_feed, self._model, self.stream_id, pcm, replace=False
+                )
+            )
+        except BrokenProcessPool:
+            self._generation = -1
+
+    def _lost(self) -> bool:
+        return self._generation != self._owner._generation[self._index]
+
+    async def drained(self) -> None:
+        """Until the decoder has taken every audio fed so far (what the caller waits on to
+        feed no faster than the process decodes).
+
+        Raises:
+            StreamLost: the decoding process died.
+        """
+        try:
+            for pending in self._pending:
+                await asyncio.wrap_future(pending)
+        except BrokenProcessPool as err:
+            raise StreamLost("the process decoding the stream died") from err
+
+    async def finish(self) -> Transcript:
+        """The transcript of everything fed, by the rules of
+        :meth:`OfflineRecognizer.transcribe`.
+
+        Raises:
+            StreamLost: the decoding process died; transcribe :attr:`pcm` whole.
+            RuntimeError: called twice, or after :meth:`cancel`.
+        """
+        if not self._open:
+            raise RuntimeError("the stream is finished")
+        self._open = False
+        owner, started = self._owner, time.perf_counter()
+        pcm = self.pcm
+        duration = pcm_duration_ms(pcm, DECODE_RATE)
+        try:
+            if duration < MIN_SPEECH_MS or _rms(pcm) < _SILENCE_RMS:
+                if not self._lost():
+                    with contextlib.suppress(BrokenProcessPool):
+                        owner._submit(self._index, stream_drop, self.stream_id, replace=False)
+                return owner._transcript("", 0.0, started, duration, "no_speech")
+            for pending in self._pending:
+                await asyncio.wrap_future(pending)
+            if self._lost():
+                raise BrokenProcessPool("the stream's process died")
+            heard, confidence = await owner._call(
+                self._index, stream_end, self._model, self.stream_id, replace=False
+            )
+        except BrokenProcessPool as err:
+            raise StreamLost("the process decoding the stream died") from err
+        finally:
+            owner._stream_closed(self._index)
+        return owner._judged(heard, confidence, started, duration)
+
+    def cancel(self) -> None:
+        """Drop the stream (its decoder is freed); nothing after. Safe to call twice."""
+        if not self._open:
+            return
+        self._open = False
+        self._owner._stream_closed(self._index)
+        if not self._lost():
+            with contextlib.suppress(BrokenProcessPool, RuntimeError):
+                self._owner._submit(self._index, stream_drop, self.stream_id, replace=False)
+
+
+_T = TypeVar("_T")
+
+
+def _process() -> ProcessPoolExecutor:
+    """One decoding process (spawned lazily, on its first call)."""
+    return ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_started,
+        initargs=(os.getpid(),),
+    )
 
 
 def _worker_started(parent_pid: int) -> None:
@@ -416,12 +634,41 @@ def _build_into_cache(
 
 
 class _WorkerState:
-    """A worker's decoder and the n-grams of its corpus; rebuilt when the version changes."""
+    """A worker's decoders and the n-grams of its corpus; rebuilt when the version changes.
+
+    ``decoder`` decodes whole utterances, ``scratch`` measures a stream's cepstral mean
+    (:func:`_stream_begin`); ``streams`` holds each open stream, ``idle`` the current
+    version's decoders free for the next stream (at most as many as streams were open at
+    once)."""
 
     version = -1
     decoder: object = None
+    scratch: object = None
     ngrams: frozenset[tuple[str, ...]] = frozenset()
+    streams: dict[str, _Stream] = {}  # noqa: RUF012 (one per process)
+    idle: list[object] = []  # noqa: RUF012
 
+
+@dataclass(slots=True)
+class _Stream:
+    version: int
+    decoder: object
+    prefix: bytearray | None  # audio kept until :data:`CMN_PREFIX_MS`; None once decoding
+
+
+CMN_PREFIX_MS = 1400
+"""A stream is decoded from this much audio on, with the cepstral mean of that audio.
+
+A whole utterance is decoded with its own mean (pocketsphinx's batch mode: every frame, then
+the search); a stream cannot wait for every frame. On the bench's 174 utterances (one
+decoder, docs/benchmarks.md 2026-12-08), commands heard exactly, clean / 25 / 15 dB SNR of
+44 each, against the whole decode's 33 / 34 / 10: pocketsphinx's live mean (carried over
+from the previous utterances) 27 / 30 / 5, reset to the model's at each utterance 18 / 5 /
+0; the mean of the first 0.6 s 23 / 27 / 9, of 1.0 s 32 / 32 / 9, of 1.4 s 33 / 34 / 15
+(out-of-domain accepted 0 / 0 / 5 against 0 / 1 / 4). The first 1.4 s, measured by a batch
+pass whose words are not read, is close enough to the whole utterance's."""
+
+_PREFIX_BYTES = DECODE_RATE * BYTES_PER_SAMPLE * CMN_PREFIX_MS // 1000
 
 _STATE = _WorkerState()
 
@@ -433,27 +680,28 @@ def _ngrams(words: list[str]) -> list[tuple[str, ...]]:
     return [tuple(padded[i : i + size]) for i in range(len(padded) - size + 1)]
 
 
+def _new_decoder(model: ModelFiles, **options: object) -> object:
+    import pocketsphinx
+
+    return pocketsphinx.Decoder(
+        lm=model.lm_path, dict=model.dict_path, loglevel="FATAL", samprate=DECODE_RATE, **options
+    )
+
+
 def _ensure(model: ModelFiles) -> object:
     if _STATE.version != model.version:
-        import pocketsphinx
-
-        _STATE.decoder = pocketsphinx.Decoder(
-            lm=model.lm_path, dict=model.dict_path, loglevel="FATAL", samprate=DECODE_RATE
-        )
+        _STATE.decoder = _new_decoder(model)
+        _STATE.scratch = None
         corpus = Path(model.corpus_path).read_text(encoding="utf-8").split("\n")
         _STATE.ngrams = frozenset(t for line in corpus if line for t in _ngrams(line.split()))
         _STATE.version = model.version
+        _STATE.idle = []
     return _STATE.decoder
 
 
-def decode(model: ModelFiles, pcm: bytes, sample_rate: int) -> tuple[_Heard, float]:
-    """Decode one utterance in this worker: the words heard and the share of their n-grams
-    the corpus has (1.0: every one)."""
-    decoder = _ensure(model)
-    if sample_rate != DECODE_RATE:
-        pcm = _resample(pcm, sample_rate)
-    decoder.start_utt()  # type: ignore[attr-defined]
-    decoder.process_raw(pcm, False, True)  # type: ignore[attr-defined]
+def _heard(decoder: object) -> tuple[_Heard, float]:
+    """End the decoder's utterance: the words heard and the share of their n-grams the
+    corpus has (1.0: every one)."""
     decoder.end_utt()  # type: ignore[attr-defined]
     hyp = decoder.hyp()  # type: ignore[attr-defined]
     text = " ".join(hyp.hypstr.split()) if hyp is not None else ""
@@ -463,6 +711,75 @@ def decode(model: ModelFiles, pcm: bytes, sample_rate: int) -> tuple[_Heard, flo
     ngrams = _ngrams(text.split())
     known = sum(1 for gram in ngrams if gram in _STATE.ngrams)
     return _Heard(text, frames), known / len(ngrams)
+
+
+def decode(model: ModelFiles, pcm: bytes, sample_rate: int) -> tuple[_Heard, float]:
+    """Decode one whole utterance in this worker (:func:`_heard`)."""
+    decoder = _ensure(model)
+    if sample_rate != DECODE_RATE:
+        pcm = _resample(pcm, sample_rate)
+    decoder.start_utt()  # type: ignore[attr-defined]
+    decoder.process_raw(pcm, False, True)  # type: ignore[attr-defined]
+    return _heard(decoder)
+
+
+def stream_feed(model: ModelFiles, stream_id: str, pcm: bytes) -> None:
+    """Feed a stream's next audio (16 kHz): kept until :data:`CMN_PREFIX_MS`, then decoded
+    as it comes. Its decoder is made (or taken idle) on the first call."""
+    held = _STATE.streams.get(stream_id)
+    if held is None:
+        _ensure(model)
+        decoder = _STATE.idle.pop() if _STATE.idle else _new_decoder(model)
+        held = _STATE.streams[stream_id] = _Stream(model.version, decoder, bytearray())
+    if held.prefix is None:
+        held.decoder.process_raw(pcm, False, False)  # type: ignore[attr-defined]
+        return
+    held.prefix += pcm
+    if len(held.prefix) >= _PREFIX_BYTES:
+        _stream_begin(held, model)
+
+
+def _stream_begin(held: _Stream, model: ModelFiles) -> None:
+    """Start the stream's utterance with the cepstral mean of its first
+    :data:`CMN_PREFIX_MS` (a batch pass of the scratch decoder; pocketsphinx blends it with
+    the previous streams' as it does for whole utterances, so it follows the room), and
+    decode them. The scratch's search is wasted (about 40 ms for 1.4 s; ending an utterance
+    runs it), but comes while the user still speaks."""
+    if _STATE.scratch is None:  # its words are never read: the first pass only (40 % less)
+        _STATE.scratch = _new_decoder(model, fwdflat=False, bestpath=False)
+    scratch, prefix = _STATE.scratch, bytes(held.prefix or b"")
+    scratch.start_utt()  # type: ignore[attr-defined]
+    scratch.process_raw(prefix, True, True)  # type: ignore[attr-defined]
+    scratch.end_utt()  # type: ignore[attr-defined]
+    held.decoder.set_cmn(scratch.get_cmn(False))  # type: ignore[attr-defined]
+    held.decoder.start_utt()  # type: ignore[attr-defined]
+    held.decoder.process_raw(prefix, False, False)  # type: ignore[attr-defined]
+    held.prefix = None
+
+
+def stream_end(model: ModelFiles, stream_id: str) -> tuple[_Heard, float]:
+    """End a stream's utterance (:func:`_heard`, checked against the n-grams of the model
+    this process has now) and free its decoder. An utterance shorter than
+    :data:`CMN_PREFIX_MS` was only kept: it is decoded whole (:func:`decode`)."""
+    held = _STATE.streams.pop(stream_id, None)
+    if held is None:  # nothing was fed
+        return _Heard("", 0), 0.0
+    if held.version == _STATE.version:
+        _STATE.idle.append(held.decoder)
+    if held.prefix is not None:
+        return decode(model, bytes(held.prefix), DECODE_RATE)
+    return _heard(held.decoder)
+
+
+def stream_drop(stream_id: str) -> None:
+    """Forget a stream (cancelled, or too short to decode); its decoder is free again."""
+    held = _STATE.streams.pop(stream_id, None)
+    if held is None:
+        return
+    if held.prefix is None:
+        held.decoder.end_utt()  # type: ignore[attr-defined]
+    if held.version == _STATE.version:
+        _STATE.idle.append(held.decoder)
 
 
 def _resample(pcm: bytes, sample_rate: int) -> bytes:

@@ -40,6 +40,7 @@ __all__ = [
     "BridgeRequest",
     "BridgeResponse",
     "BridgeState",
+    "ClaimState",
     "CommandPayload",
     "ConnectionEvent",
     "DeviceKind",
@@ -52,8 +53,11 @@ __all__ = [
     "SensorPayload",
     "SensorType",
     "StatusPayload",
+    "UtteranceChunk",
+    "UtteranceClaim",
     "UtteranceEncoding",
     "UtterancePayload",
+    "UtteranceStart",
     "VoiceCommandEvent",
     "is_simulator_user_agent",
     "parse_payload",
@@ -413,3 +417,59 @@ class UtterancePayload(AudioClip):
     transport: Opt[DeviceTransport] = None
     edge_id: Opt[str] = None
     timestamp: Opt[str] = None
+
+
+class UtteranceStart(WireModel):
+    """``xiaozhi/utterances/{device_id}/start``: a device began an utterance (QoS 1).
+
+    The edge publishes it when the turn's audio begins; the speech worker the shared group
+    hands it to may claim it (:class:`UtteranceClaim`) and then receives its Opus frames as
+    they come (:class:`UtteranceChunk`), decoding while the user speaks. Unclaimed, the edge
+    publishes the whole :class:`UtterancePayload` at the end as before. Its fields are the
+    whole utterance's, but the audio and the end's ``reason``.
+    """
+
+    device_id: str
+    message_id: str
+    sample_rate: int = Field(gt=0, le=48000)
+    frame_duration_ms: int = Field(gt=0, le=120)
+    session_id: Opt[str] = None
+    mode: Opt[str] = None
+    language: Opt[str] = None
+    transport: Opt[DeviceTransport] = None
+    edge_id: Opt[str] = None
+    timestamp: Opt[str] = None
+
+
+class ClaimState(enum.StrEnum):
+    """What a speech worker says of an utterance it was offered (:class:`UtteranceClaim`)."""
+
+    CLAIMED = "claimed"  # send me its frames, on utterances/{device_id}/stream/{worker_id}
+    RECEIVED = "received"  # I have all of it (the final batch): the edge may forget it
+    REFUSED = "refused"  # I lost it (a batch missing, my decoder died): send it whole
+
+
+class UtteranceClaim(WireModel):
+    """``xiaozhi/utterances/{device_id}/claim``: a speech worker to the device's edge."""
+
+    device_id: str
+    message_id: str
+    worker_id: str
+    state: ClaimState
+
+
+MAX_CHUNK_FRAMES: Final = 50
+"""Opus packets in one :class:`UtteranceChunk` (3 s of 60 ms frames; edges send about 4)."""
+
+
+class UtteranceChunk(AudioClip):
+    """``xiaozhi/utterances/{device_id}/stream/{worker_id}``: the next Opus frames of a
+    claimed utterance (QoS 1), numbered from 0 by ``seq``; ``final`` ends it and carries
+    why (``reason``). ``duration_ms`` is this batch's."""
+
+    device_id: str
+    message_id: str
+    seq: int = Field(ge=0)
+    final: bool = False
+    reason: Opt[str] = None
+    frames: list[str] = Field(default_factory=list, max_length=MAX_CHUNK_FRAMES)

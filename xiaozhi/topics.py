@@ -81,6 +81,9 @@ class TopicKind(enum.StrEnum):
     DEVICE_CONNECTED = "device_connected"  # events/device_connected
     DEVICE_DISCONNECTED = "device_disconnected"  # events/device_disconnected
     UTTERANCE = "utterance"  # utterances/{device_id}: one whole utterance's audio, for speech
+    UTTERANCE_START = "utterance_start"  # utterances/{device_id}/start: one begins (streaming)
+    UTTERANCE_CLAIM = "utterance_claim"  # utterances/{device_id}/claim: a worker takes it
+    UTTERANCE_STREAM = "utterance_stream"  # utterances/{device_id}/stream/{worker_id}: its frames
     MONITOR_AUDIO = "monitor_audio"  # monitor/{device_id}/audio: uplink Opus, while wanted
     MONITOR_LISTENERS = "monitor_listeners"  # monitor/{device_id}/listeners/{edge_id}: who wants it
     BRIDGE_STATE = "bridge_state"  # bridge/state
@@ -130,6 +133,10 @@ _PUBLISH_OPTIONS: dict[TopicKind, PublishOptions] = {
     TopicKind.DEVICE_CONNECTED: PublishOptions(_LEAST, retain=False),
     TopicKind.DEVICE_DISCONNECTED: PublishOptions(_LEAST, retain=False),
     TopicKind.UTTERANCE: PublishOptions(_LEAST, retain=False),
+    TopicKind.UTTERANCE_START: PublishOptions(_LEAST, retain=False),
+    TopicKind.UTTERANCE_CLAIM: PublishOptions(_LEAST, retain=False),
+    # QoS 1: the worker needs every batch, in order (one publisher, one topic: MQTT keeps it).
+    TopicKind.UTTERANCE_STREAM: PublishOptions(_LEAST, retain=False),
     # Live audio for a listener: a lost packet is a skipped frame, never worth a resend.
     TopicKind.MONITOR_AUDIO: PublishOptions(_ONCE, retain=False),
     # Retained, so the edge a device reaches later still learns that someone listens.
@@ -282,6 +289,7 @@ class ParsedTopic:
     object_id: str | None = None  # HA discovery
     entity_id: str | None = None  # a home entity (light.living_room)
     hub_id: str | None = None  # one hub replica (its own state)
+    worker_id: str | None = None  # one speech worker (a claimed utterance's stream)
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +390,21 @@ class TopicTree:
         """
         return f"{self.base}/utterances/{validate_device_id(device_id)}"
 
+    def utterance_start(self, device_id: str) -> str:
+        """``xiaozhi/utterances/{device_id}/start``: an utterance begins; the speech worker
+        the shared group hands it to may claim it and receive its frames as they come."""
+        return f"{self.utterance(device_id)}/start"
+
+    def utterance_claim(self, device_id: str) -> str:
+        """``xiaozhi/utterances/{device_id}/claim``: a speech worker to the device's edge
+        (claimed, received, refused)."""
+        return f"{self.utterance(device_id)}/claim"
+
+    def utterance_stream(self, device_id: str, worker_id: str) -> str:
+        """``xiaozhi/utterances/{device_id}/stream/{worker_id}``: a claimed utterance's
+        frames, in batches, to the one worker that claimed it."""
+        return f"{self.utterance(device_id)}/stream/{validate_id(worker_id, what='worker id')}"
+
     # -- audio monitor across edges (seed 004) --------------------------------------------
 
     def monitor_audio(self, device_id: str) -> str:
@@ -473,6 +496,15 @@ class TopicTree:
     def all_utterances(self) -> str:
         """``xiaozhi/utterances/+``: every device's utterances (speech workers share it)."""
         return f"{self.base}/utterances/+"
+
+    def all_utterance_starts(self) -> str:
+        """``xiaozhi/utterances/+/start``: every device's utterance starts (workers share it)."""
+        return f"{self.base}/utterances/+/start"
+
+    def worker_streams(self, worker_id: str) -> str:
+        """``xiaozhi/utterances/+/stream/{worker_id}``: the frames of what ``worker_id``
+        claimed."""
+        return f"{self.base}/utterances/+/stream/{validate_id(worker_id, what='worker id')}"
 
     def all_edges(self) -> str:
         """``xiaozhi/bridge/edges/+``: the hub watches edges' LWTs here."""
@@ -657,6 +689,16 @@ class TopicTree:
                 return ParsedTopic(TopicKind.DEVICE_EVENTS, device_id=validate_device_id(device))
             case ["utterances", device]:
                 return ParsedTopic(TopicKind.UTTERANCE, device_id=validate_device_id(device))
+            case ["utterances", device, "start"]:
+                return ParsedTopic(TopicKind.UTTERANCE_START, device_id=validate_device_id(device))
+            case ["utterances", device, "claim"]:
+                return ParsedTopic(TopicKind.UTTERANCE_CLAIM, device_id=validate_device_id(device))
+            case ["utterances", device, "stream", worker]:
+                return ParsedTopic(
+                    TopicKind.UTTERANCE_STREAM,
+                    device_id=validate_device_id(device),
+                    worker_id=validate_id(worker, what="worker id"),
+                )
             case ["monitor", device, "audio"]:
                 return ParsedTopic(TopicKind.MONITOR_AUDIO, device_id=validate_device_id(device))
             case ["monitor", device, "listeners", edge]:

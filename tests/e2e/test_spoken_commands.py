@@ -23,11 +23,13 @@ import pytest
 from tests.conftest import StartEdge
 from tests.support import Recorder, record
 from xiaozhi.messages import ListenMode
+from xiaozhi.payloads import UtteranceChunk, UtteranceStart
 from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_hub.activations import DeviceApproval
 from xiaozhi_hub.http import run_hub
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
+from xiaozhi_runtime import opus
 from xiaozhi_sim.identity import make_identity
 from xiaozhi_sim.mqtt_udp_device import MqttUdpDevice
 from xiaozhi_sim.paho_loop import PahoAsyncio
@@ -140,6 +142,11 @@ async def test_a_spoken_command_is_executed_and_answered_out_loud(
         assert heard["processing_time_ms"] > 0
         assert heard["audio_duration_ms"] > 1000
         assert _voiced(device)
+        # Decoded while spoken: the edge offered it, this hub claimed it and got its frames.
+        assert hub.stats()["counters"]["utterances_streamed"] == 1
+        topics, device_id = hub.topics, device.device_id
+        assert recorder.json(topics.utterance_stream(device_id, hub.settings.hub_id))[-1]["final"]
+        assert recorder.json(topics.utterance(device_id)) == []  # never sent whole
     finally:
         await device.stop()
 
@@ -171,6 +178,34 @@ async def test_out_of_domain_speech_executes_nothing_and_says_so(
         assert hub.states == before
     finally:
         await device.stop()
+
+
+async def test_the_hub_claims_a_start_and_refuses_batches_it_cannot_use(
+    spoken_system: tuple[HubService, SimSettings, Recorder],
+) -> None:
+    """The worker's side of a streamed utterance (docs/topics.md §2.12), spoken to as an edge
+    would: a start is claimed in this hub's name; a batch out of order, or of a stream it
+    does not hold, is refused (the edge then sends the utterance whole)."""
+    hub, _, recorder = spoken_system
+    topics, device, worker = hub.topics, "stream_probe", hub.settings.hub_id
+    start = UtteranceStart(
+        device_id=device, message_id="m-1", sample_rate=16000, frame_duration_ms=60
+    )
+    await recorder.publish(topics.utterance_start(device), start.to_wire())
+    claim = await recorder.expect(topics.utterance_claim(device))
+    assert (claim["state"], claim["worker_id"]) == ("claimed", worker)
+    packets = opus.encode(bytes(16000), sample_rate=16000, frame_duration_ms=60)
+    for message_id, seq in (("m-1", 1), ("m-unknown", 0)):
+        mark = recorder.mark()
+        chunk = UtteranceChunk.from_opus(
+            packets, sample_rate=16000, frame_duration_ms=60, device_id=device,
+            message_id=message_id, seq=seq,
+        )  # fmt: skip
+        await recorder.publish(topics.utterance_stream(device, worker), chunk.to_wire())
+        refusal = await recorder.expect(topics.utterance_claim(device), after=mark)
+        assert (refusal["message_id"], refusal["state"]) == (message_id, "refused")
+    counters = hub.stats()["counters"]
+    assert (counters["utterance_streams_claimed"], counters["utterance_streams_refused"]) == (1, 2)
 
 
 async def test_two_devices_speaking_at_once_each_get_their_own_answer(

@@ -862,3 +862,41 @@ async def test_invalid_utf8_in_a_text_frame_closes_1007_and_spares_the_others(
     await bystander.ws.ping()
     assert bystander.ws.close_code is None
     await bystander.close()
+
+
+async def test_an_utterance_no_worker_finishes_is_sent_whole(
+    start_edge: StartEdge, integrator: Recorder
+) -> None:
+    """Streaming loses nothing: unclaimed, the utterance goes whole at its end; claimed by
+    a worker that then dies (never says ``received``), it goes whole once the wait is over.
+    The integrator plays the worker (docs/topics.md §2.12)."""
+    edge = await start_edge()
+    mac = new_mac()
+    device_id = device_id_of(mac)
+    device = await Device.connect(edge.port, device_id=mac, version=1)
+    await device.hello()
+    await _announced(integrator, device_id)
+    frames = opus_tone_frames(15)
+    listen = {"type": "listen", "state": "start", "mode": "manual"}
+    for claimed in (False, True):
+        mark = integrator.mark()
+        await device.send_json(listen)
+        await device.send_opus(frames[:5], timestamp_ms=0)
+        start = await integrator.expect(TOPICS.utterance_start(device_id), after=mark)
+        if claimed:
+            claim = {"device_id": device_id, "message_id": start["message_id"],
+                     "worker_id": "w-dead", "state": "claimed"}  # fmt: skip
+            await integrator.publish(TOPICS.utterance_claim(device_id), claim)
+            first = await integrator.expect(
+                TOPICS.utterance_stream(device_id, "w-dead"), after=mark
+            )
+            assert (first["seq"], len(first["frames"]), first["final"]) == (0, 5, False)
+        await device.send_opus(frames[5:], timestamp_ms=300)
+        await device.send_json({"type": "listen", "state": "stop"})
+        whole = await integrator.expect(TOPICS.utterance(device_id), after=mark, within=10)
+        assert whole["message_id"] == start["message_id"]
+        assert len(whole["frames"]) == 15
+        batches = integrator.json(TOPICS.utterance_stream(device_id, "w-dead"), after=mark)
+        assert [b["seq"] for b in batches] == (list(range(len(batches))) if claimed else [])
+        assert not claimed or batches[-1]["final"]
+    await device.close()

@@ -24,6 +24,7 @@ from xiaozhi.payloads import (
     BridgeRequest,
     BridgeResponse,
     BridgeState,
+    ClaimState,
     CommandPayload,
     ConnectionEvent,
     DeviceStatus,
@@ -34,7 +35,10 @@ from xiaozhi.payloads import (
     ResponseStatus,
     SensorPayload,
     StatusPayload,
+    UtteranceChunk,
+    UtteranceClaim,
     UtterancePayload,
+    UtteranceStart,
     VoiceCommandEvent,
     is_simulator_user_agent,
     parse_payload,
@@ -491,6 +495,26 @@ def test_an_opus_utterance_carries_its_packets_in_order_as_base64() -> None:
         "duration_ms": 120,
     }
     assert UtterancePayload.from_wire(utterance.to_wire()).opus_packets() == packets
+
+
+def test_a_streamed_utterance_starts_is_claimed_and_comes_in_numbered_batches() -> None:
+    start = UtteranceStart(
+        device_id="d1", message_id="m1", sample_rate=16000, frame_duration_ms=60, edge_id="e"
+    )
+    assert UtteranceStart.from_wire(start.to_wire()) == start
+    claim = UtteranceClaim(device_id="d1", message_id="m1", worker_id="w", state="claimed")
+    assert UtteranceClaim.from_wire(claim.to_wire()).state is ClaimState.CLAIMED
+    packets = [b"\xf8\xff\xfe"] * 4
+    chunk = UtteranceChunk.from_opus(
+        packets, sample_rate=16000, frame_duration_ms=60, device_id="d1", message_id="m1", seq=2
+    )
+    back = UtteranceChunk.from_wire(chunk.to_wire())
+    assert (back.seq, back.final, back.duration_ms, back.opus_packets()) == (2, False, 240, packets)
+    with pytest.raises(ValueError, match="at most 50"):
+        UtteranceChunk.from_opus(
+            packets * 13, sample_rate=16000, frame_duration_ms=60, device_id="d1",
+            message_id="m1", seq=0,
+        )  # fmt: skip
 
 
 def test_a_pcm_utterance_round_trips_and_knows_its_duration() -> None:

@@ -63,6 +63,21 @@ GOLDEN = [
     ),
     (T.device_events("d1"), "xiaozhi/events/d1", ParsedTopic(K.DEVICE_EVENTS, device_id="d1")),
     (T.utterance("d1"), "xiaozhi/utterances/d1", ParsedTopic(K.UTTERANCE, device_id="d1")),
+    (
+        T.utterance_start("d1"),
+        "xiaozhi/utterances/d1/start",
+        ParsedTopic(K.UTTERANCE_START, device_id="d1"),
+    ),
+    (
+        T.utterance_claim("d1"),
+        "xiaozhi/utterances/d1/claim",
+        ParsedTopic(K.UTTERANCE_CLAIM, device_id="d1"),
+    ),
+    (
+        T.utterance_stream("d1", "w-1"),
+        "xiaozhi/utterances/d1/stream/w-1",
+        ParsedTopic(K.UTTERANCE_STREAM, device_id="d1", worker_id="w-1"),
+    ),
     (T.voice_command_events(), "xiaozhi/events/voice_command", ParsedTopic(K.VOICE_COMMAND_EVENTS)),
     (
         T.device_voice_command("d1"),
@@ -222,6 +237,8 @@ def test_subscription_filters() -> None:
     assert T.all_edge_logs() == "xiaozhi/bridge/edges/+/log"
     assert T.all_hub_states() == "xiaozhi/bridge/hubs/+/state"
     assert T.all_utterances() == "xiaozhi/utterances/+"
+    assert T.all_utterance_starts() == "xiaozhi/utterances/+/start"
+    assert T.worker_streams("w-1") == "xiaozhi/utterances/+/stream/w-1"
     assert T.all_monitor_listeners() == "xiaozhi/monitor/+/listeners/+"
     assert T.all_entity_sets() == "xiaozhi/entities/+/set"
     assert T.all_device_voice_commands() == "xiaozhi/events/voice_command/+"

@@ -220,7 +220,10 @@ class HubService:
             self._ctx, on_ha_online=self.bridge_state.online, states=self.states
         )
         self.registry_feed = RegistryFeedUnit(
-            self._ctx, self.snapshots, self.discovery.device_changed
+            self._ctx,
+            self.snapshots,
+            self.discovery.device_changed,
+            on_firmware_connected=self.command_results.watch_soon,
         )
         self.spoken = SpokenAnswers(text_to_speech(settings), language=settings.language)
         self.voice = VoiceUnit(self._ctx, pipeline=self.pipeline, runner=runner, spoken=self.spoken)

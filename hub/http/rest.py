@@ -4,7 +4,9 @@
 route                               what                                       role
 ==================================  =========================================  ======
 ``POST /auth/token``                a JWT for an API key                       read
-``GET /devices``, ``/devices/{id}``  the registry's devices                     read
+``GET /devices``, ``/devices/{id}``  the registry's devices; one device's also  read
+                                    has ``mcp_tools`` (its last announced, or
+                                    null) and ``mcp_tools_at``
 ``PATCH /devices/{id}``             rename and/or set its area (the bridge's    write
                                     ``device/rename``, ``device/area``)
 ``POST /devices/{id}/command``      a command on the device's topic            write
@@ -206,7 +208,7 @@ def add_rest_routes(app: FastAPI, auth: Authenticator) -> None:
     async def get_device(request: Request, device_id: str, _: Reader) -> JSONResponse:
         registry = service_of(request).registry
         _known_device(registry, device_id)
-        return ok(request, _device_json(registry, device_id))
+        return ok(request, _device_json(registry, device_id, with_tools=True))
 
     @app.post(
         f"{api}/devices/{{device_id}}/command",
@@ -382,12 +384,15 @@ def _published(ok: bool) -> None:
         raise ApiError(503, "QUEUE_FULL", "the MQTT queue is full; try again")
 
 
-def _device_json(registry: Registry, device_id: str) -> dict[str, Any]:
+def _device_json(registry: Registry, device_id: str, *, with_tools: bool = False) -> dict[str, Any]:
     record = registry.device(device_id)
     assert record is not None
     data = record.to_json_dict()
     data["groups"] = registry.groups_of(device_id)
     data["area_name"] = registry.home.area_name(record.area)
+    if with_tools:  # one device's page: a fleet's lists would weigh on GET /devices
+        data["mcp_tools"] = None if record.mcp_tools is None else list(record.mcp_tools)
+        data["mcp_tools_at"] = record.mcp_tools_at
     return data
 
 

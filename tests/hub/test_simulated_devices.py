@@ -175,3 +175,36 @@ async def test_rest_removes_devices_silent_for_long_and_refuses_an_empty_filter(
     assert answer.json()["data"] == {"removed": ["oldbox"]}
     snapshot = await devices_snapshot(watcher, t, lambda d: "oldbox" not in d)
     assert REAL in snapshot  # connected and just heard from: stays
+
+
+async def test_the_tools_a_device_announced_before_any_page_opened_are_served(
+    running_hub: RunningHub,
+    hub_settings: HubSettings,
+    watcher: Recorder,
+    start_edge: StartEdge,
+    sim_settings: SimSettings,
+) -> None:
+    """Firmware announces its MCP tools once, on connecting, in a non-retained event: the hub
+    keeps the last list of each device, so a dashboard opened later (no stream session was
+    ever opened here) lists them from ``GET /devices/{id}``."""
+    t = running_hub.service.topics
+    edge = await start_edge(base_topic=hub_settings.base_topic)
+    async with sim_device(sim_settings, edge, "tools-before") as device:
+        sim_id = device.identity.device_id
+        event = await watcher.expect(
+            t.device_events(sim_id), lambda e: e["event_type"] == "mcp_tools"
+        )
+        assert running_hub.service.stream.sessions == 0
+        # a health check answered after the hub read the event (it came first on its socket)
+        await watcher.publish(t.bridge_request("health_check"), {"transaction": "after"})
+        await watcher.expect(
+            t.bridge_response("health_check"), lambda r: r["transaction"] == "after"
+        )
+        async with httpx.AsyncClient(headers={"X-API-Key": WRITE_KEY}, timeout=10) as http:
+            one = await http.get(f"{running_hub.url}/api/v1/devices/{sim_id}")
+            data = one.json()["data"]
+            assert data["mcp_tools"] == sorted(event["tools"])
+            assert "self.audio_speaker.set_volume" in data["mcp_tools"]
+            assert data["mcp_tools_at"] == event["timestamp"]
+            listed = (await http.get(f"{running_hub.url}/api/v1/devices")).json()["data"]
+            assert all("mcp_tools" not in d for d in listed)  # a fleet's lists stay out

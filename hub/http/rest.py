@@ -21,6 +21,8 @@ route                               what                                       r
 ``GET /stats``                      the service's counters                     read
 ``GET /home``                       floors, areas, entities (binding, state),  read
                                     groups: the home model as the hub sees it
+``GET /utterances``                 the ids of the utterances whose audio      read
+                                    this hub keeps
 ``GET /utterances/{id}/audio``      one of the last utterances this hub        read
                                     transcribed, as a WAV file (16-bit mono)
 ``GET /activations``                devices waiting for approval (their code)  read
@@ -498,6 +500,20 @@ def _add_hub_routes(app: FastAPI) -> None:
         }
         counts = f"{len(home.areas)} areas, {len(home.entities)} entities"
         return ok(request, data, counts)
+
+    @app.get(
+        f"{API_PREFIX}/utterances",
+        tags=["voice"],
+        response_model=SuccessEnvelope,
+        responses=ERROR_RESPONSES,
+    )
+    async def utterances_kept(request: Request, _: Reader) -> JSONResponse:
+        """The ``message_id`` of every utterance whose audio this hub keeps, oldest first:
+        the dashboard offers "play" for those only (a typed phrase, or one another replica
+        transcribed, has none here)."""
+        speech = service_of(request).speech
+        kept = [] if speech is None else speech.audio.ids()
+        return ok(request, kept, f"{len(kept)} utterances kept")
 
     @app.get(
         f"{API_PREFIX}/utterances/{{message_id}}/audio",

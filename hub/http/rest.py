@@ -418,7 +418,8 @@ def _add_removal_route(app: FastAPI) -> None:
         if answer.error is not None:
             raise ApiError(422, "INVALID_FILTER", answer.error)
         removed = list(answer.data.get("removed", []))
-        return ok(request, {"removed": removed}, f"{len(removed)} devices removed")
+        count = f"{len(removed)} device{'' if len(removed) == 1 else 's'}"
+        return ok(request, {"removed": removed}, f"{count} removed")
 
 
 def _add_edit_route(app: FastAPI) -> None:

@@ -1,8 +1,9 @@
 """``xiaozhi watch``: the fleet and its events, live, from the hub's stream (``/api/v1/stream``).
 
-On a terminal it keeps a table of the fleet (status, transport, firmware, last seen) above the
-latest events, redrawn as they come; piped, or with ``--plain``, it prints one line per message
-(``--json``: one JSON object per line), for scripts and logs. Filters: ``--topic`` (MQTT
+On a terminal it keeps a table of the fleet (status, transport, firmware, last seen: the time
+the messages themselves carry, "-" when a replayed status has none) above the latest events,
+redrawn as they come; piped, or with ``--plain``, it prints one line per message (``--json``:
+one JSON object per line), for scripts and logs. Filters: ``--topic`` (MQTT
 filters, sent to the hub), ``--device`` and ``--event`` (applied here); the hub's own log lines
 are shown from warnings up (``--logs``: info too).
 

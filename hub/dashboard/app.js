@@ -417,7 +417,7 @@ function gist(type, p) {
   const params = (o) => Object.entries(o || {}).map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
   switch (type) {
     case "command_result":
-      return [p.command, p.status, p.error, p.result != null ? JSON.stringify(p.result) : ""].filter(Boolean).join(" · ");
+      return [p.command, p.status, p.error, p.result != null ? (typeof p.result === "string" ? p.result : JSON.stringify(p.result)) : ""].filter(Boolean).join(" · ");
     case "command": return [p.command, params(p.parameters)].filter(Boolean).join(" · ");
     case "mcp_tools": return `${(p.tools || []).length} tools`;
     case "voice_command": return `heard "${p.command ?? ""}"`;

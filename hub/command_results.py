@@ -84,6 +84,15 @@ class CommandResultsUnit:
         if len(self._to_watch) == 1:
             self._tasks.spawn(self._watch_batch(), name="device-events-subscribe")
 
+    def unwatch(self, device_id: str) -> None:
+        """A device forgotten (removed, expired): its events subscription goes, so a fleet
+        of one-time ids leaves none behind."""
+        self._to_watch.discard(device_id)
+        if self._running and device_id in self._watched:
+            self._watched.discard(device_id)
+            filters = [self._ctx.topics.device_events(device_id)]
+            self._tasks.spawn(self._ctx.owner.unsubscribe(filters), name="device-events-unsub")
+
     async def _watch_batch(self) -> None:
         batch = sorted(self._to_watch - self._watched)
         self._to_watch.clear()
@@ -104,6 +113,11 @@ class CommandResultsUnit:
 
     def forget(self, message_id: str) -> None:
         self._waiting.pop(message_id, None)
+
+    @property
+    def watched(self) -> frozenset[str]:
+        """The devices whose events the hub is subscribed to."""
+        return frozenset(self._watched)
 
     @property
     def in_flight(self) -> int:

@@ -224,6 +224,7 @@ class HubService:
             self.snapshots,
             self.discovery.device_changed,
             on_firmware_connected=self.command_results.watch_soon,
+            on_forget=self.command_results.unwatch,
         )
         self.spoken = SpokenAnswers(text_to_speech(settings), language=settings.language)
         self.voice = VoiceUnit(self._ctx, pipeline=self.pipeline, runner=runner, spoken=self.spoken)
@@ -244,6 +245,7 @@ class HubService:
             self.snapshots,
             self._device_edited,
             on_edit=lambda: save_registry_edits(self.registry, self._registry_edits),
+            on_forget=self.command_results.unwatch,
         )
         self.monitor = MonitorUnit(self._ctx, self._state_figures)
         self.stream = StreamUnit(self._ctx)

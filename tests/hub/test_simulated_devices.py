@@ -208,3 +208,12 @@ async def test_the_tools_a_device_announced_before_any_page_opened_are_served(
             assert data["mcp_tools_at"] == event["timestamp"]
             listed = (await http.get(f"{running_hub.url}/api/v1/devices")).json()["data"]
             assert all("mcp_tools" not in d for d in listed)  # a fleet's lists stay out
+    results = running_hub.service.command_results
+    assert sim_id in results.watched
+    await watcher.wait_for(lambda: not running_hub.service.registry.device(sim_id).connected)  # type: ignore[union-attr]
+    async with httpx.AsyncClient(headers={"X-API-Key": WRITE_KEY}, timeout=10) as http:
+        removed = await http.post(
+            f"{running_hub.url}/api/v1/devices/remove", json={"simulated": True}
+        )
+        assert removed.json()["message"] == "1 device removed"
+    assert sim_id not in results.watched  # a forgotten device's subscription goes too

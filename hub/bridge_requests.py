@@ -49,7 +49,7 @@ class BridgeRequestsUnit:
         self._snapshots = snapshots
         self._on_discovery = on_discovery
         self._on_edit = on_edit  # saves the registry's edits (renames, groups, removals)
-        self._on_forget = on_forget  # a removed device's events subscription goes too
+        self._on_forget = on_forget  # a removed device's MCP tools go too
         api.on_forget = self._forget
         self._tasks = UnitTasks("bridge_request")
         self.routes: Mapping[TopicKind, Route] = {TopicKind.BRIDGE_REQUEST: self._on_request}

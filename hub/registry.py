@@ -33,7 +33,6 @@ from xiaozhi.topics import validate_device_id, validate_id
 from xiaozhi_hub.home import Home
 
 __all__ = [
-    "MAX_MCP_TOOLS",
     "TELEMETRY_FIELDS",
     "Change",
     "DeviceRecord",
@@ -56,9 +55,6 @@ _STATUS_FIELDS = {
     "simulated",
 }
 _MAX_NAME_CHARS = 100
-MAX_MCP_TOOLS = 256
-"""Tool names kept per device (the edge keeps as many from ``tools/list``)."""
-_MAX_TOOL_CHARS = 128
 
 
 class RegistryError(OperationFailed):
@@ -92,8 +88,6 @@ class DeviceRecord:
     last_audible_volume: int | None = None  # the last non-zero ``volume`` reported: unmute
     connections: int = 0  # times it came (back): tells a new connection from the old one
     simulated: bool = False  # its status or connection event said ``"simulated": true``
-    mcp_tools: tuple[str, ...] | None = None  # its last ``mcp_tools`` event's; None: not heard
-    mcp_tools_at: str | None = None  # that event's timestamp, as the edge sent it
 
     @property
     def connected(self) -> bool:
@@ -172,18 +166,6 @@ class Registry:
 
     def device(self, device_id: str) -> DeviceRecord | None:
         return self._devices.get(device_id)
-
-    def apply_tools(self, device_id: str, tools: list[Any], timestamp: str | None) -> bool:
-        """A known device's ``mcp_tools`` event: the tool names it announced over MCP, kept
-        (bounded) so that a page opened later lists them (events are not retained, and
-        firmware announces its tools once, on connecting). Returns whether it was kept."""
-        record = self._devices.get(device_id)
-        if record is None:
-            return False
-        names = (t for t in tools if isinstance(t, str) and 0 < len(t) <= _MAX_TOOL_CHARS)
-        record.mcp_tools = tuple(sorted(set(names)))[:MAX_MCP_TOOLS]
-        record.mcp_tools_at = timestamp
-        return True
 
     def devices(self) -> list[DeviceRecord]:
         return [self._devices[k] for k in sorted(self._devices)]

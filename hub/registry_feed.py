@@ -41,8 +41,6 @@ __all__ = ["RegistryFeedUnit", "clear_retained"]
 
 log = structlog.get_logger("xiaozhi.hub")
 
-_FIRMWARE = frozenset({DeviceTransport.WEBSOCKET, DeviceTransport.MQTT_UDP})
-"""Transports of firmware devices (behind an edge), which announce MCP tools."""
 _EXPIRY_CHECK_SECONDS = 60.0
 """How often gone devices are looked for (more often when the expiry time is short)."""
 
@@ -63,14 +61,12 @@ class RegistryFeedUnit:
         ctx: HubContext,
         snapshots: Snapshots,
         on_discovery: Callable[[str], None],
-        on_firmware_connected: Callable[[str], None] = lambda _: None,
         on_forget: Callable[[str], None] = lambda _: None,
     ) -> None:
         self._ctx = ctx
         self._snapshots = snapshots
         self._on_discovery = on_discovery
-        self._on_firmware_connected = on_firmware_connected
-        self._on_forget = on_forget  # an expired device's events subscription goes too
+        self._on_forget = on_forget  # an expired device's MCP tools go too
         self.edges: dict[str, Availability] = {}
         self._expiry: asyncio.Task[None] | None = None
         self.routes: Mapping[TopicKind, Route] = {
@@ -131,10 +127,6 @@ class RegistryFeedUnit:
             self._snapshots.mark()
         if change.discovery:
             self._on_discovery(change.device_id)
-        if change.connected:
-            record = self._ctx.registry.device(change.device_id)
-            if record is not None and record.transport in _FIRMWARE:
-                self._on_firmware_connected(change.device_id)  # its MCP tools follow
 
     def _on_status(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
         if not payload:

@@ -52,6 +52,7 @@ from xiaozhi.errors import InvalidMessage
 from xiaozhi.payloads import CommandPayload
 from xiaozhi_hub.activations import ActivationNotFound
 from xiaozhi_hub.current_state import CurrentState
+from xiaozhi_hub.device_tools import DeviceToolsUnit
 from xiaozhi_hub.home import Binding, HomeAssistantBinding, MqttBinding, XiaozhiBinding
 from xiaozhi_hub.http.auth import Authenticator, Reader, Writer
 from xiaozhi_hub.http.envelopes import (
@@ -208,9 +209,9 @@ def add_rest_routes(app: FastAPI, auth: Authenticator) -> None:
         responses={**ERROR_RESPONSES, 404: {"model": ErrorEnvelope}},
     )
     async def get_device(request: Request, device_id: str, _: Reader) -> JSONResponse:
-        registry = service_of(request).registry
-        _known_device(registry, device_id)
-        return ok(request, _device_json(registry, device_id, with_tools=True))
+        service = service_of(request)
+        _known_device(service.registry, device_id)
+        return ok(request, _device_json(service.registry, device_id, service.device_tools))
 
     @app.post(
         f"{api}/devices/{{device_id}}/command",
@@ -386,15 +387,18 @@ def _published(ok: bool) -> None:
         raise ApiError(503, "QUEUE_FULL", "the MQTT queue is full; try again")
 
 
-def _device_json(registry: Registry, device_id: str, *, with_tools: bool = False) -> dict[str, Any]:
+def _device_json(
+    registry: Registry, device_id: str, tools: DeviceToolsUnit | None = None
+) -> dict[str, Any]:
     record = registry.device(device_id)
     assert record is not None
     data = record.to_json_dict()
     data["groups"] = registry.groups_of(device_id)
     data["area_name"] = registry.home.area_name(record.area)
-    if with_tools:  # one device's page: a fleet's lists would weigh on GET /devices
-        data["mcp_tools"] = None if record.mcp_tools is None else list(record.mcp_tools)
-        data["mcp_tools_at"] = record.mcp_tools_at
+    if tools is not None:  # one device's page: a fleet's lists would weigh on GET /devices
+        kept = tools.of(device_id)
+        data["mcp_tools"] = None if kept is None else list(kept.tools)
+        data["mcp_tools_at"] = None if kept is None else kept.timestamp
     return data
 
 

@@ -29,6 +29,7 @@ from tests.conftest import StartEdge
 from tests.edge.helpers import tone_packets
 from tests.hub.conftest import READ_KEY, WRITE_KEY
 from tests.hub.test_activation import firmware_headers, new_mac, setup_call
+from tests.hub.test_simulated_devices import tools_kept
 from tests.support import Recorder
 from xiaozhi import __version__
 from xiaozhi.audio_monitor import AudioPacket, encode_audio_packet
@@ -704,9 +705,7 @@ async def test_on_a_phone_a_device_connected_before_the_page_shows_its_tools_and
         await watcher.expect(
             t.device_events(device.device_id), lambda e: e["event_type"] == "mcp_tools"
         )
-        # a health check answered after the hub read the event (it came first on its socket)
-        await watcher.publish(t.bridge_request("health_check"), {"transaction": "sync"})
-        await watcher.expect(t.bridge_response("health_check"), lambda r: r["transaction"])
+        await tools_kept(running_hub.service, device.device_id)
         async with open_page(browser, width=390) as page:
             console: list[str] = []
             page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)

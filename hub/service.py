@@ -17,6 +17,8 @@ RegistryFeedUnit    ``status/+``, ``sensors/+/+``,                    feeds the 
 DiscoveryUnit       ``homeassistant/+/+/+/config`` (at start only),   clears stale configs, then
 (discovery_unit)    ``homeassistant/status``                          publishes every device's;
                                                                       re-sends on HA ``online``
+DeviceToolsUnit     ``events/+`` on a connection of its own, from     keeps each device's last
+(device_tools)      the start; reads ``mcp_tools`` events only        MCP tools (its page's)
 VoiceUnit           ``$share/hub/xiaozhi/events/voice_command``,      intent → actions →
 (voice)             ``$share/hub/xiaozhi/events/voice_command/+``     executors → ``respond``
 FanOutUnit          ``$share/hub/xiaozhi/commands/group/+``,          one command per member on

@@ -1,8 +1,9 @@
 """``xiaozhi watch``: the fleet and its events, live, from the hub's stream (``/api/v1/stream``).
 
-On a terminal it keeps a table of the fleet (status, transport, firmware, last seen) above the
-latest events, redrawn as they come; piped, or with ``--plain``, it prints one line per message
-(``--json``: one JSON object per line), for scripts and logs. Filters: ``--topic`` (MQTT
+On a terminal it keeps a table of the fleet (status, transport, firmware, last seen: the time
+the messages themselves carry, "-" when a replayed status has none) above the latest events,
+redrawn as they come; piped, or with ``--plain``, it prints one line per message (``--json``:
+one JSON object per line), for scripts and logs. Filters: ``--topic`` (MQTT
 filters, sent to the hub), ``--device`` and ``--event`` (applied here); the hub's own log lines
 are shown from warnings up (``--logs``: info too).
 
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from xiaozhi.stream_frame import MessageType, StreamMessage
+from xiaozhi.timestamps import parse_wire_timestamp
 from xiaozhi_cli.settings import load_settings
 from xiaozhi_runtime.stream_client import DATA_TYPES, StreamClient, StreamClosed
 
@@ -66,6 +68,15 @@ def resolve_api_key(given: str | None, environ: Mapping[str, str] | None = None)
 def _clock(msg: StreamMessage) -> str:
     seconds = msg.timestamp_us / 1e6 if msg.timestamp_us is not None else time.time()
     return time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}"
+
+
+def _when(seconds: float | None) -> str:
+    """A last-seen time: the time of day when today, else the date too; "-" when unknown."""
+    if seconds is None:
+        return "-"
+    if time.localtime(seconds)[:3] == time.localtime()[:3]:
+        return time.strftime("%H:%M:%S", time.localtime(seconds))
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -171,14 +182,35 @@ class Fleet:
         self.version += 1
         data = msg.data if isinstance(msg.data, dict) else {}
         kind = data.get("kind")
-        payload = data.get("payload")
+        raw = data.get("payload")
+        payload: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        device_id = data.get("device_id") or payload.get("device_id")
         if kind == "status" and data.get("device_id"):
-            if payload is None:
+            if raw is None:
                 self.devices.pop(data["device_id"], None)
-            elif isinstance(payload, dict):
-                self.devices[data["device_id"]] = {**payload, "_seen": _clock(msg)}
+            elif payload:
+                seen = self.devices.get(data["device_id"], {}).get("_at")
+                self.devices[data["device_id"]] = {**payload, "_at": seen}
+        if isinstance(device_id, str) and device_id in self.devices:
+            self._seen(self.devices[device_id], msg, data, payload)
         if kind not in ("status", "sensor"):
             self.events.append(line)
+
+    @staticmethod
+    def _seen(
+        device: dict[str, Any], msg: StreamMessage, data: dict[str, Any], payload: dict[str, Any]
+    ) -> None:
+        """The device was heard from when the message says (a status's ``last_seen`` or
+        ``timestamp``, an event's ``timestamp``), as the dashboard counts it. A message without
+        one is "now" when live, and says nothing when replayed (retained: it may be hours
+        old); an older message never takes last seen back."""
+        at = parse_wire_timestamp(payload.get("last_seen")) or parse_wire_timestamp(
+            payload.get("timestamp")
+        )
+        if at is None and not data.get("retained") and msg.timestamp_us is not None:
+            at = msg.timestamp_us / 1e6
+        if at is not None and (device["_at"] is None or at > device["_at"]):
+            device["_at"] = at
 
     def render(self, width: int, height: int) -> str:
         rows = [
@@ -191,7 +223,7 @@ class Fleet:
         for device_id, d in sorted(self.devices.items())[:fleet_rows]:
             rows.append(
                 f"{device_id:<20}{d.get('status', '?'):<14}{d.get('transport', ''):<11}"
-                f"{d.get('firmware_version', ''):<11}{d['_seen']}"
+                f"{d.get('firmware_version', ''):<11}{_when(d['_at'])}"
             )
         rows.append("-" * min(width, 80))
         room = max(1, height - len(rows) - 1)

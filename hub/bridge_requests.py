@@ -16,6 +16,7 @@ from xiaozhi.errors import InvalidTopic
 from xiaozhi.payloads import BridgeResponse
 from xiaozhi.topics import ParsedTopic, TopicKind
 from xiaozhi_hub.bridge_api import CHANGED_DEVICES, CHANGED_GROUPS, CHANGED_INFO, BridgeApi
+from xiaozhi_hub.registry import DeviceRecord
 from xiaozhi_hub.registry_feed import clear_retained
 from xiaozhi_hub.snapshots import Snapshots
 from xiaozhi_hub.unit import HubContext, Route, UnitTasks
@@ -41,15 +42,21 @@ class BridgeRequestsUnit:
         on_discovery: Callable[[str], None],
         *,
         on_edit: Callable[[], None] = lambda: None,
+        on_forget: Callable[[str], None] = lambda _: None,
     ) -> None:
         self._ctx = ctx
         self.api = api
         self._snapshots = snapshots
         self._on_discovery = on_discovery
         self._on_edit = on_edit  # saves the registry's edits (renames, groups, removals)
-        api.on_forget = lambda record: clear_retained(ctx, record)
+        self._on_forget = on_forget  # a removed device's MCP tools go too
+        api.on_forget = self._forget
         self._tasks = UnitTasks("bridge_request")
         self.routes: Mapping[TopicKind, Route] = {TopicKind.BRIDGE_REQUEST: self._on_request}
+
+    def _forget(self, record: DeviceRecord) -> None:
+        clear_retained(self._ctx, record)
+        self._on_forget(record.device_id)
 
     @property
     def prefix(self) -> str:

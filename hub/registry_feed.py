@@ -61,10 +61,12 @@ class RegistryFeedUnit:
         ctx: HubContext,
         snapshots: Snapshots,
         on_discovery: Callable[[str], None],
+        on_forget: Callable[[str], None] = lambda _: None,
     ) -> None:
         self._ctx = ctx
         self._snapshots = snapshots
         self._on_discovery = on_discovery
+        self._on_forget = on_forget  # an expired device's MCP tools go too
         self.edges: dict[str, Availability] = {}
         self._expiry: asyncio.Task[None] | None = None
         self.routes: Mapping[TopicKind, Route] = {
@@ -114,6 +116,7 @@ class RegistryFeedUnit:
         for record in gone:
             clear_retained(ctx, record)
             self._on_discovery(record.device_id)  # no longer in the registry: cleared
+            self._on_forget(record.device_id)
             log.info("device_expired", device_id=record.device_id, last_seen=record.last_seen)
         if gone:
             self._snapshots.mark()

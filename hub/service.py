@@ -17,6 +17,8 @@ RegistryFeedUnit    ``status/+``, ``sensors/+/+``,                    feeds the 
 DiscoveryUnit       ``homeassistant/+/+/+/config`` (at start only),   clears stale configs, then
 (discovery_unit)    ``homeassistant/status``                          publishes every device's;
                                                                       re-sends on HA ``online``
+DeviceToolsUnit     ``events/+`` on a connection of its own, from     keeps each device's last
+(device_tools)      the start; reads ``mcp_tools`` events only        MCP tools (its page's)
 VoiceUnit           ``$share/hub/xiaozhi/events/voice_command``,      intent → actions →
 (voice)             ``$share/hub/xiaozhi/events/voice_command/+``     executors → ``respond``
 FanOutUnit          ``$share/hub/xiaozhi/commands/group/+``,          one command per member on
@@ -73,6 +75,7 @@ from xiaozhi_hub.bridge_api import BridgeApi
 from xiaozhi_hub.bridge_requests import BridgeRequestsUnit
 from xiaozhi_hub.bridge_state import BridgeStateUnit
 from xiaozhi_hub.command_results import CommandResultsUnit
+from xiaozhi_hub.device_tools import DeviceToolsUnit
 from xiaozhi_hub.discovery_unit import DiscoveryUnit
 from xiaozhi_hub.execution import ActionRunner
 from xiaozhi_hub.fan_out import FanOutUnit
@@ -197,6 +200,7 @@ class HubService:
         self.bridge_api = BridgeApi(self.registry, self.pipeline, activations=self.activations)
         self.snapshots = Snapshots(self._ctx)
         self.command_results = CommandResultsUnit(self._ctx)
+        self.device_tools = DeviceToolsUnit(self._ctx)
         self.virtual_entities = VirtualEntitiesUnit(self._ctx, self.states)
         runner = ActionRunner(
             topics=self.topics,
@@ -220,7 +224,10 @@ class HubService:
             self._ctx, on_ha_online=self.bridge_state.online, states=self.states
         )
         self.registry_feed = RegistryFeedUnit(
-            self._ctx, self.snapshots, self.discovery.device_changed
+            self._ctx,
+            self.snapshots,
+            self.discovery.device_changed,
+            on_forget=self.device_tools.forget,
         )
         self.spoken = SpokenAnswers(text_to_speech(settings), language=settings.language)
         self.voice = VoiceUnit(self._ctx, pipeline=self.pipeline, runner=runner, spoken=self.spoken)
@@ -241,6 +248,7 @@ class HubService:
             self.snapshots,
             self._device_edited,
             on_edit=lambda: save_registry_edits(self.registry, self._registry_edits),
+            on_forget=self.device_tools.forget,
         )
         self.monitor = MonitorUnit(self._ctx, self._state_figures)
         self.stream = StreamUnit(self._ctx)
@@ -250,6 +258,7 @@ class HubService:
             self.registry_feed,
             self.discovery,  # after the registry: its probe also ends the registry's burst
             self.command_results,  # before voice: actions await devices' answers through it
+            self.device_tools,
             self.voice,  # loads the intents (the pipeline's) before it subscribes
             *([self.speech] if self.speech is not None else []),  # its corpus is the intents'
             self.fan_out,

@@ -53,6 +53,10 @@ class UtteranceAudio:
         while len(self._kept) > self._max_utterances or self.bytes > self._max_bytes:
             self._drop(next(iter(self._kept)))
 
+    def ids(self) -> list[str]:
+        """The message ids kept, oldest first."""
+        return list(self._kept)
+
     def wav(self, message_id: str) -> bytes | None:
         """The utterance as a WAV file, or None when it is not (or no longer) kept."""
         kept = self._kept.get(message_id)

@@ -12,7 +12,8 @@ const MAX_EVENTS = 50;
 const $ = (id) => document.getElementById(id);
 const devices = new Map(); // id -> the REST shape of a device, kept up to date by the stream
 const events = new Map(); // id -> recent events, newest first
-const tools = new Map(); // id -> MCP tool names the device announced
+const tools = new Map(); // id -> MCP tool names the device last announced (the hub keeps them)
+const keptAudio = new Set(); // message ids whose audio the hub keeps (GET /utterances): "play"
 const history = new Map(); // id -> {telemetry field or sensor type: [numbers]}, since the page opened
 const MAX_POINTS = 60;
 const utterances = new Map(); // message_id -> {device_id, steps: [{step, at, payload}]}, oldest first
@@ -190,6 +191,7 @@ function onData(msg) {
     case "voice_command_events":
     case "device_voice_command":
       if (p?.device_id) step(p.device_id, "voice_command", p);
+      if (p?.audio_duration_ms != null) reloadKept(); // heard as speech: its audio may be kept
       break;
     case "device_events": {
       if (!msg.device_id || !p) break;
@@ -249,7 +251,8 @@ function renderVoice() {
   const rows = [...utterances.values()].reverse().map((u) => {
     const stamped = u.steps.map((s) => s.at).filter((at) => at !== null);
     const first = stamped.length ? Math.min(...stamped) : u.seen;
-    const time = (s) => (s.at === null ? `${s.step} (no time)` : `${s.step} +${s.at - first} ms`);
+    // a step the hub sent without a time (a firmware device's voice command) shows its name
+    const time = (s) => (s.at === null ? s.step : `${s.step} +${s.at - first} ms`);
     const of = (type) => u.steps.filter((s) => s.step === type).map((s) => s.payload);
     const [heard] = of("voice_command"), [response] = of("response");
     const results = of("action_result").map((r) => `${r.action?.action} ${r.action?.entity_id}: ${r.status}`);
@@ -261,9 +264,34 @@ function renderVoice() {
       el("td", { class: "actions" }, results.join("\n") || (response ? "none" : "…")),
       el("td", { class: "answer" }, response?.text ?? "…"),
       el("td", { class: "steps" }, [...speechSteps(heard), ...intentStep(response), ...u.steps.map(time)].join("\n")),
-      el("td", { class: "audio" }, heard?.message_id ? player(heard.message_id) : ""));
+      el("td", { class: "audio" }, audioCell(heard)));
   });
   $("utterances").replaceChildren(...rows);
+}
+
+/** What the audio cell offers: "play" only for an utterance whose audio this hub keeps (a
+ * typed phrase, a demo device's text, another replica's utterance have none here). */
+function audioCell(heard) {
+  const id = heard?.message_id;
+  if (id && (keptAudio.has(id) || players.has(id))) return player(id);
+  const why = heard?.audio_duration_ms != null ? "not kept here" : "text: no audio";
+  return el("span", { class: "muted", title: "the hub keeps the audio of the last 50 utterances it transcribed itself" }, heard ? why : "");
+}
+
+let keptTimer = 0;
+/** The ids of the utterances this hub keeps the audio of (GET /utterances), read when the
+ * Voice page opens and after a voice command heard as speech. */
+function reloadKept() {
+  if (currentRoute()[0] !== "voice" || keptTimer) return;
+  keptTimer = setTimeout(async () => {
+    keptTimer = 0;
+    try {
+      const { data } = await api("/utterances");
+      keptAudio.clear();
+      for (const id of data) keptAudio.add(id);
+    } catch { return; }
+    changed();
+  }, 200);
 }
 
 /** The play button of an utterance the hub transcribed; once pressed, its <audio> element (the
@@ -310,6 +338,7 @@ function showListener(l) {
   $("listen-lost").textContent = l.lost;
   $("listen-level").value = Math.min(1, l.level * 4); // speech RMS is rarely above 0.25
   $("listen-problem").textContent = l.problem || "";
+  $("listen-notice").textContent = l.notice || "";
   $("listen-how").textContent = l.how;
   if (l.state !== "listening" && l.state !== "connecting" && listener === l) listener = null;
   if (!listener) $("listen").textContent = "Listen";
@@ -345,9 +374,12 @@ function forget(id) {
   fleetStale = true;
 }
 
-function remember(id, type, payload) {
+/** One event of the device, newest first; ``older`` (what the hub held when the page opened)
+ * goes after those already listed. */
+function remember(id, type, payload, older = false) {
   const list = events.get(id) || [];
-  list.unshift({ type, at: payload.timestamp || new Date().toISOString(), payload });
+  const entry = { type, at: payload.timestamp || (older ? null : new Date().toISOString()), payload };
+  if (older) list.push(entry); else list.unshift(entry);
   list.length = Math.min(list.length, MAX_EVENTS);
   events.set(id, list);
 }
@@ -367,6 +399,37 @@ function ago(iso) {
   if (s < 3600) return `${Math.floor(s / 60)} min ago`;
   if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
   return new Date(iso).toLocaleString();
+}
+
+/** A wire timestamp as the local time of day (with the date when not today); "" if none. */
+function clock(iso) {
+  const at = iso ? new Date(iso) : null;
+  if (!at || Number.isNaN(at.getTime())) return "";
+  const time = at.toLocaleTimeString([], { hour12: false });
+  return at.toDateString() === new Date().toDateString() ? time : `${at.toLocaleDateString()} ${time}`;
+}
+
+const GIST_SKIP = new Set(["event_type", "device_id", "timestamp", "message_id", "session_id", "edge_id"]);
+
+/** The few fields that say what an event was (the whole payload is its cell's tooltip). */
+function gist(type, p) {
+  if (!p || typeof p !== "object") return String(p ?? "");
+  const params = (o) => Object.entries(o || {}).map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
+  switch (type) {
+    case "command_result":
+      return [p.command, p.status, p.error, p.result != null ? (typeof p.result === "string" ? p.result : JSON.stringify(p.result)) : ""].filter(Boolean).join(" · ");
+    case "command": return [p.command, params(p.parameters)].filter(Boolean).join(" · ");
+    case "mcp_tools": return `${(p.tools || []).length} tools`;
+    case "voice_command": return `heard "${p.command ?? ""}"`;
+    case "response": return `says "${p.text ?? ""}"${p.intent ? ` (${p.intent})` : ""}`;
+    case "action": return `${p.action?.action ?? ""} ${p.action?.entity_id ?? ""}`.trim();
+    case "action_result": return `${p.action?.action ?? ""} ${p.action?.entity_id ?? ""}: ${p.status ?? ""}${p.failure ? ` (${p.failure})` : ""}`;
+    case "device_connected":
+    case "device_disconnected": return [p.transport, p.edge_id && `via ${p.edge_id}`, p.reason].filter(Boolean).join(" · ");
+    default:
+      return Object.entries(p).filter(([k, v]) => !GIST_SKIP.has(k) && v != null)
+        .map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`).join(" · ").slice(0, 200);
+  }
 }
 
 function el(tag, attrs = {}, ...children) {
@@ -494,11 +557,13 @@ function renderDevice(id) {
   const names = tools.get(id) || [];
   $("device-tools").replaceChildren(names.length
     ? el("ul", {}, ...names.map((t) => el("li", {}, el("code", {}, t))))
-    : el("p", { class: "muted" }, "None announced since this page opened (firmware sends them over MCP when it connects)."));
+    : el("p", { class: "muted" }, "None announced since the hub started (firmware announces them over MCP when it connects)."));
   const list = events.get(id) || [];
   $("device-events").replaceChildren(list.length
-    ? el("table", {}, ...list.map((e) => el("tr", {}, el("td", { class: "seen", title: e.at }, ago(e.at)),
-      el("td", {}, e.type), el("td", {}, el("code", {}, JSON.stringify(e.payload))))))
+    ? el("table", { class: "list events" }, ...list.map((e) => el("tr", { "data-type": e.type },
+      el("td", { class: "time", title: e.at || "" }, clock(e.at)),
+      el("td", { class: "type" }, e.type),
+      el("td", { class: "gist", title: JSON.stringify(e.payload) }, gist(e.type, e.payload)))))
     : el("p", { class: "muted" }, "No event since this page opened."));
 }
 
@@ -570,7 +635,27 @@ function route() {
   if (page === "fleet") loadPending();
   if (page === "home" || page === "device") loadHome();
   if (page === "bridge") loadStats();
+  if (page === "voice") reloadKept();
+  if (page === "device") loadDevice(currentRoute()[1]);
   render();
+}
+
+/** What the hub holds of the device (GET /devices/{id}), for a page opened after the facts:
+ * the MCP tools it last announced (firmware does so once, on connecting), and its last
+ * telemetry and sensor readings as the chart's first points. The stream brings what follows. */
+async function loadDevice(id) {
+  let data;
+  try { data = (await api(`/devices/${encodeURIComponent(id)}`)).data; } catch { return; }
+  if (!tools.has(id) && Array.isArray(data.mcp_tools)) {
+    tools.set(id, data.mcp_tools);
+    if (!(events.get(id) || []).some((e) => e.type === "mcp_tools")) {
+      remember(id, "mcp_tools", { tools: data.mcp_tools, timestamp: data.mcp_tools_at }, true);
+    }
+  }
+  const series = history.get(id) || {};
+  for (const [name, value] of Object.entries(data.telemetry || {})) if (!series[name]) record(id, name, value);
+  for (const [name, r] of Object.entries(data.sensors || {})) if (!series[name]) record(id, name, r.value);
+  changed();
 }
 
 // ------------------------------------------------------------------ the home model, the bridge

@@ -10,7 +10,10 @@
 export const HEADER_BYTES = 15; // type u8, timestamp u32, duration u16, sequence u32, length u32 (LE)
 const AUDIO = 0x02;
 const CONFIG = { codec: "opus", sampleRate: 16000, numberOfChannels: 1 };
-const JITTER_SECONDS = 0.12; // how far ahead of "now" playback starts, and restarts after a gap
+const JITTER_SECONDS = 0.12;
+export const NO_AUDIO_SECONDS = 4; // listening this long with no packet: say why, plainly
+export const NO_AUDIO = "No audio from this device yet: a device sends audio only while it listens to someone "
+  + "speak. A text-only device (the demo devices of xiaozhi up, or \"listen detect\") never does."; // how far ahead of "now" playback starts, and restarts after a gap
 
 /** One packet of the seed 004 layout (docs/protocols.md §4); ``data`` is Opus, or PCM. */
 export function parsePacket(buffer) {
@@ -48,6 +51,7 @@ export class Listener {
     this.state = "connecting";
     this.how = ""; // where the Opus is decoded, and why
     this.problem = null; // why nothing plays, if so
+    this.notice = null; // NO_AUDIO while listening brought no packet
     this.packets = 0; // received
     this.lost = 0; // sequence gaps: the hub skipped ahead for a slow page
     this.decoded = 0; // frames decoded and scheduled for playback
@@ -90,6 +94,10 @@ export class Listener {
 
   hello(text) {
     this.state = "listening";
+    clearTimeout(this.quiet);
+    this.quiet = setTimeout(() => {
+      if (this.state === "listening" && !this.packets) { this.notice = NO_AUDIO; this.onUpdate(this); }
+    }, NO_AUDIO_SECONDS * 1000);
     const hello = JSON.parse(text);
     if (hello.format === "pcm") this.pcmRate = hello.sample_rate;
   }
@@ -100,6 +108,7 @@ export class Listener {
     if (this.next !== null && p.sequence > this.next) this.lost += p.sequence - this.next;
     this.next = p.sequence + 1;
     this.packets++;
+    this.notice = null;
     if (!p.data.length || !this.audio) return; // an empty packet: a loss
     if (this.pcmRate) {
       this.schedule(pcmSamples(p.data), this.pcmRate);
@@ -145,6 +154,8 @@ export class Listener {
   }
 
   close() {
+    clearTimeout(this.quiet);
+    this.notice = null;
     if (this.decoder && this.decoder.state !== "closed") this.decoder.close();
     if (this.audio && this.audio.state !== "closed") this.audio.close();
     this.decoder = this.audio = null;

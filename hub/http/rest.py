@@ -4,7 +4,9 @@
 route                               what                                       role
 ==================================  =========================================  ======
 ``POST /auth/token``                a JWT for an API key                       read
-``GET /devices``, ``/devices/{id}``  the registry's devices                     read
+``GET /devices``, ``/devices/{id}``  the registry's devices; one device's also  read
+                                    has ``mcp_tools`` (its last announced, or
+                                    null) and ``mcp_tools_at``
 ``PATCH /devices/{id}``             rename and/or set its area (the bridge's    write
                                     ``device/rename``, ``device/area``)
 ``POST /devices/{id}/command``      a command on the device's topic            write
@@ -19,6 +21,8 @@ route                               what                                       r
 ``GET /stats``                      the service's counters                     read
 ``GET /home``                       floors, areas, entities (binding, state),  read
                                     groups: the home model as the hub sees it
+``GET /utterances``                 the ids of the utterances whose audio      read
+                                    this hub keeps
 ``GET /utterances/{id}/audio``      one of the last utterances this hub        read
                                     transcribed, as a WAV file (16-bit mono)
 ``GET /activations``                devices waiting for approval (their code)  read
@@ -48,6 +52,7 @@ from xiaozhi.errors import InvalidMessage
 from xiaozhi.payloads import CommandPayload
 from xiaozhi_hub.activations import ActivationNotFound
 from xiaozhi_hub.current_state import CurrentState
+from xiaozhi_hub.device_tools import DeviceToolsUnit
 from xiaozhi_hub.home import Binding, HomeAssistantBinding, MqttBinding, XiaozhiBinding
 from xiaozhi_hub.http.auth import Authenticator, Reader, Writer
 from xiaozhi_hub.http.envelopes import (
@@ -204,9 +209,9 @@ def add_rest_routes(app: FastAPI, auth: Authenticator) -> None:
         responses={**ERROR_RESPONSES, 404: {"model": ErrorEnvelope}},
     )
     async def get_device(request: Request, device_id: str, _: Reader) -> JSONResponse:
-        registry = service_of(request).registry
-        _known_device(registry, device_id)
-        return ok(request, _device_json(registry, device_id))
+        service = service_of(request)
+        _known_device(service.registry, device_id)
+        return ok(request, _device_json(service.registry, device_id, service.device_tools))
 
     @app.post(
         f"{api}/devices/{{device_id}}/command",
@@ -382,12 +387,18 @@ def _published(ok: bool) -> None:
         raise ApiError(503, "QUEUE_FULL", "the MQTT queue is full; try again")
 
 
-def _device_json(registry: Registry, device_id: str) -> dict[str, Any]:
+def _device_json(
+    registry: Registry, device_id: str, tools: DeviceToolsUnit | None = None
+) -> dict[str, Any]:
     record = registry.device(device_id)
     assert record is not None
     data = record.to_json_dict()
     data["groups"] = registry.groups_of(device_id)
     data["area_name"] = registry.home.area_name(record.area)
+    if tools is not None:  # one device's page: a fleet's lists would weigh on GET /devices
+        kept = tools.of(device_id)
+        data["mcp_tools"] = None if kept is None else list(kept.tools)
+        data["mcp_tools_at"] = None if kept is None else kept.timestamp
     return data
 
 
@@ -411,7 +422,8 @@ def _add_removal_route(app: FastAPI) -> None:
         if answer.error is not None:
             raise ApiError(422, "INVALID_FILTER", answer.error)
         removed = list(answer.data.get("removed", []))
-        return ok(request, {"removed": removed}, f"{len(removed)} devices removed")
+        count = f"{len(removed)} device{'' if len(removed) == 1 else 's'}"
+        return ok(request, {"removed": removed}, f"{count} removed")
 
 
 def _add_edit_route(app: FastAPI) -> None:
@@ -493,6 +505,20 @@ def _add_hub_routes(app: FastAPI) -> None:
         }
         counts = f"{len(home.areas)} areas, {len(home.entities)} entities"
         return ok(request, data, counts)
+
+    @app.get(
+        f"{API_PREFIX}/utterances",
+        tags=["voice"],
+        response_model=SuccessEnvelope,
+        responses=ERROR_RESPONSES,
+    )
+    async def utterances_kept(request: Request, _: Reader) -> JSONResponse:
+        """The ``message_id`` of every utterance whose audio this hub keeps, oldest first:
+        the dashboard offers "play" for those only (a typed phrase, or one another replica
+        transcribed, has none here)."""
+        speech = service_of(request).speech
+        kept = [] if speech is None else speech.audio.ids()
+        return ok(request, kept, f"{len(kept)} utterances kept")
 
     @app.get(
         f"{API_PREFIX}/utterances/{{message_id}}/audio",

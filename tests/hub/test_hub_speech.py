@@ -139,6 +139,8 @@ async def test_utterances_become_voice_commands_and_bad_ones_are_refused(
             missing = await http.get("/api/v1/utterances/utt-bad/audio", headers=headers)
             assert missing.status_code == 404  # refused: nothing kept
             assert (await http.get("/api/v1/utterances/utt-1/audio")).status_code == 401
+            kept = (await http.get("/api/v1/utterances", headers=headers)).json()["data"]
+            assert kept == ["utt-1", "u2"]  # what the page offers to play, and only those
 
 
 def test_remote_engines_need_their_address(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ discovered and left alone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,7 @@ from tests.support import Recorder
 from xiaozhi.topics import TopicTree
 from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_edge.server import EdgeServer
+from xiaozhi_hub.device_tools import DeviceTools
 from xiaozhi_hub.http import RunningHub
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
@@ -175,3 +177,50 @@ async def test_rest_removes_devices_silent_for_long_and_refuses_an_empty_filter(
     assert answer.json()["data"] == {"removed": ["oldbox"]}
     snapshot = await devices_snapshot(watcher, t, lambda d: "oldbox" not in d)
     assert REAL in snapshot  # connected and just heard from: stays
+
+
+async def tools_kept(hub: HubService, device_id: str) -> DeviceTools:
+    """What the hub kept of ``device_id``'s ``mcp_tools`` event, once it has (10 s at most)."""
+    unit = hub.device_tools
+    async with asyncio.timeout(10):
+        while (kept := unit.of(device_id)) is None:
+            unit.updated.clear()
+            if (kept := unit.of(device_id)) is None:
+                await unit.updated.wait()
+    return kept
+
+
+async def test_the_tools_a_device_announced_before_any_page_opened_are_served(
+    running_hub: RunningHub,
+    hub_settings: HubSettings,
+    watcher: Recorder,
+    start_edge: StartEdge,
+    sim_settings: SimSettings,
+) -> None:
+    """Firmware announces its MCP tools once, on connecting, in a non-retained event: the hub
+    keeps the last list of each device, so a dashboard opened later (no stream session was
+    ever opened here) lists them from ``GET /devices/{id}``."""
+    t = running_hub.service.topics
+    edge = await start_edge(base_topic=hub_settings.base_topic)
+    async with sim_device(sim_settings, edge, "tools-before") as device:
+        sim_id = device.identity.device_id
+        event = await watcher.expect(
+            t.device_events(sim_id), lambda e: e["event_type"] == "mcp_tools"
+        )
+        assert running_hub.service.stream.sessions == 0
+        await tools_kept(running_hub.service, sim_id)
+        async with httpx.AsyncClient(headers={"X-API-Key": WRITE_KEY}, timeout=10) as http:
+            one = await http.get(f"{running_hub.url}/api/v1/devices/{sim_id}")
+            data = one.json()["data"]
+            assert data["mcp_tools"] == sorted(event["tools"])
+            assert "self.audio_speaker.set_volume" in data["mcp_tools"]
+            assert data["mcp_tools_at"] == event["timestamp"]
+            listed = (await http.get(f"{running_hub.url}/api/v1/devices")).json()["data"]
+            assert all("mcp_tools" not in d for d in listed)  # a fleet's lists stay out
+    await watcher.wait_for(lambda: not running_hub.service.registry.device(sim_id).connected)  # type: ignore[union-attr]
+    async with httpx.AsyncClient(headers={"X-API-Key": WRITE_KEY}, timeout=10) as http:
+        removed = await http.post(
+            f"{running_hub.url}/api/v1/devices/remove", json={"simulated": True}
+        )
+        assert removed.json()["message"] == "1 device removed"
+    assert running_hub.service.device_tools.of(sim_id) is None  # forgotten with the device

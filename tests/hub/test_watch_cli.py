@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,37 @@ def test_lines_and_the_fleet_table() -> None:
     assert "1 devices, 1 connected" in screen
     assert "kitchen" in screen.splitlines()[2]
     assert screen.splitlines()[-1].endswith('says "Done." (HassTurnOn)')
+
+
+def test_last_seen_is_the_messages_own_time_not_when_watch_received_it() -> None:
+    """A retained status replayed at start shows when the device was last heard (its
+    ``timestamp``), not when ``xiaozhi watch`` started; any later message naming the device
+    (a voice command says it in its payload only) moves it on, an older one never back."""
+    fleet = Fleet()
+
+    def apply(data: dict[str, object], kind: MessageType = MessageType.ANOMALY_ALERT) -> str:
+        msg = message(data, kind)  # sent at 2027-01-15 (timestamp_us): never what is shown
+        fleet.apply(msg, describe(msg))
+        return fleet.render(120, 20).splitlines()[2]
+
+    left = "2026-03-01T08:15:00Z"
+    status = {"status": "disconnected", "device_id": "hall", "timestamp": left}
+    row = apply({"kind": "status", "device_id": "hall", "retained": True, "payload": status})
+    assert row.endswith(time.strftime("%Y-%m-%d %H:%M", time.localtime(1772352900)))
+    unstamped = {"status": "connected", "device_id": "hall"}  # replayed, with no time
+    apply({"kind": "status", "device_id": "hall", "retained": True, "payload": unstamped})
+    assert fleet.devices["hall"]["_at"] == 1772352900  # it says nothing about when
+    heard = {"event_type": "voice_command", "device_id": "hall", "command": "hi"}
+    heard["timestamp"] = "2026-03-02T09:00:00Z"
+    apply({"kind": "voice_command_events", "payload": heard}, MessageType.PREDICTION_RESULT)
+    assert fleet.devices["hall"]["_at"] == 1772442000
+    older = dict(heard, timestamp="2026-03-01T00:00:00Z")
+    apply({"kind": "device_events", "device_id": "hall", "payload": older})
+    assert fleet.devices["hall"]["_at"] == 1772442000  # not taken back
+    live = {"event_type": "command_result", "device_id": "hall"}  # live, unstamped: now
+    apply({"kind": "device_events", "device_id": "hall", "payload": live})
+    assert fleet.devices["hall"]["_at"] == 1_800_000_000
+    fresh = Fleet()
+    msg = message({"kind": "status", "device_id": "new", "retained": True, "payload": unstamped})
+    fresh.apply(msg, describe(msg))
+    assert fresh.render(120, 20).splitlines()[2].endswith("-")  # unknown, not "now"

@@ -78,7 +78,8 @@ import structlog
 
 from xiaozhi.backoff import Backoff
 from xiaozhi.config import parse_mqtt_url, redact_mqtt_url
-from xiaozhi.mqtt_packets import encode_publish
+from xiaozhi.errors import MalformedPacket
+from xiaozhi.mqtt_packets import decode_publish, encode_publish
 
 __all__ = ["MAX_INFLIGHT", "MESSAGE_OVERHEAD_BYTES", "MqttOwner", "OutMessage", "OwnerStats"]
 
@@ -424,7 +425,7 @@ class MqttOwner:
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
         if not fresh:
-            _PahoHooks(client._client, self._inflight, self._acknowledged).install()
+            _PahoHooks(client._client, self._inflight, self._acknowledged, self._received).install()
         return client
 
     async def _session(self) -> None:
@@ -434,7 +435,6 @@ class MqttOwner:
                 pass
         client = self._make_client()
         async with client:
-            self._watch_writes(client)
             self._client = client
             self._stats.connects += 1
             reconnect = self._stats.connects > 1
@@ -457,39 +457,31 @@ class MqttOwner:
             self._wake.set()
             writer = asyncio.create_task(self._writer(client), name="mqtt-writer")
             try:
-                async for message in client.messages:
-                    self._stats.received += 1
-                    topic = str(message.topic)
-                    if message.retain and self._drop_retained and self._drop_retained(topic):
-                        continue
-                    if self._on_message is not None:
-                        payload = message.payload
-                        if not isinstance(payload, bytes):
-                            payload = b"" if payload is None else str(payload).encode()
-                        self._dispatch(topic, payload)
+                # Messages are dispatched by the hooks as paho reads them (not through
+                # aiomqtt's queue: a task and an `asyncio.wait` per message); here the session
+                # only waits for the connection to end.
+                ended = client._disconnected
+                await asyncio.wait([ended])  # never cancels aiomqtt's future
+                error = None if ended.cancelled() else ended.exception()
+                raise aiomqtt.MqttError("disconnected") from error
             finally:
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                     await writer
+
+    def _received(self, topic: str, payload: bytes, retain: bool) -> None:
+        """One message of a subscription (called by :class:`_PahoHooks` as paho reads it)."""
+        self._stats.received += 1
+        if retain and self._drop_retained and self._drop_retained(topic):
+            return
+        if self._on_message is not None:
+            self._dispatch(topic, payload)
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         try:
             self._on_message(topic, payload)  # type: ignore[misc]
         except Exception:  # a handler bug must not take the connection down
             log.exception("mqtt_on_message_failed", topic=topic)
-
-    def _watch_writes(self, client: aiomqtt.Client) -> None:
-        """Chain onto paho's on_publish (called once a handed-over run is written) so
-        whoever waits for a flush or for paho's backlog looks again."""
-        inner = client._client  # aiomqtt keeps its paho client here; we add, never replace
-        previous = inner.on_publish
-
-        def on_publish(*args: Any) -> None:
-            if previous is not None:
-                previous(*args)
-            self._progress.set()
-
-        inner.on_publish = on_publish
 
     def _acknowledged(self, message: OutMessage) -> None:
         """The broker's PUBACK for ``message`` (called by :class:`_PahoHooks`)."""
@@ -503,14 +495,13 @@ class MqttOwner:
     def _hand_over(paho_client: paho.Client, run: list[bytes]) -> None:
         """Queue PUBLISH packets in paho's outgoing queue as one packet (module docstring).
 
-        One `MQTTMessageInfo` for the run: paho marks it published once the last byte is
-        written, and calls `on_publish` once, with mid 0 (which paho never gives out). The
-        QoS 1 packets of the run are in the in-flight table already: paho takes the packet
-        for QoS 0 and so keeps no state for them.
+        paho keeps no state for it: the QoS 1 packets of the run are in the in-flight table
+        already, and the ``qos`` given to paho (1) only tells it not to build a `ReasonCode`,
+        a `Properties` and an `on_publish` call once the run is written (it does for 0).
         """
         if run:
             data = run[0] if len(run) == 1 else b"".join(run)
-            paho_client._packet_queue(paho.PUBLISH, data, 0, 0, paho.MQTTMessageInfo(0))
+            paho_client._packet_queue(paho.PUBLISH, data, 0, 1)
 
     def _maybe_room(self) -> None:
         """Let paused producers go on once the queue is below both watermarks."""
@@ -615,8 +606,12 @@ class _PahoHooks:
     * Reading: one `recv()` of up to :data:`_READ_BYTES` per readiness, paho's reads served
       from that buffer, every whole packet in it decoded before returning; the end of the
       stream and socket errors reach paho as they would have.
+    * PUBLISH (MQTT 3.1.1, QoS 0 and 1): decoded with :func:`xiaozhi.mqtt_packets.decode_publish`
+      and handed to ``received`` at once (paho would build an `MQTTMessage` with a
+      `threading.Condition`, match it against its callback filters, and aiomqtt would
+      queue it for a task); a QoS 2 message, or MQTT 5, stays paho's.
     * PUBACKs for the QoS 1 messages received are queued as one packet per read, after the
-      messages were handed to aiomqtt (as paho does, one packet each).
+      messages were handled (paho sends one packet each).
     """
 
     def __init__(
@@ -624,10 +619,13 @@ class _PahoHooks:
         client: paho.Client,
         inflight: dict[int, OutMessage],
         acknowledged: Callable[[OutMessage], None],
+        received: Callable[[str, bytes, bool], None],
     ) -> None:
         self._client = client
         self._inflight = inflight
         self._acknowledged = acknowledged
+        self._received = received
+        self._handle_publish = client._handle_publish
         self._handle_pubackcomp = client._handle_pubackcomp
         self._recv = client._sock_recv
         self._buffer = b""
@@ -641,6 +639,22 @@ class _PahoHooks:
         client._sock_recv = self.sock_recv
         client.loop_read = self.loop_read
         client._send_puback = self.send_puback
+        if client.protocol != paho.MQTTv5:  # decode_publish reads 3.1.1 (no properties)
+            client._handle_publish = self.handle_publish
+
+    def handle_publish(self) -> paho.MQTTErrorCode:
+        packet = self._client._in_packet
+        command = packet["command"]
+        if command & 0x06 == 0x04:  # QoS 2: paho's exchange of PUBREC, PUBREL, PUBCOMP
+            return self._handle_publish()
+        try:
+            message = decode_publish(command & 0x0F, bytes(packet["packet"]))
+        except MalformedPacket:  # QoS 3, a topic cut short or not UTF-8
+            return paho.MQTTErrorCode.MQTT_ERR_PROTOCOL
+        self._received(message.topic, message.payload, message.retain)
+        if message.packet_id is not None:
+            self._acks.append(_PUBACK_HEAD + message.packet_id.to_bytes(2, "big"))
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def handle_pubackcomp(self, cmd: str) -> paho.MQTTErrorCode:
         packet = self._client._in_packet["packet"]

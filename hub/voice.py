@@ -216,6 +216,11 @@ class VoiceUnit:
             binding = result.bindings[action.entity_id]
             common = {"message_id": base_id, "index": index, "executor": binding.type}
             ctx.event(device_id, EventType.ACTION.value, action=action.to_json_dict(), **common)
+            if isinstance(binding, XiaozhiBinding):
+                # What is left is a wait for the device's answer (bounded by
+                # command_answer_timeout_seconds): it must not hold one of the places of
+                # max_concurrent_voice_commands, or 64 silent devices stop every command.
+                self._tasks.give_back()
             outcome = await self.runner.execute(action, binding, message_id=f"{base_id}-{index}")
             ctx.metrics.actions.labels(binding.type, outcome.status).inc()
             ctx.counters[f"actions_{outcome.status}"] += 1

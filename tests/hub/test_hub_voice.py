@@ -353,6 +353,31 @@ async def test_a_device_that_never_answers_is_said_not_to(
         await service.stop()
 
 
+async def test_a_command_waiting_for_a_silent_device_holds_no_place(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
+) -> None:
+    """With one place for voice commands, a command that waits for a device's answer does
+    not stop the next one: the wait runs outside ``max_concurrent_voice_commands`` (64
+    places and a 5 s wait made 13 commands/s when devices were silent)."""
+    settings = hub_settings.model_copy(
+        update={"max_concurrent_voice_commands": 1, "command_answer_timeout_seconds": 30}
+    )
+    service = HubService(settings, home=engine.home, engine=engine)
+    await service.start()
+    try:
+        waiting, command = await _office_light_command(watcher, service)
+        other = await say(watcher, service, "turn on the kitchen light", "demo_bedroom")
+        answer = await respond_to(watcher, service, "demo_bedroom", other)
+        assert answer["text"] == "Turning on the kitchen light."
+        assert not [m for m in watcher.json(service.topics.command("demo_kitchen"))
+                    if m.get("message_id") == waiting], "the first still waits"  # fmt: skip
+        await answer_as_device(watcher, service, "demo_office", command)
+        first = await respond_to(watcher, service, "demo_kitchen", waiting)
+        assert first["text"] == "Turning on the office light."
+    finally:
+        await service.stop()
+
+
 async def test_a_device_known_offline_gets_no_command(hub: HubService, watcher: Recorder) -> None:
     status = StatusPayload(device_id="demo_office", status=DeviceStatus.DISCONNECTED)
     await watcher.publish(hub.topics.status("demo_office"), status.to_wire())

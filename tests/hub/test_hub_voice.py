@@ -8,6 +8,7 @@ a ``respond`` command on its own command topic.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -441,3 +442,24 @@ async def test_a_confirmed_volume_is_what_louder_starts_from(
         assert command["parameters"] == {"volume": volume}
         await answer_as_device(watcher, hub, "demo_kitchen", command)
         await respond_to(watcher, hub, "demo_kitchen", message_id)
+
+
+async def test_commands_to_one_device_at_once_wait_for_one_subscription(
+    hub: HubService, watcher: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device's events are subscribed to once, and every caller waits for the broker's
+    SUBACK of that one (the owner remembers a filter before the broker confirms it: a second
+    caller used to return at once)."""
+    owner = hub.owner
+    subscribed = owner.subscribe
+    calls: list[list[str]] = []
+
+    async def counted(filters: list[str], qos: int = 1) -> None:
+        calls.append(list(filters))
+        await subscribed(filters, qos)
+
+    monkeypatch.setattr(owner, "subscribe", counted)
+    watches = [hub.command_results.watch("demo_office") for _ in range(5)]
+    await asyncio.gather(*watches)
+    assert calls == [[hub.topics.device_events("demo_office")]]
+    assert hub.topics.device_events("demo_office") in owner.subscriptions

@@ -20,7 +20,7 @@ import yaml
 from tests.hub.fake_home_assistant import FakeHomeAssistant
 from tests.support import Recorder
 from xiaozhi.commands import CommandResult
-from xiaozhi.payloads import DeviceStatus, StatusPayload, VoiceCommandEvent
+from xiaozhi.payloads import DeviceStatus, EventPayload, StatusPayload, VoiceCommandEvent
 from xiaozhi_hub.home import DEMO_HOME_PATH
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.service import HubService
@@ -120,6 +120,15 @@ async def test_a_virtual_light_changes_state_and_the_device_is_answered(
     assert result["status"] == "ok"
     assert result["executor"] == "virtual"
     assert result["result"] == {"state": {"state": "on"}}
+    # The events are built as dicts: byte for byte what the event model writes.
+    raw = [
+        m.payload
+        for m in watcher.messages
+        if m.topic == hub.topics.device_events("demo_living_room")
+        and message_id.encode() in m.payload
+    ]
+    assert len(raw) == 3
+    assert [EventPayload.from_wire(payload).to_wire() for payload in raw] == raw
 
 
 DEVICE_PHRASES = [

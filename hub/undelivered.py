@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import cast
+from typing import Any, cast
 
 import structlog
 
@@ -54,7 +54,8 @@ class UndeliveredUnit:
         self._answers = answers
         self._tasks = UnitTasks("undelivered_command")
         self._waiting = 0
-        self._stopping = asyncio.Event()
+        # Resolved at stop; a future (not an Event) so that each wait needs no task of its own.
+        self._stopping: asyncio.Future[None] | None = None
         self.routes: Mapping[TopicKind, Route] = {TopicKind.COMMAND: self._on_command}
 
     @property
@@ -63,13 +64,15 @@ class UndeliveredUnit:
         return [topics.shared(group, f"{topics.base}/commands/+")]
 
     async def start(self) -> None:
+        self._stopping = asyncio.get_running_loop().create_future()
         await self._ctx.owner.subscribe(self.filters)
 
     async def stop(self) -> None:
         await self._ctx.owner.unsubscribe(self.filters)
         # Nobody else will answer what this replica took from the shared group: cut the
         # waits short and answer now for devices still away, rather than hold the stop.
-        self._stopping.set()
+        if self._stopping is not None and not self._stopping.done():
+            self._stopping.set_result(None)
         await self._tasks.drain()
 
     def _connection(self, device_id: str) -> tuple[str, int] | None:
@@ -120,17 +123,18 @@ class UndeliveredUnit:
             try:
                 await self._answers.watch(device_id)
                 answer = self._answers.expect(message_id)
-                stopping = asyncio.ensure_future(self._stopping.wait())
+                waits: set[asyncio.Future[Any]] = {answer}
+                if self._stopping is not None:
+                    waits.add(self._stopping)
                 try:
                     await asyncio.wait(
-                        (answer, stopping),
+                        waits,
                         timeout=self._ctx.settings.command_answer_timeout_seconds,
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                     if answer.done():
                         return  # delivered after all: the device (its edge) answered
                 finally:
-                    stopping.cancel()
                     self._answers.forget(message_id)
             finally:
                 self._waiting -= 1

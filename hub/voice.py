@@ -203,7 +203,10 @@ class VoiceUnit:
             event.command, device_id=device_id, area=self._area_of(event)
         )
         intent_ms = round((time.perf_counter() - started) * 1000, 1)  # the intent step's time
-        log.info(
+        # debug: the response event on MQTT says the same for every command; a line per
+        # command (rendered, handed to the live stream's log listener, written) was a tenth
+        # of the hub's loop at 1,000 commands/s (docs/benchmarks.md).
+        log.debug(
             "voice_command",
             device_id=device_id,
             text=event.command[:100],

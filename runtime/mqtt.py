@@ -601,11 +601,15 @@ class _PahoHooks:
     """What this owner changes in one connection's paho client (module docstring); paho is
     pinned, and ``tests/runtime`` runs these against a real Mosquitto.
 
+    * Reading: one `recv()` of up to :data:`_READ_BYTES` per readiness; every whole packet
+      in what has come is cut out here (the fixed header read as
+      :func:`xiaozhi.mqtt_packets.split_packet` does) and handed to paho's own
+      `_packet_handle` as paho's `_packet_read` would (which reads each packet with three
+      `recv()` calls, and one packet per readiness when paho tracks no message); the rest
+      waits for the next read. The end of the stream and socket errors reach paho as they
+      would have.
     * PUBACK: the packet id is looked up in the owner's in-flight table first (removed and
       reported to ``acknowledged``); an id that is not ours goes to paho's own handler.
-    * Reading: one `recv()` of up to :data:`_READ_BYTES` per readiness, paho's reads served
-      from that buffer, every whole packet in it decoded before returning; the end of the
-      stream and socket errors reach paho as they would have.
     * PUBLISH (MQTT 3.1.1, QoS 0 and 1): decoded with :func:`xiaozhi.mqtt_packets.decode_publish`
       and handed to ``received`` at once (paho would build an `MQTTMessage` with a
       `threading.Condition`, match it against its callback filters, and aiomqtt would
@@ -628,15 +632,13 @@ class _PahoHooks:
         self._handle_publish = client._handle_publish
         self._handle_pubackcomp = client._handle_pubackcomp
         self._recv = client._sock_recv
-        self._buffer = b""
-        self._at = 0
-        self._ended = False
+        self._rest = b""  # the start of a packet not whole yet
+        self._packet: dict[str, Any] = {"command": 0, "packet": b"", "remaining_length": 0}
         self._acks: list[bytes] = []
 
     def install(self) -> None:
         client: Any = self._client  # instance attributes over paho's methods
         client._handle_pubackcomp = self.handle_pubackcomp
-        client._sock_recv = self.sock_recv
         client.loop_read = self.loop_read
         client._send_puback = self.send_puback
         if client.protocol != paho.MQTTv5:  # decode_publish reads 3.1.1 (no properties)
@@ -665,16 +667,6 @@ class _PahoHooks:
                 return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
         return self._handle_pubackcomp(cmd)  # type: ignore[arg-type]
 
-    def sock_recv(self, size: int) -> bytes:
-        """paho's `recv()`: from the buffer; would block once it is used up."""
-        at = self._at
-        if at >= len(self._buffer):
-            if self._ended:
-                return b""  # paho reads the end of the stream as a lost connection
-            raise BlockingIOError
-        self._at = at + size
-        return self._buffer[at : at + size]
-
     def send_puback(self, mid: int) -> paho.MQTTErrorCode:
         self._acks.append(_PUBACK_HEAD + mid.to_bytes(2, "big"))
         return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
@@ -690,23 +682,51 @@ class _PahoHooks:
             return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
         except OSError:
             return client._loop_rc_handle(paho.MQTTErrorCode.MQTT_ERR_CONN_LOST)
-        if data:
-            left = self._buffer[self._at :]
-            self._buffer = left + data if left else data
-        else:
-            self._buffer = self._buffer[self._at :]
-            self._ended = True
-        self._at = 0
+        if not data:  # the broker closed the connection
+            return client._loop_rc_handle(paho.MQTTErrorCode.MQTT_ERR_CONN_LOST)
+        buffer = self._rest + data if self._rest else data
+        with client._msgtime_mutex:
+            client._last_bytes_received = paho.time_func()  # paho's keepalive clock
         try:
-            while client._sock is not None:
-                rc = client._packet_read()
-                if rc == paho.MQTTErrorCode.MQTT_ERR_AGAIN:
-                    break
-                if rc > 0:
-                    return client._loop_rc_handle(rc)
+            rc = self._handle_packets(buffer)
         finally:
             self._send_acks()
+        if rc > 0:
+            return client._loop_rc_handle(rc)
         return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_packets(self, buffer: bytes) -> paho.MQTTErrorCode:
+        """Hand each whole packet of ``buffer`` to paho; keep the incomplete rest."""
+        client: Any = self._client  # paho types `_in_packet` as its own TypedDict
+        packet = self._packet
+        end = len(buffer)
+        at = 0
+        rc = paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+        while end - at >= 2:
+            length = 0
+            index = at + 1
+            for shift in (0, 7, 14, 21):  # the remaining length: 1-4 bytes, low first
+                if index >= end:
+                    break
+                byte = buffer[index]
+                index += 1
+                length |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    break
+            else:
+                return paho.MQTTErrorCode.MQTT_ERR_PROTOCOL  # a fifth length byte
+            if byte & 0x80 or index + length > end:
+                break  # the length or the body is still coming
+            packet["command"] = buffer[at]
+            packet["packet"] = buffer[index : index + length]
+            packet["remaining_length"] = length
+            client._in_packet = packet
+            at = index + length
+            rc = client._packet_handle()
+            if rc > 0 or client._sock is None:
+                break
+        self._rest = buffer[at:]
+        return rc
 
     def _send_acks(self) -> None:
         if self._acks and self._client._sock is not None:

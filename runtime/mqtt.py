@@ -110,6 +110,12 @@ it, so the window only fills when the broker stops reading; then the writer wait
 _READ_BYTES = 1 << 16
 """What one `recv()` takes from the broker's socket (:class:`_PahoHooks`)."""
 
+_PACKETS_PER_PASS = 100
+"""Received packets handled in one pass of the event loop; the rest of a read waits for the
+next pass, so the tasks fed by them (the live stream's sessions, whose queues hold 256) run
+in between. aiomqtt handed over one message per pass; a burst of 300 retained statuses
+handled at once overflowed a stream session's queue."""
+
 
 @dataclass(frozen=True, slots=True)
 class OutMessage:
@@ -632,7 +638,9 @@ class _PahoHooks:
         self._handle_publish = client._handle_publish
         self._handle_pubackcomp = client._handle_pubackcomp
         self._recv = client._sock_recv
-        self._rest = b""  # the start of a packet not whole yet
+        self._rest = b""  # read and not handled yet: the start of a packet, or a pass's rest
+        self._more = False  # the last pass stopped at its limit
+        self._resuming = False  # a pass is scheduled
         self._packet: dict[str, Any] = {"command": 0, "packet": b"", "remaining_length": 0}
         self._acks: list[bytes] = []
 
@@ -684,15 +692,27 @@ class _PahoHooks:
             return client._loop_rc_handle(paho.MQTTErrorCode.MQTT_ERR_CONN_LOST)
         if not data:  # the broker closed the connection
             return client._loop_rc_handle(paho.MQTTErrorCode.MQTT_ERR_CONN_LOST)
-        buffer = self._rest + data if self._rest else data
+        self._rest = self._rest + data if self._rest else data
         with client._msgtime_mutex:
             client._last_bytes_received = paho.time_func()  # paho's keepalive clock
+        return self._pass()
+
+    def _pass(self) -> paho.MQTTErrorCode:
+        """Handle up to :data:`_PACKETS_PER_PASS` whole packets of what was read; come back
+        in the next pass of the event loop for more."""
+        client = self._client
+        self._resuming = False
+        if client._sock is None:
+            return paho.MQTTErrorCode.MQTT_ERR_NO_CONN
         try:
-            rc = self._handle_packets(buffer)
+            rc = self._handle_packets(self._rest)
         finally:
             self._send_acks()
         if rc > 0:
             return client._loop_rc_handle(rc)
+        if self._more and not self._resuming:
+            self._resuming = True
+            asyncio.get_running_loop().call_soon(self._pass)
         return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _handle_packets(self, buffer: bytes) -> paho.MQTTErrorCode:
@@ -702,7 +722,12 @@ class _PahoHooks:
         end = len(buffer)
         at = 0
         rc = paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+        self._more = False
+        handled = 0
         while end - at >= 2:
+            if handled == _PACKETS_PER_PASS:
+                self._more = True  # whole or not, the rest waits for the next pass
+                break
             length = 0
             index = at + 1
             for shift in (0, 7, 14, 21):  # the remaining length: 1-4 bytes, low first
@@ -723,6 +748,7 @@ class _PahoHooks:
             client._in_packet = packet
             at = index + length
             rc = client._packet_handle()
+            handled += 1
             if rc > 0 or client._sock is None:
                 break
         self._rest = buffer[at:]

@@ -8,7 +8,7 @@ socket is written in large chunks.
 
 No message goes through paho's `publish`: at 1,000 devices flat out, paho's per-message work
 (an `MQTTMessageInfo` with a `threading.Condition`, a wake-up of the event loop, one `send()`
-per packet, a `ReasonCode` and a `Properties` for the `on_publish` chained below) was about
+per packet, a `ReasonCode` and a `Properties` for each `on_publish`) was about
 60 % of the edge's CPU (docs/benchmarks.md, "Telemetry, 2026-12-07"), and four QoS 1 messages
 per voice command made it most of the hub's MQTT time ("Issue 14, point 5"). The writer
 encodes each PUBLISH itself (with the one PUBLISH encoder,
@@ -26,12 +26,14 @@ table. At most :attr:`MqttOwner.max_inflight` (paho's ``max_inflight_messages``,
 in flight; past it the writer waits for a PUBACK. paho's own redelivery is never needed: a
 connection is one paho client, and what it had in flight is queued again here (below).
 
-Reading is paho's too, made cheaper (:class:`_PahoHooks`): paho reads a packet with three
-`recv()` calls (its type byte, each length byte, its body), and aiomqtt's reader asks it for
-one packet per readiness once nothing is in paho's tables. The hooks read what the socket
-holds with one `recv()` into a buffer that paho's reads are served from, let paho decode
-every whole packet in it, and queue the PUBACKs for the QoS 1 messages received in that read
-as one packet.
+Reading is made cheaper too (:class:`_PahoHooks`): paho reads a packet with three `recv()`
+calls (its type byte, each length byte, its body), aiomqtt's reader asks it for one packet
+per readiness once nothing is in paho's tables, and every message then costs an
+`MQTTMessage`, a callback match, and a task and an `asyncio.wait` in aiomqtt's iterator. The
+hooks read what the socket holds with one `recv()`, cut the whole packets out (at most
+:data:`_PACKETS_PER_PASS` per pass of the event loop), decode a PUBLISH themselves and hand
+it to ``on_message`` at once, leave every other packet to paho's handler, and queue the
+PUBACKs for the QoS 1 messages of a pass as one packet.
 
 Delivery rules, all counted in :class:`OwnerStats` (never a silent drop):
 
@@ -231,7 +233,7 @@ class MqttOwner:
         self._stale_filters: set[str] = set()
         self._client: aiomqtt.Client | None = None
         self._wake = asyncio.Event()
-        self._progress = asyncio.Event()  # set on every PUBACK and written run
+        self._progress = asyncio.Event()  # set on every PUBACK and run handed to paho
         self.connected = asyncio.Event()
         self.disconnected = asyncio.Event()  # set while there is no broker connection
         self.disconnected.set()

@@ -35,6 +35,7 @@ class CommandResultsUnit:
         self._ctx = ctx
         self._waiting: dict[str, asyncio.Future[CommandResult]] = {}
         self._watched: set[str] = set()
+        self._subscribing: dict[str, asyncio.Future[None]] = {}
         self.routes: Mapping[TopicKind, Route] = {TopicKind.DEVICE_EVENTS: self._on_event}
 
     async def start(self) -> None:
@@ -51,10 +52,22 @@ class CommandResultsUnit:
 
     async def watch(self, device_id: str) -> None:
         """Subscribe to ``device_id``'s events (once; the broker's SUBACK awaited), so its
-        answer to a command sent after this returns cannot be missed."""
+        answer to a command sent after this returns cannot be missed.
+
+        Callers for a device whose subscription is under way wait for that one: the owner
+        remembers a filter before the broker confirms it, so a second caller would have
+        returned at once (and commanded the device before the subscription held), and one
+        SUBSCRIBE per command would have waited at the broker meanwhile."""
         if device_id in self._watched:
             return
-        await self._ctx.owner.subscribe([self._ctx.topics.device_events(device_id)])
+        pending = self._subscribing.get(device_id)
+        if pending is None:
+            pending = asyncio.ensure_future(
+                self._ctx.owner.subscribe([self._ctx.topics.device_events(device_id)])
+            )
+            self._subscribing[device_id] = pending
+            pending.add_done_callback(lambda _: self._subscribing.pop(device_id, None))
+        await asyncio.shield(pending)
         self._watched.add(device_id)
 
     def expect(self, message_id: str) -> asyncio.Future[CommandResult]:

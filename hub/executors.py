@@ -26,6 +26,7 @@ reports it as a failed ``action_result`` event.
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -183,11 +184,23 @@ def render_template(template: Any, variables: Mapping[str, Any]) -> Any:
     return rendered
 
 
+@functools.lru_cache(maxsize=4096)
+def _whole_placeholder(template: str) -> str | None:
+    """``name`` when ``template`` is exactly ``"{name}"`` (the value keeps its type), else
+    None. Cached: a home's templates are few, and parsing one per action was measurable."""
+    parsed = list(string.Formatter().parse(template))
+    if len(parsed) == 1 and parsed[0][0] == "" and parsed[0][1]:
+        return parsed[0][1]
+    return None
+
+
 def _render(template: Any, variables: Mapping[str, Any]) -> Any:
     if isinstance(template, str):
-        parsed = list(string.Formatter().parse(template))
-        if len(parsed) == 1 and parsed[0][0] == "" and parsed[0][1]:
-            return variables.get(parsed[0][1], _ABSENT)  # exactly "{name}": typed value
+        name = _whole_placeholder(template)
+        if name is not None:
+            return variables.get(name, _ABSENT)  # exactly "{name}": typed value
+        if "{" not in template and "}" not in template:
+            return template  # nothing to fill
         return template.format_map(_Strict(variables))
     if isinstance(template, dict):
         out = {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import enum
 import time
 import uuid
@@ -25,7 +26,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from xiaozhi.payloads import EventPayload
+from xiaozhi import jsonutil
 from xiaozhi.timestamps import wire_timestamp
 from xiaozhi.topics import ParsedTopic, TopicKind
 from xiaozhi_hub.metrics import HubMetrics
@@ -79,41 +80,97 @@ class Unit(Protocol):
 class UnitTasks:
     """The work a unit started from its message handlers (handlers must return at once).
 
-    At most ``limit`` run at once (the others wait their turn); an exception is logged with
-    ``what`` and never escapes; :meth:`drain` waits :data:`STOP_GRACE_SECONDS` for them at
-    stop, then cancels the rest.
+    At most ``limit`` run at once; the others wait their turn in order, as coroutines not
+    yet started (no task each: a backlog of thousands of commands made every start scan
+    the waiters of an `asyncio.Semaphore`, docs/benchmarks.md). A task may give its place
+    back before it ends (:meth:`give_back`), for a wait that is not work (a device's
+    answer). An exception is logged with ``what`` and never escapes; :meth:`drain` waits
+    :data:`STOP_GRACE_SECONDS` for the work at stop, then cancels the rest.
     """
 
     def __init__(self, what: str, limit: int | None = None) -> None:
         self._what = what
-        self._semaphore = asyncio.Semaphore(limit) if limit else None
+        self._limit = limit
+        self._running = 0  # places held
+        self._waiting: collections.deque[tuple[Coroutine[Any, Any, None], str, dict[str, Any]]]
+        self._waiting = collections.deque()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def spawn(self, work: Coroutine[Any, Any, None], *, name: str, **context: Any) -> None:
-        """Run ``work`` in a task of its own; ``context`` goes into the log of a failure."""
-        task = asyncio.create_task(self._run(work, context), name=name)
+        """Run ``work`` in a task of its own, now or once a place is free; ``context`` goes
+        into the log of a failure."""
+        if self._limit is not None and self._running >= self._limit:
+            self._waiting.append((work, name, context))
+        else:
+            self._start(work, name, context)
+
+    @property
+    def waiting(self) -> int:
+        """Work not started yet: every place is taken."""
+        return len(self._waiting)
+
+    def give_back(self) -> None:
+        """Free the calling task's place for the next waiting work; what the task does
+        next (a bounded wait for somebody else) runs outside the limit."""
+        place = _place.get()
+        if place is not None and place.tasks is self:
+            place.free()
+
+    def _start(self, work: Coroutine[Any, Any, None], name: str, context: dict[str, Any]) -> None:
+        self._running += 1
+        task = asyncio.create_task(self._run(work, context, _Place(self)), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, work: Coroutine[Any, Any, None], context: dict[str, Any]) -> None:
+    def _next(self) -> None:
+        while self._waiting and (self._limit is None or self._running < self._limit):
+            self._start(*self._waiting.popleft())
+
+    async def _run(
+        self, work: Coroutine[Any, Any, None], context: dict[str, Any], place: _Place
+    ) -> None:
+        _place.set(place)  # this task's own context
         try:
-            if self._semaphore is None:
-                await work
-            else:
-                async with self._semaphore:
-                    await work
+            await work
         except Exception:
             log.exception(f"{self._what}_failed", **context)
+        finally:
+            place.free()
 
     async def drain(self) -> None:
-        """Let running work finish (bounded), cancel what is left, and wait for it."""
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_SECONDS)
+        """Let running and waiting work finish (bounded), cancel what is left, and wait
+        for it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_GRACE_SECONDS
+        while self._tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
+        for work, _, _ in self._waiting:
+            work.close()  # never started: nothing to cancel
+        self._waiting.clear()
+        pending = set(self._tasks)
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
+
+
+class _Place:
+    """One task's place among a :class:`UnitTasks`' ``limit``, freed once."""
+
+    __slots__ = ("held", "tasks")
+
+    def __init__(self, tasks: UnitTasks) -> None:
+        self.tasks = tasks
+        self.held = True
+
+    def free(self) -> None:
+        if self.held:
+            self.held = False
+            self.tasks._running -= 1
+            self.tasks._next()
+
+
+_place: contextvars.ContextVar[_Place | None] = contextvars.ContextVar("unit_place", default=None)
 
 
 class HubState(enum.StrEnum):
@@ -187,11 +244,15 @@ class HubContext:
         return True
 
     def event(self, device_id: str, event_type: str, **fields: Any) -> None:
-        """An event on ``xiaozhi/events/{device_id}`` (QoS 1, never retained)."""
-        payload = EventPayload(
-            event_type=event_type, device_id=device_id, timestamp=now_wire(), **fields
-        )
-        self.publish(self.topics.device_events(device_id), payload.to_wire())
+        """An event on ``xiaozhi/events/{device_id}`` (QoS 1, never retained).
+
+        The JSON is what :class:`~xiaozhi.payloads.EventPayload` writes (its fields, then
+        ``fields`` as given), built as a dict: four events per voice command made the
+        model's validation and dump a hot spot (tests/hub/test_hub_voice.py compares them).
+        """
+        payload = {"event_type": event_type, "device_id": device_id, "timestamp": now_wire()}
+        payload.update(fields)
+        self.publish(self.topics.device_events(device_id), jsonutil.dumps(payload))
 
     def invalid(self, kind: str, topic: str, error: Exception | str) -> None:
         """Count and log a refused message (never a crash, never silent)."""

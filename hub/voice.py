@@ -203,7 +203,10 @@ class VoiceUnit:
             event.command, device_id=device_id, area=self._area_of(event)
         )
         intent_ms = round((time.perf_counter() - started) * 1000, 1)  # the intent step's time
-        log.info(
+        # debug: the response event on MQTT says the same for every command; a line per
+        # command (rendered, handed to the live stream's log listener, written) was a tenth
+        # of the hub's loop at 1,000 commands/s (docs/benchmarks.md).
+        log.debug(
             "voice_command",
             device_id=device_id,
             text=event.command[:100],
@@ -216,6 +219,11 @@ class VoiceUnit:
             binding = result.bindings[action.entity_id]
             common = {"message_id": base_id, "index": index, "executor": binding.type}
             ctx.event(device_id, EventType.ACTION.value, action=action.to_json_dict(), **common)
+            if isinstance(binding, XiaozhiBinding):
+                # What is left is a wait for the device's answer (bounded by
+                # command_answer_timeout_seconds): it must not hold one of the places of
+                # max_concurrent_voice_commands, or 64 silent devices stop every command.
+                self._tasks.give_back()
             outcome = await self.runner.execute(action, binding, message_id=f"{base_id}-{index}")
             ctx.metrics.actions.labels(binding.type, outcome.status).inc()
             ctx.counters[f"actions_{outcome.status}"] += 1

@@ -291,22 +291,37 @@ MAX_REMAINING_LENGTH: Final = 268_435_455
 
 
 def encode_publish(
-    topic: str | bytes, payload: bytes, *, retain: bool = False, mqtt5: bool = False
+    topic: str | bytes,
+    payload: bytes,
+    *,
+    retain: bool = False,
+    mqtt5: bool = False,
+    packet_id: int | None = None,
 ) -> bytes:
-    """PUBLISH at QoS 0 (MQTT 3.1.1 §3.3, or MQTT 5 §3.3 with no properties): how the edge
-    pushes JSON to a firmware device, and how processes publish telemetry to the broker.
+    """PUBLISH (MQTT 3.1.1 §3.3, or MQTT 5 §3.3 with no properties): at QoS 0, how the edge
+    pushes JSON to a firmware device and how processes publish telemetry to the broker; with
+    a ``packet_id``, at QoS 1, how processes publish what must arrive (the caller keeps the
+    message until the broker's PUBACK for that id).
 
     Raises:
-        ValueError: ``topic`` is empty, holds a wildcard or is over 65,535 bytes, or the
-            packet is over MQTT's size limit (what paho's ``publish`` raises for them).
+        ValueError: ``topic`` is empty, holds a wildcard or is over 65,535 bytes, the packet
+            is over MQTT's size limit (what paho's ``publish`` raises for them), or
+            ``packet_id`` is not 1-65,535 (§2.3.1: 0 is not an id).
     """
     raw = topic.encode("utf-8") if isinstance(topic, str) else topic
     if not raw or len(raw) > 65_535 or b"+" in raw or b"#" in raw:
         raise ValueError(f"invalid topic to publish on: {raw[:80]!r}")
-    body = _string(raw) + (b"\x00" if mqtt5 else b"") + payload
+    flags = int(retain)
+    head = _string(raw)
+    if packet_id is not None:
+        if not 0 < packet_id <= 0xFFFF:
+            raise ValueError(f"packet id out of range: {packet_id}")
+        head += _U16.pack(packet_id)
+        flags |= 0x02  # QoS 1
+    body = head + (b"\x00" if mqtt5 else b"") + payload
     if len(body) > MAX_REMAINING_LENGTH:
         raise ValueError(f"payload too large: {len(payload)} bytes")
-    return encode_packet(PacketType.PUBLISH, body, flags=int(retain))
+    return encode_packet(PacketType.PUBLISH, body, flags=flags)
 
 
 def encode_pingresp() -> bytes:

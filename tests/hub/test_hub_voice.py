@@ -8,6 +8,7 @@ a ``respond`` command on its own command topic.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import yaml
 from tests.hub.fake_home_assistant import FakeHomeAssistant
 from tests.support import Recorder
 from xiaozhi.commands import CommandResult
-from xiaozhi.payloads import DeviceStatus, StatusPayload, VoiceCommandEvent
+from xiaozhi.payloads import DeviceStatus, EventPayload, StatusPayload, VoiceCommandEvent
 from xiaozhi_hub.home import DEMO_HOME_PATH
 from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.service import HubService
@@ -119,6 +120,15 @@ async def test_a_virtual_light_changes_state_and_the_device_is_answered(
     assert result["status"] == "ok"
     assert result["executor"] == "virtual"
     assert result["result"] == {"state": {"state": "on"}}
+    # The events are built as dicts: byte for byte what the event model writes.
+    raw = [
+        m.payload
+        for m in watcher.messages
+        if m.topic == hub.topics.device_events("demo_living_room")
+        and message_id.encode() in m.payload
+    ]
+    assert len(raw) == 3
+    assert [EventPayload.from_wire(payload).to_wire() for payload in raw] == raw
 
 
 DEVICE_PHRASES = [
@@ -353,6 +363,31 @@ async def test_a_device_that_never_answers_is_said_not_to(
         await service.stop()
 
 
+async def test_a_command_waiting_for_a_silent_device_holds_no_place(
+    hub_settings: HubSettings, engine: IntentEngine, watcher: Recorder
+) -> None:
+    """With one place for voice commands, a command that waits for a device's answer does
+    not stop the next one: the wait runs outside ``max_concurrent_voice_commands`` (64
+    places and a 5 s wait made 13 commands/s when devices were silent)."""
+    settings = hub_settings.model_copy(
+        update={"max_concurrent_voice_commands": 1, "command_answer_timeout_seconds": 30}
+    )
+    service = HubService(settings, home=engine.home, engine=engine)
+    await service.start()
+    try:
+        waiting, command = await _office_light_command(watcher, service)
+        other = await say(watcher, service, "turn on the kitchen light", "demo_bedroom")
+        answer = await respond_to(watcher, service, "demo_bedroom", other)
+        assert answer["text"] == "Turning on the kitchen light."
+        assert not [m for m in watcher.json(service.topics.command("demo_kitchen"))
+                    if m.get("message_id") == waiting], "the first still waits"  # fmt: skip
+        await answer_as_device(watcher, service, "demo_office", command)
+        first = await respond_to(watcher, service, "demo_kitchen", waiting)
+        assert first["text"] == "Turning on the office light."
+    finally:
+        await service.stop()
+
+
 async def test_a_device_known_offline_gets_no_command(hub: HubService, watcher: Recorder) -> None:
     status = StatusPayload(device_id="demo_office", status=DeviceStatus.DISCONNECTED)
     await watcher.publish(hub.topics.status("demo_office"), status.to_wire())
@@ -416,3 +451,24 @@ async def test_a_confirmed_volume_is_what_louder_starts_from(
         assert command["parameters"] == {"volume": volume}
         await answer_as_device(watcher, hub, "demo_kitchen", command)
         await respond_to(watcher, hub, "demo_kitchen", message_id)
+
+
+async def test_commands_to_one_device_at_once_wait_for_one_subscription(
+    hub: HubService, watcher: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device's events are subscribed to once, and every caller waits for the broker's
+    SUBACK of that one (the owner remembers a filter before the broker confirms it: a second
+    caller used to return at once)."""
+    owner = hub.owner
+    subscribed = owner.subscribe
+    calls: list[list[str]] = []
+
+    async def counted(filters: list[str], qos: int = 1) -> None:
+        calls.append(list(filters))
+        await subscribed(filters, qos)
+
+    monkeypatch.setattr(owner, "subscribe", counted)
+    watches = [hub.command_results.watch("demo_office") for _ in range(5)]
+    await asyncio.gather(*watches)
+    assert calls == [[hub.topics.device_events("demo_office")]]
+    assert hub.topics.device_events("demo_office") in owner.subscriptions

@@ -104,10 +104,17 @@ async def test_a_device_that_connects_shows_up_with_its_events_and_voice_steps(
         try:
             await device.wake()
             device_id = device.identity.device_id
-            status = await next_matching(stream, data_of("status", device_id))
+            # Both arrive together; the PRIORITY one may pass the other.
+            first = await next_matching(
+                stream,
+                lambda m: data_of("status", device_id)(m) or data_of("device_connected")(m),
+            )
+            is_status = data_of("status", device_id)
+            then = data_of("device_connected") if is_status(first) else is_status
+            second = await next_matching(stream, then)
+            status, connected = (first, second) if is_status(first) else (second, first)
             assert status.type is MessageType.ECG_DATA
             assert status.data["payload"]["status"] == "connected"
-            connected = await next_matching(stream, data_of("device_connected"))
             assert connected.type is MessageType.ANOMALY_ALERT
             assert connected.flags & Flag.PRIORITY
             assert connected.data["payload"]["device_id"] == device_id
@@ -149,7 +156,8 @@ async def test_a_device_that_connects_shows_up_with_its_events_and_voice_steps(
         assert gone.data["payload"]["device_id"] == device_id
         stats = running_hub.service.stats()["stream"]
         assert stats["offered"] > 0
-        assert len(stats["sessions"]) == 1
+        # Ours (V3); the late V1 client's session may still be closing on the hub's side.
+        assert [s["version"] for s in stats["sessions"]].count(3) == 1
 
 
 async def test_a_bad_crc_gets_an_error_frame_and_the_connection_survives(

@@ -75,6 +75,20 @@ def test_publish_in_both_directions() -> None:
         decode_publish(0x06, b"\x00\x01t")
 
 
+def test_a_qos1_publish_carries_its_packet_id() -> None:
+    packet = encode_publish("t/1", b"{}", retain=True, packet_id=0x0102)
+    assert packet == bytes.fromhex("33090003 742f31 0102 7b7d".replace(" ", ""))
+    first, body, _ = split_packet(packet, max_packet_bytes=100) or (0, b"", 0)
+    assert decode_publish(first & 0x0F, body) == Publish(
+        "t/1", b"{}", qos=1, retain=True, packet_id=0x0102
+    )
+    mqtt5 = encode_publish("t", b"x", mqtt5=True, packet_id=65_535)
+    assert mqtt5 == bytes.fromhex("32070001 74 ffff 00 78".replace(" ", ""))
+    for wrong in (0, 65_536):
+        with pytest.raises(ValueError, match="packet id"):
+            encode_publish("t", b"x", packet_id=wrong)
+
+
 def test_subscribe_is_read_and_refused_in_protocol() -> None:
     body = bytes.fromhex("000a 0001 61 00 0001 62 01".replace(" ", ""))
     assert decode_subscribe(body) == Subscribe(packet_id=10, filters=("a", "b"))

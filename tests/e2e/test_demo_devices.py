@@ -32,6 +32,7 @@ def normalised(line: str) -> str:
     period), the API key, the edge id, the state folder, what a device said and the answer."""
     line = re.sub(r"X-API-Key: [^)]*", "X-API-Key: K", line)
     line = re.sub(r"^logs      \S+/logs/", "logs      S/logs/", line)
+    line = re.sub(r"XIAOZHI_STATE_DIR=\S+", "XIAOZHI_STATE_DIR=S", line)
     line = re.sub(r"edge-[\w-]+", "edge-E", line)
     line = re.sub(r'"[^"]*"', '"T"', line)
     line = re.sub(r" -> [^\"]+ -> ", " -> A -> ", line)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 from tests.conftest import StartEdge
 from tests.hub.conftest import WRITE_KEY
 from tests.support import Recorder
+from xiaozhi.payloads import CommandPayload
 from xiaozhi.topics import TopicTree
 from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_edge.server import EdgeServer
@@ -253,5 +256,25 @@ async def test_a_hub_started_after_a_device_announced_still_serves_its_tools(
                 data = (await http.get(f"{running.url}/api/v1/devices/{sim_id}")).json()["data"]
             assert data["mcp_tools"] == sorted(event["tools"])
             assert data["mcp_tools_at"] == event["timestamp"]
-            stats = edge.stats()["counters"]
-            assert stats["mcp_tools_announced_again"] == 1
+            assert edge.stats()["counters"]["mcp_tools_announced_again"] == 1
+
+            # The same run's state again (its figures changed) is no start: a command's round
+            # trip, after it on the same connections, shows the edge read it and did nothing.
+            state = watcher.json(t.hub_state(hub_settings.hub_id))[-1]
+            mark = watcher.mark()
+            await watcher.publish(t.hub_state(hub_settings.hub_id), {**state, "stream_sessions": 9})
+            message_id = uuid.uuid4().hex
+            command = CommandPayload(command="get_status", parameters={}, message_id=message_id)
+            await watcher.publish(t.command(sim_id), command.to_wire())
+            await watcher.expect(
+                t.device_events(sim_id), lambda e: e.get("message_id") == message_id
+            )
+            assert edge.counters.mcp_tools_announced_again == 1
+            # Another replica coming online is one: the same event again.
+            await watcher.publish(t.hub_state("hub-second"), {**state, "hub_id": "hub-second"})
+            again = await watcher.first(
+                lambda m: m.topic == t.device_events(sim_id) and b'"mcp_tools"' in m.payload,
+                after=mark,
+            )
+            assert json.loads(again.payload) == event
+            assert edge.counters.mcp_tools_announced_again == 2

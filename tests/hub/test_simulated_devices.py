@@ -260,7 +260,9 @@ async def test_a_hub_started_after_a_device_announced_still_serves_its_tools(
 
             # The same run's state again (its figures changed) is no start: a command's round
             # trip, after it on the same connections, shows the edge read it and did nothing.
-            state = watcher.json(t.hub_state(hub_settings.hub_id))[-1]
+            state = await watcher.expect(
+                t.hub_state(hub_settings.hub_id), lambda s: s["state"] == "online"
+            )
             mark = watcher.mark()
             await watcher.publish(t.hub_state(hub_settings.hub_id), {**state, "stream_sessions": 9})
             message_id = uuid.uuid4().hex

@@ -41,6 +41,7 @@ class EdgeCounters:
     reads_paused: int = 0  # a device's reads waited for room in the MQTT queue (backpressure)
     logs_published: int = 0  # warning+ log lines on bridge/edges/{edge_id}/log
     logs_dropped: int = 0  # log lines over the feed's rate limit (a log storm)
+    mcp_tools_announced_again: int = 0  # ``mcp_tools`` events re-published for a new hub
 
     def count_error(self, code: str) -> None:
         """One more error of ``code``."""
@@ -73,4 +74,5 @@ class EdgeCounters:
             "reads_paused": self.reads_paused,
             "logs_published": self.logs_published,
             "logs_dropped": self.logs_dropped,
+            "mcp_tools_announced_again": self.mcp_tools_announced_again,
         }

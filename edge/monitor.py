@@ -21,6 +21,11 @@ they are cleared at the broker. A hub that listens (for its dashboard) wants und
 id, and its will is on ``xiaozhi/bridge/hubs/{hub_id}/state`` (``bridge/state`` is shared
 by every replica), so edges watch ``xiaozhi/bridge/hubs/+/state`` the same way.
 
+The same states tell when a hub replica comes online: it keeps each device's MCP tools from
+the ``mcp_tools`` events it hears, which firmware sends once, on connecting. So a replica
+that comes online (first seen, back from offline, or with a new ``started_at``) has this
+edge publish every held device's last ``mcp_tools`` event again (``EdgeServer.announce_tools``).
+
 Each listener has a 50-packet queue; one that falls behind loses its oldest packets
 (``monitor_lagged_packets``), never slowing the device or the other listeners.
 """
@@ -74,6 +79,7 @@ class AudioMonitor:
         self.listeners: dict[str, set[MonitorListener]] = {}  # device id -> listeners here
         self._wanted: dict[str, set[str]] = {}  # device id -> other edges with listeners
         self._offline: set[str] = set()  # edges whose last state was offline
+        self._hubs_online: dict[str, object] = {}  # hub id -> its run's started_at, online
         self._relayed: dict[str, int] = {}  # device id -> packets published (sequence)
         base = self._topics.base
         self._prefixes = (f"{base}/monitor/", f"{base}/bridge/edges/", f"{base}/bridge/hubs/")
@@ -148,14 +154,31 @@ class AudioMonitor:
         elif parsed.kind is TopicKind.MONITOR_LISTENERS and device_id and edge_id:
             self._on_want(device_id, edge_id, wanted=bool(payload))
         elif parsed.kind in (TopicKind.BRIDGE_EDGE, TopicKind.BRIDGE_HUB):
-            # A hub wants under its hub id: its state ends its wants as an edge's ends an edge's.
+            # A hub wants under its hub id: its state ends its wants as an edge's ends an edge's;
+            # a hub's coming online also has this edge's devices announce their tools again.
             listener_id = edge_id or parsed.hub_id
             try:
-                state = EdgeState.from_wire(payload).state
+                state = EdgeState.from_wire(payload)
             except WireError:
                 return
+            online = state.state is Availability.ONLINE
             if listener_id is not None:
-                self._on_edge_state(listener_id, online=state is Availability.ONLINE)
+                self._on_edge_state(listener_id, online=online)
+            if parsed.hub_id is not None:
+                self._on_hub_state(parsed.hub_id, state, online=online)
+
+    def _on_hub_state(self, hub_id: str, state: EdgeState, *, online: bool) -> None:
+        """A hub replica that comes online (first seen, back from offline, or restarted: a
+        new ``started_at``) has heard no device announce its MCP tools: announce them again.
+        Its figures changing re-publish the same run's state, which is not a start."""
+        if not online:
+            self._hubs_online.pop(hub_id, None)
+            return
+        started_at = (state.model_extra or {}).get("started_at")
+        if hub_id in self._hubs_online and self._hubs_online[hub_id] == started_at:
+            return
+        self._hubs_online[hub_id] = started_at
+        self._server.announce_tools()
 
     def _on_relayed(self, device_id: str, payload: bytes, now: float) -> None:
         listeners = self.listeners.get(device_id)

@@ -86,6 +86,7 @@ DEVICE_PATHS = ("/xiaozhi/v1/", "/xiaozhi/v1", "/")
 _TICK_SECONDS = 1.0
 _SERVICE_RESTART = 1012
 _SUBACK_WAIT_SECONDS = 5.0  # longest a hello answer waits for its subscription's SUBACK
+_ANNOUNCE_BATCH = 64  # devices whose tools are re-announced per event-loop pass
 _HEADERS_READ = Headers()  # stands for a device's handshake headers once they are read
 DEVICE_RECEIVE_BUFFER_BYTES = 32 * 1024
 """SO_RCVBUF of each device socket (Linux doubles it: 64 KiB). Set, it stops the kernel's
@@ -446,6 +447,7 @@ class EdgeServer:
         self._server: Server | None = None
         self.mqtt_udp: MqttUdpListener | None = None  # real firmware's MQTT + UDP, when on
         self._ticker: asyncio.Task[None] | None = None
+        self._announcing: asyncio.Task[None] | None = None  # re-announcing MCP tools
         # Only the public half: this process can check device tokens, never mint one.
         self._token_key = (
             settings.token_public_key() if settings.device_auth is DeviceAuth.TOKEN else None
@@ -541,6 +543,8 @@ class EdgeServer:
             )
         if self._ticker is not None:
             self._ticker.cancel()
+        if self._announcing is not None:
+            self._announcing.cancel()
         self.log_feed.stop()
         topic, qos, retain = self._edge_state
         self.owner.retain(OutMessage(topic, self._edge_payload(Availability.OFFLINE), qos, retain))
@@ -572,6 +576,32 @@ class EdgeServer:
             self.owner.retain(message)
         else:
             self.owner.publish_nowait(message)
+
+    def announce_tools(self) -> None:
+        """A hub replica came online (edge/monitor.py): publish the ``mcp_tools`` event of
+        every device held here that listed its tools, again, for that hub to keep.
+
+        Spread over event-loop passes, :data:`_ANNOUNCE_BATCH` devices each, and paused, as a
+        device's reads are, while the MQTT queue is above its high watermark. A replica
+        coming online during a pass starts it over: it must hear every device too.
+        """
+        if self._announcing is not None:
+            self._announcing.cancel()
+        self._announcing = self.spawn(self._announce_tools()) if self.by_device else None
+
+    async def _announce_tools(self) -> None:
+        for done, (device_id, conn) in enumerate(list(self.by_device.items()), 1):
+            if self.by_device.get(device_id) is not conn:
+                continue  # it left (or was superseded) during the pass
+            outputs: list[Output] = []
+            if conn.session.announce_tools(outputs):
+                self.counters.mcp_tools_announced_again += 1
+                for output in outputs:
+                    self.publish(cast(Publish, output))
+            if done % _ANNOUNCE_BATCH == 0:
+                await asyncio.sleep(0)  # the next batch in the next pass
+            if not self.owner.room.is_set():
+                await self.owner.room.wait()
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -854,7 +884,7 @@ class _EdgeCollector:
                      "utterances", "voice_commands", "commands_delivered", "rate_limited",
                      "dropped_audio_frames", "duplicate_commands",
                      "commands_unrouted", "reads_paused", "logs_published",
-                     "logs_dropped"):  # fmt: skip
+                     "logs_dropped", "mcp_tools_announced_again"):  # fmt: skip
             if name in counters:
                 yield CounterMetricFamily(
                     f"xiaozhi_edge_{name}", name.replace("_", " "), counters[name]

@@ -315,6 +315,7 @@ class DeviceSession:
         "_subscriptions",
         "_superseded",
         "_telemetry",
+        "_tools_listed_at",
         "binary_version",
         "board",
         "connected_at",
@@ -413,6 +414,7 @@ class DeviceSession:
         self._reassembly: ChunkReassembler | None = None  # made by the first chunk
         self._mcp_vision = mcp_vision
         self._mcp: McpClient | None = None  # made on first use (hello with features.mcp)
+        self._tools_listed_at: str | None = None  # when its last ``tools/list`` completed
 
     # -- public state ------------------------------------------------------------------
 
@@ -1219,13 +1221,26 @@ class DeviceSession:
             case McpToolsListed():
                 self.send_mcp(event.followup, out)
                 if event.complete:
-                    self.publish_event(
-                        str(EventType.MCP_TOOLS), wall, out, tools=sorted(self.mcp.tools)
-                    )
+                    self._tools_listed_at = wall
+                    self.announce_tools(out)
             case McpCallResult() | McpRequestFailed():
                 self._on_mcp_failure(event, wall, out, timed_out=False)
             case McpIgnored():
                 pass
+
+    def announce_tools(self, out: list[Output]) -> bool:
+        """The ``mcp_tools`` event of the device's complete tools list, stamped when it
+        completed; False (nothing added) while there is none.
+
+        Published when the listing completes, and again for every hub replica that comes
+        online later (edge/monitor.py): the event is not retained, and a hub keeps each
+        device's last list only from what it hears.
+        """
+        mcp, listed_at = self._mcp, self._tools_listed_at
+        if mcp is None or listed_at is None or not mcp.tools_complete:
+            return False
+        self.publish_event(str(EventType.MCP_TOOLS), listed_at, out, tools=sorted(mcp.tools))
+        return True
 
     def send_mcp(self, request: dict[str, Any] | None, out: list[Output]) -> None:
         """Send an MCP request to the device, if there is one (also a delivered command's)."""

@@ -11,7 +11,9 @@ shared subscription). So this unit opens one MQTT connection of its own at start
 to ``events/+``, and reads only the ``mcp_tools`` events on it (the payloads are not parsed
 otherwise): subscribed before any device connects, it misses no announcement, with no
 per-device subscription racing the device. A device connected before the hub started
-announced its tools to nobody: they show at its next connection.
+announced its tools to nobody: its edge publishes the same event again when it sees this
+replica's state come ``online`` (``bridge/hubs/{hub_id}/state``, published by the monitor unit,
+which starts after this one has subscribed; edge/monitor.py).
 
 Bounded: at most :data:`MAX_DEVICES` devices (the least recently announced go first) of
 :data:`MAX_TOOLS` names each; a device removed or expired from the registry is forgotten.

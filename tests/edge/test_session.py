@@ -691,6 +691,9 @@ def test_mcp_initialize_then_tools_list_following_next_cursor() -> None:
     (page_two,) = mcp_requests(outputs)
     assert page_two["params"] == {"cursor": "self.light.turn_on", "withUserTools": True}
     assert published(outputs) == []
+    before: list[Output] = []
+    assert not session.announce_tools(before)  # half a listing: nothing to announce again
+    assert before == []
     outputs = mcp_reply(
         session, {"id": page_two["id"], "result": {"tools": _tools("self.light.turn_on")}}
     )
@@ -698,6 +701,10 @@ def test_mcp_initialize_then_tools_list_following_next_cursor() -> None:
     (event,) = published(outputs, EVENTS)
     assert event["event_type"] == "mcp_tools"
     assert event["tools"] == ["self.get_device_status", "self.light.turn_on"]
+    # For a hub replica that comes online later (edge/monitor.py): the same event again.
+    again: list[Output] = []
+    assert session.announce_tools(again)
+    assert published(again, EVENTS) == [event]
 
 
 def test_set_volume_is_an_mcp_tools_call_and_its_result_an_event() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,11 +19,13 @@ import pytest
 from tests.conftest import StartEdge
 from tests.hub.conftest import WRITE_KEY
 from tests.support import Recorder
+from xiaozhi.payloads import CommandPayload
 from xiaozhi.topics import TopicTree
 from xiaozhi_cli.broker import ManagedMosquitto
 from xiaozhi_edge.server import EdgeServer
 from xiaozhi_hub.device_tools import DeviceTools
-from xiaozhi_hub.http import RunningHub
+from xiaozhi_hub.http import RunningHub, run_hub
+from xiaozhi_hub.intents import IntentEngine
 from xiaozhi_hub.service import HubService
 from xiaozhi_hub.settings import HubSettings
 from xiaozhi_sim.identity import make_identity
@@ -224,3 +228,55 @@ async def test_the_tools_a_device_announced_before_any_page_opened_are_served(
         )
         assert removed.json()["message"] == "1 device removed"
     assert running_hub.service.device_tools.of(sim_id) is None  # forgotten with the device
+
+
+async def test_a_hub_started_after_a_device_announced_still_serves_its_tools(
+    hub_settings: HubSettings,
+    engine: IntentEngine,
+    watcher: Recorder,
+    start_edge: StartEdge,
+    sim_settings: SimSettings,
+) -> None:
+    """A device that announced its tools before the hub started (a restart, a second
+    replica) announced them to nobody: the edge sees the hub replica come online on
+    ``bridge/hubs/{hub_id}/state`` and publishes the device's ``mcp_tools`` event again, with
+    the stamp of the listing, so the device's page lists them without a reconnect."""
+    t = TopicTree(base=hub_settings.base_topic)
+    edge = await start_edge(base_topic=hub_settings.base_topic)
+    async with sim_device(sim_settings, edge, "tools-hub-later") as device:
+        sim_id = device.identity.device_id
+        event = await watcher.expect(
+            t.device_events(sim_id), lambda e: e["event_type"] == "mcp_tools"
+        )
+        assert edge.counters.mcp_tools_announced_again == 0  # no hub yet: nobody to tell
+        async with run_hub(hub_settings, home=engine.home, engine=engine) as running:
+            kept = await tools_kept(running.service, sim_id)
+            assert kept == DeviceTools(tuple(sorted(event["tools"])), event["timestamp"])
+            async with httpx.AsyncClient(headers={"X-API-Key": WRITE_KEY}, timeout=10) as http:
+                data = (await http.get(f"{running.url}/api/v1/devices/{sim_id}")).json()["data"]
+            assert data["mcp_tools"] == sorted(event["tools"])
+            assert data["mcp_tools_at"] == event["timestamp"]
+            assert edge.stats()["counters"]["mcp_tools_announced_again"] == 1
+
+            # The same run's state again (its figures changed) is no start: a command's round
+            # trip, after it on the same connections, shows the edge read it and did nothing.
+            state = await watcher.expect(
+                t.hub_state(hub_settings.hub_id), lambda s: s["state"] == "online"
+            )
+            mark = watcher.mark()
+            await watcher.publish(t.hub_state(hub_settings.hub_id), {**state, "stream_sessions": 9})
+            message_id = uuid.uuid4().hex
+            command = CommandPayload(command="get_status", parameters={}, message_id=message_id)
+            await watcher.publish(t.command(sim_id), command.to_wire())
+            await watcher.expect(
+                t.device_events(sim_id), lambda e: e.get("message_id") == message_id
+            )
+            assert edge.counters.mcp_tools_announced_again == 1
+            # Another replica coming online is one: the same event again.
+            await watcher.publish(t.hub_state("hub-second"), {**state, "hub_id": "hub-second"})
+            again = await watcher.first(
+                lambda m: m.topic == t.device_events(sim_id) and b'"mcp_tools"' in m.payload,
+                after=mark,
+            )
+            assert json.loads(again.payload) == event
+            assert edge.counters.mcp_tools_announced_again == 2

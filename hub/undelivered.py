@@ -105,8 +105,14 @@ class UndeliveredUnit:
             return  # nothing to match an answer with: its edge answers it
         else:
             reason = "disconnected"
+        # The answer is expected from here, not from the task: the device's result can come
+        # in the same read as the command and be dispatched before the task first runs.
+        answer = None
+        if command.message_id is not None and self._waiting < MAX_WAITING_COMMANDS:
+            self._waiting += 1
+            answer = self._answers.expect(command.message_id)
         self._tasks.spawn(
-            self._answer(device_id, command, reason, connection),
+            self._answer(device_id, command, reason, connection, answer),
             name="undelivered",
             device_id=device_id,
         )
@@ -135,23 +141,20 @@ class UndeliveredUnit:
         command: CommandPayload,
         reason: str,
         connection: tuple[str, int] | None,
+        answer: asyncio.Future[Any] | None,
     ) -> None:
-        """Wait for the device's own answer, bounded; none came and the device was or went
-        away: answer for it."""
+        """Wait for the device's own ``answer`` (None: too many followed already), bounded;
+        none came and the device was or went away: answer for it."""
         message_id = command.message_id
-        if message_id is not None and self._waiting < MAX_WAITING_COMMANDS:
-            self._waiting += 1
+        if answer is not None and message_id is not None:
             try:
                 await self._answers.watch(device_id)
-                answer = self._answers.expect(message_id)
-                try:
-                    if not self._stopping:
-                        await self._wait(answer)
-                    if answer.done():
-                        return  # delivered after all: the device (its edge) answered
-                finally:
-                    self._answers.forget(message_id)
+                if not self._stopping:
+                    await self._wait(answer)
+                if answer.done():
+                    return  # delivered after all: the device (its edge) answered
             finally:
+                self._answers.forget(message_id)
                 self._waiting -= 1
         if connection is not None and self._connection(device_id) == connection:
             return  # still connected where it was: its edge answers (or has answered)

@@ -73,9 +73,26 @@ async function signIn(key) {
   $("signout").hidden = false;
   $("nav").hidden = false;
   stream?.close();
-  stream = new Stream({ apiKey: key, topics: ["#"], onData, onState });
+  stream = new Stream({ apiKey: key, topics: ["#"], onData, onState, onDropped: resync });
   stream.open();
   route();
+}
+
+/** The hub skipped frames this page read too slowly: the fleet is read again from REST, so a
+ * status whose frame was skipped does not leave a device shown as it was. */
+async function resync() {
+  try {
+    const body = await api("/devices");
+    for (const d of body.data) {
+      const known = devices.get(d.id);
+      if (known) Object.assign(known, d);
+      else devices.set(d.id, d);
+    }
+    fleetStale = true;
+    changed();
+  } catch (err) {
+    console.warn("fleet not read again after skipped frames:", err.message);
+  }
 }
 
 function showSignIn(error = "") {

@@ -62,11 +62,14 @@ export function encodeFrame(version, type, data) {
  * A connection that negotiates, authenticates in VERSION_CHECK (browsers cannot set
  * headers on a WebSocket), subscribes to `topics` and calls `onData(payload, frame)` for each
  * data frame, in order. `onState(state, detail)`: "connecting", "live", "refused" (bad key:
- * no retry), "closed" (retried after 2 s).
+ * no retry), "closed" (retried after 2 s). `onDropped(total)`: the hub skipped this page
+ * ahead (it read too slowly) and says so in a HEARTBEAT: what the skipped frames carried
+ * must be read again (the fleet's REST snapshot), or a device stays as its last frame left it.
  */
 export class Stream {
-  constructor({ apiKey, topics, onData, onState }) {
-    Object.assign(this, { apiKey, topics, onData, onState });
+  constructor({ apiKey, topics, onData, onState, onDropped = () => {} }) {
+    Object.assign(this, { apiKey, topics, onData, onState, onDropped });
+    this.dropped = 0; // the session's total so far, as the hub's HEARTBEATs count it
     this.version = 1;
     this.stopped = false;
     this.frames = 0;
@@ -130,8 +133,14 @@ export class Stream {
           console.warn("stream error", frame.data);
         }
         break;
+      case T.HEARTBEAT:
+        if (Number.isInteger(frame.data?.dropped) && frame.data.dropped > this.dropped) {
+          this.dropped = frame.data.dropped;
+          this.onDropped(this.dropped);
+        }
+        break;
       default:
-        break; // HEARTBEAT (drop notices), PONG
+        break; // PONG
     }
   }
 }

@@ -23,12 +23,21 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Dialog, Page, Route, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    Dialog,
+    Page,
+    Route,
+    WebSocketRoute,
+    async_playwright,
+    expect,
+)
 
 from tests.conftest import StartEdge
 from tests.edge.helpers import tone_packets
 from tests.hub.conftest import READ_KEY, WRITE_KEY
 from tests.hub.test_activation import firmware_headers, new_mac, setup_call
+from tests.hub.test_hub_mqtt import snapshot_shows
 from tests.hub.test_simulated_devices import tools_kept
 from tests.support import Recorder
 from xiaozhi import __version__
@@ -745,3 +754,50 @@ async def test_on_a_phone_a_device_connected_before_the_page_shows_its_tools_and
 
 
 WIDTH = "document.documentElement.scrollWidth"
+
+
+async def test_frames_the_hub_skipped_are_read_again_from_rest(
+    running_hub: RunningHub, watcher: Recorder, page: Page, shots: Path
+) -> None:
+    """A page that read too slowly is skipped ahead by the hub, which says so in a HEARTBEAT
+    (``dropped``): the page reads the fleet again, so a device whose status frame was skipped
+    is not left shown as connected. The skip is played here by a WebSocket route between page
+    and hub that withholds the status frames, then hands the page the hub's notice."""
+    withhold = False
+
+    async def between(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def to_page(message: str | bytes) -> None:
+            if not withhold:
+                ws.send(message)
+
+        server.on_message(to_page)
+        ws.on_message(server.send)
+        between.page = ws  # type: ignore[attr-defined]
+
+    await page.route_web_socket(re.compile(r".*/api/v1/stream$"), between)
+    await sign_in(page, running_hub, shots)
+    t = running_hub.service.topics
+    await watcher.publish(
+        t.status("demo_kitchen"), {"status": "connected", "device_id": "demo_kitchen"}
+    )
+    row = page.locator('#devices tr[data-device="demo_kitchen"]')
+    await expect(row.locator("td.status")).to_have_text("connected")
+
+    withhold = True
+    await watcher.publish(
+        t.status("demo_kitchen"), {"status": "disconnected", "device_id": "demo_kitchen"}
+    )
+    await snapshot_shows(
+        watcher,
+        running_hub.service,
+        lambda d: d.get("demo_kitchen", {}).get("status") == "disconnected",
+    )
+    await expect(row.locator("td.status")).to_have_text("connected")  # the frame was skipped
+    withhold = False
+    notice = StreamMessage(
+        MessageType.HEARTBEAT, {"dropped": 1, "queued": 0}, version=V3, timestamp_us=1
+    )
+    between.page.send(encode_message(notice))  # type: ignore[attr-defined]
+    await expect(row.locator("td.status")).to_have_text("disconnected")

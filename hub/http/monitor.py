@@ -50,48 +50,60 @@ log = structlog.get_logger("xiaozhi.hub.monitor")
 
 LISTEN_PATH: Final = API_PREFIX + "/devices/{device_id}/listen"
 _POLICY_CLOSE: Final = 1008
+_TRY_AGAIN_LATER: Final = 1013  # RFC 6455 registry: the server is overloaded, try again later
 _FORMATS: Final = ("opus", "pcm")
 PCM_RATE: Final = 16000
 """The rate PCM listeners get: the devices' uplink rate (libopus decodes any stream to it)."""
 
 
+async def _signed_in(websocket: WebSocket, auth: Authenticator, within: float) -> str | None:
+    """None when the client is authenticated (within ``within`` s); else why not."""
+    key = websocket.headers.get("x-api-key")
+    authorization = websocket.headers.get("authorization")
+    if key is None and not authorization:
+        try:
+            text = await asyncio.wait_for(websocket.receive_text(), within)
+            first = json.loads(text)
+        except (TimeoutError, ValueError, KeyError):
+            return 'send {"api_key": ...} or {"token": ...} first'
+        if isinstance(first, dict):
+            key = first.get("api_key") if isinstance(first.get("api_key"), str) else None
+            token = first.get("token")
+            authorization = f"Bearer {token}" if isinstance(token, str) else None
+        if key is None and not authorization:
+            return "no credentials"
+    try:
+        auth.authenticate(key, authorization)
+    except ApiError as err:
+        return err.message
+    return None
+
+
 def add_monitor_routes(app: FastAPI, auth: Authenticator) -> None:
     """Add the ``/api/v1/devices/{device_id}/listen`` WebSocket."""
-
-    async def signed_in(websocket: WebSocket, within: float) -> str | None:
-        """None when the client is authenticated (within ``within`` s); else why not."""
-        key = websocket.headers.get("x-api-key")
-        authorization = websocket.headers.get("authorization")
-        if key is None and not authorization:
-            try:
-                text = await asyncio.wait_for(websocket.receive_text(), within)
-                first = json.loads(text)
-            except (TimeoutError, ValueError, KeyError):
-                return 'send {"api_key": ...} or {"token": ...} first'
-            if isinstance(first, dict):
-                key = first.get("api_key") if isinstance(first.get("api_key"), str) else None
-                token = first.get("token")
-                authorization = f"Bearer {token}" if isinstance(token, str) else None
-            if key is None and not authorization:
-                return "no credentials"
-        try:
-            auth.authenticate(key, authorization)
-        except ApiError as err:
-            return err.message
-        return None
 
     @app.websocket(LISTEN_PATH)
     async def listen(websocket: WebSocket, device_id: str) -> None:
         service: HubService = websocket.app.state.service
         await websocket.accept()
         wanted = websocket.query_params.get("format", "opus")
+        # A socket without credentials on its upgrade request counts, until it signs in,
+        # against the same bound as the live stream's (XIAOZHI_STREAM_MAX_SIGNING_IN).
+        counted = "x-api-key" not in websocket.headers and "authorization" not in websocket.headers
+        if counted and not service.stream.begin_sign_in():
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+                await websocket.close(code=_TRY_AGAIN_LATER, reason="too many signing in")
+            return
         try:
             device_id = normalize_device_id(device_id)
-            refused = await signed_in(websocket, service.settings.sign_in_seconds)
+            refused = await _signed_in(websocket, auth, service.settings.sign_in_seconds)
         except InvalidTopic as err:
             refused = str(err)
         except WebSocketDisconnect:
             return
+        finally:
+            if counted:
+                service.stream.end_sign_in()
         if refused is None and wanted not in _FORMATS:
             refused = f"format {wanted[:20]!r}: expected opus or pcm"
         if refused is not None:

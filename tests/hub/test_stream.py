@@ -297,6 +297,32 @@ async def test_sockets_that_never_sign_in_are_capped_then_closed_at_the_deadline
     assert "xiaozhi_hub_stream_signing_in 0.0" in metrics
 
 
+async def test_listen_sockets_that_never_sign_in_share_the_bound(guarded_hub: RunningHub) -> None:
+    """The audio listen endpoint was bounded by its deadline only: unsigned sockets there
+    count against the same bound as the stream's, and are let go at its deadline too."""
+    hub = guarded_hub
+    listen = hub.url.replace("http", "ws", 1) + "/api/v1/devices/somebody/listen"
+    async with contextlib.AsyncExitStack() as stack:
+        idle = await stack.enter_async_context(connect(stream_url(hub.url)))
+        assert decode_message(await idle.recv()).data["auth"] == "required"
+        waiting = await stack.enter_async_context(connect(listen))
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=hub.url, headers={"X-API-Key": READ_KEY})
+        )
+        stats = (await http.get("/api/v1/stats")).json()["data"]["stream"]
+        assert stats["signing_in"] == 2  # the stream's socket and the listener's
+        async with connect(listen) as busy:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(busy.recv(), 10)
+        assert busy.close_code == 1013
+        # the waiting listener is closed at the deadline, and its place given back
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(waiting.recv(), 10)
+        assert waiting.close_code == 1008
+    assert hub.service.stream.signing_in == 0
+    assert hub.service.stream.refused["busy"] == 1
+
+
 async def test_acknowledged_delivery(running_hub: RunningHub, watcher: Recorder) -> None:
     t = running_hub.service.topics
     async with StreamClient(

@@ -6,34 +6,17 @@ fell seconds behind at 1,000 talking devices (design.md section 8). Here the hot
 the only code that talks to the broker. It yields to the event loop once per batch, so the
 socket is written in large chunks.
 
-No message goes through paho's `publish`: at 1,000 devices flat out, paho's per-message work
-(an `MQTTMessageInfo` with a `threading.Condition`, a wake-up of the event loop, one `send()`
-per packet, a `ReasonCode` and a `Properties` for each `on_publish`) was about
-60 % of the edge's CPU (docs/benchmarks.md, "Telemetry, 2026-12-07"), and four QoS 1 messages
-per voice command made it most of the hub's MQTT time ("Issue 14, point 5"). The writer
-encodes each PUBLISH itself (with the one PUBLISH encoder,
+QoS 0 messages do not go through paho's `publish`: at 1,000 devices flat out, paho's
+per-message work (an `MQTTMessageInfo` with a `threading.Condition`, a wake-up byte on its
+socket pair, one `send()` per packet, a `ReasonCode` and a `Properties` for the `on_publish`
+chained below) was about 60 % of the edge's CPU (docs/benchmarks.md, "Telemetry, 2026-12-07").
+The writer encodes each QoS 0 PUBLISH itself (with the one PUBLISH encoder,
 :func:`xiaozhi.mqtt_packets.encode_publish`) and hands the run of them to paho's own outgoing
 queue as one packet, so paho writes it with one `send()`, in order with everything else it sends
-(PUBACK, PINGREQ, SUBSCRIBE), and resumes a partial write where it stopped. That queue is
-paho's private `_packet_queue`, which is why `paho-mqtt` is pinned; ``tests/runtime``
+(QoS 1 publishes, PINGREQ, SUBSCRIBE), and resumes a partial write where it stopped. That queue
+is paho's private `_packet_queue`, which is why `paho-mqtt` is pinned; ``tests/runtime``
 publishes through it to a real Mosquitto.
-
-QoS 1 is tracked here, not in paho: each message gets a packet id from paho's own counter
-(`_mid_generate`, which SUBSCRIBE and UNSUBSCRIBE use too, so no two packets in flight share
-one), and stays in this owner's in-flight table until the broker's PUBACK for that id, which
-:class:`_PahoHooks` takes from paho's reader before paho looks it up in its own (empty)
-table. At most :attr:`MqttOwner.max_inflight` (paho's ``max_inflight_messages``, 1,000) are
-in flight; past it the writer waits for a PUBACK. paho's own redelivery is never needed: a
-connection is one paho client, and what it had in flight is queued again here (below).
-
-Reading is made cheaper too (:class:`_PahoHooks`): paho reads a packet with three `recv()`
-calls (its type byte, each length byte, its body), aiomqtt's reader asks it for one packet
-per readiness once nothing is in paho's tables, and every message then costs an
-`MQTTMessage`, a callback match, and a task and an `asyncio.wait` in aiomqtt's iterator. The
-hooks read what the socket holds with one `recv()`, cut the whole packets out (at most
-:data:`_PACKETS_PER_PASS` per pass of the event loop), decode a PUBLISH themselves and hand
-it to ``on_message`` at once, leave every other packet to paho's handler, and queue the
-PUBACKs for the QoS 1 messages of a pass as one packet.
+QoS 1 messages still go through `publish`: paho keeps them until their PUBACK.
 
 Delivery rules, all counted in :class:`OwnerStats` (never a silent drop):
 
@@ -42,12 +25,9 @@ Delivery rules, all counted in :class:`OwnerStats` (never a silent drop):
   many small ones; ``/stats`` shows both (``queued``, ``queued_bytes``).
 * QoS 0 is at most once: when the queue is full the message is dropped and counted.
 * QoS 1 is at least once: a message stays ours until the broker's PUBACK. If the connection
-  drops first, it is queued again, ahead of newer messages, and sent on the next connection
-  with a new packet id (a new PUBLISH: the broker may deliver it twice, never zero times).
-  Above the high watermark :attr:`MqttOwner.room` is cleared so producers that can wait (a
-  device's reads) pause; only past the hard bound is a QoS 1 message dropped, and counted.
-* A message MQTT cannot carry (a wildcard in its topic, a packet over 256 MiB) is dropped
-  by the writer, counted with its QoS's drops and logged.
+  drops first, it is queued again, ahead of newer messages. Above the high watermark
+  :attr:`MqttOwner.room` is cleared so producers that can wait (a device's reads) pause;
+  only past the hard bound is a QoS 1 message dropped, and counted.
 * Retained messages are remembered and published again after every reconnect, ahead of the
   backlog: a broker restart that lost them loses nothing for long.
 * Subscriptions are remembered and made again after every reconnect.
@@ -80,10 +60,9 @@ import structlog
 
 from xiaozhi.backoff import Backoff
 from xiaozhi.config import parse_mqtt_url, redact_mqtt_url
-from xiaozhi.errors import MalformedPacket
-from xiaozhi.mqtt_packets import decode_publish, encode_publish
+from xiaozhi.mqtt_packets import encode_publish
 
-__all__ = ["MAX_INFLIGHT", "MESSAGE_OVERHEAD_BYTES", "MqttOwner", "OutMessage", "OwnerStats"]
+__all__ = ["MESSAGE_OVERHEAD_BYTES", "MqttOwner", "OutMessage", "OwnerStats"]
 
 log = structlog.get_logger("xiaozhi.mqtt")
 
@@ -103,20 +82,6 @@ objects' headers and the deque's slot (about 190 bytes measured with tracemalloc
 _BACKLOG_POLL_SECONDS = 0.005
 """How often the writer looks again while paho's backlog is over the bound (paho offers no
 event for "written"; the check is a sum over a few packets)."""
-
-MAX_INFLIGHT = 1000
-"""QoS 1 messages sent and not yet acknowledged, at most (paho's ``max_inflight_messages``
-for the connection). Mosquitto acknowledges an MQTT 3.1.1 client's QoS 1 PUBLISH as it reads
-it, so the window only fills when the broker stops reading; then the writer waits."""
-
-_READ_BYTES = 1 << 16
-"""What one `recv()` takes from the broker's socket (:class:`_PahoHooks`)."""
-
-_PACKETS_PER_PASS = 100
-"""Received packets handled in one pass of the event loop; the rest of a read waits for the
-next pass, so the tasks fed by them (the live stream's sessions, whose queues hold 256) run
-in between. aiomqtt handed over one message per pass; a burst of 300 retained statuses
-handled at once overflowed a stream session's queue."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +143,6 @@ class MqttOwner:
         tls_context: for an ``mqtts://`` URL, how to verify the broker (and which client
             certificate to show): :func:`xiaozhi_runtime.tls.mqtt_tls_context`. Unset with
             ``mqtts://``: the system's trust store, the broker's host name checked.
-        max_inflight: QoS 1 messages sent and not yet acknowledged, at most (1-65,000:
-            packet ids are 16 bits and SUBSCRIBE takes some).
     """
 
     def __init__(
@@ -199,7 +162,6 @@ class MqttOwner:
         reconnect_max_seconds: float = 10.0,
         clean_session: bool = True,
         tls_context: ssl.SSLContext | None = None,
-        max_inflight: int = MAX_INFLIGHT,
     ) -> None:
         self.host, self.port, self._username, self._password, tls = parse_mqtt_url(url)
         self._tls = tls_context or (ssl.create_default_context() if tls else None)
@@ -216,24 +178,21 @@ class MqttOwner:
         self._bytes = 0  # of the messages in the queue and in flight
         self._keepalive = keepalive_seconds
         self._clean_session = clean_session
-        if not 0 < max_inflight <= 65_000:
-            raise ValueError(f"max_inflight must be 1-65,000, not {max_inflight}")
-        self.max_inflight = max_inflight
         self._backoff = Backoff(
             base_seconds=reconnect_min_seconds, max_seconds=reconnect_max_seconds, attempts=0
         )
 
         self._queue: collections.deque[OutMessage] = collections.deque()
-        # Sent on the current connection, by packet id, in the order sent; a new dict for
-        # each connection (a late PUBACK of an earlier one finds nothing to remove).
-        self._inflight: dict[int, OutMessage] = {}
+        self._inflight: collections.deque[tuple[paho.MQTTMessageInfo, OutMessage]] = (
+            collections.deque()
+        )
         self._retained: dict[str, OutMessage] = {}
         self._subscriptions: dict[str, int] = {}
         # Given up while disconnected: a persistent session still has them at the broker.
         self._stale_filters: set[str] = set()
         self._client: aiomqtt.Client | None = None
         self._wake = asyncio.Event()
-        self._progress = asyncio.Event()  # set on every PUBACK and run handed to paho
+        self._progress = asyncio.Event()  # set on every PUBACK and written batch
         self.connected = asyncio.Event()
         self.disconnected = asyncio.Event()  # set while there is no broker connection
         self.disconnected.set()
@@ -326,6 +285,7 @@ class MqttOwner:
 
     @property
     def stats(self) -> OwnerStats:
+        self._reap_acks()
         self._stats.queued = len(self._queue)
         self._stats.queued_bytes = self._bytes
         self._stats.inflight = len(self._inflight)
@@ -338,6 +298,7 @@ class MqttOwner:
     @property
     def pending(self) -> int:
         """Messages not yet acknowledged by the broker (QoS 1) or not yet handed to it."""
+        self._reap_acks()
         return len(self._queue) + len(self._inflight)
 
     # ------------------------------------------------------------------ lifetime
@@ -400,11 +361,10 @@ class MqttOwner:
         self.connected.clear()
         self.disconnected.set()
         self._client = None
-        unacked = list(self._inflight.values())  # in the order sent
-        self._inflight.clear()  # the lost connection's hooks hold it: nothing left to ack
-        self._inflight = {}
+        unacked = [m for info, m in self._inflight if not info.is_published()]
+        self._inflight.clear()
         self._queue.extendleft(reversed(unacked))
-        self._bytes = sum(map(_size, self._queue))
+        self._bytes = sum(map(_size, self._queue))  # the acked ones left with the in-flight
         self._stats.requeued_qos1 += len(unacked)
         self._progress.set()
 
@@ -415,7 +375,7 @@ class MqttOwner:
         if self._will is not None and not fresh:
             w = self._will
             will = aiomqtt.Will(w.topic, w.payload, w.qos, w.retain)
-        client = aiomqtt.Client(
+        return aiomqtt.Client(
             self.host,
             self.port,
             username=self._username,
@@ -425,16 +385,13 @@ class MqttOwner:
             will=will,
             keepalive=self._keepalive,
             clean_session=self._clean_session or fresh,
-            max_inflight_messages=self.max_inflight,
+            max_inflight_messages=1000,
             timeout=10,
             # Nagle's algorithm held small publishes and PUBACKs back: a QoS 1 round trip took
             # 88 ms with it and about 1 ms without (docs/benchmarks.md); the broker side is
             # mosquitto's `set_tcp_nodelay true`.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
-        if not fresh:
-            _PahoHooks(client._client, self._inflight, self._acknowledged, self._received).install()
-        return client
 
     async def _session(self) -> None:
         if not self._clean_session and self._stats.connects == 0:
@@ -443,6 +400,7 @@ class MqttOwner:
                 pass
         client = self._make_client()
         async with client:
+            self._watch_acks(client)
             self._client = client
             self._stats.connects += 1
             reconnect = self._stats.connects > 1
@@ -465,25 +423,20 @@ class MqttOwner:
             self._wake.set()
             writer = asyncio.create_task(self._writer(client), name="mqtt-writer")
             try:
-                # Messages are dispatched by the hooks as paho reads them (not through
-                # aiomqtt's queue: a task and an `asyncio.wait` per message); here the session
-                # only waits for the connection to end.
-                ended = client._disconnected
-                await asyncio.wait([ended])  # never cancels aiomqtt's future
-                error = None if ended.cancelled() else ended.exception()
-                raise aiomqtt.MqttError("disconnected") from error
+                async for message in client.messages:
+                    self._stats.received += 1
+                    topic = str(message.topic)
+                    if message.retain and self._drop_retained and self._drop_retained(topic):
+                        continue
+                    if self._on_message is not None:
+                        payload = message.payload
+                        if not isinstance(payload, bytes):
+                            payload = b"" if payload is None else str(payload).encode()
+                        self._dispatch(topic, payload)
             finally:
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                     await writer
-
-    def _received(self, topic: str, payload: bytes, retain: bool) -> None:
-        """One message of a subscription (called by :class:`_PahoHooks` as paho reads it)."""
-        self._stats.received += 1
-        if retain and self._drop_retained and self._drop_retained(topic):
-            return
-        if self._on_message is not None:
-            self._dispatch(topic, payload)
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         try:
@@ -491,25 +444,39 @@ class MqttOwner:
         except Exception:  # a handler bug must not take the connection down
             log.exception("mqtt_on_message_failed", topic=topic)
 
-    def _acknowledged(self, message: OutMessage) -> None:
-        """The broker's PUBACK for ``message`` (called by :class:`_PahoHooks`)."""
-        self._bytes -= len(message.topic) + len(message.payload) + MESSAGE_OVERHEAD_BYTES
-        self._stats.acknowledged += 1
-        self._progress.set()
-        if not self.room.is_set():
-            self._maybe_room()  # frees room for producers paused at the high watermark
+    def _watch_acks(self, client: aiomqtt.Client) -> None:
+        """Chain onto paho's on_publish so PUBACKs wake whoever waits for a flush."""
+        inner = client._client  # aiomqtt keeps its paho client here; we add, never replace
+        previous = inner.on_publish
+
+        def on_publish(*args: Any) -> None:
+            if previous is not None:
+                previous(*args)
+            self._reap_acks()  # frees room for producers paused at the high watermark
+            self._progress.set()
+
+        inner.on_publish = on_publish
 
     @staticmethod
     def _hand_over(paho_client: paho.Client, run: list[bytes]) -> None:
-        """Queue PUBLISH packets in paho's outgoing queue as one packet (module docstring).
+        """Queue QoS 0 packets in paho's outgoing queue as one packet (module docstring).
 
-        paho keeps no state for it: the QoS 1 packets of the run are in the in-flight table
-        already, and the ``qos`` given to paho (1) only tells it not to build a `ReasonCode`,
-        a `Properties` and an `on_publish` call once the run is written (it does for 0).
+        One `MQTTMessageInfo` for the run: paho marks it published once the last byte is
+        written, and calls `on_publish` once, with mid 0 (which paho never gives out).
         """
         if run:
             data = run[0] if len(run) == 1 else b"".join(run)
-            paho_client._packet_queue(paho.PUBLISH, data, 0, 1)
+            paho_client._packet_queue(paho.PUBLISH, data, 0, 0, paho.MQTTMessageInfo(0))
+
+    def _reap_acks(self) -> None:
+        inflight = self._inflight
+        acked = 0
+        while inflight and inflight[0][0].is_published():
+            self._bytes -= _size(inflight.popleft()[1])
+            acked += 1
+        if acked:
+            self._stats.acknowledged += acked
+            self._maybe_room()
 
     def _maybe_room(self) -> None:
         """Let paused producers go on once the queue is below both watermarks."""
@@ -521,13 +488,10 @@ class MqttOwner:
 
     async def _writer(self, client: aiomqtt.Client) -> None:
         """Move messages from the bounded queue to paho, at most
-        :data:`PAHO_BACKLOG_BYTES` ahead of the socket and :attr:`max_inflight` QoS 1
-        messages ahead of the broker's PUBACKs."""
+        :data:`PAHO_BACKLOG_BYTES` ahead of the socket."""
         paho_client = client._client  # non-blocking publish; see the module docstring
         mqtt5 = paho_client.protocol == paho.MQTTv5
         queue = self._queue
-        inflight = self._inflight
-        window = self.max_inflight
         while True:
             if not queue:
                 self._wake.clear()
@@ -538,52 +502,38 @@ class MqttOwner:
             if _paho_backlog(paho_client) > PAHO_BACKLOG_BYTES:
                 await asyncio.sleep(_BACKLOG_POLL_SECONDS)  # the socket is full: let it drain
                 continue
-            if queue[0].qos and len(inflight) >= window:
-                self._progress.clear()
-                if len(inflight) >= window:
-                    await self._progress.wait()  # the next PUBACK frees a place
-                continue
             sent = 0
-            run: list[bytes] = []  # packets not yet handed to paho
+            run: list[bytes] = []  # QoS 0 packets not yet handed to paho
             while queue and sent < _BATCH:
-                message = queue[0]
-                packet_id = None
-                if message.qos:
-                    if len(inflight) >= window:
-                        break  # the rest waits for PUBACKs, in order
-                    packet_id = _free_packet_id(paho_client, inflight)
-                try:
-                    packet = encode_publish(
-                        message.topic,
-                        message.payload,
-                        retain=message.retain,
-                        mqtt5=mqtt5,
-                        packet_id=packet_id,
-                    )
-                except ValueError as err:  # a topic or payload MQTT cannot carry: dropped
-                    queue.popleft()
-                    self._dropped_invalid(message, err)
-                    continue
-                queue.popleft()
-                if packet_id is None:
+                message = queue.popleft()
+                if not message.qos:
                     self._bytes -= _size(message)
-                else:
-                    inflight[packet_id] = message
-                run.append(packet)
+                    try:
+                        packet = encode_publish(
+                            message.topic, message.payload, retain=message.retain, mqtt5=mqtt5
+                        )
+                    except ValueError:
+                        self._hand_over(paho_client, run)
+                        raise
+                    run.append(packet)
+                    sent += 1
+                    continue
+                self._hand_over(paho_client, run)
+                run = []
+                info = paho_client.publish(
+                    message.topic, message.payload, message.qos, message.retain
+                )
+                if info.rc != paho.MQTT_ERR_SUCCESS:
+                    queue.appendleft(message)
+                    raise aiomqtt.MqttCodeError(info.rc, "could not publish")
+                self._inflight.append((info, message))
                 sent += 1
             self._hand_over(paho_client, run)
             self._stats.published += sent
             self._progress.set()
+            self._reap_acks()
             self._maybe_room()
             await asyncio.sleep(0)  # let the event loop write the socket
-
-    def _dropped_invalid(self, message: OutMessage, error: ValueError) -> None:
-        self._bytes -= _size(message)
-        if message.qos:
-            self._stats.dropped_qos1 += 1
-        else:
-            self._stats.dropped_qos0 += 1
-        log.warning("mqtt_publish_invalid", topic=message.topic[:200], error=str(error))
 
 
 def _size(message: OutMessage) -> int:
@@ -594,173 +544,3 @@ def _size(message: OutMessage) -> int:
 def _paho_backlog(paho_client: paho.Client) -> int:
     """Bytes paho holds for the socket (its private ``_out_packet``; paho is pinned)."""
     return sum(packet["to_process"] for packet in paho_client._out_packet)
-
-
-def _free_packet_id(paho_client: paho.Client, inflight: dict[int, OutMessage]) -> int:
-    """The next packet id from paho's counter that no message in flight holds (the counter
-    wraps at 65,535; the window is far smaller, so this ends)."""
-    while True:
-        packet_id = paho_client._mid_generate()
-        if packet_id not in inflight:
-            return packet_id
-
-
-class _PahoHooks:
-    """What this owner changes in one connection's paho client (module docstring); paho is
-    pinned, and ``tests/runtime`` runs these against a real Mosquitto.
-
-    * Reading: one `recv()` of up to :data:`_READ_BYTES` per readiness; every whole packet
-      in what has come is cut out here (the fixed header read as
-      :func:`xiaozhi.mqtt_packets.split_packet` does) and handed to paho's own
-      `_packet_handle` as paho's `_packet_read` would (which reads each packet with three
-      `recv()` calls, and one packet per readiness when paho tracks no message); the rest
-      waits for the next read. The end of the stream and socket errors reach paho as they
-      would have.
-    * PUBACK: the packet id is looked up in the owner's in-flight table first (removed and
-      reported to ``acknowledged``); an id that is not ours goes to paho's own handler.
-    * PUBLISH (MQTT 3.1.1, QoS 0 and 1): decoded with :func:`xiaozhi.mqtt_packets.decode_publish`
-      and handed to ``received`` at once (paho would build an `MQTTMessage` with a
-      `threading.Condition`, match it against its callback filters, and aiomqtt would
-      queue it for a task); a QoS 2 message, or MQTT 5, stays paho's.
-    * PUBACKs for the QoS 1 messages received are queued as one packet per read, after the
-      messages were handled (paho sends one packet each).
-    """
-
-    def __init__(
-        self,
-        client: paho.Client,
-        inflight: dict[int, OutMessage],
-        acknowledged: Callable[[OutMessage], None],
-        received: Callable[[str, bytes, bool], None],
-    ) -> None:
-        self._client = client
-        self._inflight = inflight
-        self._acknowledged = acknowledged
-        self._received = received
-        self._handle_publish = client._handle_publish
-        self._handle_pubackcomp = client._handle_pubackcomp
-        self._recv = client._sock_recv
-        self._rest = b""  # read and not handled yet: the start of a packet, or a pass's rest
-        self._more = False  # the last pass stopped at its limit
-        self._resuming = False  # a pass is scheduled
-        self._packet: dict[str, Any] = {"command": 0, "packet": b"", "remaining_length": 0}
-        self._acks: list[bytes] = []
-
-    def install(self) -> None:
-        client: Any = self._client  # instance attributes over paho's methods
-        client._handle_pubackcomp = self.handle_pubackcomp
-        client.loop_read = self.loop_read
-        client._send_puback = self.send_puback
-        if client.protocol != paho.MQTTv5:  # decode_publish reads 3.1.1 (no properties)
-            client._handle_publish = self.handle_publish
-
-    def handle_publish(self) -> paho.MQTTErrorCode:
-        packet = self._client._in_packet
-        command = packet["command"]
-        if command & 0x06 == 0x04:  # QoS 2: paho's exchange of PUBREC, PUBREL, PUBCOMP
-            return self._handle_publish()
-        try:
-            message = decode_publish(command & 0x0F, bytes(packet["packet"]))
-        except MalformedPacket:  # QoS 3, a topic cut short or not UTF-8
-            return paho.MQTTErrorCode.MQTT_ERR_PROTOCOL
-        self._received(message.topic, message.payload, message.retain)
-        if message.packet_id is not None:
-            self._acks.append(_PUBACK_HEAD + message.packet_id.to_bytes(2, "big"))
-        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def handle_pubackcomp(self, cmd: str) -> paho.MQTTErrorCode:
-        packet = self._client._in_packet["packet"]
-        if cmd == "PUBACK" and len(packet) >= 2:
-            message = self._inflight.pop((packet[0] << 8) | packet[1], None)
-            if message is not None:
-                self._acknowledged(message)
-                return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
-        return self._handle_pubackcomp(cmd)  # type: ignore[arg-type]
-
-    def send_puback(self, mid: int) -> paho.MQTTErrorCode:
-        self._acks.append(_PUBACK_HEAD + mid.to_bytes(2, "big"))
-        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def loop_read(self, max_packets: int = 1) -> paho.MQTTErrorCode:
-        """paho's `loop_read`, for every whole packet one `recv()` brings."""
-        client = self._client
-        if client._sock is None:
-            return paho.MQTTErrorCode.MQTT_ERR_NO_CONN
-        try:
-            data = self._recv(_READ_BYTES)
-        except BlockingIOError:
-            return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
-        except OSError:
-            return client._loop_rc_handle(paho.MQTTErrorCode.MQTT_ERR_CONN_LOST)
-        if not data:  # the broker closed the connection
-            return client._loop_rc_handle(paho.MQTTErrorCode.MQTT_ERR_CONN_LOST)
-        self._rest = self._rest + data if self._rest else data
-        with client._msgtime_mutex:
-            client._last_bytes_received = paho.time_func()  # paho's keepalive clock
-        return self._pass()
-
-    def _pass(self) -> paho.MQTTErrorCode:
-        """Handle up to :data:`_PACKETS_PER_PASS` whole packets of what was read; come back
-        in the next pass of the event loop for more."""
-        client = self._client
-        self._resuming = False
-        if client._sock is None:
-            return paho.MQTTErrorCode.MQTT_ERR_NO_CONN
-        try:
-            rc = self._handle_packets(self._rest)
-        finally:
-            self._send_acks()
-        if rc > 0:
-            return client._loop_rc_handle(rc)
-        if self._more and not self._resuming:
-            self._resuming = True
-            asyncio.get_running_loop().call_soon(self._pass)
-        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def _handle_packets(self, buffer: bytes) -> paho.MQTTErrorCode:
-        """Hand each whole packet of ``buffer`` to paho; keep the incomplete rest."""
-        client: Any = self._client  # paho types `_in_packet` as its own TypedDict
-        packet = self._packet
-        end = len(buffer)
-        at = 0
-        rc = paho.MQTTErrorCode.MQTT_ERR_SUCCESS
-        self._more = False
-        handled = 0
-        while end - at >= 2:
-            if handled == _PACKETS_PER_PASS:
-                self._more = True  # whole or not, the rest waits for the next pass
-                break
-            length = 0
-            index = at + 1
-            for shift in (0, 7, 14, 21):  # the remaining length: 1-4 bytes, low first
-                if index >= end:
-                    break
-                byte = buffer[index]
-                index += 1
-                length |= (byte & 0x7F) << shift
-                if not byte & 0x80:
-                    break
-            else:
-                return paho.MQTTErrorCode.MQTT_ERR_PROTOCOL  # a fifth length byte
-            if byte & 0x80 or index + length > end:
-                break  # the length or the body is still coming
-            packet["command"] = buffer[at]
-            packet["packet"] = buffer[index : index + length]
-            packet["remaining_length"] = length
-            client._in_packet = packet
-            at = index + length
-            rc = client._packet_handle()
-            handled += 1
-            if rc > 0 or client._sock is None:
-                break
-        self._rest = buffer[at:]
-        return rc
-
-    def _send_acks(self) -> None:
-        if self._acks and self._client._sock is not None:
-            data = b"".join(self._acks)
-            self._client._packet_queue(paho.PUBACK, data, 0, 0)
-        self._acks.clear()
-
-
-_PUBACK_HEAD = bytes([paho.PUBACK, 2])

@@ -7,7 +7,7 @@ import itertools
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -369,101 +369,3 @@ async def test_a_stalled_broker_fills_the_bounded_queue_not_paho(
         os.kill(own_broker.pid, signal.SIGCONT)
     await asyncio.wait_for(owner.wait_flushed(), 30)
     assert owner.stats.dropped_qos0 == 0  # held back, never dropped
-
-
-async def _until(owner: MqttOwner, check: Callable[[], bool], within: float = 15.0) -> None:
-    """Wait for a state of the owner's own (no message to wait for): looked at again each
-    time its writer hands a run to paho or a PUBACK comes."""
-
-    async def progress() -> None:
-        while not check():
-            owner._progress.clear()
-            await owner._progress.wait()
-
-    await asyncio.wait_for(progress(), within)
-
-
-async def test_qos1_in_flight_stays_within_the_window_with_distinct_packet_ids(
-    own_broker: ManagedMosquitto, owners: list[MqttOwner]
-) -> None:
-    """The writer's own QoS 1 path: at most ``max_inflight`` unacknowledged; packet ids come
-    from paho's counter (shared with SUBSCRIBE) and skip any id still in flight when it
-    wraps; every PUBACK is taken off the table, and what waited goes out in order."""
-    inbox = Recorder()
-    owner = MqttOwner(
-        own_broker.url, client_id=_client_id("window"), on_message=inbox, max_inflight=30
-    )
-    await _start(owners, owner)
-    await owner.subscribe(["xiaozhi/test/window"])
-    assert owner._client is not None
-    paho_client = owner._client._client
-    paho_client._last_mid = 65_530  # ids wrap after five
-    assert own_broker.pid is not None
-    os.kill(own_broker.pid, signal.SIGSTOP)  # no PUBACK until it goes on
-    try:
-        for i in range(20):
-            assert owner.publish_nowait(OutMessage("xiaozhi/test/window", b"%d" % i, qos=1))
-        await _until(owner, lambda: owner.stats.inflight == 20)
-        paho_client._last_mid = 65_530  # the next ids are all still in flight
-        for i in range(20, 100):
-            assert owner.publish_nowait(OutMessage("xiaozhi/test/window", b"%d" % i, qos=1))
-        await _until(owner, lambda: owner.stats.inflight == 30)
-        ids = list(owner._inflight)
-        assert len(set(ids)) == 30
-        assert ids[:20] == [*range(65_531, 65_536), *range(1, 16)]
-        assert ids[20:] == list(range(16, 26)), "ids in flight are skipped, never reused"
-        stats = owner.stats
-        assert (stats.inflight, stats.queued, stats.published) == (30, 70, 30)
-    finally:
-        os.kill(own_broker.pid, signal.SIGCONT)
-    await inbox.wait_for(lambda: len(inbox.messages) == 100)
-    assert inbox.payloads("xiaozhi/test/window") == [b"%d" % i for i in range(100)]
-    await asyncio.wait_for(owner.wait_flushed(), 15)
-    stats = owner.stats
-    assert (stats.acknowledged, stats.inflight, stats.queued_bytes) == (100, 0, 0)
-
-
-async def test_qos1_in_flight_when_the_connection_dies_is_sent_again_after_the_reconnect(
-    own_broker: ManagedMosquitto, owners: list[MqttOwner]
-) -> None:
-    """Sent, never acknowledged, and lost with the broker: queued again ahead of newer
-    messages and delivered once the owner is back (to itself: it subscribes again before
-    its backlog goes out, so nothing can pass it by)."""
-    inbox = Recorder()
-    owner = MqttOwner(own_broker.url, client_id=_client_id("cut"), on_message=inbox)
-    await _start(owners, owner)
-    await owner.subscribe(["xiaozhi/test/cut"])
-    assert own_broker.pid is not None
-    os.kill(own_broker.pid, signal.SIGSTOP)
-    for i in range(50):
-        owner.publish_nowait(OutMessage("xiaozhi/test/cut", b"%d" % i, qos=1))
-    await _until(owner, lambda: owner.stats.inflight == 50)
-    await asyncio.to_thread(own_broker.kill)  # what it had read dies with it
-    (own_broker.state_dir / "mosquitto.db").unlink(missing_ok=True)
-    await asyncio.wait_for(owner.disconnected.wait(), 15)
-    for i in range(50, 60):  # newer: they go out after the ones sent before
-        owner.publish_nowait(OutMessage("xiaozhi/test/cut", b"%d" % i, qos=1))
-    await asyncio.to_thread(own_broker.start)
-    await inbox.wait_for(lambda: len(inbox.messages) == 60, 30)
-    assert inbox.payloads("xiaozhi/test/cut") == [b"%d" % i for i in range(60)]
-    await asyncio.wait_for(owner.wait_flushed(), 15)
-    stats = owner.stats
-    assert (stats.requeued_qos1, stats.acknowledged, stats.connects) == (50, 60, 2)
-    assert stats.queued_bytes == 0
-
-
-async def test_a_message_mqtt_cannot_carry_is_dropped_and_counted_not_fatal(
-    mosquitto: ManagedMosquitto, owners: list[MqttOwner]
-) -> None:
-    inbox = Recorder()
-    owner = await _start(
-        owners, MqttOwner(mosquitto.url, client_id=_client_id("bad"), on_message=inbox)
-    )
-    await owner.subscribe(["xiaozhi/test/bad/#"])
-    owner.publish_nowait(OutMessage("xiaozhi/test/bad/+", b"wildcard", qos=1))
-    owner.publish_nowait(OutMessage("xiaozhi/test/bad/#", b"wildcard", qos=0))
-    owner.publish_nowait(OutMessage("xiaozhi/test/bad/ok", b"after", qos=1))
-    await inbox.wait_for(lambda: inbox.payloads("xiaozhi/test/bad/ok") == [b"after"])
-    await asyncio.wait_for(owner.wait_flushed(), 15)
-    stats = owner.stats
-    assert (stats.dropped_qos1, stats.dropped_qos0, stats.queued_bytes) == (1, 1, 0)
